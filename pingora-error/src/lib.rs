@@ -1,0 +1,446 @@
+//! The one error type used across the framework.
+//!
+//! Every layer (listeners, TLS, HTTP sessions, connectors, the proxy) reports
+//! failure as a [`BError`] (a boxed [`Error`]). An error carries:
+//!
+//! - a **kind** ([`ErrorType`]): what went wrong, e.g. `ConnectTimedout`;
+//! - a **source** ([`ErrorSource`]): whose fault it was: the upstream, the
+//!   downstream client, or ourselves;
+//! - a **retry** decision ([`RetryType`]): may the proxy try again elsewhere;
+//! - an optional **context** string: the detail a log reader needs;
+//! - an optional **cause**: the error underneath, so the whole chain can be
+//!   walked with [`Error::chain`] or printed.
+//!
+//! Its [`Display`](std::fmt::Display) is one log line, with the chain
+//! included and line breaks escaped.
+//!
+//! Foreign errors are wrapped in one call with [`OrErr`], options turned into
+//! errors with [`OkOrErr`], and more context attached on the way up with
+//! [`Context`].
+//!
+//! ```
+//! use pingora_error::{Error, ErrorType, OrErr, Result};
+//!
+//! fn parse_port(s: &str) -> Result<u16> {
+//!     s.parse::<u16>()
+//!         .or_err_with(ErrorType::InvalidInput, || format!("bad port {s:?}"))
+//! }
+//!
+//! let err = parse_port("http").unwrap_err();
+//! assert_eq!(err.etype(), &ErrorType::InvalidInput);
+//! assert!(err.to_string().contains("bad port \"http\""));
+//! assert!(err.to_string().contains("invalid digit"));
+//! ```
+#![warn(missing_docs)]
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+
+mod kind;
+pub use kind::{ErrorSource, ErrorType, RetryType};
+
+/// A boxed [`Error`]; the error half of every [`Result`] in the framework.
+///
+/// Boxed so that `Result<T>` stays one pointer wide on the error path.
+pub type BError = Box<Error>;
+
+/// `Result` with [`BError`] as the default error type.
+pub type Result<T, E = BError> = std::result::Result<T, E>;
+
+/// Any error that can sit in a cause chain.
+pub type Cause = Box<dyn StdError + Send + Sync>;
+
+/// The framework's error: kind, source, retry decision, context and cause.
+#[derive(Debug)]
+pub struct Error {
+    /// What went wrong.
+    pub etype: ErrorType,
+    /// Whose fault it was.
+    pub esource: ErrorSource,
+    /// Whether the operation may be retried.
+    pub retry: RetryType,
+    /// The error underneath, if any.
+    pub cause: Option<Cause>,
+    /// Human readable detail.
+    pub context: Option<Cow<'static, str>>,
+}
+
+impl Error {
+    fn build(
+        etype: ErrorType,
+        esource: ErrorSource,
+        context: Option<Cow<'static, str>>,
+        cause: Option<Cause>,
+    ) -> BError {
+        let retry = RetryType::Decided(etype.default_retry());
+        Box::new(Error {
+            etype,
+            esource,
+            retry,
+            cause,
+            context,
+        })
+    }
+
+    /// A new error of this kind, source unset, with no context or cause.
+    pub fn new(etype: ErrorType) -> BError {
+        Self::build(etype, ErrorSource::Unset, None, None)
+    }
+
+    /// A new error caused by the upstream (the server we proxy to).
+    pub fn new_up(etype: ErrorType) -> BError {
+        Self::build(etype, ErrorSource::Upstream, None, None)
+    }
+
+    /// A new error caused by the downstream (the client).
+    pub fn new_down(etype: ErrorType) -> BError {
+        Self::build(etype, ErrorSource::Downstream, None, None)
+    }
+
+    /// A new error that is our own fault.
+    pub fn new_in(etype: ErrorType) -> BError {
+        Self::build(etype, ErrorSource::Internal, None, None)
+    }
+
+    /// A new error with a context string and no cause.
+    pub fn explain<S: Into<Cow<'static, str>>>(etype: ErrorType, context: S) -> BError {
+        Self::build(etype, ErrorSource::Unset, Some(context.into()), None)
+    }
+
+    /// `Err(Error::explain(..))`, for early returns.
+    pub fn e_explain<T, S: Into<Cow<'static, str>>>(etype: ErrorType, context: S) -> Result<T> {
+        Err(Self::explain(etype, context))
+    }
+
+    /// A new error with a context string, wrapping `cause`.
+    pub fn because<S: Into<Cow<'static, str>>, E: Into<Cause>>(
+        etype: ErrorType,
+        context: S,
+        cause: E,
+    ) -> BError {
+        Self::build(
+            etype,
+            ErrorSource::Unset,
+            Some(context.into()),
+            Some(cause.into()),
+        )
+    }
+
+    /// `Err(Error::because(..))`, for early returns.
+    pub fn e_because<T, S: Into<Cow<'static, str>>, E: Into<Cause>>(
+        etype: ErrorType,
+        context: S,
+        cause: E,
+    ) -> Result<T> {
+        Err(Self::because(etype, context, cause))
+    }
+
+    /// `Err(Error::new(..))`, for early returns.
+    pub fn e_new<T>(etype: ErrorType) -> Result<T> {
+        Err(Self::new(etype))
+    }
+
+    /// The kind of this error.
+    pub fn etype(&self) -> &ErrorType {
+        &self.etype
+    }
+
+    /// Whose fault this error is.
+    pub fn esource(&self) -> &ErrorSource {
+        &self.esource
+    }
+
+    /// The context string, if any.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// The kind as a short static string, e.g. `"ConnectTimedout"`.
+    pub fn reason_str(&self) -> &str {
+        self.etype.as_str()
+    }
+
+    /// Whether the operation may be retried.
+    ///
+    /// [`RetryType::ReusedOnly`] counts as retryable only after
+    /// [`Error::set_reused`] marked the connection as a reused one.
+    pub fn retry(&self) -> bool {
+        self.retry.retry()
+    }
+
+    /// Decide whether the operation may be retried.
+    pub fn set_retry(&mut self, retry: bool) {
+        self.retry = RetryType::Decided(retry);
+    }
+
+    /// Record that the error happened on a reused connection: a
+    /// [`RetryType::ReusedOnly`] error then becomes retryable, because a
+    /// fresh connection may well succeed where a stale one failed.
+    pub fn set_reused(&mut self) {
+        if self.retry == RetryType::ReusedOnly {
+            self.retry = RetryType::Decided(true);
+        }
+    }
+
+    /// Set whose fault this error is.
+    pub fn set_esource(&mut self, esource: ErrorSource) {
+        self.esource = esource;
+    }
+
+    /// Set the kind of this error.
+    pub fn set_etype(&mut self, etype: ErrorType) {
+        self.etype = etype;
+    }
+
+    /// Mark as the upstream's fault and return self, for chaining.
+    pub fn into_up(mut self: BError) -> BError {
+        self.esource = ErrorSource::Upstream;
+        self
+    }
+
+    /// Mark as the downstream's fault and return self, for chaining.
+    pub fn into_down(mut self: BError) -> BError {
+        self.esource = ErrorSource::Downstream;
+        self
+    }
+
+    /// Mark as our own fault and return self, for chaining.
+    pub fn into_in(mut self: BError) -> BError {
+        self.esource = ErrorSource::Internal;
+        self
+    }
+
+    /// Prepend more context: `"more: old context"`.
+    pub fn more_context<S: Into<Cow<'static, str>>>(&mut self, more: S) {
+        let more = more.into();
+        self.context = Some(match self.context.take() {
+            Some(old) => format!("{more}: {old}").into(),
+            None => more,
+        });
+    }
+
+    /// Wrap this error as the cause of a new one of kind `etype`; the new
+    /// error keeps this one's source and retry decision.
+    pub fn wrap<S: Into<Cow<'static, str>>>(self: BError, etype: ErrorType, context: S) -> BError {
+        let esource = self.esource.clone();
+        let retry = self.retry;
+        let mut e = Self::build(etype, esource, Some(context.into()), Some(self));
+        e.retry = retry;
+        e
+    }
+
+    /// Iterate over this error and every cause beneath it, outermost first.
+    pub fn chain(&self) -> Chain<'_> {
+        Chain {
+            next: Some(self as &(dyn StdError + 'static)),
+        }
+    }
+
+    /// The innermost error of the chain (this error if it has no cause).
+    pub fn root_cause(&self) -> &(dyn StdError + 'static) {
+        self.chain().last().unwrap_or(self)
+    }
+
+    /// Walk the chain for the first cause of concrete type `E`, e.g. an
+    /// `std::io::Error` deep inside a TLS error.
+    pub fn find_cause<E: StdError + 'static>(&self) -> Option<&E> {
+        self.chain().find_map(|e| e.downcast_ref::<E>())
+    }
+}
+
+/// Iterator over an error and its causes; see [`Error::chain`].
+pub struct Chain<'a> {
+    next: Option<&'a (dyn StdError + 'static)>,
+}
+
+impl<'a> Iterator for Chain<'a> {
+    type Item = &'a (dyn StdError + 'static);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let cur = self.next?;
+        self.next = cur.source();
+        Some(cur)
+    }
+}
+
+/// Write `s` with line breaks escaped so the output stays on one line.
+fn write_one_line(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    if !s.contains(['\n', '\r']) {
+        return f.write_str(s);
+    }
+    for c in s.chars() {
+        match c {
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            c => fmt::Write::write_char(f, c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Adapter so any `Display` can be written through [`write_one_line`].
+struct OneLine<'a, T: fmt::Display + ?Sized>(&'a T);
+
+impl<T: fmt::Display + ?Sized> fmt::Display for OneLine<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Render once, then escape: causes may print line breaks.
+        let s = self.0.to_string();
+        write_one_line(f, &s)
+    }
+}
+
+impl Error {
+    /// Write this error without its cause chain.
+    fn fmt_self(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.esource.as_str() {
+            write!(f, "{s} ")?;
+        }
+        f.write_str(self.etype.as_str())?;
+        if let ErrorType::HTTPStatus(code) | ErrorType::CustomCode(_, code) = self.etype {
+            write!(f, "({code})")?;
+        }
+        if let Some(ctx) = &self.context {
+            f.write_str(" context: ")?;
+            write_one_line(f, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Error {
+    /// One line: `Upstream ConnectTimedout context: ... cause: ...`, where
+    /// each cause of the chain is written the same way.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_self(f)?;
+        let mut cause = self.cause.as_deref().map(|c| c as &(dyn StdError + 'static));
+        while let Some(c) = cause {
+            f.write_str(" cause: ")?;
+            if let Some(e) = c.downcast_ref::<Error>() {
+                e.fmt_self(f)?;
+            } else {
+                write!(f, "{}", OneLine(c))?;
+            }
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn StdError + 'static))
+    }
+}
+
+/// Turn a foreign `Result` into ours, with a kind and context, in one call.
+pub trait OrErr<T, E> {
+    /// Wrap the error as the cause of a new error of kind `etype`.
+    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>
+    where
+        E: Into<Cause>;
+
+    /// Like [`OrErr::or_err`], with the context built only on error.
+    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T>
+    where
+        E: Into<Cause>;
+
+    /// Replace the error with a new one of kind `etype`, keeping only the
+    /// context (for errors that carry nothing worth keeping).
+    fn explain_err<C: Into<Cow<'static, str>>, F: FnOnce(E) -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T>;
+
+    /// Wrap the error with kind `etype` and no context.
+    fn or_fail(self, etype: ErrorType) -> Result<T>
+    where
+        E: Into<Cause>;
+}
+
+impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
+    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>
+    where
+        E: Into<Cause>,
+    {
+        self.map_err(|e| Error::because(etype, context, e))
+    }
+
+    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T>
+    where
+        E: Into<Cause>,
+    {
+        self.map_err(|e| Error::because(etype, context(), e))
+    }
+
+    fn explain_err<C: Into<Cow<'static, str>>, F: FnOnce(E) -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T> {
+        self.map_err(|e| Error::explain(etype, context(e)))
+    }
+
+    fn or_fail(self, etype: ErrorType) -> Result<T>
+    where
+        E: Into<Cause>,
+    {
+        self.map_err(|e| Error::build(etype, ErrorSource::Unset, None, Some(e.into())))
+    }
+}
+
+/// Turn an `Option` into a `Result` with a kind and context.
+pub trait OkOrErr<T> {
+    /// `None` becomes an error of kind `etype` with this context.
+    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>;
+
+    /// Like [`OkOrErr::or_err`], with the context built only on `None`.
+    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T>;
+}
+
+impl<T> OkOrErr<T> for Option<T> {
+    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T> {
+        self.ok_or_else(|| Error::explain(etype, context))
+    }
+
+    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+        self,
+        etype: ErrorType,
+        context: F,
+    ) -> Result<T> {
+        self.ok_or_else(|| Error::explain(etype, context()))
+    }
+}
+
+/// Add context to one of our own errors on its way up.
+pub trait Context<T> {
+    /// Prepend context to the error, built only on error.
+    fn err_context<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(self, context: F) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T> {
+    fn err_context<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(self, context: F) -> Result<T> {
+        self.map_err(|mut e| {
+            e.more_context(context());
+            e
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

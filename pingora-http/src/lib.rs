@@ -1,0 +1,2 @@
+//! tmp
+pub struct RequestHeader; pub struct ResponseHeader;

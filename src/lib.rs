@@ -1,0 +1,61 @@
+//! A framework for fast, reliable, programmable network services.
+//!
+//! This is the facade crate: it re-exports the layers so that a program
+//! needs one dependency, and it holds the examples and benchmarks. Each
+//! layer is also its own crate, for users who want only that layer:
+//!
+//! | module | crate | what it is |
+//! |---|---|---|
+//! | [`error`] | `pingora-error` | the one error type, with kind, source, retry flag, context and cause chain |
+//! | [`timeout`] | `pingora-timeout` | cheap I/O timeouts on a shared coarse timer wheel |
+//! | [`http`] | `pingora-http` | request and response headers that keep name case and order |
+//! | [`pool`] | `pingora-pool` | a keyed connection pool |
+//! | [`core`] | `pingora-core` | server, services, listeners, protocols, connectors |
+//! | [`proxy`] | `pingora-proxy` | the programmable HTTP proxy (feature `proxy`) |
+//! | [`lb`] | `pingora-load-balancing` | load balancing and health checks (feature `lb`) |
+//!
+//! Features: `openssl` (default) or `boringssl` chooses the TLS library;
+//! `proxy` and `lb` (both default) add the proxy and the load balancer.
+//!
+//! ```
+//! use pingora::prelude::*;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut req = RequestHeader::build("GET", b"/index.html", None).unwrap();
+//! req.insert_header("Host", "example.com").unwrap();
+//! // Any future gets a deadline on the shared timer wheel.
+//! let r = timeout(Duration::from_secs(1), async { req.to_wire().len() }).await;
+//! assert!(r.unwrap() > 20);
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+#[cfg(all(feature = "openssl", feature = "boringssl"))]
+compile_error!(
+    "pingora: the `openssl` and `boringssl` features cannot both be enabled, because \
+     OpenSSL and BoringSSL cannot be linked into one binary. To use BoringSSL, turn off \
+     the default features: `pingora = { version = \"..\", default-features = false, \
+     features = [\"boringssl\", \"proxy\", \"lb\"] }`, or on the command line \
+     `--no-default-features --features boringssl,proxy,lb`."
+);
+
+pub use pingora_core as core;
+pub use pingora_error as error;
+pub use pingora_http as http;
+#[cfg(feature = "lb")]
+pub use pingora_load_balancing as lb;
+pub use pingora_pool as pool;
+#[cfg(feature = "proxy")]
+pub use pingora_proxy as proxy;
+pub use pingora_timeout as timeout;
+
+/// The names most programs need, in one `use`.
+pub mod prelude {
+    pub use pingora_error::{
+        BError, Context, Error, ErrorSource, ErrorType, OkOrErr, OrErr, Result,
+    };
+    // pingora_http
+    pub use pingora_timeout::{sleep, timeout};
+}
