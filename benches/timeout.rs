@@ -93,14 +93,26 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("timeout_ready/one_task");
     one_task!(g, "pingora", single, timeout(D, async { 1u32 }));
     one_task!(g, "tokio", single, tokio::time::timeout(D, async { 1u32 }));
-    one_task!(g, "pingora_tokio_variant", single, tokio_timer::timeout(D, async { 1u32 }));
+    one_task!(
+        g,
+        "pingora_tokio_variant",
+        single,
+        tokio_timer::timeout(D, async { 1u32 })
+    );
     g.finish();
 
     let mut g = c.benchmark_group("timeout_pending_once/one_task");
     // The floor: the inner future alone, with no timeout.
-    one_task!(g, "no_timeout", single, async { Ok::<_, ()>(PendingOnce(false).await) });
+    one_task!(g, "no_timeout", single, async {
+        Ok::<_, ()>(PendingOnce(false).await)
+    });
     one_task!(g, "pingora", single, timeout(D, PendingOnce(false)));
-    one_task!(g, "tokio", single, tokio::time::timeout(D, PendingOnce(false)));
+    one_task!(
+        g,
+        "tokio",
+        single,
+        tokio::time::timeout(D, PendingOnce(false))
+    );
     g.finish();
 
     let mut g = c.benchmark_group("timeout_ready/64_tasks_2_threads");
@@ -109,9 +121,16 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("timeout_pending_once/64_tasks_2_threads");
-    many_tasks!(g, "no_timeout", multi, async { Ok::<_, ()>(PendingOnce(false).await) });
+    many_tasks!(g, "no_timeout", multi, async {
+        Ok::<_, ()>(PendingOnce(false).await)
+    });
     many_tasks!(g, "pingora", multi, timeout(D, PendingOnce(false)));
-    many_tasks!(g, "tokio", multi, tokio::time::timeout(D, PendingOnce(false)));
+    many_tasks!(
+        g,
+        "tokio",
+        multi,
+        tokio::time::timeout(D, PendingOnce(false))
+    );
     g.finish();
 }
 

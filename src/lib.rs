@@ -56,6 +56,6 @@ pub mod prelude {
     pub use pingora_error::{
         BError, Context, Error, ErrorSource, ErrorType, OkOrErr, OrErr, Result,
     };
-    // pingora_http
+    pub use pingora_http::{RequestHeader, ResponseHeader};
     pub use pingora_timeout::{sleep, timeout};
 }

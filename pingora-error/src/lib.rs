@@ -313,7 +313,10 @@ impl fmt::Display for Error {
     /// each cause of the chain is written the same way.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_self(f)?;
-        let mut cause = self.cause.as_deref().map(|c| c as &(dyn StdError + 'static));
+        let mut cause = self
+            .cause
+            .as_deref()
+            .map(|c| c as &(dyn StdError + 'static));
         while let Some(c) = cause {
             f.write_str(" cause: ")?;
             if let Some(e) = c.downcast_ref::<Error>() {

@@ -7,8 +7,14 @@ fn new_sets_kind_and_source() {
     assert_eq!(e.etype(), &ErrorType::ConnectRefused);
     assert_eq!(e.esource(), &ErrorSource::Upstream);
     assert!(e.retry(), "connect refused is retryable by default");
-    assert_eq!(Error::new_down(ErrorType::ReadError).esource, ErrorSource::Downstream);
-    assert_eq!(Error::new_in(ErrorType::InternalError).esource, ErrorSource::Internal);
+    assert_eq!(
+        Error::new_down(ErrorType::ReadError).esource,
+        ErrorSource::Downstream
+    );
+    assert_eq!(
+        Error::new_in(ErrorType::InternalError).esource,
+        ErrorSource::Internal
+    );
     assert_eq!(Error::new(ErrorType::ReadError).esource, ErrorSource::Unset);
     assert!(!Error::new(ErrorType::ReadError).retry());
 }
@@ -28,8 +34,8 @@ fn retry_flag() {
 #[test]
 fn display_is_one_line_with_chain() {
     let io = io::Error::new(io::ErrorKind::TimedOut, "timed\nout");
-    let inner = Error::because(ErrorType::ConnectTimedout, "connecting to 10.0.0.1:80", io)
-        .into_up();
+    let inner =
+        Error::because(ErrorType::ConnectTimedout, "connecting to 10.0.0.1:80", io).into_up();
     let outer = inner.wrap(ErrorType::ConnectError, "peer 1 of 2");
     let s = outer.to_string();
     assert_eq!(
@@ -46,7 +52,10 @@ fn display_status_and_custom() {
     assert_eq!(e.to_string(), "HTTPStatus(502) context: bad gateway\\r\\n");
     let e = Error::new_in(ErrorType::Custom("MyKind"));
     assert_eq!(e.to_string(), "Internal MyKind");
-    assert_eq!(ErrorType::CustomCode("Teapot", 418).http_status(), Some(418));
+    assert_eq!(
+        ErrorType::CustomCode("Teapot", 418).http_status(),
+        Some(418)
+    );
 }
 
 #[test]
@@ -66,13 +75,17 @@ fn chain_and_root_cause() {
 #[test]
 fn or_err_wraps_foreign_error() {
     let r: std::result::Result<u8, _> = "300".parse::<u8>();
-    let e = r.or_err(ErrorType::InvalidInput, "parsing weight").unwrap_err();
+    let e = r
+        .or_err(ErrorType::InvalidInput, "parsing weight")
+        .unwrap_err();
     assert_eq!(e.etype(), &ErrorType::InvalidInput);
     assert_eq!(e.context(), Some("parsing weight"));
     assert!(e.cause.is_some());
 
     let r: std::result::Result<(), io::Error> = Err(io::Error::other("disk"));
-    let e = r.or_err_with(ErrorType::FileReadError, || format!("file {}", 7)).unwrap_err();
+    let e = r
+        .or_err_with(ErrorType::FileReadError, || format!("file {}", 7))
+        .unwrap_err();
     assert_eq!(e.to_string(), "FileReadError context: file 7 cause: disk");
 
     let r: std::result::Result<(), io::Error> = Err(io::Error::other("x"));
@@ -80,17 +93,26 @@ fn or_err_wraps_foreign_error() {
     assert_eq!(e.to_string(), "ReadError cause: x");
 
     let r: std::result::Result<(), &str> = Err("plain");
-    let e = r.explain_err(ErrorType::ConfError, |s| format!("conf: {s}")).unwrap_err();
+    let e = r
+        .explain_err(ErrorType::ConfError, |s| format!("conf: {s}"))
+        .unwrap_err();
     assert_eq!(e.to_string(), "ConfError context: conf: plain");
     assert!(e.cause.is_none());
 }
 
 #[test]
 fn option_or_err() {
-    let e = None::<u8>.or_err(ErrorType::InvalidInput, "missing").unwrap_err();
+    let e = None::<u8>
+        .or_err(ErrorType::InvalidInput, "missing")
+        .unwrap_err();
     assert_eq!(e.to_string(), "InvalidInput context: missing");
-    assert_eq!(Some(3).or_err(ErrorType::InvalidInput, "missing").unwrap(), 3);
-    let e = None::<u8>.or_err_with(ErrorType::InvalidInput, || "lazy".to_string()).unwrap_err();
+    assert_eq!(
+        Some(3).or_err(ErrorType::InvalidInput, "missing").unwrap(),
+        3
+    );
+    let e = None::<u8>
+        .or_err_with(ErrorType::InvalidInput, || "lazy".to_string())
+        .unwrap_err();
     assert_eq!(e.context(), Some("lazy"));
 }
 

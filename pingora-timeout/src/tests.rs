@@ -80,9 +80,15 @@ fn cancelled_timer_is_removed_and_never_wakes() {
     assert!(wheel::pending_wakers() >= 1);
     // Cancel by dropping, then let the deadline pass on a timer of our own.
     drop(t);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(sleep(Duration::from_millis(60)));
-    assert_eq!(counter.0.load(Ordering::SeqCst), 0, "a dropped timer woke its task");
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        0,
+        "a dropped timer woke its task"
+    );
 }
 
 #[test]
@@ -112,7 +118,10 @@ fn latest_waker_is_woken() {
         std::thread::yield_now();
     }
     assert_eq!(first.0.load(Ordering::SeqCst), 0);
-    assert_eq!(t.as_mut().poll(&mut Context::from_waker(&w2)), Poll::Ready(Err(Elapsed)));
+    assert_eq!(
+        t.as_mut().poll(&mut Context::from_waker(&w2)),
+        Poll::Ready(Err(Elapsed))
+    );
 }
 
 #[test]
@@ -121,7 +130,9 @@ fn works_without_a_runtime_across_threads() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     let d = Duration::from_millis(5 + i * 3);
                     let start = Instant::now();
@@ -138,7 +149,10 @@ fn works_without_a_runtime_across_threads() {
 
 #[tokio::test]
 async fn tokio_variant_has_same_behaviour() {
-    assert_eq!(tokio_timer::timeout(Duration::from_secs(1), async { 2 }).await, Ok(2));
+    assert_eq!(
+        tokio_timer::timeout(Duration::from_secs(1), async { 2 }).await,
+        Ok(2)
+    );
     let start = Instant::now();
     let r = tokio_timer::timeout(Duration::from_millis(20), pending::<()>()).await;
     assert_eq!(r, Err(Elapsed));
@@ -149,15 +163,23 @@ async fn tokio_variant_has_same_behaviour() {
 #[tokio::test]
 async fn pingora_names_work() {
     use fast_timeout::{fast_sleep, fast_timeout};
-    assert_eq!(fast_timeout(Duration::from_secs(1), async { 4 }).await, Ok(4));
+    assert_eq!(
+        fast_timeout(Duration::from_secs(1), async { 4 }).await,
+        Ok(4)
+    );
     fast_sleep(Duration::from_millis(1)).await;
     assert_eq!(Elapsed.to_string(), "deadline has elapsed");
-    let _: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sleep(Duration::ZERO));
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sleep(Duration::ZERO));
+    boxed.await;
 }
 
 #[tokio::test]
 async fn huge_duration_does_not_overflow() {
     assert_eq!(timeout(Duration::MAX, async { 5 }).await, Ok(5));
-    let r = timeout(Duration::from_millis(10), timeout(Duration::MAX, pending::<()>())).await;
+    let r = timeout(
+        Duration::from_millis(10),
+        timeout(Duration::MAX, pending::<()>()),
+    )
+    .await;
     assert_eq!(r, Err(Elapsed));
 }

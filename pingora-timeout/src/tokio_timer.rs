@@ -36,6 +36,9 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map(|r| r.map_err(|_| Elapsed))
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.map_err(|_| Elapsed))
     }
 }

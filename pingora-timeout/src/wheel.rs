@@ -109,13 +109,16 @@ impl Drop for Registration {
     }
 }
 
+/// One thread's buckets, by due tick.
+type Shard = Mutex<BTreeMap<u64, Arc<Bucket>>>;
+
 struct Wheel {
     start: Instant,
     /// The tick the background thread last saw.
     now: AtomicU64,
     /// Whether the background thread is ticking (not parked).
     running: AtomicBool,
-    shards: Box<[Mutex<BTreeMap<u64, Arc<Bucket>>>]>,
+    shards: Box<[Shard]>,
     thread: OnceLock<Thread>,
 }
 
@@ -138,14 +141,13 @@ struct Local {
 fn wheel() -> &'static Wheel {
     WHEEL.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(4, |n| n.get()) * 4;
-        let wheel = Wheel {
+        Wheel {
             start: Instant::now(),
             now: AtomicU64::new(0),
             running: AtomicBool::new(false),
             shards: (0..n).map(|_| Mutex::default()).collect(),
             thread: OnceLock::new(),
-        };
-        wheel
+        }
     })
 }
 

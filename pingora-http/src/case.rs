@@ -1,0 +1,91 @@
+//! Header names that remember how they were spelled.
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use pingora_error::{ErrorType, OrErr, Result};
+
+/// A header name as written on the wire (any case), with its normalized
+/// [`HeaderName`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseHeaderName {
+    /// The spelling to write; `None` when it is the lowercase name itself.
+    case: Option<Bytes>,
+    name: HeaderName,
+}
+
+impl CaseHeaderName {
+    /// A name spelled as in `raw`; fails if `raw` is not a valid token.
+    pub fn from_bytes(raw: Bytes) -> Result<Self> {
+        let name = HeaderName::from_bytes(&raw)
+            .or_err_with(ErrorType::InvalidHTTPHeader, || {
+                format!("invalid header name {:?}", String::from_utf8_lossy(&raw))
+            })?;
+        Ok(Self::with_name(raw, name))
+    }
+
+    /// A name spelled as in `raw`, with its already-parsed `name`. `raw`
+    /// must be `name` in some case.
+    pub(crate) fn with_name(raw: Bytes, name: HeaderName) -> Self {
+        let case = (raw.as_ref() != name.as_str().as_bytes()).then_some(raw);
+        CaseHeaderName { case, name }
+    }
+
+    /// The spelling written on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.case {
+            Some(c) => c,
+            None => self.name.as_str().as_bytes(),
+        }
+    }
+
+    /// The normalized (lowercase) name.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+/// Anything that can become a [`CaseHeaderName`]: string slices and
+/// `String`s keep their spelling; a [`HeaderName`] is written in lowercase.
+pub trait IntoCaseHeaderName {
+    /// Convert, keeping the spelling.
+    fn into_case_header_name(self) -> Result<CaseHeaderName>;
+}
+
+impl IntoCaseHeaderName for &'static str {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        CaseHeaderName::from_bytes(Bytes::from_static(self.as_bytes()))
+    }
+}
+
+impl IntoCaseHeaderName for String {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        CaseHeaderName::from_bytes(Bytes::from(self))
+    }
+}
+
+impl IntoCaseHeaderName for &String {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        CaseHeaderName::from_bytes(Bytes::copy_from_slice(self.as_bytes()))
+    }
+}
+
+impl IntoCaseHeaderName for HeaderName {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        Ok(CaseHeaderName {
+            case: None,
+            name: self,
+        })
+    }
+}
+
+impl IntoCaseHeaderName for &HeaderName {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        self.clone().into_case_header_name()
+    }
+}
+
+impl IntoCaseHeaderName for CaseHeaderName {
+    fn into_case_header_name(self) -> Result<CaseHeaderName> {
+        Ok(self)
+    }
+}

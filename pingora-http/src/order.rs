@@ -1,0 +1,94 @@
+//! The wire order of a header block, kept beside the `http` crate's
+//! `HeaderMap`.
+//!
+//! `HeaderMap` answers lookups but groups repeated names and forgets their
+//! spelling. [`WireOrder`] keeps one entry per header line, in order: its
+//! spelling and which occurrence of its name it is. Values stay in the
+//! `HeaderMap` only. This works because the only edits are "append one"
+//! (a new last occurrence) and "remove every occurrence of a name", so the
+//! n-th entry of a name here is always the n-th value of that name there.
+
+use bytes::BufMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::case::CaseHeaderName;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    name: CaseHeaderName,
+    /// Which occurrence of this name the entry is (0 for the first).
+    nth: usize,
+}
+
+/// One entry per header line, in wire order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WireOrder {
+    entries: Vec<Entry>,
+}
+
+impl WireOrder {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        WireOrder {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Add `value` as the last line, spelled as `name`.
+    pub(crate) fn append(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
+        // (The entry API would hash once, but needs an owned name: measured
+        // slower for the common case of a name not seen before.)
+        let nth = match map.get(name.name()) {
+            None => 0,
+            Some(_) => map.get_all(name.name()).iter().count(),
+        };
+        map.append(name.name().clone(), value);
+        self.entries.push(Entry { name, nth });
+    }
+
+    /// Replace every line of this name with one line at the end.
+    pub(crate) fn insert(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
+        self.remove(map, name.name());
+        self.append(map, name, value);
+    }
+
+    /// Remove every line of this name; returns the first value.
+    pub(crate) fn remove(&mut self, map: &mut HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+        let first = map.remove(name)?;
+        self.entries.retain(|e| e.name.name() != name);
+        Some(first)
+    }
+
+    /// The lines in order: spelling and value.
+    pub(crate) fn iter<'a>(
+        &'a self,
+        map: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'a [u8], &'a HeaderValue)> + 'a {
+        self.entries.iter().filter_map(move |e| {
+            let v = if e.nth == 0 {
+                map.get(e.name.name())
+            } else {
+                map.get_all(e.name.name()).iter().nth(e.nth)
+            };
+            v.map(|v| (e.name.as_bytes(), v))
+        })
+    }
+
+    /// Write the lines as HTTP/1 `Name: value\r\n`.
+    pub(crate) fn write_h1<B: BufMut>(&self, map: &HeaderMap, buf: &mut B) {
+        for (name, value) in self.iter(map) {
+            buf.put_slice(name);
+            buf.put_slice(b": ");
+            buf.put_slice(value.as_bytes());
+            buf.put_slice(b"\r\n");
+        }
+    }
+
+    /// Bytes the lines take on the wire, for sizing buffers.
+    pub(crate) fn wire_len(&self, map: &HeaderMap) -> usize {
+        self.iter(map).map(|(n, v)| n.len() + v.len() + 4).sum()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}

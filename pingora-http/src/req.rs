@@ -1,0 +1,240 @@
+//! The request header.
+
+use std::ops::Deref;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Uri, Version};
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
+
+use crate::case::{CaseHeaderName, IntoCaseHeaderName};
+use crate::order::WireOrder;
+use crate::{share, version_str};
+
+/// An HTTP request header: method, URI, version and header lines, each
+/// line kept in the case and order it was given.
+///
+/// Read it as an [`http::request::Parts`] (through `Deref`: `req.method`,
+/// `req.uri`, `req.headers.get(..)`); change it through the methods here,
+/// which keep the wire order and spelling in step with the lookup map.
+#[derive(Debug, Clone)]
+pub struct RequestHeader {
+    base: Parts,
+    order: WireOrder,
+}
+
+impl Deref for RequestHeader {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.base
+    }
+}
+
+fn header_value<V>(value: V) -> Result<HeaderValue>
+where
+    V: TryInto<HeaderValue>,
+    <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+{
+    value
+        .try_into()
+        .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
+impl RequestHeader {
+    /// A new HTTP/1.1 request for `path` (an origin-form path such as
+    /// `/a?b`, or an absolute URI). `size_hint` is the number of header
+    /// lines to make room for.
+    pub fn build<M>(method: M, path: &[u8], size_hint: Option<usize>) -> Result<Self>
+    where
+        M: TryInto<Method>,
+        <M as TryInto<Method>>::Error: Into<pingora_error::Cause>,
+    {
+        let method = method
+            .try_into()
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid method")?;
+        let uri = parse_uri(Bytes::copy_from_slice(path))?;
+        let n = size_hint.unwrap_or(8);
+        let (mut base, ()) = http::Request::new(()).into_parts();
+        base.method = method;
+        base.uri = uri;
+        base.headers.reserve(n);
+        Ok(RequestHeader {
+            base,
+            order: WireOrder::with_capacity(n),
+        })
+    }
+
+    /// Build from a request parsed by `httparse`. Slices of `buf` (the bytes
+    /// that were parsed) are shared, not copied; anything outside `buf` is
+    /// copied.
+    pub fn from_httparse(req: &httparse::Request<'_, '_>, buf: &Bytes) -> Result<Self> {
+        let method = req
+            .method
+            .or_err(ErrorType::InvalidHTTPHeader, "request has no method")?;
+        let path = req
+            .path
+            .or_err(ErrorType::InvalidHTTPHeader, "request has no path")?;
+        let method = Method::from_bytes(method.as_bytes())
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid method")?;
+        let uri = parse_uri(share(buf, path.as_bytes()))?;
+        let (mut base, ()) = http::Request::new(()).into_parts();
+        base.method = method;
+        base.uri = uri;
+        base.version = match req.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut order = WireOrder::with_capacity(req.headers.len());
+        base.headers.reserve(req.headers.len());
+        for h in req.headers.iter() {
+            let (name, value) = parsed_header(h, buf)?;
+            order.append(&mut base.headers, name, value);
+        }
+        Ok(RequestHeader { base, order })
+    }
+
+    /// Add a header line at the end, keeping any others of the same name.
+    pub fn append_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+    where
+        N: IntoCaseHeaderName,
+        V: TryInto<HeaderValue>,
+        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+    {
+        let name = name.into_case_header_name()?;
+        let value = header_value(value)?;
+        self.order.append(&mut self.base.headers, name, value);
+        Ok(())
+    }
+
+    /// Set a header: every line of that name is replaced by one line, at
+    /// the end.
+    pub fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+    where
+        N: IntoCaseHeaderName,
+        V: TryInto<HeaderValue>,
+        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+    {
+        let name = name.into_case_header_name()?;
+        let value = header_value(value)?;
+        self.order.insert(&mut self.base.headers, name, value);
+        Ok(())
+    }
+
+    /// Remove every line of this name; returns the first value, if any.
+    pub fn remove_header<N: http::header::AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
+        let name: HeaderName = match name.as_str().parse() {
+            Ok(n) => n,
+            Err(_) => return None,
+        };
+        self.order.remove(&mut self.base.headers, &name)
+    }
+
+    /// The header lines in wire order, each with its original spelling.
+    pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
+        self.order.iter(&self.base.headers)
+    }
+
+    /// The number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Replace the URI.
+    pub fn set_uri(&mut self, uri: Uri) {
+        self.base.uri = uri;
+    }
+
+    /// Replace the URI from raw bytes (a path or an absolute URI).
+    pub fn set_raw_path(&mut self, path: &[u8]) -> Result<()> {
+        self.base.uri = parse_uri(Bytes::copy_from_slice(path))?;
+        Ok(())
+    }
+
+    /// Replace the method.
+    pub fn set_method(&mut self, method: Method) {
+        self.base.method = method;
+    }
+
+    /// Replace the HTTP version.
+    pub fn set_version(&mut self, version: Version) {
+        self.base.version = version;
+    }
+
+    /// The request line and header lines as HTTP/1 wire bytes, ending with
+    /// the blank line.
+    pub fn write_h1<B: BufMut>(&self, buf: &mut B) {
+        buf.put_slice(self.base.method.as_str().as_bytes());
+        buf.put_u8(b' ');
+        write_target(&self.base.method, &self.base.uri, buf);
+        buf.put_u8(b' ');
+        buf.put_slice(version_str(self.base.version));
+        buf.put_slice(b"\r\n");
+        self.order.write_h1(&self.base.headers, buf);
+        buf.put_slice(b"\r\n");
+    }
+
+    /// [`RequestHeader::write_h1`] into a new buffer of the right size.
+    pub fn to_wire(&self) -> Bytes {
+        let uri = &self.base.uri;
+        let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+            + uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path_and_query().map_or(1, |p| p.as_str().len());
+        let mut buf = BytesMut::with_capacity(
+            self.base.method.as_str().len()
+                + uri_len
+                + 14
+                + self.order.wire_len(&self.base.headers),
+        );
+        self.write_h1(&mut buf);
+        buf.freeze()
+    }
+
+    /// Turn into the `http` crate's parts (spelling and order are lost).
+    pub fn into_parts(self) -> Parts {
+        self.base
+    }
+}
+
+/// Write the request-target in the form the URI calls for (RFC 9112 §3.2).
+fn write_target<B: BufMut>(method: &Method, uri: &Uri, buf: &mut B) {
+    let pq = uri.path_and_query().map(|p| p.as_str());
+    if let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) {
+        // absolute-form
+        buf.put_slice(scheme.as_bytes());
+        buf.put_slice(b"://");
+        buf.put_slice(auth.as_str().as_bytes());
+        buf.put_slice(pq.unwrap_or("").as_bytes());
+    } else if let (true, Some(auth)) = (method == Method::CONNECT, uri.authority()) {
+        // authority-form
+        buf.put_slice(auth.as_str().as_bytes());
+    } else {
+        // origin-form or asterisk-form
+        buf.put_slice(pq.unwrap_or("/").as_bytes());
+    }
+}
+
+fn parse_uri(raw: Bytes) -> Result<Uri> {
+    Uri::from_maybe_shared(raw.clone()).or_err_with(ErrorType::InvalidHTTPHeader, || {
+        format!("invalid request target {:?}", String::from_utf8_lossy(&raw))
+    })
+}
+
+/// Name (with spelling) and value of one parsed header line.
+pub(crate) fn parsed_header(
+    h: &httparse::Header<'_>,
+    buf: &Bytes,
+) -> Result<(CaseHeaderName, HeaderValue)> {
+    let raw = share(buf, h.name.as_bytes());
+    let name = HeaderName::from_bytes(&raw).or_err_with(ErrorType::InvalidHTTPHeader, || {
+        format!("invalid header name {:?}", h.name)
+    })?;
+    let value = HeaderValue::from_maybe_shared(share(buf, h.value)).map_err(|e| {
+        Error::because(
+            ErrorType::InvalidHTTPHeader,
+            format!("invalid value of header {:?}", h.name),
+            e,
+        )
+    })?;
+    Ok((CaseHeaderName::with_name(raw, name), value))
+}

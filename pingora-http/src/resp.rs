@@ -1,0 +1,196 @@
+//! The response header.
+
+use std::ops::Deref;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::response::Parts;
+use http::{StatusCode, Version};
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
+
+use crate::case::IntoCaseHeaderName;
+use crate::order::WireOrder;
+use crate::req::parsed_header;
+use crate::version_str;
+
+/// An HTTP response header: status, reason phrase, version and header
+/// lines, each line kept in the case and order it was given.
+///
+/// Read it as an [`http::response::Parts`] through `Deref` (`resp.status`,
+/// `resp.headers.get(..)`); change it through the methods here.
+#[derive(Debug, Clone)]
+pub struct ResponseHeader {
+    base: Parts,
+    order: WireOrder,
+    /// A reason phrase other than the status code's canonical one.
+    reason: Option<Box<str>>,
+}
+
+impl Deref for ResponseHeader {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.base
+    }
+}
+
+impl ResponseHeader {
+    /// A new HTTP/1.1 response with this status. `size_hint` is the number
+    /// of header lines to make room for.
+    pub fn build<S>(status: S, size_hint: Option<usize>) -> Result<Self>
+    where
+        S: TryInto<StatusCode>,
+        <S as TryInto<StatusCode>>::Error: Into<pingora_error::Cause>,
+    {
+        let status = status
+            .try_into()
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid status code")?;
+        let n = size_hint.unwrap_or(8);
+        let (mut base, ()) = http::Response::new(()).into_parts();
+        base.status = status;
+        base.headers.reserve(n);
+        Ok(ResponseHeader {
+            base,
+            order: WireOrder::with_capacity(n),
+            reason: None,
+        })
+    }
+
+    /// Build from a response parsed by `httparse`, sharing slices of `buf`.
+    pub fn from_httparse(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Self> {
+        let code = resp
+            .code
+            .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
+        let mut h = Self::build(code, Some(resp.headers.len()))?;
+        h.base.version = match resp.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        if let Some(reason) = resp.reason {
+            h.set_reason_phrase(Some(reason))?;
+        }
+        for hdr in resp.headers.iter() {
+            let (name, value) = parsed_header(hdr, buf)?;
+            h.order.append(&mut h.base.headers, name, value);
+        }
+        Ok(h)
+    }
+
+    /// Add a header line at the end, keeping any others of the same name.
+    pub fn append_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+    where
+        N: IntoCaseHeaderName,
+        V: TryInto<HeaderValue>,
+        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+    {
+        let name = name.into_case_header_name()?;
+        let value = value
+            .try_into()
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
+        self.order.append(&mut self.base.headers, name, value);
+        Ok(())
+    }
+
+    /// Set a header: every line of that name is replaced by one line, at
+    /// the end.
+    pub fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+    where
+        N: IntoCaseHeaderName,
+        V: TryInto<HeaderValue>,
+        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+    {
+        let name = name.into_case_header_name()?;
+        let value = value
+            .try_into()
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
+        self.order.insert(&mut self.base.headers, name, value);
+        Ok(())
+    }
+
+    /// Remove every line of this name; returns the first value, if any.
+    pub fn remove_header<N: http::header::AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
+        let name: HeaderName = name.as_str().parse().ok()?;
+        self.order.remove(&mut self.base.headers, &name)
+    }
+
+    /// The header lines in wire order, each with its original spelling.
+    pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
+        self.order.iter(&self.base.headers)
+    }
+
+    /// The number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Replace the status. A custom reason phrase is dropped.
+    pub fn set_status<S>(&mut self, status: S) -> Result<()>
+    where
+        S: TryInto<StatusCode>,
+        <S as TryInto<StatusCode>>::Error: Into<pingora_error::Cause>,
+    {
+        self.base.status = status
+            .try_into()
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid status code")?;
+        self.reason = None;
+        Ok(())
+    }
+
+    /// Set the reason phrase; `None` means the status code's canonical one.
+    /// Fails on control characters other than tab.
+    pub fn set_reason_phrase(&mut self, reason: Option<&str>) -> Result<()> {
+        let Some(reason) = reason else {
+            self.reason = None;
+            return Ok(());
+        };
+        if reason
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("invalid reason phrase {reason:?}"),
+            );
+        }
+        self.reason = (Some(reason) != self.base.status.canonical_reason()).then(|| reason.into());
+        Ok(())
+    }
+
+    /// The reason phrase that will be written.
+    pub fn get_reason_phrase(&self) -> Option<&str> {
+        self.reason
+            .as_deref()
+            .or_else(|| self.base.status.canonical_reason())
+    }
+
+    /// Replace the HTTP version.
+    pub fn set_version(&mut self, version: Version) {
+        self.base.version = version;
+    }
+
+    /// The status line and header lines as HTTP/1 wire bytes, ending with
+    /// the blank line.
+    pub fn write_h1<B: BufMut>(&self, buf: &mut B) {
+        buf.put_slice(version_str(self.base.version));
+        buf.put_u8(b' ');
+        buf.put_slice(self.base.status.as_str().as_bytes());
+        buf.put_u8(b' ');
+        buf.put_slice(self.get_reason_phrase().unwrap_or("").as_bytes());
+        buf.put_slice(b"\r\n");
+        self.order.write_h1(&self.base.headers, buf);
+        buf.put_slice(b"\r\n");
+    }
+
+    /// [`ResponseHeader::write_h1`] into a new buffer of the right size.
+    pub fn to_wire(&self) -> Bytes {
+        let reason = self.get_reason_phrase().map_or(0, str::len);
+        let mut buf =
+            BytesMut::with_capacity(17 + reason + 2 + self.order.wire_len(&self.base.headers));
+        self.write_h1(&mut buf);
+        buf.freeze()
+    }
+
+    /// Turn into the `http` crate's parts (spelling and order are lost).
+    pub fn into_parts(self) -> Parts {
+        self.base
+    }
+}

@@ -1,0 +1,220 @@
+use super::*;
+use proptest::prelude::*;
+
+fn parse_req(wire: &Bytes) -> RequestHeader {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = req.parse(wire).expect("httparse accepts our output");
+    assert!(status.is_complete());
+    assert_eq!(status.unwrap(), wire.len(), "whole header consumed");
+    RequestHeader::from_httparse(&req, wire).unwrap()
+}
+
+fn parse_resp(wire: &Bytes) -> ResponseHeader {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut resp = httparse::Response::new(&mut headers);
+    let status = resp.parse(wire).expect("httparse accepts our output");
+    assert_eq!(status.unwrap(), wire.len());
+    ResponseHeader::from_httparse(&resp, wire).unwrap()
+}
+
+fn lines<'a>(it: impl Iterator<Item = (&'a [u8], &'a HeaderValue)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    it.map(|(n, v)| (n.to_vec(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+#[test]
+fn insert_replaces_all_and_moves_to_end() {
+    let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+    req.append_header("Accept", "a").unwrap();
+    req.append_header("Host", "h").unwrap();
+    req.append_header("ACCEPT", "b").unwrap();
+    req.insert_header("accept", "c").unwrap();
+    assert_eq!(
+        &req.to_wire()[..],
+        b"POST / HTTP/1.1\r\nHost: h\r\naccept: c\r\n\r\n"
+    );
+    assert_eq!(req.headers.get_all("accept").iter().count(), 1);
+}
+
+#[test]
+fn remove_keeps_others_in_order() {
+    let mut req = RequestHeader::build("GET", b"/x", Some(4)).unwrap();
+    for (n, v) in [("A", "1"), ("B", "2"), ("a", "3"), ("C", "4"), ("b", "5")] {
+        req.append_header(n, v).unwrap();
+    }
+    assert_eq!(req.remove_header("a").unwrap(), "1");
+    assert!(req.remove_header("a").is_none());
+    assert!(req.remove_header("not a name").is_none());
+    assert_eq!(
+        lines(req.headers_in_order()),
+        vec![
+            (b"B".to_vec(), b"2".to_vec()),
+            (b"C".to_vec(), b"4".to_vec()),
+            (b"b".to_vec(), b"5".to_vec())
+        ]
+    );
+    // Appending after a removal numbers occurrences correctly.
+    req.append_header("B", "6").unwrap();
+    assert_eq!(
+        &req.to_wire()[..],
+        b"GET /x HTTP/1.1\r\nB: 2\r\nC: 4\r\nb: 5\r\nB: 6\r\n\r\n"
+    );
+    assert_eq!(req.header_count(), 4);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    assert!(RequestHeader::build("BAD METHOD", b"/", None).is_err());
+    assert!(RequestHeader::build("GET", b"/a b", None).is_err());
+    let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    let e = req.insert_header("Bad Name", "v").unwrap_err();
+    assert_eq!(e.etype(), &pingora_error::ErrorType::InvalidHTTPHeader);
+    assert!(req.insert_header("X", "a\r\nInjected: 1").is_err());
+    assert_eq!(req.header_count(), 0);
+    let mut resp = ResponseHeader::build(200, None).unwrap();
+    assert!(resp.set_reason_phrase(Some("OK\r\nX: y")).is_err());
+    assert!(ResponseHeader::build(1000, None).is_err());
+}
+
+#[test]
+fn request_targets() {
+    let mut req = RequestHeader::build("GET", b"http://example.com:8080/p?q", None).unwrap();
+    assert_eq!(
+        &req.to_wire()[..],
+        b"GET http://example.com:8080/p?q HTTP/1.1\r\n\r\n"
+    );
+    req.set_method(Method::CONNECT);
+    req.set_raw_path(b"example.com:443").unwrap();
+    assert_eq!(
+        &req.to_wire()[..],
+        b"CONNECT example.com:443 HTTP/1.1\r\n\r\n"
+    );
+    req.set_method(Method::OPTIONS);
+    req.set_uri(Uri::from_static("*"));
+    req.set_version(Version::HTTP_10);
+    assert_eq!(&req.to_wire()[..], b"OPTIONS * HTTP/1.0\r\n\r\n");
+}
+
+#[test]
+fn response_wire_and_reason() {
+    let mut resp = ResponseHeader::build(404, None).unwrap();
+    resp.insert_header("Content-Length", "0").unwrap();
+    assert_eq!(
+        &resp.to_wire()[..],
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    );
+    resp.set_reason_phrase(Some("Nope")).unwrap();
+    assert_eq!(resp.get_reason_phrase(), Some("Nope"));
+    resp.set_status(599).unwrap();
+    assert_eq!(resp.get_reason_phrase(), None);
+    assert_eq!(
+        &resp.to_wire()[..],
+        b"HTTP/1.1 599 \r\nContent-Length: 0\r\n\r\n"
+    );
+    let parsed = parse_resp(&Bytes::from_static(b"HTTP/1.0 200 Fine\r\nX-A: 1\r\n\r\n"));
+    assert_eq!(parsed.version, Version::HTTP_10);
+    assert_eq!(parsed.get_reason_phrase(), Some("Fine"));
+    assert_eq!(parsed.headers.get("x-a").unwrap(), "1");
+}
+
+#[test]
+fn parsing_shares_the_buffer() {
+    let wire = Bytes::from_static(b"GET /a HTTP/1.1\r\nX-Long-Header: value\r\n\r\n");
+    let req = parse_req(&wire);
+    let (name, value) = req.headers_in_order().next().unwrap();
+    let range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+    assert!(range.contains(&(name.as_ptr() as usize)));
+    assert!(range.contains(&(value.as_bytes().as_ptr() as usize)));
+}
+
+// --- property tests: serialize -> httparse -> our type is the identity ---
+
+fn token() -> impl Strategy<Value = String> {
+    // A small pool of names in random case, so repeated and interleaved
+    // names with different spellings are common.
+    (
+        prop::sample::select(vec![
+            "host",
+            "accept",
+            "x-a",
+            "x-b",
+            "cookie",
+            "content-type",
+            "via",
+            "x-forwarded-for",
+        ]),
+        prop::collection::vec(any::<bool>(), 16),
+        "[!#$%&'*+.^_`|~0-9a-zA-Z-]{0,3}",
+    )
+        .prop_map(|(base, ups, suffix)| {
+            let mut s: String = base
+                .chars()
+                .zip(ups.iter().cycle())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            s.push_str(&suffix);
+            s
+        })
+}
+
+fn value() -> impl Strategy<Value = String> {
+    // Visible ASCII with inner spaces and tabs; no leading or trailing
+    // whitespace (RFC 9110 §5.5 excludes it from the field value).
+    "([!-~]([ \t!-~]{0,40}[!-~])?)?"
+}
+
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("GET".to_string()),
+        Just("POST".to_string()),
+        Just("DELETE".to_string()),
+        "[A-Z]{1,10}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn request_round_trip(
+        method in method(),
+        path in "/[a-zA-Z0-9._~!$&'()*+,;=:@/-]{0,30}(\\?[a-zA-Z0-9=&%]{0,20})?",
+        http10 in any::<bool>(),
+        headers in prop::collection::vec((token(), value()), 0..40),
+    ) {
+        let mut req = RequestHeader::build(method.as_str(), path.as_bytes(), None).unwrap();
+        if http10 { req.set_version(Version::HTTP_10); }
+        for (n, v) in &headers {
+            req.append_header(n.clone(), v.as_str()).unwrap();
+        }
+        let wire = req.to_wire();
+        let back = parse_req(&wire);
+        prop_assert_eq!(&back.method, &req.method);
+        prop_assert_eq!(&back.uri, &req.uri);
+        prop_assert_eq!(back.version, req.version);
+        let expect: Vec<_> = headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect();
+        prop_assert_eq!(lines(back.headers_in_order()), expect.clone());
+        prop_assert_eq!(lines(req.headers_in_order()), expect);
+        prop_assert_eq!(&back.headers, &req.headers);
+        prop_assert_eq!(back.to_wire(), wire);
+    }
+
+    #[test]
+    fn response_round_trip(
+        code in 100u16..1000,
+        reason in "([!-~]([ !-~]{0,20}[!-~])?)?",
+        headers in prop::collection::vec((token(), value()), 0..40),
+    ) {
+        let mut resp = ResponseHeader::build(code, None).unwrap();
+        resp.set_reason_phrase(Some(&reason)).unwrap();
+        for (n, v) in &headers {
+            resp.append_header(n.clone(), v.as_str()).unwrap();
+        }
+        let wire = resp.to_wire();
+        let back = parse_resp(&wire);
+        prop_assert_eq!(back.status, resp.status);
+        prop_assert_eq!(back.get_reason_phrase().unwrap_or(""), resp.get_reason_phrase().unwrap_or(""));
+        let expect: Vec<_> = headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect();
+        prop_assert_eq!(lines(back.headers_in_order()), expect);
+        prop_assert_eq!(back.to_wire(), wire);
+    }
+}
