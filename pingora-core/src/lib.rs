@@ -1,19 +1,60 @@
-//! The core of the framework.
+//! The core of the framework: the server and what it runs.
 //!
-//! This crate will hold the `Server` (CLI, YAML conf, daemon mode, signals,
-//! graceful shutdown and zero-downtime upgrade), listening and background
-//! services, listeners (TCP, Unix sockets, TLS), protocols (L4 streams with
-//! their digest, TLS, HTTP/1 and HTTP/2 sessions), connectors with pooling,
-//! peers, and the app traits. It builds on `pingora-error`,
-//! `pingora-timeout`, `pingora-pool`, `pingora-http` and one TLS backend.
+//! - [`server`]: [`Server`](server::Server), created from the command line
+//!   ([`Opt`](server::Opt): `-c`, `-d`, `-u`, `-t`) and a YAML conf
+//!   ([`ServerConf`](server::ServerConf), Pingora's keys). It runs
+//!   services, and handles SIGTERM (graceful shutdown), SIGINT (fast
+//!   shutdown) and SIGQUIT (zero-downtime upgrade: the listening sockets go
+//!   to a new process over a Unix socket).
+//! - [`services`]: a [`listening::Service`](services::listening::Service)
+//!   is listeners plus a [`ServerApp`](apps::ServerApp); a
+//!   [`background service`](services::background) is a task that runs
+//!   until shutdown.
+//! - [`listeners`]: TCP (IPv4/IPv6, with per-listener socket options) and
+//!   Unix-domain listeners.
+//! - [`protocols`]: the accepted [`Stream`](protocols::Stream) and its
+//!   [`SocketDigest`](protocols::SocketDigest).
+//!
+//! TLS, HTTP sessions, connectors and peers arrive with later issues, on
+//! the same stream type.
 //!
 //! The TLS backend is chosen with a cargo feature: `openssl` (the default)
 //! or `boringssl`. Enabling both is a compile error, because the two
 //! libraries cannot be linked into one binary.
 //!
-//! The server arrives with the server issue; today the crate holds only this
-//! description and the feature wiring, so that the workspace has its final
-//! shape.
+//! A TCP echo server:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use pingora_core::apps::ServerApp;
+//! use pingora_core::protocols::Stream;
+//! use pingora_core::server::{Opt, Server, ShutdownWatch};
+//! use pingora_core::services::listening::Service;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl ServerApp for Echo {
+//!     async fn process_new(self: &Arc<Self>, mut io: Stream, _s: &ShutdownWatch) -> Option<Stream> {
+//!         let mut buf = [0u8; 4096];
+//!         loop {
+//!             match io.read(&mut buf).await {
+//!                 Ok(0) | Err(_) => return None,
+//!                 Ok(n) => io.write_all(&buf[..n]).await.ok()?,
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let mut server = Server::new(Opt::parse_args()).unwrap();
+//! server.bootstrap();
+//! let mut echo = Service::new("echo".to_string(), Echo);
+//! echo.add_tcp("127.0.0.1:6142");
+//! server.add_service(echo);
+//! server.run_forever();
+//! ```
 #![warn(missing_docs)]
 
 #[cfg(all(feature = "openssl", feature = "boringssl"))]
@@ -24,3 +65,9 @@ compile_error!(
      `pingora = { version = \"..\", default-features = false, features = [\"boringssl\", \"proxy\", \"lb\"] }` \
      (or `cargo build --no-default-features --features boringssl,proxy,lb`)."
 );
+
+pub mod apps;
+pub mod listeners;
+pub mod protocols;
+pub mod server;
+pub mod services;

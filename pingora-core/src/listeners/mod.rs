@@ -1,0 +1,440 @@
+//! Listeners: the TCP and Unix-domain sockets a service accepts on.
+//!
+//! Each listening socket is known by its address string as configured
+//! (`"0.0.0.0:80"`, `"/run/app.sock"`). That string is also its key in the
+//! [`ListenFds`] table, which is what a graceful upgrade hands to the new
+//! process: a listener whose key is in the inherited table is taken from it
+//! instead of being bound again, so no connection attempt meets a closed
+//! port.
+
+use std::collections::HashMap;
+use std::fs::Permissions;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// TCP keepalive probes on accepted connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+/// Per-listener TCP options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpSocketOptions {
+    /// `IPV6_V6ONLY` on an IPv6 listener: `true` accepts IPv6 only,
+    /// `false` also IPv4-mapped. Unset keeps the system default.
+    pub ipv6_only: Option<bool>,
+    /// `SO_REUSEPORT`: let several sockets bind the same address.
+    pub reuseport: Option<bool>,
+    /// The accept backlog (default [`DEFAULT_BACKLOG`], capped by the
+    /// kernel's `somaxconn`).
+    pub backlog: Option<u32>,
+    /// `TCP_FASTOPEN` with this queue length.
+    pub tcp_fastopen: Option<u32>,
+    /// Keepalive probes, inherited by accepted connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// The default accept backlog.
+pub const DEFAULT_BACKLOG: u32 = 65535;
+
+/// An address to listen on.
+#[derive(Debug, Clone)]
+pub enum ServerAddress {
+    /// `host:port` (IPv6 in brackets), with options.
+    Tcp(String, Option<TcpSocketOptions>),
+    /// A Unix socket path, with the file mode to give it.
+    Uds(String, Option<Permissions>),
+}
+
+impl ServerAddress {
+    /// The key of this address in a [`ListenFds`] table.
+    pub fn key(&self) -> &str {
+        match self {
+            ServerAddress::Tcp(a, _) | ServerAddress::Uds(a, _) => a,
+        }
+    }
+
+    /// Take this listener from `fds` if it was inherited, else bind it, and
+    /// record it in `fds` for a later hand-over.
+    pub fn bind(&self, fds: &ListenFds) -> Result<BoundListener> {
+        let inherited = fds.take_inherited(self.key());
+        let l = match (self, inherited) {
+            // SAFETY (both arms): the fd was received from the previous
+            // process for exactly this key, is a listening socket of this
+            // kind, and is owned by nobody else in this process.
+            (ServerAddress::Tcp(..), Some(fd)) => {
+                BoundListener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+            }
+            (ServerAddress::Uds(..), Some(fd)) => {
+                BoundListener::Unix(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+            }
+            (ServerAddress::Tcp(addr, opt), None) => bind_tcp(addr, opt.as_ref())?,
+            (ServerAddress::Uds(path, perm), None) => bind_uds(path, perm.clone())?,
+        };
+        l.set_nonblocking()?;
+        fds.add(self.key().to_string(), l.as_raw_fd());
+        Ok(l)
+    }
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub enum BoundListener {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// Unix domain.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl BoundListener {
+    /// The raw fd.
+    pub fn as_raw_fd(&self) -> RawFd {
+        match self {
+            BoundListener::Tcp(l) => l.as_raw_fd(),
+            BoundListener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    /// A second handle to the same socket (for another runtime to accept on).
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(match self {
+            BoundListener::Tcp(l) => BoundListener::Tcp(
+                l.try_clone()
+                    .or_err(ErrorType::SocketError, "dup listener")?,
+            ),
+            BoundListener::Unix(l) => BoundListener::Unix(
+                l.try_clone()
+                    .or_err(ErrorType::SocketError, "dup listener")?,
+            ),
+        })
+    }
+
+    fn set_nonblocking(&self) -> Result<()> {
+        match self {
+            BoundListener::Tcp(l) => l.set_nonblocking(true),
+            BoundListener::Unix(l) => l.set_nonblocking(true),
+        }
+        .or_err(ErrorType::SocketError, "set listener non-blocking")
+    }
+
+    /// The local address, for logs (and for tests that bind port 0).
+    pub fn local_addr(&self) -> Option<crate::protocols::SocketAddr> {
+        match self {
+            BoundListener::Tcp(l) => l.local_addr().ok().map(Into::into),
+            BoundListener::Unix(l) => l.local_addr().ok().map(|a| {
+                crate::protocols::SocketAddr::Unix(a.as_pathname().map(|p| p.to_path_buf()))
+            }),
+        }
+    }
+}
+
+fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener> {
+    let sock_addr = addr
+        .to_socket_addrs()
+        .or_err_with(ErrorType::BindError, || {
+            format!("invalid listen address {addr:?}")
+        })?
+        .next()
+        .or_err_with(ErrorType::BindError, || {
+            format!("{addr:?} resolves to no address")
+        })?;
+    let ctx = |what: &str| format!("{what} on listener {addr}");
+    let socket = Socket::new(
+        Domain::for_address(sock_addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .or_err_with(ErrorType::BindError, || ctx("socket()"))?;
+    socket
+        .set_reuse_address(true)
+        .or_err_with(ErrorType::BindError, || ctx("SO_REUSEADDR"))?;
+    let default = TcpSocketOptions::default();
+    let opt = opt.unwrap_or(&default);
+    if let Some(v6only) = opt.ipv6_only {
+        if sock_addr.is_ipv6() {
+            socket
+                .set_only_v6(v6only)
+                .or_err_with(ErrorType::BindError, || ctx("IPV6_V6ONLY"))?;
+        }
+    }
+    if let Some(reuse) = opt.reuseport {
+        socket
+            .set_reuse_port(reuse)
+            .or_err_with(ErrorType::BindError, || ctx("SO_REUSEPORT"))?;
+    }
+    if let Some(ka) = &opt.tcp_keepalive {
+        let params = socket2::TcpKeepalive::new()
+            .with_time(ka.idle)
+            .with_interval(ka.interval)
+            .with_retries(ka.count);
+        socket
+            .set_tcp_keepalive(&params)
+            .or_err_with(ErrorType::BindError, || ctx("TCP keepalive"))?;
+    }
+    if let Some(qlen) = opt.tcp_fastopen {
+        set_tcp_fastopen(&socket, qlen)
+            .or_err_with(ErrorType::BindError, || ctx("TCP_FASTOPEN"))?;
+    }
+    socket
+        .bind(&SockAddr::from(sock_addr))
+        .or_err_with(ErrorType::BindError, || format!("bind {addr}"))?;
+    let backlog = opt.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
+    socket
+        .listen(backlog)
+        .or_err_with(ErrorType::BindError, || format!("listen {addr}"))?;
+    Ok(BoundListener::Tcp(socket.into()))
+}
+
+fn set_tcp_fastopen(socket: &Socket, qlen: u32) -> std::io::Result<()> {
+    let v = qlen as libc::c_int;
+    // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_FASTOPEN,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {
+    // A socket file left by a process that is gone would make bind fail;
+    // remove it, but never remove anything that is not a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        } else {
+            return Error::e_explain(
+                ErrorType::BindError,
+                format!("{path} exists and is not a socket"),
+            );
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .or_err_with(ErrorType::BindError, || format!("bind unix socket {path}"))?;
+    let perm = perm.unwrap_or_else(|| Permissions::from_mode(0o666));
+    std::fs::set_permissions(path, perm)
+        .or_err_with(ErrorType::BindError, || format!("chmod unix socket {path}"))?;
+    Ok(BoundListener::Unix(l))
+}
+
+/// A set of addresses to listen on.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    addrs: Vec<ServerAddress>,
+}
+
+impl Listeners {
+    /// No addresses yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One TCP address.
+    pub fn tcp(addr: &str) -> Self {
+        let mut l = Self::new();
+        l.add_tcp(addr);
+        l
+    }
+
+    /// One Unix socket.
+    pub fn uds(path: &str, perm: Option<Permissions>) -> Self {
+        let mut l = Self::new();
+        l.add_uds(path, perm);
+        l
+    }
+
+    /// Add a TCP address with default options.
+    pub fn add_tcp(&mut self, addr: &str) {
+        self.addrs.push(ServerAddress::Tcp(addr.into(), None));
+    }
+
+    /// Add a TCP address with options.
+    pub fn add_tcp_with_settings(&mut self, addr: &str, opt: TcpSocketOptions) {
+        self.addrs.push(ServerAddress::Tcp(addr.into(), Some(opt)));
+    }
+
+    /// Add a Unix socket.
+    pub fn add_uds(&mut self, path: &str, perm: Option<Permissions>) {
+        self.addrs.push(ServerAddress::Uds(path.into(), perm));
+    }
+
+    /// Add any address.
+    pub fn add_address(&mut self, addr: ServerAddress) {
+        self.addrs.push(addr);
+    }
+
+    /// The addresses.
+    pub fn addresses(&self) -> &[ServerAddress] {
+        &self.addrs
+    }
+
+    /// Bind (or inherit) every address.
+    pub fn bind_all(&self, fds: &ListenFds) -> Result<Vec<BoundListener>> {
+        self.addrs.iter().map(|a| a.bind(fds)).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+struct FdTable {
+    /// Listening sockets of this process, by key, for handing over.
+    own: HashMap<String, RawFd>,
+    /// Sockets received from the previous process and not yet taken.
+    inherited: HashMap<String, RawFd>,
+}
+
+/// The listening sockets of this process, by key: what a graceful upgrade
+/// sends to the new process, and what the new process received.
+#[derive(Debug, Clone, Default)]
+pub struct ListenFds(Arc<Mutex<FdTable>>);
+
+impl ListenFds {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FdTable> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record one of this process's listening sockets.
+    pub fn add(&self, key: String, fd: RawFd) {
+        self.lock().own.insert(key, fd);
+    }
+
+    /// Add sockets received from the previous process.
+    pub fn set_inherited(&self, fds: Vec<(String, RawFd)>) {
+        self.lock().inherited.extend(fds);
+    }
+
+    /// Take an inherited socket for `key`, if one was received.
+    pub fn take_inherited(&self, key: &str) -> Option<RawFd> {
+        self.lock().inherited.remove(key)
+    }
+
+    /// This process's listening sockets, for handing over.
+    pub fn own(&self) -> Vec<(String, RawFd)> {
+        let t = self.lock();
+        let mut v: Vec<_> = t.own.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
+    }
+
+    /// Inherited sockets no listener claimed (the new conf dropped them).
+    pub fn unclaimed(&self) -> Vec<String> {
+        self.lock().inherited.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_tcp_with_options_and_inherits() {
+        let fds = ListenFds::new();
+        let opt = TcpSocketOptions {
+            reuseport: Some(true),
+            backlog: Some(16),
+            tcp_fastopen: Some(8),
+            tcp_keepalive: Some(TcpKeepalive {
+                idle: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+                count: 3,
+            }),
+            ..Default::default()
+        };
+        let addr = ServerAddress::Tcp("127.0.0.1:0".into(), Some(opt));
+        let l = addr.bind(&fds).unwrap();
+        let BoundListener::Tcp(std_l) = &l else {
+            panic!()
+        };
+        let sock = socket2::SockRef::from(std_l);
+        assert!(sock.reuse_port().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(fds.own(), vec![("127.0.0.1:0".to_string(), l.as_raw_fd())]);
+
+        // A second table that inherited the fd takes it instead of binding.
+        let dup = l.try_clone().unwrap();
+        let fd = dup.as_raw_fd();
+        std::mem::forget(dup);
+        let fds2 = ListenFds::new();
+        fds2.set_inherited(vec![("127.0.0.1:0".into(), fd)]);
+        let l2 = addr.bind(&fds2).unwrap();
+        assert_eq!(l2.as_raw_fd(), fd);
+        assert_eq!(l2.local_addr(), l.local_addr());
+        assert!(fds2.unclaimed().is_empty());
+    }
+
+    #[test]
+    fn binds_ipv6_only() {
+        let fds = ListenFds::new();
+        let opt = TcpSocketOptions {
+            ipv6_only: Some(true),
+            ..Default::default()
+        };
+        match ServerAddress::Tcp("[::1]:0".into(), Some(opt)).bind(&fds) {
+            Ok(BoundListener::Tcp(l)) => {
+                assert!(socket2::SockRef::from(&l).only_v6().unwrap());
+            }
+            Ok(_) => unreachable!(),
+            // No IPv6 on this machine: nothing to check.
+            Err(e) => assert_eq!(e.etype(), &ErrorType::BindError),
+        }
+    }
+
+    #[test]
+    fn uds_mode_and_stale_file() {
+        let dir = std::env::temp_dir().join(format!("pingora-uds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let p = path.to_str().unwrap();
+        let fds = ListenFds::new();
+        let l = ServerAddress::Uds(p.into(), Some(Permissions::from_mode(0o600)))
+            .bind(&fds)
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(l);
+        // The stale socket file is replaced.
+        ServerAddress::Uds(p.into(), None).bind(&fds).unwrap();
+        // A regular file is never removed.
+        let f = dir.join("plain");
+        std::fs::write(&f, b"x").unwrap();
+        let e = ServerAddress::Uds(f.to_str().unwrap().into(), None)
+            .bind(&fds)
+            .unwrap_err();
+        assert!(e.to_string().contains("not a socket"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_address_is_an_error() {
+        let e = ServerAddress::Tcp("not an address".into(), None)
+            .bind(&ListenFds::new())
+            .unwrap_err();
+        assert_eq!(e.etype(), &ErrorType::BindError);
+        assert!(e.to_string().contains("not an address"));
+    }
+}

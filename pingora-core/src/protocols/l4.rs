@@ -1,0 +1,189 @@
+//! Layer-4 streams: accepted TCP and Unix-domain connections, with a digest.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A socket address: IP and port, or a Unix socket path (absent for an
+/// unnamed socket, such as the client end of a Unix connection).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SocketAddr {
+    /// An IPv4 or IPv6 address and port.
+    Inet(std::net::SocketAddr),
+    /// A Unix-domain socket path.
+    Unix(Option<PathBuf>),
+}
+
+impl SocketAddr {
+    /// The IP address and port, if this is an internet address.
+    pub fn as_inet(&self) -> Option<&std::net::SocketAddr> {
+        match self {
+            SocketAddr::Inet(a) => Some(a),
+            SocketAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SocketAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddr::Inet(a) => write!(f, "{a}"),
+            SocketAddr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            SocketAddr::Unix(None) => f.write_str("unix:(unnamed)"),
+        }
+    }
+}
+
+impl From<std::net::SocketAddr> for SocketAddr {
+    fn from(a: std::net::SocketAddr) -> Self {
+        SocketAddr::Inet(a)
+    }
+}
+
+/// What is known about a connection's socket.
+#[derive(Debug, Clone)]
+pub struct SocketDigest {
+    /// The file descriptor.
+    pub raw_fd: RawFd,
+    /// The other end.
+    pub peer_addr: Option<SocketAddr>,
+    /// Our end.
+    pub local_addr: Option<SocketAddr>,
+    /// When the connection was accepted (or established).
+    pub accepted_at: SystemTime,
+}
+
+enum Inner {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// An accepted (or connected) TCP or Unix-domain stream and its digest.
+pub struct L4Stream {
+    inner: Inner,
+    digest: SocketDigest,
+}
+
+impl fmt::Debug for L4Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("L4Stream")
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+fn unix_addr(a: io::Result<tokio::net::unix::SocketAddr>) -> Option<SocketAddr> {
+    a.ok()
+        .map(|a| SocketAddr::Unix(a.as_pathname().map(|p| p.to_path_buf())))
+}
+
+impl L4Stream {
+    /// Wrap a TCP stream, recording its addresses now.
+    pub fn from_tcp(s: TcpStream) -> Self {
+        let digest = SocketDigest {
+            raw_fd: s.as_raw_fd(),
+            peer_addr: s.peer_addr().ok().map(SocketAddr::Inet),
+            local_addr: s.local_addr().ok().map(SocketAddr::Inet),
+            accepted_at: SystemTime::now(),
+        };
+        L4Stream {
+            inner: Inner::Tcp(s),
+            digest,
+        }
+    }
+
+    /// Wrap a Unix-domain stream, recording its addresses now.
+    pub fn from_unix(s: UnixStream) -> Self {
+        let digest = SocketDigest {
+            raw_fd: s.as_raw_fd(),
+            peer_addr: unix_addr(s.peer_addr()),
+            local_addr: unix_addr(s.local_addr()),
+            accepted_at: SystemTime::now(),
+        };
+        L4Stream {
+            inner: Inner::Unix(s),
+            digest,
+        }
+    }
+
+    /// The socket digest.
+    pub fn digest(&self) -> &SocketDigest {
+        &self.digest
+    }
+
+    /// The TCP stream underneath, if this is TCP.
+    pub fn as_tcp(&self) -> Option<&TcpStream> {
+        match &self.inner {
+            Inner::Tcp(s) => Some(s),
+            Inner::Unix(_) => None,
+        }
+    }
+}
+
+impl AsRawFd for L4Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.digest.raw_fd
+    }
+}
+
+impl AsyncRead for L4Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for L4Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

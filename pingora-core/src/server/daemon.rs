@@ -1,0 +1,92 @@
+//! Daemon mode: detach from the terminal, write the pid file, drop
+//! privileges.
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+
+use nix::unistd::{chdir, dup2, fork, setgid, setsid, setuid, ForkResult, Group, User};
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
+
+use super::configuration::ServerConf;
+
+/// Fork into the background. Must run before any thread is started: only
+/// the calling thread survives a fork. The parent process exits 0.
+pub fn daemonize(conf: &ServerConf) -> Result<()> {
+    // Look everything up and open files first, so that errors still reach
+    // the terminal.
+    let log = match &conf.error_log {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .or_err_with(ErrorType::FileOpenError, || format!("error_log {path}"))?,
+        ),
+        None => None,
+    };
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .or_err(ErrorType::FileOpenError, "/dev/null")?;
+    let group = match &conf.group {
+        Some(g) => Some(
+            Group::from_name(g)
+                .or_err_with(ErrorType::ConfError, || format!("looking up group {g}"))?
+                .or_err_with(ErrorType::ConfError, || {
+                    format!("group: no group named {g:?}")
+                })?,
+        ),
+        None => None,
+    };
+    let user = match &conf.user {
+        Some(u) => Some(
+            User::from_name(u)
+                .or_err_with(ErrorType::ConfError, || format!("looking up user {u}"))?
+                .or_err_with(ErrorType::ConfError, || {
+                    format!("user: no user named {u:?}")
+                })?,
+        ),
+        None => None,
+    };
+
+    // SAFETY: called before the server starts any thread.
+    match unsafe { fork() }.or_err(ErrorType::InternalError, "fork")? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    setsid().or_err(ErrorType::InternalError, "setsid")?;
+    // Fork again so the daemon, not being a session leader, can never
+    // acquire a controlling terminal.
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.or_err(ErrorType::InternalError, "fork")? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    if let Some(dir) = &conf.working_directory {
+        chdir(dir.as_str())
+            .or_err_with(ErrorType::ConfError, || format!("working_directory {dir}"))?;
+    }
+    std::fs::write(&conf.pid_file, format!("{}\n", std::process::id()))
+        .or_err_with(ErrorType::FileWriteError, || {
+            format!("pid_file {}", conf.pid_file)
+        })?;
+    let had_group = group.is_some();
+    if let Some(g) = group {
+        setgid(g.gid).or_err_with(ErrorType::InternalError, || format!("setgid {}", g.name))?;
+    }
+    if let Some(u) = user {
+        if !had_group {
+            setgid(u.gid).or_err_with(ErrorType::InternalError, || {
+                format!("setgid for {}", u.name)
+            })?;
+        }
+        setuid(u.uid).or_err_with(ErrorType::InternalError, || format!("setuid {}", u.name))?;
+    }
+    let err_fd = log.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd());
+    for (from, to) in [(null.as_raw_fd(), 0), (null.as_raw_fd(), 1), (err_fd, 2)] {
+        dup2(from, to)
+            .map_err(|e| Error::because(ErrorType::InternalError, "redirect stdio", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The server: runs services, handles signals, shuts down and upgrades
+//! gracefully.
+//!
+//! Life of a server:
+//!
+//! 1. [`Server::new`] reads the command line ([`Opt`]) and the YAML conf
+//!    ([`ServerConf`]). With `-t` it checks the conf, prints the verdict and
+//!    exits.
+//! 2. [`Server::bootstrap`] goes to the background with `-d` and, with
+//!    `-u`, receives the listening sockets of the process it replaces.
+//! 3. [`Server::run_forever`] binds every service's listeners (or takes the
+//!    inherited ones), starts each service on runtimes of its own, and
+//!    waits for a signal:
+//!    - **SIGTERM**: graceful shutdown. Stop accepting, let in-flight work
+//!      finish within `graceful_shutdown_timeout_seconds`, exit 0.
+//!    - **SIGINT**: fast shutdown: exit now.
+//!    - **SIGQUIT**: graceful upgrade. Hand every listening socket to the
+//!      new process waiting on `upgrade_sock`, keep accepting for
+//!      `grace_period_seconds` (both processes accept; the kernel queues
+//!      connections on the shared socket, so none is refused), then shut
+//!      down gracefully.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_error::{Error, ErrorType, OrErr, Result};
+use tokio::runtime::Handle;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::listeners::ListenFds;
+use crate::services::{ReadyNotifier, Service, ServiceContext};
+
+pub mod configuration;
+mod daemon;
+mod logging;
+pub mod transfer_fd;
+
+pub use configuration::{Opt, ServerConf};
+
+/// Turns `true` when the server begins to shut down.
+pub type ShutdownWatch = watch::Receiver<bool>;
+
+/// How long a new process (`-u`) waits for the old one to send its sockets.
+pub const UPGRADE_RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the old process tries to reach the new one on SIGQUIT.
+pub const UPGRADE_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service added to a server: use it to declare dependencies.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    id: usize,
+    name: String,
+    ready: watch::Receiver<bool>,
+}
+
+impl ServiceHandle {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the service is ready (listening, or started).
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+struct Entry {
+    service: Box<dyn Service>,
+    ready: watch::Sender<bool>,
+    deps: Vec<ServiceHandle>,
+}
+
+/// Runs services until told to stop. See the [module docs](self).
+pub struct Server {
+    services: Vec<Entry>,
+    /// The loaded configuration.
+    pub configuration: Arc<ServerConf>,
+    /// The command-line options, if any.
+    pub options: Option<Opt>,
+    conf_text: Option<(String, String)>,
+    listen_fds: ListenFds,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: ShutdownWatch,
+}
+
+/// How the signal loop ended.
+enum Exit {
+    Graceful,
+    Fast,
+    Upgraded,
+}
+
+/// The runtimes of one service.
+enum Runtimes {
+    Steal(tokio::runtime::Runtime),
+    NoSteal(
+        Vec<(
+            std::thread::JoinHandle<()>,
+            tokio::sync::oneshot::Sender<()>,
+        )>,
+    ),
+}
+
+impl Server {
+    /// Create a server from command-line options (`None`: no options, the
+    /// default conf). Loads and checks the conf file given with `-c`.
+    ///
+    /// With `-t`, prints `configuration OK` (exit 0) or the error (exit 1)
+    /// and does not return.
+    pub fn new(opt: impl Into<Option<Opt>>) -> Result<Server> {
+        let opt = opt.into();
+        let loaded = Self::load_conf(opt.as_ref());
+        if opt.as_ref().is_some_and(|o| o.test) {
+            match loaded {
+                Ok(_) => {
+                    println!("configuration OK");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("configuration error: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
+        let (conf, text) = loaded?;
+        let mut server = Self::new_with_opt_and_conf(opt, conf);
+        server.conf_text = text;
+        Ok(server)
+    }
+
+    /// [`Server::new`], printing the error and exiting 1 on a bad conf.
+    pub fn new_or_exit(opt: impl Into<Option<Opt>>) -> Server {
+        Self::new(opt).unwrap_or_else(|e| {
+            eprintln!("configuration error: {e}");
+            std::process::exit(1)
+        })
+    }
+
+    /// Create a server from options and an already-loaded conf.
+    pub fn new_with_opt_and_conf(opt: impl Into<Option<Opt>>, mut conf: ServerConf) -> Server {
+        let options = opt.into();
+        if options.as_ref().is_some_and(|o| o.daemon) {
+            conf.daemon = true;
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        Server {
+            services: vec![],
+            configuration: Arc::new(conf),
+            options,
+            conf_text: None,
+            listen_fds: ListenFds::new(),
+            shutdown_tx,
+            shutdown_rx,
+        }
+    }
+
+    fn load_conf(opt: Option<&Opt>) -> Result<(ServerConf, Option<(String, String)>)> {
+        match opt.and_then(|o| o.conf.as_deref()) {
+            None => Ok((ServerConf::default(), None)),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .or_err_with(ErrorType::ConfError, || {
+                        format!("cannot read conf file {path}")
+                    })?;
+                let conf = ServerConf::from_yaml_named(&text, path)?;
+                Ok((conf, Some((path.to_string(), text))))
+            }
+        }
+    }
+
+    /// Read the user's own keys from the same conf file into `T` (keys of
+    /// the server's are ignored unless `T` names them). Without a conf
+    /// file, `T` is parsed from an empty document.
+    pub fn user_conf<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        match &self.conf_text {
+            Some((path, text)) => configuration::from_yaml_str(text, path),
+            None => configuration::from_yaml_str("{}", "conf"),
+        }
+    }
+
+    /// Prepare the process: set up logging, go to the background with
+    /// `-d` (or `daemon: true`), and with `-u` receive the listening sockets
+    /// of the process being replaced. Exits 1 with a message on failure.
+    pub fn bootstrap(&mut self) {
+        if let Err(e) = self.try_bootstrap() {
+            eprintln!("start-up failed: {e}");
+            error!("start-up failed: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    fn try_bootstrap(&mut self) -> Result<()> {
+        logging::init(self.configuration.error_log.as_deref())?;
+        if self.configuration.daemon {
+            daemon::daemonize(&self.configuration)?;
+        }
+        if self.options.as_ref().is_some_and(|o| o.upgrade) {
+            let sock = Path::new(&self.configuration.upgrade_sock);
+            info!("waiting for listening sockets on {}", sock.display());
+            let fds = transfer_fd::receive_fds(sock, UPGRADE_RECEIVE_TIMEOUT)?;
+            info!("received {} listening sockets", fds.len());
+            self.listen_fds.set_inherited(fds);
+        }
+        Ok(())
+    }
+
+    /// Add a service; returns a handle for declaring dependencies.
+    pub fn add_service<S: Service + 'static>(&mut self, service: S) -> ServiceHandle {
+        self.add_boxed_service(Box::new(service))
+    }
+
+    /// Add a boxed service.
+    pub fn add_boxed_service(&mut self, service: Box<dyn Service>) -> ServiceHandle {
+        let (tx, rx) = watch::channel(false);
+        let handle = ServiceHandle {
+            id: self.services.len(),
+            name: service.name().to_string(),
+            ready: rx,
+        };
+        self.services.push(Entry {
+            service,
+            ready: tx,
+            deps: vec![],
+        });
+        handle
+    }
+
+    /// Add several boxed services.
+    pub fn add_services(&mut self, services: Vec<Box<dyn Service>>) {
+        for s in services {
+            self.add_boxed_service(s);
+        }
+    }
+
+    /// Start `dependent` only once `dependency` is ready.
+    pub fn add_dependency(&mut self, dependent: &ServiceHandle, dependency: &ServiceHandle) {
+        if let Some(e) = self.services.get_mut(dependent.id) {
+            e.deps.push(dependency.clone());
+        }
+    }
+
+    /// A receiver that turns true when shutdown starts (for code outside
+    /// the services).
+    pub fn shutdown_watch(&self) -> ShutdownWatch {
+        self.shutdown_rx.clone()
+    }
+
+    /// Run the services until a signal stops the server; then exit the
+    /// process (0 after a graceful or fast shutdown or an upgrade).
+    pub fn run_forever(self) -> ! {
+        match self.run() {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("server failed: {e}");
+                error!("server failed: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
+
+    fn run(mut self) -> Result<()> {
+        let conf = self.configuration.clone();
+        let main_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .or_err(ErrorType::InternalError, "main runtime")?;
+        // Take the signals before anything runs, so none is lost to the
+        // default action.
+        let mut signals = main_rt.block_on(async {
+            let s = |k| signal(k).or_err(ErrorType::InternalError, "installing signal handler");
+            Ok::<_, Box<Error>>((
+                s(SignalKind::terminate())?,
+                s(SignalKind::interrupt())?,
+                s(SignalKind::quit())?,
+            ))
+        })?;
+
+        for e in &mut self.services {
+            let name = e.service.name().to_string();
+            e.service
+                .bind(&self.listen_fds)
+                .map_err(|err| err.wrap(ErrorType::BindError, format!("service {name}")))?;
+        }
+        for key in self.listen_fds.unclaimed() {
+            warn!("inherited listener {key} is not in this configuration; closing it");
+            if let Some(fd) = self.listen_fds.take_inherited(&key) {
+                let _ = nix::unistd::close(fd);
+            }
+        }
+
+        let mut running = Vec::new();
+        let mut tasks = Vec::new();
+        for e in self.services.drain(..) {
+            let name = e.service.name().to_string();
+            let threads = e.service.threads().unwrap_or(conf.threads).max(1);
+            let (rts, handles) = build_runtimes(&name, threads, conf.work_stealing)?;
+            let ctx = ServiceContext {
+                shutdown: self.shutdown_rx.clone(),
+                ready: ReadyNotifier(e.ready),
+                runtimes: handles.clone(),
+            };
+            let mut service = e.service;
+            let deps = e.deps;
+            tasks.push(handles[0].spawn(async move {
+                for mut d in deps {
+                    if !*d.ready.borrow() {
+                        info!("service {name} waits for {}", d.name);
+                    }
+                    let _ = d.ready.wait_for(|r| *r).await;
+                }
+                service.start_service(ctx).await;
+            }));
+            running.push(rts);
+        }
+        info!("server started, pid {}", std::process::id());
+
+        let (term, int, quit) = &mut signals;
+        let exit = main_rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {
+                        info!("SIGTERM: graceful shutdown");
+                        return Exit::Graceful;
+                    }
+                    _ = int.recv() => {
+                        info!("SIGINT: fast shutdown");
+                        return Exit::Fast;
+                    }
+                    _ = quit.recv() => {
+                        info!("SIGQUIT: handing listening sockets to the new process");
+                        let fds = self.listen_fds.own();
+                        let sock = conf.upgrade_sock.clone();
+                        let sent = tokio::task::spawn_blocking(move || {
+                            transfer_fd::send_fds(Path::new(&sock), &fds, UPGRADE_SEND_TIMEOUT)
+                        })
+                        .await;
+                        match sent {
+                            Ok(Ok(())) => return Exit::Upgraded,
+                            Ok(Err(e)) => error!("upgrade failed, still serving: {e}"),
+                            Err(e) => error!("upgrade failed, still serving: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+
+        match exit {
+            Exit::Fast => return Ok(()),
+            Exit::Upgraded => {
+                let grace = conf.grace_period();
+                info!("sockets handed over; accepting for {grace:?} more, then shutting down");
+                main_rt.block_on(async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(grace) => {}
+                        _ = int.recv() => {
+                            info!("SIGINT: fast shutdown");
+                            std::process::exit(0);
+                        }
+                    }
+                });
+            }
+            Exit::Graceful => {}
+        }
+
+        self.shutdown_tx.send_replace(true);
+        let timeout = conf.graceful_shutdown_timeout();
+        let finished = main_rt.block_on(async {
+            let all = async {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(timeout, all) => true,
+                _ = int.recv() => false,
+            }
+        });
+        if finished {
+            info!("graceful shutdown complete");
+        } else {
+            warn!("shutdown cut short");
+        }
+        for rts in running {
+            match rts {
+                Runtimes::Steal(rt) => rt.shutdown_timeout(Duration::from_millis(100)),
+                Runtimes::NoSteal(threads) => {
+                    for (_, stop) in threads {
+                        let _ = stop.send(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Build a service's runtimes; returns them and their handles.
+fn build_runtimes(name: &str, threads: usize, steal: bool) -> Result<(Runtimes, Vec<Handle>)> {
+    if steal {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .or_err_with(ErrorType::InternalError, || format!("runtime for {name}"))?;
+        let h = rt.handle().clone();
+        return Ok((Runtimes::Steal(rt), vec![h]));
+    }
+    let mut threads_out = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .or_err_with(ErrorType::InternalError, || format!("runtime for {name}"))?;
+        handles.push(rt.handle().clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                let _ = rt.block_on(stop_rx);
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })
+            .or_err_with(ErrorType::InternalError, || format!("thread for {name}"))?;
+        threads_out.push((t, stop_tx));
+    }
+    Ok((Runtimes::NoSteal(threads_out), handles))
+}

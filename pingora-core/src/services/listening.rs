@@ -1,0 +1,351 @@
+//! The listening service: listeners plus an app.
+//!
+//! Accept loops run on every runtime of the service (one per listener per
+//! runtime). Each accepted connection is a task of its own, which hands the
+//! stream to the app again for as long as the app returns it (keep-alive).
+//! A panic in one connection's task is caught and logged; the service goes
+//! on. On shutdown the accept loops stop, and the service waits for the
+//! connections in flight to finish.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_error::Result;
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use super::{Service as ServiceTrait, ServiceContext};
+use crate::apps::ServerApp;
+use crate::listeners::{BoundListener, ListenFds, Listeners, TcpSocketOptions};
+use crate::protocols::{L4Stream, Stream};
+use crate::server::ShutdownWatch;
+
+/// A listening service: accepts on its listeners, hands each connection to
+/// the app.
+pub struct Service<A> {
+    name: String,
+    listeners: Listeners,
+    bound: Vec<BoundListener>,
+    app: Arc<A>,
+    /// Worker threads; `None` uses the conf's `threads`.
+    pub threads: Option<usize>,
+    tracker: Arc<ConnTracker>,
+}
+
+impl<A: ServerApp> Service<A> {
+    /// A service named `name` with no listeners yet.
+    pub fn new(name: String, app: A) -> Self {
+        Self::with_listeners(name, Listeners::new(), app)
+    }
+
+    /// A service with these listeners.
+    pub fn with_listeners(name: String, listeners: Listeners, app: A) -> Self {
+        Service {
+            name,
+            listeners,
+            bound: vec![],
+            app: Arc::new(app),
+            threads: None,
+            tracker: Arc::default(),
+        }
+    }
+
+    /// Listen on a TCP address.
+    pub fn add_tcp(&mut self, addr: &str) {
+        self.listeners.add_tcp(addr);
+    }
+
+    /// Listen on a TCP address, with options.
+    pub fn add_tcp_with_settings(&mut self, addr: &str, opt: TcpSocketOptions) {
+        self.listeners.add_tcp_with_settings(addr, opt);
+    }
+
+    /// Listen on a Unix socket.
+    pub fn add_uds(&mut self, path: &str, perm: Option<std::fs::Permissions>) {
+        self.listeners.add_uds(path, perm);
+    }
+
+    /// The app.
+    pub fn app_logic(&self) -> &Arc<A> {
+        &self.app
+    }
+
+    /// Connections being served right now.
+    pub fn active_connections(&self) -> usize {
+        self.tracker.count.load(Ordering::Acquire)
+    }
+}
+
+/// Counts live connections; wakes the drain when the count reaches zero.
+#[derive(Default)]
+struct ConnTracker {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct ConnGuard(Arc<ConnTracker>);
+
+impl ConnTracker {
+    fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Polls a future, turning a panic into `Err` instead of unwinding.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic)")
+}
+
+async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatch) {
+    let peer = stream
+        .socket_digest()
+        .and_then(|d| d.peer_addr.clone())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut stream = Some(stream);
+    while let Some(s) = stream.take() {
+        let fut = app.process_new(s, &shutdown);
+        match CatchUnwind(Box::pin(fut)).await {
+            Ok(next) => stream = next,
+            Err(panic) => {
+                error!(peer, "connection task panicked: {}", panic_message(&*panic));
+                return;
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+async fn accept_loop<A: ServerApp>(
+    listener: BoundListener,
+    app: Arc<A>,
+    tracker: Arc<ConnTracker>,
+    mut shutdown: ShutdownWatch,
+    name: String,
+) {
+    enum L {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let l = match listener {
+        BoundListener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(L::Tcp),
+        BoundListener::Unix(l) => tokio::net::UnixListener::from_std(l).map(L::Unix),
+    };
+    let l = match l {
+        Ok(l) => l,
+        Err(e) => {
+            error!(service = name, "cannot register listener: {e}");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            r = async {
+                match &l {
+                    L::Tcp(l) => l.accept().await.map(|(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        L4Stream::from_tcp(s)
+                    }),
+                    L::Unix(l) => l.accept().await.map(|(s, _)| L4Stream::from_unix(s)),
+                }
+            } => r,
+        };
+        match accepted {
+            Ok(stream) => {
+                let guard = tracker.enter();
+                let app = app.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    serve_connection(app, Box::new(stream), shutdown).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Out of fds or memory: back off a little instead of
+                // spinning; the backlog holds the connections meanwhile.
+                warn!(service = name, "accept failed: {e}");
+                pingora_timeout::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    debug!(service = name, "stopped accepting");
+}
+
+#[async_trait]
+impl<A: ServerApp> ServiceTrait for Service<A> {
+    fn bind(&mut self, fds: &ListenFds) -> Result<()> {
+        self.bound = self.listeners.bind_all(fds)?;
+        for l in &self.bound {
+            if let Some(a) = l.local_addr() {
+                info!(service = self.name, "listening on {a}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_service(&mut self, ctx: ServiceContext) {
+        let mut loops = Vec::new();
+        // The original sockets stay open until the loops end: their fds are
+        // what a graceful upgrade hands over.
+        for listener in &self.bound {
+            for rt in &ctx.runtimes {
+                let l = match listener.try_clone() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(service = self.name, "{e}");
+                        continue;
+                    }
+                };
+                loops.push(rt.spawn(accept_loop(
+                    l,
+                    self.app.clone(),
+                    self.tracker.clone(),
+                    ctx.shutdown.clone(),
+                    self.name.clone(),
+                )));
+            }
+        }
+        ctx.ready.notify_ready();
+        for l in loops {
+            let _ = l.await;
+        }
+        // Close the listening sockets, so new connection attempts are
+        // refused instead of waiting in a backlog nobody accepts from.
+        self.bound.clear();
+        let n = self.tracker.count.load(Ordering::Acquire);
+        if n > 0 {
+            info!(service = self.name, "waiting for {n} connections to finish");
+        }
+        self.tracker.drained().await;
+        self.app.cleanup().await;
+        info!(service = self.name, "stopped");
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.threads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::ReadyNotifier;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
+
+    /// Panics when the client sends "panic", echoes otherwise.
+    struct Fragile;
+
+    #[async_trait]
+    impl ServerApp for Fragile {
+        async fn process_new(
+            self: &Arc<Self>,
+            mut io: Stream,
+            _s: &ShutdownWatch,
+        ) -> Option<Stream> {
+            let mut buf = [0u8; 64];
+            let n = io.read(&mut buf).await.ok()?;
+            if &buf[..n] == b"panic" {
+                panic!("the app blew up");
+            }
+            io.write_all(&buf[..n]).await.ok()?;
+            // Hand the connection back: the service calls us again.
+            Some(io)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn panic_in_one_connection_does_not_stop_the_service() {
+        let mut svc =
+            Service::with_listeners("fragile".into(), Listeners::tcp("127.0.0.1:0"), Fragile);
+        svc.bind(&ListenFds::new()).unwrap();
+        let Some(crate::protocols::SocketAddr::Inet(addr)) = svc.bound[0].local_addr() else {
+            panic!("no address")
+        };
+        let (tx, rx) = watch::channel(false);
+        let (ready_tx, mut ready_rx) = watch::channel(false);
+        let ctx = ServiceContext {
+            shutdown: rx,
+            ready: ReadyNotifier(ready_tx),
+            runtimes: vec![tokio::runtime::Handle::current()],
+        };
+        let task = tokio::spawn(async move {
+            svc.start_service(ctx).await;
+            svc
+        });
+        ready_rx.wait_for(|r| *r).await.unwrap();
+
+        // This connection's task panics: the connection is closed.
+        let mut bad = tokio::net::TcpStream::connect(addr).await.unwrap();
+        bad.write_all(b"panic").await.unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(bad.read_to_end(&mut buf).await.unwrap_or(0), 0);
+
+        // The service goes on, and keep-alive (app returns the stream) works.
+        let mut good = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for msg in [&b"one"[..], b"two"] {
+            good.write_all(msg).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            good.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }
+        drop(good);
+
+        // Shutdown: accepting stops, the service returns once drained.
+        tx.send_replace(true);
+        let svc = task.await.unwrap();
+        assert_eq!(svc.active_connections(), 0);
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! Services: the units a [`Server`](crate::server::Server) runs.
+//!
+//! A [`listening::Service`] accepts connections on its listeners and hands
+//! each to its app; a [`background::GenBackgroundService`] runs a task of
+//! the user's until shutdown. Each service runs on runtimes of its own, so
+//! a busy one cannot starve another.
+
+use async_trait::async_trait;
+use pingora_error::Result;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::listeners::ListenFds;
+use crate::server::ShutdownWatch;
+
+pub mod background;
+pub mod listening;
+
+/// Tells the server (and services that depend on this one) that a service
+/// is ready: listening, or started.
+#[derive(Debug)]
+pub struct ReadyNotifier(pub(crate) watch::Sender<bool>);
+
+impl ReadyNotifier {
+    /// Mark the service ready. Calling it again does nothing.
+    pub fn notify_ready(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// What a service gets when it starts.
+pub struct ServiceContext {
+    /// Turns true when the server shuts down.
+    pub shutdown: ShutdownWatch,
+    /// Call once the service is ready.
+    pub ready: ReadyNotifier,
+    /// The service's runtimes: one work-stealing runtime, or one
+    /// single-threaded runtime per worker (`work_stealing: false`).
+    /// Spread work across all of them.
+    pub runtimes: Vec<Handle>,
+}
+
+/// A unit of work the server runs until shutdown.
+#[async_trait]
+pub trait Service: Send + Sync {
+    /// Bind what the service listens on, before any runtime starts, taking
+    /// inherited sockets from `fds` during an upgrade. A failure stops the
+    /// server's start-up with this error.
+    fn bind(&mut self, _fds: &ListenFds) -> Result<()> {
+        Ok(())
+    }
+
+    /// Run until `ctx.shutdown` turns true, then finish in-flight work and
+    /// return. Runs on the first of `ctx.runtimes`.
+    async fn start_service(&mut self, ctx: ServiceContext);
+
+    /// The service's name, for logs.
+    fn name(&self) -> &str;
+
+    /// Worker threads for this service; `None` uses the conf's `threads`.
+    fn threads(&self) -> Option<usize> {
+        None
+    }
+}
