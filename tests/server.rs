@@ -414,7 +414,17 @@ fn test_flag_checks_the_conf() {
 fn daemon_mode_detaches_and_writes_pid_file() {
     let dir = temp_dir("daemon");
     let log = dir.join("error.log");
-    let conf = write_conf(&dir, &format!("error_log: {}\n", log.display()));
+    // As root, also drop privileges to nobody:nogroup (the directory must
+    // then be theirs to write the Unix socket into).
+    let root = nix::unistd::geteuid().is_root();
+    let mut extra = format!("error_log: {}\n", log.display());
+    if root {
+        extra.push_str("user: nobody\ngroup: nogroup\n");
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+        nix::unistd::chown(&dir, Some(nobody.uid), Some(nogroup.gid)).unwrap();
+    }
+    let conf = write_conf(&dir, &extra);
     let pid_file = dir.join("server.pid");
     let uds = dir.join("echo.sock");
     let port = free_port();
@@ -442,6 +452,17 @@ fn daemon_mode_detaches_and_writes_pid_file() {
     let session: i32 = after_name.split(' ').nth(3).unwrap().parse().unwrap();
     let ours = nix::unistd::getsid(None).unwrap().as_raw();
     assert_ne!(session, ours);
+    if root {
+        let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let effective: u32 = uid_line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(
+            effective,
+            nobody.uid.as_raw(),
+            "daemon did not drop to nobody"
+        );
+    }
 
     wait_listening(port);
     assert_eq!(echo_once(port, b"daemon tcp").unwrap(), b"daemon tcp");

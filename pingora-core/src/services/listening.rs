@@ -284,7 +284,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::watch;
 
-    /// Panics when the client sends "panic", echoes otherwise.
+    /// Panics when the client sends "panic", says its local address on
+    /// "who", echoes otherwise.
     struct Fragile;
 
     #[async_trait]
@@ -294,8 +295,21 @@ mod tests {
             mut io: Stream,
             _s: &ShutdownWatch,
         ) -> Option<Stream> {
+            // The digest describes the accepted socket.
+            let d = io.socket_digest().expect("L4 stream has a digest");
+            // A real, open socket fd.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(d.raw_fd) };
+            assert!(socket2::SockRef::from(&fd).local_addr().is_ok());
+            let local = d.local_addr.clone().expect("local address");
+            assert!(d.peer_addr.is_some());
+            assert!(d.accepted_at <= std::time::SystemTime::now());
             let mut buf = [0u8; 64];
             let n = io.read(&mut buf).await.ok()?;
+            if &buf[..n] == b"who" {
+                let reply = format!("{}", local);
+                io.write_all(reply.as_bytes()).await.ok()?;
+                return Some(io);
+            }
             if &buf[..n] == b"panic" {
                 panic!("the app blew up");
             }
@@ -340,6 +354,10 @@ mod tests {
             good.read_exact(&mut back).await.unwrap();
             assert_eq!(back, msg);
         }
+        good.write_all(b"who").await.unwrap();
+        let mut back = vec![0u8; addr.to_string().len()];
+        good.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, addr.to_string().as_bytes());
         drop(good);
 
         // Shutdown: accepting stops, the service returns once drained.
