@@ -1,4 +1,8 @@
 //! Apps: what a listening service does with each accepted connection.
+//!
+//! [`ServerApp`] handles raw streams; [`http_app`] runs HTTP apps on top.
+
+pub mod http_app;
 
 use std::sync::Arc;
 

@@ -118,6 +118,54 @@ impl L4Stream {
         &self.digest
     }
 
+    /// Ready when a read would not block: bytes, EOF or an error wait.
+    ///
+    /// Tokio reports a new socket as readable before anything arrived, so
+    /// readiness is confirmed with a one-byte `MSG_PEEK`; a false alarm
+    /// clears it and the wait goes on.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let fd = self.digest.raw_fd;
+        let peek = || {
+            let mut byte = 0u8;
+            // SAFETY: a valid fd we own, and a one-byte buffer on the stack.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        loop {
+            let ready = match &self.inner {
+                Inner::Tcp(s) => s.poll_read_ready(cx),
+                Inner::Unix(s) => s.poll_read_ready(cx),
+            };
+            if let Poll::Ready(Err(e)) = ready {
+                return Poll::Ready(Err(e));
+            }
+            if ready.is_pending() {
+                return Poll::Pending;
+            }
+            let tried = match &self.inner {
+                Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, peek),
+                Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, peek),
+            };
+            match tried {
+                // A false alarm: readiness is cleared, poll again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // Bytes, EOF, or an error the next read will report.
+                _ => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
     /// The TCP stream underneath, if this is TCP.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.inner {

@@ -1,0 +1,188 @@
+//! HTTP apps: the user handles requests, the framework handles the
+//! connection (parsing, limits, keep-alive, pipelining, errors).
+//!
+//! Two ways to write one:
+//! * [`ServeHttp`]: one async function from a request to a whole response.
+//! * [`HttpServerApp`]: full control of the session, for streaming bodies,
+//!   trailers, 1xx responses and upgrades.
+//!
+//! Either is run by wrapping it in [`HttpServer`], which is a
+//! [`ServerApp`](super::ServerApp) for a listening service.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use pingora_error::{ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tracing::debug;
+
+use super::ServerApp;
+use crate::protocols::http::v1::H1Options;
+use crate::protocols::http::ServerSession;
+use crate::protocols::Stream;
+use crate::server::ShutdownWatch;
+
+/// An app that handles one HTTP request at a time on a session.
+#[async_trait]
+pub trait HttpServerApp: Send + Sync + 'static {
+    /// Handle the request whose header `session` has read: read its body
+    /// if wanted, write a response. An `Err` before a response header was
+    /// written is answered with the error's HTTP status (or 500) and the
+    /// connection closes.
+    async fn process_request(
+        self: &Arc<Self>,
+        session: &mut ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Result<()>;
+}
+
+/// The simplest HTTP app: a request in, a whole response out.
+///
+/// A `Content-Length` is added when the response has none.
+#[async_trait]
+pub trait ServeHttp: Send + Sync + 'static {
+    /// Make the response to the request in `session` (whose body, if any,
+    /// the function may read).
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>>;
+}
+
+#[async_trait]
+impl<S: ServeHttp> HttpServerApp for S {
+    async fn process_request(
+        self: &Arc<Self>,
+        session: &mut ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Result<()> {
+        let (parts, body) = self.response(session).await.into_parts();
+        let mut resp = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
+        for (name, value) in parts.headers.iter() {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        if !resp.headers.contains_key(CONTENT_LENGTH) {
+            resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        }
+        session.write_response_header(Box::new(resp)).await?;
+        session.write_response_body(Bytes::from(body)).await?;
+        session.finish_body().await
+    }
+}
+
+/// Runs an [`HttpServerApp`] on every connection of a listening service.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use pingora_core::apps::http_app::{HttpServer, ServeHttp};
+/// use pingora_core::protocols::http::ServerSession;
+/// use pingora_core::services::listening::Service;
+///
+/// struct Hello;
+///
+/// #[async_trait]
+/// impl ServeHttp for Hello {
+///     async fn response(&self, _s: &mut ServerSession) -> http::Response<Vec<u8>> {
+///         http::Response::new(b"hello\n".to_vec())
+///     }
+/// }
+///
+/// let mut service = Service::new("hello".to_string(), HttpServer::new(Hello));
+/// service.add_tcp("127.0.0.1:0");
+/// ```
+pub struct HttpServer<A> {
+    app: Arc<A>,
+    options: H1Options,
+}
+
+impl<A: HttpServerApp> HttpServer<A> {
+    /// Serve `app` with the default limits.
+    pub fn new(app: A) -> Self {
+        Self::with_options(app, H1Options::default())
+    }
+
+    /// Serve `app` with these HTTP/1 limits and timeouts.
+    pub fn with_options(app: A, options: H1Options) -> Self {
+        HttpServer {
+            app: Arc::new(app),
+            options,
+        }
+    }
+
+    /// The app.
+    pub fn app(&self) -> &Arc<A> {
+        &self.app
+    }
+
+    /// The limits and timeouts in force.
+    pub fn options(&self) -> &H1Options {
+        &self.options
+    }
+}
+
+/// The status to answer a failed request with.
+fn error_status(etype: &ErrorType) -> u16 {
+    etype.http_status().filter(|s| *s >= 400).unwrap_or(500)
+}
+
+#[async_trait]
+impl<A: HttpServerApp> ServerApp for HttpServer<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream, self.options);
+        let mut shutdown = shutdown.clone();
+        let mut first = true;
+        loop {
+            let read = if first || *shutdown.borrow() {
+                session.read_request().await
+            } else {
+                // Between requests, a graceful shutdown closes the idle
+                // connection at once.
+                tokio::select! {
+                    r = session.read_request() => r,
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            };
+            first = false;
+            match read {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => {
+                    debug!("bad request: {e}");
+                    if !matches!(e.etype(), ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout) {
+                        let _ = session.respond_error(error_status(e.etype())).await;
+                    }
+                    if let Some(h1) = session.as_http1() {
+                        h1.close_lingering().await;
+                    }
+                    return None;
+                }
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(false);
+            }
+            let result = self.app.process_request(&mut session, &shutdown).await;
+            if let Err(e) = result {
+                debug!("request failed: {e}");
+                if session.response_written().is_none() {
+                    let _ = session.respond_error(error_status(e.etype())).await;
+                    if let Some(h1) = session.as_http1() {
+                        h1.close_lingering().await;
+                    }
+                }
+                return None;
+            }
+            match session.finish().await {
+                Ok(true) => continue,
+                _ => {
+                    if let Some(h1) = session.as_http1() {
+                        h1.close_lingering().await;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! [`ServerSession`]: one request and its response, as apps see them,
+//! whichever HTTP version carried them.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::v1;
+use crate::protocols::{SocketAddr, Stream};
+
+/// A downstream HTTP session. Today HTTP/1.x; HTTP/2 streams join as a
+/// second variant with the same methods.
+pub enum ServerSession {
+    /// An HTTP/1.0 or HTTP/1.1 connection.
+    H1(v1::server::HttpSession),
+}
+
+impl ServerSession {
+    /// An HTTP/1 session on an accepted stream.
+    pub fn new_http1(stream: Stream, opts: v1::H1Options) -> Self {
+        ServerSession::H1(v1::server::HttpSession::new_with_options(stream, opts))
+    }
+
+    /// Read the next request header; `None` if the client went away first.
+    pub async fn read_request(&mut self) -> Result<Option<usize>> {
+        match self {
+            ServerSession::H1(s) => s.read_request().await,
+        }
+    }
+
+    /// The request header.
+    pub fn req_header(&self) -> &RequestHeader {
+        match self {
+            ServerSession::H1(s) => s.req_header(),
+        }
+    }
+
+    /// The request header, to change.
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        match self {
+            ServerSession::H1(s) => s.req_header_mut(),
+        }
+    }
+
+    /// The next piece of the request body; `None` at its end.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            ServerSession::H1(s) => s.read_body_bytes().await,
+        }
+    }
+
+    /// Whether the request body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        match self {
+            ServerSession::H1(s) => s.is_body_done(),
+        }
+    }
+
+    /// The request's trailer fields, once its body has been read.
+    pub fn request_trailers(&self) -> Option<&HeaderMap> {
+        match self {
+            ServerSession::H1(s) => s.trailers(),
+        }
+    }
+
+    /// Whether the request asks to switch protocols (WebSocket).
+    pub fn is_upgrade_req(&self) -> bool {
+        match self {
+            ServerSession::H1(s) => s.is_upgrade_req(),
+        }
+    }
+
+    /// Write the response header (1xx first if wanted, then the final one).
+    pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
+        match self {
+            ServerSession::H1(s) => s.write_response_header(resp).await,
+        }
+    }
+
+    /// The final response header, once written.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        match self {
+            ServerSession::H1(s) => s.response_written(),
+        }
+    }
+
+    /// Write response body bytes.
+    pub async fn write_response_body(&mut self, data: Bytes) -> Result<()> {
+        match self {
+            ServerSession::H1(s) => s.write_body(&data).await,
+        }
+    }
+
+    /// Trailer fields to send after the response body.
+    pub fn set_response_trailers(&mut self, trailers: HeaderMap) {
+        match self {
+            ServerSession::H1(s) => s.set_response_trailers(trailers),
+        }
+    }
+
+    /// End the response body and flush.
+    pub async fn finish_body(&mut self) -> Result<()> {
+        match self {
+            ServerSession::H1(s) => s.finish_body().await,
+        }
+    }
+
+    /// Answer with an error status and an empty body; the connection closes.
+    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
+        match self {
+            ServerSession::H1(s) => s.respond_error(status).await,
+        }
+    }
+
+    /// Close the connection after this response.
+    pub fn set_keepalive(&mut self, keepalive: bool) {
+        match self {
+            ServerSession::H1(s) => s.set_keepalive(keepalive),
+        }
+    }
+
+    /// Finish the exchange; true if the connection can take another
+    /// request.
+    pub async fn finish(&mut self) -> Result<bool> {
+        match self {
+            ServerSession::H1(s) => s.finish().await,
+        }
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        match self {
+            ServerSession::H1(s) => s.client_addr(),
+        }
+    }
+
+    /// The local address the client connected to.
+    pub fn server_addr(&self) -> Option<&SocketAddr> {
+        match self {
+            ServerSession::H1(s) => s.server_addr(),
+        }
+    }
+
+    /// The HTTP/1 session, when that is the protocol.
+    pub fn as_http1(&mut self) -> Option<&mut v1::server::HttpSession> {
+        match self {
+            ServerSession::H1(s) => Some(s),
+        }
+    }
+}

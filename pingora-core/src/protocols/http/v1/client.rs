@@ -1,0 +1,238 @@
+//! The client side of an HTTP/1 connection, for talking to upstreams.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, TRANSFER_ENCODING};
+use http::{StatusCode, Version};
+use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::conn::{timed, BodyReader, BodyWriter, Conn};
+use super::framing::{self, Framing};
+use super::H1Options;
+use crate::protocols::Stream;
+
+const STACK_HEADERS: usize = 64;
+
+/// One HTTP/1 client connection: write a request, read its response, and
+/// learn whether the connection may carry another request.
+///
+/// ```no_run
+/// # async fn f(stream: pingora_core::protocols::Stream) -> pingora_error::Result<()> {
+/// use pingora_core::protocols::http::v1::client::HttpSession;
+/// use pingora_http::RequestHeader;
+///
+/// let mut session = HttpSession::new(stream);
+/// let mut req = RequestHeader::build("GET", b"/", None)?;
+/// req.insert_header("Host", "example.com")?;
+/// session.write_request_header(Box::new(req)).await?;
+/// session.read_response().await?;
+/// while let Some(chunk) = session.read_body_bytes().await? {
+///     // use chunk
+/// }
+/// let reusable = session.reuse();
+/// # Ok(()) }
+/// ```
+pub struct HttpSession {
+    conn: Conn,
+    req: Option<Box<RequestHeader>>,
+    resp: Option<Box<ResponseHeader>>,
+    keepalive: bool,
+    upgraded: bool,
+}
+
+impl HttpSession {
+    /// A session on a connected stream, with default limits.
+    pub fn new(stream: Stream) -> Self {
+        Self::new_with_options(stream, H1Options::default())
+    }
+
+    /// A session with the given limits and timeouts. `header_read_timeout`
+    /// bounds the wait for a response header; `body_read_timeout` each body
+    /// read; `max_body_bytes` is not applied to responses.
+    pub fn new_with_options(stream: Stream, opts: H1Options) -> Self {
+        HttpSession {
+            conn: Conn::new(stream, opts),
+            req: None,
+            resp: None,
+            keepalive: false,
+            upgraded: false,
+        }
+    }
+
+    /// Write a request header and flush it. The body framing follows its
+    /// Transfer-Encoding (chunked) or Content-Length; with neither, the
+    /// request has no body.
+    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
+        let framing = if framing::has_token(&req.headers, TRANSFER_ENCODING, "chunked") {
+            Framing::Chunked
+        } else {
+            match framing::content_length(&req.headers)? {
+                Some(n) => Framing::Length(n),
+                None => Framing::None,
+            }
+        };
+        self.keepalive = framing::wants_keepalive(req.version, &req.headers);
+        req.write_h1(&mut self.conn.pending);
+        let n = self.conn.pending.len();
+        self.conn.start_write(framing);
+        self.conn.flush().await.map_err(|e| e.into_up())?;
+        self.resp = None;
+        self.upgraded = false;
+        self.req = Some(req);
+        Ok(n)
+    }
+
+    /// Write request body bytes (raw bytes after an upgrade).
+    pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        self.conn.write_body(data).await.map_err(|e| e.into_up())
+    }
+
+    /// End the request body (last chunk and `trailers` when chunked).
+    pub async fn finish_body(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
+        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
+            self.keepalive = false;
+        }
+        self.conn.finish_body(trailers).await.map_err(|e| e.into_up())
+    }
+
+    /// Read the next response header. This may be an interim 1xx
+    /// response (check [`is_interim`](Self::is_interim) and call again for
+    /// the final one). After `101 Switching Protocols` the connection is a
+    /// raw tunnel.
+    pub async fn read_response(&mut self) -> Result<usize> {
+        let opts = self.conn.opts;
+        let len = timed(
+            opts.header_read_timeout,
+            ReadTimedout,
+            "response header read timed out",
+            self.conn.fill_header(None),
+        )
+        .await
+        .map_err(|e| e.into_up())?
+        .or_err(ConnectionClosed, "upstream closed before responding")
+        .map_err(|e| e.into_up())?;
+        self.parse_response(len).map_err(|e| e.into_up())?;
+        Ok(len)
+    }
+
+    fn parse_response(&mut self, len: usize) -> Result<()> {
+        let max_headers = self.conn.opts.max_headers;
+        // SAFETY: as in the server session: `split_to(len)` hands the same
+        // unmoved bytes to `block`, which outlives every use of the parse.
+        let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap;
+        let mut resp = httparse::Response::new(&mut stack[..]);
+        let mut status = resp.parse(raw);
+        if matches!(status, Err(httparse::Error::TooManyHeaders)) && max_headers > STACK_HEADERS {
+            heap = vec![httparse::EMPTY_HEADER; max_headers];
+            resp = httparse::Response::new(&mut heap[..]);
+            status = resp.parse(raw);
+        }
+        match status {
+            Ok(httparse::Status::Complete(n)) if n == len => {}
+            Ok(_) => return Error::e_explain(InvalidHTTPHeader, "malformed response header"),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Error::e_explain(HeaderTooLarge, "too many response header fields")
+            }
+            Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed response header", e),
+        }
+        let block: Bytes = self.conn.buf.split_to(len).freeze();
+        let header = ResponseHeader::from_httparse(&resp, &block)?;
+        drop(block);
+        let method = self.req.as_deref().map(|r| r.method.clone()).unwrap_or_default();
+        let status = header.status;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            self.upgraded = true;
+            self.keepalive = false;
+            self.conn.start_body(Framing::UntilClose);
+            self.conn.start_write(Framing::UntilClose);
+        } else if status.is_informational() {
+            self.conn.start_body(Framing::None);
+        } else {
+            let (framing, clean) =
+                framing::response_framing(&method, status, header.version, &header.headers)?;
+            if method == http::Method::CONNECT && status.is_success() {
+                self.upgraded = true;
+                self.conn.start_write(Framing::UntilClose);
+            }
+            self.keepalive = self.keepalive
+                && clean
+                && framing::wants_keepalive(header.version, &header.headers);
+            self.conn.start_body(framing);
+        }
+        self.resp = Some(Box::new(header));
+        Ok(())
+    }
+
+    /// The last response header read.
+    pub fn resp_header(&self) -> Option<&ResponseHeader> {
+        self.resp.as_deref()
+    }
+
+    /// Whether the last response header read is an interim (1xx, not 101)
+    /// one, so that the final response is still to come.
+    pub fn is_interim(&self) -> bool {
+        self.resp.as_deref().is_some_and(|r| {
+            r.status.is_informational() && r.status != StatusCode::SWITCHING_PROTOCOLS
+        })
+    }
+
+    /// Whether the connection became a raw tunnel (101, or 2xx to CONNECT).
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        self.conn.read_body().await.map_err(|e| e.into_up())
+    }
+
+    /// Whether the response body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        self.conn.body_done()
+    }
+
+    /// Response body bytes read so far.
+    pub fn body_bytes_read(&self) -> u64 {
+        self.conn.body_read
+    }
+
+    /// The response's trailer fields, after its chunked body was read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.conn.trailers.as_deref()
+    }
+
+    /// Whether the connection may carry another request: both sides allow
+    /// keep-alive, both bodies are complete, and no stray bytes arrived.
+    pub fn can_reuse(&self) -> bool {
+        self.keepalive
+            && !self.upgraded
+            && self.resp.is_some()
+            && !self.is_interim()
+            && self.conn.body_done()
+            && matches!(self.conn.reader, BodyReader::Done)
+            && self.conn.writer == BodyWriter::Done
+            && self.conn.buf.is_empty()
+            && !self.conn.eof
+    }
+
+    /// The stream back, for the connection pool, if it can be reused.
+    pub fn reuse(self) -> Option<Stream> {
+        if self.can_reuse() {
+            Some(self.conn.stream)
+        } else {
+            None
+        }
+    }
+
+    /// The HTTP version of the response, once read.
+    pub fn resp_version(&self) -> Option<Version> {
+        self.resp.as_deref().map(|r| r.version)
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &Stream {
+        &self.conn.stream
+    }
+}

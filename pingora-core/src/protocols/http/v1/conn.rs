@@ -1,0 +1,399 @@
+//! What the HTTP/1 client and server sessions share: the stream, a read
+//! buffer that exists only while bytes are in flight, timed reads and
+//! writes, and the body reader and writer.
+
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::chunked::{ChunkedDecoder, Decoded};
+use super::framing::Framing;
+use super::H1Options;
+use crate::protocols::Stream;
+
+/// First read of a header block, and each later growth step.
+const HEADER_READ_SIZE: usize = 4096;
+/// Read size for body bytes.
+const BODY_READ_SIZE: usize = 16 * 1024;
+
+/// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
+pub(crate) async fn timed<T, F>(limit: Option<Duration>, etype: pingora_error::ErrorType, what: &'static str, fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+{
+    match limit {
+        None => fut.await,
+        Some(d) => match pingora_timeout::timeout(d, fut).await {
+            Ok(r) => r,
+            Err(_) => Error::e_explain(etype, what),
+        },
+    }
+}
+
+/// The body being read.
+#[derive(Debug)]
+pub(crate) enum BodyReader {
+    /// Nothing (more) to read.
+    Done,
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    /// Until the peer closes (also the raw tunnel after an upgrade).
+    UntilClose,
+}
+
+/// The body being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyWriter {
+    /// No body may be written (or it is finished).
+    Done,
+    /// This many bytes still owed.
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+pub(crate) struct Conn {
+    pub(crate) stream: Stream,
+    /// Received bytes not yet consumed. Empty with no allocation when the
+    /// connection is idle.
+    pub(crate) buf: BytesMut,
+    /// A header serialized but not yet sent, to go out with the first body
+    /// bytes in one write.
+    pub(crate) pending: BytesMut,
+    pub(crate) opts: H1Options,
+    pub(crate) reader: BodyReader,
+    pub(crate) writer: BodyWriter,
+    /// Body bytes read so far (decoded) for this message.
+    pub(crate) body_read: u64,
+    /// Body bytes written so far for this message.
+    pub(crate) body_written: u64,
+    pub(crate) trailers: Option<Box<HeaderMap>>,
+    /// Body-size limit for what is read; errors with `BodyTooLarge`.
+    pub(crate) read_limit: Option<u64>,
+    /// The peer closed its side (read returned 0).
+    pub(crate) eof: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: Stream, opts: H1Options) -> Self {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+            pending: BytesMut::new(),
+            opts,
+            reader: BodyReader::Done,
+            writer: BodyWriter::Done,
+            body_read: 0,
+            body_written: 0,
+            trailers: None,
+            read_limit: None,
+            eof: false,
+        }
+    }
+
+    /// Wait until the peer sends something, holding no buffer meanwhile.
+    pub(crate) async fn wait_readable(&mut self, limit: Option<Duration>) -> Result<()> {
+        if !self.buf.is_empty() {
+            return Ok(());
+        }
+        let stream = &self.stream;
+        let wait = async {
+            poll_fn(|cx| stream.poll_read_ready(cx))
+                .await
+                .or_err(ReadError, "waiting for a request")
+        };
+        timed(limit, ReadTimedout, "idle connection timed out", wait).await
+    }
+
+    /// Read more bytes into the buffer; returns how many (0 at EOF).
+    pub(crate) async fn read_more(&mut self, want: usize) -> Result<usize> {
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .or_err(ReadError, "reading from the connection")?;
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n)
+    }
+
+    /// Read until `buf` holds a whole header block, at most `max` bytes.
+    /// `first_line_limit`, when given, makes a request line that is still
+    /// unfinished past that many bytes a 414. Returns the block's length.
+    pub(crate) async fn fill_header(&mut self, first_line_limit: Option<usize>) -> Result<Option<usize>> {
+        let max = self.opts.max_header_bytes;
+        let mut scanned = 0;
+        loop {
+            // Empty lines before a message are skipped (RFC 9112 §2.2).
+            while self.buf.first() == Some(&b'\n') || self.buf.starts_with(b"\r\n") {
+                let n = if self.buf[0] == b'\n' { 1 } else { 2 };
+                let _ = self.buf.split_to(n);
+                scanned = 0;
+            }
+            if let Some(end) = super::chunked::find_header_end_from(&self.buf, scanned, max) {
+                return Ok(Some(end));
+            }
+            scanned = self.buf.len();
+            if let Some(limit) = first_line_limit {
+                if self.buf.len() > limit && !self.buf[..limit].contains(&b'\n') {
+                    return Error::e_explain(UriTooLong, "request line too long");
+                }
+            }
+            if self.buf.len() >= max {
+                return Error::e_explain(HeaderTooLarge, "header block too large");
+            }
+            let room = (max - self.buf.len()).min(HEADER_READ_SIZE);
+            if self.read_more(room.max(1)).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Error::e_explain(ConnectionClosed, "connection closed inside a header");
+            }
+        }
+    }
+
+    /// Set up reading a body delimited by `framing`.
+    pub(crate) fn start_body(&mut self, framing: Framing) {
+        self.body_read = 0;
+        self.trailers = None;
+        self.reader = match framing {
+            Framing::None => BodyReader::Done,
+            Framing::Length(n) => BodyReader::Length(n),
+            Framing::Chunked => BodyReader::Chunked(Box::new(ChunkedDecoder::new(
+                self.opts.max_chunk_line,
+                self.opts.max_header_bytes,
+                self.opts.max_headers,
+            ))),
+            Framing::UntilClose => BodyReader::UntilClose,
+        };
+    }
+
+    pub(crate) fn body_done(&self) -> bool {
+        matches!(self.reader, BodyReader::Done)
+    }
+
+    fn count(&mut self, data: Bytes) -> Result<Option<Bytes>> {
+        self.body_read += data.len() as u64;
+        if let Some(limit) = self.read_limit {
+            if self.body_read > limit {
+                self.reader = BodyReader::Done;
+                return Error::e_explain(BodyTooLarge, "request body larger than the limit");
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// The next piece of body, or `None` when it is complete.
+    pub(crate) async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let limit = self.opts.body_read_timeout;
+        loop {
+            match &mut self.reader {
+                BodyReader::Done => return Ok(None),
+                BodyReader::Length(left) => {
+                    if !self.buf.is_empty() {
+                        let n = (self.buf.len() as u64).min(*left) as usize;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            self.reader = BodyReader::Done;
+                        }
+                        let data = self.buf.split_to(n).freeze();
+                        return self.count(data);
+                    }
+                    let want = (*left).min(BODY_READ_SIZE as u64) as usize;
+                    if timed(limit, ReadTimedout, "body read timed out", self.read_more(want)).await? == 0 {
+                        self.reader = BodyReader::Done;
+                        return Error::e_explain(ConnectionClosed, "connection closed inside a body");
+                    }
+                }
+                BodyReader::Chunked(dec) => match dec.decode(&mut self.buf)? {
+                    Decoded::Data(d) => return self.count(d),
+                    Decoded::Done => {
+                        self.trailers = dec.take_trailers().map(Box::new);
+                        self.reader = BodyReader::Done;
+                        return Ok(None);
+                    }
+                    Decoded::NeedMore => {
+                        let read = self.read_more(BODY_READ_SIZE);
+                        if timed(limit, ReadTimedout, "body read timed out", read).await? == 0 {
+                            self.reader = BodyReader::Done;
+                            return Error::e_explain(ConnectionClosed, "connection closed inside a chunked body");
+                        }
+                    }
+                },
+                BodyReader::UntilClose => {
+                    if !self.buf.is_empty() {
+                        let data = self.buf.split().freeze();
+                        return self.count(data);
+                    }
+                    let read = self.read_more(BODY_READ_SIZE);
+                    if timed(limit, ReadTimedout, "body read timed out", read).await? == 0 {
+                        self.reader = BodyReader::Done;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read and drop the rest of the body, up to `budget` bytes. True if the
+    /// body ended within the budget.
+    pub(crate) async fn drain_body(&mut self, budget: u64) -> bool {
+        let mut seen = 0u64;
+        while seen <= budget {
+            match self.read_body().await {
+                Ok(Some(d)) => seen += d.len() as u64,
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Give back the read buffer if nothing is left in it.
+    pub(crate) fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.pending = BytesMut::new();
+    }
+
+    /// Write `pending` and then `parts` as one vectored write.
+    pub(crate) async fn write_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let limit = self.opts.write_timeout;
+        let pending = std::mem::take(&mut self.pending);
+        let stream = &mut self.stream;
+        let write = async move {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+            if !pending.is_empty() {
+                slices.push(IoSlice::new(&pending));
+            }
+            slices.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)));
+            let mut bufs = &mut slices[..];
+            while !bufs.is_empty() {
+                let n = stream
+                    .write_vectored(bufs)
+                    .await
+                    .or_err(WriteError, "writing to the connection")?;
+                if n == 0 {
+                    return Error::e_explain(WriteError, "connection wrote zero bytes");
+                }
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Ok(())
+        };
+        timed(limit, WriteTimedout, "write timed out", write).await
+    }
+
+    /// Send whatever is pending and flush the stream.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.write_parts(&[]).await?;
+        }
+        let limit = self.opts.write_timeout;
+        let stream = &mut self.stream;
+        let flush = async move { stream.flush().await.or_err(WriteError, "flushing the connection") };
+        timed(limit, WriteTimedout, "write timed out", flush).await
+    }
+
+    /// Set up writing a body delimited by `framing`.
+    pub(crate) fn start_write(&mut self, framing: Framing) {
+        self.body_written = 0;
+        self.writer = match framing {
+            Framing::None | Framing::Length(0) => BodyWriter::Done,
+            Framing::Length(n) => BodyWriter::Length(n),
+            Framing::Chunked => BodyWriter::Chunked,
+            Framing::UntilClose => BodyWriter::UntilClose,
+        };
+    }
+
+    /// Write body bytes in the current framing.
+    pub(crate) async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.writer {
+            BodyWriter::Done => Error::e_explain(H1Error, "no body may be written now"),
+            BodyWriter::Length(left) => {
+                if data.len() as u64 > left {
+                    return Error::e_explain(H1Error, "body longer than its Content-Length");
+                }
+                self.writer = BodyWriter::Length(left - data.len() as u64);
+                self.body_written += data.len() as u64;
+                self.write_parts(&[data]).await
+            }
+            BodyWriter::Chunked => {
+                let mut head = [0u8; 18];
+                let n = chunk_head(data.len(), &mut head);
+                self.body_written += data.len() as u64;
+                self.write_parts(&[&head[..n], data, b"\r\n"]).await
+            }
+            BodyWriter::UntilClose => {
+                self.body_written += data.len() as u64;
+                self.write_parts(&[data]).await
+            }
+        }
+    }
+
+    /// End the body: the last chunk and `trailers` for chunked; an error if
+    /// a Content-Length body is short. Flushes.
+    pub(crate) async fn finish_body(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
+        match self.writer {
+            BodyWriter::Chunked => {
+                let mut tail = BytesMut::with_capacity(64);
+                tail.put_slice(b"0\r\n");
+                for (name, value) in trailers.into_iter().flatten() {
+                    tail.put_slice(name.as_str().as_bytes());
+                    tail.put_slice(b": ");
+                    tail.put_slice(value.as_bytes());
+                    tail.put_slice(b"\r\n");
+                }
+                tail.put_slice(b"\r\n");
+                self.writer = BodyWriter::Done;
+                self.write_parts(&[&tail]).await?;
+            }
+            BodyWriter::Length(left) if left > 0 => {
+                self.writer = BodyWriter::Done;
+                self.flush().await?;
+                return Error::e_explain(H1Error, "body shorter than its Content-Length");
+            }
+            _ => self.writer = BodyWriter::Done,
+        }
+        self.flush().await
+    }
+}
+
+/// `{len:x}\r\n` into `out`; returns its length.
+fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_head;
+
+    #[test]
+    fn chunk_heads() {
+        let mut b = [0u8; 18];
+        for n in [0usize, 1, 15, 16, 255, 4096, 123456789, usize::MAX] {
+            let k = chunk_head(n, &mut b);
+            assert_eq!(&b[..k], format!("{n:x}\r\n").as_bytes());
+        }
+    }
+}

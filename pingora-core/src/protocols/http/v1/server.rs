@@ -1,0 +1,508 @@
+//! The server side of an HTTP/1 connection: read a request, write its
+//! response, then the next request on the same connection.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{Method, StatusCode, Version};
+use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::conn::{timed, BodyReader, BodyWriter, Conn};
+use super::framing::{self, Framing};
+use super::H1Options;
+use crate::protocols::{SocketAddr, Stream};
+
+/// Header slots parsed on the stack; requests with more fields fall back to
+/// a heap array sized by the limit.
+const STACK_HEADERS: usize = 64;
+/// Request body bytes we read and drop to keep a connection alive after a
+/// response that did not read the body. Past this, the connection closes.
+const DRAIN_BUDGET: u64 = 64 * 1024;
+/// Lingering close: how long and how much to read after sending FIN.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// One HTTP/1 server connection, one request at a time.
+///
+/// ```no_run
+/// # async fn f(stream: pingora_core::protocols::Stream) -> pingora_error::Result<()> {
+/// use pingora_core::protocols::http::v1::server::HttpSession;
+/// use pingora_http::ResponseHeader;
+///
+/// let mut session = HttpSession::new(stream);
+/// while session.read_request().await?.is_some() {
+///     let mut resp = ResponseHeader::build(200, None)?;
+///     resp.insert_header("Content-Length", "2")?;
+///     session.write_response_header(Box::new(resp)).await?;
+///     session.write_body(b"ok").await?;
+///     if !session.finish().await? {
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct HttpSession {
+    conn: Conn,
+    req: Option<Box<RequestHeader>>,
+    resp: Option<Box<ResponseHeader>>,
+    /// Both sides allow another request on this connection.
+    keepalive: bool,
+    /// `Expect: 100-continue` was asked and not yet answered.
+    continue_pending: bool,
+    /// The connection became a raw tunnel (101, or 2xx to CONNECT).
+    upgraded: bool,
+    /// A final (non-1xx) response header was written.
+    final_written: bool,
+    /// Requests read on this connection.
+    requests: usize,
+    trailers_out: Option<Box<HeaderMap>>,
+    /// The response may carry no body (HEAD, 204, 304): body writes are
+    /// dropped.
+    no_body: bool,
+}
+
+impl HttpSession {
+    /// A session on an accepted stream, with default limits.
+    pub fn new(stream: Stream) -> Self {
+        Self::new_with_options(stream, H1Options::default())
+    }
+
+    /// A session with the given limits and timeouts.
+    pub fn new_with_options(stream: Stream, opts: H1Options) -> Self {
+        let mut conn = Conn::new(stream, opts);
+        conn.read_limit = opts.max_body_bytes;
+        HttpSession {
+            conn,
+            req: None,
+            resp: None,
+            keepalive: false,
+            continue_pending: false,
+            upgraded: false,
+            final_written: false,
+            requests: 0,
+            trailers_out: None,
+            no_body: false,
+        }
+    }
+
+    /// The limits and timeouts in force.
+    pub fn options(&self) -> &H1Options {
+        &self.conn.opts
+    }
+
+    /// Read the next request header. `Ok(None)` means the client closed the
+    /// connection (or let it idle out) before starting a request. An error
+    /// carries the status to answer with (`etype().http_status()`): 400,
+    /// 413, 414, 431 or 501; then call [`respond_error`](Self::respond_error)
+    /// and close.
+    pub async fn read_request(&mut self) -> Result<Option<usize>> {
+        let opts = self.conn.opts;
+        let idle = if self.requests == 0 {
+            opts.header_read_timeout
+        } else {
+            opts.keepalive_timeout
+        };
+        match self.conn.wait_readable(idle).await {
+            Ok(()) => {}
+            // Idle keep-alive connections end quietly.
+            Err(e) if matches!(e.etype(), ReadTimedout) => return Ok(None),
+            Err(e) => return Err(e.into_down()),
+        }
+        let header = timed(
+            opts.header_read_timeout,
+            ReadTimedout,
+            "request header read timed out",
+            self.conn.fill_header(Some(opts.max_uri_len + 16)),
+        )
+        .await
+        .map_err(|e| e.into_down())?;
+        let Some(len) = header else {
+            return Ok(None);
+        };
+        self.requests += 1;
+        self.parse_request(len).map_err(|e| e.into_down())?;
+        Ok(Some(len))
+    }
+
+    fn parse_request(&mut self, len: usize) -> Result<()> {
+        let opts = self.conn.opts;
+        // SAFETY: the slice covers `len` initialized bytes of the buffer.
+        // `split_to(len)` below hands out exactly those bytes, unmoved, to
+        // `block`, which keeps the allocation alive; nothing writes to them
+        // in between. The parsed slices are only used while `block` lives.
+        let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap;
+        let mut req = httparse::Request::new(&mut stack[..]);
+        let mut status = req.parse(raw);
+        if matches!(status, Err(httparse::Error::TooManyHeaders)) && opts.max_headers > STACK_HEADERS {
+            heap = vec![httparse::EMPTY_HEADER; opts.max_headers];
+            req = httparse::Request::new(&mut heap[..]);
+            status = req.parse(raw);
+        }
+        match status {
+            Ok(httparse::Status::Complete(n)) if n == len => {}
+            Ok(_) => return Error::e_explain(InvalidHTTPHeader, "malformed request header"),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Error::e_explain(HeaderTooLarge, "too many header fields")
+            }
+            Err(httparse::Error::Version) => {
+                return Error::e_explain(InvalidHTTPHeader, "unsupported HTTP version")
+            }
+            Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed request header", e),
+        }
+        if req.headers.len() > opts.max_headers {
+            return Error::e_explain(HeaderTooLarge, "too many header fields");
+        }
+        if req.path.map_or(0, str::len) > opts.max_uri_len {
+            return Error::e_explain(UriTooLong, "request target too long");
+        }
+        let block: Bytes = self.conn.buf.split_to(len).freeze();
+        let header = RequestHeader::from_httparse(&req, &block)?;
+        drop(block);
+        self.validate(&header)?;
+        self.start_exchange(header)
+    }
+
+    /// Host rules (RFC 9112 §3.2) and target forms.
+    fn validate(&self, req: &RequestHeader) -> Result<()> {
+        let hosts = req.headers.get_all(HOST).iter().count();
+        if hosts > 1 {
+            return Error::e_explain(InvalidHTTPHeader, "more than one Host");
+        }
+        if hosts == 0 && req.version == Version::HTTP_11 {
+            return Error::e_explain(InvalidHTTPHeader, "HTTP/1.1 request without Host");
+        }
+        if req.method == Method::CONNECT {
+            if req.uri.authority().is_none() || req.uri.scheme().is_some() {
+                return Error::e_explain(InvalidHTTPHeader, "CONNECT target must be host:port");
+            }
+        } else if req.uri.scheme().is_none() && !req.uri.path().starts_with('/') && req.uri != "*" {
+            return Error::e_explain(InvalidHTTPHeader, "invalid request target");
+        }
+        Ok(())
+    }
+
+    fn start_exchange(&mut self, req: RequestHeader) -> Result<()> {
+        let framing = framing::request_framing(req.version, &req.headers)?;
+        if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts.max_body_bytes) {
+            if n > max {
+                return Error::e_explain(BodyTooLarge, "Content-Length above the limit");
+            }
+        }
+        self.conn.start_body(framing);
+        self.keepalive = framing::wants_keepalive(req.version, &req.headers);
+        self.continue_pending = req.version == Version::HTTP_11
+            && framing != Framing::None
+            && req
+                .headers
+                .get(EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        self.upgraded = false;
+        self.final_written = false;
+        self.resp = None;
+        self.trailers_out = None;
+        self.req = Some(Box::new(req));
+        Ok(())
+    }
+
+    /// The request header. Panics before a request was read.
+    pub fn req_header(&self) -> &RequestHeader {
+        self.req.as_deref().expect("read_request() first")
+    }
+
+    /// The request header, to change.
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        self.req.as_deref_mut().expect("read_request() first")
+    }
+
+    /// Whether the request asks to switch protocols (Upgrade, e.g.
+    /// WebSocket).
+    pub fn is_upgrade_req(&self) -> bool {
+        self.req.as_deref().is_some_and(|r| {
+            r.headers.contains_key(UPGRADE) && framing::has_token(&r.headers, CONNECTION, "upgrade")
+        })
+    }
+
+    /// Whether the connection is now a raw tunnel (after 101, or a 2xx to
+    /// CONNECT): body reads and writes are raw bytes until either side
+    /// closes.
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// Read the next piece of the request body; `None` at its end. Sends
+    /// `100 Continue` first if the client asked for it.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        if self.continue_pending && !self.final_written {
+            self.continue_pending = false;
+            self.conn.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
+        }
+        self.conn.read_body().await.map_err(|e| e.into_down())
+    }
+
+    /// Whether the whole request body has been read.
+    pub fn is_body_done(&self) -> bool {
+        self.conn.body_done()
+    }
+
+    /// Request body bytes read so far.
+    pub fn body_bytes_read(&self) -> u64 {
+        self.conn.body_read
+    }
+
+    /// The request's trailer fields, once its chunked body has been read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.conn.trailers.as_deref()
+    }
+
+    /// Force the connection to close after this response (sends
+    /// `Connection: close` if the header is not yet written).
+    pub fn set_keepalive(&mut self, keepalive: bool) {
+        if !keepalive {
+            self.keepalive = false;
+        }
+    }
+
+    /// Whether the connection will be kept for another request.
+    pub fn will_keepalive(&self) -> bool {
+        self.keepalive
+    }
+
+    /// Write a response header. 1xx headers go out at once; a `101`
+    /// turns the connection into a tunnel. For a final header the body
+    /// framing follows its Content-Length or Transfer-Encoding; with
+    /// neither, chunked is added for HTTP/1.1 clients and the body is
+    /// close-delimited for HTTP/1.0.
+    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
+        if self.final_written {
+            return Error::e_explain(H1Error, "response header already written");
+        }
+        let req = self.req.as_deref().or_err(H1Error, "no request to respond to")?;
+        let method = req.method.clone();
+        let req_version = req.version;
+        let status = resp.status;
+        resp.set_version(Version::HTTP_11);
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                if !self.is_upgrade_req() {
+                    return Error::e_explain(H1Error, "101 to a request that did not ask to upgrade");
+                }
+                self.become_tunnel();
+            } else if status == StatusCode::CONTINUE {
+                if !self.continue_pending {
+                    return Ok(()); // not asked for, or already sent
+                }
+                self.continue_pending = false;
+            }
+            resp.write_h1(&mut self.conn.pending);
+            self.conn.flush().await?;
+            if self.upgraded {
+                self.final_written = true;
+                self.resp = Some(resp);
+            }
+            return Ok(());
+        }
+        self.no_body = method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if method == Method::CONNECT && status.is_success() {
+            resp.remove_header(&CONTENT_LENGTH);
+            resp.remove_header(&TRANSFER_ENCODING);
+            self.become_tunnel();
+            Framing::UntilClose
+        } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            if status == StatusCode::NO_CONTENT {
+                resp.remove_header(&CONTENT_LENGTH);
+            }
+            resp.remove_header(&TRANSFER_ENCODING);
+            Framing::None
+        } else if method == Method::HEAD {
+            Framing::None
+        } else if resp.headers.contains_key(TRANSFER_ENCODING) && req_version == Version::HTTP_11 {
+            resp.remove_header(&CONTENT_LENGTH);
+            resp.insert_header("Transfer-Encoding", "chunked")?;
+            Framing::Chunked
+        } else if let Some(n) = framing::content_length(&resp.headers)? {
+            resp.remove_header(&TRANSFER_ENCODING);
+            Framing::Length(n)
+        } else if req_version == Version::HTTP_11 {
+            resp.remove_header(&TRANSFER_ENCODING);
+            resp.insert_header("Transfer-Encoding", "chunked")?;
+            Framing::Chunked
+        } else {
+            resp.remove_header(&TRANSFER_ENCODING);
+            self.keepalive = false;
+            Framing::UntilClose
+        };
+        // The client may not send the body it was waiting to send: unless it
+        // was read, the connection cannot be trusted for another request.
+        if self.continue_pending {
+            self.keepalive = false;
+        }
+        if !self.upgraded {
+            if !self.keepalive {
+                resp.insert_header("Connection", "close")?;
+            } else if req_version == Version::HTTP_10 {
+                resp.insert_header("Connection", "keep-alive")?;
+            }
+        }
+        resp.write_h1(&mut self.conn.pending);
+        self.conn.start_write(framing);
+        self.final_written = true;
+        self.resp = Some(resp);
+        if self.upgraded {
+            // A tunnel's first bytes may come from either side: the client
+            // must see the answer now.
+            self.conn.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn become_tunnel(&mut self) {
+        self.upgraded = true;
+        self.keepalive = false;
+        self.continue_pending = false;
+        self.conn.reader = BodyReader::UntilClose;
+        self.conn.read_limit = None;
+        self.conn.start_write(Framing::UntilClose);
+    }
+
+    /// The response header written, if any.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        self.resp.as_deref()
+    }
+
+    /// Write response body bytes (raw tunnel bytes after an upgrade). For a
+    /// response that has no body (to HEAD, 204, 304) they are dropped.
+    pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        if self.no_body && self.final_written {
+            return Ok(());
+        }
+        self.conn.write_body(data).await.map_err(|e| e.into_down())
+    }
+
+    /// Trailer fields to send after a chunked response body.
+    pub fn set_response_trailers(&mut self, trailers: HeaderMap) {
+        self.trailers_out = Some(Box::new(trailers));
+    }
+
+    /// Response body bytes written so far.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.conn.body_written
+    }
+
+    /// End the response body (last chunk and trailers) and flush.
+    pub async fn finish_body(&mut self) -> Result<()> {
+        if !self.final_written {
+            return Error::e_explain(H1Error, "no response header written");
+        }
+        let trailers = self.trailers_out.take();
+        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
+            self.keepalive = false;
+        }
+        self.conn.finish_body(trailers.as_deref()).await
+    }
+
+    /// Finish this request: end the response body if needed, read and drop
+    /// what is left of the request body (up to a bound), and get ready for
+    /// the next request. Returns whether the connection may carry another
+    /// request; if not, the caller should drop the session.
+    pub async fn finish(&mut self) -> Result<bool> {
+        if self.final_written && self.conn.writer != BodyWriter::Done {
+            self.finish_body().await?;
+        } else {
+            self.conn.flush().await?;
+        }
+        if !self.final_written || self.upgraded || !self.keepalive {
+            self.keepalive = false;
+            return Ok(false);
+        }
+        if !self.conn.body_done() && !self.conn.drain_body(DRAIN_BUDGET).await {
+            self.keepalive = false;
+            return Ok(false);
+        }
+        self.req = None;
+        self.resp = None;
+        self.conn.release_buffer();
+        Ok(true)
+    }
+
+    /// Answer with an error status and an empty body, and mark the
+    /// connection to close. Used for requests that fail to parse.
+    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
+        if self.final_written {
+            return Ok(());
+        }
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let line = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        self.keepalive = false;
+        self.final_written = true;
+        self.conn.writer = BodyWriter::Done;
+        self.conn.write_parts(&[line.as_bytes()]).await?;
+        self.conn.flush().await
+    }
+
+    /// Shut the connection down cleanly (FIN after what was written).
+    pub async fn shutdown(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.conn.flush().await;
+        let fut = self.conn.stream.shutdown();
+        let _ = pingora_timeout::timeout(Duration::from_secs(1), fut).await;
+    }
+
+    /// Close after an error or a `Connection: close` response without
+    /// losing what was written: send FIN, then read and drop what the
+    /// client still sends for a short while, so the kernel does not answer
+    /// unread input with a reset that could destroy the response.
+    pub async fn close_lingering(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = self.conn.flush().await;
+        let stream = &mut self.conn.stream;
+        let linger = async {
+            let _ = stream.shutdown().await;
+            // On the heap: this future lives in every connection's task.
+            let mut scratch = vec![0u8; 4096];
+            let mut total = 0usize;
+            while total < LINGER_BYTES {
+                match stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = pingora_timeout::timeout(LINGER_TIME, linger).await;
+    }
+
+    /// How many requests this connection has carried.
+    pub fn requests_served(&self) -> usize {
+        self.requests
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        self.conn.stream.socket_digest()?.peer_addr.as_ref()
+    }
+
+    /// The local address the client connected to.
+    pub fn server_addr(&self) -> Option<&SocketAddr> {
+        self.conn.stream.socket_digest()?.local_addr.as_ref()
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &Stream {
+        &self.conn.stream
+    }
+
+    /// Take the stream back, with any bytes already read but not consumed.
+    pub fn into_inner(self) -> (Stream, Bytes) {
+        (self.conn.stream, self.conn.buf.freeze())
+    }
+}
