@@ -20,8 +20,8 @@ use pingora::core::protocols::http::v1::H1Options;
 use pingora::core::protocols::http::ServerSession;
 use pingora::core::server::{Opt, Server, ShutdownWatch};
 use pingora::core::services::listening::Service;
-use pingora::http::ResponseHeader;
 use pingora::error::Result;
+use pingora::http::ResponseHeader;
 
 #[derive(Parser)]
 struct Args {
@@ -61,7 +61,11 @@ impl HttpServerApp for App {
         if session.is_upgrade_req() || req.method == http::Method::CONNECT {
             // WebSocket-style upgrade or CONNECT: after 101 (or 200 to
             // CONNECT) the connection is a raw byte tunnel; echo it.
-            let status = if req.method == http::Method::CONNECT { 200 } else { 101 };
+            let status = if req.method == http::Method::CONNECT {
+                200
+            } else {
+                101
+            };
             let mut resp = ResponseHeader::build(status, None)?;
             if status == 101 {
                 let proto = req.headers.get("upgrade").cloned();

@@ -188,11 +188,28 @@ fn curl_keepalive_chunked_upload_continue_and_head() {
     assert!(err.contains("< Content-Type: text/plain"), "{err}");
 
     // Chunked upload, streamed back chunked.
-    let out = curl(&["-H", "Transfer-Encoding: chunked", "--data-binary", &file_arg, &srv.url("/echo")]);
-    assert!(out.stdout == data, "echoed body differs ({} bytes)", out.stdout.len());
+    let out = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &file_arg,
+        &srv.url("/echo"),
+    ]);
+    assert!(
+        out.stdout == data,
+        "echoed body differs ({} bytes)",
+        out.stdout.len()
+    );
 
     // 100-continue: curl waits for it before sending the body.
-    let out = curl(&["-v", "-H", "Expect: 100-continue", "--data-binary", &file_arg, &srv.url("/upload")]);
+    let out = curl(&[
+        "-v",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &file_arg,
+        &srv.url("/upload"),
+    ]);
     assert_eq!(out.stdout, b"300000\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("< HTTP/1.1 100 Continue"), "{err}");
@@ -208,8 +225,12 @@ fn curl_keepalive_chunked_upload_continue_and_head() {
     let big = srv.dir.join("big.bin");
     std::fs::write(&big, random_bytes(1_100_000)).unwrap();
     let out = curl(&[
-        "-o", "/dev/null", "-w", "%{http_code}",
-        "--data-binary", &format!("@{}", big.display()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        &format!("@{}", big.display()),
         &srv.url("/upload"),
     ]);
     assert_eq!(out.stdout, b"413");
@@ -251,7 +272,11 @@ fn pipelined_requests_answered_in_order() {
     // and the server closed after `Connection: close`.
     let mut rest = Vec::new();
     r.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty(), "extra bytes: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "extra bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[test]
@@ -261,7 +286,10 @@ fn http10_clients() {
     let out = srv.raw(b"GET / HTTP/1.0\r\n\r\n");
     let mut r = BufReader::new(&out[..]);
     let resp = read_resp(&mut r, false);
-    assert_eq!((resp.status, resp.header("connection")), (200, Some("close")));
+    assert_eq!(
+        (resp.status, resp.header("connection")),
+        (200, Some("close"))
+    );
 
     // Keep-alive asked: kept, and said so.
     let mut r = BufReader::new(srv.connect());
@@ -291,7 +319,10 @@ fn upgrade_and_connect_become_tunnels() {
         r.get_mut().write_all(req).unwrap();
         let status = read_line(&mut r);
         let _ = read_fields(&mut r);
-        assert!(status.starts_with("HTTP/1.1 101") || status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(
+            status.starts_with("HTTP/1.1 101") || status.starts_with("HTTP/1.1 200"),
+            "{status}"
+        );
         // Raw bytes, not HTTP, now go both ways.
         for msg in [&b"\x81\x05hello"[..], b"GET / HTTP/1.1\r\n\r\n"] {
             r.get_mut().write_all(msg).unwrap();
@@ -322,10 +353,15 @@ fn expect_continue_raw() {
     // A response that does not read the body: no 100 is sent, and the
     // connection closes rather than guess whether a body follows.
     r.get_mut()
-        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
         .unwrap();
     let resp = read_resp(&mut r, false);
-    assert_eq!((resp.status, resp.header("connection")), (200, Some("close")));
+    assert_eq!(
+        (resp.status, resp.header("connection")),
+        (200, Some("close"))
+    );
 }
 
 /// Each hostile request gets exactly one response, with this status, and a
@@ -335,48 +371,208 @@ fn hostile_requests_are_refused_and_closed() {
     let srv = Srv::start("h1-hostile", &["--max-body", "1000"]);
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let long_ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "a".repeat(5000));
-    let big_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(70_000));
-    let many_headers = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-N: 1\r\n".repeat(300));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "X-N: 1\r\n".repeat(300)
+    );
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(10_000));
     let post = |headers: &str, body: &str| {
         format!("POST /upload HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}{smuggled}")
     };
     let cases: Vec<(&str, String, u16)> = vec![
-        ("CL with TE", post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400),
-        ("TE with CL", post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", "0\r\n\r\n"), 400),
-        ("differing CL lines", post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"), 400),
-        ("differing CL list", post("Content-Length: 5, 6\r\n", "hello!"), 400),
+        (
+            "CL with TE",
+            post(
+                "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "TE with CL",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "differing CL lines",
+            post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+            400,
+        ),
+        (
+            "differing CL list",
+            post("Content-Length: 5, 6\r\n", "hello!"),
+            400,
+        ),
         ("CL with sign", post("Content-Length: +5\r\n", "hello"), 400),
-        ("CL not a number", post("Content-Length: 5x\r\n", "hello"), 400),
-        ("TE not ending in chunked", post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n"), 400),
-        ("TE gzip alone", post("Transfer-Encoding: gzip\r\n", "0\r\n\r\n"), 400),
-        ("TE chunked twice", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400),
-        ("TE unknown coding", post("Transfer-Encoding: foo, chunked\r\n", "0\r\n\r\n"), 501),
-        ("TE in HTTP/1.0", format!("POST /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),
-        ("chunk size not hex", post("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk size overflow", post("Transfer-Encoding: chunked\r\n", "1000000000000000a\r\nx\r\n0\r\n\r\n"), 400),
-        ("chunk size 0x", post("Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n"), 400),
-        ("long chunk extension", post("Transfer-Encoding: chunked\r\n", &long_ext), 400),
-        ("chunk data too long", post("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX\r\n0\r\n\r\n"), 400),
-        ("bare LF after chunk size", post("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n"), 400),
-        ("NUL in chunk extension", post("Transfer-Encoding: chunked\r\n", "5;a\0b\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunked body over limit", post("Transfer-Encoding: chunked\r\n", &format!("3e8\r\n{}\r\n1\r\nx\r\n0\r\n\r\n", "y".repeat(1000))), 413),
+        (
+            "CL not a number",
+            post("Content-Length: 5x\r\n", "hello"),
+            400,
+        ),
+        (
+            "TE not ending in chunked",
+            post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE gzip alone",
+            post("Transfer-Encoding: gzip\r\n", "0\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE chunked twice",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "TE unknown coding",
+            post("Transfer-Encoding: foo, chunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "TE in HTTP/1.0",
+            format!(
+                "POST /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            400,
+        ),
+        (
+            "chunk size not hex",
+            post("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "chunk size overflow",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "1000000000000000a\r\nx\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "chunk size 0x",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "0x5\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "long chunk extension",
+            post("Transfer-Encoding: chunked\r\n", &long_ext),
+            400,
+        ),
+        (
+            "chunk data too long",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "5\r\nhelloXX\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "bare LF after chunk size",
+            post("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "NUL in chunk extension",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "5;a\0b\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "chunked body over limit",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &format!("3e8\r\n{}\r\n1\r\nx\r\n0\r\n\r\n", "y".repeat(1000)),
+            ),
+            413,
+        ),
         ("CL over limit", post("Content-Length: 1001\r\n", ""), 413),
-        ("space before colon", post("Content-Length : 5\r\n", "hello"), 400),
-        ("tab before colon", post("Content-Length\t: 5\r\n", "hello"), 400),
-        ("obs-fold", post("X-A: b\r\n c\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("bare CR in value", post("X-A: b\rc\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("NUL in value", post("X-A: b\0c\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("NUL in name", post("X\0A: b\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("control char in name", post("X\x01A: b\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("DEL in value", post("X-A: b\x7fc\r\nContent-Length: 5\r\n", "hello"), 400),
-        ("invalid method", format!("G(T / HTTP/1.1\r\nHost: a\r\n\r\n{smuggled}"), 400),
-        ("HTTP/1.2", format!("GET / HTTP/1.2\r\nHost: a\r\n\r\n{smuggled}"), 400),
-        ("HTTP/2.0", format!("GET / HTTP/2.0\r\nHost: a\r\n\r\n{smuggled}"), 400),
-        ("not HTTP", format!("GET / FOO/1.1\r\nHost: a\r\n\r\n{smuggled}"), 400),
-        ("space in target", format!("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n{smuggled}"), 400),
+        (
+            "space before colon",
+            post("Content-Length : 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "tab before colon",
+            post("Content-Length\t: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "obs-fold",
+            post("X-A: b\r\n c\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "bare CR in value",
+            post("X-A: b\rc\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "NUL in value",
+            post("X-A: b\0c\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "NUL in name",
+            post("X\0A: b\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "control char in name",
+            post("X\x01A: b\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "DEL in value",
+            post("X-A: b\x7fc\r\nContent-Length: 5\r\n", "hello"),
+            400,
+        ),
+        (
+            "invalid method",
+            format!("G(T / HTTP/1.1\r\nHost: a\r\n\r\n{smuggled}"),
+            400,
+        ),
+        (
+            "HTTP/1.2",
+            format!("GET / HTTP/1.2\r\nHost: a\r\n\r\n{smuggled}"),
+            400,
+        ),
+        (
+            "HTTP/2.0",
+            format!("GET / HTTP/2.0\r\nHost: a\r\n\r\n{smuggled}"),
+            400,
+        ),
+        (
+            "not HTTP",
+            format!("GET / FOO/1.1\r\nHost: a\r\n\r\n{smuggled}"),
+            400,
+        ),
+        (
+            "space in target",
+            format!("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n{smuggled}"),
+            400,
+        ),
         ("no Host", format!("GET / HTTP/1.1\r\n\r\n{smuggled}"), 400),
-        ("two Hosts", format!("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n{smuggled}"), 400),
+        (
+            "two Hosts",
+            format!("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n{smuggled}"),
+            400,
+        ),
         ("header block too large", big_header, 431),
         ("too many headers", many_headers, 431),
         ("URI too long", long_uri, 414),
@@ -405,45 +601,65 @@ fn timeouts_close_only_the_connection_at_fault() {
     let srv = Srv::start(
         "h1-timeouts",
         &[
-            "--header-timeout-ms", "300",
-            "--body-timeout-ms", "300",
-            "--write-timeout-ms", "300",
-            "--keepalive-timeout-ms", "300",
+            "--header-timeout-ms",
+            "300",
+            "--body-timeout-ms",
+            "300",
+            "--write-timeout-ms",
+            "300",
+            "--keepalive-timeout-ms",
+            "300",
         ],
     );
     let good_request = |srv: &Srv| {
         let out = srv.raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-        assert!(out.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     };
 
     // Slowloris: half a header, then nothing. Closed without an answer.
     let mut slow = srv.connect();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .unwrap();
     good_request(&srv);
     let mut out = Vec::new();
-    slow.read_to_end(&mut out).expect("slow client closed by the server");
+    slow.read_to_end(&mut out)
+        .expect("slow client closed by the server");
     assert!(out.is_empty());
 
     // Idle keep-alive: closed after the first response.
     let mut r = BufReader::new(srv.connect());
-    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    r.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
     assert_eq!(read_resp(&mut r, false).status, 200);
     let mut rest = Vec::new();
-    r.read_to_end(&mut rest).expect("idle connection closed by the server");
+    r.read_to_end(&mut rest)
+        .expect("idle connection closed by the server");
     assert!(rest.is_empty());
 
     // A body that stalls: 408, closed.
     let mut stall = srv.connect();
-    stall.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    stall
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
     good_request(&srv);
     let mut out = Vec::new();
     stall.read_to_end(&mut out).unwrap();
-    assert!(out.starts_with(b"HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 
     // A client that sends but never reads: the server's write times out and
     // it closes, so the client's own writes start to fail.
     let mut hog = srv.connect();
-    hog.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    hog.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
     let chunk = format!("10000\r\n{}\r\n", "z".repeat(0x10000));
     let mut sent = 0usize;
     let failed = loop {
@@ -451,10 +667,16 @@ fn timeouts_close_only_the_connection_at_fault() {
             break e;
         }
         sent += 0x10000;
-        assert!(sent < 512 << 20, "the server never gave up on a client that does not read");
+        assert!(
+            sent < 512 << 20,
+            "the server never gave up on a client that does not read"
+        );
     };
     assert!(
-        matches!(failed.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset),
+        matches!(
+            failed.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
         "{failed}"
     );
     good_request(&srv);
@@ -487,7 +709,11 @@ fn idle_keepalive_connections_cost_little_memory() {
     let after = srv.rss_kib();
     let per_conn = (after.saturating_sub(before) as f64 * 1024.0) / N as f64;
     eprintln!("idle keep-alive: RSS {before} KiB -> {after} KiB for {N} connections: {per_conn:.0} bytes each");
-    let limit = if cfg!(debug_assertions) { 8192.0 } else { 4096.0 };
+    let limit = if cfg!(debug_assertions) {
+        8192.0
+    } else {
+        4096.0
+    };
     assert!(per_conn < limit, "{per_conn:.0} bytes per idle connection");
     // They all still work.
     for s in conns.iter_mut().step_by(1000) {

@@ -113,4 +113,3 @@ pub fn wait_listening(port: u16) {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 }
-

@@ -151,7 +151,12 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 Ok(None) => return None,
                 Err(e) => {
                     debug!("bad request: {e}");
-                    if !matches!(e.etype(), ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout) {
+                    if !matches!(
+                        e.etype(),
+                        ErrorType::ReadError
+                            | ErrorType::ConnectionClosed
+                            | ErrorType::ReadTimedout
+                    ) {
                         let _ = session.respond_error(error_status(e.etype())).await;
                     }
                     if let Some(h1) = session.as_http1() {

@@ -72,7 +72,10 @@ fn parse_size_line(line: &[u8]) -> Result<u64> {
             .ok_or_else(|| bad("chunk size overflows"))?;
     }
     let rest = &line[digits..];
-    let ws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let ws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
     let rest = &rest[ws..];
     if rest.is_empty() {
         return Ok(size);
@@ -81,10 +84,7 @@ fn parse_size_line(line: &[u8]) -> Result<u64> {
         return Err(bad("junk after chunk size"));
     }
     // Extensions are ignored, but must not hide control characters.
-    if rest
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
+    if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(bad("control character in chunk extension"));
     }
     Ok(size)
@@ -168,7 +168,10 @@ impl ChunkedDecoder {
 
     fn decode_trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded> {
         if buf.len() < 2 {
-            if buf.first().is_some_and(|&b| b != b'\r' && b.is_ascii_control()) {
+            if buf
+                .first()
+                .is_some_and(|&b| b != b'\r' && b.is_ascii_control())
+            {
                 return Err(bad("bad end of chunked body"));
             }
             return Ok(Decoded::NeedMore);
@@ -195,7 +198,10 @@ impl ChunkedDecoder {
             }
             _ => return Err(bad("malformed trailer section")),
         };
-        if buf[..end].windows(2).filter(|w| w[1] == b'\n').any(|w| w[0] != b'\r')
+        if buf[..end]
+            .windows(2)
+            .filter(|w| w[1] == b'\n')
+            .any(|w| w[0] != b'\r')
             || buf[0] == b'\n'
         {
             return Err(bad("trailer line not ended by CRLF"));
@@ -233,9 +239,7 @@ pub(crate) fn find_header_end_from(buf: &[u8], from: usize, limit: usize) -> Opt
     let end = buf.len().min(limit);
     let mut i = from.saturating_sub(2);
     while i < end {
-        let Some(off) = buf[i..end].iter().position(|&b| b == b'\n') else {
-            return None;
-        };
+        let off = buf[i..end].iter().position(|&b| b == b'\n')?;
         let lf = i + off;
         match (buf.get(lf + 1), buf.get(lf + 2)) {
             (Some(b'\n'), _) => return Some(lf + 2),
@@ -291,22 +295,30 @@ mod tests {
     #[test]
     fn refuses_ambiguous_input() {
         for bad_input in [
-            &b"g\r\n"[..],                          // not hex
-            b"-1\r\n",                              // sign
-            b"0x5\r\nhello\r\n0\r\n\r\n",           // 0x prefix
-            b"11111111111111111\r\n",               // overflows 64 bits
-            b"5\nhello\r\n0\r\n\r\n",               // bare LF
-            b"5\r\nhello\n0\r\n\r\n",               // data not followed by CRLF
-            b"5\r\nhelloXX0\r\n\r\n",               // data too long
-            b"5 x\r\nhello\r\n0\r\n\r\n",           // junk after size
-            b"5;a\x00b\r\nhello\r\n0\r\n\r\n",      // NUL in extension
-            b"5;a\rb\r\nhello\r\n0\r\n\r\n",        // bare CR in extension
-            b"0\r\nX: 1\n\r\n",                     // bare LF in trailer
-            b"0\r\nX : 1\r\n\r\n",                  // space before colon
-            b"0\r\nX: 1\r\n folded\r\n\r\n",        // obs-fold
+            &b"g\r\n"[..],                     // not hex
+            b"-1\r\n",                         // sign
+            b"0x5\r\nhello\r\n0\r\n\r\n",      // 0x prefix
+            b"11111111111111111\r\n",          // overflows 64 bits
+            b"5\nhello\r\n0\r\n\r\n",          // bare LF
+            b"5\r\nhello\n0\r\n\r\n",          // data not followed by CRLF
+            b"5\r\nhelloXX0\r\n\r\n",          // data too long
+            b"5 x\r\nhello\r\n0\r\n\r\n",      // junk after size
+            b"5;a\x00b\r\nhello\r\n0\r\n\r\n", // NUL in extension
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",   // bare CR in extension
+            b"0\r\nX: 1\n\r\n",                // bare LF in trailer
+            b"0\r\nX : 1\r\n\r\n",             // space before colon
+            b"0\r\nX: 1\r\n folded\r\n\r\n",   // obs-fold
         ] {
-            assert!(decode_all(bad_input, 1).is_err(), "{:?}", String::from_utf8_lossy(bad_input));
-            assert!(decode_all(bad_input, 1000).is_err(), "{:?}", String::from_utf8_lossy(bad_input));
+            assert!(
+                decode_all(bad_input, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad_input)
+            );
+            assert!(
+                decode_all(bad_input, 1000).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad_input)
+            );
         }
     }
 
@@ -325,7 +337,10 @@ mod tests {
         assert_eq!(find_header_end(b"a\r\nb", 100), None);
         let buf = b"GET / HTTP/1.1\r\nA: b\r\n\r\n";
         for from in 0..buf.len() {
-            assert_eq!(find_header_end_from(buf, from.min(buf.len() - 4), 100), Some(buf.len()));
+            assert_eq!(
+                find_header_end_from(buf, from.min(buf.len() - 4), 100),
+                Some(buf.len())
+            );
         }
     }
 }

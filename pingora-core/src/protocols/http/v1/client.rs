@@ -92,7 +92,10 @@ impl HttpSession {
         if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
             self.keepalive = false;
         }
-        self.conn.finish_body(trailers).await.map_err(|e| e.into_up())
+        self.conn
+            .finish_body(trailers)
+            .await
+            .map_err(|e| e.into_up())
     }
 
     /// Read the next response header. This may be an interim 1xx
@@ -140,7 +143,11 @@ impl HttpSession {
         let block: Bytes = self.conn.buf.split_to(len).freeze();
         let header = ResponseHeader::from_httparse(&resp, &block)?;
         drop(block);
-        let method = self.req.as_deref().map(|r| r.method.clone()).unwrap_or_default();
+        let method = self
+            .req
+            .as_deref()
+            .map(|r| r.method.clone())
+            .unwrap_or_default();
         let status = header.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             self.upgraded = true;

@@ -22,7 +22,12 @@ const HEADER_READ_SIZE: usize = 4096;
 const BODY_READ_SIZE: usize = 16 * 1024;
 
 /// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
-pub(crate) async fn timed<T, F>(limit: Option<Duration>, etype: pingora_error::ErrorType, what: &'static str, fut: F) -> Result<T>
+pub(crate) async fn timed<T, F>(
+    limit: Option<Duration>,
+    etype: pingora_error::ErrorType,
+    what: &'static str,
+    fut: F,
+) -> Result<T>
 where
     F: Future<Output = Result<T>>,
 {
@@ -130,7 +135,10 @@ impl Conn {
     /// Read until `buf` holds a whole header block, at most `max` bytes.
     /// `first_line_limit`, when given, makes a request line that is still
     /// unfinished past that many bytes a 414. Returns the block's length.
-    pub(crate) async fn fill_header(&mut self, first_line_limit: Option<usize>) -> Result<Option<usize>> {
+    pub(crate) async fn fill_header(
+        &mut self,
+        first_line_limit: Option<usize>,
+    ) -> Result<Option<usize>> {
         let max = self.opts.max_header_bytes;
         let mut scanned = 0;
         loop {
@@ -210,9 +218,20 @@ impl Conn {
                         return self.count(data);
                     }
                     let want = (*left).min(BODY_READ_SIZE as u64) as usize;
-                    if timed(limit, ReadTimedout, "body read timed out", self.read_more(want)).await? == 0 {
+                    if timed(
+                        limit,
+                        ReadTimedout,
+                        "body read timed out",
+                        self.read_more(want),
+                    )
+                    .await?
+                        == 0
+                    {
                         self.reader = BodyReader::Done;
-                        return Error::e_explain(ConnectionClosed, "connection closed inside a body");
+                        return Error::e_explain(
+                            ConnectionClosed,
+                            "connection closed inside a body",
+                        );
                     }
                 }
                 BodyReader::Chunked(dec) => match dec.decode(&mut self.buf)? {
@@ -226,7 +245,10 @@ impl Conn {
                         let read = self.read_more(BODY_READ_SIZE);
                         if timed(limit, ReadTimedout, "body read timed out", read).await? == 0 {
                             self.reader = BodyReader::Done;
-                            return Error::e_explain(ConnectionClosed, "connection closed inside a chunked body");
+                            return Error::e_explain(
+                                ConnectionClosed,
+                                "connection closed inside a chunked body",
+                            );
                         }
                     }
                 },
@@ -277,7 +299,12 @@ impl Conn {
             if !pending.is_empty() {
                 slices.push(IoSlice::new(&pending));
             }
-            slices.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)));
+            slices.extend(
+                parts
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| IoSlice::new(p)),
+            );
             let mut bufs = &mut slices[..];
             while !bufs.is_empty() {
                 let n = stream
@@ -301,7 +328,12 @@ impl Conn {
         }
         let limit = self.opts.write_timeout;
         let stream = &mut self.stream;
-        let flush = async move { stream.flush().await.or_err(WriteError, "flushing the connection") };
+        let flush = async move {
+            stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing the connection")
+        };
         timed(limit, WriteTimedout, "write timed out", flush).await
     }
 

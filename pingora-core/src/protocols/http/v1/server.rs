@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -137,7 +139,9 @@ impl HttpSession {
         let mut heap;
         let mut req = httparse::Request::new(&mut stack[..]);
         let mut status = req.parse(raw);
-        if matches!(status, Err(httparse::Error::TooManyHeaders)) && opts.max_headers > STACK_HEADERS {
+        if matches!(status, Err(httparse::Error::TooManyHeaders))
+            && opts.max_headers > STACK_HEADERS
+        {
             heap = vec![httparse::EMPTY_HEADER; opts.max_headers];
             req = httparse::Request::new(&mut heap[..]);
             status = req.parse(raw);
@@ -238,7 +242,9 @@ impl HttpSession {
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.continue_pending && !self.final_written {
             self.continue_pending = false;
-            self.conn.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
+            self.conn
+                .write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])
+                .await?;
         }
         self.conn.read_body().await.map_err(|e| e.into_down())
     }
@@ -280,7 +286,10 @@ impl HttpSession {
         if self.final_written {
             return Error::e_explain(H1Error, "response header already written");
         }
-        let req = self.req.as_deref().or_err(H1Error, "no request to respond to")?;
+        let req = self
+            .req
+            .as_deref()
+            .or_err(H1Error, "no request to respond to")?;
         let method = req.method.clone();
         let req_version = req.version;
         let status = resp.status;
@@ -288,7 +297,10 @@ impl HttpSession {
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 if !self.is_upgrade_req() {
-                    return Error::e_explain(H1Error, "101 to a request that did not ask to upgrade");
+                    return Error::e_explain(
+                        H1Error,
+                        "101 to a request that did not ask to upgrade",
+                    );
                 }
                 self.become_tunnel();
             } else if status == StatusCode::CONTINUE {
@@ -440,9 +452,8 @@ impl HttpSession {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
-        let line = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let line =
+            format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         self.keepalive = false;
         self.final_written = true;
         self.conn.writer = BodyWriter::Done;

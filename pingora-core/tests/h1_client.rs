@@ -1,0 +1,320 @@
+//! The HTTP/1 client session against a real nginx (Debian's package, its
+//! own conf in a temp dir, on a port from the OS): Content-Length, chunked
+//! with trailers, read-until-close, HEAD, 100-continue, chunked uploads,
+//! and whether the connection may be reused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::{L4Stream, Stream};
+use pingora_http::RequestHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_bin() -> &'static str {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("nginx is not installed (.ci/run installs Debian's nginx package)");
+}
+
+const HELLO: &str = "hello from nginx\n";
+
+fn big_text() -> String {
+    (0..4000)
+        .map(|i| format!("line {i} of a compressible file\n"))
+        .collect()
+}
+
+fn start_nginx(tag: &str) -> Nginx {
+    let dir = std::env::temp_dir().join(format!("pingora-nginx-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www/gz")).unwrap();
+    std::fs::create_dir_all(dir.join("www/dav")).unwrap();
+    std::fs::write(dir.join("www/hello.txt"), HELLO).unwrap();
+    std::fs::write(dir.join("www/gz/big.txt"), big_text()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        location /gz/ {{
+            gzip on;
+            gzip_min_length 0;
+            gzip_http_version 1.0;
+            gzip_types text/plain;
+            add_trailer X-Trailer-Test yes;
+        }}
+        location /dav/ {{
+            dav_methods PUT;
+            client_max_body_size 10m;
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx_bin())
+        .args([
+            "-p",
+            &dir.to_string_lossy(),
+            "-c",
+            &dir.join("nginx.conf").to_string_lossy(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start; see {d}/error.log"
+        );
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+    Nginx { child, port, dir }
+}
+
+async fn connect(port: u16) -> Stream {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    Box::new(L4Stream::from_tcp(s))
+}
+
+fn get(path: &str) -> Box<RequestHeader> {
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+    req.insert_header("Host", "localhost").unwrap();
+    Box::new(req)
+}
+
+async fn read_all(s: &mut HttpSession) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(chunk) = s.read_body_bytes().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+#[tokio::test]
+async fn content_length_keepalive_and_head() {
+    let nginx = start_nginx("cl");
+    let mut s = HttpSession::new(connect(nginx.port).await);
+    s.write_request_header(get("/hello.txt")).await.unwrap();
+    s.read_response().await.unwrap();
+    let resp = s.resp_header().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.headers["content-length"],
+        HELLO.len().to_string().as_str()
+    );
+    assert!(!s.can_reuse(), "body not read yet");
+    assert_eq!(read_all(&mut s).await, HELLO.as_bytes());
+    assert!(s.can_reuse());
+
+    // The same connection carries a HEAD, then a GET for a missing file.
+    let mut s = HttpSession::new(s.reuse().expect("reusable"));
+    let mut head = get("/hello.txt");
+    head.set_method(http::Method::HEAD);
+    s.write_request_header(head).await.unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().headers["content-length"], "17");
+    assert!(read_all(&mut s).await.is_empty());
+    let mut s = HttpSession::new(s.reuse().expect("reusable after HEAD"));
+    s.write_request_header(get("/missing")).await.unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().status, 404);
+    read_all(&mut s).await;
+    assert!(s.can_reuse());
+
+    // `Connection: close` from us: not reusable.
+    let mut s = HttpSession::new(s.reuse().unwrap());
+    let mut req = get("/hello.txt");
+    req.insert_header("Connection", "close").unwrap();
+    s.write_request_header(req).await.unwrap();
+    s.read_response().await.unwrap();
+    read_all(&mut s).await;
+    assert!(s.reuse().is_none());
+}
+
+#[tokio::test]
+async fn chunked_with_trailers_and_read_until_close() {
+    let nginx = start_nginx("chunked");
+    let mut s = HttpSession::new(connect(nginx.port).await);
+    let mut req = get("/gz/big.txt");
+    req.insert_header("Accept-Encoding", "gzip").unwrap();
+    req.insert_header("TE", "trailers").unwrap();
+    s.write_request_header(req).await.unwrap();
+    s.read_response().await.unwrap();
+    let resp = s.resp_header().unwrap();
+    assert_eq!(resp.headers["transfer-encoding"], "chunked");
+    assert_eq!(resp.headers["content-encoding"], "gzip");
+    let body = read_all(&mut s).await;
+    assert_eq!(&body[..2], b"\x1f\x8b", "a gzip stream");
+    assert!(body.len() < big_text().len() / 4);
+    assert_eq!(s.trailers().unwrap()["x-trailer-test"], "yes");
+    assert!(s.can_reuse());
+
+    // Partly read: not reusable.
+    let mut s = HttpSession::new(s.reuse().unwrap());
+    s.write_request_header(get("/gz/big.txt")).await.unwrap();
+    s.read_response().await.unwrap();
+    s.read_body_bytes().await.unwrap().unwrap();
+    assert!(!s.can_reuse());
+
+    // HTTP/1.0 and a body of unknown length: read until close.
+    let mut s = HttpSession::new(connect(nginx.port).await);
+    let mut req = get("/gz/big.txt");
+    req.set_version(http::Version::HTTP_10);
+    req.insert_header("Accept-Encoding", "gzip").unwrap();
+    s.write_request_header(req).await.unwrap();
+    s.read_response().await.unwrap();
+    let resp = s.resp_header().unwrap();
+    assert!(!resp.headers.contains_key("content-length"));
+    assert!(!resp.headers.contains_key("transfer-encoding"));
+    let body = read_all(&mut s).await;
+    assert_eq!(&body[..2], b"\x1f\x8b");
+    assert!(s.is_body_done());
+    assert!(s.reuse().is_none());
+}
+
+#[tokio::test]
+async fn uploads_with_continue_and_chunked() {
+    let nginx = start_nginx("upload");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+
+    // Content-Length with Expect: 100-continue: the interim response comes
+    // first, then the body goes, then the final response.
+    let mut s = HttpSession::new(connect(nginx.port).await);
+    let mut req = RequestHeader::build("PUT", b"/dav/a.bin", None).unwrap();
+    req.insert_header("Host", "localhost").unwrap();
+    req.insert_header("Content-Length", data.len().to_string())
+        .unwrap();
+    req.insert_header("Expect", "100-continue").unwrap();
+    s.write_request_header(Box::new(req)).await.unwrap();
+    s.read_response().await.unwrap();
+    assert!(s.is_interim());
+    assert_eq!(s.resp_header().unwrap().status, 100);
+    for part in data.chunks(30_000) {
+        s.write_body(part).await.unwrap();
+    }
+    s.finish_body(None).await.unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().status, 201);
+    read_all(&mut s).await;
+
+    // Chunked upload, on the same connection.
+    let mut s = HttpSession::new(s.reuse().expect("reusable after the upload"));
+    let mut req = RequestHeader::build("PUT", b"/dav/b.bin", None).unwrap();
+    req.insert_header("Host", "localhost").unwrap();
+    req.insert_header("Transfer-Encoding", "chunked").unwrap();
+    s.write_request_header(Box::new(req)).await.unwrap();
+    for part in data.chunks(7_777) {
+        s.write_body(part).await.unwrap();
+    }
+    s.finish_body(None).await.unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().status, 201);
+    read_all(&mut s).await;
+
+    // Both arrived whole.
+    for name in ["a.bin", "b.bin"] {
+        let mut s = HttpSession::new(connect(nginx.port).await);
+        s.write_request_header(get(&format!("/dav/{name}")))
+            .await
+            .unwrap();
+        s.read_response().await.unwrap();
+        assert!(read_all(&mut s).await == data, "{name} differs");
+    }
+}
+
+/// nginx does not originate `101`, so a minimal upgrading peer stands in.
+#[tokio::test]
+async fn switching_protocols_becomes_a_tunnel() {
+    // On a Unix socket, so it cannot take a TCP port an nginx of another
+    // test was just given.
+    let path = std::env::temp_dir().join(format!("pingora-h1-101-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut c, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = c.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nfirst")
+            .await
+            .unwrap();
+        loop {
+            let n = c.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            c.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let unix = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let mut s = HttpSession::new(Box::new(L4Stream::from_unix(unix)));
+    let mut req = get("/chat");
+    req.insert_header("Connection", "Upgrade").unwrap();
+    req.insert_header("Upgrade", "echo").unwrap();
+    s.write_request_header(req).await.unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().status, 101);
+    assert!(s.is_upgraded());
+    // Bytes that came with the 101 are the tunnel's first bytes.
+    assert_eq!(
+        s.read_body_bytes().await.unwrap().unwrap(),
+        Bytes::from_static(b"first")
+    );
+    s.write_body(b"ping").await.unwrap();
+    assert_eq!(
+        s.read_body_bytes().await.unwrap().unwrap(),
+        Bytes::from_static(b"ping")
+    );
+    // Not reusable; dropping it closes the tunnel.
+    assert!(s.reuse().is_none());
+    peer.await.unwrap();
+    let _ = std::fs::remove_file(&path);
+}
