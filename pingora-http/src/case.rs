@@ -30,6 +30,21 @@ impl CaseHeaderName {
         CaseHeaderName { case, name }
     }
 
+    /// A name as parsed from `buf`: no bytes kept when spelled in lowercase,
+    /// a static string when spelled in the usual Title-Case, else a shared
+    /// slice of `buf`. (Sharing costs two atomic operations per header.)
+    pub(crate) fn from_parsed(raw: &[u8], name: HeaderName, buf: &Bytes) -> Self {
+        let case = if raw == name.as_str().as_bytes() {
+            None
+        } else {
+            match title_case(&name) {
+                Some(t) if t.as_bytes() == raw => Some(Bytes::from_static(t.as_bytes())),
+                _ => Some(crate::share(buf, raw)),
+            }
+        };
+        CaseHeaderName { case, name }
+    }
+
     /// The spelling written on the wire.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.case {
@@ -88,4 +103,45 @@ impl IntoCaseHeaderName for CaseHeaderName {
     fn into_case_header_name(self) -> Result<CaseHeaderName> {
         Ok(self)
     }
+}
+
+/// The usual spelling of common header names.
+fn title_case(name: &HeaderName) -> Option<&'static str> {
+    use http::header::*;
+    Some(match *name {
+        HOST => "Host",
+        USER_AGENT => "User-Agent",
+        ACCEPT => "Accept",
+        ACCEPT_LANGUAGE => "Accept-Language",
+        ACCEPT_ENCODING => "Accept-Encoding",
+        ACCEPT_RANGES => "Accept-Ranges",
+        REFERER => "Referer",
+        CONNECTION => "Connection",
+        COOKIE => "Cookie",
+        SET_COOKIE => "Set-Cookie",
+        UPGRADE_INSECURE_REQUESTS => "Upgrade-Insecure-Requests",
+        CONTENT_TYPE => "Content-Type",
+        CONTENT_LENGTH => "Content-Length",
+        CONTENT_ENCODING => "Content-Encoding",
+        TRANSFER_ENCODING => "Transfer-Encoding",
+        CACHE_CONTROL => "Cache-Control",
+        DATE => "Date",
+        SERVER => "Server",
+        LOCATION => "Location",
+        VARY => "Vary",
+        ETAG => "ETag",
+        EXPIRES => "Expires",
+        LAST_MODIFIED => "Last-Modified",
+        IF_MODIFIED_SINCE => "If-Modified-Since",
+        IF_NONE_MATCH => "If-None-Match",
+        AUTHORIZATION => "Authorization",
+        ORIGIN => "Origin",
+        RANGE => "Range",
+        PRAGMA => "Pragma",
+        UPGRADE => "Upgrade",
+        EXPECT => "Expect",
+        VIA => "Via",
+        AGE => "Age",
+        _ => return None,
+    })
 }

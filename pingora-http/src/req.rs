@@ -225,8 +225,8 @@ pub(crate) fn parsed_header(
     h: &httparse::Header<'_>,
     buf: &Bytes,
 ) -> Result<(CaseHeaderName, HeaderValue)> {
-    let raw = share(buf, h.name.as_bytes());
-    let name = HeaderName::from_bytes(&raw).or_err_with(ErrorType::InvalidHTTPHeader, || {
+    let raw = h.name.as_bytes();
+    let name = HeaderName::from_bytes(raw).or_err_with(ErrorType::InvalidHTTPHeader, || {
         format!("invalid header name {:?}", h.name)
     })?;
     let value = HeaderValue::from_maybe_shared(share(buf, h.value)).map_err(|e| {
@@ -236,5 +236,5 @@ pub(crate) fn parsed_header(
             e,
         )
     })?;
-    Ok((CaseHeaderName::with_name(raw, name), value))
+    Ok((CaseHeaderName::from_parsed(raw, name, buf), value))
 }

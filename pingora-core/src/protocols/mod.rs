@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod http;
 pub mod l4;
+pub mod mem;
 
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
 

@@ -228,7 +228,7 @@ fn find_lf(buf: &[u8], limit: usize) -> Option<usize> {
 
 /// The length of a header block ending in an empty line (CRLF CRLF, or a
 /// bare-LF variant that the strict checks then refuse), if the block is
-/// complete within `limit` bytes.
+/// complete and at most `limit` bytes long.
 pub(crate) fn find_header_end(buf: &[u8], limit: usize) -> Option<usize> {
     find_header_end_from(buf, 0, limit)
 }
@@ -241,11 +241,17 @@ pub(crate) fn find_header_end_from(buf: &[u8], from: usize, limit: usize) -> Opt
     while i < end {
         let off = buf[i..end].iter().position(|&b| b == b'\n')?;
         let lf = i + off;
-        match (buf.get(lf + 1), buf.get(lf + 2)) {
-            (Some(b'\n'), _) => return Some(lf + 2),
-            (Some(b'\r'), Some(b'\n')) => return Some(lf + 3),
-            _ => i = lf + 1,
-        }
+        let found = match (buf.get(lf + 1), buf.get(lf + 2)) {
+            (Some(b'\n'), _) => lf + 2,
+            (Some(b'\r'), Some(b'\n')) => lf + 3,
+            _ => {
+                i = lf + 1;
+                continue;
+            }
+        };
+        // A block that ends past the limit is too large, however it was
+        // split into reads.
+        return (found <= limit).then_some(found);
     }
     None
 }

@@ -114,11 +114,10 @@ impl HttpSession {
         .map_err(|e| e.into_up())?
         .or_err(ConnectionClosed, "upstream closed before responding")
         .map_err(|e| e.into_up())?;
-        self.parse_response(len).map_err(|e| e.into_up())?;
-        Ok(len)
+        self.parse_response(len).map_err(|e| e.into_up())
     }
 
-    fn parse_response(&mut self, len: usize) -> Result<()> {
+    fn parse_response(&mut self, mut len: usize) -> Result<usize> {
         let max_headers = self.conn.opts.max_headers;
         // SAFETY: as in the server session: `split_to(len)` hands the same
         // unmoved bytes to `block`, which outlives every use of the parse.
@@ -133,8 +132,10 @@ impl HttpSession {
             status = resp.parse(raw);
         }
         match status {
-            Ok(httparse::Status::Complete(n)) if n == len => {}
-            Ok(_) => return Error::e_explain(InvalidHTTPHeader, "malformed response header"),
+            Ok(httparse::Status::Complete(n)) => len = n,
+            Ok(httparse::Status::Partial) => {
+                return Error::e_explain(InvalidHTTPHeader, "malformed response header")
+            }
             Err(httparse::Error::TooManyHeaders) => {
                 return Error::e_explain(HeaderTooLarge, "too many response header fields")
             }
@@ -169,7 +170,7 @@ impl HttpSession {
             self.conn.start_body(framing);
         }
         self.resp = Some(Box::new(header));
-        Ok(())
+        Ok(len)
     }
 
     /// The last response header read.

@@ -134,7 +134,9 @@ impl Conn {
 
     /// Read until `buf` holds a whole header block, at most `max` bytes.
     /// `first_line_limit`, when given, makes a request line that is still
-    /// unfinished past that many bytes a 414. Returns the block's length.
+    /// unfinished past that many bytes a 414. Returns a length that holds
+    /// the whole block: its exact end, or (when the buffer ends with an
+    /// empty line) the buffer's length; the parser finds the exact end.
     pub(crate) async fn fill_header(
         &mut self,
         first_line_limit: Option<usize>,
@@ -147,6 +149,11 @@ impl Conn {
                 let n = if self.buf[0] == b'\n' { 1 } else { 2 };
                 let _ = self.buf.split_to(n);
                 scanned = 0;
+            }
+            // Common case: one read brought the whole header and nothing
+            // after it. The parser finds the exact end; skip the scan.
+            if scanned == 0 && self.buf.len() <= max && self.buf.ends_with(b"\r\n\r\n") {
+                return Ok(Some(self.buf.len()));
             }
             if let Some(end) = super::chunked::find_header_end_from(&self.buf, scanned, max) {
                 return Ok(Some(end));

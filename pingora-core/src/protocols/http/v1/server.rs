@@ -124,11 +124,11 @@ impl HttpSession {
             return Ok(None);
         };
         self.requests += 1;
-        self.parse_request(len).map_err(|e| e.into_down())?;
+        let len = self.parse_request(len).map_err(|e| e.into_down())?;
         Ok(Some(len))
     }
 
-    fn parse_request(&mut self, len: usize) -> Result<()> {
+    fn parse_request(&mut self, mut len: usize) -> Result<usize> {
         let opts = self.conn.opts;
         // SAFETY: the slice covers `len` initialized bytes of the buffer.
         // `split_to(len)` below hands out exactly those bytes, unmoved, to
@@ -147,8 +147,10 @@ impl HttpSession {
             status = req.parse(raw);
         }
         match status {
-            Ok(httparse::Status::Complete(n)) if n == len => {}
-            Ok(_) => return Error::e_explain(InvalidHTTPHeader, "malformed request header"),
+            Ok(httparse::Status::Complete(n)) => len = n,
+            Ok(httparse::Status::Partial) => {
+                return Error::e_explain(InvalidHTTPHeader, "malformed request header")
+            }
             Err(httparse::Error::TooManyHeaders) => {
                 return Error::e_explain(HeaderTooLarge, "too many header fields")
             }
@@ -167,7 +169,8 @@ impl HttpSession {
         let header = RequestHeader::from_httparse(&req, &block)?;
         drop(block);
         self.validate(&header)?;
-        self.start_exchange(header)
+        self.start_exchange(header)?;
+        Ok(len)
     }
 
     /// Host rules (RFC 9112 §3.2) and target forms.
