@@ -1,12 +1,30 @@
 //! The BoringSSL TLS backend.
 //!
-//! This crate will expose, over BoringSSL, the same small TLS API as
-//! `pingora-openssl`: an async TLS stream, the handshake as server and as
-//! client, certificate and key loading, ALPN, SNI, verification settings and
-//! key-exchange groups (including post-quantum hybrids). BoringSSL cannot be
-//! linked into the same binary as OpenSSL, so exactly one of the two backend
-//! crates is used by a build.
+//! The small TLS API that pingora-core uses, over BoringSSL (built from
+//! source by `boring-sys`, which needs cmake, a C++ compiler and
+//! libclang): the library's own modules ([`ssl`], [`x509`], [`pkey`], …)
+//! re-exported, an async [`stream::TlsStream`] with server and client
+//! handshakes, and [`ext`] helpers for what the two libraries spell
+//! differently (key-exchange groups). Its twin, `pingora-openssl`, has the
+//! same API over OpenSSL; pingora-core picks one through its `openssl` /
+//! `boringssl` features, and code above core never names either. The two
+//! cannot be linked into one binary.
 //!
-//! The API is built by the TLS issue; today the crate holds only this
-//! description, so that the workspace has its final shape.
+//! ```
+//! use pingora_boringssl::ssl::{SslAcceptor, SslMethod};
+//! use pingora_boringssl::ext;
+//!
+//! let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+//! // BoringSSL always has the post-quantum hybrid.
+//! assert!(ext::group_supported(ext::PQ_HYBRID_GROUP));
+//! ext::set_groups(&mut b, "X25519MLKEM768:X25519:P-256").unwrap();
+//! ```
 #![warn(missing_docs)]
+
+pub use boring::{asn1, bn, ec, error, hash, nid, pkey, ssl, stack, x509};
+
+pub mod ext;
+pub mod stream;
+
+/// Which library this is: `"boringssl"`.
+pub const BACKEND: &str = "boringssl";

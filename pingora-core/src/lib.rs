@@ -13,10 +13,13 @@
 //! - [`listeners`]: TCP (IPv4/IPv6, with per-listener socket options) and
 //!   Unix-domain listeners.
 //! - [`protocols`]: the accepted [`Stream`](protocols::Stream) and its
-//!   [`SocketDigest`](protocols::SocketDigest).
-//!
-//! TLS, HTTP sessions, connectors and peers arrive with later issues, on
-//! the same stream type.
+//!   [`SocketDigest`](protocols::SocketDigest); TLS streams with their
+//!   [`TlsDigest`](protocols::TlsDigest); HTTP/1 sessions.
+//! - [`apps`]: [`ServerApp`](apps::ServerApp) for raw streams and
+//!   [`http_app`](apps::http_app) for HTTP.
+//! - `connectors`: TLS to upstreams (with a TLS feature on).
+//! - `tls`: the chosen TLS library's API; `utils::certs` makes certificates
+//!   for tests and examples.
 //!
 //! The TLS backend is chosen with a cargo feature: `openssl` (the default)
 //! or `boringssl`. Enabling both is a compile error, because the two
@@ -67,7 +70,22 @@ compile_error!(
 );
 
 pub mod apps;
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub mod connectors;
 pub mod listeners;
 pub mod protocols;
 pub mod server;
 pub mod services;
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub mod utils;
+
+/// The TLS library in use: `pingora-openssl` or `pingora-boringssl`,
+/// whichever feature is on. Both have the same API, so code written against
+/// `pingora_core::tls` builds with either.
+#[cfg(all(feature = "boringssl", not(feature = "openssl")))]
+pub use pingora_boringssl as tls;
+/// The TLS library in use: `pingora-openssl` or `pingora-boringssl`,
+/// whichever feature is on. Both have the same API, so code written against
+/// `pingora_core::tls` builds with either.
+#[cfg(feature = "openssl")]
+pub use pingora_openssl as tls;

@@ -15,10 +15,16 @@ pub enum ErrorType {
     TLSHandshakeFailure,
     /// The TLS handshake did not finish in time.
     TLSHandshakeTimedout,
-    /// The peer's certificate failed verification (chain or expiry).
+    /// The peer's certificate failed verification (for a reason other than
+    /// the more precise kinds below).
     InvalidCert,
     /// The peer's certificate does not match the expected host name.
     CertHostnameMismatch,
+    /// The peer's certificate (or one in its chain) has expired or is not
+    /// yet valid.
+    CertExpired,
+    /// The peer's certificate is not signed by a trusted CA.
+    CertUnknownCA,
     /// A protocol handshake other than TLS failed (e.g. PROXY protocol).
     HandshakeError,
     /// Connecting failed for another reason.
@@ -99,6 +105,8 @@ impl ErrorType {
             TLSHandshakeTimedout => "TLSHandshakeTimedout",
             InvalidCert => "InvalidCert",
             CertHostnameMismatch => "CertHostnameMismatch",
+            CertExpired => "CertExpired",
+            CertUnknownCA => "CertUnknownCA",
             HandshakeError => "HandshakeError",
             ConnectError => "ConnectError",
             BindError => "BindError",

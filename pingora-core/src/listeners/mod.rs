@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
+
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub mod tls;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// TCP keepalive probes on accepted connections.
@@ -237,10 +240,33 @@ fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {
     Ok(BoundListener::Unix(l))
 }
 
-/// A set of addresses to listen on.
-#[derive(Debug, Clone, Default)]
+/// The TLS handshake of a listener, if it has one.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub type TlsHandshake = Option<Arc<tls::Acceptor>>;
+/// The TLS handshake of a listener: always none without a TLS feature.
+#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+pub type TlsHandshake = Option<Arc<NoTls>>;
+
+/// Stands for a TLS acceptor in builds without TLS; never constructed.
+#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+#[derive(Debug)]
+pub enum NoTls {}
+
+/// A set of addresses to listen on, each plain or TLS.
+#[derive(Clone, Default)]
 pub struct Listeners {
     addrs: Vec<ServerAddress>,
+    tls: Vec<TlsHandshake>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls: Vec<bool> = self.tls.iter().map(Option::is_some).collect();
+        f.debug_struct("Listeners")
+            .field("addrs", &self.addrs)
+            .field("tls", &tls)
+            .finish()
+    }
 }
 
 impl Listeners {
@@ -265,22 +291,56 @@ impl Listeners {
 
     /// Add a TCP address with default options.
     pub fn add_tcp(&mut self, addr: &str) {
-        self.addrs.push(ServerAddress::Tcp(addr.into(), None));
+        self.add_address(ServerAddress::Tcp(addr.into(), None));
     }
 
     /// Add a TCP address with options.
     pub fn add_tcp_with_settings(&mut self, addr: &str, opt: TcpSocketOptions) {
-        self.addrs.push(ServerAddress::Tcp(addr.into(), Some(opt)));
+        self.add_address(ServerAddress::Tcp(addr.into(), Some(opt)));
     }
 
     /// Add a Unix socket.
     pub fn add_uds(&mut self, path: &str, perm: Option<Permissions>) {
-        self.addrs.push(ServerAddress::Uds(path.into(), perm));
+        self.add_address(ServerAddress::Uds(path.into(), perm));
     }
 
-    /// Add any address.
+    /// Add any address (plain, no TLS).
     pub fn add_address(&mut self, addr: ServerAddress) {
         self.addrs.push(addr);
+        self.tls.push(None);
+    }
+
+    /// Add a TLS listener on a TCP address, serving the certificate and
+    /// key in these PEM files with default settings.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
+        let settings = tls::TlsSettings::intermediate(cert_path, key_path)?;
+        self.add_tls_with_settings(addr, None, settings)
+    }
+
+    /// Add a TLS listener on a TCP address with these socket options and
+    /// TLS settings. Errors (a bad certificate, an unknown group) are
+    /// reported here, at start-up.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn add_tls_with_settings(
+        &mut self,
+        addr: &str,
+        opt: Option<TcpSocketOptions>,
+        settings: tls::TlsSettings,
+    ) -> Result<()> {
+        let acceptor = settings.build().map_err(|mut e| {
+            e.more_context(format!("TLS listener {addr}"));
+            e
+        })?;
+        self.addrs.push(ServerAddress::Tcp(addr.into(), opt));
+        self.tls.push(Some(Arc::new(acceptor)));
+        Ok(())
+    }
+
+    /// The TLS handshake of each address, in the order of
+    /// [`addresses`](Self::addresses).
+    pub fn tls_handshakes(&self) -> &[TlsHandshake] {
+        &self.tls
     }
 
     /// The addresses.

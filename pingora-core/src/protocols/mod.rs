@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub mod http;
 pub mod l4;
 pub mod mem;
+pub mod tls;
 
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
+pub use tls::TlsDigest;
 
 /// What every stream handed to an app can do: async read and write, and
 /// say where it came from.
@@ -29,6 +31,11 @@ pub trait IO: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'static {
     /// correct but makes the caller allocate before it waits.
     fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+
+    /// The TLS digest, for a TLS stream.
+    fn tls_digest(&self) -> Option<&TlsDigest> {
+        None
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Service as ServiceTrait, ServiceContext};
 use crate::apps::ServerApp;
-use crate::listeners::{BoundListener, ListenFds, Listeners, TcpSocketOptions};
+use crate::listeners::{BoundListener, ListenFds, Listeners, TcpSocketOptions, TlsHandshake};
 use crate::protocols::{L4Stream, Stream};
 use crate::server::ShutdownWatch;
 
@@ -69,6 +69,25 @@ impl<A: ServerApp> Service<A> {
     /// Listen on a Unix socket.
     pub fn add_uds(&mut self, path: &str, perm: Option<std::fs::Permissions>) {
         self.listeners.add_uds(path, perm);
+    }
+
+    /// Listen with TLS on a TCP address, with this certificate and key
+    /// (PEM files).
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
+        self.listeners.add_tls(addr, cert_path, key_path)
+    }
+
+    /// Listen with TLS on a TCP address, with socket options and TLS
+    /// settings (SNI callbacks, ALPN, mTLS, …).
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn add_tls_with_settings(
+        &mut self,
+        addr: &str,
+        opt: Option<TcpSocketOptions>,
+        settings: crate::listeners::tls::TlsSettings,
+    ) -> Result<()> {
+        self.listeners.add_tls_with_settings(addr, opt, settings)
     }
 
     /// The app.
@@ -139,6 +158,27 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(non-string panic)")
 }
 
+/// The stream to serve: TLS after a handshake, or as accepted.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
+    let Some(acceptor) = tls else {
+        return Some(Box::new(stream));
+    };
+    match acceptor.handshake(stream).await {
+        Ok(s) => Some(Box::new(s)),
+        Err(e) => {
+            debug!("{e}");
+            None
+        }
+    }
+}
+
+/// The stream to serve, as accepted (no TLS in this build).
+#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+async fn handshake(_tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
+    Some(Box::new(stream))
+}
+
 async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatch) {
     let peer = stream
         .socket_digest()
@@ -163,6 +203,7 @@ async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: S
 
 async fn accept_loop<A: ServerApp>(
     listener: BoundListener,
+    tls: TlsHandshake,
     app: Arc<A>,
     tracker: Arc<ConnTracker>,
     mut shutdown: ShutdownWatch,
@@ -202,8 +243,13 @@ async fn accept_loop<A: ServerApp>(
                 let guard = tracker.enter();
                 let app = app.clone();
                 let shutdown = shutdown.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    serve_connection(app, Box::new(stream), shutdown).await;
+                    // The TLS handshake runs in the connection's own task,
+                    // so a slow one holds up nobody else.
+                    if let Some(stream) = handshake(tls, stream).await {
+                        serve_connection(app, stream, shutdown).await;
+                    }
                     drop(guard);
                 });
             }
@@ -234,7 +280,8 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
         let mut loops = Vec::new();
         // The original sockets stay open until the loops end: their fds are
         // what a graceful upgrade hands over.
-        for listener in &self.bound {
+        let handshakes = self.listeners.tls_handshakes().to_vec();
+        for (listener, tls) in self.bound.iter().zip(handshakes) {
             for rt in &ctx.runtimes {
                 let l = match listener.try_clone() {
                     Ok(l) => l,
@@ -245,6 +292,7 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
                 };
                 loops.push(rt.spawn(accept_loop(
                     l,
+                    tls.clone(),
                     self.app.clone(),
                     self.tracker.clone(),
                     ctx.shutdown.clone(),

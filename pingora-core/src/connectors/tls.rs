@@ -1,0 +1,336 @@
+//! TLS to upstreams: SNI, certificate and hostname verification (on by
+//! default), an alternative name, a custom CA file, a client certificate,
+//! ALPN, key-exchange groups, and session resumption through a client
+//! session cache.
+//!
+//! Each failed check is its own error kind: [`CertExpired`], [`CertUnknownCA`],
+//! [`CertHostnameMismatch`], else [`InvalidCert`] (verification) or
+//! [`TLSHandshakeFailure`] (anything else).
+//!
+//! [`CertExpired`]: pingora_error::ErrorType::CertExpired
+//! [`CertUnknownCA`]: pingora_error::ErrorType::CertUnknownCA
+//! [`CertHostnameMismatch`]: pingora_error::ErrorType::CertHostnameMismatch
+//! [`InvalidCert`]: pingora_error::ErrorType::InvalidCert
+//! [`TLSHandshakeFailure`]: pingora_error::ErrorType::TLSHandshakeFailure
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pingora_error::{Error, ErrorType, ErrorType::*, OkOrErr, OrErr, Result};
+
+use crate::listeners::tls::CertKey;
+use crate::protocols::tls::SslStream;
+use crate::protocols::L4Stream;
+use crate::tls::ext;
+use crate::tls::ssl::{
+    NameType, Ssl, SslContext, SslContextBuilder, SslMethod, SslSession, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
+use crate::tls::stream::HandshakeFailure;
+use crate::tls::x509::X509Ref;
+
+/// How to reach one TLS upstream.
+#[derive(Clone)]
+pub struct TlsPeer {
+    /// The server name sent as SNI and, by default, checked against the
+    /// certificate. May be empty (no SNI; then only `alternative_cn` is
+    /// checked).
+    pub sni: String,
+    /// Verify the certificate chain (default true).
+    pub verify_cert: bool,
+    /// Verify that the certificate names `sni` or `alternative_cn`
+    /// (default true).
+    pub verify_hostname: bool,
+    /// Another name the certificate may carry instead of `sni`.
+    pub alternative_cn: Option<String>,
+    /// Trust the CAs in this PEM file instead of the system's (or the
+    /// connector's default CA file).
+    pub ca_file: Option<String>,
+    /// Present this certificate (mTLS).
+    pub client_cert_key: Option<Arc<CertKey>>,
+    /// ALPN protocols to offer, most preferred first (e.g. `h2`,
+    /// `http/1.1`); empty for no ALPN.
+    pub alpn: Vec<Vec<u8>>,
+    /// Key-exchange groups to offer, colon-separated; `None` prefers
+    /// X25519MLKEM768 where the library has it.
+    pub groups: Option<String>,
+    /// Time allowed for the handshake (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl TlsPeer {
+    /// An upstream reached by this name, with verification on.
+    pub fn new(sni: &str) -> Self {
+        TlsPeer {
+            sni: sni.to_string(),
+            verify_cert: true,
+            verify_hostname: true,
+            alternative_cn: None,
+            ca_file: None,
+            client_cert_key: None,
+            alpn: vec![],
+            groups: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// What makes two peers need different contexts.
+    fn context_key(&self) -> String {
+        let cert = self
+            .client_cert_key
+            .as_ref()
+            .map_or(0, |c| Arc::as_ptr(c) as usize);
+        format!(
+            "{}|{:?}|{cert}|{:?}|{:?}",
+            self.verify_cert, self.ca_file, self.alpn, self.groups
+        )
+    }
+}
+
+struct Ctx {
+    ctx: SslContext,
+    sessions: Arc<Mutex<HashMap<String, SslSession>>>,
+}
+
+/// Makes TLS connections to upstreams. Contexts (CA store, client
+/// certificate, ALPN) are built once per distinct setting and kept;
+/// sessions are kept per server name, so later connections resume.
+pub struct TlsConnector {
+    default_ca_file: Option<String>,
+    contexts: Mutex<HashMap<String, Arc<Ctx>>>,
+}
+
+const MAX_SESSIONS: usize = 10_000;
+
+impl TlsConnector {
+    /// A connector that trusts the system's CAs, or those in
+    /// `default_ca_file` (the server conf's `ca_file`) when given.
+    pub fn new(default_ca_file: Option<&str>) -> Self {
+        TlsConnector {
+            default_ca_file: default_ca_file.map(str::to_string),
+            contexts: Mutex::default(),
+        }
+    }
+
+    fn build_ctx(&self, peer: &TlsPeer) -> Result<Ctx> {
+        let mut b = SslContextBuilder::new(SslMethod::tls())
+            .or_err(InternalError, "creating a TLS client context")?;
+        b.set_min_proto_version(Some(SslVersion::TLS1_2))
+            .or_err(InternalError, "setting the TLS version")?;
+        let groups = match &peer.groups {
+            Some(g) => g.as_str(),
+            None if ext::group_supported(ext::PQ_HYBRID_GROUP) => {
+                "X25519MLKEM768:X25519:P-256:P-384"
+            }
+            None => "X25519:P-256:P-384",
+        };
+        ext::set_groups(&mut b, groups).or_err_with(ConfError, || {
+            format!("unsupported key-exchange groups {groups:?}")
+        })?;
+        if peer.verify_cert {
+            match peer.ca_file.as_ref().or(self.default_ca_file.as_ref()) {
+                Some(ca) => b
+                    .set_ca_file(ca)
+                    .or_err_with(FileReadError, || format!("reading CA file {ca}"))?,
+                None => b
+                    .set_default_verify_paths()
+                    .or_err(InternalError, "loading the system CAs")?,
+            }
+            b.set_verify(SslVerifyMode::PEER);
+        } else {
+            b.set_verify(SslVerifyMode::NONE);
+        }
+        if let Some(ck) = &peer.client_cert_key {
+            b.set_certificate(ck.leaf())
+                .or_err(InvalidCert, "using the client certificate")?;
+            for c in ck.chain() {
+                b.add_extra_chain_cert(c.clone())
+                    .or_err(InvalidCert, "adding a chain certificate")?;
+            }
+            b.set_private_key(ck.key())
+                .or_err(InvalidCert, "using the client key")?;
+        }
+        if !peer.alpn.is_empty() {
+            let mut wire = Vec::new();
+            for p in &peer.alpn {
+                wire.push(p.len() as u8);
+                wire.extend_from_slice(p);
+            }
+            b.set_alpn_protos(&wire)
+                .or_err(InternalError, "setting ALPN")?;
+        }
+        let sessions: Arc<Mutex<HashMap<String, SslSession>>> = Arc::default();
+        let store = sessions.clone();
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        b.set_new_session_callback(move |ssl, session| {
+            let Some(name) = ssl.servername(NameType::HOST_NAME) else {
+                return;
+            };
+            let mut map = store.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= MAX_SESSIONS {
+                map.clear();
+            }
+            map.insert(name.to_string(), session);
+        });
+        Ok(Ctx {
+            ctx: b.build(),
+            sessions,
+        })
+    }
+
+    fn ctx(&self, peer: &TlsPeer) -> Result<Arc<Ctx>> {
+        let key = peer.context_key();
+        let mut map = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.build_ctx(peer)?);
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// TLS over a connected stream to `peer`.
+    pub async fn connect(&self, stream: L4Stream, peer: &TlsPeer) -> Result<SslStream> {
+        let ctx = self.ctx(peer)?;
+        let mut ssl = Ssl::new(&ctx.ctx).or_err(InternalError, "creating a TLS session")?;
+        let ip_literal = peer.sni.parse::<IpAddr>().is_ok();
+        if !peer.sni.is_empty() && !ip_literal {
+            ssl.set_hostname(&peer.sni)
+                .or_err(InternalError, "setting SNI")?;
+        }
+        let cached = {
+            let map = ctx.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&peer.sni).cloned()
+        };
+        if let Some(session) = cached {
+            // SAFETY: the session came from this same context.
+            unsafe {
+                let _ = ssl.set_session(&session);
+            }
+        }
+        let start = Instant::now();
+        let shake = crate::tls::stream::connect(ssl, stream);
+        let s = match pingora_timeout::timeout(peer.handshake_timeout, shake).await {
+            Err(_) => {
+                return Error::e_explain(
+                    TLSHandshakeTimedout,
+                    "TLS handshake to upstream timed out",
+                )
+                .map_err(|e| e.into_up())
+            }
+            Ok(Err(f)) => return Err(handshake_error(f).into_up()),
+            Ok(Ok(s)) => s,
+        };
+        if peer.verify_cert && peer.verify_hostname {
+            let cert = s
+                .ssl()
+                .peer_certificate()
+                .or_err(InvalidCert, "upstream sent no certificate")
+                .map_err(|e| e.into_up())?;
+            let ok = (!peer.sni.is_empty() && name_matches(&cert, &peer.sni))
+                || peer
+                    .alternative_cn
+                    .as_deref()
+                    .is_some_and(|alt| name_matches(&cert, alt));
+            if !ok {
+                return Err(Error::explain(
+                    CertHostnameMismatch,
+                    format!(
+                        "upstream certificate does not name {:?}{}",
+                        peer.sni,
+                        peer.alternative_cn
+                            .as_deref()
+                            .map(|a| format!(" or {a:?}"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .into_up());
+            }
+        }
+        Ok(SslStream::new(s, start.elapsed()))
+    }
+}
+
+/// `X509_V_ERR_*` codes, the same in OpenSSL and BoringSSL.
+fn handshake_error(f: HandshakeFailure) -> Box<Error> {
+    let (kind, what): (ErrorType, &str) = match f.verify_code {
+        Some(9 | 10) => (CertExpired, "upstream certificate expired or not yet valid"),
+        Some(2 | 18 | 19 | 20 | 21 | 27) => (
+            CertUnknownCA,
+            "upstream certificate not signed by a trusted CA",
+        ),
+        Some(62) => (
+            CertHostnameMismatch,
+            "upstream certificate names another host",
+        ),
+        Some(_) => (InvalidCert, "upstream certificate failed verification"),
+        None => (TLSHandshakeFailure, "TLS handshake to upstream failed"),
+    };
+    Error::because(kind, what, f)
+}
+
+/// Whether `cert` is for `name`: a DNS SAN (with `*.` matching exactly one
+/// leftmost label) or an IP SAN; the subject CN only when there is no SAN.
+pub fn name_matches(cert: &X509Ref, name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let ip: Option<IpAddr> = name.parse().ok();
+    if let Some(sans) = cert.subject_alt_names() {
+        if sans.iter().next().is_some() {
+            return sans
+                .iter()
+                .any(|san| match (ip, san.dnsname(), san.ipaddress()) {
+                    (Some(ip), _, Some(raw)) => ip_bytes(&ip) == raw,
+                    (None, Some(dns), _) => dns_matches(dns, &name),
+                    _ => false,
+                });
+        }
+    }
+    if ip.is_some() {
+        return false;
+    }
+    cert.subject_name()
+        .entries_by_nid(crate::tls::nid::Nid::COMMONNAME)
+        .any(|e| {
+            #[allow(deprecated)] // `to_string` is not in BoringSSL's binding
+            let cn = e.data().as_utf8();
+            cn.is_ok_and(|cn| dns_matches(&cn, &name))
+        })
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn dns_matches(pattern: &str, name: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(rest) => match name.split_once('.') {
+            // The wildcard covers one non-empty label, and never a bare
+            // suffix such as `*.com`.
+            Some((label, tail)) => !label.is_empty() && tail == rest && rest.contains('.'),
+            None => false,
+        },
+        None => pattern == name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_matches;
+
+    #[test]
+    fn wildcards() {
+        assert!(dns_matches("example.com", "example.com"));
+        assert!(dns_matches("Example.COM.", "example.com"));
+        assert!(dns_matches("*.example.com", "a.example.com"));
+        assert!(!dns_matches("*.example.com", "a.b.example.com"));
+        assert!(!dns_matches("*.example.com", "example.com"));
+        assert!(!dns_matches("*.com", "example.com"));
+        assert!(!dns_matches("a.example.com", "b.example.com"));
+    }
+}

@@ -1,0 +1,374 @@
+//! TLS listeners: certificates (one, or chosen per SNI by a callback),
+//! ALPN, client-certificate verification, protocol versions, session
+//! tickets, key-exchange groups and a handshake timeout.
+//!
+//! ```no_run
+//! use pingora_core::listeners::tls::TlsSettings;
+//!
+//! let mut tls = TlsSettings::intermediate("server.crt", "server.key").unwrap();
+//! tls.enable_h2();
+//! // listening_service.add_tls_with_settings("0.0.0.0:443", None, tls);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
+use tracing::info;
+
+use crate::protocols::tls::SslStream;
+use crate::protocols::L4Stream;
+use crate::tls::ext;
+use crate::tls::pkey::{PKey, Private};
+use crate::tls::ssl::{
+    AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContext, SslContextBuilder,
+    SslMethod, SslOptions, SslRef, SslVerifyMode, SslVersion,
+};
+use crate::tls::x509::X509;
+
+/// A certificate chain (leaf first) and its private key.
+pub struct CertKey {
+    certs: Vec<X509>,
+    key: PKey<Private>,
+}
+
+impl CertKey {
+    /// From PEM: `cert` holds the leaf then any intermediates.
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Self> {
+        let certs = X509::stack_from_pem(cert).or_err(InvalidCert, "parsing certificate PEM")?;
+        if certs.is_empty() {
+            return Error::e_explain(InvalidCert, "no certificate in PEM");
+        }
+        let key = PKey::private_key_from_pem(key).or_err(InvalidCert, "parsing private key PEM")?;
+        Ok(CertKey { certs, key })
+    }
+
+    /// From PEM files.
+    pub fn from_files(cert_path: &str, key_path: &str) -> Result<Self> {
+        let cert = std::fs::read(cert_path)
+            .or_err_with(FileReadError, || format!("reading certificate {cert_path}"))?;
+        let key = std::fs::read(key_path)
+            .or_err_with(FileReadError, || format!("reading key {key_path}"))?;
+        Self::from_pem(&cert, &key).map_err(|mut e| {
+            e.more_context(format!("{cert_path} / {key_path}"));
+            e
+        })
+    }
+
+    /// From a certificate and key already parsed.
+    pub fn new(certs: Vec<X509>, key: PKey<Private>) -> Self {
+        CertKey { certs, key }
+    }
+
+    /// The leaf certificate.
+    pub fn leaf(&self) -> &X509 {
+        &self.certs[0]
+    }
+
+    pub(crate) fn chain(&self) -> &[X509] {
+        &self.certs[1..]
+    }
+
+    pub(crate) fn key(&self) -> &PKey<Private> {
+        &self.key
+    }
+}
+
+/// Chooses the certificate for each handshake, by the server name the
+/// client asked for. Many certificates can be served on one port this way.
+pub trait TlsAccept: Send + Sync + 'static {
+    /// The certificate for `sni` (absent when the client sent none).
+    /// `None` falls back to the settings' default certificate, if there is
+    /// one, and otherwise fails the handshake.
+    fn certificate(&self, sni: Option<&str>) -> Option<Arc<CertKey>>;
+}
+
+/// Lowest TLS version to accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (the default).
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// How a TLS listener behaves.
+pub struct TlsSettings {
+    default_cert: Option<Arc<CertKey>>,
+    callbacks: Option<Arc<dyn TlsAccept>>,
+    alpn: Vec<Vec<u8>>,
+    client_ca_file: Option<String>,
+    client_cert_required: bool,
+    min_version: TlsVersion,
+    session_tickets: bool,
+    handshake_timeout: Duration,
+    groups: Option<String>,
+}
+
+/// Groups offered by default, most preferred first.
+const DEFAULT_GROUPS_PQ: &str = "X25519MLKEM768:X25519:P-256:P-384";
+const DEFAULT_GROUPS: &str = "X25519:P-256:P-384";
+
+impl TlsSettings {
+    fn base() -> Self {
+        TlsSettings {
+            default_cert: None,
+            callbacks: None,
+            alpn: vec![b"http/1.1".to_vec()],
+            client_ca_file: None,
+            client_cert_required: false,
+            min_version: TlsVersion::Tls12,
+            session_tickets: true,
+            handshake_timeout: Duration::from_secs(10),
+            groups: None,
+        }
+    }
+
+    /// Serve the certificate and key in these PEM files, with Mozilla's
+    /// "intermediate" profile (TLS 1.2 and 1.3, modern ciphers).
+    pub fn intermediate(cert_path: &str, key_path: &str) -> Result<Self> {
+        let mut s = Self::base();
+        s.default_cert = Some(Arc::new(CertKey::from_files(cert_path, key_path)?));
+        Ok(s)
+    }
+
+    /// Serve one certificate already loaded.
+    pub fn with_cert(cert: Arc<CertKey>) -> Self {
+        let mut s = Self::base();
+        s.default_cert = Some(cert);
+        s
+    }
+
+    /// Choose the certificate per handshake with `callbacks`.
+    pub fn with_callbacks(callbacks: Box<dyn TlsAccept>) -> Result<Self> {
+        let mut s = Self::base();
+        s.callbacks = Some(Arc::from(callbacks));
+        Ok(s)
+    }
+
+    /// A certificate for clients that send no SNI or one the callbacks do
+    /// not know.
+    pub fn set_default_cert(&mut self, cert: Arc<CertKey>) {
+        self.default_cert = Some(cert);
+    }
+
+    /// Offer HTTP/2 by ALPN (preferred over HTTP/1.1).
+    pub fn enable_h2(&mut self) {
+        self.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+
+    /// The ALPN protocols to accept, most preferred first (empty: no ALPN).
+    pub fn set_alpn(&mut self, protocols: &[&[u8]]) {
+        self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+    }
+
+    /// Verify client certificates against the CAs in this PEM file (mTLS).
+    /// With `required`, a client without a valid certificate is refused;
+    /// without, one is asked for and checked if sent.
+    pub fn set_client_ca_file(&mut self, path: &str, required: bool) {
+        self.client_ca_file = Some(path.to_string());
+        self.client_cert_required = required;
+    }
+
+    /// The lowest TLS version accepted (TLS 1.2 by default).
+    pub fn set_min_version(&mut self, v: TlsVersion) {
+        self.min_version = v;
+    }
+
+    /// Issue session tickets for resumption (on by default).
+    pub fn set_session_tickets(&mut self, on: bool) {
+        self.session_tickets = on;
+    }
+
+    /// Time allowed for a handshake (10 s by default).
+    pub fn set_handshake_timeout(&mut self, d: Duration) {
+        self.handshake_timeout = d;
+    }
+
+    /// Key-exchange groups, most preferred first, colon-separated. The
+    /// default prefers X25519MLKEM768 when the library has it.
+    pub fn set_groups(&mut self, groups: &str) {
+        self.groups = Some(groups.to_string());
+    }
+
+    /// Apply every setting to `b`, serving `cert` if given.
+    fn configure(
+        &self,
+        b: &mut SslContextBuilder,
+        cert: Option<&CertKey>,
+        groups: &str,
+    ) -> Result<()> {
+        let min = match self.min_version {
+            TlsVersion::Tls12 => SslVersion::TLS1_2,
+            TlsVersion::Tls13 => SslVersion::TLS1_3,
+        };
+        b.set_min_proto_version(Some(min))
+            .or_err(InternalError, "setting the TLS version")?;
+        ext::set_groups(b, groups).or_err_with(ConfError, || {
+            format!("unsupported key-exchange groups {groups:?}")
+        })?;
+        if let Some(ck) = cert {
+            b.set_certificate(ck.leaf())
+                .or_err(InvalidCert, "using the certificate")?;
+            for c in ck.chain() {
+                b.add_extra_chain_cert(c.clone())
+                    .or_err(InvalidCert, "adding a chain certificate")?;
+            }
+            b.set_private_key(ck.key())
+                .or_err(InvalidCert, "using the private key")?;
+            b.check_private_key().or_err(
+                InvalidCert,
+                "the private key does not match the certificate",
+            )?;
+        }
+        if !self.alpn.is_empty() {
+            let ours = self.alpn.clone();
+            b.set_alpn_select_callback(move |_, client| {
+                select_alpn(&ours, client).ok_or(AlpnError::NOACK)
+            });
+        }
+        if let Some(ca) = &self.client_ca_file {
+            b.set_ca_file(ca)
+                .or_err_with(FileReadError, || format!("reading client CA file {ca}"))?;
+            let mut mode = SslVerifyMode::PEER;
+            if self.client_cert_required {
+                mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+            }
+            b.set_verify(mode);
+        }
+        if !self.session_tickets {
+            b.set_options(SslOptions::NO_TICKET);
+        }
+        b.set_session_id_context(b"pingora")
+            .or_err(InternalError, "setting the session id context")?;
+        Ok(())
+    }
+
+    /// A context with every setting, serving `cert` if given.
+    fn context(&self, cert: Option<&CertKey>, groups: &str) -> Result<SslContext> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .or_err(InternalError, "creating a TLS context")?;
+        self.configure(&mut b, cert, groups)?;
+        Ok(b.build().into_context())
+    }
+
+    /// Build the acceptor; errors name what is wrong with the settings.
+    pub fn build(self) -> Result<Acceptor> {
+        let groups = match &self.groups {
+            Some(g) => g.clone(),
+            None if ext::group_supported(ext::PQ_HYBRID_GROUP) => DEFAULT_GROUPS_PQ.to_string(),
+            None => {
+                info!(
+                    "TLS: {} is not available in this {} build; offering {DEFAULT_GROUPS}",
+                    ext::PQ_HYBRID_GROUP,
+                    crate::tls::BACKEND
+                );
+                DEFAULT_GROUPS.to_string()
+            }
+        };
+        let Some(cb) = self.callbacks.clone() else {
+            let cert = self.default_cert.as_deref().or_err(
+                ConfError,
+                "TLS listener has no certificate and no callbacks",
+            )?;
+            return Ok(Acceptor {
+                ctx: self.context(Some(cert), &groups)?,
+                timeout: self.handshake_timeout,
+            });
+        };
+        let default_cert = self.default_cert.clone();
+        let timeout = self.handshake_timeout;
+        let sni = Arc::new(SniContexts {
+            settings: self,
+            groups,
+            cache: Mutex::default(),
+        });
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .or_err(InternalError, "creating a TLS context")?;
+        sni.settings
+            .configure(&mut b, default_cert.as_deref(), &sni.groups)?;
+        let has_default = default_cert.is_some();
+        let contexts = sni.clone();
+        // Runs early in the handshake: switch to the chosen certificate's
+        // context (same settings, that certificate).
+        b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
+            let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            match cb.certificate(name.as_deref()) {
+                Some(ck) => match contexts.context_for(&ck) {
+                    Some(ctx) => ssl.set_ssl_context(&ctx).map_err(|_| SniError::ALERT_FATAL),
+                    None => Err(SniError::ALERT_FATAL),
+                },
+                None if has_default => Ok(()),
+                None => Err(SniError::ALERT_FATAL),
+            }
+        });
+        Ok(Acceptor {
+            ctx: b.build().into_context(),
+            timeout,
+        })
+    }
+}
+
+/// Our most preferred protocol that the client offers, as a slice of the
+/// client's ALPN list (length-prefixed entries).
+fn select_alpn<'a>(ours: &[Vec<u8>], client: &'a [u8]) -> Option<&'a [u8]> {
+    ours.iter().find_map(|want| {
+        let mut rest = client;
+        while let Some((&len, tail)) = rest.split_first() {
+            let len = len as usize;
+            if tail.len() < len {
+                return None;
+            }
+            let (proto, next) = tail.split_at(len);
+            if proto == want.as_slice() {
+                return Some(proto);
+            }
+            rest = next;
+        }
+        None
+    })
+}
+
+struct SniContexts {
+    settings: TlsSettings,
+    groups: String,
+    cache: Mutex<HashMap<usize, (Arc<CertKey>, SslContext)>>,
+}
+
+impl SniContexts {
+    fn context_for(&self, ck: &Arc<CertKey>) -> Option<SslContext> {
+        let key = Arc::as_ptr(ck) as usize;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ctx)) = cache.get(&key) {
+            return Some(ctx.clone());
+        }
+        let ctx = self.settings.context(Some(ck), &self.groups).ok()?;
+        // The Arc is kept so the address cannot be reused by another cert.
+        cache.insert(key, (ck.clone(), ctx.clone()));
+        Some(ctx)
+    }
+}
+
+/// Runs server handshakes for one listener.
+pub struct Acceptor {
+    ctx: SslContext,
+    timeout: Duration,
+}
+
+impl Acceptor {
+    /// The handshake on an accepted connection, within the timeout.
+    pub async fn handshake(&self, stream: L4Stream) -> Result<SslStream> {
+        let ssl = Ssl::new(&self.ctx).or_err(InternalError, "creating a TLS session")?;
+        let start = Instant::now();
+        match pingora_timeout::timeout(self.timeout, crate::tls::stream::accept(ssl, stream)).await
+        {
+            Err(_) => Error::e_explain(TLSHandshakeTimedout, "TLS handshake timed out")
+                .map_err(|e| e.into_down()),
+            Ok(Err(f)) => {
+                Err(Error::because(TLSHandshakeFailure, "TLS handshake failed", f).into_down())
+            }
+            Ok(Ok(s)) => Ok(SslStream::new(s, start.elapsed())),
+        }
+    }
+}

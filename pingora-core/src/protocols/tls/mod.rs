@@ -1,0 +1,39 @@
+//! TLS on top of an L4 stream: the [`TlsDigest`] apps can read, and (with
+//! a TLS feature on) the [`SslStream`] that carries it.
+
+use std::time::Duration;
+
+/// What is known about a TLS connection once its handshake is done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDigest {
+    /// Protocol version, e.g. `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite, e.g. `TLS_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    /// Key-exchange group, e.g. `X25519` or `X25519MLKEM768`.
+    pub group: Option<String>,
+    /// The ALPN protocol agreed on, e.g. `h2`.
+    pub alpn: Option<Vec<u8>>,
+    /// The server name (SNI) the client asked for.
+    pub sni: Option<String>,
+    /// The peer certificate's subject, e.g. `CN=client.test`.
+    pub peer_subject: Option<String>,
+    /// The peer certificate's DNS names and IP addresses.
+    pub peer_sans: Vec<String>,
+    /// How long the handshake took.
+    pub handshake_duration: Duration,
+    /// Whether an earlier session was resumed.
+    pub session_reused: bool,
+}
+
+impl TlsDigest {
+    /// Whether ALPN chose HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.alpn.as_deref() == Some(b"h2")
+    }
+}
+
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+mod stream;
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub use stream::{digest_of, SslStream};

@@ -1,0 +1,149 @@
+//! [`SslStream`]: a TLS connection over an [`L4Stream`], as a [`Stream`](crate::protocols::Stream).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::TlsDigest;
+use crate::protocols::{L4Stream, SocketDigest, IO};
+use crate::tls::ssl::{NameType, SslRef};
+use crate::tls::stream::TlsStream;
+
+/// A TLS connection over a TCP or Unix stream, with its digest.
+pub struct SslStream {
+    inner: TlsStream<L4Stream>,
+    digest: TlsDigest,
+}
+
+impl fmt::Debug for SslStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SslStream")
+            .field("socket", self.inner.get_ref())
+            .field("tls", &self.digest)
+            .finish()
+    }
+}
+
+/// Read the digest off a finished handshake.
+pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
+    let peer = ssl.peer_certificate();
+    let peer_subject = peer.as_ref().map(|c| {
+        c.subject_name()
+            .entries()
+            .map(|e| {
+                let key = e.object().nid().short_name().unwrap_or("?");
+                #[allow(deprecated)] // `to_string` is not in BoringSSL's binding
+                let value = e
+                    .data()
+                    .as_utf8()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                format!("{key}={value}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let mut peer_sans = Vec::new();
+    if let Some(names) = peer.as_ref().and_then(|c| c.subject_alt_names()) {
+        for n in names.iter() {
+            if let Some(d) = n.dnsname() {
+                peer_sans.push(d.to_string());
+            } else if let Some(ip) = n.ipaddress() {
+                let ip = match ip.len() {
+                    4 => <[u8; 4]>::try_from(ip)
+                        .ok()
+                        .map(|a| std::net::IpAddr::from(a).to_string()),
+                    16 => <[u8; 16]>::try_from(ip)
+                        .ok()
+                        .map(|a| std::net::IpAddr::from(a).to_string()),
+                    _ => None,
+                };
+                peer_sans.extend(ip);
+            }
+        }
+    }
+    TlsDigest {
+        version: ssl.version_str().to_string(),
+        cipher: ssl
+            .current_cipher()
+            .map(|c| c.name().to_string())
+            .unwrap_or_default(),
+        group: crate::tls::ext::negotiated_group(ssl),
+        alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
+        sni: ssl.servername(NameType::HOST_NAME).map(str::to_string),
+        peer_subject,
+        peer_sans,
+        handshake_duration,
+        session_reused: ssl.session_reused(),
+    }
+}
+
+impl SslStream {
+    /// Wrap a finished handshake.
+    pub fn new(inner: TlsStream<L4Stream>, handshake_duration: Duration) -> Self {
+        let digest = digest_of(inner.ssl(), handshake_duration);
+        SslStream { inner, digest }
+    }
+
+    /// The TLS state, for anything the digest does not carry.
+    pub fn ssl(&self) -> &SslRef {
+        self.inner.ssl()
+    }
+
+    /// The digest, refreshed (session resumption data can change after
+    /// the handshake, when tickets arrive).
+    pub fn refresh_digest(&mut self) {
+        let d = self.digest.handshake_duration;
+        self.digest = digest_of(self.inner.ssl(), d);
+    }
+}
+
+impl AsyncRead for SslStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SslStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl IO for SslStream {
+    fn socket_digest(&self) -> Option<&SocketDigest> {
+        Some(self.inner.get_ref().digest())
+    }
+
+    fn tls_digest(&self) -> Option<&TlsDigest> {
+        Some(&self.digest)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Decrypted bytes already buffered by the TLS library count.
+        if self.inner.ssl().pending() > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.get_ref().poll_read_ready(cx)
+    }
+}

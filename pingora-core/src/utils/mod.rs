@@ -1,0 +1,3 @@
+//! Utilities that do not belong to one layer.
+
+pub mod certs;

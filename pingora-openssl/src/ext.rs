@@ -1,0 +1,59 @@
+//! What OpenSSL and BoringSSL spell differently, behind one set of names.
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslRef};
+
+/// The post-quantum hybrid key exchange (ML-KEM-768 with X25519).
+pub const PQ_HYBRID_GROUP: &str = "X25519MLKEM768";
+
+/// Set the key-exchange groups offered or accepted, most preferred first,
+/// as a colon-separated list (`"X25519MLKEM768:X25519:P-256"`).
+pub fn set_groups(builder: &mut SslContextBuilder, groups: &str) -> Result<(), ErrorStack> {
+    builder.set_groups_list(groups)
+}
+
+/// Whether this library knows the key-exchange group `name`. OpenSSL has
+/// X25519MLKEM768 from 3.5 on; the system library may be older, so this is
+/// checked at run time.
+pub fn group_supported(name: &str) -> bool {
+    SslContext::builder(SslMethod::tls())
+        .map(|mut b| b.set_groups_list(name).is_ok())
+        .unwrap_or(false)
+}
+
+/// `SSL_CTRL_GET_NEGOTIATED_GROUP` from `ssl.h`.
+const GET_NEGOTIATED_GROUP: libc::c_int = 134;
+/// OpenSSL marks group ids without a NID with this bit.
+const NID_UNKNOWN_FLAG: libc::c_int = 0x0100_0000;
+
+/// The key-exchange group the handshake used, by name.
+pub fn negotiated_group(ssl: &SslRef) -> Option<String> {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: a plain query on a live SSL object.
+    let id = unsafe {
+        openssl_sys::SSL_ctrl(ssl.as_ptr(), GET_NEGOTIATED_GROUP, 0, std::ptr::null_mut())
+    } as libc::c_int;
+    if id <= 0 {
+        return None;
+    }
+    if id & NID_UNKNOWN_FLAG != 0 {
+        // A group with no NID: name the ones we know by their TLS id.
+        return Some(match id & 0xffff {
+            0x11ec => PQ_HYBRID_GROUP.to_string(),
+            0x11eb => "SecP256r1MLKEM768".to_string(),
+            other => format!("0x{other:04x}"),
+        });
+    }
+    openssl::nid::Nid::from_raw(id)
+        .short_name()
+        .ok()
+        .map(str::to_string)
+}
+
+/// Add an extension to a certificate being built.
+pub fn add_x509_extension(
+    builder: &mut openssl::x509::X509Builder,
+    extension: &openssl::x509::X509ExtensionRef,
+) -> Result<(), ErrorStack> {
+    builder.append_extension2(extension)
+}

@@ -1,0 +1,123 @@
+//! An async TLS stream over any `AsyncRead + AsyncWrite`, and the two
+//! handshakes.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use openssl::ssl::{Ssl, SslRef};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A TLS connection over `S`.
+#[derive(Debug)]
+pub struct TlsStream<S>(tokio_openssl::SslStream<S>);
+
+/// Why a handshake failed.
+#[derive(Debug)]
+pub struct HandshakeFailure {
+    /// What the library said.
+    pub message: String,
+    /// The certificate verification result (an `X509_V_*` code), when a
+    /// certificate was checked and failed.
+    pub verify_code: Option<i32>,
+    /// The I/O error underneath, if the failure was one.
+    pub io: Option<io::Error>,
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HandshakeFailure {}
+
+fn failure(e: openssl::ssl::Error, ssl: &SslRef) -> HandshakeFailure {
+    let verify = ssl.verify_result();
+    HandshakeFailure {
+        message: e.to_string(),
+        verify_code: (verify.as_raw() != 0).then(|| verify.as_raw()),
+        io: e.into_io_error().ok(),
+    }
+}
+
+async fn handshake<S>(ssl: Ssl, stream: S, server: bool) -> Result<TlsStream<S>, HandshakeFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut s = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| HandshakeFailure {
+        message: e.to_string(),
+        verify_code: None,
+        io: None,
+    })?;
+    let r = if server {
+        Pin::new(&mut s).accept().await
+    } else {
+        Pin::new(&mut s).connect().await
+    };
+    match r {
+        Ok(()) => Ok(TlsStream(s)),
+        Err(e) => Err(failure(e, s.ssl())),
+    }
+}
+
+/// Run the server side of the handshake on `stream`.
+pub async fn accept<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(ssl, stream, true).await
+}
+
+/// Run the client side of the handshake on `stream`.
+pub async fn connect<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(ssl, stream, false).await
+}
+
+impl<S> TlsStream<S> {
+    /// The TLS connection's state.
+    pub fn ssl(&self) -> &SslRef {
+        self.0.ssl()
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        self.0.get_ref()
+    }
+
+    /// The stream underneath, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.0.get_mut()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
