@@ -31,3 +31,8 @@ pub fn add_x509_extension(
 ) -> Result<(), ErrorStack> {
     builder.append_extension(extension)
 }
+
+/// Kept for parity with the OpenSSL backend: BoringSSL does not invalidate
+/// the session of a connection dropped without a close_notify, so there is
+/// nothing to do.
+pub fn keep_session_on_drop(_ssl: &SslRef) {}

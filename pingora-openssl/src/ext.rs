@@ -57,3 +57,18 @@ pub fn add_x509_extension(
 ) -> Result<(), ErrorStack> {
     builder.append_extension2(extension)
 }
+
+/// Mark the connection as closed cleanly before it is dropped, so that
+/// OpenSSL does not invalidate its session (OpenSSL drops the session of a
+/// connection freed without a close_notify, which would defeat resumption
+/// for every connection closed by dropping it).
+pub fn keep_session_on_drop(ssl: &SslRef) {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: sets two flag bits on a live SSL object we are about to free.
+    unsafe {
+        openssl_sys::SSL_set_shutdown(
+            ssl.as_ptr(),
+            openssl_sys::SSL_SENT_SHUTDOWN | openssl_sys::SSL_RECEIVED_SHUTDOWN,
+        )
+    }
+}

@@ -142,6 +142,13 @@ impl ServerSession {
         }
     }
 
+    /// The TLS digest of the connection, if it is TLS.
+    pub fn tls_digest(&self) -> Option<&crate::protocols::TlsDigest> {
+        match self {
+            ServerSession::H1(s) => s.tls_digest(),
+        }
+    }
+
     /// The HTTP/1 session, when that is the protocol.
     pub fn as_http1(&mut self) -> Option<&mut v1::server::HttpSession> {
         match self {

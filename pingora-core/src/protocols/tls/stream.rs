@@ -102,6 +102,12 @@ impl SslStream {
     }
 }
 
+impl Drop for SslStream {
+    fn drop(&mut self) {
+        crate::tls::ext::keep_session_on_drop(self.inner.ssl());
+    }
+}
+
 impl AsyncRead for SslStream {
     fn poll_read(
         mut self: Pin<&mut Self>,

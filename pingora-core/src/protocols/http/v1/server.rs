@@ -510,6 +510,12 @@ impl HttpSession {
         self.conn.stream.socket_digest()?.local_addr.as_ref()
     }
 
+    /// The TLS digest of the connection (version, cipher, group, ALPN,
+    /// SNI, client certificate), if it is TLS.
+    pub fn tls_digest(&self) -> Option<&crate::protocols::TlsDigest> {
+        self.conn.stream.tls_digest()
+    }
+
     /// The underlying stream.
     pub fn stream(&self) -> &Stream {
         &self.conn.stream
