@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Full TLS 1.3 handshakes per second: our listener (the https_server
+# example, release build, one worker thread) against nginx (one worker)
+# with the same certificate, measured in the same run by the same client
+# (`openssl s_time -new`: a new connection and full handshake each time,
+# no session reuse). Loopback only.
+#
+# Usage: bash benches/tls_handshake.sh [seconds-per-server]   (default 10)
+# Needs: nginx and openssl (the CLI); prints both rates and the ratio.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SECS="${1:-10}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
+cargo build --release -q --example https_server
+BIN="$CARGO_TARGET_DIR/release/examples/https_server"
+
+DIR=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+OURS=$(free_port)
+printf 'version: 1\nthreads: 1\n' > "$DIR/conf.yaml"
+"$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$OURS" --cert-dir "$DIR/certs" 2>"$DIR/ours.log" &
+PIDS+=($!)
+wait_port "$OURS"
+
+NGINX=$(free_port)
+mkdir -p "$DIR/nginx"
+cat > "$DIR/nginx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/nginx/body;
+    proxy_temp_path $DIR/nginx/proxy;
+    fastcgi_temp_path $DIR/nginx/fastcgi;
+    uwsgi_temp_path $DIR/nginx/uwsgi;
+    scgi_temp_path $DIR/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX ssl;
+        ssl_certificate $DIR/certs/a.test.crt;
+        ssl_certificate_key $DIR/certs/a.test.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / { return 200 "hello\n"; }
+    }
+}
+CONF
+nginx -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" &
+PIDS+=($!)
+wait_port "$NGINX"
+
+rate() {
+    # "N connections in T real seconds" -> N / T
+    openssl s_time -connect "127.0.0.1:$1" -new -time "$SECS" 2>/dev/null \
+        | awk '/connections in .* real seconds/ { printf "%.0f", $1 / $4 }'
+}
+echo "openssl s_time -new, ${SECS}s each, TLS 1.3, ECDSA P-256 certificate"
+ours=$(rate "$OURS")
+theirs=$(rate "$NGINX")
+echo "ours:  $ours handshakes/s"
+echo "nginx: $theirs handshakes/s"
+awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "ours / nginx = %.2f\n", a / b }'
