@@ -17,7 +17,8 @@
 //!   [`TlsDigest`](protocols::TlsDigest); HTTP/1 sessions.
 //! - [`apps`]: [`ServerApp`](apps::ServerApp) for raw streams and
 //!   [`http_app`](apps::http_app) for HTTP.
-//! - `connectors`: TLS to upstreams (with a TLS feature on).
+//! - [`connectors`] and [`upstreams`]: connecting to peers (L4, TLS,
+//!   HTTP/1), with idle connections pooled for reuse.
 //! - `tls`: the chosen TLS library's API; `utils::certs` makes certificates
 //!   for tests and examples.
 //!
@@ -70,12 +71,12 @@ compile_error!(
 );
 
 pub mod apps;
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod connectors;
 pub mod listeners;
 pub mod protocols;
 pub mod server;
 pub mod services;
+pub mod upstreams;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod utils;
 

@@ -3,38 +3,14 @@
 //! with trailers, read-until-close, HEAD, 100-continue, chunked uploads,
 //! and whether the connection may be reused.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::{L4Stream, Stream};
 use pingora_http::RequestHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn nginx_bin() -> &'static str {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("nginx is not installed (.ci/run installs Debian's nginx package)");
-}
+mod common;
+use common::{nginx_dir, start_nginx, Nginx};
 
 const HELLO: &str = "hello from nginx\n";
 
@@ -44,74 +20,26 @@ fn big_text() -> String {
         .collect()
 }
 
-fn start_nginx(tag: &str) -> Nginx {
-    let dir = std::env::temp_dir().join(format!("pingora-nginx-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn nginx(tag: &str) -> Nginx {
+    let dir = nginx_dir(tag);
     std::fs::create_dir_all(dir.join("www/gz")).unwrap();
     std::fs::create_dir_all(dir.join("www/dav")).unwrap();
     std::fs::write(dir.join("www/hello.txt"), HELLO).unwrap();
     std::fs::write(dir.join("www/gz/big.txt"), big_text()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = dir.display();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port};
-        root {d}/www;
-        location /gz/ {{
+    start_nginx(
+        dir,
+        r#"location /gz/ {
             gzip on;
             gzip_min_length 0;
             gzip_http_version 1.0;
             gzip_types text/plain;
             add_trailer X-Trailer-Test yes;
-        }}
-        location /dav/ {{
+        }
+        location /dav/ {
             dav_methods PUT;
             client_max_body_size 10m;
-        }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(nginx_bin())
-        .args([
-            "-p",
-            &dir.to_string_lossy(),
-            "-c",
-            &dir.join("nginx.conf").to_string_lossy(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start; see {d}/error.log"
-        );
-        std::thread::park_timeout(Duration::from_millis(5));
-    }
-    Nginx { child, port, dir }
+        }"#,
+    )
 }
 
 async fn connect(port: u16) -> Stream {
@@ -137,7 +65,7 @@ async fn read_all(s: &mut HttpSession) -> Vec<u8> {
 
 #[tokio::test]
 async fn content_length_keepalive_and_head() {
-    let nginx = start_nginx("cl");
+    let nginx = nginx("cl");
     let mut s = HttpSession::new(connect(nginx.port).await);
     s.write_request_header(get("/hello.txt")).await.unwrap();
     s.read_response().await.unwrap();
@@ -178,7 +106,7 @@ async fn content_length_keepalive_and_head() {
 
 #[tokio::test]
 async fn chunked_with_trailers_and_read_until_close() {
-    let nginx = start_nginx("chunked");
+    let nginx = nginx("chunked");
     let mut s = HttpSession::new(connect(nginx.port).await);
     let mut req = get("/gz/big.txt");
     req.insert_header("Accept-Encoding", "gzip").unwrap();
@@ -219,7 +147,7 @@ async fn chunked_with_trailers_and_read_until_close() {
 
 #[tokio::test]
 async fn uploads_with_continue_and_chunked() {
-    let nginx = start_nginx("upload");
+    let nginx = nginx("upload");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
 
     // Content-Length with Expect: 100-continue: the interim response comes

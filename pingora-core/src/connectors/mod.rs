@@ -1,5 +1,129 @@
-//! Connecting to upstreams. Today: TLS on top of a connected stream
-//! ([`tls::TlsConnector`]); plain connects, pooling and HTTP on top come
-//! with the connector issue.
+//! Connecting to upstreams: L4 connect ([`l4`]), TLS on top ([`tls`]),
+//! idle connections kept in a pool and reused ([`TransportConnector`]),
+//! and HTTP/1 sessions over them ([`http`]).
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora_error::{Error, ErrorType::*, Result};
+use pingora_pool::{ConnectionPool, PoolStats};
+
+use crate::protocols::Stream;
+use crate::server::ServerConf;
+use crate::upstreams::peer::HttpPeer;
+
+pub mod http;
+pub mod l4;
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
+
+/// Makes connections to peers and keeps idle ones for reuse.
+pub struct TransportConnector {
+    pool: Arc<ConnectionPool<Stream>>,
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    tls: tls::TlsConnector,
+}
+
+impl TransportConnector {
+    /// A connector with the server conf's pool size
+    /// (`upstream_keepalive_pool_size`) and CA file (`ca_file`), or the
+    /// defaults.
+    pub fn new(conf: Option<&ServerConf>) -> Self {
+        let size = conf.map_or(128, |c| c.upstream_keepalive_pool_size);
+        #[cfg(any(feature = "openssl", feature = "boringssl"))]
+        let ca = conf.and_then(|c| c.ca_file.clone());
+        TransportConnector {
+            pool: Arc::new(ConnectionPool::new(size)),
+            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            tls: tls::TlsConnector::new(ca.as_deref()),
+        }
+    }
+
+    /// A new connection to `peer`: connect, then TLS if the peer wants it,
+    /// all within the peer's total connection timeout.
+    pub async fn new_stream(&self, peer: &HttpPeer) -> Result<Stream> {
+        let start = Instant::now();
+        let attempt = async {
+            let l4 = l4::connect(&peer._address, &peer.options).await?;
+            if !peer.tls {
+                return Ok(Box::new(l4) as Stream);
+            }
+            self.tls_on(l4, peer, start).await
+        };
+        match peer.options.total_connection_timeout {
+            None => attempt.await,
+            Some(d) => match pingora_timeout::timeout(d, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::explain(
+                    ConnectTimedout,
+                    format!("connecting to {peer}: not done within {d:?}"),
+                )
+                .into_up()),
+            },
+        }
+    }
+
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    async fn tls_on(
+        &self,
+        l4: crate::protocols::L4Stream,
+        peer: &HttpPeer,
+        start: Instant,
+    ) -> Result<Stream> {
+        let o = &peer.options;
+        let mut t = tls::TlsPeer::new(&peer.sni);
+        t.verify_cert = o.verify_cert;
+        t.verify_hostname = o.verify_hostname;
+        t.alternative_cn = o.alternative_cn.clone();
+        t.ca_file = o.ca.clone();
+        t.client_cert_key = o.client_cert_key.clone();
+        t.alpn = o.alpn.protocols();
+        if let Some(left) = l4::remaining(start, o.total_connection_timeout) {
+            t.handshake_timeout = left;
+        }
+        Ok(Box::new(self.tls.connect(l4, &t).await?))
+    }
+
+    #[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+    async fn tls_on(
+        &self,
+        _l4: crate::protocols::L4Stream,
+        peer: &HttpPeer,
+        _start: Instant,
+    ) -> Result<Stream> {
+        Error::e_explain(
+            InternalError,
+            format!("{peer} wants TLS, but this build has no TLS library"),
+        )
+    }
+
+    /// An idle pooled connection to `peer` if there is one (`true`), else a
+    /// new one (`false`).
+    pub async fn get_stream(&self, peer: &HttpPeer) -> Result<(Stream, bool)> {
+        if let Some(s) = self.pool.get(peer.reuse_hash()) {
+            return Ok((s, true));
+        }
+        Ok((self.new_stream(peer).await?, false))
+    }
+
+    /// Keep `stream` for reuse by peers with hash `key`, watched: a remote
+    /// close, unexpected bytes, or `idle_timeout` drop it. Needs a tokio
+    /// runtime (the watch is a task).
+    pub fn release_stream(&self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
+        let Some(handle) = self.pool.put(key, stream) else {
+            return;
+        };
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            pool.watch(handle, idle_timeout, |s: &Stream, cx| {
+                s.poll_read_ready(cx).map(|_| ())
+            })
+            .await;
+        });
+    }
+
+    /// Pool counters: hits, misses, evictions, idle connections.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+}

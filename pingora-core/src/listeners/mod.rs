@@ -32,6 +32,16 @@ pub struct TcpKeepalive {
     pub count: u32,
 }
 
+impl TcpKeepalive {
+    /// As socket2's parameters.
+    pub(crate) fn params(&self) -> socket2::TcpKeepalive {
+        socket2::TcpKeepalive::new()
+            .with_time(self.idle)
+            .with_interval(self.interval)
+            .with_retries(self.count)
+    }
+}
+
 /// Per-listener TCP options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpSocketOptions {
@@ -178,16 +188,12 @@ fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener>
             .or_err_with(ErrorType::BindError, || ctx("SO_REUSEPORT"))?;
     }
     if let Some(ka) = &opt.tcp_keepalive {
-        let params = socket2::TcpKeepalive::new()
-            .with_time(ka.idle)
-            .with_interval(ka.interval)
-            .with_retries(ka.count);
         socket
-            .set_tcp_keepalive(&params)
+            .set_tcp_keepalive(&ka.params())
             .or_err_with(ErrorType::BindError, || ctx("TCP keepalive"))?;
     }
     if let Some(qlen) = opt.tcp_fastopen {
-        set_tcp_fastopen(&socket, qlen)
+        set_tcp_int(socket.as_raw_fd(), libc::TCP_FASTOPEN, qlen as libc::c_int)
             .or_err_with(ErrorType::BindError, || ctx("TCP_FASTOPEN"))?;
     }
     socket
@@ -200,14 +206,15 @@ fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener>
     Ok(BoundListener::Tcp(socket.into()))
 }
 
-fn set_tcp_fastopen(socket: &Socket, qlen: u32) -> std::io::Result<()> {
-    let v = qlen as libc::c_int;
+/// Set an integer `IPPROTO_TCP` option (`TCP_FASTOPEN`,
+/// `TCP_FASTOPEN_CONNECT`) on a socket.
+pub(crate) fn set_tcp_int(fd: RawFd, name: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
     // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
     let r = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
-            libc::TCP_FASTOPEN,
+            name,
             &v as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -1,0 +1,84 @@
+//! L4 connect: TCP (with bind address, keepalive, TCP Fast Open) or Unix
+//! socket, under a connect timeout. Failures are told apart: refused, timed
+//! out, no route, bind failure.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
+use tokio::net::{TcpSocket, UnixStream};
+
+use crate::listeners::set_tcp_int;
+use crate::protocols::{L4Stream, SocketAddr};
+use crate::upstreams::peer::PeerOptions;
+
+fn connect_error(e: io::Error, addr: &SocketAddr) -> Box<Error> {
+    let kind: ErrorType = match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => ConnectRefused,
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectNoRoute,
+        Some(libc::ETIMEDOUT) => ConnectTimedout,
+        _ => ConnectError,
+    };
+    Error::because(kind, format!("connecting to {addr}"), e).into_up()
+}
+
+/// Connect to `addr` with `opts`' L4 settings.
+pub async fn connect(addr: &SocketAddr, opts: &PeerOptions) -> Result<L4Stream> {
+    let attempt = async {
+        match addr {
+            SocketAddr::Unix(Some(path)) => UnixStream::connect(path)
+                .await
+                .map(L4Stream::from_unix)
+                .map_err(|e| connect_error(e, addr)),
+            SocketAddr::Unix(None) => Error::e_explain(InvalidInput, "unnamed Unix socket"),
+            SocketAddr::Inet(inet) => {
+                let socket = if inet.is_ipv4() {
+                    TcpSocket::new_v4()
+                } else {
+                    TcpSocket::new_v6()
+                }
+                .or_err(SocketError, "creating a socket")?;
+                if let Some(local) = opts.bind_to {
+                    socket
+                        .bind(local)
+                        .or_err_with(BindError, || format!("binding to {local}"))?;
+                }
+                if let Some(ka) = &opts.tcp_keepalive {
+                    socket2::SockRef::from(&socket)
+                        .set_tcp_keepalive(&ka.params())
+                        .or_err(SocketError, "setting TCP keepalive")?;
+                }
+                if opts.tcp_fast_open {
+                    set_tcp_int(socket.as_raw_fd(), libc::TCP_FASTOPEN_CONNECT, 1)
+                        .or_err(SocketError, "setting TCP_FASTOPEN_CONNECT")?;
+                }
+                let s = socket
+                    .connect(*inet)
+                    .await
+                    .map_err(|e| connect_error(e, addr))?;
+                let _ = s.set_nodelay(true);
+                Ok(L4Stream::from_tcp(s))
+            }
+        }
+    };
+    match opts.connection_timeout {
+        None => attempt.await,
+        Some(d) => match pingora_timeout::timeout(d, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::explain(
+                ConnectTimedout,
+                format!("connecting to {addr}: no answer within {d:?}"),
+            )
+            .into_up()),
+        },
+    }
+}
+
+/// The remaining time of a total budget started at `start`.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub(crate) fn remaining(
+    start: std::time::Instant,
+    total: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    total.map(|t| t.saturating_sub(start.elapsed()))
+}

@@ -1,0 +1,3 @@
+//! Upstreams: the peers a server connects to.
+
+pub mod peer;

@@ -1,0 +1,262 @@
+//! Peers: where and how to reach an upstream.
+//!
+//! [`HttpPeer`] carries Pingora's fields and options (address, TLS, SNI,
+//! timeouts, verification, ALPN, client certificate, keepalive, bind
+//! address, HTTP/2 settings); [`BasicPeer`] is a plain L4 peer. Each
+//! computes a reuse hash: two connections with equal hashes are
+//! interchangeable in the connection pool.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::ToSocketAddrs;
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
+
+use crate::listeners::TcpKeepalive;
+use crate::protocols::SocketAddr;
+
+/// Which HTTP versions to offer by ALPN, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ALPN {
+    /// HTTP/1.1 only.
+    #[default]
+    H1,
+    /// HTTP/2 only.
+    H2,
+    /// HTTP/2 preferred, HTTP/1.1 accepted.
+    H2H1,
+}
+
+impl ALPN {
+    /// The protocol names, most preferred first.
+    pub fn protocols(&self) -> Vec<Vec<u8>> {
+        match self {
+            ALPN::H1 => vec![b"http/1.1".to_vec()],
+            ALPN::H2 => vec![b"h2".to_vec()],
+            ALPN::H2H1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        }
+    }
+}
+
+/// How to connect to a peer and talk to it. Defaults: 10 s connect
+/// timeout, verification on, HTTP/1.1.
+#[derive(Clone)]
+pub struct PeerOptions {
+    /// Time allowed for the TCP (or Unix) connect.
+    pub connection_timeout: Option<Duration>,
+    /// Time allowed for connect and TLS handshake together.
+    pub total_connection_timeout: Option<Duration>,
+    /// Time allowed for each read.
+    pub read_timeout: Option<Duration>,
+    /// Time allowed for each write.
+    pub write_timeout: Option<Duration>,
+    /// How long an idle connection stays in the pool.
+    pub idle_timeout: Option<Duration>,
+    /// Verify the certificate chain.
+    pub verify_cert: bool,
+    /// Verify that the certificate names the SNI (or `alternative_cn`).
+    pub verify_hostname: bool,
+    /// Another name the certificate may carry.
+    pub alternative_cn: Option<String>,
+    /// ALPN preference.
+    pub alpn: ALPN,
+    /// CA file (PEM) to trust instead of the system's.
+    pub ca: Option<String>,
+    /// Client certificate and key to present.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub client_cert_key: Option<Arc<crate::listeners::tls::CertKey>>,
+    /// TCP keepalive probes.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Use TCP Fast Open for the connect.
+    pub tcp_fast_open: bool,
+    /// HTTP/2 ping interval (keepalive).
+    pub h2_ping_interval: Option<Duration>,
+    /// Most concurrent streams this side opens on one HTTP/2 connection.
+    pub max_h2_streams: usize,
+    /// Local address to connect from.
+    pub bind_to: Option<std::net::SocketAddr>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            connection_timeout: Some(Duration::from_secs(10)),
+            total_connection_timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            idle_timeout: Some(Duration::from_secs(60)),
+            verify_cert: true,
+            verify_hostname: true,
+            alternative_cn: None,
+            alpn: ALPN::H1,
+            ca: None,
+            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            client_cert_key: None,
+            tcp_keepalive: None,
+            tcp_fast_open: false,
+            h2_ping_interval: None,
+            max_h2_streams: 1,
+            bind_to: None,
+        }
+    }
+}
+
+impl PeerOptions {
+    fn hash_into<H: Hasher>(&self, h: &mut H) {
+        self.verify_cert.hash(h);
+        self.verify_hostname.hash(h);
+        self.alternative_cn.hash(h);
+        self.alpn.hash(h);
+        self.ca.hash(h);
+        #[cfg(any(feature = "openssl", feature = "boringssl"))]
+        self.client_cert_key
+            .as_ref()
+            .map(|c| Arc::as_ptr(c) as usize)
+            .hash(h);
+        self.bind_to.hash(h);
+    }
+}
+
+/// Resolve `address` (`host:port`, or `unix:/path`) to one socket address.
+fn resolve(address: &str) -> Result<SocketAddr> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        return Ok(SocketAddr::Unix(Some(path.into())));
+    }
+    address
+        .to_socket_addrs()
+        .or_err_with(InvalidInput, || format!("invalid peer address {address:?}"))?
+        .next()
+        .map(SocketAddr::Inet)
+        .ok_or_else(|| Error::explain(InvalidInput, format!("{address:?} resolves to nothing")))
+}
+
+/// An HTTP upstream.
+#[derive(Clone)]
+pub struct HttpPeer {
+    /// Where it is.
+    pub _address: SocketAddr,
+    /// Whether to speak TLS.
+    pub tls: bool,
+    /// The server name for SNI and certificate checks.
+    pub sni: String,
+    /// How to connect.
+    pub options: PeerOptions,
+}
+
+impl HttpPeer {
+    /// A peer at `address` (`host:port`, or `unix:/path`), with TLS or not,
+    /// and this SNI. Fails if the address does not parse or resolve.
+    pub fn new(address: &str, tls: bool, sni: String) -> Result<Self> {
+        Ok(HttpPeer {
+            _address: resolve(address)?,
+            tls,
+            sni,
+            options: PeerOptions::default(),
+        })
+    }
+
+    /// A peer on a Unix socket.
+    pub fn new_uds(path: &str, tls: bool, sni: String) -> Self {
+        HttpPeer {
+            _address: SocketAddr::Unix(Some(path.into())),
+            tls,
+            sni,
+            options: PeerOptions::default(),
+        }
+    }
+
+    /// The address.
+    pub fn address(&self) -> &SocketAddr {
+        &self._address
+    }
+
+    /// Whether connections made for this peer and for another with the
+    /// same hash are interchangeable.
+    pub fn reuse_hash(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self._address.hash(&mut h);
+        self.tls.hash(&mut h);
+        self.sni.hash(&mut h);
+        self.options.hash_into(&mut h);
+        h.finish()
+    }
+}
+
+impl std::fmt::Display for HttpPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{} (sni {:?})",
+            if self.tls { "tls://" } else { "" },
+            self._address,
+            self.sni
+        )
+    }
+}
+
+/// A plain L4 (TCP or Unix) upstream.
+#[derive(Clone)]
+pub struct BasicPeer {
+    /// Where it is.
+    pub _address: SocketAddr,
+    /// How to connect (only the L4 options apply).
+    pub options: PeerOptions,
+}
+
+impl BasicPeer {
+    /// A peer at `address` (`host:port`, or `unix:/path`).
+    pub fn new(address: &str) -> Result<Self> {
+        Ok(BasicPeer {
+            _address: resolve(address)?,
+            options: PeerOptions::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuse_hash_separates_what_matters() {
+        let a = HttpPeer::new("127.0.0.1:80", true, "a.test".into()).unwrap();
+        let same = HttpPeer::new("127.0.0.1:80", true, "a.test".into()).unwrap();
+        assert_eq!(a.reuse_hash(), same.reuse_hash());
+        let mut others = vec![
+            HttpPeer::new("127.0.0.1:81", true, "a.test".into()).unwrap(),
+            HttpPeer::new("127.0.0.1:80", false, "a.test".into()).unwrap(),
+            HttpPeer::new("127.0.0.1:80", true, "b.test".into()).unwrap(),
+        ];
+        let mut p = a.clone();
+        p.options.verify_cert = false;
+        others.push(p);
+        let mut p = a.clone();
+        p.options.alpn = ALPN::H2;
+        others.push(p);
+        let mut p = a.clone();
+        p.options.bind_to = Some("127.0.0.2:0".parse().unwrap());
+        others.push(p);
+        for o in others {
+            assert_ne!(a.reuse_hash(), o.reuse_hash(), "{o}");
+        }
+        // Timeouts do not make connections different.
+        let mut p = a.clone();
+        p.options.read_timeout = Some(Duration::from_secs(1));
+        assert_eq!(a.reuse_hash(), p.reuse_hash());
+    }
+
+    #[test]
+    fn bad_addresses_are_errors() {
+        assert!(HttpPeer::new("not an address", false, String::new()).is_err());
+        assert!(HttpPeer::new("127.0.0.1", false, String::new()).is_err());
+        assert!(matches!(
+            HttpPeer::new("unix:/tmp/x.sock", false, String::new())
+                .unwrap()
+                ._address,
+            SocketAddr::Unix(_)
+        ));
+    }
+}

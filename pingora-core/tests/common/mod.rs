@@ -1,0 +1,110 @@
+//! Helpers shared by pingora-core's integration tests: a real nginx with
+//! its own conf in a temp dir, on a port from the OS.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nginx, stopped (by PID) and cleaned up on drop.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_bin() -> &'static str {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("nginx is not installed (.ci/run installs Debian's nginx package)");
+}
+
+/// A fresh directory for one nginx.
+pub fn nginx_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pingora-nginx-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    dir
+}
+
+/// Start nginx in `dir` with `server` as the body of its one `server {}`
+/// block (the `listen` line is added), on a port from the OS.
+pub fn start_nginx(dir: PathBuf, server: &str) -> Nginx {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let listen = if server.contains("ssl_certificate") {
+        format!("listen 127.0.0.1:{port} ssl;")
+    } else {
+        format!("listen 127.0.0.1:{port};")
+    };
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type text/plain;
+    server {{
+        {listen}
+        root {d}/www;
+        {server}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx_bin())
+        .args([
+            "-p",
+            &dir.to_string_lossy(),
+            "-c",
+            &dir.join("nginx.conf").to_string_lossy(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start; see {d}/error.log"
+        );
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+    Nginx { child, port, dir }
+}
+
+/// Poll `f` until true, failing after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        pingora_timeout::sleep(Duration::from_millis(5)).await;
+    }
+}
