@@ -1,8 +1,9 @@
 //! An HTTP/1 server: a greeting, a streaming echo, and the server's limits.
 //!
 //! ```sh
-//! cargo run --example http_server -- --listen 127.0.0.1:6145
+//! cargo run --example http_server -- --listen 127.0.0.1:6145 --h2c
 //! curl http://127.0.0.1:6145/                     # hello
+//! curl --http2-prior-knowledge http://127.0.0.1:6145/   # the same over HTTP/2
 //! curl -T big.file http://127.0.0.1:6145/echo     # streamed back, chunked
 //! ```
 //!
@@ -45,6 +46,9 @@ struct Args {
     /// How long an idle keep-alive connection is kept, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     keepalive_timeout_ms: u64,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on the same port.
+    #[arg(long)]
+    h2c: bool,
 }
 
 struct App;
@@ -139,7 +143,9 @@ fn main() {
         keepalive_timeout: ms(args.keepalive_timeout_ms),
         ..Default::default()
     };
-    let mut service = Service::new("http".to_string(), HttpServer::with_options(App, options));
+    let mut http = HttpServer::with_options(App, options);
+    http.set_h2c(args.h2c);
+    let mut service = Service::new("http".to_string(), http);
     for addr in &args.listen {
         service.add_tcp(addr);
     }

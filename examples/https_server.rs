@@ -1,6 +1,5 @@
 //! HTTPS with two certificates on one port, chosen by the name the client
-//! asks for (SNI). (ALPN offers HTTP/1.1; `TlsSettings::enable_h2` adds h2
-//! for apps that serve HTTP/2.)
+//! asks for (SNI), and HTTP/2 or HTTP/1.1 chosen by ALPN.
 //!
 //! ```sh
 //! cargo run --example https_server -- --listen 127.0.0.1:6443
@@ -58,8 +57,13 @@ impl ServeHttp for Hello {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let tls = session.tls_digest().cloned().unwrap_or_default();
         let body = format!(
-            "hello {} over {} ({}, {})\n",
+            "hello {} over {} {} ({}, {})\n",
             tls.sni.as_deref().unwrap_or("(no SNI)"),
+            if session.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
             tls.version,
             tls.cipher,
             tls.group.as_deref().unwrap_or("?"),
@@ -89,10 +93,11 @@ fn main() -> pingora::error::Result<()> {
 
     let mut server = Server::new_or_exit(args.opt);
     server.bootstrap();
-    let tls = TlsSettings::with_callbacks(Box::new(Certs {
+    let mut tls = TlsSettings::with_callbacks(Box::new(Certs {
         a: certs[0].clone(),
         b: certs[1].clone(),
     }))?;
+    tls.enable_h2();
     let mut service = Service::new("https".to_string(), HttpServer::new(Hello));
     service.add_tls_with_settings(&args.listen, None, tls)?;
     server.add_service(service);

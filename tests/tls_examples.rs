@@ -22,7 +22,7 @@ fn https_server_serves_the_certificate_for_each_name() {
     let ca = certs.join("ca.crt");
     for name in ["a.test", "b.test"] {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--cacert"])
+            .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
             .arg(&ca)
             .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
             .arg(format!("https://{name}:{port}/"))
@@ -34,8 +34,9 @@ fn https_server_serves_the_certificate_for_each_name() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // curl offers h2 by ALPN and gets it.
         assert!(
-            body.starts_with(&format!("hello {name} over TLSv1.3")),
+            body.starts_with(&format!("hello {name} over HTTP/2 TLSv1.3")),
             "{body}"
         );
     }

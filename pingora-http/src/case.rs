@@ -105,6 +105,12 @@ impl IntoCaseHeaderName for CaseHeaderName {
     }
 }
 
+impl From<HeaderName> for CaseHeaderName {
+    fn from(name: HeaderName) -> Self {
+        CaseHeaderName { case: None, name }
+    }
+}
+
 /// The usual spelling of common header names.
 fn title_case(name: &HeaderName) -> Option<&'static str> {
     use http::header::*;

@@ -33,6 +33,21 @@ impl WireOrder {
         }
     }
 
+    /// The order of a map built elsewhere (e.g. from HTTP/2): names spelled
+    /// in lowercase, repeated names kept together.
+    pub(crate) fn from_map(map: &HeaderMap) -> Self {
+        let mut entries = Vec::with_capacity(map.len());
+        for name in map.keys() {
+            for nth in 0..map.get_all(name).iter().count() {
+                entries.push(Entry {
+                    name: CaseHeaderName::from(name.clone()),
+                    nth,
+                });
+            }
+        }
+        WireOrder { entries }
+    }
+
     /// Add `value` as the last line, spelled as `name`.
     pub(crate) fn append(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
         // (The entry API would hash once, but needs an owned name: measured

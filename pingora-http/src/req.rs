@@ -194,6 +194,13 @@ impl RequestHeader {
     pub fn into_parts(self) -> Parts {
         self.base
     }
+
+    /// From the `http` crate's parts (as HTTP/2 delivers them): names are
+    /// lowercase, in the map's order.
+    pub fn from_parts(base: Parts) -> Self {
+        let order = WireOrder::from_map(&base.headers);
+        RequestHeader { base, order }
+    }
 }
 
 /// Write the request-target in the form the URI calls for (RFC 9112 §3.2).

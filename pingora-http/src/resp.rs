@@ -193,4 +193,15 @@ impl ResponseHeader {
     pub fn into_parts(self) -> Parts {
         self.base
     }
+
+    /// From the `http` crate's parts (as HTTP/2 delivers them): names are
+    /// lowercase, in the map's order.
+    pub fn from_parts(base: Parts) -> Self {
+        let order = WireOrder::from_map(&base.headers);
+        ResponseHeader {
+            base,
+            order,
+            reason: None,
+        }
+    }
 }

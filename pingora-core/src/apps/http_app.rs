@@ -10,6 +10,7 @@
 //! [`ServerApp`](super::ServerApp) for a listening service.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,7 +21,9 @@ use tracing::debug;
 
 use super::ServerApp;
 use crate::protocols::http::v1::H1Options;
+use crate::protocols::http::v2::server::{self as h2s, H2Options};
 use crate::protocols::http::ServerSession;
+use crate::protocols::rewind::Rewind;
 use crate::protocols::Stream;
 use crate::server::ShutdownWatch;
 
@@ -92,6 +95,8 @@ impl<S: ServeHttp> HttpServerApp for S {
 pub struct HttpServer<A> {
     app: Arc<A>,
     options: H1Options,
+    h2_options: H2Options,
+    h2c: bool,
 }
 
 impl<A: HttpServerApp> HttpServer<A> {
@@ -105,7 +110,21 @@ impl<A: HttpServerApp> HttpServer<A> {
         HttpServer {
             app: Arc::new(app),
             options,
+            h2_options: H2Options::default(),
+            h2c: false,
         }
+    }
+
+    /// HTTP/2 settings (streams, windows, ping keepalive).
+    pub fn set_h2_options(&mut self, options: H2Options) {
+        self.h2_options = options;
+    }
+
+    /// Accept HTTP/2 with prior knowledge (h2c) on plain connections, as
+    /// well as HTTP/1. Over TLS, HTTP/2 is chosen by ALPN instead
+    /// (`TlsSettings::enable_h2`).
+    pub fn set_h2c(&mut self, on: bool) {
+        self.h2c = on;
     }
 
     /// The app.
@@ -131,6 +150,21 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let h2 = stream.tls_digest().is_some_and(|d| d.is_h2());
+        let stream = if h2 {
+            stream
+        } else if self.h2c && stream.tls_digest().is_none() {
+            match sniff_preface(stream).await {
+                Some((true, s)) => return self.serve_h2(s, shutdown).await,
+                Some((false, s)) => s,
+                None => return None,
+            }
+        } else {
+            stream
+        };
+        if h2 {
+            return self.serve_h2(stream, shutdown).await;
+        }
         let mut session = ServerSession::new_http1(stream, self.options);
         let mut shutdown = shutdown.clone();
         let mut first = true;
@@ -188,6 +222,113 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                     return None;
                 }
             }
+        }
+    }
+}
+
+/// The client preface that starts every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Read enough of a plain connection to tell HTTP/2 prior knowledge from
+/// HTTP/1, and put what was read back. `None` if the client went away.
+async fn sniff_preface(mut stream: Stream) -> Option<(bool, Stream)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+        let mut chunk = [0u8; 24];
+        let want = H2_PREFACE.len() - buf.len();
+        match stream.read(&mut chunk[..want]).await {
+            Ok(0) | Err(_) => {
+                if buf.is_empty() {
+                    return None;
+                }
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let is_h2 = buf == H2_PREFACE;
+    Some((is_h2, Box::new(Rewind::new(buf.into(), stream))))
+}
+
+impl<A: HttpServerApp> HttpServer<A> {
+    /// Serve an HTTP/2 connection: each stream in its own task, the
+    /// connection driven here; GOAWAY on graceful shutdown, then the open
+    /// streams finish; PING keepalive if configured.
+    async fn serve_h2(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let tls = stream.tls_digest().cloned();
+        let socket = stream.socket_digest().cloned();
+        let mut conn = match h2s::handshake(stream, &self.h2_options).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("{e}");
+                return None;
+            }
+        };
+        let for_streams = shutdown.clone();
+        let mut shutdown = shutdown.clone();
+        let mut going_away = *shutdown.borrow();
+        if going_away {
+            conn.graceful_shutdown();
+        }
+        let ping = keepalive(conn.ping_pong(), self.h2_options.ping_interval);
+        tokio::pin!(ping);
+        loop {
+            tokio::select! {
+                next = conn.accept() => match next {
+                    Some(Ok((request, respond))) => {
+                        let app = self.app.clone();
+                        let watch = for_streams.clone();
+                        let mut session = ServerSession::H2(Box::new(h2s::HttpSession::new(
+                            request,
+                            respond,
+                            tls.clone(),
+                            socket.clone(),
+                        )));
+                        tokio::spawn(async move {
+                            if let Err(e) = app.process_request(&mut session, &watch).await {
+                                debug!("request failed: {e}");
+                                if session.response_written().is_none() {
+                                    let _ = session.respond_error(error_status(e.etype())).await;
+                                }
+                            }
+                            let _ = session.finish().await;
+                        });
+                    }
+                    Some(Err(e)) => {
+                        debug!("HTTP/2 connection error: {e}");
+                        return None;
+                    }
+                    None => return None,
+                },
+                _ = shutdown.wait_for(|s| *s), if !going_away => {
+                    going_away = true;
+                    conn.graceful_shutdown();
+                }
+                _ = &mut ping => {
+                    debug!("HTTP/2 ping unanswered: closing");
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                }
+            }
+        }
+    }
+}
+
+/// Ping every `interval`; complete when a pong does not come back within
+/// the interval. Never completes without an interval.
+async fn keepalive(pp: Option<h2::PingPong>, interval: Option<Duration>) {
+    let (Some(mut pp), Some(interval)) = (pp, interval) else {
+        return std::future::pending().await;
+    };
+    loop {
+        pingora_timeout::sleep(interval).await;
+        match pingora_timeout::timeout(interval, pp.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => continue,
+            _ => return,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! HTTP sessions: reading requests and writing responses (server side), and
 //! writing requests and reading responses (client side).
 //!
-//! [`v1`] speaks HTTP/1.0 and HTTP/1.1. [`ServerSession`] is what apps see:
+//! [`v1`] speaks HTTP/1.0 and HTTP/1.1, [`v2`] HTTP/2. [`ServerSession`] is
+//! what apps see:
 //! one request and its response, whatever protocol carried them.
 
 pub mod server;
 pub mod v1;
+pub mod v2;
 
 pub use server::ServerSession;
 pub use v1::H1Options;

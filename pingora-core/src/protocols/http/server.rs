@@ -6,14 +6,19 @@ use http::HeaderMap;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::v1;
+use super::{v1, v2};
 use crate::protocols::{SocketAddr, Stream};
 
-/// A downstream HTTP session. Today HTTP/1.x; HTTP/2 streams join as a
-/// second variant with the same methods.
+/// A downstream HTTP session: an HTTP/1.x connection, or one HTTP/2
+/// stream. The methods are the same for both.
+// The HTTP/1 session stays inline: it lives for the whole connection in
+// the connection's own task. HTTP/2 streams are boxed, one per stream.
+#[allow(clippy::large_enum_variant)]
 pub enum ServerSession {
     /// An HTTP/1.0 or HTTP/1.1 connection.
     H1(v1::server::HttpSession),
+    /// One stream of an HTTP/2 connection.
+    H2(Box<v2::server::HttpSession>),
 }
 
 impl ServerSession {
@@ -23,9 +28,11 @@ impl ServerSession {
     }
 
     /// Read the next request header; `None` if the client went away first.
+    /// (An HTTP/2 stream arrives with its header already read.)
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
         match self {
             ServerSession::H1(s) => s.read_request().await,
+            ServerSession::H2(_) => Ok(Some(0)),
         }
     }
 
@@ -33,6 +40,7 @@ impl ServerSession {
     pub fn req_header(&self) -> &RequestHeader {
         match self {
             ServerSession::H1(s) => s.req_header(),
+            ServerSession::H2(s) => s.req_header(),
         }
     }
 
@@ -40,6 +48,7 @@ impl ServerSession {
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
         match self {
             ServerSession::H1(s) => s.req_header_mut(),
+            ServerSession::H2(s) => s.req_header_mut(),
         }
     }
 
@@ -47,6 +56,7 @@ impl ServerSession {
     pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
         match self {
             ServerSession::H1(s) => s.read_body_bytes().await,
+            ServerSession::H2(s) => s.read_body_bytes().await,
         }
     }
 
@@ -54,6 +64,7 @@ impl ServerSession {
     pub fn is_body_done(&self) -> bool {
         match self {
             ServerSession::H1(s) => s.is_body_done(),
+            ServerSession::H2(s) => s.is_body_done(),
         }
     }
 
@@ -61,6 +72,7 @@ impl ServerSession {
     pub fn request_trailers(&self) -> Option<&HeaderMap> {
         match self {
             ServerSession::H1(s) => s.trailers(),
+            ServerSession::H2(s) => s.trailers(),
         }
     }
 
@@ -68,6 +80,7 @@ impl ServerSession {
     pub fn is_upgrade_req(&self) -> bool {
         match self {
             ServerSession::H1(s) => s.is_upgrade_req(),
+            ServerSession::H2(_) => false,
         }
     }
 
@@ -75,6 +88,7 @@ impl ServerSession {
     pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
         match self {
             ServerSession::H1(s) => s.write_response_header(resp).await,
+            ServerSession::H2(s) => s.write_response_header(resp).await,
         }
     }
 
@@ -82,6 +96,7 @@ impl ServerSession {
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         match self {
             ServerSession::H1(s) => s.response_written(),
+            ServerSession::H2(s) => s.response_written(),
         }
     }
 
@@ -89,6 +104,7 @@ impl ServerSession {
     pub async fn write_response_body(&mut self, data: Bytes) -> Result<()> {
         match self {
             ServerSession::H1(s) => s.write_body(&data).await,
+            ServerSession::H2(s) => s.write_body(data).await,
         }
     }
 
@@ -96,6 +112,7 @@ impl ServerSession {
     pub fn set_response_trailers(&mut self, trailers: HeaderMap) {
         match self {
             ServerSession::H1(s) => s.set_response_trailers(trailers),
+            ServerSession::H2(s) => s.set_response_trailers(trailers),
         }
     }
 
@@ -103,6 +120,7 @@ impl ServerSession {
     pub async fn finish_body(&mut self) -> Result<()> {
         match self {
             ServerSession::H1(s) => s.finish_body().await,
+            ServerSession::H2(s) => s.finish_body().await,
         }
     }
 
@@ -110,6 +128,7 @@ impl ServerSession {
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
         match self {
             ServerSession::H1(s) => s.respond_error(status).await,
+            ServerSession::H2(s) => s.respond_error(status).await,
         }
     }
 
@@ -117,6 +136,9 @@ impl ServerSession {
     pub fn set_keepalive(&mut self, keepalive: bool) {
         match self {
             ServerSession::H1(s) => s.set_keepalive(keepalive),
+            ServerSession::H2(s) => {
+                let _ = (s, keepalive);
+            }
         }
     }
 
@@ -125,6 +147,7 @@ impl ServerSession {
     pub async fn finish(&mut self) -> Result<bool> {
         match self {
             ServerSession::H1(s) => s.finish().await,
+            ServerSession::H2(s) => s.finish().await,
         }
     }
 
@@ -132,6 +155,7 @@ impl ServerSession {
     pub fn client_addr(&self) -> Option<&SocketAddr> {
         match self {
             ServerSession::H1(s) => s.client_addr(),
+            ServerSession::H2(s) => s.client_addr(),
         }
     }
 
@@ -139,6 +163,7 @@ impl ServerSession {
     pub fn server_addr(&self) -> Option<&SocketAddr> {
         match self {
             ServerSession::H1(s) => s.server_addr(),
+            ServerSession::H2(s) => s.server_addr(),
         }
     }
 
@@ -146,13 +171,20 @@ impl ServerSession {
     pub fn tls_digest(&self) -> Option<&crate::protocols::TlsDigest> {
         match self {
             ServerSession::H1(s) => s.tls_digest(),
+            ServerSession::H2(s) => s.tls_digest(),
         }
+    }
+
+    /// Whether this is an HTTP/2 stream.
+    pub fn is_http2(&self) -> bool {
+        matches!(self, ServerSession::H2(_))
     }
 
     /// The HTTP/1 session, when that is the protocol.
     pub fn as_http1(&mut self) -> Option<&mut v1::server::HttpSession> {
         match self {
             ServerSession::H1(s) => Some(s),
+            ServerSession::H2(_) => None,
         }
     }
 }

@@ -1,0 +1,316 @@
+//! The server side of HTTP/2: one [`HttpSession`] per stream, with the same
+//! shape as an HTTP/1 session, over the `h2` crate.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderMap, HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
+use http::{Method, StatusCode};
+use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::protocols::{SocketAddr, SocketDigest, Stream, TlsDigest};
+
+/// Limits and timers of an HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Options {
+    /// Most streams the client may open at once (default 100).
+    pub max_concurrent_streams: u32,
+    /// Each stream's flow-control window (default 64 KiB), which bounds how
+    /// much a client can send ahead of the app reading it.
+    pub initial_window_size: u32,
+    /// The connection's window (default 1 MiB).
+    pub initial_connection_window_size: u32,
+    /// Send a PING this often while the connection lives; if the PONG does
+    /// not come back within the same time, the connection is closed.
+    /// Default: none.
+    pub ping_interval: Option<Duration>,
+    /// Largest header list accepted (default 64 KiB).
+    pub max_header_list_size: u32,
+}
+
+impl Default for H2Options {
+    fn default() -> Self {
+        H2Options {
+            max_concurrent_streams: 100,
+            initial_window_size: 65_535,
+            initial_connection_window_size: 1 << 20,
+            ping_interval: None,
+            max_header_list_size: 64 * 1024,
+        }
+    }
+}
+
+/// An HTTP/2 server connection.
+pub type H2Connection = h2::server::Connection<Stream, Bytes>;
+
+/// The HTTP/2 handshake on an accepted stream (after ALPN h2, or the h2c
+/// preface), with these settings.
+pub async fn handshake(io: Stream, opts: &H2Options) -> Result<H2Connection> {
+    h2::server::Builder::new()
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .initial_window_size(opts.initial_window_size)
+        .initial_connection_window_size(opts.initial_connection_window_size)
+        .max_header_list_size(opts.max_header_list_size)
+        .handshake(io)
+        .await
+        .or_err(H2Error, "HTTP/2 handshake")
+        .map_err(|e| e.into_down())
+}
+
+/// Headers that are about one HTTP/1 connection and must not appear in
+/// HTTP/2 (RFC 9113 §8.2.2).
+const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "te", "http2-settings"];
+
+fn strip_connection_headers(h: &mut ResponseHeader) {
+    h.remove_header(&CONNECTION);
+    h.remove_header(&TRANSFER_ENCODING);
+    h.remove_header(&UPGRADE);
+    for name in HOP_BY_HOP {
+        h.remove_header(HeaderName::from_static(name));
+    }
+}
+
+/// One HTTP/2 stream: a request and its response.
+pub struct HttpSession {
+    req: Box<RequestHeader>,
+    body_in: RecvStream,
+    body_done: bool,
+    trailers_in: Option<HeaderMap>,
+    send_resp: SendResponse<Bytes>,
+    body_out: Option<SendStream<Bytes>>,
+    resp: Option<Box<ResponseHeader>>,
+    trailers_out: Option<HeaderMap>,
+    body_read: u64,
+    body_sent: u64,
+    /// HEAD, 204 or 304: no body goes out.
+    no_body: bool,
+    ended: bool,
+    tls: Option<TlsDigest>,
+    socket: Option<SocketDigest>,
+}
+
+impl HttpSession {
+    /// Wrap one accepted stream of `conn`.
+    pub fn new(
+        request: http::Request<RecvStream>,
+        send_resp: SendResponse<Bytes>,
+        tls: Option<TlsDigest>,
+        socket: Option<SocketDigest>,
+    ) -> Self {
+        let (parts, body_in) = request.into_parts();
+        let body_done = body_in.is_end_stream();
+        HttpSession {
+            req: Box::new(RequestHeader::from_parts(parts)),
+            body_in,
+            body_done,
+            trailers_in: None,
+            send_resp,
+            body_out: None,
+            resp: None,
+            trailers_out: None,
+            body_read: 0,
+            body_sent: 0,
+            no_body: false,
+            ended: false,
+            tls,
+            socket,
+        }
+    }
+
+    /// The request header (`:authority` is in the URI; there is no Host
+    /// line unless the client sent one).
+    pub fn req_header(&self) -> &RequestHeader {
+        &self.req
+    }
+
+    /// The request header, to change.
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        &mut self.req
+    }
+
+    /// The next piece of the request body; `None` at its end. Flow-control
+    /// credit goes back to the client only as the app reads, so a client
+    /// cannot send more than a window ahead.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        if self.body_done {
+            return Ok(None);
+        }
+        match self.body_in.data().await {
+            Some(Ok(data)) => {
+                let _ = self.body_in.flow_control().release_capacity(data.len());
+                self.body_read += data.len() as u64;
+                Ok(Some(data))
+            }
+            Some(Err(e)) => {
+                self.body_done = true;
+                Err(Error::because(H2Error, "reading the request body", e).into_down())
+            }
+            None => {
+                self.body_done = true;
+                self.trailers_in = self
+                    .body_in
+                    .trailers()
+                    .await
+                    .or_err(H2Error, "reading request trailers")
+                    .map_err(|e| e.into_down())?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the request body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        self.body_done
+    }
+
+    /// The request's trailers, once its body has been read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers_in.as_ref()
+    }
+
+    /// Write the response header. Connection-specific fields (Connection,
+    /// Transfer-Encoding, Upgrade, Keep-Alive, …) are dropped, as HTTP/2
+    /// requires.
+    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
+        if self.resp.is_some() {
+            return Error::e_explain(H2Error, "response header already written");
+        }
+        let status = resp.status;
+        if status.is_informational() {
+            // 1xx: an interim response; 101 has no meaning in HTTP/2.
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Error::e_explain(H2Error, "101 cannot be sent over HTTP/2");
+            }
+            strip_connection_headers(&mut resp);
+            let interim = http::Response::from_parts(resp.into_parts(), ());
+            return self
+                .send_resp
+                .send_informational(interim)
+                .or_err(H2Error, "sending an interim response");
+        }
+        strip_connection_headers(&mut resp);
+        self.no_body = self.req.method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let head = http::Response::from_parts((*resp).clone().into_parts(), ());
+        let send = self
+            .send_resp
+            .send_response(head, false)
+            .or_err(H2Error, "sending the response header")
+            .map_err(|e| e.into_down())?;
+        self.body_out = Some(send);
+        self.resp = Some(resp);
+        Ok(())
+    }
+
+    /// The final response header, once written.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        self.resp.as_deref()
+    }
+
+    /// Send response body bytes, as the client's flow-control window
+    /// allows: this waits for credit rather than buffering without bound.
+    pub async fn write_body(&mut self, mut data: Bytes) -> Result<()> {
+        if self.no_body || data.is_empty() {
+            return Ok(());
+        }
+        let send = self
+            .body_out
+            .as_mut()
+            .or_err(H2Error, "no response header written")?;
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    return Err(
+                        Error::because(H2Error, "waiting for flow-control credit", e).into_down(),
+                    )
+                }
+                None => return Error::e_explain(H2Error, "stream closed by the client"),
+            };
+            if granted == 0 {
+                continue;
+            }
+            let chunk = data.split_to(granted.min(data.len()));
+            self.body_sent += chunk.len() as u64;
+            send.send_data(chunk, false)
+                .or_err(H2Error, "sending body data")
+                .map_err(|e| e.into_down())?;
+        }
+        Ok(())
+    }
+
+    /// Trailers to send after the body (gRPC status, for one).
+    pub fn set_response_trailers(&mut self, trailers: HeaderMap) {
+        self.trailers_out = Some(trailers);
+    }
+
+    /// End the response: trailers if set, else an empty final DATA frame.
+    pub async fn finish_body(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        let send = self
+            .body_out
+            .as_mut()
+            .or_err(H2Error, "no response header written")?;
+        self.ended = true;
+        let r = match self.trailers_out.take() {
+            Some(t) if !self.no_body => send.send_trailers(t),
+            _ => send.send_data(Bytes::new(), true),
+        };
+        r.or_err(H2Error, "ending the response")
+            .map_err(|e| e.into_down())
+    }
+
+    /// Answer with an error status and an empty body.
+    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
+        if self.resp.is_some() {
+            return Ok(());
+        }
+        let resp = ResponseHeader::build(status, Some(1))?;
+        self.write_response_header(Box::new(resp)).await?;
+        self.finish_body().await
+    }
+
+    /// Response body bytes sent.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.body_sent
+    }
+
+    /// Request body bytes read.
+    pub fn body_bytes_read(&self) -> u64 {
+        self.body_read
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        self.socket.as_ref()?.peer_addr.as_ref()
+    }
+
+    /// The local address the client connected to.
+    pub fn server_addr(&self) -> Option<&SocketAddr> {
+        self.socket.as_ref()?.local_addr.as_ref()
+    }
+
+    /// The TLS digest of the connection.
+    pub fn tls_digest(&self) -> Option<&TlsDigest> {
+        self.tls.as_ref()
+    }
+
+    /// Finish the stream: end the response if the app did not. Streams are
+    /// never "reused"; returns false.
+    pub async fn finish(&mut self) -> Result<bool> {
+        if self.resp.is_none() {
+            self.respond_error(500).await?;
+        } else if !self.ended {
+            self.finish_body().await?;
+        }
+        Ok(false)
+    }
+}
