@@ -1,14 +1,99 @@
-//! HTTP sessions to upstreams, over pooled connections.
+//! HTTP sessions to upstreams: HTTP/1 over pooled connections, or HTTP/2
+//! streams over shared connections, chosen by ALPN (or prior knowledge).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::HeaderMap;
 use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::TransportConnector;
-use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::http::v1;
 use crate::protocols::http::v1::H1Options;
+use crate::protocols::http::v2::client::{H2Connection, Http2Session};
+use crate::protocols::Stream;
 use crate::server::ServerConf;
-use crate::upstreams::peer::HttpPeer;
+use crate::upstreams::peer::{HttpPeer, ALPN};
 
-/// Gives out HTTP/1 client sessions to peers, reusing idle connections.
+/// A session to an upstream: HTTP/1 (one connection) or HTTP/2 (one stream
+/// of a shared connection). The methods are the same for both.
+pub enum ClientSession {
+    /// HTTP/1.x.
+    H1(v1::client::HttpSession),
+    /// One HTTP/2 stream.
+    H2(Http2Session),
+}
+
+impl ClientSession {
+    /// Send the request header (the body, if any, follows with
+    /// `write_body`; always end with [`finish_body`](Self::finish_body)).
+    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.write_request_header(req).await.map(|_| ()),
+            ClientSession::H2(s) => s.write_request_header(req, false).await,
+        }
+    }
+
+    /// Send request body bytes.
+    pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.write_body(&data).await,
+            ClientSession::H2(s) => s.write_body(data).await,
+        }
+    }
+
+    /// End the request, with trailers if given.
+    pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.finish_body(trailers.as_ref()).await,
+            ClientSession::H2(s) => s.finish_body(trailers).await,
+        }
+    }
+
+    /// Read the response header (HTTP/1: 1xx interim responses come first;
+    /// see `is_interim`).
+    pub async fn read_response(&mut self) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.read_response().await.map(|_| ()),
+            ClientSession::H2(s) => s.read_response().await,
+        }
+    }
+
+    /// The response header, once read.
+    pub fn resp_header(&self) -> Option<&ResponseHeader> {
+        match self {
+            ClientSession::H1(s) => s.resp_header(),
+            ClientSession::H2(s) => s.resp_header(),
+        }
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            ClientSession::H1(s) => s.read_body_bytes().await,
+            ClientSession::H2(s) => s.read_body_bytes().await,
+        }
+    }
+
+    /// The response trailers, once the body has been read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        match self {
+            ClientSession::H1(s) => s.trailers(),
+            ClientSession::H2(s) => s.trailers(),
+        }
+    }
+
+    /// Whether this is an HTTP/2 stream.
+    pub fn is_http2(&self) -> bool {
+        matches!(self, ClientSession::H2(_))
+    }
+}
+
+/// Gives out sessions to peers, reusing idle HTTP/1 connections from the
+/// pool and sharing HTTP/2 connections between concurrent requests (a new
+/// one opens when all are full).
 ///
 /// ```no_run
 /// # async fn f() -> pingora_error::Result<()> {
@@ -22,6 +107,7 @@ use crate::upstreams::peer::HttpPeer;
 /// let mut req = RequestHeader::build("GET", b"/", None)?;
 /// req.insert_header("Host", "example.test")?;
 /// session.write_request_header(Box::new(req)).await?;
+/// session.finish_body(None).await?;
 /// session.read_response().await?;
 /// while session.read_body_bytes().await?.is_some() {}
 /// connector.release_http_session(session, &peer);
@@ -29,6 +115,7 @@ use crate::upstreams::peer::HttpPeer;
 /// ```
 pub struct Connector {
     transport: TransportConnector,
+    h2: Mutex<HashMap<u64, Vec<H2Connection>>>,
 }
 
 impl Connector {
@@ -36,6 +123,7 @@ impl Connector {
     pub fn new(conf: Option<&ServerConf>) -> Self {
         Connector {
             transport: TransportConnector::new(conf),
+            h2: Mutex::default(),
         }
     }
 
@@ -44,10 +132,53 @@ impl Connector {
         &self.transport
     }
 
-    /// A session to `peer`, on a pooled connection when one is idle
-    /// (`true`), else on a new one.
-    pub async fn get_http_session(&self, peer: &HttpPeer) -> Result<(HttpSession, bool)> {
+    /// HTTP/2 connections open to peers like this one.
+    pub fn h2_connections(&self, peer: &HttpPeer) -> usize {
+        let map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&peer.reuse_hash())
+            .map_or(0, |v| v.iter().filter(|c| !c.is_closed()).count())
+    }
+
+    fn shared_h2(&self, key: u64) -> Option<H2Connection> {
+        let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = map.get_mut(&key)?;
+        conns.retain(|c| !c.is_closed());
+        conns.iter().find(|c| c.more_streams_allowed()).cloned()
+    }
+
+    /// A session to `peer`, and whether it rides on a connection that was
+    /// already open.
+    pub async fn get_http_session(&self, peer: &HttpPeer) -> Result<(ClientSession, bool)> {
+        let key = peer.reuse_hash();
+        let o = &peer.options;
+        if o.alpn != ALPN::H1 {
+            while let Some(conn) = self.shared_h2(key) {
+                // A GOAWAY can arrive between the check and the stream:
+                // then the connection is marked closed and we look again.
+                if let Ok(s) = conn.new_session().await {
+                    return Ok((ClientSession::H2(s), true));
+                }
+            }
+        }
         let (stream, reused) = self.transport.get_stream(peer).await?;
+        let h2 = match stream.tls_digest() {
+            Some(d) => d.is_h2(),
+            // Plain connections: HTTP/2 only by prior knowledge.
+            None => o.alpn == ALPN::H2 && !reused,
+        };
+        if h2 {
+            let conn =
+                H2Connection::handshake(stream, o.max_h2_streams, o.h2_ping_interval, peer.tls)
+                    .await?;
+            let session = conn.new_session().await?;
+            let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key).or_default().push(conn);
+            return Ok((ClientSession::H2(session), false));
+        }
+        Ok((ClientSession::H1(self.h1_session(stream, peer)), reused))
+    }
+
+    fn h1_session(&self, stream: Stream, peer: &HttpPeer) -> v1::client::HttpSession {
         let o = &peer.options;
         let opts = H1Options {
             header_read_timeout: o.read_timeout,
@@ -55,15 +186,18 @@ impl Connector {
             write_timeout: o.write_timeout,
             ..H1Options::default()
         };
-        Ok((HttpSession::new_with_options(stream, opts), reused))
+        v1::client::HttpSession::new_with_options(stream, opts)
     }
 
-    /// Done with a session: its connection goes back to the pool if the
-    /// exchange left it reusable, else it is closed.
-    pub fn release_http_session(&self, session: HttpSession, peer: &HttpPeer) {
-        if let Some(stream) = session.reuse() {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), peer.options.idle_timeout);
+    /// Done with a session: an HTTP/1 connection goes back to the pool if
+    /// the exchange left it reusable; an HTTP/2 stream just ends (its
+    /// connection stays shared).
+    pub fn release_http_session(&self, session: ClientSession, peer: &HttpPeer) {
+        if let ClientSession::H1(s) = session {
+            if let Some(stream) = s.reuse() {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), peer.options.idle_timeout);
+            }
         }
     }
 }

@@ -47,11 +47,20 @@ pub fn start_nginx(dir: PathBuf, server: &str) -> Nginx {
         .unwrap()
         .port();
     let d = dir.display();
-    let listen = if server.contains("ssl_certificate") {
-        format!("listen 127.0.0.1:{port} ssl;")
-    } else {
-        format!("listen 127.0.0.1:{port};")
-    };
+    // `# http2` in the server block asks for HTTP/2 (nginx 1.22 syntax).
+    let listen = format!(
+        "listen 127.0.0.1:{port}{}{};",
+        if server.contains("ssl_certificate") {
+            " ssl"
+        } else {
+            ""
+        },
+        if server.contains("# http2") {
+            " http2"
+        } else {
+            ""
+        },
+    );
     let conf = format!(
         r#"daemon off;
 master_process off;
@@ -76,7 +85,7 @@ http {{
 "#
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(nginx_bin())
+    let mut child = Command::new(nginx_bin())
         .args([
             "-p",
             &dir.to_string_lossy(),
@@ -90,6 +99,10 @@ http {{
         .expect("start nginx");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            panic!("nginx exited ({status}):\n{log}");
+        }
         assert!(
             Instant::now() < deadline,
             "nginx did not start; see {d}/error.log"

@@ -1,0 +1,309 @@
+//! The client side of HTTP/2: a shared [`H2Connection`] that carries many
+//! concurrent [`Http2Session`]s (one per request), over the `h2` crate.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderMap, HeaderName, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, Scheme, Uri};
+use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::protocols::Stream;
+
+/// An HTTP/2 connection to an upstream, shared by requests. Its driver
+/// runs in its own task; a PING keepalive runs beside it if asked for.
+#[derive(Clone)]
+pub struct H2Connection {
+    send: SendRequest<Bytes>,
+    /// The connection ended, failed, or the peer sent GOAWAY.
+    closed: Arc<AtomicBool>,
+    /// Streams given out and not yet dropped.
+    active: Arc<AtomicUsize>,
+    max_streams: usize,
+    tls: bool,
+    authority: Option<Authority>,
+}
+
+impl H2Connection {
+    /// The HTTP/2 handshake on a connected stream (after ALPN h2, or by
+    /// prior knowledge). `max_streams` caps the streams this side opens at
+    /// once (besides the peer's own limit); `tls` picks the `https` scheme.
+    pub async fn handshake(
+        stream: Stream,
+        max_streams: usize,
+        ping_interval: Option<Duration>,
+        tls: bool,
+    ) -> Result<Self> {
+        let (send, mut conn) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .or_err(H2Error, "HTTP/2 handshake with upstream")
+            .map_err(|e| e.into_up())?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let pingpong = conn.ping_pong();
+        let done = closed.clone();
+        tokio::spawn(async move {
+            let keepalive = async {
+                let (Some(mut pp), Some(every)) = (pingpong, ping_interval) else {
+                    return std::future::pending::<()>().await;
+                };
+                loop {
+                    pingora_timeout::sleep(every).await;
+                    if !matches!(
+                        pingora_timeout::timeout(every, pp.ping(h2::Ping::opaque())).await,
+                        Ok(Ok(_))
+                    ) {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = keepalive => {}
+            }
+            done.store(true, Ordering::Release);
+        });
+        Ok(H2Connection {
+            send,
+            closed,
+            active: Arc::default(),
+            max_streams: max_streams.max(1),
+            tls,
+            authority: None,
+        })
+    }
+
+    /// Whether the connection still takes new streams: open, no GOAWAY,
+    /// and fewer streams than both sides allow.
+    pub fn more_streams_allowed(&self) -> bool {
+        !self.is_closed()
+            && self.active.load(Ordering::Acquire)
+                < self.max_streams.min(self.send.current_max_send_streams())
+    }
+
+    /// Whether the connection is done (closed, failed, or told to go away).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Streams open on it now.
+    pub fn active_streams(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Send requests for this authority when a request has no Host.
+    pub fn set_authority(&mut self, authority: Authority) {
+        self.authority = Some(authority);
+    }
+
+    /// A new stream for one request. Fails (and marks the connection
+    /// closed) if the peer sent GOAWAY.
+    pub async fn new_session(&self) -> Result<Http2Session> {
+        let send = self.send.clone().ready().await.map_err(|e| {
+            self.closed.store(true, Ordering::Release);
+            Error::because(H2Error, "HTTP/2 connection takes no new streams", e).into_up()
+        })?;
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Ok(Http2Session {
+            send_req: Some(send),
+            conn: self.clone(),
+            response: None,
+            body_out: None,
+            body_in: None,
+            resp: None,
+            trailers: None,
+            body_done: false,
+        })
+    }
+}
+
+/// One request and its response on an [`H2Connection`].
+pub struct Http2Session {
+    send_req: Option<SendRequest<Bytes>>,
+    conn: H2Connection,
+    response: Option<ResponseFuture>,
+    body_out: Option<SendStream<Bytes>>,
+    body_in: Option<RecvStream>,
+    resp: Option<Box<ResponseHeader>>,
+    trailers: Option<HeaderMap>,
+    body_done: bool,
+}
+
+impl Drop for Http2Session {
+    fn drop(&mut self) {
+        self.conn.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connection-specific fields, not allowed in HTTP/2 (RFC 9113 §8.2.2).
+fn strip(req: &mut RequestHeader) {
+    req.remove_header(&CONNECTION);
+    req.remove_header(&TRANSFER_ENCODING);
+    req.remove_header(&UPGRADE);
+    for n in ["keep-alive", "proxy-connection"] {
+        req.remove_header(HeaderName::from_static(n));
+    }
+    if req
+        .headers
+        .get("te")
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        req.remove_header(HeaderName::from_static("te"));
+    }
+}
+
+impl Http2Session {
+    /// Send the request header; with `end_of_stream`, the request has no
+    /// body. The Host header becomes `:authority`.
+    pub async fn write_request_header(
+        &mut self,
+        mut req: Box<RequestHeader>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        let mut send = self
+            .send_req
+            .take()
+            .or_err(H2Error, "request header already sent")?;
+        strip(&mut req);
+        let host = req.headers.get(HOST).cloned();
+        req.remove_header(&HOST);
+        let mut parts = req.into_parts();
+        let authority = match (&host, &self.conn.authority) {
+            (Some(h), _) => h
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .or_err(InvalidHTTPHeader, "Host is not a valid authority")?,
+            (None, Some(a)) => a.clone(),
+            (None, None) => parts
+                .uri
+                .authority()
+                .cloned()
+                .or_err(InvalidHTTPHeader, "request has no Host or authority")?,
+        };
+        let mut uri = parts.uri.clone().into_parts();
+        uri.scheme = Some(if self.conn.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some("/".parse().or_err(InternalError, "path")?);
+        }
+        parts.uri = Uri::from_parts(uri).or_err(InvalidHTTPHeader, "building the request URI")?;
+        parts.version = http::Version::HTTP_2;
+        let request = http::Request::from_parts(parts, ());
+        let (response, body) = send.send_request(request, end_of_stream).map_err(|e| {
+            if e.is_go_away() {
+                self.conn.closed.store(true, Ordering::Release);
+            }
+            Error::because(H2Error, "sending the request", e).into_up()
+        })?;
+        self.response = Some(response);
+        self.body_out = Some(body);
+        Ok(())
+    }
+
+    /// Send request body bytes, as the upstream's window allows.
+    pub async fn write_body(&mut self, mut data: Bytes) -> Result<()> {
+        let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    return Err(Error::because(H2Error, "upstream flow control", e).into_up())
+                }
+                None => return Error::e_explain(H2Error, "upstream closed the stream"),
+            };
+            if n == 0 {
+                continue;
+            }
+            let chunk = data.split_to(n.min(data.len()));
+            send.send_data(chunk, false)
+                .or_err(H2Error, "sending request data")
+                .map_err(|e| e.into_up())?;
+        }
+        Ok(())
+    }
+
+    /// End the request body, with `trailers` if given.
+    pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
+        match trailers {
+            Some(t) => send.send_trailers(t),
+            None => send.send_data(Bytes::new(), true),
+        }
+        .or_err(H2Error, "ending the request")
+        .map_err(|e| e.into_up())
+    }
+
+    /// Wait for the response header.
+    pub async fn read_response(&mut self) -> Result<()> {
+        let fut = self.response.take().or_err(H2Error, "no request sent")?;
+        let resp = fut.await.map_err(|e| {
+            if e.is_go_away() {
+                self.conn.closed.store(true, Ordering::Release);
+            }
+            Error::because(H2Error, "reading the response", e).into_up()
+        })?;
+        let (parts, body) = resp.into_parts();
+        self.body_done = body.is_end_stream();
+        self.body_in = Some(body);
+        self.resp = Some(Box::new(ResponseHeader::from_parts(parts)));
+        Ok(())
+    }
+
+    /// The response header, once read.
+    pub fn resp_header(&self) -> Option<&ResponseHeader> {
+        self.resp.as_deref()
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        if self.body_done {
+            return Ok(None);
+        }
+        let body = self.body_in.as_mut().or_err(H2Error, "no response read")?;
+        match body.data().await {
+            Some(Ok(d)) => {
+                let _ = body.flow_control().release_capacity(d.len());
+                Ok(Some(d))
+            }
+            Some(Err(e)) => Err(Error::because(H2Error, "reading the response body", e).into_up()),
+            None => {
+                self.body_done = true;
+                self.trailers = body
+                    .trailers()
+                    .await
+                    .or_err(H2Error, "reading response trailers")
+                    .map_err(|e| e.into_up())?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the response body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        self.body_done
+    }
+
+    /// The response's trailers, once its body has been read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// The connection this stream is on.
+    pub fn connection(&self) -> &H2Connection {
+        &self.conn
+    }
+}

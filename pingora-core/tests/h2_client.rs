@@ -1,0 +1,188 @@
+//! The HTTP/2 client and connector: against a real nginx (HTTP/2 over TLS)
+//! and against our own h2 server (prior knowledge): streams shared on one
+//! connection, a new connection when one is full, trailers, GOAWAY.
+#![cfg(any(feature = "openssl", feature = "boringssl"))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
+use pingora_core::apps::ServerApp;
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::L4Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::upstreams::peer::{HttpPeer, ALPN};
+use pingora_core::utils::certs::TestCa;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+mod common;
+use common::{eventually, nginx_dir, start_nginx};
+
+async fn request(
+    c: &Connector,
+    peer: &HttpPeer,
+    path: &str,
+    body: Option<(&str, http::HeaderMap)>,
+) -> (u16, String, bool, Option<http::HeaderMap>) {
+    let (mut s, reused) = c.get_http_session(peer).await.unwrap();
+    assert!(s.is_http2());
+    let method = if body.is_some() { "POST" } else { "GET" };
+    let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+    req.insert_header("Host", "up.test").unwrap();
+    s.write_request_header(Box::new(req)).await.unwrap();
+    match body {
+        Some((b, trailers)) => {
+            s.write_body(Bytes::from(b.to_string())).await.unwrap();
+            s.finish_body(Some(trailers)).await.unwrap();
+        }
+        None => s.finish_body(None).await.unwrap(),
+    }
+    s.read_response().await.unwrap();
+    let status = s.resp_header().unwrap().status.as_u16();
+    let mut out = Vec::new();
+    while let Some(b) = s.read_body_bytes().await.unwrap() {
+        out.extend_from_slice(&b);
+    }
+    let trailers = s.trailers().cloned();
+    c.release_http_session(s, peer);
+    (status, String::from_utf8(out).unwrap(), reused, trailers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_over_tls_streams_share_connections() {
+    let dir = nginx_dir("h2");
+    let ca = TestCa::new("Test CA").unwrap();
+    let (cert, key) = ca
+        .issue(&["up.test"], 30, false)
+        .unwrap()
+        .write(&dir, "up")
+        .unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let n = start_nginx(
+        dir,
+        &format!(
+            r#"# http2
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /proto {{ return 200 "$server_protocol $connection\n"; }}"#
+        ),
+    );
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
+    peer.options.ca = Some(ca_file);
+    peer.options.alpn = ALPN::H2H1;
+    peer.options.max_h2_streams = 100;
+    let c = Arc::new(Connector::new(None));
+
+    // One request opens the connection; then 20 at once all share it.
+    // (Requests that race to open the first connection each open one.)
+    let (_, first, reused, _) = request(&c, &peer, "/proto", None).await;
+    assert!(!reused);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, peer) = (c.clone(), peer.clone());
+            tokio::spawn(async move { request(&c, &peer, "/proto", None).await })
+        })
+        .collect();
+    let mut conns = std::collections::HashSet::from([first]);
+    for t in tasks {
+        let (status, body, _, _) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.starts_with("HTTP/2.0 "), "{body}");
+        conns.insert(body);
+    }
+    assert_eq!(conns.len(), 1, "nginx saw {} connections", conns.len());
+    assert_eq!(c.h2_connections(&peer), 1);
+
+    // At most 2 streams per connection: 6 at once need 3 connections.
+    let mut small = peer.clone();
+    small.options.max_h2_streams = 2;
+    let c2 = Arc::new(Connector::new(None));
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(c2.get_http_session(&small).await.unwrap().0);
+    }
+    assert_eq!(c2.h2_connections(&small), 3);
+    drop(sessions);
+    // Streams done: the next request reuses an open connection.
+    let (_, _, reused, _) = request(&c2, &small, "/proto", None).await;
+    assert!(reused);
+}
+
+/// Echoes the request body and its trailers.
+struct Echo;
+
+#[async_trait]
+impl HttpServerApp for Echo {
+    async fn process_request(
+        self: &Arc<Self>,
+        s: &mut ServerSession,
+        _: &ShutdownWatch,
+    ) -> pingora_error::Result<()> {
+        let mut body = Vec::new();
+        while let Some(b) = s.read_request_body().await? {
+            body.extend_from_slice(&b);
+        }
+        let trailers = s.request_trailers().cloned();
+        let resp = ResponseHeader::build(200, None)?;
+        s.write_response_header(Box::new(resp)).await?;
+        s.write_response_body(Bytes::from(body)).await?;
+        if let Some(t) = trailers {
+            s.set_response_trailers(t);
+        }
+        s.finish_body().await
+    }
+}
+
+/// Our h2c server on a port from the OS; each connection gets its own
+/// shutdown switch, so one can be sent GOAWAY alone.
+async fn our_server() -> (u16, Arc<Mutex<Vec<tokio::sync::watch::Sender<bool>>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut http = HttpServer::new(Echo);
+    http.set_h2c(true);
+    let app = Arc::new(http);
+    let switches: Arc<Mutex<Vec<tokio::sync::watch::Sender<bool>>>> = Arc::default();
+    let sw = switches.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            sw.lock().unwrap().push(tx);
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.process_new(Box::new(L4Stream::from_tcp(s)), &rx).await;
+            });
+        }
+    });
+    (port, switches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_trailers_and_goaway() {
+    let (port, switches) = our_server().await;
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = 10;
+    let c = Connector::new(None);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    let (status, body, reused, back) = request(&c, &peer, "/", Some(("ping", trailers))).await;
+    assert_eq!((status, body.as_str(), reused), (200, "ping", false));
+    assert_eq!(back.unwrap()["grpc-status"], "0");
+    let (_, _, reused, _) = request(&c, &peer, "/", None).await;
+    assert!(reused);
+    assert_eq!(switches.lock().unwrap().len(), 1);
+
+    // The server shuts the connection down gracefully (GOAWAY): the
+    // connector stops using it and opens another.
+    switches.lock().unwrap()[0].send(true).unwrap();
+    eventually(Duration::from_secs(10), "the GOAWAY to be noticed", || {
+        c.h2_connections(&peer) == 0
+    })
+    .await;
+    let (status, _, reused, _) = request(&c, &peer, "/", None).await;
+    assert_eq!((status, reused), (200, false));
+    assert_eq!(switches.lock().unwrap().len(), 2);
+}
