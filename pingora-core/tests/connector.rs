@@ -32,8 +32,7 @@ async fn get(c: &Connector, peer: &HttpPeer, path: &str) -> (String, bool) {
     let (mut s, reused) = c.get_http_session(peer).await.unwrap();
     let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
     req.insert_header("Host", "upstream.test").unwrap();
-    s.write_request_header(Box::new(req)).await.unwrap();
-    s.finish_body(None).await.unwrap();
+    s.write_request_header(Box::new(req), true).await.unwrap();
     s.read_response().await.unwrap();
     let mut body = Vec::new();
     while let Some(b) = s.read_body_bytes().await.unwrap() {

@@ -27,12 +27,18 @@ pub enum ClientSession {
 }
 
 impl ClientSession {
-    /// Send the request header (the body, if any, follows with
-    /// `write_body`; always end with [`finish_body`](Self::finish_body)).
-    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
+    /// Send the request header. With `end_of_stream` the request has no
+    /// body; otherwise the body follows with `write_body`, ended by
+    /// [`finish_body`](Self::finish_body). (HTTP/1 frames the body by the
+    /// header's Content-Length or Transfer-Encoding.)
+    pub async fn write_request_header(
+        &mut self,
+        req: Box<RequestHeader>,
+        end_of_stream: bool,
+    ) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.write_request_header(req).await.map(|_| ()),
-            ClientSession::H2(s) => s.write_request_header(req, false).await,
+            ClientSession::H2(s) => s.write_request_header(req, end_of_stream).await,
         }
     }
 
@@ -106,8 +112,7 @@ impl ClientSession {
 /// let (mut session, _reused) = connector.get_http_session(&peer).await?;
 /// let mut req = RequestHeader::build("GET", b"/", None)?;
 /// req.insert_header("Host", "example.test")?;
-/// session.write_request_header(Box::new(req)).await?;
-/// session.finish_body(None).await?;
+/// session.write_request_header(Box::new(req), true).await?;
 /// session.read_response().await?;
 /// while session.read_body_bytes().await?.is_some() {}
 /// connector.release_http_session(session, &peer);

@@ -121,6 +121,7 @@ impl H2Connection {
             resp: None,
             trailers: None,
             body_done: false,
+            sent_all: false,
         })
     }
 }
@@ -135,6 +136,8 @@ pub struct Http2Session {
     resp: Option<Box<ResponseHeader>>,
     trailers: Option<HeaderMap>,
     body_done: bool,
+    /// The request side has ended (END_STREAM sent).
+    sent_all: bool,
 }
 
 impl Drop for Http2Session {
@@ -210,6 +213,7 @@ impl Http2Session {
         })?;
         self.response = Some(response);
         self.body_out = Some(body);
+        self.sent_all = end_of_stream;
         Ok(())
     }
 
@@ -236,8 +240,13 @@ impl Http2Session {
         Ok(())
     }
 
-    /// End the request body, with `trailers` if given.
+    /// End the request body, with `trailers` if given (nothing to do if the
+    /// header already ended the request).
     pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        if self.sent_all {
+            return Ok(());
+        }
+        self.sent_all = true;
         let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
         match trailers {
             Some(t) => send.send_trailers(t),
