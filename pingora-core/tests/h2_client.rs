@@ -35,12 +35,9 @@ async fn request(
     s.write_request_header(Box::new(req), body.is_none())
         .await
         .unwrap();
-    match body {
-        Some((b, trailers)) => {
-            s.write_body(Bytes::from(b.to_string())).await.unwrap();
-            s.finish_body(Some(trailers)).await.unwrap();
-        }
-        None => {}
+    if let Some((b, trailers)) = body {
+        s.write_body(Bytes::from(b.to_string())).await.unwrap();
+        s.finish_body(Some(trailers)).await.unwrap();
     }
     s.read_response().await.unwrap();
     let status = s.resp_header().unwrap().status.as_u16();
