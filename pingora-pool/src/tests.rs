@@ -1,4 +1,5 @@
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::task::Waker;
 
 use super::*;
@@ -26,6 +27,10 @@ impl Conn {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap()
+}
+
 fn closed(c: &Conn, cx: &mut Context<'_>) -> Poll<()> {
     if c.closed.load(Ordering::SeqCst) {
         return Poll::Ready(());
@@ -42,14 +47,14 @@ fn close(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
 }
 
 #[test]
-fn per_key_lists_most_recent_first() {
+fn per_key_lists_longest_idle_first() {
     let pool = ConnectionPool::new(10);
     pool.put(1, "a1");
     pool.put(2, "b1");
     pool.put(1, "a2");
     assert_eq!(pool.idle_count(), 3);
-    assert_eq!(pool.get(1), Some("a2"));
     assert_eq!(pool.get(1), Some("a1"));
+    assert_eq!(pool.get(1), Some("a2"));
     assert_eq!(pool.get(1), None);
     assert_eq!(pool.get(3), None);
     assert_eq!(pool.get(2), Some("b1"));
@@ -65,7 +70,7 @@ fn global_cap_drops_the_longest_idle_across_keys() {
     pool.put(1, "c");
     pool.put(3, "d"); // over the cap: "oldest" goes
     assert_eq!(pool.idle_count(), 3);
-    assert_eq!(pool.get(1), Some("c"));
+    assert_eq!(pool.get(1), Some("c"), "the evicted one is skipped");
     assert_eq!(pool.get(1), None);
     assert_eq!(pool.stats().evicted, 1);
     // Taken entries do not count against the cap.
@@ -89,7 +94,18 @@ fn order_list_stays_bounded() {
         pool.put(i % 3, i);
         pool.get(i % 3);
     }
-    assert!(lock(&pool.order).len() <= 2 * 4 + 65);
+    assert!(pool.order.len() <= 2 * 4 + 65 + 1);
+}
+
+#[test]
+fn per_key_cap_drops_that_keys_longest_idle() {
+    let pool = ConnectionPool::new(2);
+    pool.put(9, 1);
+    pool.put(9, 2);
+    pool.put(9, 3);
+    assert_eq!(pool.idle_count(), 2);
+    assert_eq!(pool.get(9), Some(2));
+    assert_eq!(pool.get(9), Some(3));
 }
 
 #[tokio::test]
