@@ -174,3 +174,54 @@ async fn tls_upstreams_pool_and_verify() {
     let e = c.get_http_session(&untrusted).await.err().unwrap();
     assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_peers_and_tcp_keepalive() {
+    use pingora_core::listeners::TcpKeepalive;
+    let n = nginx("ka");
+    let c = Connector::new(None);
+    // TCP keepalive is set on the upstream socket.
+    let mut p = peer(&n);
+    p.options.tcp_keepalive = Some(TcpKeepalive {
+        idle: Duration::from_secs(30),
+        interval: Duration::from_secs(5),
+        count: 3,
+    });
+    let s = c.transport().new_stream(&p).await.unwrap();
+    let fd = s.socket_digest().unwrap().raw_fd;
+    // SAFETY: a live fd owned by `s`, borrowed for the query only.
+    let sock = std::mem::ManuallyDrop::new(unsafe {
+        <socket2::Socket as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    assert!(sock.keepalive().unwrap());
+    assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(30));
+    drop(s);
+
+    // A Unix-socket upstream: an HTTP/1 echo of our own.
+    let path = std::env::temp_dir().join(format!("pingora-uds-peer-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nunix")
+                    .await
+                    .unwrap();
+            });
+        }
+    });
+    let p = HttpPeer::new(&format!("unix:{}", path.display()), false, String::new()).unwrap();
+    let (body, _) = get(&c, &p, "/").await;
+    assert_eq!(body, "unix");
+    let _ = std::fs::remove_file(&path);
+}

@@ -185,3 +185,98 @@ async fn our_server_trailers_and_goaway() {
     assert_eq!((status, reused), (200, false));
     assert_eq!(switches.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_open_streams_finish() {
+    let (port, switches) = our_server().await;
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = 10;
+    let c = Connector::new(None);
+    // A request whose body is still being sent when the server starts to
+    // shut down.
+    let (mut s, _) = c.get_http_session(&peer).await.unwrap();
+    let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+    req.insert_header("Host", "up.test").unwrap();
+    s.write_request_header(Box::new(req), false).await.unwrap();
+    s.write_body(Bytes::from_static(b"first half, "))
+        .await
+        .unwrap();
+    switches.lock().unwrap()[0].send(true).unwrap();
+    // New requests keep succeeding, and once the GOAWAY is in they go to a
+    // new connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, reused, _) = request(&c, &peer, "/", None).await;
+        assert_eq!(status, 200);
+        if !reused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GOAWAY was never noticed"
+        );
+        pingora_timeout::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(switches.lock().unwrap().len(), 2);
+    // The stream that was open on the old connection still completes.
+    s.write_body(Bytes::from_static(b"second half"))
+        .await
+        .unwrap();
+    s.finish_body(None).await.unwrap();
+    s.read_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(b) = s.read_body_bytes().await.unwrap() {
+        body.extend_from_slice(&b);
+    }
+    assert_eq!(body, b"first half, second half");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pings_and_drops_a_silent_client() {
+    use pingora_core::protocols::http::v2::server::H2Options;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut http = HttpServer::new(Echo);
+    http.set_h2c(true);
+    http.set_h2_options(H2Options {
+        ping_interval: Some(Duration::from_millis(100)),
+        ..Default::default()
+    });
+    let app = Arc::new(http);
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        app.process_new(Box::new(L4Stream::from_tcp(s)), &rx).await;
+    });
+    // A client that says hello (preface and an empty SETTINGS frame), then
+    // never answers anything: no SETTINGS ack, no PING ack.
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => frames.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept a silent client");
+    // It sent at least one PING (frame type 6) before giving up.
+    let mut i = 0;
+    let mut saw_ping = false;
+    while i + 9 <= frames.len() {
+        let len = u32::from_be_bytes([0, frames[i], frames[i + 1], frames[i + 2]]) as usize;
+        saw_ping |= frames[i + 3] == 6 && frames[i + 4] & 1 == 0;
+        i += 9 + len;
+    }
+    assert!(saw_ping, "no PING frame in {frames:?}");
+}
