@@ -150,12 +150,14 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // The HTTP/2 paths are boxed, so that their state does not grow the
+        // future every HTTP/1 connection keeps while idle.
         let h2 = stream.tls_digest().is_some_and(|d| d.is_h2());
         let stream = if h2 {
             stream
         } else if self.h2c && stream.tls_digest().is_none() {
-            match sniff_preface(stream).await {
-                Some((true, s)) => return self.serve_h2(s, shutdown).await,
+            match Box::pin(sniff_preface(stream)).await {
+                Some((true, s)) => return Box::pin(self.serve_h2(s, shutdown)).await,
                 Some((false, s)) => s,
                 None => return None,
             }
@@ -163,7 +165,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             stream
         };
         if h2 {
-            return self.serve_h2(stream, shutdown).await;
+            return Box::pin(self.serve_h2(stream, shutdown)).await;
         }
         let mut session = ServerSession::new_http1(stream, self.options);
         let mut shutdown = shutdown.clone();
