@@ -225,3 +225,36 @@ async fn unix_socket_peers_and_tcp_keepalive() {
     assert_eq!(body, "unix");
     let _ = std::fs::remove_file(&path);
 }
+
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_timeout_covers_the_tls_handshake_and_fast_open_connects() {
+    // A listener that accepts and then says nothing: TCP connects, the TLS
+    // handshake never finishes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let c = Connector::new(None);
+    let mut p = HttpPeer::new(&format!("127.0.0.1:{port}"), true, "silent.test".into()).unwrap();
+    p.options.total_connection_timeout = Some(Duration::from_millis(200));
+    let e = c.get_http_session(&p).await.err().unwrap();
+    assert!(
+        matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
+        ),
+        "{e}"
+    );
+
+    // TCP Fast Open on the client side: the connection works as usual.
+    let n = nginx("tfo");
+    let mut p = peer(&n);
+    p.options.tcp_fast_open = true;
+    let (body, _) = get(&c, &p, "/addr").await;
+    assert_eq!(body, "127.0.0.1\n");
+}
