@@ -280,3 +280,47 @@ async fn server_pings_and_drops_a_silent_client() {
     }
     assert!(saw_ping, "no PING frame in {frames:?}");
 }
+
+/// An upstream that completes the HTTP/2 greeting and then goes silent: the
+/// client's PING goes unanswered and the connection is given up; a read
+/// timeout ends the request that waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ping_keepalive_and_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // Our SETTINGS (empty) and an ACK of theirs, then only reading.
+        s.write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = 10;
+    peer.options.h2_ping_interval = Some(Duration::from_millis(100));
+    peer.options.read_timeout = Some(Duration::from_millis(300));
+    let c = Connector::new(None);
+    let (mut s, _) = c.get_http_session(&peer).await.unwrap();
+    let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    req.insert_header("Host", "silent.test").unwrap();
+    s.write_request_header(Box::new(req), true).await.unwrap();
+    let e = s.read_response().await.unwrap_err();
+    assert!(
+        matches!(
+            e.etype(),
+            pingora_error::ErrorType::ReadTimedout | pingora_error::ErrorType::H2Error
+        ),
+        "{e}"
+    );
+    drop(s);
+    eventually(
+        Duration::from_secs(10),
+        "the unanswered PING to close the connection",
+        || c.h2_connections(&peer) == 0,
+    )
+    .await;
+}

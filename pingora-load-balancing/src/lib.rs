@@ -1,10 +1,36 @@
 //! Load balancing across backends.
 //!
-//! This crate will hold backends and their discovery (static, DNS, the
-//! user's own), selection algorithms (round robin, weighted, consistent
-//! hashing, Maglev, least connections, peak-EWMA), active health checks,
-//! outlier ejection, and `LoadBalancer`, which runs as a background service.
+//! Today: [`Backend`]s and the selection algorithms behind one trait,
+//! [`selection::BackendSelection`]: smooth weighted round robin, weighted
+//! random, Ketama consistent hashing, FNV hashing, Maglev, least
+//! connections, and the power of two choices over a peak-EWMA of latency.
+//! Each is built once per backend set and picks without locks. Health
+//! checks, discovery, outlier ejection and the `LoadBalancer` background
+//! service are the rest of the load-balancing issue.
 //!
-//! It arrives with the load-balancing issue; today the crate holds only this
-//! description, so that the workspace has its final shape.
+//! ```
+//! use std::sync::Arc;
+//! use pingora_load_balancing::selection::{BackendSelection, Ketama, RoundRobin};
+//! use pingora_load_balancing::Backend;
+//!
+//! let backends = vec![
+//!     Backend::new("10.0.0.1:80").unwrap(),
+//!     Backend::new_with_weight("10.0.0.2:80", 2).unwrap(),
+//! ];
+//! // Round robin ignores the key.
+//! let rr = Arc::new(RoundRobin::build(&backends));
+//! let first = rr.iter(b"").next().unwrap();
+//! // Consistent hashing: the same key, the same backend; `iter` also
+//! // gives the fallbacks, in order.
+//! let ring = Arc::new(Ketama::build(&backends));
+//! let a = ring.iter(b"user-42").next().unwrap().addr.clone();
+//! assert_eq!(ring.iter(b"user-42").next().unwrap().addr, a);
+//! assert_eq!(ring.iter(b"user-42").count(), 2);
+//! # let _ = first;
+//! ```
 #![warn(missing_docs)]
+
+mod backend;
+pub mod selection;
+
+pub use backend::{fnv1a, Backend};

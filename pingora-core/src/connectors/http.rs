@@ -160,7 +160,8 @@ impl Connector {
             while let Some(conn) = self.shared_h2(key) {
                 // A GOAWAY can arrive between the check and the stream:
                 // then the connection is marked closed and we look again.
-                if let Ok(s) = conn.new_session().await {
+                if let Ok(mut s) = conn.new_session().await {
+                    s.set_timeouts(o.read_timeout, o.write_timeout);
                     return Ok((ClientSession::H2(s), true));
                 }
             }
@@ -175,7 +176,8 @@ impl Connector {
             let conn =
                 H2Connection::handshake(stream, o.max_h2_streams, o.h2_ping_interval, peer.tls)
                     .await?;
-            let session = conn.new_session().await?;
+            let mut session = conn.new_session().await?;
+            session.set_timeouts(o.read_timeout, o.write_timeout);
             let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key).or_default().push(conn);
             return Ok((ClientSession::H2(session), false));

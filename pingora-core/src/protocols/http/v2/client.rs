@@ -122,6 +122,8 @@ impl H2Connection {
             trailers: None,
             body_done: false,
             sent_all: false,
+            read_timeout: None,
+            write_timeout: None,
         })
     }
 }
@@ -138,6 +140,8 @@ pub struct Http2Session {
     body_done: bool,
     /// The request side has ended (END_STREAM sent).
     sent_all: bool,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 impl Drop for Http2Session {
@@ -163,7 +167,29 @@ fn strip(req: &mut RequestHeader) {
     }
 }
 
+/// `fut` under `limit`, if any; a timeout becomes `etype`.
+async fn within<T>(
+    limit: Option<Duration>,
+    etype: pingora_error::ErrorType,
+    what: &'static str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    match limit {
+        None => Ok(fut.await),
+        Some(d) => pingora_timeout::timeout(d, fut)
+            .await
+            .map_err(|_| Error::explain(etype, what).into_up()),
+    }
+}
+
 impl Http2Session {
+    /// Time allowed for the response header and for each body read, and
+    /// for each wait for flow-control credit when sending.
+    pub fn set_timeouts(&mut self, read: Option<Duration>, write: Option<Duration>) {
+        self.read_timeout = read;
+        self.write_timeout = write;
+    }
+
     /// Send the request header; with `end_of_stream`, the request has no
     /// body. The Host header becomes `:authority`.
     pub async fn write_request_header(
@@ -222,7 +248,15 @@ impl Http2Session {
         let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
         while !data.is_empty() {
             send.reserve_capacity(data.len());
-            let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            let credit = poll_fn(|cx| send.poll_capacity(cx));
+            let n = match within(
+                self.write_timeout,
+                WriteTimedout,
+                "upstream gave no flow-control credit",
+                credit,
+            )
+            .await?
+            {
                 Some(Ok(n)) => n,
                 Some(Err(e)) => {
                     return Err(Error::because(H2Error, "upstream flow control", e).into_up())
@@ -259,7 +293,14 @@ impl Http2Session {
     /// Wait for the response header.
     pub async fn read_response(&mut self) -> Result<()> {
         let fut = self.response.take().or_err(H2Error, "no request sent")?;
-        let resp = fut.await.map_err(|e| {
+        let resp = within(
+            self.read_timeout,
+            ReadTimedout,
+            "upstream response header timed out",
+            fut,
+        )
+        .await?
+        .map_err(|e| {
             if e.is_go_away() {
                 self.conn.closed.store(true, Ordering::Release);
             }
@@ -283,7 +324,14 @@ impl Http2Session {
             return Ok(None);
         }
         let body = self.body_in.as_mut().or_err(H2Error, "no response read")?;
-        match body.data().await {
+        let next = within(
+            self.read_timeout,
+            ReadTimedout,
+            "upstream body read timed out",
+            body.data(),
+        )
+        .await?;
+        match next {
             Some(Ok(d)) => {
                 let _ = body.flow_control().release_capacity(d.len());
                 Ok(Some(d))

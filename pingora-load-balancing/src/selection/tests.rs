@@ -1,0 +1,155 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::*;
+
+fn backends(weights: &[usize]) -> Vec<Backend> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            Backend::new_with_weight(&format!("10.0.{}.{}:80", i / 250, i % 250 + 1), w).unwrap()
+        })
+        .collect()
+}
+
+/// Share of picks per backend address over `n` picks with random keys.
+fn shares<S: BackendSelection>(b: &[Backend], n: usize) -> HashMap<String, f64> {
+    let s = Arc::new(S::build(b));
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..n {
+        let key = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        let pick = s.iter(&key).next().unwrap();
+        *counts.entry(pick.addr.to_string()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(k, c)| (k, c as f64 / n as f64))
+        .collect()
+}
+
+/// Every backend's share is its weight's share, within 2 percentage points.
+fn assert_weighted<S: BackendSelection>(name: &str) {
+    let weights = [1, 2, 3, 4];
+    let b = backends(&weights);
+    let got = shares::<S>(&b, 100_000);
+    let total: usize = weights.iter().sum();
+    for (backend, w) in b.iter().zip(weights) {
+        let want = w as f64 / total as f64;
+        let share = got.get(&backend.addr.to_string()).copied().unwrap_or(0.0);
+        assert!(
+            (share - want).abs() <= 0.02,
+            "{name}: {} got {share:.4}, want {want:.4}",
+            backend.addr
+        );
+    }
+}
+
+#[test]
+fn weights_are_respected() {
+    assert_weighted::<RoundRobin>("round robin");
+    assert_weighted::<Random>("random");
+    assert_weighted::<Ketama>("ketama");
+    assert_weighted::<FnvHash>("fnv");
+    assert_weighted::<Maglev>("maglev");
+    // Least connections and peak-EWMA follow load, not weights, when idle:
+    // weight divides the load they compare (see the tests below).
+}
+
+#[test]
+fn smooth_round_robin_interleaves() {
+    let b = backends(&[3, 1]);
+    let rr = Arc::new(RoundRobin::build(&b));
+    let picks: Vec<String> = (0..8)
+        .map(|_| rr.iter(b"").next().unwrap().addr.to_string())
+        .collect();
+    // Never three of the heavy one in a row across the cycle boundary.
+    let heavy = b[0].addr.to_string();
+    assert!(
+        !picks.windows(4).any(|w| w.iter().all(|p| *p == heavy)),
+        "{picks:?}"
+    );
+    assert_eq!(picks.iter().filter(|p| **p == heavy).count(), 6);
+}
+
+/// When one of n backends leaves, at most 1.2/n of the keys move.
+fn assert_minimal_movement<S: BackendSelection>(name: &str) {
+    let n = 10;
+    let all = backends(&vec![1; n]);
+    let fewer: Vec<Backend> = all
+        .iter()
+        .filter(|b| b.addr != all[3].addr)
+        .cloned()
+        .collect();
+    let (a, b) = (Arc::new(S::build(&all)), Arc::new(S::build(&fewer)));
+    let keys = 100_000;
+    let mut moved = 0;
+    for i in 0..keys {
+        let key = format!("key-{i}");
+        let before = &a.iter(key.as_bytes()).next().unwrap().addr;
+        let after = &b.iter(key.as_bytes()).next().unwrap().addr;
+        if before != after {
+            moved += 1;
+        }
+    }
+    let frac = moved as f64 / keys as f64;
+    assert!(frac <= 1.2 / n as f64, "{name}: {frac:.4} of keys moved");
+}
+
+#[test]
+fn consistent_hashing_moves_few_keys() {
+    assert_minimal_movement::<Ketama>("ketama");
+    assert_minimal_movement::<Maglev>("maglev");
+}
+
+#[test]
+fn walks_visit_every_backend_once() {
+    let b = backends(&[1, 2, 3, 1, 1]);
+    fn check<S: BackendSelection>(b: &[Backend]) {
+        let s = Arc::new(S::build(b));
+        let mut seen: Vec<String> = s.iter(b"some key").map(|x| x.addr.to_string()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), b.len());
+    }
+    check::<RoundRobin>(&b);
+    check::<Random>(&b);
+    check::<Ketama>(&b);
+    check::<FnvHash>(&b);
+    check::<Maglev>(&b);
+    check::<LeastConnection>(&b);
+    check::<PeakEwma>(&b);
+    // Empty sets give nothing.
+    assert!(Arc::new(Maglev::build(&[])).iter(b"k").next().is_none());
+    assert!(Arc::new(RoundRobin::build(&[])).iter(b"").next().is_none());
+}
+
+#[test]
+fn least_connections_avoids_busy_backends() {
+    let b = backends(&[1, 1, 1]);
+    let s = Arc::new(LeastConnection::build(&b));
+    s.on_start(&b[0]);
+    s.on_start(&b[0]);
+    s.on_start(&b[1]);
+    for _ in 0..100 {
+        assert_eq!(s.iter(b"").next().unwrap(), &b[2]);
+    }
+    s.on_done(&b[1], Duration::ZERO);
+    assert_eq!(s.in_flight(&b[1]), 0);
+}
+
+#[test]
+fn peak_ewma_sends_less_to_a_slow_backend() {
+    let b = backends(&[1, 1]);
+    let s = Arc::new(PeakEwma::build(&b));
+    s.on_start(&b[0]);
+    s.on_done(&b[0], Duration::from_millis(200));
+    s.on_start(&b[1]);
+    s.on_done(&b[1], Duration::from_millis(2));
+    let slow = (0..10_000)
+        .filter(|_| s.iter(b"").next().unwrap() == &b[0])
+        .count();
+    // With two backends both are drawn each time: the fast one always wins.
+    assert_eq!(slow, 0);
+    assert!(s.latency(&b[0]).unwrap() >= Duration::from_millis(199));
+}
