@@ -1,12 +1,16 @@
 //! Load balancing across backends.
 //!
-//! Today: [`Backend`]s and the selection algorithms behind one trait,
-//! [`selection::BackendSelection`]: smooth weighted round robin, weighted
-//! random, Ketama consistent hashing, FNV hashing, Maglev, least
-//! connections, and the power of two choices over a peak-EWMA of latency.
-//! Each is built once per backend set and picks without locks. Health
-//! checks, discovery, outlier ejection and the `LoadBalancer` background
-//! service are the rest of the load-balancing issue.
+//! * [`Backend`]s, and the selection algorithms behind one trait,
+//!   [`selection::BackendSelection`]: smooth weighted round robin, weighted
+//!   random, Ketama consistent hashing, FNV hashing, Maglev, least
+//!   connections, and the power of two choices over a peak-EWMA of latency.
+//!   Each is built once per backend set and picks without locks.
+//! * [`discovery`]: a static list (changeable at run time) or the user's
+//!   own source.
+//! * [`health_check`]: TCP and HTTP checks with thresholds, run in parallel.
+//! * [`Backends`]: the live set (swapped atomically) and each backend's
+//!   health, including outlier ejection from reported errors.
+//! * [`LoadBalancer`]: all of it, run as a background service.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,6 +35,12 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod backends;
+pub mod discovery;
+pub mod health_check;
+mod load_balancer;
 pub mod selection;
 
 pub use backend::{fnv1a, Backend};
+pub use backends::{Backends, HealthObserver, OutlierEjection};
+pub use load_balancer::LoadBalancer;

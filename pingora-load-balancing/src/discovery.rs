@@ -1,0 +1,82 @@
+//! Where the backend list comes from: a static list (which can still be
+//! changed at run time), or the user's own [`ServiceDiscovery`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_error::Result;
+
+use crate::Backend;
+
+/// A source of backends, asked again on the load balancer's update
+/// interval.
+#[async_trait]
+pub trait ServiceDiscovery: Send + Sync + 'static {
+    /// The backends now.
+    async fn discover(&self) -> Result<BTreeSet<Backend>>;
+}
+
+/// A fixed list that the program may replace while running.
+#[derive(Default)]
+pub struct Static {
+    backends: ArcSwap<BTreeSet<Backend>>,
+}
+
+impl Static {
+    /// A list of these backends.
+    pub fn new(backends: BTreeSet<Backend>) -> Box<Self> {
+        Box::new(Static {
+            backends: ArcSwap::new(Arc::new(backends)),
+        })
+    }
+
+    /// Parse `host:port` (or `unix:/path`) strings into a list.
+    pub fn try_from_iter<A: AsRef<str>, I: IntoIterator<Item = A>>(addrs: I) -> Result<Box<Self>> {
+        let set = addrs
+            .into_iter()
+            .map(|a| Backend::new(a.as_ref()))
+            .collect::<Result<BTreeSet<_>>>()?;
+        Ok(Self::new(set))
+    }
+
+    /// Replace the list; the next update picks it up.
+    pub fn set(&self, backends: BTreeSet<Backend>) {
+        self.backends.store(Arc::new(backends));
+    }
+
+    /// Add one backend.
+    pub fn add(&self, backend: Backend) {
+        self.backends.rcu(|b| {
+            let mut b = BTreeSet::clone(b);
+            b.insert(backend.clone());
+            b
+        });
+    }
+
+    /// Remove one backend.
+    pub fn remove(&self, backend: &Backend) {
+        self.backends.rcu(|b| {
+            let mut b = BTreeSet::clone(b);
+            b.remove(backend);
+            b
+        });
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Static {
+    async fn discover(&self) -> Result<BTreeSet<Backend>> {
+        Ok(BTreeSet::clone(&self.backends.load()))
+    }
+}
+
+/// A shared source works too, so the program can keep a handle (to a
+/// [`Static`] list, say) and change it while the load balancer runs.
+#[async_trait]
+impl<T: ServiceDiscovery> ServiceDiscovery for Arc<T> {
+    async fn discover(&self) -> Result<BTreeSet<Backend>> {
+        T::discover(self).await
+    }
+}

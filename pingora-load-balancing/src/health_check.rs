@@ -1,0 +1,171 @@
+//! Active health checks: TCP connect, or an HTTP request with an expected
+//! status and an optional validator. Each has consecutive success and
+//! failure thresholds; the load balancer runs them on an interval, all
+//! backends in parallel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::l4;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
+use pingora_error::{Error, ErrorType::*, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::Backend;
+
+/// A check of one backend.
+#[async_trait]
+pub trait HealthCheck: Send + Sync + 'static {
+    /// `Ok` if `target` is healthy now.
+    async fn check(&self, target: &Backend) -> Result<()>;
+
+    /// Consecutive results needed to change state: successes to become
+    /// healthy (`true`), failures to become unhealthy (`false`).
+    fn threshold(&self, success: bool) -> usize;
+}
+
+/// Healthy when a TCP (or Unix) connect succeeds in time.
+pub struct TcpHealthCheck {
+    /// Successes in a row to become healthy (default 1).
+    pub consecutive_success: usize,
+    /// Failures in a row to become unhealthy (default 1).
+    pub consecutive_failure: usize,
+    /// Connect timeout (default 1 s).
+    pub timeout: Duration,
+}
+
+impl Default for TcpHealthCheck {
+    fn default() -> Self {
+        TcpHealthCheck {
+            consecutive_success: 1,
+            consecutive_failure: 1,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl TcpHealthCheck {
+    /// The default check, boxed for a load balancer.
+    pub fn new() -> Box<Self> {
+        Box::default()
+    }
+}
+
+#[async_trait]
+impl HealthCheck for TcpHealthCheck {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let opts = PeerOptions {
+            connection_timeout: Some(self.timeout),
+            ..Default::default()
+        };
+        l4::connect(&target.addr, &opts).await.map(|_| ())
+    }
+
+    fn threshold(&self, success: bool) -> usize {
+        if success {
+            self.consecutive_success
+        } else {
+            self.consecutive_failure
+        }
+    }
+}
+
+/// Decides whether a response means healthy.
+pub type Validator = Box<dyn Fn(&ResponseHeader, &[u8]) -> Result<()> + Send + Sync>;
+
+/// Healthy when an HTTP request gets the expected status (and passes the
+/// validator, if any). Over TLS when `tls` is set.
+pub struct HttpHealthCheck {
+    /// Successes in a row to become healthy (default 1).
+    pub consecutive_success: usize,
+    /// Failures in a row to become unhealthy (default 1).
+    pub consecutive_failure: usize,
+    /// The request sent (default `GET /` with the given Host).
+    pub req: RequestHeader,
+    /// The status that means healthy (default 200).
+    pub expected_status: u16,
+    /// Extra check of the response header and body (read up to 64 KiB).
+    pub validator: Option<Validator>,
+    /// Speak TLS, with this SNI.
+    pub tls: Option<String>,
+    /// Peer options: timeouts, CA, verification.
+    pub options: PeerOptions,
+    connector: Arc<Connector>,
+}
+
+impl HttpHealthCheck {
+    /// `GET /` with `Host: host`, expecting 200; TLS if `tls`.
+    pub fn new(host: &str, tls: bool) -> Result<Box<Self>> {
+        let mut req = RequestHeader::build("GET", b"/", None)?;
+        req.insert_header("Host", host)?;
+        req.insert_header("User-Agent", "pingora-health-check")?;
+        let options = PeerOptions {
+            connection_timeout: Some(Duration::from_secs(1)),
+            total_connection_timeout: Some(Duration::from_secs(2)),
+            read_timeout: Some(Duration::from_secs(2)),
+            write_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        Ok(Box::new(HttpHealthCheck {
+            consecutive_success: 1,
+            consecutive_failure: 1,
+            req,
+            expected_status: 200,
+            validator: None,
+            tls: tls.then(|| host.to_string()),
+            options,
+            connector: Arc::new(Connector::new(None)),
+        }))
+    }
+}
+
+#[async_trait]
+impl HealthCheck for HttpHealthCheck {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let peer = HttpPeer {
+            _address: target.addr.clone(),
+            tls: self.tls.is_some(),
+            sni: self.tls.clone().unwrap_or_default(),
+            options: self.options.clone(),
+        };
+        let (mut s, _) = self.connector.get_http_session(&peer).await?;
+        s.write_request_header(Box::new(self.req.clone()), true)
+            .await?;
+        s.read_response().await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = s.read_body_bytes().await? {
+            if body.len() < 64 * 1024 {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        let resp = s
+            .resp_header()
+            .cloned()
+            .ok_or_else(|| Error::explain(H1Error, "no response"))?;
+        self.connector.release_http_session(s, &peer);
+        if resp.status.as_u16() != self.expected_status {
+            return Error::e_explain(
+                HTTPStatus(resp.status.as_u16()),
+                format!(
+                    "health check got {} instead of {}",
+                    resp.status.as_u16(),
+                    self.expected_status
+                ),
+            );
+        }
+        match &self.validator {
+            Some(v) => v(&resp, &body),
+            None => Ok(()),
+        }
+    }
+
+    fn threshold(&self, success: bool) -> usize {
+        if success {
+            self.consecutive_success
+        } else {
+            self.consecutive_failure
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! [`LoadBalancer`]: backends, their health, and a selection algorithm,
+//! run as a background service that keeps discovery and health checks
+//! going.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_error::Result;
+use tracing::warn;
+
+use crate::backends::Backends;
+use crate::discovery::Static;
+use crate::selection::BackendSelection;
+use crate::Backend;
+
+/// Picks healthy backends with the algorithm `S`.
+///
+/// ```
+/// use pingora_load_balancing::LoadBalancer;
+/// use pingora_load_balancing::selection::RoundRobin;
+///
+/// let lb: LoadBalancer<RoundRobin> =
+///     LoadBalancer::try_from_iter(["127.0.0.1:8001", "127.0.0.1:8002"]).unwrap();
+/// let a = lb.select(b"", 8).unwrap();
+/// let b = lb.select(b"", 8).unwrap();
+/// assert_ne!(a.addr, b.addr);
+/// ```
+pub struct LoadBalancer<S> {
+    backends: Backends,
+    selector: ArcSwap<S>,
+    /// How often to run the health check (none: never).
+    pub health_check_frequency: Option<Duration>,
+    /// How often to ask discovery again (none: only at start).
+    pub update_frequency: Option<Duration>,
+}
+
+impl<S: BackendSelection> LoadBalancer<S> {
+    /// A load balancer over `backends`, with its current set.
+    pub fn from_backends(backends: Backends) -> Self {
+        let selector = ArcSwap::new(Arc::new(S::build(&backends.get())));
+        LoadBalancer {
+            backends,
+            selector,
+            health_check_frequency: None,
+            update_frequency: None,
+        }
+    }
+
+    /// A load balancer over a static list of `host:port` addresses.
+    pub fn try_from_iter<A: AsRef<str>, I: IntoIterator<Item = A>>(addrs: I) -> Result<Self> {
+        let set = addrs
+            .into_iter()
+            .map(|a| Backend::new(a.as_ref()))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let backends = Backends::new(Static::new(set.clone()));
+        backends.replace(set);
+        Ok(Self::from_backends(backends))
+    }
+
+    /// The backends and their health (to set checks, report results).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// The backends, to configure before the service starts.
+    pub fn backends_mut(&mut self) -> &mut Backends {
+        &mut self.backends
+    }
+
+    /// Ask discovery again, and rebuild the selection if the set changed.
+    pub async fn update(&self) -> Result<()> {
+        if self.backends.update().await? {
+            self.selector
+                .store(Arc::new(S::build(&self.backends.get())));
+        }
+        Ok(())
+    }
+
+    /// The first ready backend among the first `max_iterations`
+    /// candidates for `key`.
+    pub fn select(&self, key: &[u8], max_iterations: usize) -> Option<Backend> {
+        self.select_with(key, max_iterations, |_, ready| ready)
+    }
+
+    /// As [`select`](Self::select), with the caller deciding which
+    /// candidate to accept (given whether it is ready), e.g. to skip one
+    /// that just failed.
+    pub fn select_with<F>(&self, key: &[u8], max_iterations: usize, accept: F) -> Option<Backend>
+    where
+        F: Fn(&Backend, bool) -> bool,
+    {
+        let selector = self.selector.load_full();
+        selector
+            .iter(key)
+            .take(max_iterations)
+            .find(|b| accept(b, self.backends.ready(b)))
+            .cloned()
+    }
+
+    /// A request to `b` started (for load-aware algorithms).
+    pub fn on_start(&self, b: &Backend) {
+        self.selector.load().on_start(b);
+    }
+
+    /// A request to `b` ended after `latency`, well or not: feeds the
+    /// load-aware algorithms and outlier ejection.
+    pub fn on_done(&self, b: &Backend, latency: Duration, ok: bool) {
+        self.selector.load().on_done(b, latency);
+        self.backends.report(b, ok);
+    }
+}
+
+#[async_trait]
+impl<S: BackendSelection> BackgroundService for LoadBalancer<S> {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tick = match (self.health_check_frequency, self.update_frequency) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
+        };
+        let mut since_update = Duration::ZERO;
+        let mut since_check = Duration::MAX;
+        loop {
+            if let Some(every) = self.update_frequency {
+                if since_update >= every {
+                    if let Err(e) = self.update().await {
+                        warn!("backend discovery failed: {e}");
+                    }
+                    since_update = Duration::ZERO;
+                }
+            }
+            if let Some(every) = self.health_check_frequency {
+                if since_check >= every {
+                    self.backends.run_health_check().await;
+                    since_check = Duration::ZERO;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = pingora_timeout::sleep(tick) => {}
+            }
+            since_update += tick;
+            since_check = since_check.saturating_add(tick);
+        }
+    }
+}
