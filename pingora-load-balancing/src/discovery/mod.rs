@@ -1,5 +1,6 @@
 //! Where the backend list comes from: a static list (which can still be
-//! changed at run time), or the user's own [`ServiceDiscovery`].
+//! changed at run time), DNS ([`Dns`]: A/AAAA, or SRV with weights and
+//! ports), or the user's own [`ServiceDiscovery`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,6 +10,9 @@ use async_trait::async_trait;
 use pingora_error::Result;
 
 use crate::Backend;
+
+mod dns;
+pub use dns::{Dns, DnsQuery};
 
 /// A source of backends, asked again on the load balancer's update
 /// interval.

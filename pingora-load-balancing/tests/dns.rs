@@ -1,0 +1,197 @@
+//! DNS discovery against a small DNS server the test runs on loopback:
+//! A/AAAA with a fixed port, SRV with weights and ports, and backends that
+//! change live when the records do.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use pingora_load_balancing::discovery::{Dns, DnsQuery};
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backends, LoadBalancer};
+
+#[derive(Clone)]
+enum Rr {
+    Ip(IpAddr),
+    Srv(u16, u16, u16, &'static str),
+}
+
+type Zone = Arc<Mutex<HashMap<(String, u16), Vec<Rr>>>>;
+
+fn name_bytes(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in name.split('.') {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// Answer each query from `zone`; the answer repeats the question's name
+/// by pointer, as real servers do.
+async fn dns_server(zone: Zone) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let q = &buf[..n];
+            // The question: labels from offset 12, then type and class.
+            let mut pos = 12;
+            let mut labels = Vec::new();
+            while q[pos] != 0 {
+                let len = q[pos] as usize;
+                labels.push(String::from_utf8_lossy(&q[pos + 1..pos + 1 + len]).into_owned());
+                pos += 1 + len;
+            }
+            let qtype = u16::from_be_bytes([q[pos + 1], q[pos + 2]]);
+            let qend = pos + 5;
+            let name = labels.join(".");
+            let answers = zone
+                .lock()
+                .unwrap()
+                .get(&(name, qtype))
+                .cloned()
+                .unwrap_or_default();
+            let mut r = Vec::new();
+            r.extend_from_slice(&q[0..2]);
+            r.extend_from_slice(&[0x81, 0x80, 0, 1]);
+            r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..qend]);
+            for a in answers {
+                r.extend_from_slice(&[0xc0, 12]);
+                let rdata = match a {
+                    Rr::Ip(IpAddr::V4(ip)) => ip.octets().to_vec(),
+                    Rr::Ip(IpAddr::V6(ip)) => ip.octets().to_vec(),
+                    Rr::Srv(prio, weight, port, target) => {
+                        let mut d = Vec::new();
+                        d.extend_from_slice(&prio.to_be_bytes());
+                        d.extend_from_slice(&weight.to_be_bytes());
+                        d.extend_from_slice(&port.to_be_bytes());
+                        d.extend_from_slice(&name_bytes(target));
+                        d
+                    }
+                };
+                r.extend_from_slice(&qtype.to_be_bytes());
+                r.extend_from_slice(&[0, 1, 0, 0, 0, 30]);
+                r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                r.extend_from_slice(&rdata);
+            }
+            let _ = sock.send_to(&r, from).await;
+        }
+    });
+    addr
+}
+
+fn addrs(lb: &LoadBalancer<RoundRobin>) -> Vec<(String, usize)> {
+    lb.backends()
+        .get()
+        .iter()
+        .map(|b| (b.addr.to_string(), b.weight))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_and_aaaa_with_live_updates() {
+    let zone: Zone = Arc::default();
+    zone.lock().unwrap().insert(
+        ("app.test".into(), 1),
+        vec![
+            Rr::Ip("10.0.0.1".parse().unwrap()),
+            Rr::Ip("10.0.0.2".parse().unwrap()),
+        ],
+    );
+    zone.lock().unwrap().insert(
+        ("app.test".into(), 28),
+        vec![Rr::Ip("::1".parse().unwrap())],
+    );
+    let server = dns_server(zone.clone()).await;
+    let dns = Dns::new(
+        DnsQuery::Host {
+            name: "app.test".into(),
+            port: 8080,
+        },
+        server,
+    );
+    let lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(Backends::new(dns));
+    lb.update().await.unwrap();
+    assert_eq!(
+        addrs(&lb),
+        vec![
+            ("10.0.0.1:8080".into(), 1),
+            ("10.0.0.2:8080".into(), 1),
+            ("[::1]:8080".into(), 1)
+        ]
+    );
+    // The records change: the next update follows, no restart.
+    zone.lock().unwrap().insert(
+        ("app.test".into(), 1),
+        vec![Rr::Ip("10.0.0.3".parse().unwrap())],
+    );
+    zone.lock().unwrap().remove(&("app.test".into(), 28));
+    lb.update().await.unwrap();
+    assert_eq!(addrs(&lb), vec![("10.0.0.3:8080".into(), 1)]);
+    assert_eq!(lb.select(b"", 1).unwrap().addr.to_string(), "10.0.0.3:8080");
+}
+
+#[tokio::test]
+async fn srv_weights_ports_and_priorities() {
+    let zone: Zone = Arc::default();
+    zone.lock().unwrap().insert(
+        ("_http._tcp.svc.test".into(), 33),
+        vec![
+            Rr::Srv(10, 3, 9001, "a.svc.test"),
+            Rr::Srv(10, 1, 9002, "b.svc.test"),
+            // A backup (higher priority value): not used while the others exist.
+            Rr::Srv(20, 1, 9003, "c.svc.test"),
+        ],
+    );
+    for (n, ip) in [
+        ("a.svc.test", "10.1.0.1"),
+        ("b.svc.test", "10.1.0.2"),
+        ("c.svc.test", "10.1.0.3"),
+    ] {
+        zone.lock()
+            .unwrap()
+            .insert((n.into(), 1), vec![Rr::Ip(ip.parse().unwrap())]);
+    }
+    let server = dns_server(zone).await;
+    let dns = Dns::new(
+        DnsQuery::Srv {
+            name: "_http._tcp.svc.test".into(),
+        },
+        server,
+    );
+    let lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(Backends::new(dns));
+    lb.update().await.unwrap();
+    assert_eq!(
+        addrs(&lb),
+        vec![("10.1.0.1:9001".into(), 3), ("10.1.0.2:9002".into(), 1)]
+    );
+    // Weights carry through to the picks.
+    let picks: Vec<String> = (0..8)
+        .map(|_| lb.select(b"", 1).unwrap().addr.to_string())
+        .collect();
+    assert_eq!(picks.iter().filter(|p| *p == "10.1.0.1:9001").count(), 6);
+}
+
+#[tokio::test]
+async fn no_answer_is_an_error_not_an_empty_set() {
+    // A socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut dns = Dns::new(
+        DnsQuery::Host {
+            name: "x.test".into(),
+            port: 1,
+        },
+        silent.local_addr().unwrap(),
+    );
+    dns.set_timeout(std::time::Duration::from_millis(100));
+    let lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(Backends::new(dns));
+    assert!(lb.update().await.is_err());
+}
