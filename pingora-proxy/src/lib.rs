@@ -1,11 +1,48 @@
 //! The programmable HTTP proxy.
 //!
-//! This crate will hold `ProxyHttp`, the trait whose methods are the phases
-//! of a proxied request (`request_filter`, `upstream_peer`,
-//! `response_filter`, `logging`, ...), and `HttpProxy`, the pipeline that
-//! runs them over any mix of HTTP/1 and HTTP/2 on either side, with retries,
-//! failover, WebSocket and gRPC.
+//! Implement [`ProxyHttp`] — at least [`ProxyHttp::upstream_peer`], and any
+//! of the other phases — and serve it with [`http_proxy_service`]. The
+//! [`HttpProxy`] pipeline runs the phases for every request over HTTP/1 or
+//! HTTP/2 on either side, streams the request body and the response at the
+//! same time, drops hop-by-hop headers, retries connect failures (and what
+//! the user marks retryable), and answers 502 / 504 / 4xx when a request
+//! fails.
 //!
-//! It arrives with the proxy issue; today the crate holds only this
-//! description, so that the workspace has its final shape.
+//! ```no_run
+//! use async_trait::async_trait;
+//! use pingora_core::server::Server;
+//! use pingora_core::upstreams::peer::HttpPeer;
+//! use pingora_error::Result;
+//! use pingora_proxy::{http_proxy_service, ProxyHttp, Session};
+//!
+//! struct Forward;
+//!
+//! #[async_trait]
+//! impl ProxyHttp for Forward {
+//!     type CTX = ();
+//!     fn new_ctx(&self) {}
+//!     async fn upstream_peer(&self, _s: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+//!         Ok(Box::new(HttpPeer::new("127.0.0.1:8080", false, String::new())?))
+//!     }
+//! }
+//!
+//! let mut server = Server::new(None).unwrap();
+//! server.bootstrap();
+//! let mut proxy = http_proxy_service(&server.configuration, Forward);
+//! proxy.add_tcp("127.0.0.1:6188");
+//! server.add_service(proxy);
+//! server.run_forever();
+//! ```
 #![warn(missing_docs)]
+
+pub mod forwarded;
+mod proxy;
+mod proxy_trait;
+mod session;
+
+pub use proxy::{
+    error_status, http_proxy_service, http_proxy_service_with_name, is_connect_error, HttpProxy,
+    ProxyOptions,
+};
+pub use proxy_trait::ProxyHttp;
+pub use session::Session;

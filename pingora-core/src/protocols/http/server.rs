@@ -175,6 +175,23 @@ impl ServerSession {
         }
     }
 
+    /// Per-request data for the layers above (a proxy keeps its state
+    /// here); empty at the start of each request.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        match self {
+            ServerSession::H1(s) => s.extensions_mut(),
+            ServerSession::H2(s) => s.extensions_mut(),
+        }
+    }
+
+    /// Per-request data for the layers above.
+    pub fn extensions(&self) -> &http::Extensions {
+        match self {
+            ServerSession::H1(s) => s.extensions(),
+            ServerSession::H2(s) => s.extensions(),
+        }
+    }
+
     /// Whether this is an HTTP/2 stream.
     pub fn is_http2(&self) -> bool {
         matches!(self, ServerSession::H2(_))

@@ -63,6 +63,8 @@ pub struct HttpSession {
     /// The response may carry no body (HEAD, 204, 304): body writes are
     /// dropped.
     no_body: bool,
+    /// Per-request data for layers above (cleared for each request).
+    ext: http::Extensions,
 }
 
 impl HttpSession {
@@ -86,6 +88,7 @@ impl HttpSession {
             requests: 0,
             trailers_out: None,
             no_body: false,
+            ext: http::Extensions::new(),
         }
     }
 
@@ -211,6 +214,7 @@ impl HttpSession {
         self.final_written = false;
         self.resp = None;
         self.trailers_out = None;
+        self.ext.clear();
         self.req = Some(Box::new(req));
         Ok(())
     }
@@ -508,6 +512,17 @@ impl HttpSession {
     /// The local address the client connected to.
     pub fn server_addr(&self) -> Option<&SocketAddr> {
         self.conn.stream.socket_digest()?.local_addr.as_ref()
+    }
+
+    /// Per-request data for the layers above (a proxy keeps its state
+    /// here); empty at the start of each request.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.ext
+    }
+
+    /// Per-request data for the layers above.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.ext
     }
 
     /// The TLS digest of the connection (version, cipher, group, ALPN,

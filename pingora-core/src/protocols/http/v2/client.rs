@@ -292,7 +292,9 @@ impl Http2Session {
 
     /// Wait for the response header.
     pub async fn read_response(&mut self) -> Result<()> {
-        let fut = self.response.take().or_err(H2Error, "no request sent")?;
+        // Polled in place (not taken) so that a caller may drop this future
+        // and call again, e.g. from a `select!`.
+        let fut = self.response.as_mut().or_err(H2Error, "no request sent")?;
         let resp = within(
             self.read_timeout,
             ReadTimedout,
@@ -306,6 +308,7 @@ impl Http2Session {
             }
             Error::because(H2Error, "reading the response", e).into_up()
         })?;
+        self.response = None;
         let (parts, body) = resp.into_parts();
         self.body_done = body.is_end_stream();
         self.body_in = Some(body);

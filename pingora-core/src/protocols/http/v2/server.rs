@@ -91,6 +91,7 @@ pub struct HttpSession {
     ended: bool,
     tls: Option<TlsDigest>,
     socket: Option<SocketDigest>,
+    ext: http::Extensions,
 }
 
 impl HttpSession {
@@ -118,6 +119,7 @@ impl HttpSession {
             ended: false,
             tls,
             socket,
+            ext: http::Extensions::new(),
         }
     }
 
@@ -286,6 +288,16 @@ impl HttpSession {
     /// Request body bytes read.
     pub fn body_bytes_read(&self) -> u64 {
         self.body_read
+    }
+
+    /// Per-request data for the layers above.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.ext
+    }
+
+    /// Per-request data for the layers above.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.ext
     }
 
     /// The client's address.

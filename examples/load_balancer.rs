@@ -1,0 +1,203 @@
+//! A load-balancing reverse proxy: round robin over healthy upstreams,
+//! failing over to the next one when a connection is refused.
+//!
+//! ```sh
+//! cargo run --release --example load_balancer           # with two demo upstreams
+//! cargo run --release --example load_balancer -- --upstream 127.0.0.1:8000 --upstream 127.0.0.1:8001
+//! curl http://127.0.0.1:6188/
+//! ```
+//!
+//! `--tls-listen ADDR --cert FILE --key FILE` adds a TLS listener (h2 and
+//! http/1.1 by ALPN), `--h2c` accepts HTTP/2 with prior knowledge on the
+//! plain listener, `--upstream-h2` speaks HTTP/2 to the upstreams (h2c, or h2
+//! with `--upstream-tls`). The server's own flags (`-c`, `-d`, `-u`, `-t`)
+//! work too, so it can be upgraded without dropping a request.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::Parser;
+use pingora::core::apps::http_app::{HttpServer, ServeHttp};
+use pingora::core::listeners::tls::TlsSettings;
+use pingora::core::protocols::http::ServerSession;
+use pingora::core::server::{Opt, Server};
+use pingora::core::services::background::background_service;
+use pingora::core::services::listening::Service;
+use pingora::core::upstreams::peer::{HttpPeer, ALPN};
+use pingora::error::{Error, ErrorType, Result};
+use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, Backend, LoadBalancer};
+use pingora::proxy::{HttpProxy, ProxyHttp, Session};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    opt: Opt,
+    /// An upstream `HOST:PORT` (repeatable); none starts two demo upstreams.
+    #[arg(long)]
+    upstream: Vec<String>,
+    /// Plain-text listener.
+    #[arg(long, default_value = "127.0.0.1:6188")]
+    listen: String,
+    /// TLS listener (needs --cert and --key).
+    #[arg(long, requires_all = ["cert", "key"])]
+    tls_listen: Option<String>,
+    /// Certificate chain (PEM) for --tls-listen.
+    #[arg(long)]
+    cert: Option<String>,
+    /// Private key (PEM) for --tls-listen.
+    #[arg(long)]
+    key: Option<String>,
+    /// Accept HTTP/2 with prior knowledge on the plain listener.
+    #[arg(long)]
+    h2c: bool,
+    /// Speak HTTP/2 to the upstreams.
+    #[arg(long)]
+    upstream_h2: bool,
+    /// Speak TLS to the upstreams (SNI and verification by host name).
+    #[arg(long)]
+    upstream_tls: bool,
+    /// CA file (PEM) to verify the upstreams with.
+    #[arg(long)]
+    upstream_ca: Option<String>,
+    /// Time allowed for each upstream read or write, in milliseconds (504 after).
+    #[arg(long, default_value_t = 60_000)]
+    upstream_timeout_ms: u64,
+}
+
+/// The proxy: the load balancer and how to reach the upstreams.
+struct Lb {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    h2: bool,
+    tls: bool,
+    ca: Option<String>,
+    timeout: Duration,
+}
+
+/// Per request: the backends tried, and when the last one was picked.
+struct Ctx {
+    tried: Vec<Backend>,
+    start: Instant,
+}
+
+#[async_trait]
+impl ProxyHttp for Lb {
+    type CTX = Ctx;
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            tried: Vec::new(),
+            start: Instant::now(),
+        }
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // A healthy backend not tried yet for this request (a retry walks on).
+        let b = self
+            .lb
+            .select_with(b"", 64, |b, ready| ready && !ctx.tried.contains(b))
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?;
+        let host = b.addr.to_string();
+        let sni = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        let mut peer = HttpPeer::new(&host, self.tls, sni.to_string())?;
+        peer.options.connection_timeout = Some(Duration::from_secs(3));
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer.options.ca = self.ca.clone();
+        if self.h2 {
+            peer.options.alpn = ALPN::H2;
+            peer.options.max_h2_streams = 100;
+        }
+        self.lb.on_start(&b);
+        ctx.tried.push(b);
+        ctx.start = Instant::now();
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        // Passive health: count the failure against this backend (the
+        // error stays retryable, so the next backend is tried).
+        if let Some(b) = ctx.tried.pop() {
+            self.lb.on_done(&b, ctx.start.elapsed(), false);
+            ctx.tried.push(b);
+        }
+        e
+    }
+
+    async fn logging(&self, _s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(b) = ctx.tried.last() {
+            let ok = !matches!(e, Some(e) if *e.esource() == pingora::error::ErrorSource::Upstream);
+            self.lb.on_done(b, ctx.start.elapsed(), ok);
+        }
+    }
+}
+
+/// A demo upstream that says who it is.
+struct Demo(usize);
+
+#[async_trait]
+impl ServeHttp for Demo {
+    async fn response(&self, s: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let body = format!(
+            "hello from demo upstream {} ({})\n",
+            self.0,
+            s.req_header().uri
+        );
+        http::Response::new(body.into_bytes())
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut server = Server::new_or_exit(args.opt);
+    server.bootstrap();
+
+    let mut upstreams = args.upstream.clone();
+    if upstreams.is_empty() {
+        // No upstream given: two demo servers on ports from the OS.
+        for i in 1..=2 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Error::because(ErrorType::BindError, "demo upstream port", e))?
+                .port();
+            let mut app = HttpServer::new(Demo(i));
+            app.set_h2c(true);
+            let mut demo = Service::new(format!("demo upstream {i}"), app);
+            demo.add_tcp(&format!("127.0.0.1:{port}"));
+            server.add_service(demo);
+            upstreams.push(format!("127.0.0.1:{port}"));
+        }
+        eprintln!("demo upstreams: {}", upstreams.join(", "));
+    }
+
+    // Round robin, with a TCP health check every second in the background.
+    let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(&upstreams)?;
+    lb.backends_mut().set_health_check(TcpHealthCheck::new());
+    lb.health_check_frequency = Some(Duration::from_secs(1));
+    let checks = background_service("health checks", lb);
+    let proxy = Lb {
+        lb: checks.task(),
+        h2: args.upstream_h2,
+        tls: args.upstream_tls,
+        ca: args.upstream_ca,
+        timeout: Duration::from_millis(args.upstream_timeout_ms),
+    };
+
+    let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));
+    app.set_h2c(args.h2c);
+    let mut service = Service::new("load balancer".to_string(), app);
+    service.add_tcp(&args.listen);
+    if let (Some(addr), Some(cert), Some(key)) = (&args.tls_listen, &args.cert, &args.key) {
+        let mut tls = TlsSettings::intermediate(cert, key)?;
+        tls.enable_h2();
+        service.add_tls_with_settings(addr, None, tls)?;
+    }
+    eprintln!("try: curl http://{}/", args.listen);
+    server.add_service(checks);
+    server.add_service(service);
+    server.run_forever();
+}

@@ -1,0 +1,527 @@
+//! [`HttpProxy`]: runs the [`ProxyHttp`] phases for each request, over
+//! HTTP/1 or HTTP/2 on either side.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::Method;
+use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
+use pingora_core::connectors::http::{ClientSession, Connector};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::{ServerConf, ShutdownWatch};
+use pingora_core::services::listening::Service;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, ErrorType::*, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use tracing::{error, warn};
+
+use crate::{ProxyHttp, Session};
+
+/// How the proxy pipeline behaves, beyond the user's callbacks.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// Most retries of one request (default 3).
+    pub max_retries: usize,
+    /// Request body kept in memory so that a request can be retried after
+    /// some of its body went upstream (default 64 KiB). A longer body is
+    /// not retried once any of it was sent.
+    pub retry_buffer_size: usize,
+    /// Upstream statuses on which an idempotent request is tried again on
+    /// the next `upstream_peer` (like nginx's `proxy_next_upstream
+    /// http_502 http_503 http_504`); empty by default. The last attempt's
+    /// response goes to the client as it is.
+    pub retry_on_status: Vec<u16>,
+    /// Pass `CONNECT` requests to the upstream and tunnel the bytes after
+    /// its 2xx (default off: `CONNECT` is answered 405).
+    pub allow_connect: bool,
+    /// An upgraded (WebSocket) or CONNECT tunnel closes after this long
+    /// with no bytes either way (default 60 s).
+    pub tunnel_idle_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            max_retries: 3,
+            retry_buffer_size: 64 * 1024,
+            retry_on_status: Vec::new(),
+            allow_connect: false,
+            tunnel_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs the user's [`ProxyHttp`] for every request of an HTTP service.
+pub struct HttpProxy<SV> {
+    inner: SV,
+    connector: Connector,
+    options: ProxyOptions,
+}
+
+impl<SV> HttpProxy<SV> {
+    /// A proxy running `inner` with default options, connecting with the
+    /// conf's pool size and CA file.
+    pub fn new(inner: SV, conf: Option<&ServerConf>) -> Self {
+        Self::with_options(inner, conf, ProxyOptions::default())
+    }
+
+    /// As [`new`](Self::new), with these options.
+    pub fn with_options(inner: SV, conf: Option<&ServerConf>, options: ProxyOptions) -> Self {
+        HttpProxy {
+            inner,
+            connector: Connector::new(conf),
+            options,
+        }
+    }
+
+    /// The user's callbacks.
+    pub fn inner(&self) -> &SV {
+        &self.inner
+    }
+
+    /// The upstream connector (pool counters live here).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.options
+    }
+}
+
+/// A listening service that proxies with `inner` (add listeners with
+/// `add_tcp` / `add_tls_with_settings`).
+pub fn http_proxy_service<SV: ProxyHttp>(
+    conf: &Arc<ServerConf>,
+    inner: SV,
+) -> Service<HttpServer<HttpProxy<SV>>> {
+    http_proxy_service_with_name(conf, inner, "Pingora HTTP Proxy Service")
+}
+
+/// As [`http_proxy_service`], with a name for logs.
+pub fn http_proxy_service_with_name<SV: ProxyHttp>(
+    conf: &Arc<ServerConf>,
+    inner: SV,
+    name: &str,
+) -> Service<HttpServer<HttpProxy<SV>>> {
+    Service::new(
+        name.to_string(),
+        HttpServer::new(HttpProxy::new(inner, Some(conf))),
+    )
+}
+
+/// The status for an error that ends a request: 502 when no upstream could
+/// be reached or it broke, 504 when it timed out, the parser's 4xx for a bad
+/// request, else 500.
+pub fn error_status(e: &Error) -> u16 {
+    let upstream = *e.esource() == ErrorSource::Upstream;
+    match e.etype() {
+        ConnectTimedout | TLSHandshakeTimedout => 504,
+        ReadTimedout | WriteTimedout if upstream => 504,
+        ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure | InvalidCert | CertHostnameMismatch | CertExpired
+        | CertUnknownCA | BindError | SocketError => 502,
+        HTTPStatus(c) => *c,
+        t => match t.http_status() {
+            Some(c) if (400..500).contains(&c) && !upstream => c,
+            _ if upstream => 502,
+            _ => 500,
+        },
+    }
+}
+
+/// Whether an error's kind means the upstream could not be reached.
+pub fn is_connect_error(e: &ErrorType) -> bool {
+    matches!(
+        e,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+    )
+}
+
+/// Headers about one connection, which a proxy must not forward (RFC 9110
+/// §7.6.1), besides those that `Connection` names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Every hop-by-hop field of `map`: the fixed list and what `Connection`
+/// names.
+fn hop_by_hop(map: &http::HeaderMap) -> Vec<HeaderName> {
+    let named = map
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
+    HOP_BY_HOP
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .chain(named)
+        .collect()
+}
+
+/// Methods that a retry may send twice (RFC 9110 §9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The downstream request made fit for the upstream.
+fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
+    let mut req = session.req_header().clone();
+    let connect = req.method == Method::CONNECT;
+    let wants_upgrade = session.is_upgrade_req() && !to_h2;
+    let upgrade = req.headers.get(UPGRADE).cloned();
+    let te_trailers = req
+        .headers
+        .get("te")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in hop_by_hop(&req.headers) {
+        req.remove_header(&name);
+    }
+    if te_trailers {
+        req.insert_header("TE", "trailers")?;
+    }
+    let body_follows = !session.is_body_done() || session.has_held_body();
+    if to_h2 {
+        return Ok(req);
+    }
+    // HTTP/1 upstream: Host from :authority, origin-form target, framing.
+    if !req.headers.contains_key(HOST) {
+        if let Some(a) = req.uri.authority().map(|a| a.to_string()) {
+            req.insert_header("Host", a)?;
+        }
+    }
+    if req.uri.scheme().is_some() && !connect {
+        let pq = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        req.set_raw_path(pq.as_bytes())?;
+    }
+    req.set_version(http::Version::HTTP_11);
+    if wants_upgrade {
+        if let Some(u) = upgrade {
+            req.insert_header("Connection", "Upgrade")?;
+            req.insert_header("Upgrade", u)?;
+        }
+    }
+    if body_follows && !connect && !req.headers.contains_key(CONTENT_LENGTH) {
+        req.insert_header("Transfer-Encoding", "chunked")?;
+    }
+    Ok(req)
+}
+
+/// The upstream's response made fit for the client.
+fn downstream_response(resp: &ResponseHeader) -> ResponseHeader {
+    let mut out = resp.clone();
+    let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = resp.headers.get(UPGRADE).cloned();
+    for name in hop_by_hop(&resp.headers) {
+        out.remove_header(&name);
+    }
+    if switching {
+        let _ = out.insert_header("Connection", "Upgrade");
+        if let Some(u) = upgrade {
+            let _ = out.insert_header("Upgrade", u);
+        }
+    }
+    out
+}
+
+impl<SV: ProxyHttp> HttpProxy<SV> {
+    async fn run(&self, session: &mut Session, ctx: &mut SV::CTX) -> Result<()> {
+        if session.req_header().method == Method::CONNECT && !self.options.allow_connect {
+            return Error::e_explain(HTTPStatus(405), "CONNECT is not allowed here");
+        }
+        self.inner.early_request_filter(session, ctx).await?;
+        if self.inner.request_filter(session, ctx).await? {
+            if session.response_written().is_some() {
+                session.finish_body().await?;
+            }
+            return Ok(());
+        }
+        if !self.inner.proxy_upstream_filter(session, ctx).await? {
+            if session.response_written().is_none() {
+                session.respond_error_with_body(502).await?;
+            }
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            let peer = self.inner.upstream_peer(session, ctx).await?;
+            let e = match self.connector.get_http_session(&peer).await {
+                Err(mut e) => {
+                    if is_connect_error(e.etype()) {
+                        e.set_retry(true);
+                    }
+                    self.inner.fail_to_connect(session, &peer, ctx, e)
+                }
+                Ok((upstream, reused)) => {
+                    self.inner
+                        .connected_to_upstream(session, reused, &peer, ctx)
+                        .await?;
+                    let retry_status = attempt < self.options.max_retries;
+                    match self
+                        .proxy_to_upstream(session, upstream, &peer, ctx, retry_status)
+                        .await
+                    {
+                        Ok(()) => return Ok(()),
+                        Err(mut e) => {
+                            if reused && *e.esource() == ErrorSource::Upstream {
+                                e.set_retry(true);
+                            }
+                            let e = self.inner.error_while_proxy(&peer, session, e, ctx, reused);
+                            let lost = session.state().is_some_and(|s| s.sent_lost);
+                            if lost || session.response_written().is_some() {
+                                return Err(e);
+                            }
+                            e
+                        }
+                    }
+                }
+            };
+            if !e.retry() || attempt >= self.options.max_retries {
+                return Err(e);
+            }
+            attempt += 1;
+            warn!(
+                "retrying {} after: {e}",
+                self.inner.request_summary(session, ctx)
+            );
+            let state = session.state_mut();
+            state.retries = attempt;
+            state.previous_error = Some(Arc::from(e));
+        }
+    }
+
+    async fn proxy_to_upstream(
+        &self,
+        session: &mut Session,
+        mut up: ClientSession,
+        peer: &HttpPeer,
+        ctx: &mut SV::CTX,
+        retry_status: bool,
+    ) -> Result<()> {
+        let mut req = upstream_request(session, up.is_http2())?;
+        self.inner
+            .upstream_request_filter(session, &mut req, ctx)
+            .await?;
+        let method = req.method.clone();
+        let mut req_ended = session.is_body_done() && !session.has_held_body();
+        up.write_request_header(Box::new(req), req_ended).await?;
+        if req_ended {
+            up.finish_body(None).await?;
+        } else {
+            // What an earlier attempt sent (already filtered), then what
+            // was read ahead.
+            let sent = session.state().map(|s| s.sent.clone()).unwrap_or_default();
+            for b in sent {
+                up.write_body(b).await?;
+            }
+            while let Some(b) = session.state_mut().read_ahead.pop_front() {
+                self.forward_request_piece(session, &mut up, Some(b), ctx)
+                    .await?;
+            }
+        }
+
+        // Until the response header arrives, the request body streams up.
+        loop {
+            tokio::select! {
+                r = up.read_response() => {
+                    r?;
+                    let status = up.resp_header().map(|r| r.status);
+                    // Interim 100s are ours to send (or not), not the upstream's.
+                    if status.is_some_and(|s| s.is_informational() && s != http::StatusCode::SWITCHING_PROTOCOLS) {
+                        continue;
+                    }
+                    break;
+                }
+                chunk = session.read_request_body(), if !req_ended => {
+                    let chunk = chunk.map_err(|e| e.into_down())?;
+                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx).await?;
+                }
+            }
+        }
+
+        let upstream_resp = up
+            .resp_header()
+            .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?;
+        let status = upstream_resp.status;
+        if retry_status
+            && self.options.retry_on_status.contains(&status.as_u16())
+            && idempotent(&method)
+        {
+            let mut e = Error::explain(
+                HTTPStatus(status.as_u16()),
+                format!("upstream answered {status}"),
+            )
+            .into_up();
+            e.set_retry(true);
+            return Err(e);
+        }
+        let mut resp = downstream_response(upstream_resp);
+        self.inner.upstream_response_filter(session, &mut resp, ctx);
+        self.inner.response_filter(session, &mut resp, ctx).await?;
+        let tunnel = status == http::StatusCode::SWITCHING_PROTOCOLS
+            || (method == Method::CONNECT && status.is_success());
+        session
+            .write_response_header(Box::new(resp))
+            .await
+            .map_err(|e| e.into_down())?;
+        if tunnel {
+            return self.tunnel(session, &mut up).await;
+        }
+
+        // Then both directions at once, until the response is complete.
+        loop {
+            tokio::select! {
+                data = up.read_body_bytes() => {
+                    let mut data = data?;
+                    let end = data.is_none();
+                    self.inner.upstream_response_body_filter(session, &mut data, end, ctx)?;
+                    self.inner.response_body_filter(session, &mut data, end, ctx)?;
+                    if let Some(d) = data {
+                        if !d.is_empty() {
+                            session.write_response_body(d).await.map_err(|e| e.into_down())?;
+                        }
+                    }
+                    if end {
+                        if let Some(t) = up.trailers() {
+                            let mut t = t.clone();
+                            self.inner.response_trailer_filter(session, &mut t, ctx).await?;
+                            session.set_response_trailers(t);
+                        }
+                        session.finish_body().await.map_err(|e| e.into_down())?;
+                        break;
+                    }
+                }
+                chunk = session.read_request_body(), if !req_ended => {
+                    let chunk = chunk.map_err(|e| e.into_down())?;
+                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx).await?;
+                }
+            }
+        }
+        if req_ended {
+            self.connector.release_http_session(up, peer);
+        }
+        Ok(())
+    }
+
+    /// One piece of request body (or its end, `None`) from downstream to
+    /// upstream, through `request_body_filter`, kept for a retry while it
+    /// fits. Returns whether the request body is complete.
+    async fn forward_request_piece(
+        &self,
+        session: &mut Session,
+        up: &mut ClientSession,
+        mut chunk: Option<Bytes>,
+        ctx: &mut SV::CTX,
+    ) -> Result<bool> {
+        let end = chunk.is_none();
+        if end && session.state().is_some_and(|s| s.end_filtered) {
+            // A retry: the filter has seen the end already.
+            let trailers = session.request_trailers().cloned();
+            up.finish_body(trailers).await?;
+            return Ok(true);
+        }
+        self.inner
+            .request_body_filter(session, &mut chunk, end, ctx)
+            .await?;
+        let limit = self.options.retry_buffer_size;
+        let state = session.state_mut();
+        state.end_filtered |= end;
+        if let Some(d) = chunk.filter(|d| !d.is_empty()) {
+            if !state.sent_lost && state.sent_len + d.len() <= limit {
+                state.sent_len += d.len();
+                state.sent.push(d.clone());
+            } else {
+                state.sent_lost = true;
+                state.sent = Vec::new();
+            }
+            up.write_body(d).await?;
+        }
+        if end {
+            let trailers = session.request_trailers().cloned();
+            up.finish_body(trailers).await?;
+        }
+        Ok(end)
+    }
+
+    /// After a 101 (or a 2xx to CONNECT): copy raw bytes both ways until
+    /// either side closes or nothing moves for the idle timeout.
+    async fn tunnel(&self, session: &mut Session, up: &mut ClientSession) -> Result<()> {
+        let idle = self.options.tunnel_idle_timeout;
+        loop {
+            tokio::select! {
+                d = session.read_request_body() => match d.map_err(|e| e.into_down())? {
+                    Some(d) => up.write_body(d).await?,
+                    None => {
+                        let _ = up.finish_body(None).await;
+                        return Ok(());
+                    }
+                },
+                u = up.read_body_bytes() => match u? {
+                    Some(u) => session.write_response_body(u).await.map_err(|e| e.into_down())?,
+                    None => {
+                        let _ = session.finish_body().await;
+                        return Ok(());
+                    }
+                },
+                _ = tokio::time::sleep(idle) => {
+                    let _ = session.finish_body().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
+    async fn process_request(
+        self: &Arc<Self>,
+        session: &mut ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Result<()> {
+        let session = Session::from_mut(session);
+        let mut ctx = self.inner.new_ctx();
+        let start = Instant::now();
+        let result = self.run(session, &mut ctx).await;
+        if let Err(e) = &result {
+            let code = self.inner.fail_to_proxy(session, e, &mut ctx).await;
+            if !self.inner.suppress_error_log(session, &ctx, e) {
+                error!(
+                    "{} failed with {code} after {:?}: {e}",
+                    self.inner.request_summary(session, &ctx),
+                    start.elapsed()
+                );
+            }
+            // A response that broke off cannot be followed by another.
+            session.set_keepalive(false);
+        }
+        self.inner
+            .logging(session, result.as_ref().err().map(|e| &**e), &mut ctx)
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! [`ProxyHttp`]: the user's callbacks, one per phase of a proxied request.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::Session;
+
+/// The phases of a proxied request, each with a default that does the
+/// obvious thing; only [`upstream_peer`](Self::upstream_peer) must be
+/// written. See `docs/PHASES.md` for when each runs.
+#[async_trait]
+pub trait ProxyHttp: Send + Sync + 'static {
+    /// Per-request state, made by [`new_ctx`](Self::new_ctx) and handed to
+    /// every phase.
+    type CTX: Send + Sync;
+
+    /// A fresh context for a new request.
+    fn new_ctx(&self) -> Self::CTX;
+
+    /// First thing after the request header is read.
+    async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Inspect or change the request; return `true` after answering it
+    /// yourself (the request then ends here, nothing goes upstream).
+    async fn request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Each piece of the request body on its way upstream (`None` at the
+    /// end); may change or drop it.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether to go upstream at all; `false` answers 502 unless a
+    /// response was already written.
+    async fn proxy_upstream_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Where to send this request. Called again on a retry, when
+    /// `session.previous_error()` tells what went wrong.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>>;
+
+    /// A connection to the upstream is ready (`reused` from the pool or a
+    /// shared HTTP/2 connection).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Change the request before it goes upstream.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The upstream's response header, as it arrives.
+    fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) {
+    }
+
+    /// Change the response header before it goes to the client.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Each piece of the upstream's response body, as it arrives.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Each piece of the response body on its way to the client; may
+    /// change or replace it. When the body may change size, remove
+    /// Content-Length in `response_filter` (the response then goes chunked).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    /// The upstream's response trailers.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        _trailers: &mut HeaderMap,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called exactly once per request, at the end, with the error if
+    /// there was one.
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut Self::CTX) {}
+
+    /// An error after the upstream connection was made. Mark it retryable
+    /// (`e.set_retry(true)`) to try again, or not; the proxy retries only
+    /// while no response went to the client and all request body sent is
+    /// still held (see `ProxyOptions::retry_buffer_size`). The error
+    /// arrives already marked retryable when it is an upstream error on a
+    /// reused (pooled) connection, which the upstream may have closed just
+    /// as it was picked.
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        e
+    }
+
+    /// Connecting to the upstream failed; decide whether to retry. The
+    /// error arrives marked retryable when it is a connect error (refused,
+    /// timed out, no route), not for TLS verification failures; change it
+    /// with `e.set_retry(..)`. The next `upstream_peer` call sees this
+    /// error in `session.previous_error()`.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::CTX,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        e
+    }
+
+    /// Answer a request that failed: 502 when no upstream could be
+    /// reached, 504 on an upstream timeout, the parser's 4xx, else 500.
+    /// Returns the status sent.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> u16 {
+        let code = crate::proxy::error_status(e);
+        if session.response_written().is_none() {
+            let _ = session.respond_error_with_body(code).await;
+        }
+        code
+    }
+
+    /// Whether to keep this error out of the error log.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _e: &Error) -> bool {
+        false
+    }
+
+    /// One line that describes the request, for logs.
+    fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            req.method,
+            req.uri,
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                .unwrap_or("")
+        )
+    }
+}

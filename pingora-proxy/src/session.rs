@@ -1,0 +1,135 @@
+//! [`Session`]: the downstream session as the proxy's phases see it.
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::ServerSession;
+use pingora_error::{Error, Result};
+use pingora_http::ResponseHeader;
+
+/// The downstream request being proxied: a [`ServerSession`] (HTTP/1 or
+/// HTTP/2, through `Deref`) plus what the proxy knows about it.
+#[repr(transparent)]
+pub struct Session(ServerSession);
+
+/// The proxy's per-request state, kept in the session's extensions (which
+/// the server clears for every request).
+#[derive(Default, Clone)]
+pub(crate) struct ProxyState {
+    pub(crate) previous_error: Option<Arc<Error>>,
+    pub(crate) retries: usize,
+    /// Request body read ahead of `upstream_peer`, not yet filtered or sent.
+    pub(crate) read_ahead: VecDeque<Bytes>,
+    /// Request body (after `request_body_filter`) sent upstream, kept so
+    /// that a retry can send it again.
+    pub(crate) sent: Vec<Bytes>,
+    pub(crate) sent_len: usize,
+    /// Some request body went upstream and was not kept: no retry.
+    pub(crate) sent_lost: bool,
+    /// `request_body_filter` has seen the end of the body.
+    pub(crate) end_filtered: bool,
+}
+
+impl Session {
+    /// View a server session as a proxy session.
+    pub fn from_mut(s: &mut ServerSession) -> &mut Session {
+        // SAFETY: `Session` is `repr(transparent)` over `ServerSession`.
+        unsafe { &mut *(s as *mut ServerSession as *mut Session) }
+    }
+
+    pub(crate) fn state(&self) -> Option<&ProxyState> {
+        self.0.extensions().get::<ProxyState>()
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut ProxyState {
+        let ext = self.0.extensions_mut();
+        if ext.get::<ProxyState>().is_none() {
+            ext.insert(ProxyState::default());
+        }
+        ext.get_mut::<ProxyState>().expect("just inserted")
+    }
+
+    /// The error of the previous attempt, when `upstream_peer` is called
+    /// again for a retry.
+    pub fn previous_error(&self) -> Option<&Error> {
+        self.state()?.previous_error.as_deref()
+    }
+
+    /// How many times this request has been retried.
+    pub fn retries(&self) -> usize {
+        self.state().map_or(0, |s| s.retries)
+    }
+
+    /// Read the request body ahead of `upstream_peer` (e.g. to route on it
+    /// in `request_filter`), until its end or until more than `limit`
+    /// bytes are held. Returns what has been read ahead so far (the whole
+    /// body when [`is_body_done`](ServerSession::is_body_done)); all of it
+    /// still goes upstream, through `request_body_filter`.
+    pub async fn read_body_ahead(&mut self, limit: usize) -> Result<Bytes> {
+        let mut held: usize = self
+            .state()
+            .map_or(0, |s| s.read_ahead.iter().map(Bytes::len).sum());
+        while held <= limit && !self.0.is_body_done() {
+            match self.0.read_request_body().await? {
+                Some(b) => {
+                    held += b.len();
+                    self.state_mut().read_ahead.push_back(b);
+                }
+                None => break,
+            }
+        }
+        let Some(state) = self.state() else {
+            return Ok(Bytes::new());
+        };
+        if state.read_ahead.len() == 1 {
+            return Ok(state.read_ahead[0].clone());
+        }
+        let mut all = BytesMut::with_capacity(held);
+        for b in &state.read_ahead {
+            all.extend_from_slice(b);
+        }
+        Ok(all.freeze())
+    }
+
+    /// Whether request body is waiting in the proxy (read ahead, or kept
+    /// for a retry) besides what the client has yet to send.
+    pub(crate) fn has_held_body(&self) -> bool {
+        self.state()
+            .is_some_and(|s| !s.read_ahead.is_empty() || !s.sent.is_empty())
+    }
+
+    /// Answer with `code` and a short plain-text body naming it; the
+    /// connection closes afterwards if it is HTTP/1.
+    pub async fn respond_error_with_body(&mut self, code: u16) -> Result<()> {
+        let reason = http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let body = Bytes::from(format!("{code} {reason}\n"));
+        let mut resp = ResponseHeader::build(code, Some(3))?;
+        resp.insert_header("Content-Type", "text/plain")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        if !self.0.is_http2() {
+            resp.insert_header("Connection", "close")?;
+            self.0.set_keepalive(false);
+        }
+        self.0.write_response_header(Box::new(resp)).await?;
+        self.0.write_response_body(body).await?;
+        self.0.finish_body().await
+    }
+}
+
+impl Deref for Session {
+    type Target = ServerSession;
+    fn deref(&self) -> &ServerSession {
+        &self.0
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut ServerSession {
+        &mut self.0
+    }
+}
