@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::connectors::http::{ClientSession, Connector};
@@ -200,7 +200,6 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
     if te_trailers {
         req.insert_header("TE", "trailers")?;
     }
-    let body_follows = !session.is_body_done() || session.has_held_body();
     if to_h2 {
         return Ok(req);
     }
@@ -225,10 +224,22 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
             req.insert_header("Upgrade", u)?;
         }
     }
-    if body_follows && !connect && !req.headers.contains_key(CONTENT_LENGTH) {
+    Ok(req)
+}
+
+/// HTTP/1 framing for a request body of unknown length: chunked, unless
+/// the request has no body or a Content-Length (which the user's
+/// `upstream_request_filter` may have removed after changing the body).
+fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    let body_follows = !session.is_body_done() || session.has_held_body();
+    if body_follows
+        && req.method != Method::CONNECT
+        && !req.headers.contains_key(CONTENT_LENGTH)
+        && !req.headers.contains_key(TRANSFER_ENCODING)
+    {
         req.insert_header("Transfer-Encoding", "chunked")?;
     }
-    Ok(req)
+    Ok(())
 }
 
 /// The upstream's response made fit for the client.
@@ -326,6 +337,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         self.inner
             .upstream_request_filter(session, &mut req, ctx)
             .await?;
+        if !up.is_http2() {
+            frame_h1_request(session, &mut req)?;
+        }
         let method = req.method.clone();
         let mut req_ended = session.is_body_done() && !session.has_held_body();
         up.write_request_header(Box::new(req), req_ended).await?;
@@ -421,6 +435,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 }
             }
         }
+        if !req_ended && session.is_body_done() {
+            // The client's body ended as the response did.
+            req_ended = self
+                .forward_request_piece(session, &mut up, None, ctx)
+                .await?;
+        }
         if req_ended {
             self.connector.release_http_session(up, peer);
         }
@@ -437,7 +457,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         mut chunk: Option<Bytes>,
         ctx: &mut SV::CTX,
     ) -> Result<bool> {
-        let end = chunk.is_none();
+        // The end comes with the last piece when the body's length says so
+        // (and as `None` otherwise).
+        let end = chunk.is_none() || (session.is_body_done() && !session.has_read_ahead());
         if end && session.state().is_some_and(|s| s.end_filtered) {
             // A retry: the filter has seen the end already.
             let trailers = session.request_trailers().cloned();

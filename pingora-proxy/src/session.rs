@@ -100,6 +100,11 @@ impl Session {
             .is_some_and(|s| !s.read_ahead.is_empty() || !s.sent.is_empty())
     }
 
+    /// Whether request body read ahead still waits to go upstream.
+    pub(crate) fn has_read_ahead(&self) -> bool {
+        self.state().is_some_and(|s| !s.read_ahead.is_empty())
+    }
+
     /// Answer with `code` and a short plain-text body naming it; the
     /// connection closes afterwards if it is HTTP/1.
     pub async fn respond_error_with_body(&mut self, code: u16) -> Result<()> {

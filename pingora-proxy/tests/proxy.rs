@@ -1,0 +1,383 @@
+//! The proxy pipeline with real peers on loopback: curl (HTTP/1 and h2c)
+//! as the client, our HTTP/1 + h2c server as the upstream. Phase order,
+//! the four protocol combinations, hop-by-hop handling, failover, retries
+//! and error answers.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pingora_proxy::ProxyOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_run_in_order() {
+    let (up, _) = upstream().await;
+    let (port, log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let r = curl(&[
+        "--data-binary",
+        "hello",
+        &format!("http://127.0.0.1:{port}/echo"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "hello");
+    assert_eq!(r.header("x-proxied"), Some("yes"));
+    let log = folded(&log.lock().unwrap());
+    let expected = [
+        "early_request_filter",
+        "request_filter",
+        "proxy_upstream_filter",
+        "upstream_peer",
+        "connected_to_upstream",
+        "reused: false",
+        "upstream_request_filter",
+        "request_body_filter",
+        "request body end",
+        "upstream_response_filter",
+        "response_filter",
+        "upstream_response_body_filter",
+        "response_body_filter",
+        "upstream_response_body_filter",
+        "response_body_filter",
+        "response_trailer_filter",
+        "trailer: yes",
+        "logging",
+    ];
+    assert_eq!(log, expected, "phases: {log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_filter_can_answer_and_body_can_be_read_ahead() {
+    let (up, accepted) = upstream().await;
+    let (port, log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/local")]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "local\n"));
+    assert_eq!(accepted.load(Ordering::Relaxed), 0, "nothing went upstream");
+    assert_eq!(log.lock().unwrap().last().unwrap(), "logging");
+
+    // A body read ahead for routing still goes upstream, once, filtered.
+    let r = curl(&[
+        "--data-binary",
+        "please-rewrite",
+        &format!("http://127.0.0.1:{port}/route-on-body"),
+    ])
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "rewritten"),
+        "{:#?}",
+        log.lock().unwrap()
+    );
+    assert!(log
+        .lock()
+        .unwrap()
+        .contains(&"body ahead: please-rewrite".to_string()));
+}
+
+/// Downstream HTTP/1 or h2c × upstream HTTP/1 or h2c: the body, the Host
+/// ↔ :authority mapping, hop-by-hop fields dropped both ways, the
+/// forwarding headers, and the upstream connection reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_protocol_combinations() {
+    for (down_h2, up_h2) in [(false, false), (false, true), (true, false), (true, true)] {
+        let (up, accepted) = upstream().await;
+        let (port, log) = proxy(vec![peer(up, up_h2)], ProxyOptions::default()).await;
+        let url = format!("http://127.0.0.1:{port}/echo");
+        let proto = if down_h2 {
+            "--http2-prior-knowledge"
+        } else {
+            "--http1.1"
+        };
+        let body: String = (0..20_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let mut args = vec![
+            proto,
+            "-H",
+            "Host: example.test",
+            "-H",
+            "X-Secret: 1",
+            "-H",
+            "Proxy-Authorization: Basic eDp5",
+            "-H",
+            "TE: trailers",
+            "--data-binary",
+            &body,
+            &url,
+        ];
+        if !down_h2 {
+            // Connection-specific fields are not allowed over HTTP/2 at all.
+            args.splice(
+                0..0,
+                [
+                    "-H",
+                    "Connection: keep-alive, X-Secret",
+                    "-H",
+                    "Keep-Alive: timeout=9",
+                ],
+            );
+        }
+        let r = curl(&args).await;
+        let what = format!("down_h2={down_h2} up_h2={up_h2}");
+        assert_eq!(r.status, 200, "{what}");
+        assert!(
+            r.body == body,
+            "{what}: body of {} bytes differs",
+            r.body.len()
+        );
+        assert_eq!(
+            r.trailers,
+            [("x-up-trailer".to_string(), "yes".to_string())],
+            "{what}"
+        );
+        assert_eq!(r.header("x-seen-host"), Some("example.test"), "{what}");
+        // X-Secret is hop-by-hop only where Connection names it (HTTP/1).
+        let hop = if down_h2 { "x-secret,te" } else { "te" };
+        assert_eq!(
+            r.header("x-seen-hop"),
+            Some(hop),
+            "{what}: hop-by-hop fields"
+        );
+        let version = if up_h2 { "HTTP/2.0" } else { "HTTP/1.1" };
+        assert_eq!(r.header("x-seen-version"), Some(version), "{what}");
+        assert_eq!(r.header("x-seen-xff"), Some("127.0.0.1"), "{what}");
+        let via = if down_h2 {
+            "2 test-proxy"
+        } else {
+            "1.1 test-proxy"
+        };
+        assert_eq!(r.header("x-seen-via"), Some(via), "{what}");
+        assert_eq!(
+            r.header("x-seen-forwarded"),
+            Some("for=127.0.0.1;proto=http;host=example.test"),
+            "{what}"
+        );
+        assert_eq!(r.header("keep-alive"), None, "{what}");
+        assert_eq!(r.header("proxy-authenticate"), None, "{what}");
+        assert!(
+            log.lock().unwrap().contains(&"trailer: yes".to_string()),
+            "{what}"
+        );
+
+        // A second request on a new client connection reuses the upstream one.
+        let r = curl(&[proto, &url]).await;
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "{what}: upstream connections"
+        );
+        assert!(
+            log.lock().unwrap().contains(&"reused: true".to_string()),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_204_304_and_100_continue() {
+    let (up, _) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let r = curl(&["-I", &format!("{base}/bytes/1000")]).await;
+    assert_eq!((r.status, r.header("content-length")), (200, Some("1000")));
+    for code in ["204", "304"] {
+        let r = curl(&[&format!("{base}/status/{code}")]).await;
+        assert_eq!(
+            (r.status.to_string(), r.body.as_str()),
+            (code.to_string(), "")
+        );
+    }
+    // curl waits up to 10 s for the 100 before sending the body: the
+    // proxy must send it (when it starts reading the body).
+    let start = Instant::now();
+    let r = curl(&[
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "10",
+        "--data-binary",
+        "continued",
+        &format!("{base}/echo"),
+    ])
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "continued"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "100 Continue was not sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_the_next_backend() {
+    let (up, _) = upstream().await;
+    let (port, log) = proxy(
+        vec![peer(closed_port(), false), peer(up, false)],
+        ProxyOptions::default(),
+    )
+    .await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/echo")]).await;
+    assert_eq!(r.status, 200);
+    let log = log.lock().unwrap();
+    assert!(
+        log.contains(&"previous error: ConnectRefused".to_string()),
+        "{log:#?}"
+    );
+    assert_eq!(log.iter().filter(|l| *l == "logging").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reachable_backend_is_502() {
+    let (port, log) = proxy(vec![peer(closed_port(), false)], ProxyOptions::default()).await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]).await;
+    assert_eq!((r.status, r.body.as_str()), (502, "502 Bad Gateway\n"));
+    let log = log.lock().unwrap();
+    // The first try and three retries, then one log call with the error.
+    assert_eq!(log.iter().filter(|l| *l == "upstream_peer").count(), 4);
+    assert_eq!(log.iter().filter(|l| *l == "logging").count(), 1);
+    assert!(log.contains(&"logged error: ConnectRefused".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_is_504() {
+    let (up, _) = upstream().await;
+    let mut p = peer(up, false);
+    p.options.read_timeout = Some(Duration::from_millis(300));
+    let (port, log) = proxy(vec![p], ProxyOptions::default()).await;
+    let start = Instant::now();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/slow")]).await;
+    assert_eq!((r.status, r.body.as_str()), (504, "504 Gateway Timeout\n"));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(log
+        .lock()
+        .unwrap()
+        .contains(&"logged error: ReadTimedout".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_chosen_statuses_for_idempotent_requests() {
+    let (up1, _) = upstream().await;
+    let (up2, _) = upstream().await;
+    let options = ProxyOptions {
+        retry_on_status: vec![503],
+        ..Default::default()
+    };
+    // The first backend answers 503; the path on the second one too, so
+    // the request's answer says which backend gave it.
+    let (port, _) = proxy(vec![peer(up1, false), peer(up2, false)], options).await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/status/503")]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.header("x-upstream-port"),
+        Some(format!("127.0.0.1:{up2}").as_str())
+    );
+    // POST is not idempotent: the first answer stands.
+    let r = curl(&["-X", "POST", &format!("http://127.0.0.1:{port}/status/503")]).await;
+    assert_eq!(
+        r.header("x-upstream-port"),
+        Some(format!("127.0.0.1:{up1}").as_str())
+    );
+}
+
+/// Bad requests get the parser's 4xx and a closed connection; CONNECT is
+/// refused unless enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_connect() {
+    let (up, accepted) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    for (raw, code) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            "400",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "400",
+        ),
+        (b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", "400"),
+        (
+            b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+            "405",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the proxy closes the connection")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {code} ")),
+            "{raw:?}: {out}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        0,
+        "nothing reached the upstream"
+    );
+}
+
+/// A request whose body went upstream before the upstream hung up is sent
+/// again, body and all, when `error_while_proxy` says so and the body fits
+/// the retry buffer; a longer body is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_resends_a_buffered_body() {
+    let (up, _) = upstream().await;
+    let bad = hang_up_upstream().await;
+    let (port, log) = proxy(
+        vec![peer(bad, false), peer(up, false)],
+        ProxyOptions::default(),
+    )
+    .await;
+    let body = "x".repeat(30_000);
+    let r = curl(&[
+        "--data-binary",
+        &body,
+        &format!("http://127.0.0.1:{port}/retry-me"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == body,
+        "the body arrived whole on the second backend"
+    );
+    let log = log.lock().unwrap();
+    assert!(
+        log.iter().any(|l| l.starts_with("previous error: ")),
+        "{log:#?}"
+    );
+    drop(log);
+
+    let options = ProxyOptions {
+        retry_buffer_size: 1000,
+        ..Default::default()
+    };
+    let (port, log) = proxy(vec![peer(bad, false), peer(up, false)], options).await;
+    let r = curl(&[
+        "--data-binary",
+        &body,
+        &format!("http://127.0.0.1:{port}/retry-me"),
+    ])
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| *l == "upstream_peer")
+            .count(),
+        1
+    );
+}
