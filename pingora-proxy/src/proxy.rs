@@ -398,13 +398,42 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         self.inner.response_filter(session, &mut resp, ctx).await?;
         let tunnel = status == http::StatusCode::SWITCHING_PROTOCOLS
             || (method == Method::CONNECT && status.is_success());
+        if tunnel {
+            session
+                .write_response_header(Box::new(resp))
+                .await
+                .map_err(|e| e.into_down())?;
+            return self.tunnel(session, &mut up).await;
+        }
+        if up.is_body_done() && up.trailers().is_none() {
+            // No body at all: unless the filters make one, the header ends
+            // the response (one HEADERS frame over HTTP/2, which is how a
+            // gRPC error without a message must arrive).
+            let mut data = None;
+            self.inner
+                .upstream_response_body_filter(session, &mut data, true, ctx)?;
+            self.inner
+                .response_body_filter(session, &mut data, true, ctx)?;
+            let data = data.filter(|d| !d.is_empty());
+            session
+                .write_response_header_eos(Box::new(resp), data.is_none())
+                .await
+                .map_err(|e| e.into_down())?;
+            if let Some(d) = data {
+                session
+                    .write_response_body(d)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                session.finish_body().await.map_err(|e| e.into_down())?;
+            }
+            return self
+                .finish_upstream(session, up, peer, ctx, req_ended)
+                .await;
+        }
         session
             .write_response_header(Box::new(resp))
             .await
             .map_err(|e| e.into_down())?;
-        if tunnel {
-            return self.tunnel(session, &mut up).await;
-        }
 
         // Then both directions at once, until the response is complete.
         loop {
@@ -435,6 +464,20 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 }
             }
         }
+        self.finish_upstream(session, up, peer, ctx, req_ended)
+            .await
+    }
+
+    /// The response is complete: end the request too if its body is all
+    /// in, and give the upstream connection back for reuse when it can be.
+    async fn finish_upstream(
+        &self,
+        session: &mut Session,
+        mut up: ClientSession,
+        peer: &HttpPeer,
+        ctx: &mut SV::CTX,
+        mut req_ended: bool,
+    ) -> Result<()> {
         if !req_ended && session.is_body_done() {
             // The client's body ended as the response did.
             req_ended = self

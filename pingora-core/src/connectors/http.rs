@@ -83,6 +83,15 @@ impl ClientSession {
         }
     }
 
+    /// Whether the response body has been read to its end (true at once
+    /// for a response without a body).
+    pub fn is_body_done(&self) -> bool {
+        match self {
+            ClientSession::H1(s) => s.is_body_done(),
+            ClientSession::H2(s) => s.is_body_done(),
+        }
+    }
+
     /// The response trailers, once the body has been read.
     pub fn trailers(&self) -> Option<&HeaderMap> {
         match self {

@@ -92,6 +92,25 @@ impl ServerSession {
         }
     }
 
+    /// Write a final response header; with `end_of_stream` the response
+    /// has no body and ends here (HTTP/2: in the HEADERS frame itself).
+    pub async fn write_response_header_eos(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        match self {
+            ServerSession::H1(s) => {
+                s.write_response_header(resp).await?;
+                if end_of_stream {
+                    s.finish_body().await?;
+                }
+                Ok(())
+            }
+            ServerSession::H2(s) => s.write_response_header_eos(resp, end_of_stream).await,
+        }
+    }
+
     /// The final response header, once written.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         match self {

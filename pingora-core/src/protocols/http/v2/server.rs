@@ -177,7 +177,18 @@ impl HttpSession {
     /// Write the response header. Connection-specific fields (Connection,
     /// Transfer-Encoding, Upgrade, Keep-Alive, …) are dropped, as HTTP/2
     /// requires.
-    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
+    pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
+        self.write_response_header_eos(resp, false).await
+    }
+
+    /// Write the response header; with `end_of_stream` the response ends
+    /// there, in the same HEADERS frame (a gRPC "Trailers-Only" answer
+    /// must arrive that way).
+    pub async fn write_response_header_eos(
+        &mut self,
+        mut resp: Box<ResponseHeader>,
+        end_of_stream: bool,
+    ) -> Result<()> {
         if self.resp.is_some() {
             return Error::e_explain(H2Error, "response header already written");
         }
@@ -201,9 +212,10 @@ impl HttpSession {
         let head = http::Response::from_parts((*resp).clone().into_parts(), ());
         let send = self
             .send_resp
-            .send_response(head, false)
+            .send_response(head, end_of_stream)
             .or_err(H2Error, "sending the response header")
             .map_err(|e| e.into_down())?;
+        self.ended = end_of_stream;
         self.body_out = Some(send);
         self.resp = Some(resp);
         Ok(())

@@ -1,0 +1,116 @@
+//! gRPC through the proxy with a real client and server (grpcio, the
+//! C-core implementation, from Debian's python3-grpcio): unary,
+//! client-streaming, server-streaming and bidi calls, an error status and
+//! trailing metadata carried in trailers, a 3 MiB message; over h2c and
+//! over TLS (h2 by ALPN) downstream, h2c upstream.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use pingora_core::apps::http_app::HttpServer;
+use pingora_proxy::{HttpProxy, ProxyOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod common;
+use common::*;
+
+fn script() -> String {
+    format!("{}/tests/grpc_peer.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Debian's python, where python3-grpcio is installed.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The gRPC server, killed when dropped; and its port.
+async fn grpc_server() -> (tokio::process::Child, u16) {
+    let mut child = tokio::process::Command::new(PYTHON)
+        .args([&script(), "server"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with grpcio (apt-get install python3-grpcio)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let port = line.trim().parse().expect("the gRPC server's port");
+    (child, port)
+}
+
+async fn grpc_client(target: &str, ca: Option<&str>) {
+    let mut cmd = tokio::process::Command::new(PYTHON);
+    cmd.args([&script(), "client", target]);
+    if let Some(ca) = ca {
+        cmd.arg(ca);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the gRPC client finishes")
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout == b"OK\n",
+        "gRPC client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_h2c() {
+    let (_server, up) = grpc_server().await;
+    let (port, log) = proxy(vec![peer(up, true)], ProxyOptions::default()).await;
+    grpc_client(&format!("127.0.0.1:{port}"), None).await;
+    let log = log.lock().unwrap();
+    assert!(
+        log.iter()
+            .filter(|l| *l == "response_trailer_filter")
+            .count()
+            >= 5
+    );
+}
+
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls() {
+    use pingora_core::apps::ServerApp;
+    use pingora_core::listeners::tls::TlsSettings;
+    use pingora_core::protocols::L4Stream;
+    use pingora_core::utils::certs::TestCa;
+
+    let dir = std::env::temp_dir().join(format!("pingora-proxy-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("grpc test CA").unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["localhost"], 1, false)
+        .unwrap()
+        .write(&dir, "localhost")
+        .unwrap();
+    let mut tls = TlsSettings::intermediate(&cert, &key).unwrap();
+    tls.enable_h2();
+    let acceptor = Arc::new(tls.build().unwrap());
+
+    let (_server, up) = grpc_server().await;
+    let rec = Recorder {
+        peers: vec![peer(up, true)],
+        log: Arc::default(),
+    };
+    let app = Arc::new(HttpServer::new(HttpProxy::new(rec, None)));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = tx;
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, app, rx) = (acceptor.clone(), app.clone(), rx.clone());
+            tokio::spawn(async move {
+                if let Ok(s) = acceptor.handshake(L4Stream::from_tcp(s)).await {
+                    app.process_new(Box::new(s), &rx).await;
+                }
+            });
+        }
+    });
+    grpc_client(&format!("127.0.0.1:{port}"), Some(&ca_file)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
