@@ -353,16 +353,21 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 up.write_body(b).await?;
             }
             while let Some(b) = session.state_mut().read_ahead.pop_front() {
-                self.forward_request_piece(session, &mut up, Some(b), ctx)
+                req_ended = self
+                    .forward_request_piece(session, &mut up, Some(b), ctx, false)
                     .await?;
             }
         }
 
         // Until the response header arrives, the request body streams up.
+        // Body pieces are queued and sent while the upstream is also read,
+        // so neither side ever waits on the other.
         loop {
             tokio::select! {
-                r = up.read_response() => {
-                    r?;
+                r = up.read_response_while_sending() => {
+                    if !r? {
+                        continue; // the queue went out; no header yet
+                    }
                     let status = up.resp_header().map(|r| r.status);
                     // Interim 100s are ours to send (or not), not the upstream's.
                     if status.is_some_and(|s| s.is_informational() && s != http::StatusCode::SWITCHING_PROTOCOLS) {
@@ -370,9 +375,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     }
                     break;
                 }
-                chunk = session.read_request_body(), if !req_ended => {
+                chunk = session.read_request_body(), if !req_ended && !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx).await?;
+                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
                 }
             }
         }
@@ -438,8 +443,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // Then both directions at once, until the response is complete.
         loop {
             tokio::select! {
-                data = up.read_body_bytes() => {
-                    let mut data = data?;
+                data = up.read_body_while_sending() => {
+                    let Some(mut data) = data? else {
+                        continue; // the queue went out; nothing read yet
+                    };
                     let end = data.is_none();
                     self.inner.upstream_response_body_filter(session, &mut data, end, ctx)?;
                     self.inner.response_body_filter(session, &mut data, end, ctx)?;
@@ -458,9 +465,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         break;
                     }
                 }
-                chunk = session.read_request_body(), if !req_ended => {
+                chunk = session.read_request_body(), if !req_ended && !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx).await?;
+                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
                 }
             }
         }
@@ -481,7 +488,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         if !req_ended && session.is_body_done() {
             // The client's body ended as the response did.
             req_ended = self
-                .forward_request_piece(session, &mut up, None, ctx)
+                .forward_request_piece(session, &mut up, None, ctx, false)
                 .await?;
         }
         if req_ended {
@@ -492,13 +499,15 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
 
     /// One piece of request body (or its end, `None`) from downstream to
     /// upstream, through `request_body_filter`, kept for a retry while it
-    /// fits. Returns whether the request body is complete.
+    /// fits; `queue`d for `drive` to send, or written at once. Returns
+    /// whether the request body is complete.
     async fn forward_request_piece(
         &self,
         session: &mut Session,
         up: &mut ClientSession,
         mut chunk: Option<Bytes>,
         ctx: &mut SV::CTX,
+        queue: bool,
     ) -> Result<bool> {
         // The end comes with the last piece when the body's length says so
         // (and as `None` otherwise).
@@ -506,7 +515,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         if end && session.state().is_some_and(|s| s.end_filtered) {
             // A retry: the filter has seen the end already.
             let trailers = session.request_trailers().cloned();
-            up.finish_body(trailers).await?;
+            Self::end_request(up, trailers, queue).await?;
             return Ok(true);
         }
         self.inner
@@ -523,13 +532,29 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 state.sent_lost = true;
                 state.sent = Vec::new();
             }
-            up.write_body(d).await?;
+            if queue {
+                up.queue_body(d)?;
+            } else {
+                up.write_body(d).await?;
+            }
         }
         if end {
             let trailers = session.request_trailers().cloned();
-            up.finish_body(trailers).await?;
+            Self::end_request(up, trailers, queue).await?;
         }
         Ok(end)
+    }
+
+    async fn end_request(
+        up: &mut ClientSession,
+        trailers: Option<http::HeaderMap>,
+        queue: bool,
+    ) -> Result<()> {
+        if queue {
+            up.queue_finish(trailers)
+        } else {
+            up.finish_body(trailers).await
+        }
     }
 
     /// After a 101 (or a 2xx to CONNECT): copy raw bytes both ways until
@@ -538,16 +563,17 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let idle = self.options.tunnel_idle_timeout;
         loop {
             tokio::select! {
-                d = session.read_request_body() => match d.map_err(|e| e.into_down())? {
-                    Some(d) => up.write_body(d).await?,
+                d = session.read_request_body(), if !up.has_queued() => match d.map_err(|e| e.into_down())? {
+                    Some(d) => up.queue_body(d)?,
                     None => {
                         let _ = up.finish_body(None).await;
                         return Ok(());
                     }
                 },
-                u = up.read_body_bytes() => match u? {
-                    Some(u) => session.write_response_body(u).await.map_err(|e| e.into_down())?,
-                    None => {
+                u = up.read_body_while_sending() => match u? {
+                    None => {} // the queue went out
+                    Some(Some(u)) => session.write_response_body(u).await.map_err(|e| e.into_down())?,
+                    Some(None) => {
                         let _ = session.finish_body().await;
                         return Ok(());
                     }
@@ -572,7 +598,12 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         let mut ctx = self.inner.new_ctx();
         let start = Instant::now();
         let result = self.run(session, &mut ctx).await;
+        let mut broken = false;
         if let Err(e) = &result {
+            // A response that had started cannot be answered any more: the
+            // connection (or HTTP/2 stream) must end abruptly, so that the
+            // client sees it cut short rather than complete.
+            broken = session.response_written().is_some();
             let code = self.inner.fail_to_proxy(session, e, &mut ctx).await;
             if !self.inner.suppress_error_log(session, &ctx, e) {
                 error!(
@@ -587,6 +618,9 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         self.inner
             .logging(session, result.as_ref().err().map(|e| &**e), &mut ctx)
             .await;
-        Ok(())
+        match result {
+            Err(e) if broken => Err(e),
+            _ => Ok(()),
+        }
     }
 }

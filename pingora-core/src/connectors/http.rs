@@ -19,6 +19,9 @@ use crate::upstreams::peer::{HttpPeer, ALPN};
 
 /// A session to an upstream: HTTP/1 (one connection) or HTTP/2 (one stream
 /// of a shared connection). The methods are the same for both.
+// One per request in flight, moved rarely: boxing a variant would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientSession {
     /// HTTP/1.x.
     H1(v1::client::HttpSession),
@@ -97,6 +100,53 @@ impl ClientSession {
         match self {
             ClientSession::H1(s) => s.trailers(),
             ClientSession::H2(s) => s.trailers(),
+        }
+    }
+
+    /// Queue request body bytes to be sent by [`drive`](Self::drive),
+    /// instead of waiting for them to go out: the way to stream a body up
+    /// while the response streams down, without either side waiting on
+    /// the other.
+    pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.queue_body(&data),
+            ClientSession::H2(s) => s.queue_body(data),
+        }
+    }
+
+    /// End the request body (with trailers) once the queue is out; HTTP/1
+    /// queues the last chunk, HTTP/2 needs no credit to end a stream.
+    pub fn queue_finish(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        match self {
+            ClientSession::H1(s) => s.queue_finish(trailers.as_ref()),
+            ClientSession::H2(s) => s.queue_finish(trailers),
+        }
+    }
+
+    /// Whether queued request body is still to be sent.
+    pub fn has_queued(&self) -> bool {
+        match self {
+            ClientSession::H1(s) => s.has_queued(),
+            ClientSession::H2(s) => s.has_queued(),
+        }
+    }
+
+    /// Read the response header while sending the queued body. `false`:
+    /// the queue went out first and no header is in yet (call again).
+    pub async fn read_response_while_sending(&mut self) -> Result<bool> {
+        match self {
+            ClientSession::H1(s) => s.read_response_while_sending().await,
+            ClientSession::H2(s) => s.read_response_while_sending().await,
+        }
+    }
+
+    /// The next piece of response body (`Some(None)` at its end), sending
+    /// the queued body meanwhile. `None`: the queue went out first and
+    /// nothing was read (call again).
+    pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
+        match self {
+            ClientSession::H1(s) => s.read_body_while_sending().await,
+            ClientSession::H2(s) => s.read_body_while_sending().await,
         }
     }
 

@@ -10,4 +10,14 @@ pub mod v1;
 pub mod v2;
 
 pub use server::ServerSession;
+
+/// What sending a queued body while reading made happen: the queue went
+/// out, or the peer sent something to read first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Everything queued was sent.
+    Sent,
+    /// The peer sent bytes (or closed): read them now.
+    Readable,
+}
 pub use v1::H1Options;

@@ -9,6 +9,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::conn::{timed, BodyReader, BodyWriter, Conn};
 use super::framing::{self, Framing};
 use super::H1Options;
+use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
 const STACK_HEADERS: usize = 64;
@@ -85,6 +86,47 @@ impl HttpSession {
     /// Write request body bytes (raw bytes after an upgrade).
     pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
         self.conn.write_body(data).await.map_err(|e| e.into_up())
+    }
+
+    /// Queue request body bytes, to be sent by [`drive`](Self::drive)
+    /// while the response is read: neither direction then waits on the
+    /// other (an upstream that echoes a large body as it reads it).
+    pub fn queue_body(&mut self, data: &[u8]) -> Result<()> {
+        self.conn.queue_body(data).map_err(|e| e.into_up())
+    }
+
+    /// Queue the end of the request body (last chunk and trailers).
+    pub fn queue_finish(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
+        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
+            self.keepalive = false;
+        }
+        self.conn.queue_finish(trailers).map_err(|e| e.into_up())
+    }
+
+    /// Whether queued request body bytes are still to be sent.
+    pub fn has_queued(&self) -> bool {
+        self.conn.has_queued()
+    }
+
+    /// Read the response header while sending the queued body. `false`:
+    /// the queue went out first and no header is in yet (call again).
+    pub async fn read_response_while_sending(&mut self) -> Result<bool> {
+        if self.conn.has_queued()
+            && self.conn.drive_header().await.map_err(|e| e.into_up())? == Progress::Sent
+        {
+            return Ok(false);
+        }
+        self.read_response().await.map(|_| true)
+    }
+
+    /// The next piece of response body (`Some(None)` at its end) while
+    /// sending the queued body. `None`: the queue went out first and
+    /// nothing was read (call again).
+    pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
+        if self.conn.has_queued() {
+            return self.conn.drive_body().await.map_err(|e| e.into_up());
+        }
+        self.read_body_bytes().await.map(Some)
     }
 
     /// End the request body (last chunk and `trailers` when chunked).
@@ -221,6 +263,7 @@ impl HttpSession {
             && self.conn.body_done()
             && matches!(self.conn.reader, BodyReader::Done)
             && self.conn.writer == BodyWriter::Done
+            && !self.conn.has_queued()
             && self.conn.buf.is_empty()
             && !self.conn.eof
     }

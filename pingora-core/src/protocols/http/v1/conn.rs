@@ -4,16 +4,19 @@
 
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::framing::Framing;
 use super::H1Options;
+use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
 /// First read of a header block, and each later growth step.
@@ -208,69 +211,80 @@ impl Conn {
         Ok(Some(data))
     }
 
+    /// One step of body decoding from the buffer alone: `Some` once a
+    /// piece, the end or an error is decided, `None` when more bytes must
+    /// be read first.
+    fn body_step(&mut self) -> Option<Result<Option<Bytes>>> {
+        match &mut self.reader {
+            BodyReader::Done => Some(Ok(None)),
+            BodyReader::Length(left) => {
+                if !self.buf.is_empty() {
+                    let n = (self.buf.len() as u64).min(*left) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.reader = BodyReader::Done;
+                    }
+                    let data = self.buf.split_to(n).freeze();
+                    return Some(self.count(data));
+                }
+                if self.eof {
+                    self.reader = BodyReader::Done;
+                    return Some(Error::e_explain(
+                        ConnectionClosed,
+                        "connection closed inside a body",
+                    ));
+                }
+                None
+            }
+            BodyReader::Chunked(dec) => match dec.decode(&mut self.buf) {
+                Err(e) => Some(Err(e)),
+                Ok(Decoded::Data(d)) => Some(self.count(d)),
+                Ok(Decoded::Done) => {
+                    self.trailers = dec.take_trailers().map(Box::new);
+                    self.reader = BodyReader::Done;
+                    Some(Ok(None))
+                }
+                Ok(Decoded::NeedMore) if self.eof => {
+                    self.reader = BodyReader::Done;
+                    Some(Error::e_explain(
+                        ConnectionClosed,
+                        "connection closed inside a chunked body",
+                    ))
+                }
+                Ok(Decoded::NeedMore) => None,
+            },
+            BodyReader::UntilClose => {
+                if !self.buf.is_empty() {
+                    let data = self.buf.split().freeze();
+                    return Some(self.count(data));
+                }
+                if self.eof {
+                    self.reader = BodyReader::Done;
+                    return Some(Ok(None));
+                }
+                None
+            }
+        }
+    }
+
     /// The next piece of body, or `None` when it is complete.
     pub(crate) async fn read_body(&mut self) -> Result<Option<Bytes>> {
         let limit = self.opts.body_read_timeout;
         loop {
-            match &mut self.reader {
-                BodyReader::Done => return Ok(None),
-                BodyReader::Length(left) => {
-                    if !self.buf.is_empty() {
-                        let n = (self.buf.len() as u64).min(*left) as usize;
-                        *left -= n as u64;
-                        if *left == 0 {
-                            self.reader = BodyReader::Done;
-                        }
-                        let data = self.buf.split_to(n).freeze();
-                        return self.count(data);
-                    }
-                    let want = (*left).min(BODY_READ_SIZE as u64) as usize;
-                    if timed(
-                        limit,
-                        ReadTimedout,
-                        "body read timed out",
-                        self.read_more(want),
-                    )
-                    .await?
-                        == 0
-                    {
-                        self.reader = BodyReader::Done;
-                        return Error::e_explain(
-                            ConnectionClosed,
-                            "connection closed inside a body",
-                        );
-                    }
-                }
-                BodyReader::Chunked(dec) => match dec.decode(&mut self.buf)? {
-                    Decoded::Data(d) => return self.count(d),
-                    Decoded::Done => {
-                        self.trailers = dec.take_trailers().map(Box::new);
-                        self.reader = BodyReader::Done;
-                        return Ok(None);
-                    }
-                    Decoded::NeedMore => {
-                        let read = self.read_more(BODY_READ_SIZE);
-                        if timed(limit, ReadTimedout, "body read timed out", read).await? == 0 {
-                            self.reader = BodyReader::Done;
-                            return Error::e_explain(
-                                ConnectionClosed,
-                                "connection closed inside a chunked body",
-                            );
-                        }
-                    }
-                },
-                BodyReader::UntilClose => {
-                    if !self.buf.is_empty() {
-                        let data = self.buf.split().freeze();
-                        return self.count(data);
-                    }
-                    let read = self.read_more(BODY_READ_SIZE);
-                    if timed(limit, ReadTimedout, "body read timed out", read).await? == 0 {
-                        self.reader = BodyReader::Done;
-                        return Ok(None);
-                    }
-                }
+            if let Some(step) = self.body_step() {
+                return step;
             }
+            let want = match self.reader {
+                BodyReader::Length(left) => left.min(BODY_READ_SIZE as u64) as usize,
+                _ => BODY_READ_SIZE,
+            };
+            timed(
+                limit,
+                ReadTimedout,
+                "body read timed out",
+                self.read_more(want),
+            )
+            .await?;
         }
     }
 
@@ -386,28 +400,155 @@ impl Conn {
     /// End the body: the last chunk and `trailers` for chunked; an error if
     /// a Content-Length body is short. Flushes.
     pub(crate) async fn finish_body(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
+        let ended = self.queue_finish(trailers);
+        self.flush().await?;
+        ended
+    }
+
+    /// Frame body bytes into the write queue, to be sent by
+    /// [`drive`](Self::drive) (or the next write or flush).
+    pub(crate) fn queue_body(&mut self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
         match self.writer {
-            BodyWriter::Chunked => {
-                let mut tail = BytesMut::with_capacity(64);
-                tail.put_slice(b"0\r\n");
-                for (name, value) in trailers.into_iter().flatten() {
-                    tail.put_slice(name.as_str().as_bytes());
-                    tail.put_slice(b": ");
-                    tail.put_slice(value.as_bytes());
-                    tail.put_slice(b"\r\n");
+            BodyWriter::Done => return Error::e_explain(H1Error, "no body may be written now"),
+            BodyWriter::Length(left) => {
+                if data.len() as u64 > left {
+                    return Error::e_explain(H1Error, "body longer than its Content-Length");
                 }
-                tail.put_slice(b"\r\n");
-                self.writer = BodyWriter::Done;
-                self.write_parts(&[&tail]).await?;
+                self.writer = BodyWriter::Length(left - data.len() as u64);
+                self.pending.extend_from_slice(data);
+            }
+            BodyWriter::Chunked => {
+                let mut head = [0u8; 18];
+                let n = chunk_head(data.len(), &mut head);
+                self.pending.reserve(n + data.len() + 2);
+                self.pending.put_slice(&head[..n]);
+                self.pending.put_slice(data);
+                self.pending.put_slice(b"\r\n");
+            }
+            BodyWriter::UntilClose => self.pending.extend_from_slice(data),
+        }
+        self.body_written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Queue the end of the body: the last chunk and `trailers` when
+    /// chunked. An error if a Content-Length body is short.
+    pub(crate) fn queue_finish(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
+        let writer = std::mem::replace(&mut self.writer, BodyWriter::Done);
+        match writer {
+            BodyWriter::Chunked => {
+                self.pending.put_slice(b"0\r\n");
+                for (name, value) in trailers.into_iter().flatten() {
+                    self.pending.put_slice(name.as_str().as_bytes());
+                    self.pending.put_slice(b": ");
+                    self.pending.put_slice(value.as_bytes());
+                    self.pending.put_slice(b"\r\n");
+                }
+                self.pending.put_slice(b"\r\n");
+                Ok(())
             }
             BodyWriter::Length(left) if left > 0 => {
-                self.writer = BodyWriter::Done;
-                self.flush().await?;
-                return Error::e_explain(H1Error, "body shorter than its Content-Length");
+                Error::e_explain(H1Error, "body shorter than its Content-Length")
             }
-            _ => self.writer = BodyWriter::Done,
+            _ => Ok(()),
         }
-        self.flush().await
+    }
+
+    /// Send the write queue while also reading the response header: `Sent`
+    /// once the queue is out (and flushed), `Readable` once a whole header
+    /// block (or the end of the stream) is in, so that reading it cannot
+    /// wait on the peer.
+    pub(crate) async fn drive_header(&mut self) -> Result<Progress> {
+        let limit = self.opts.write_timeout;
+        loop {
+            let max = self.opts.max_header_bytes;
+            let complete = super::chunked::find_header_end_from(&self.buf, 0, max).is_some();
+            if self.eof || complete || self.buf.len() >= max {
+                return Ok(Progress::Readable);
+            }
+            let step = poll_fn(|cx| self.poll_drive(cx));
+            if timed(limit, WriteTimedout, "write timed out", step).await? == Progress::Sent {
+                return Ok(Progress::Sent);
+            }
+        }
+    }
+
+    /// Send the write queue while also reading the body: `Some` with the
+    /// next piece (or the end) as soon as one is decoded, `None` once the
+    /// queue is out. Neither side then waits on the other.
+    pub(crate) async fn drive_body(&mut self) -> Result<Option<Option<Bytes>>> {
+        let limit = self.opts.write_timeout;
+        loop {
+            if let Some(step) = self.body_step() {
+                return step.map(Some);
+            }
+            let step = poll_fn(|cx| self.poll_drive(cx));
+            if timed(limit, WriteTimedout, "write timed out", step).await? == Progress::Sent {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Write what is queued; meanwhile read into the buffer. Ready with
+    /// `Sent` when the queue is out and flushed, `Readable` when bytes (or
+    /// the end) arrived.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Error::e_explain(WriteError, "connection wrote zero bytes"))
+                }
+                Poll::Ready(Ok(n)) => self.pending.advance(n),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Error::e_because(
+                        WriteError,
+                        "writing to the connection",
+                        e,
+                    ))
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.pending.is_empty() {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(Progress::Sent)),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Error::e_because(WriteError, "flushing the connection", e))
+                }
+                Poll::Pending => {}
+            }
+        }
+        if self.eof {
+            return Poll::Ready(Ok(Progress::Readable));
+        }
+        self.buf.reserve(BODY_READ_SIZE);
+        let mut rb = ReadBuf::uninit(self.buf.spare_capacity_mut());
+        match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: `poll_read` initialized these `n` bytes of the
+                // spare capacity.
+                unsafe { self.buf.set_len(self.buf.len() + n) };
+                if n == 0 {
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(Progress::Readable))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Error::e_because(
+                ReadError,
+                "reading from the connection",
+                e,
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Whether body bytes wait in the write queue.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.pending.is_empty()
     }
 }
 

@@ -1,9 +1,11 @@
 //! The client side of HTTP/2: a shared [`H2Connection`] that carries many
 //! concurrent [`Http2Session`]s (one per request), over the `h2` crate.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use http::uri::{Authority, Scheme, Uri};
 use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
 /// An HTTP/2 connection to an upstream, shared by requests. Its driver
@@ -122,6 +125,10 @@ impl H2Connection {
             trailers: None,
             body_done: false,
             sent_all: false,
+            queued: None,
+            finish_queued: None,
+            resp_ready: None,
+            data_ready: None,
             read_timeout: None,
             write_timeout: None,
         })
@@ -140,6 +147,14 @@ pub struct Http2Session {
     body_done: bool,
     /// The request side has ended (END_STREAM sent).
     sent_all: bool,
+    /// Request body waiting for flow-control credit (see `drive`).
+    queued: Option<Bytes>,
+    /// The end of the request (with trailers), to send after `queued`.
+    finish_queued: Option<Option<HeaderMap>>,
+    /// The response header, taken in by `drive` before `read_response`.
+    resp_ready: Option<Box<std::result::Result<http::Response<RecvStream>, h2::Error>>>,
+    /// A piece of response body taken in by `drive`.
+    data_ready: Option<Option<std::result::Result<Bytes, h2::Error>>>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
@@ -277,6 +292,22 @@ impl Http2Session {
     /// End the request body, with `trailers` if given (nothing to do if the
     /// header already ended the request).
     pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        if self.queued.is_some() {
+            return Error::e_explain(H2Error, "request body still queued");
+        }
+        self.end_stream(trailers)
+    }
+
+    /// End the request once the queued body is out (at once if none is).
+    pub fn queue_finish(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        if self.queued.is_some() {
+            self.finish_queued = Some(trailers);
+            return Ok(());
+        }
+        self.end_stream(trailers)
+    }
+
+    fn end_stream(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
         if self.sent_all {
             return Ok(());
         }
@@ -290,19 +321,136 @@ impl Http2Session {
         .map_err(|e| e.into_up())
     }
 
+    /// Queue request body bytes, to be sent by [`drive`](Self::drive) as
+    /// the upstream grants flow-control credit, while the response is read.
+    pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.queued.is_some() {
+            return Error::e_explain(H2Error, "request body already queued");
+        }
+        self.queued = Some(data);
+        Ok(())
+    }
+
+    /// Whether queued request body bytes are still to be sent.
+    pub fn has_queued(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Read the response header while sending the queued body. `false`:
+    /// the queue went out first and no header is in yet (call again).
+    pub async fn read_response_while_sending(&mut self) -> Result<bool> {
+        if self.has_queued() && self.drive().await? == Progress::Sent {
+            return Ok(false);
+        }
+        self.read_response().await.map(|_| true)
+    }
+
+    /// The next piece of response body (`Some(None)` at its end) while
+    /// sending the queued body. `None`: the queue went out first and
+    /// nothing was read (call again).
+    pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
+        if self.has_queued() && self.drive().await? == Progress::Sent {
+            return Ok(None);
+        }
+        self.read_body_bytes().await.map(Some)
+    }
+
+    /// Send the queue as credit comes, while taking in the response:
+    /// `Sent` when the queue is out, `Readable` when the response header
+    /// or a piece of its body can be read without waiting.
+    async fn drive(&mut self) -> Result<Progress> {
+        let limit = self.write_timeout;
+        let step = poll_fn(|cx| self.poll_drive(cx));
+        within(
+            limit,
+            WriteTimedout,
+            "upstream gave no flow-control credit",
+            step,
+        )
+        .await?
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress>> {
+        if self.resp_ready.is_some() || self.data_ready.is_some() {
+            return Poll::Ready(Ok(Progress::Readable));
+        }
+        if let (Some(data), Some(send)) = (self.queued.as_mut(), self.body_out.as_mut()) {
+            while !data.is_empty() {
+                send.reserve_capacity(data.len());
+                match send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(0))) | Poll::Pending => break,
+                    Poll::Ready(Some(Ok(n))) => {
+                        let chunk = data.split_to(n.min(data.len()));
+                        if let Err(e) = send.send_data(chunk, false) {
+                            return Poll::Ready(Err(Error::because(
+                                H2Error,
+                                "sending body data",
+                                e,
+                            )
+                            .into_up()));
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(Error::because(
+                            H2Error,
+                            "upstream flow control",
+                            e,
+                        )
+                        .into_up()))
+                    }
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Error::e_explain(H2Error, "upstream closed the stream"))
+                    }
+                }
+            }
+            if data.is_empty() {
+                self.queued = None;
+                if let Some(trailers) = self.finish_queued.take() {
+                    if let Err(e) = self.end_stream(trailers) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                return Poll::Ready(Ok(Progress::Sent));
+            }
+        } else {
+            self.queued = None;
+            return Poll::Ready(Ok(Progress::Sent));
+        }
+        if let Some(fut) = self.response.as_mut() {
+            if let Poll::Ready(r) = Pin::new(fut).poll(cx) {
+                self.resp_ready = Some(Box::new(r));
+                return Poll::Ready(Ok(Progress::Readable));
+            }
+        } else if let (Some(body), false) = (self.body_in.as_mut(), self.body_done) {
+            if let Poll::Ready(d) = body.poll_data(cx) {
+                self.data_ready = Some(d);
+                return Poll::Ready(Ok(Progress::Readable));
+            }
+        }
+        Poll::Pending
+    }
+
     /// Wait for the response header.
     pub async fn read_response(&mut self) -> Result<()> {
         // Polled in place (not taken) so that a caller may drop this future
         // and call again, e.g. from a `select!`.
-        let fut = self.response.as_mut().or_err(H2Error, "no request sent")?;
-        let resp = within(
-            self.read_timeout,
-            ReadTimedout,
-            "upstream response header timed out",
-            fut,
-        )
-        .await?
-        .map_err(|e| {
+        let resp = match self.resp_ready.take() {
+            Some(r) => *r,
+            None => {
+                let fut = self.response.as_mut().or_err(H2Error, "no request sent")?;
+                within(
+                    self.read_timeout,
+                    ReadTimedout,
+                    "upstream response header timed out",
+                    fut,
+                )
+                .await?
+            }
+        };
+        let resp = resp.map_err(|e| {
             if e.is_go_away() {
                 self.conn.closed.store(true, Ordering::Release);
             }
@@ -327,13 +475,18 @@ impl Http2Session {
             return Ok(None);
         }
         let body = self.body_in.as_mut().or_err(H2Error, "no response read")?;
-        let next = within(
-            self.read_timeout,
-            ReadTimedout,
-            "upstream body read timed out",
-            body.data(),
-        )
-        .await?;
+        let next = match self.data_ready.take() {
+            Some(n) => n,
+            None => {
+                within(
+                    self.read_timeout,
+                    ReadTimedout,
+                    "upstream body read timed out",
+                    body.data(),
+                )
+                .await?
+            }
+        };
         match next {
             Some(Ok(d)) => {
                 let _ = body.flow_control().release_capacity(d.len());
@@ -341,12 +494,16 @@ impl Http2Session {
             }
             Some(Err(e)) => Err(Error::because(H2Error, "reading the response body", e).into_up()),
             None => {
-                self.body_done = true;
+                // Done only once the trailers are in: a caller that drops
+                // this future before then calls again and gets them.
+                self.data_ready = Some(None);
                 self.trailers = body
                     .trailers()
                     .await
                     .or_err(H2Error, "reading response trailers")
                     .map_err(|e| e.into_up())?;
+                self.data_ready = None;
+                self.body_done = true;
                 Ok(None)
             }
         }

@@ -1,0 +1,194 @@
+//! The load_balancer example as users run it: the demo mode, round robin,
+//! failover past a refused upstream, the server's own flags, and a 1 GiB
+//! body streamed through both ways with the proxy's memory bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+use common::*;
+
+fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn demo_mode_balances_over_two_upstreams() {
+    let dir = temp_dir("lb-demo");
+    let log = dir.join("lb.log");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lb = Proc::start_example("load_balancer", &["--listen", &listen], &log);
+    wait_listening(port);
+    poll_until(Duration::from_secs(10), "the curl hint", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("try: curl http://{listen}/"))
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let body = curl(&format!("http://{listen}/hi"));
+        assert!(body.starts_with("hello from demo upstream "), "{body}");
+        seen.insert(body);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "round robin over both demo upstreams: {seen:?}"
+    );
+}
+
+#[test]
+fn test_flag_checks_the_conf() {
+    let out = Command::new(example("load_balancer"))
+        .args(["-t"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+/// The http_server example as an upstream, on a port from the OS.
+fn upstream(dir: &std::path::Path, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", &listen];
+    args.extend_from_slice(extra);
+    let p = Proc::start_example("http_server", &args, &dir.join("upstream.log"));
+    wait_listening(port);
+    (p, port)
+}
+
+#[test]
+fn failover_past_a_refused_upstream() {
+    let dir = temp_dir("lb-failover");
+    let (_up, up) = upstream(&dir, &[]);
+    let dead = free_port();
+    let port = free_port();
+    let (listen, a, b) = (
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{dead}"),
+        format!("127.0.0.1:{up}"),
+    );
+    let _lb = Proc::start_example(
+        "load_balancer",
+        &["--listen", &listen, "--upstream", &a, "--upstream", &b],
+        &dir.join("lb.log"),
+    );
+    wait_listening(port);
+    // Before the first health check and after it: every request lands.
+    for _ in 0..10 {
+        assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    }
+}
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_gigabyte_streams_through_with_bounded_memory() {
+    const TOTAL: u64 = 1 << 30;
+    let dir = temp_dir("lb-gigabyte");
+    let (_up, up) = upstream(
+        &dir,
+        &[
+            "--max-body",
+            &(2 * TOTAL).to_string(),
+            "--body-timeout-ms",
+            "600000",
+            "--write-timeout-ms",
+            "600000",
+        ],
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let upstream_addr = format!("127.0.0.1:{up}");
+    let lb = Proc::start_example(
+        "load_balancer",
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream_addr,
+            "--upstream-timeout-ms",
+            "600000",
+        ],
+        &dir.join("lb.log"),
+    );
+    wait_listening(port);
+    let start = std::time::Instant::now();
+
+    // POST 1 GiB to /echo while reading the echo back at the same time.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /echo HTTP/1.1\r\nHost: lb.test\r\nContent-Length: {TOTAL}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let block = vec![b'g'; 256 * 1024];
+        let mut left = TOTAL;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            w.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+    });
+    let mut r = BufReader::with_capacity(256 * 1024, s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    // The echo comes back chunked: count the data.
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let size = u64::from_str_radix(line.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..n]).unwrap();
+            assert!(buf[..n].iter().all(|&b| b == b'g'));
+            left -= n as u64;
+        }
+        got += size;
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    writer.join().unwrap();
+    assert_eq!(got, TOTAL);
+    let peak = peak_rss_kib(lb.pid().as_raw());
+    eprintln!(
+        "load_balancer peak RSS after 1 GiB each way: {peak} KiB, in {:?}",
+        start.elapsed()
+    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB is over 64 MiB");
+}
