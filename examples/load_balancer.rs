@@ -160,16 +160,13 @@ fn main() -> Result<()> {
     if upstreams.is_empty() {
         // No upstream given: two demo servers on ports from the OS.
         for i in 1..=2 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|e| Error::because(ErrorType::BindError, "demo upstream port", e))?
-                .port();
+            let addr = pingora::core::utils::free_loopback_addr()?;
             let mut app = HttpServer::new(Demo(i));
             app.set_h2c(true);
             let mut demo = Service::new(format!("demo upstream {i}"), app);
-            demo.add_tcp(&format!("127.0.0.1:{port}"));
+            demo.add_tcp(&addr);
             server.add_service(demo);
-            upstreams.push(format!("127.0.0.1:{port}"));
+            upstreams.push(addr);
         }
         eprintln!("demo upstreams: {}", upstreams.join(", "));
     }

@@ -77,7 +77,6 @@ pub mod protocols;
 pub mod server;
 pub mod services;
 pub mod upstreams;
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod utils;
 
 /// The TLS library in use: `pingora-openssl` or `pingora-boringssl`,

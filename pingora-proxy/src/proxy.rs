@@ -280,6 +280,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let mut attempt = 0;
         loop {
             let peer = self.inner.upstream_peer(session, ctx).await?;
+            let connect_start = Instant::now();
             let e = match self.connector.get_http_session(&peer).await {
                 Err(mut e) => {
                     if is_connect_error(e.etype()) {
@@ -289,7 +290,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 }
                 Ok((upstream, reused)) => {
                     self.inner
-                        .connected_to_upstream(session, reused, &peer, ctx)
+                        .connected_to_upstream(session, reused, &peer, connect_start.elapsed(), ctx)
                         .await?;
                     let retry_status = attempt < self.options.max_retries;
                     match self

@@ -68,13 +68,15 @@ pub trait ProxyHttp: Send + Sync + 'static {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>>;
 
-    /// A connection to the upstream is ready (`reused` from the pool or a
-    /// shared HTTP/2 connection).
+    /// A connection to the upstream is ready: `reused` from the pool (or a
+    /// shared HTTP/2 connection), after `connect_time` (connect and TLS
+    /// handshake when new, the pool lookup when reused).
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
+        _connect_time: Duration,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         Ok(())
@@ -181,12 +183,17 @@ pub trait ProxyHttp: Send + Sync + 'static {
     }
 
     /// Answer a request that failed: 502 when no upstream could be
-    /// reached, 504 on an upstream timeout, the parser's 4xx, else 500.
-    /// Returns the status sent.
+    /// reached, 504 on an upstream timeout, the parser's 4xx, else 500,
+    /// with a short plain-text body; a gRPC call over HTTP/2 gets the
+    /// matching `grpc-status` instead. Returns the HTTP status meant.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> u16 {
         let code = crate::proxy::error_status(e);
         if session.response_written().is_none() {
-            let _ = session.respond_error_with_body(code).await;
+            let _ = if session.is_grpc() && session.is_http2() {
+                session.respond_grpc_error(code).await
+            } else {
+                session.respond_error_with_body(code).await
+            };
         }
         code
     }

@@ -105,6 +105,38 @@ impl Session {
         self.state().is_some_and(|s| !s.read_ahead.is_empty())
     }
 
+    /// Whether this is a gRPC call (`content-type: application/grpc…`).
+    pub fn is_grpc(&self) -> bool {
+        self.0
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    }
+
+    /// Answer a gRPC call that failed with HTTP status `code` the way gRPC
+    /// clients understand: 200 with `grpc-status` and `grpc-message` in a
+    /// header block that ends the stream ("Trailers-Only"), the status
+    /// mapped as gRPC's HTTP mapping says (502/503 → UNAVAILABLE, 504 →
+    /// DEADLINE_EXCEEDED, …).
+    pub async fn respond_grpc_error(&mut self, code: u16) -> Result<()> {
+        let (status, message) = match code {
+            400 => (13, "bad request"),
+            401 => (16, "unauthenticated"),
+            403 => (7, "permission denied"),
+            404 => (12, "not found"),
+            413 | 429 => (8, "resource exhausted"),
+            502 | 503 => (14, "upstream unavailable"),
+            504 => (4, "upstream timed out"),
+            _ => (2, "proxy error"),
+        };
+        let mut resp = ResponseHeader::build(200, Some(4))?;
+        resp.insert_header("content-type", "application/grpc")?;
+        resp.insert_header("grpc-status", status.to_string())?;
+        resp.insert_header("grpc-message", format!("{message} (HTTP {code})"))?;
+        self.0.write_response_header_eos(Box::new(resp), true).await
+    }
+
     /// Answer with `code` and a short plain-text body naming it; the
     /// connection closes afterwards if it is HTTP/1.
     pub async fn respond_error_with_body(&mut self, code: u16) -> Result<()> {

@@ -39,8 +39,12 @@ async fn grpc_server() -> (tokio::process::Child, u16) {
 }
 
 async fn grpc_client(target: &str, ca: Option<&str>) {
+    grpc_client_mode("client", target, ca).await
+}
+
+async fn grpc_client_mode(mode: &str, target: &str, ca: Option<&str>) {
     let mut cmd = tokio::process::Command::new(PYTHON);
-    cmd.args([&script(), "client", target]);
+    cmd.args([&script(), mode, target]);
     if let Some(ca) = ca {
         cmd.arg(ca);
     }
@@ -68,6 +72,14 @@ async fn grpc_over_h2c() {
             .count()
             >= 5
     );
+}
+
+/// An unreachable upstream is a gRPC UNAVAILABLE status, not an HTTP 502
+/// page that gRPC clients cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_errors_are_grpc_statuses() {
+    let (port, _) = proxy(vec![peer(closed_port(), true)], ProxyOptions::default()).await;
+    grpc_client_mode("unavailable", &format!("127.0.0.1:{port}"), None).await;
 }
 
 #[cfg(any(feature = "openssl", feature = "boringssl"))]

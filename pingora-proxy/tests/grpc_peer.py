@@ -82,8 +82,22 @@ def check(target, ca=None):
     print("OK", flush=True)
 
 
+def unavailable(target):
+    """Through a proxy whose upstream is down: UNAVAILABLE, as gRPC says."""
+    channel = grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+    try:
+        channel.unary_unary("/%s/Unary" % SVC)(b"hi", timeout=20)
+        raise AssertionError("the call succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE, (e.code(), e.details())
+        assert "HTTP 502" in e.details(), e.details()
+    print("OK", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve()
+    elif sys.argv[1] == "unavailable":
+        unavailable(sys.argv[2])
     else:
         check(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

@@ -380,3 +380,31 @@ async fn retry_resends_a_buffered_body() {
         1
     );
 }
+
+/// The client's connection stays open for the next request, and the
+/// upstream connection is reused for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_keepalive_and_upstream_reuse() {
+    let (up, accepted) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        s.write_all(b"GET /bytes/5 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"xxxxx")) {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("a response")
+                .unwrap();
+            assert!(n > 0, "request {i}: the proxy closed the connection");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "request {i}");
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 1);
+}

@@ -226,8 +226,10 @@ impl ProxyHttp for Recorder {
         _s: &mut Session,
         reused: bool,
         _peer: &HttpPeer,
+        connect_time: Duration,
         _: &mut (),
     ) -> Result<()> {
+        assert!(connect_time < Duration::from_secs(5));
         self.note("connected_to_upstream");
         self.note(format!("reused: {reused}"));
         Ok(())
