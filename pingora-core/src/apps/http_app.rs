@@ -296,6 +296,10 @@ impl<A: HttpServerApp> HttpServer<A> {
                                 debug!("request failed: {e}");
                                 if session.response_written().is_none() {
                                     let _ = session.respond_error(error_status(e.etype())).await;
+                                } else {
+                                    // Cut short: the client must not take
+                                    // it for a whole response.
+                                    session.abort();
                                 }
                             }
                             let _ = session.finish().await;

@@ -143,6 +143,15 @@ impl ServerSession {
         }
     }
 
+    /// Break off a response that cannot be completed: HTTP/1 closes the
+    /// connection (the caller drops it), HTTP/2 resets the stream.
+    pub fn abort(&mut self) {
+        match self {
+            ServerSession::H1(s) => s.set_keepalive(false),
+            ServerSession::H2(s) => s.abort(),
+        }
+    }
+
     /// Answer with an error status and an empty body; the connection closes.
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
         match self {

@@ -327,6 +327,17 @@ impl HttpSession {
         self.tls.as_ref()
     }
 
+    /// Break the response off: reset the stream (INTERNAL_ERROR), so the
+    /// client knows it is incomplete.
+    pub fn abort(&mut self) {
+        self.ended = true;
+        if let Some(send) = self.body_out.as_mut() {
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+        } else {
+            self.send_resp.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
+
     /// Finish the stream: end the response if the app did not. Streams are
     /// never "reused"; returns false.
     pub async fn finish(&mut self) -> Result<bool> {
