@@ -7,23 +7,8 @@
 #
 # Usage: bash benches/tls_handshake.sh [seconds-per-server]   (default 10)
 # Needs: nginx and openssl (the CLI); prints both rates and the ratio.
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECS="${1:-10}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
-cargo build --release -q --example https_server
-BIN="$CARGO_TARGET_DIR/release/examples/https_server"
-
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" https_server
 
 OURS=$(free_port)
 printf 'version: 1\nthreads: 1\n' > "$DIR/conf.yaml"

@@ -192,3 +192,77 @@ fn a_gigabyte_streams_through_with_bounded_memory() {
     );
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB is over 64 MiB");
 }
+
+/// `--tls-listen` (h2 and http/1.1 by ALPN), `--h2c` and `--upstream-h2`.
+#[test]
+fn tls_h2c_and_h2_upstreams() {
+    use pingora::core::utils::certs::TestCa;
+    let dir = temp_dir("lb-protocols");
+    let ca = TestCa::new("lb test CA").unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["localhost"], 1, false)
+        .unwrap()
+        .write(&dir, "localhost")
+        .unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let (listen, tls_listen) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{tls_port}"));
+    let _lb = Proc::start_example(
+        "load_balancer",
+        &[
+            "--listen",
+            &listen,
+            "--h2c",
+            "--upstream-h2",
+            "--tls-listen",
+            &tls_listen,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+        &dir.join("lb.log"),
+    );
+    wait_listening(port);
+    wait_listening(tls_port);
+    let get = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-w", " %{http_version}"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The demo upstreams see an HTTP/2 request (its URI is absolute) in
+    // every case; the client's protocol is what curl reports.
+    // The client's authority reaches the upstream unchanged.
+    let h2c = get(&["--http2-prior-knowledge", &format!("http://{listen}/a")]);
+    assert!(h2c.ends_with(" 2"), "{h2c}");
+    assert!(
+        h2c.contains(&format!("(http://{listen}/a)")),
+        "the upstream got HTTP/2: {h2c}"
+    );
+    let h1 = get(&["--http1.1", &format!("http://{listen}/b")]);
+    assert!(h1.ends_with(" 1.1") && h1.contains("(http://"), "{h1}");
+    let url = format!("https://localhost:{tls_port}/c");
+    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let h2 = get(&["--cacert", &ca_file, "--resolve", &resolve, "--http2", &url]);
+    assert!(
+        h2.ends_with(" 2") && h2.starts_with("hello from demo upstream"),
+        "{h2}"
+    );
+    let tls_h1 = get(&[
+        "--cacert",
+        &ca_file,
+        "--resolve",
+        &resolve,
+        "--http1.1",
+        &url,
+    ]);
+    assert!(tls_h1.ends_with(" 1.1"), "{tls_h1}");
+}

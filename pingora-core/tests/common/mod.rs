@@ -40,7 +40,25 @@ pub fn nginx_dir(tag: &str) -> PathBuf {
 
 /// Start nginx in `dir` with `server` as the body of its one `server {}`
 /// block (the `listen` line is added), on a port from the OS.
+///
+/// Another test may take the same free port between our asking and nginx
+/// binding it: nginx then fails to bind and exits, and we try a new port.
+/// nginx is ready once it wrote its pid file (after binding).
 pub fn start_nginx(dir: PathBuf, server: &str) -> Nginx {
+    for _ in 0..5 {
+        if let Some(n) = try_start_nginx(&dir, server) {
+            return n;
+        }
+    }
+    panic!(
+        "nginx could not bind a port in 5 tries; see {}",
+        dir.display()
+    );
+}
+
+fn try_start_nginx(dir: &Path, server: &str) -> Option<Nginx> {
+    let _ = std::fs::remove_file(dir.join("nginx.pid"));
+    let _ = std::fs::remove_file(dir.join("error.log"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -98,9 +116,14 @@ http {{
         .spawn()
         .expect("start nginx");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !dir.join("nginx.pid").exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            if log.contains("Address already in use") {
+                return None;
+            }
             panic!("nginx exited ({status}):\n{log}");
         }
         assert!(
@@ -109,7 +132,11 @@ http {{
         );
         std::thread::park_timeout(Duration::from_millis(5));
     }
-    Nginx { child, port, dir }
+    Some(Nginx {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// Poll `f` until true, failing after `limit`.

@@ -220,18 +220,19 @@ impl Http2Session {
         let host = req.headers.get(HOST).cloned();
         req.remove_header(&HOST);
         let mut parts = req.into_parts();
-        let authority = match (&host, &self.conn.authority) {
-            (Some(h), _) => h
+        // The request's own Host or authority first; the connection's
+        // default only for a request that has neither.
+        let authority = match (&host, parts.uri.authority(), &self.conn.authority) {
+            (Some(h), _, _) => h
                 .to_str()
                 .ok()
                 .and_then(|h| h.parse::<Authority>().ok())
                 .or_err(InvalidHTTPHeader, "Host is not a valid authority")?,
-            (None, Some(a)) => a.clone(),
-            (None, None) => parts
-                .uri
-                .authority()
-                .cloned()
-                .or_err(InvalidHTTPHeader, "request has no Host or authority")?,
+            (None, Some(a), _) => a.clone(),
+            (None, None, Some(a)) => a.clone(),
+            (None, None, None) => {
+                return Error::e_explain(InvalidHTTPHeader, "request has no Host or authority")
+            }
         };
         let mut uri = parts.uri.clone().into_parts();
         uri.scheme = Some(if self.conn.tls {
