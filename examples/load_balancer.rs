@@ -11,7 +11,8 @@
 //! http/1.1 by ALPN), `--h2c` accepts HTTP/2 with prior knowledge on the
 //! plain listener, `--upstream-h2` speaks HTTP/2 to the upstreams (h2c, or h2
 //! with `--upstream-tls`). The server's own flags (`-c`, `-d`, `-u`, `-t`)
-//! work too, so it can be upgraded without dropping a request.
+//! work too, so it can be upgraded without dropping a request. Prometheus
+//! metrics are served at `http://127.0.0.1:6192/metrics` (`--metrics`).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ struct Args {
     /// CA file (PEM) to verify the upstreams with.
     #[arg(long)]
     upstream_ca: Option<String>,
+    /// Where to serve Prometheus metrics (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:6192")]
+    metrics: String,
     /// Time allowed for each upstream read or write, in milliseconds (504 after).
     #[arg(long, default_value_t = 60_000)]
     upstream_timeout_ms: u64,
@@ -193,7 +197,13 @@ fn main() -> Result<()> {
         tls.enable_h2();
         service.add_tls_with_settings(addr, None, tls)?;
     }
+    // Prometheus metrics: ours and any the program registers itself.
+    let mut metrics = pingora::core::metrics::prometheus_http_service();
+    metrics.add_tcp(&args.metrics);
+    server.add_service(metrics);
+
     eprintln!("try: curl http://{}/", args.listen);
+    eprintln!("metrics: curl http://{}/metrics", args.metrics);
     server.add_service(checks);
     server.add_service(service);
     server.run_forever();

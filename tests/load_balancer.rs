@@ -10,6 +10,16 @@ use std::time::Duration;
 mod common;
 use common::*;
 
+/// Start the load_balancer example with `args`, its metrics on a free port
+/// (returned), its log in `dir`.
+fn start_lb(dir: &std::path::Path, args: &[&str]) -> (Proc, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut all = vec!["--metrics", metrics.as_str()];
+    all.extend_from_slice(args);
+    let p = Proc::start_example("load_balancer", &all, &dir.join("lb.log"));
+    (p, metrics)
+}
+
 fn curl(url: &str) -> String {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", url])
@@ -29,7 +39,7 @@ fn demo_mode_balances_over_two_upstreams() {
     let log = dir.join("lb.log");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _lb = Proc::start_example("load_balancer", &["--listen", &listen], &log);
+    let (_lb, _) = start_lb(&dir, &["--listen", &listen]);
     wait_listening(port);
     poll_until(Duration::from_secs(10), "the curl hint", || {
         std::fs::read_to_string(&log)
@@ -81,10 +91,9 @@ fn failover_past_a_refused_upstream() {
         format!("127.0.0.1:{dead}"),
         format!("127.0.0.1:{up}"),
     );
-    let _lb = Proc::start_example(
-        "load_balancer",
+    let (_lb, _) = start_lb(
+        &dir,
         &["--listen", &listen, "--upstream", &a, "--upstream", &b],
-        &dir.join("lb.log"),
     );
     wait_listening(port);
     // Before the first health check and after it: every request lands.
@@ -118,8 +127,8 @@ fn a_gigabyte_streams_through_with_bounded_memory() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let upstream_addr = format!("127.0.0.1:{up}");
-    let lb = Proc::start_example(
-        "load_balancer",
+    let (lb, _) = start_lb(
+        &dir,
         &[
             "--listen",
             &listen,
@@ -128,7 +137,6 @@ fn a_gigabyte_streams_through_with_bounded_memory() {
             "--upstream-timeout-ms",
             "600000",
         ],
-        &dir.join("lb.log"),
     );
     wait_listening(port);
     let start = std::time::Instant::now();
@@ -207,8 +215,8 @@ fn tls_h2c_and_h2_upstreams() {
         .unwrap();
     let (port, tls_port) = (free_port(), free_port());
     let (listen, tls_listen) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{tls_port}"));
-    let _lb = Proc::start_example(
-        "load_balancer",
+    let (_lb, metrics) = start_lb(
+        &dir,
         &[
             "--listen",
             &listen,
@@ -221,7 +229,6 @@ fn tls_h2c_and_h2_upstreams() {
             "--key",
             &key,
         ],
-        &dir.join("lb.log"),
     );
     wait_listening(port);
     wait_listening(tls_port);
@@ -265,4 +272,90 @@ fn tls_h2c_and_h2_upstreams() {
         &url,
     ]);
     assert!(tls_h1.ends_with(" 1.1"), "{tls_h1}");
+    // Handshakes that fail count too: curl not trusting the CA, and the
+    // bare connect that waited for the port.
+    let bad = Command::new("curl")
+        .args(["-sS", "--resolve", &resolve, &url])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let page = curl(&format!("http://{metrics}/metrics"));
+    assert_eq!(sample(&page, "pingora_tls_handshakes_total"), 2.0, "{page}");
+    assert_eq!(sample(&page, "pingora_tls_handshake_failures_total"), 2.0);
+    let h2 = "pingora_http_requests_total{protocol=\"http2\",status_class=\"2xx\"}";
+    assert_eq!(sample(&page, h2), 2.0);
+}
+
+/// One sample's value from a Prometheus text page (`name{labels}`
+/// exactly as written there); 0 when absent.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Known traffic, then a scrape with a real client: the counters say
+/// exactly what happened.
+#[test]
+fn metrics_count_known_traffic() {
+    let dir = temp_dir("lb-metrics");
+    let (_up, up) = upstream(&dir, &[]);
+    let dead = free_port();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (a, b) = (format!("127.0.0.1:{dead}"), format!("127.0.0.1:{up}"));
+    let (_lb, metrics) = start_lb(
+        &dir,
+        &["--listen", &listen, "--upstream", &a, "--upstream", &b],
+    );
+    wait_listening(port);
+    for _ in 0..10 {
+        assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    }
+    let url = format!("http://{metrics}/metrics");
+    // The dead backend is marked unhealthy by the next health check.
+    poll_until(
+        Duration::from_secs(10),
+        "the dead backend to be unhealthy",
+        || {
+            let page = curl(&url);
+            sample(
+                &page,
+                &format!("pingora_backend_healthy{{backend=\"{a}\"}}"),
+            ) == 0.0
+                && sample(
+                    &page,
+                    &format!("pingora_backend_healthy{{backend=\"{b}\"}}"),
+                ) == 1.0
+        },
+    );
+    let page = curl(&url);
+    let get = |s: &str| sample(&page, s);
+    assert_eq!(
+        get("pingora_http_requests_total{protocol=\"http1\",status_class=\"2xx\"}"),
+        10.0,
+        "{page}"
+    );
+    assert_eq!(
+        get("pingora_http_request_duration_seconds_count{protocol=\"http1\"}"),
+        10.0
+    );
+    // Ten curls and the one connect that found the port open.
+    assert_eq!(
+        get("pingora_downstream_connections_accepted_total{service=\"load balancer\"}"),
+        11.0
+    );
+    // Each refused connect was retried on the live backend.
+    let refused = get("pingora_upstream_connect_errors_total{kind=\"ConnectRefused\"}");
+    assert_eq!(get("pingora_proxy_retries_total"), refused);
+    // One upstream connection, reused for every other request.
+    let (hits, misses) = (
+        get("pingora_upstream_pool_hits_total"),
+        get("pingora_upstream_pool_misses_total"),
+    );
+    assert_eq!((hits, misses - refused), (9.0, 1.0), "{page}");
+    assert_eq!(get("pingora_upstream_pool_idle_connections"), 1.0);
+    // A program's own metrics would appear on the same page: the default
+    // registry is the one served.
+    assert!(page.contains("# TYPE pingora_upstream_connect_seconds histogram"));
 }

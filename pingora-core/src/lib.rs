@@ -73,6 +73,7 @@ compile_error!(
 pub mod apps;
 pub mod connectors;
 pub mod listeners;
+pub mod metrics;
 pub mod protocols;
 pub mod server;
 pub mod services;

@@ -122,6 +122,7 @@ impl Backends {
                 let h = old.get(&key).cloned().unwrap_or_else(|| {
                     let h = Health::default();
                     h.healthy.store(true, Ordering::Relaxed);
+                    health_gauge(b).set(1);
                     Arc::new(h)
                 });
                 (key, h)
@@ -154,6 +155,7 @@ impl Backends {
 
     fn changed(&self, b: &Backend, healthy: bool, why: &str) {
         self.changes.fetch_add(1, Ordering::Relaxed);
+        health_gauge(b).set(i64::from(healthy));
         if healthy {
             info!(backend = %b.addr, "backend healthy again ({why})");
         } else {
@@ -254,4 +256,19 @@ impl Backends {
             .get(&b.hash_key())
             .is_some_and(|h| h.ejected_until.load(Ordering::Relaxed) > self.now_ns())
     }
+}
+
+/// `pingora_backend_healthy{backend}`: 1 while the active health checks
+/// find the backend healthy, else 0.
+static HEALTHY: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "pingora_backend_healthy",
+        "1 if the backend passes its health checks, else 0",
+        &["backend"]
+    )
+    .expect("registering a built-in metric")
+});
+
+fn health_gauge(b: &Backend) -> prometheus::IntGauge {
+    HEALTHY.with_label_values(&[&b.addr.to_string()])
 }

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod forwarded;
+pub mod metrics;
 mod proxy;
 mod proxy_trait;
 mod session;

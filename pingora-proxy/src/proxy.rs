@@ -316,6 +316,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 return Err(e);
             }
             attempt += 1;
+            crate::metrics::proxy().retries.inc();
             warn!(
                 "retrying {} after: {e}",
                 self.inner.request_summary(session, ctx)
@@ -600,12 +601,20 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         let start = Instant::now();
         let result = self.run(session, &mut ctx).await;
         let mut broken = false;
+        let mut status = session.response_written().map(|r| r.status.as_u16());
         if let Err(e) = &result {
+            if *e.esource() == ErrorSource::Upstream {
+                crate::metrics::proxy()
+                    .upstream_errors
+                    .with_label_values(&[e.etype().as_str()])
+                    .inc();
+            }
             // A response that had started cannot be answered any more: the
             // connection (or HTTP/2 stream) must end abruptly, so that the
             // client sees it cut short rather than complete.
             broken = session.response_written().is_some();
             let code = self.inner.fail_to_proxy(session, e, &mut ctx).await;
+            status = status.or(Some(code));
             if !self.inner.suppress_error_log(session, &ctx, e) {
                 error!(
                     "{} failed with {code} after {:?}: {e}",
@@ -616,6 +625,11 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             // A response that broke off cannot be followed by another.
             session.set_keepalive(false);
         }
+        crate::metrics::proxy().request_done(
+            session.is_http2(),
+            status.unwrap_or(500),
+            start.elapsed(),
+        );
         self.inner
             .logging(session, result.as_ref().err().map(|e| &**e), &mut ctx)
             .await;

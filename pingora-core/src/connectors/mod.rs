@@ -33,7 +33,7 @@ impl TransportConnector {
         #[cfg(any(feature = "openssl", feature = "boringssl"))]
         let ca = conf.and_then(|c| c.ca_file.clone());
         TransportConnector {
-            pool: Arc::new(ConnectionPool::new(size)),
+            pool: crate::metrics::watch_pool(Arc::new(ConnectionPool::new(size))),
             #[cfg(any(feature = "openssl", feature = "boringssl"))]
             tls: tls::TlsConnector::new(ca.as_deref()),
         }
@@ -100,10 +100,25 @@ impl TransportConnector {
     /// An idle pooled connection to `peer` if there is one (`true`), else a
     /// new one (`false`).
     pub async fn get_stream(&self, peer: &HttpPeer) -> Result<(Stream, bool)> {
+        let m = crate::metrics::core();
         if let Some(s) = self.pool.get(peer.reuse_hash()) {
+            m.pool_hits.inc();
             return Ok((s, true));
         }
-        Ok((self.new_stream(peer).await?, false))
+        m.pool_misses.inc();
+        let start = Instant::now();
+        match self.new_stream(peer).await {
+            Ok(s) => {
+                m.connect_seconds.observe(start.elapsed().as_secs_f64());
+                Ok((s, false))
+            }
+            Err(e) => {
+                m.connect_errors
+                    .with_label_values(&[e.etype().as_str()])
+                    .inc();
+                Err(e)
+            }
+        }
     }
 
     /// Keep `stream` for reuse by peers with hash `key`, watched: a remote

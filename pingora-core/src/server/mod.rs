@@ -202,6 +202,10 @@ impl Server {
             let sock = Path::new(&self.configuration.upgrade_sock);
             info!("waiting for listening sockets on {}", sock.display());
             let fds = transfer_fd::receive_fds(sock, UPGRADE_RECEIVE_TIMEOUT)?;
+            crate::metrics::core()
+                .upgrades
+                .with_label_values(&["received"])
+                .inc();
             info!("received {} listening sockets", fds.len());
             self.listen_fds.set_inherited(fds);
         }
@@ -339,7 +343,10 @@ impl Server {
                         })
                         .await;
                         match sent {
-                            Ok(Ok(())) => return Exit::Upgraded,
+                            Ok(Ok(())) => {
+                                crate::metrics::core().upgrades.with_label_values(&["sent"]).inc();
+                                return Exit::Upgraded;
+                            }
                             Ok(Err(e)) => error!("upgrade failed, still serving: {e}"),
                             Err(e) => error!("upgrade failed, still serving: {e}"),
                         }

@@ -165,8 +165,12 @@ async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
         return Some(Box::new(stream));
     };
     match acceptor.handshake(stream).await {
-        Ok(s) => Some(Box::new(s)),
+        Ok(s) => {
+            crate::metrics::core().tls_handshakes.inc();
+            Some(Box::new(s))
+        }
         Err(e) => {
+            crate::metrics::core().tls_handshake_failures.inc();
             debug!("{e}");
             None
         }
@@ -224,6 +228,8 @@ async fn accept_loop<A: ServerApp>(
             return;
         }
     };
+    let accepted_count = crate::metrics::core().accepted.with_label_values(&[&name]);
+    let open_count = crate::metrics::core().open.with_label_values(&[&name]);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -244,12 +250,16 @@ async fn accept_loop<A: ServerApp>(
                 let app = app.clone();
                 let shutdown = shutdown.clone();
                 let tls = tls.clone();
+                accepted_count.inc();
+                open_count.inc();
+                let open = open_count.clone();
                 tokio::spawn(async move {
                     // The TLS handshake runs in the connection's own task,
                     // so a slow one holds up nobody else.
                     if let Some(stream) = handshake(tls, stream).await {
                         serve_connection(app, stream, shutdown).await;
                     }
+                    open.dec();
                     drop(guard);
                 });
             }

@@ -1,0 +1,185 @@
+//! The built-in Prometheus metrics, in the `prometheus` crate's default
+//! registry (so that a user's own metrics appear beside them), and the
+//! service that serves them.
+//!
+//! Every layer counts what operators need: this module has the server's
+//! and the connectors' metrics; `pingora-proxy` adds requests, durations,
+//! retries and upstream errors, `pingora-load-balancing` the health of each
+//! backend. Serve them all with [`prometheus_http_service`]:
+//!
+//! ```
+//! use pingora_core::metrics::prometheus_http_service;
+//!
+//! let mut metrics = prometheus_http_service();
+//! metrics.add_tcp("127.0.0.1:6192");
+//! // server.add_service(metrics);
+//! ```
+
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use async_trait::async_trait;
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    TextEncoder,
+};
+
+use crate::apps::http_app::{HttpServer, ServeHttp};
+use crate::protocols::http::ServerSession;
+use crate::services::listening::Service;
+
+/// The server's and the connectors' metrics.
+pub struct CoreMetrics {
+    /// `pingora_downstream_connections_accepted_total{service}`.
+    pub accepted: IntCounterVec,
+    /// `pingora_downstream_connections_open{service}`.
+    pub open: IntGaugeVec,
+    /// `pingora_tls_handshakes_total`: completed server-side handshakes.
+    pub tls_handshakes: IntCounter,
+    /// `pingora_tls_handshake_failures_total`.
+    pub tls_handshake_failures: IntCounter,
+    /// `pingora_upstream_pool_hits_total`: upstream connections reused.
+    pub pool_hits: IntCounter,
+    /// `pingora_upstream_pool_misses_total`: new upstream connections.
+    pub pool_misses: IntCounter,
+    /// `pingora_upstream_pool_idle_connections`.
+    pub pool_idle: IntGauge,
+    /// `pingora_upstream_connect_seconds`: connect (and TLS) time of new
+    /// upstream connections.
+    pub connect_seconds: Histogram,
+    /// `pingora_upstream_connect_errors_total{kind}`.
+    pub connect_errors: IntCounterVec,
+    /// `pingora_graceful_upgrade_events_total{event}`: `sent` (sockets
+    /// handed to a new process) and `received` (taken from an old one).
+    pub upgrades: IntCounterVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Registration fails only for a duplicate or malformed name: a bug in
+    // this file, found by the tests.
+    r.expect("registering a built-in metric")
+}
+
+static CORE: LazyLock<CoreMetrics> = LazyLock::new(|| CoreMetrics {
+    accepted: must(register_int_counter_vec!(
+        "pingora_downstream_connections_accepted_total",
+        "Downstream connections accepted",
+        &["service"]
+    )),
+    open: must(register_int_gauge_vec!(
+        "pingora_downstream_connections_open",
+        "Downstream connections open now",
+        &["service"]
+    )),
+    tls_handshakes: must(register_int_counter!(
+        "pingora_tls_handshakes_total",
+        "Server-side TLS handshakes completed"
+    )),
+    tls_handshake_failures: must(register_int_counter!(
+        "pingora_tls_handshake_failures_total",
+        "Server-side TLS handshakes that failed"
+    )),
+    pool_hits: must(register_int_counter!(
+        "pingora_upstream_pool_hits_total",
+        "Upstream requests that reused a pooled connection"
+    )),
+    pool_misses: must(register_int_counter!(
+        "pingora_upstream_pool_misses_total",
+        "Upstream requests that needed a new connection"
+    )),
+    pool_idle: must(register_int_gauge!(
+        "pingora_upstream_pool_idle_connections",
+        "Idle upstream connections in the pool"
+    )),
+    connect_seconds: must(register_histogram!(
+        "pingora_upstream_connect_seconds",
+        "Time to connect to an upstream (TCP and TLS)",
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    )),
+    connect_errors: must(register_int_counter_vec!(
+        "pingora_upstream_connect_errors_total",
+        "Upstream connections that failed, by error kind",
+        &["kind"]
+    )),
+    upgrades: must(register_int_counter_vec!(
+        "pingora_graceful_upgrade_events_total",
+        "Listening sockets handed over (sent) or taken over (received)",
+        &["event"]
+    )),
+});
+
+/// The upstream pools, summed into `pingora_upstream_pool_idle_connections`
+/// when the metrics are read.
+static POOLS: Mutex<Vec<Weak<pingora_pool::ConnectionPool<crate::protocols::Stream>>>> =
+    Mutex::new(Vec::new());
+
+/// Count `pool`'s idle connections in the metrics (for as long as it lives).
+pub(crate) fn watch_pool(
+    pool: Arc<pingora_pool::ConnectionPool<crate::protocols::Stream>>,
+) -> Arc<pingora_pool::ConnectionPool<crate::protocols::Stream>> {
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    pools.retain(|p| p.strong_count() > 0);
+    pools.push(Arc::downgrade(&pool));
+    pool
+}
+
+fn update_pool_idle() {
+    let pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    let idle: usize = pools
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|p| p.stats().idle)
+        .sum();
+    core().pool_idle.set(idle as i64);
+}
+
+/// The core metrics (registered on first use).
+pub fn core() -> &'static CoreMetrics {
+    &CORE
+}
+
+/// Serves the default registry's metrics in Prometheus's text format at
+/// `/metrics` (any other path: 404).
+pub struct PrometheusServer;
+
+#[async_trait]
+impl ServeHttp for PrometheusServer {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        if session.req_header().uri.path() != "/metrics" {
+            let mut r = http::Response::new(b"not found; metrics are at /metrics\n".to_vec());
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            return r;
+        }
+        // The built-in metrics exist even before first use; the pool
+        // gauge is read now.
+        update_pool_idle();
+        let mut body = Vec::with_capacity(16 * 1024);
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&prometheus::gather(), &mut body) {
+            let mut r = http::Response::new(format!("encoding metrics: {e}\n").into_bytes());
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            return r;
+        }
+        let mut r = http::Response::new(body);
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+}
+
+/// A listening service (add a listener) that serves `/metrics`.
+pub fn prometheus_http_service() -> Service<HttpServer<PrometheusServer>> {
+    Service::new(
+        "Prometheus metric exporter".to_string(),
+        HttpServer::new(PrometheusServer),
+    )
+}
+
+impl Service<HttpServer<PrometheusServer>> {
+    /// The Prometheus exporter service (Pingora's name for it).
+    pub fn prometheus_http_service() -> Self {
+        prometheus_http_service()
+    }
+}
