@@ -12,7 +12,9 @@
 //! plain listener, `--upstream-h2` speaks HTTP/2 to the upstreams (h2c, or h2
 //! with `--upstream-tls`). The server's own flags (`-c`, `-d`, `-u`, `-t`)
 //! work too, so it can be upgraded without dropping a request. Prometheus
-//! metrics are served at `http://127.0.0.1:6192/metrics` (`--metrics`).
+//! metrics are served at `http://127.0.0.1:6192/metrics` (`--metrics`); the
+//! conf's `access_log` (a file or `syslog:udp:HOST:PORT`) and
+//! `access_log_format` (`combined` or `json`) turn on the access log.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,7 @@ use pingora::core::services::listening::Service;
 use pingora::core::upstreams::peer::{HttpPeer, ALPN};
 use pingora::error::{Error, ErrorType, Result};
 use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, Backend, LoadBalancer};
-use pingora::proxy::{HttpProxy, ProxyHttp, Session};
+use pingora::proxy::{access_log::AccessLog, HttpProxy, ProxyHttp, Session};
 
 #[derive(Parser)]
 struct Args {
@@ -71,15 +73,19 @@ struct Args {
 /// The proxy: the load balancer and how to reach the upstreams.
 struct Lb {
     lb: Arc<LoadBalancer<RoundRobin>>,
+    /// From the conf's `access_log` / `access_log_format`, if set.
+    access_log: Option<AccessLog>,
     h2: bool,
     tls: bool,
     ca: Option<String>,
     timeout: Duration,
 }
 
-/// Per request: the backends tried, and when the last one was picked.
+/// Per request: the backends tried, when the request began and when the
+/// last backend was picked.
 struct Ctx {
     tried: Vec<Backend>,
+    begun: Instant,
     start: Instant,
 }
 
@@ -89,6 +95,7 @@ impl ProxyHttp for Lb {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             tried: Vec::new(),
+            begun: Instant::now(),
             start: Instant::now(),
         }
     }
@@ -132,7 +139,10 @@ impl ProxyHttp for Lb {
         e
     }
 
-    async fn logging(&self, _s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(log) = &self.access_log {
+            log.log(s, e, ctx.begun.elapsed());
+        }
         if let Some(b) = ctx.tried.last() {
             let ok = !matches!(e, Some(e) if *e.esource() == pingora::error::ErrorSource::Upstream);
             self.lb.on_done(b, ctx.start.elapsed(), ok);
@@ -182,6 +192,7 @@ fn main() -> Result<()> {
     let checks = background_service("health checks", lb);
     let proxy = Lb {
         lb: checks.task(),
+        access_log: AccessLog::from_conf(&server.configuration)?,
         h2: args.upstream_h2,
         tls: args.upstream_tls,
         ca: args.upstream_ca,

@@ -359,3 +359,141 @@ fn metrics_count_known_traffic() {
     // registry is the one served.
     assert!(page.contains("# TYPE pingora_upstream_connect_seconds histogram"));
 }
+
+/// The access log (combined, to syslog over UDP; JSON, to a file) and the
+/// error log to syslog, as the conf says.
+#[test]
+fn access_and_error_logs() {
+    let dir = temp_dir("lb-logs");
+    let (_up, up) = upstream(&dir, &[]);
+    let access = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let errors = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&access, &errors] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let conf = dir.join("syslog.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\nlog_level: info\naccess_log: syslog:udp:{}\naccess_log_format: combined\nerror_log: syslog:udp:{}\n",
+            access.local_addr().unwrap(),
+            errors.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (mut lb, _) = start_lb(
+        &dir,
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--upstream",
+            &dead,
+        ],
+    );
+    wait_listening(port);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-A",
+            "test-agent/1.0",
+            "-e",
+            "http://ref.test/",
+            &format!("http://{listen}/a?b=c"),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("502"));
+    let mut buf = [0u8; 4096];
+    let n = access.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // RFC 5424 header (facility local0, severity info), then the combined
+    // log format.
+    assert!(line.starts_with("<134>1 20"), "{line}");
+    assert!(line.contains(" pingora-access "), "{line}");
+    assert!(
+        line.contains(r#" - - ["#)
+            && line
+                .ends_with(r#"] "GET /a?b=c HTTP/1.1" 502 16 "http://ref.test/" "test-agent/1.0""#),
+        "{line}"
+    );
+    // The error log: the failed request, at severity error (<131>).
+    let mut seen = Vec::new();
+    let found = loop {
+        let n = errors
+            .recv(&mut buf)
+            .expect("an error-log line over syslog");
+        let l = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if l.starts_with("<131>1 ") && l.contains("failed with 502") {
+            break l;
+        }
+        seen.push(l);
+        assert!(seen.len() < 50, "{seen:#?}");
+    };
+    assert!(found.contains("GET /a?b=c"), "{found}");
+    lb.signal(nix::sys::signal::Signal::SIGTERM);
+    lb.wait_exit(Duration::from_secs(20));
+
+    // JSON to a file.
+    let file = dir.join("access.json");
+    let conf = dir.join("json.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\naccess_log: {}\naccess_log_format: json\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let live = format!("127.0.0.1:{up}");
+    let (_lb, _) = start_lb(
+        &dir,
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--upstream",
+            &live,
+        ],
+    );
+    wait_listening(port);
+    assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    poll_until(Duration::from_secs(10), "the JSON access log line", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("{\"time\":\"20"), "{text}");
+    for part in [
+        r#""client":"127.0.0.1""#,
+        r#""method":"GET""#,
+        r#""uri":"/""#,
+        r#""protocol":"HTTP/1.1""#,
+        &format!(r#""host":"{listen}""#),
+        r#""status":200"#,
+        r#""bytes":19"#,
+        r#""error":null}"#,
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+
+    // A bad value is refused at start, naming the key.
+    std::fs::write(&conf, "---\nversion: 1\naccess_log_format: xml\n").unwrap();
+    let out = Command::new(example("load_balancer"))
+        .args(["-t", "-c", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("access_log_format") && msg.contains("line 3"),
+        "{msg}"
+    );
+}

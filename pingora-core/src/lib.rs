@@ -77,6 +77,7 @@ pub mod metrics;
 pub mod protocols;
 pub mod server;
 pub mod services;
+pub mod syslog;
 pub mod upstreams;
 pub mod utils;
 

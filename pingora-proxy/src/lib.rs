@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod forwarded;
 pub mod metrics;
 mod proxy;

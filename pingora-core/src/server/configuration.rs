@@ -89,6 +89,16 @@ pub struct ServerConf {
     /// CA certificates (PEM) to verify upstreams with, instead of the
     /// system's.
     pub ca_file: Option<String>,
+    /// Log level or `tracing` filter (`info`, `debug`,
+    /// `warn,pingora_proxy=debug`); `RUST_LOG` overrides it. Default
+    /// `info`. (Ours; not a Pingora key.)
+    pub log_level: Option<String>,
+    /// Where the access log goes: a file path, or a syslog target
+    /// (`syslog:udp:HOST:PORT`, `syslog:unix:/dev/log`). None: no access
+    /// log. (Ours; used by `pingora_proxy::access_log`.)
+    pub access_log: Option<String>,
+    /// `combined` (the default) or `json`. (Ours.)
+    pub access_log_format: Option<String>,
 }
 
 /// Default for `grace_period_seconds`.
@@ -115,6 +125,9 @@ impl Default for ServerConf {
             client_bind_to_ipv4: vec![],
             client_bind_to_ipv6: vec![],
             ca_file: None,
+            log_level: None,
+            access_log: None,
+            access_log_format: None,
         }
     }
 }
@@ -218,6 +231,37 @@ impl ServerConf {
         }
         if self.pid_file.is_empty() {
             return Err(("pid_file", "must not be empty".into()));
+        }
+        for (key, value) in [
+            ("error_log", &self.error_log),
+            ("access_log", &self.access_log),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() {
+                    return Err((key, "must not be empty".into()));
+                }
+                if crate::syslog::SyslogTarget::is_syslog(v) {
+                    if let Err(e) = v.parse::<crate::syslog::SyslogTarget>() {
+                        return Err((key, e.context().unwrap_or("bad syslog target").to_string()));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &self.access_log_format {
+            if f != "combined" && f != "json" {
+                return Err((
+                    "access_log_format",
+                    format!("{f:?} is not `combined` or `json`"),
+                ));
+            }
+        }
+        if let Some(l) = &self.log_level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(l) {
+                return Err((
+                    "log_level",
+                    format!("{l:?} is not a log level or filter: {e}"),
+                ));
+            }
         }
         for a in &self.client_bind_to_ipv4 {
             if a.parse::<std::net::Ipv4Addr>().is_err() {

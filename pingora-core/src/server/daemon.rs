@@ -15,6 +15,8 @@ pub fn daemonize(conf: &ServerConf) -> Result<()> {
     // Look everything up and open files first, so that errors still reach
     // the terminal.
     let log = match &conf.error_log {
+        // Syslog: stderr goes to /dev/null; the logs go to syslog.
+        Some(target) if crate::syslog::SyslogTarget::is_syslog(target) => None,
         Some(path) => Some(
             OpenOptions::new()
                 .create(true)

@@ -194,7 +194,10 @@ impl Server {
     }
 
     fn try_bootstrap(&mut self) -> Result<()> {
-        logging::init(self.configuration.error_log.as_deref())?;
+        logging::init(
+            self.configuration.error_log.as_deref(),
+            self.configuration.log_level.as_deref(),
+        )?;
         if self.configuration.daemon {
             daemon::daemonize(&self.configuration)?;
         }

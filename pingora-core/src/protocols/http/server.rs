@@ -111,6 +111,14 @@ impl ServerSession {
         }
     }
 
+    /// Response body bytes sent so far.
+    pub fn body_bytes_sent(&self) -> u64 {
+        match self {
+            ServerSession::H1(s) => s.body_bytes_sent(),
+            ServerSession::H2(s) => s.body_bytes_sent(),
+        }
+    }
+
     /// The final response header, once written.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         match self {
