@@ -75,6 +75,8 @@ pub mod connectors;
 pub mod listeners;
 pub mod metrics;
 pub mod protocols;
+#[cfg(feature = "sentry")]
+pub mod sentry;
 pub mod server;
 pub mod services;
 pub mod syslog;

@@ -99,6 +99,9 @@ pub struct ServerConf {
     pub access_log: Option<String>,
     /// `combined` (the default) or `json`. (Ours.)
     pub access_log_format: Option<String>,
+    /// Report panics to this Sentry DSN (needs the `sentry` feature).
+    /// (Ours; Pingora sets it in code.)
+    pub sentry_dsn: Option<String>,
 }
 
 /// Default for `grace_period_seconds`.
@@ -128,6 +131,7 @@ impl Default for ServerConf {
             log_level: None,
             access_log: None,
             access_log_format: None,
+            sentry_dsn: None,
         }
     }
 }

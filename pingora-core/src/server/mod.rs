@@ -201,6 +201,12 @@ impl Server {
         if self.configuration.daemon {
             daemon::daemonize(&self.configuration)?;
         }
+        if let Some(dsn) = &self.configuration.sentry_dsn {
+            #[cfg(feature = "sentry")]
+            crate::sentry::init(dsn)?;
+            #[cfg(not(feature = "sentry"))]
+            tracing::warn!("sentry_dsn {dsn} is set, but this build has no `sentry` feature");
+        }
         if self.options.as_ref().is_some_and(|o| o.upgrade) {
             let sock = Path::new(&self.configuration.upgrade_sock);
             info!("waiting for listening sockets on {}", sock.display());
