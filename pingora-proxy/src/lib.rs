@@ -38,6 +38,8 @@
 pub mod access_log;
 pub mod forwarded;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod proxy;
 mod proxy_trait;
 mod session;

@@ -40,6 +40,9 @@ pub struct ProxyOptions {
     /// An upgraded (WebSocket) or CONNECT tunnel closes after this long
     /// with no bytes either way (default 60 s).
     pub tunnel_idle_timeout: Duration,
+    /// Trace each request and export the spans (feature `otel`).
+    #[cfg(feature = "otel")]
+    pub otel: Option<Arc<crate::otel::Tracer>>,
 }
 
 impl Default for ProxyOptions {
@@ -50,6 +53,8 @@ impl Default for ProxyOptions {
             retry_on_status: Vec::new(),
             allow_connect: false,
             tunnel_idle_timeout: Duration::from_secs(60),
+            #[cfg(feature = "otel")]
+            otel: None,
         }
     }
 }
@@ -281,7 +286,19 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         loop {
             let peer = self.inner.upstream_peer(session, ctx).await?;
             let connect_start = Instant::now();
-            let e = match self.connector.get_http_session(&peer).await {
+            #[cfg(feature = "otel")]
+            session.trace(|t| t.begin("upstream connect", crate::otel::SpanKind::Internal));
+            let connected = self.connector.get_http_session(&peer).await;
+            #[cfg(feature = "otel")]
+            session.trace(|t| {
+                let reused = connected.as_ref().map_or(0, |(_, r)| i64::from(*r));
+                t.end(
+                    "upstream connect",
+                    connected.is_err(),
+                    Some(("pingora.reused", reused)),
+                );
+            });
+            let e = match connected {
                 Err(mut e) => {
                     if is_connect_error(e.etype()) {
                         e.set_retry(true);
@@ -299,6 +316,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     {
                         Ok(()) => return Ok(()),
                         Err(mut e) => {
+                            #[cfg(feature = "otel")]
+                            session.trace(|t| {
+                                t.end("upstream request", true, None);
+                                t.end("upstream response", true, None);
+                            });
                             if reused && *e.esource() == ErrorSource::Upstream {
                                 e.set_retry(true);
                             }
@@ -341,6 +363,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .await?;
         if !up.is_http2() {
             frame_h1_request(session, &mut req)?;
+        }
+        #[cfg(feature = "otel")]
+        if let Some(tp) =
+            session.trace(|t| t.begin("upstream request", crate::otel::SpanKind::Client))
+        {
+            // The upstream's spans become children of this one.
+            req.insert_header("traceparent", tp)?;
         }
         let method = req.method.clone();
         let mut req_ended = session.is_body_done() && !session.has_held_body();
@@ -388,6 +417,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .resp_header()
             .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?;
         let status = upstream_resp.status;
+        #[cfg(feature = "otel")]
+        session.trace(|t| {
+            let code = Some(("http.response.status_code", i64::from(status.as_u16())));
+            t.end("upstream request", status.is_server_error(), code);
+            t.begin("upstream response", crate::otel::SpanKind::Internal);
+        });
         if retry_status
             && self.options.retry_on_status.contains(&status.as_u16())
             && idempotent(&method)
@@ -487,6 +522,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         ctx: &mut SV::CTX,
         mut req_ended: bool,
     ) -> Result<()> {
+        #[cfg(feature = "otel")]
+        session.trace(|t| t.end("upstream response", false, None));
         if !req_ended && session.is_body_done() {
             // The client's body ended as the response did.
             req_ended = self
@@ -599,6 +636,11 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         let session = Session::from_mut(session);
         let mut ctx = self.inner.new_ctx();
         let start = Instant::now();
+        #[cfg(feature = "otel")]
+        if let Some(tracer) = &self.options.otel {
+            let trace = crate::otel::RequestTrace::start(tracer, session.req_header());
+            session.state_mut().trace = Some(trace);
+        }
         let result = self.run(session, &mut ctx).await;
         let mut broken = false;
         let mut status = session.response_written().map(|r| r.status.as_u16());
@@ -630,6 +672,10 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             status.unwrap_or(500),
             start.elapsed(),
         );
+        #[cfg(feature = "otel")]
+        if let Some(trace) = session.state_mut().trace.take() {
+            trace.finish(status.unwrap_or(500), result.is_err());
+        }
         self.inner
             .logging(session, result.as_ref().err().map(|e| &**e), &mut ctx)
             .await;

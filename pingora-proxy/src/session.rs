@@ -30,6 +30,9 @@ pub(crate) struct ProxyState {
     pub(crate) sent_lost: bool,
     /// `request_body_filter` has seen the end of the body.
     pub(crate) end_filtered: bool,
+    /// The request's spans, when tracing is on.
+    #[cfg(feature = "otel")]
+    pub(crate) trace: Option<crate::otel::RequestTrace>,
 }
 
 impl Session {
@@ -98,6 +101,15 @@ impl Session {
     pub(crate) fn has_held_body(&self) -> bool {
         self.state()
             .is_some_and(|s| !s.read_ahead.is_empty() || !s.sent.is_empty())
+    }
+
+    /// Run `f` on the request's trace, if tracing is on.
+    #[cfg(feature = "otel")]
+    pub(crate) fn trace<T>(
+        &mut self,
+        f: impl FnOnce(&mut crate::otel::RequestTrace) -> T,
+    ) -> Option<T> {
+        self.state_mut().trace.as_mut().map(f)
     }
 
     /// Whether request body read ahead still waits to go upstream.

@@ -28,13 +28,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A port that was free a moment ago (the OS picks it).
+/// A port that was free a moment ago (the OS picks it), and never one
+/// already handed to another test of this process: our listeners use
+/// SO_REUSEPORT, so two tests' servers given the same port would both bind
+/// it and share its connections.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process that is killed if the test fails before stopping it.

@@ -117,6 +117,9 @@ impl HttpServerApp for Upstream {
         if let Some(x) = req.headers.get("x-forwarded-for") {
             resp.insert_header("x-seen-xff", x.clone())?;
         }
+        if let Some(x) = req.headers.get("traceparent") {
+            resp.insert_header("x-seen-traceparent", x.clone())?;
+        }
         if let Some(x) = req.headers.get("via") {
             resp.insert_header("x-seen-via", x.clone())?;
         }
