@@ -221,7 +221,7 @@ impl Write for SyslogWriter {
                 Some("DEBUG") | Some("TRACE") => 7,
                 _ => self.severity,
             };
-            self.syslog.send(severity, "-", line);
+            self.syslog.send(severity, "-", line.trim());
         }
         Ok(buf.len())
     }
@@ -267,6 +267,24 @@ mod tests {
         ] {
             assert!(bad.parse::<SyslogTarget>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unix_datagram_socket() {
+        let path = std::env::temp_dir().join(format!("pingora-syslog-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixDatagram::bind(&path).unwrap();
+        let target: SyslogTarget = format!("syslog:unix:{}", path.display()).parse().unwrap();
+        let mut w = SyslogWriter::new(Syslog::connect(&target, "app").unwrap(), 6);
+        w.write_all(b" WARN pingora: upstream slow\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = l.recv(&mut buf).unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            got.starts_with("<132>1 ") && got.ends_with(" - - WARN pingora: upstream slow"),
+            "{got}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

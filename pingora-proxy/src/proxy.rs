@@ -457,6 +457,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             self.inner
                 .response_body_filter(session, &mut data, true, ctx)?;
             let data = data.filter(|d| !d.is_empty());
+            self.finish_upstream(session, up, peer, ctx, req_ended)
+                .await?;
             session
                 .write_response_header_eos(Box::new(resp), data.is_none())
                 .await
@@ -468,9 +470,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     .map_err(|e| e.into_down())?;
                 session.finish_body().await.map_err(|e| e.into_down())?;
             }
-            return self
-                .finish_upstream(session, up, peer, ctx, req_ended)
-                .await;
+            return Ok(());
         }
         session
             .write_response_header(Box::new(resp))
@@ -478,28 +478,27 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .map_err(|e| e.into_down())?;
 
         // Then both directions at once, until the response is complete.
-        loop {
+        let last = loop {
             tokio::select! {
                 data = up.read_body_while_sending() => {
                     let Some(mut data) = data? else {
                         continue; // the queue went out; nothing read yet
                     };
-                    let end = data.is_none();
+                    // The end comes with the last piece when the framing
+                    // says so (and as `None` otherwise).
+                    let end = data.is_none() || up.is_body_done();
                     self.inner.upstream_response_body_filter(session, &mut data, end, ctx)?;
                     self.inner.response_body_filter(session, &mut data, end, ctx)?;
-                    if let Some(d) = data {
-                        if !d.is_empty() {
-                            session.write_response_body(d).await.map_err(|e| e.into_down())?;
-                        }
-                    }
                     if end {
                         if let Some(t) = up.trailers() {
                             let mut t = t.clone();
                             self.inner.response_trailer_filter(session, &mut t, ctx).await?;
                             session.set_response_trailers(t);
                         }
-                        session.finish_body().await.map_err(|e| e.into_down())?;
-                        break;
+                        break data;
+                    }
+                    if let Some(d) = data.filter(|d| !d.is_empty()) {
+                        session.write_response_body(d).await.map_err(|e| e.into_down())?;
                     }
                 }
                 chunk = session.read_request_body(), if !req_ended && !up.has_queued() => {
@@ -507,9 +506,18 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
                 }
             }
-        }
+        };
+        // The upstream connection goes back to the pool before the client
+        // sees the end, so that its next request can have it.
         self.finish_upstream(session, up, peer, ctx, req_ended)
-            .await
+            .await?;
+        if let Some(d) = last.filter(|d| !d.is_empty()) {
+            session
+                .write_response_body(d)
+                .await
+                .map_err(|e| e.into_down())?;
+        }
+        session.finish_body().await.map_err(|e| e.into_down())
     }
 
     /// The response is complete: end the request too if its body is all

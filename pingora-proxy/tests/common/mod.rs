@@ -422,8 +422,8 @@ pub fn folded(log: &[String]) -> Vec<String> {
     out
 }
 
-/// An upstream that reads a request header and some body, then hangs up
-/// without answering.
+/// An upstream that reads a request header and 20 KB of body (or all
+/// there is), then hangs up without answering.
 pub async fn hang_up_upstream() -> u16 {
     use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -431,7 +431,13 @@ pub async fn hang_up_upstream() -> u16 {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let mut buf = vec![0u8; 65536];
-            let _ = s.read(&mut buf).await;
+            let mut got = 0;
+            while got < 20_000 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
         }
     });
     port
