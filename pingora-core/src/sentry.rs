@@ -23,6 +23,7 @@ use pingora_http::RequestHeader;
 
 use crate::connectors::http::Connector;
 use crate::upstreams::peer::HttpPeer;
+use crate::utils::json_str;
 
 /// A parsed DSN: `SCHEME://PUBLIC_KEY@HOST[:PORT]/PROJECT_ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,21 +120,6 @@ pub fn capture_error(e: &Error) {
 /// Report `msg` at `level` (`fatal`, `error`, `warning`, `info`, `debug`).
 pub fn capture_message(level: &str, msg: &str) {
     send(level, "message", msg, "");
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn event_id() -> String {

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use pingora_core::server::ServerConf;
 use pingora_core::syslog::{rfc3339, utc_parts, Syslog, SyslogTarget};
+use pingora_core::utils::json_str;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 
 use crate::Session;
@@ -48,25 +49,6 @@ pub struct AccessLog {
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
-
-/// `s` as a JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 fn json_opt(s: Option<&str>) -> String {
     s.map_or_else(|| "null".to_string(), json_str)

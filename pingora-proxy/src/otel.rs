@@ -29,6 +29,7 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::json_str;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
@@ -222,23 +223,6 @@ impl Span {
             if self.error { 2 } else { 1 }
         );
     }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Collects finished spans and exports them to an OTLP/HTTP collector.

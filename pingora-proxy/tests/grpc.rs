@@ -65,7 +65,7 @@ async fn grpc_over_h2c() {
     let (_server, up) = grpc_server().await;
     let (port, log) = proxy(vec![peer(up, true)], ProxyOptions::default()).await;
     grpc_client(&format!("127.0.0.1:{port}"), None).await;
-    let log = log.lock().unwrap();
+    let log = logged(&log, 6).await;
     assert!(
         log.iter()
             .filter(|l| *l == "response_trailer_filter")

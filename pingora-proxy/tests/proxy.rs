@@ -25,7 +25,7 @@ async fn phases_run_in_order() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "hello");
     assert_eq!(r.header("x-proxied"), Some("yes"));
-    let log = folded(&log.lock().unwrap());
+    let log = folded(&logged(&log, 1).await);
     let expected = [
         "early_request_filter",
         "request_filter",
@@ -56,7 +56,7 @@ async fn request_filter_can_answer_and_body_can_be_read_ahead() {
     let r = curl(&[&format!("http://127.0.0.1:{port}/local")]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "local\n"));
     assert_eq!(accepted.load(Ordering::Relaxed), 0, "nothing went upstream");
-    assert_eq!(log.lock().unwrap().last().unwrap(), "logging");
+    assert_eq!(logged(&log, 1).await.last().unwrap(), "logging");
 
     // A body read ahead for routing still goes upstream, once, filtered.
     let r = curl(&[
@@ -71,9 +71,8 @@ async fn request_filter_can_answer_and_body_can_be_read_ahead() {
         "{:#?}",
         log.lock().unwrap()
     );
-    assert!(log
-        .lock()
-        .unwrap()
+    assert!(logged(&log, 2)
+        .await
         .contains(&"body ahead: please-rewrite".to_string()));
 }
 
@@ -221,7 +220,7 @@ async fn failover_to_the_next_backend() {
     .await;
     let r = curl(&[&format!("http://127.0.0.1:{port}/echo")]).await;
     assert_eq!(r.status, 200);
-    let log = log.lock().unwrap();
+    let log = logged(&log, 1).await;
     assert!(
         log.contains(&"previous error: ConnectRefused".to_string()),
         "{log:#?}"
@@ -234,7 +233,7 @@ async fn no_reachable_backend_is_502() {
     let (port, log) = proxy(vec![peer(closed_port(), false)], ProxyOptions::default()).await;
     let r = curl(&[&format!("http://127.0.0.1:{port}/")]).await;
     assert_eq!((r.status, r.body.as_str()), (502, "502 Bad Gateway\n"));
-    let log = log.lock().unwrap();
+    let log = logged(&log, 1).await;
     // The first try and three retries, then one log call with the error.
     assert_eq!(log.iter().filter(|l| *l == "upstream_peer").count(), 4);
     assert_eq!(log.iter().filter(|l| *l == "logging").count(), 1);
@@ -255,9 +254,8 @@ async fn upstream_timeout_is_504() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    assert!(log
-        .lock()
-        .unwrap()
+    assert!(logged(&log, 1)
+        .await
         .contains(&"logged error: ReadTimedout".to_string()));
 }
 
@@ -353,7 +351,7 @@ async fn retry_resends_a_buffered_body() {
         r.body == body,
         "the body arrived whole on the second backend"
     );
-    let seen = log.lock().unwrap().clone();
+    let seen = logged(&log, 1).await;
     assert!(
         seen.iter().any(|l| l.starts_with("previous error: ")),
         "{seen:#?}"
@@ -372,8 +370,8 @@ async fn retry_resends_a_buffered_body() {
     .await;
     assert_eq!(r.status, 502);
     assert_eq!(
-        log.lock()
-            .unwrap()
+        logged(&log, 1)
+            .await
             .iter()
             .filter(|l| *l == "upstream_peer")
             .count(),
@@ -449,9 +447,8 @@ async fn a_response_cut_short_upstream_is_cut_short_downstream() {
         // (HTTP/2: the reset may overtake the data queued before it.)
         assert!(b"hello".starts_with(&out.stdout), "{proto}");
     }
-    assert!(log
-        .lock()
-        .unwrap()
+    assert!(logged(&log, 2)
+        .await
         .iter()
         .any(|l| l == "logged error: ConnectionClosed"));
 }

@@ -16,3 +16,23 @@ pub fn free_loopback_addr() -> Result<String> {
         .or_err(ErrorType::BindError, "reading the free port")?;
     Ok(addr.to_string())
 }
+
+/// `s` as a JSON string literal, quotes included (for the hand-written
+/// JSON of the access log, Sentry events and OTLP spans).
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -165,7 +165,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn note(&self, s: impl Into<String>) {
-        self.log.lock().unwrap().push(s.into());
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s.into());
     }
 }
 
@@ -441,4 +444,21 @@ pub async fn hang_up_upstream() -> u16 {
         }
     });
     port
+}
+
+/// The phase log once `n` requests have run their `logging` phase (which
+/// comes after the client already has its response), waiting up to 10 s.
+pub async fn logged(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if now.iter().filter(|l| *l == "logging").count() >= n {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {now:#?} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
