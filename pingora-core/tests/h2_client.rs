@@ -27,19 +27,29 @@ async fn request(
     path: &str,
     body: Option<(&str, http::HeaderMap)>,
 ) -> (u16, String, bool, Option<http::HeaderMap>) {
-    let (mut s, reused) = c.get_http_session(peer).await.unwrap();
-    assert!(s.is_http2());
     let method = if body.is_some() { "POST" } else { "GET" };
-    let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
-    req.insert_header("Host", "up.test").unwrap();
-    s.write_request_header(Box::new(req), body.is_none())
-        .await
-        .unwrap();
-    if let Some((b, trailers)) = body {
-        s.write_body(Bytes::from(b.to_string())).await.unwrap();
-        s.finish_body(Some(trailers)).await.unwrap();
-    }
-    s.read_response().await.unwrap();
+    // A GOAWAY may land between getting a stream and sending on it: the
+    // error says to retry, on another connection.
+    let mut tries = 0;
+    let (mut s, reused) = loop {
+        let (mut s, reused) = c.get_http_session(peer).await.unwrap();
+        assert!(s.is_http2());
+        let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        req.insert_header("Host", "up.test").unwrap();
+        let mut sent = s.write_request_header(Box::new(req), body.is_none()).await;
+        if let (Ok(()), Some((b, trailers))) = (&sent, &body) {
+            s.write_body(Bytes::from(b.to_string())).await.unwrap();
+            s.finish_body(Some(trailers.clone())).await.unwrap();
+        }
+        if sent.is_ok() {
+            sent = s.read_response().await;
+        }
+        match sent {
+            Ok(()) => break (s, reused),
+            Err(e) if e.retry() && tries < 3 => tries += 1,
+            Err(e) => panic!("request: {e}"),
+        }
+    };
     let status = s.resp_header().unwrap().status.as_u16();
     let mut out = Vec::new();
     while let Some(b) = s.read_body_bytes().await.unwrap() {

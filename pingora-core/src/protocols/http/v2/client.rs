@@ -248,10 +248,15 @@ impl Http2Session {
         parts.version = http::Version::HTTP_2;
         let request = http::Request::from_parts(parts, ());
         let (response, body) = send.send_request(request, end_of_stream).map_err(|e| {
-            if e.is_go_away() {
+            let go_away = e.is_go_away();
+            if go_away {
                 self.conn.closed.store(true, Ordering::Release);
             }
-            Error::because(H2Error, "sending the request", e).into_up()
+            let mut e = Error::because(H2Error, "sending the request", e).into_up();
+            // The GOAWAY came after this stream was handed out: nothing
+            // was sent, so another connection may take the request.
+            e.set_retry(go_away);
+            e
         })?;
         self.response = Some(response);
         self.body_out = Some(body);
@@ -452,10 +457,15 @@ impl Http2Session {
             }
         };
         let resp = resp.map_err(|e| {
-            if e.is_go_away() {
+            let go_away = e.is_go_away();
+            if go_away {
                 self.conn.closed.store(true, Ordering::Release);
             }
-            Error::because(H2Error, "reading the response", e).into_up()
+            let mut e = Error::because(H2Error, "reading the response", e).into_up();
+            // A GOAWAY fails only the streams the server did not process
+            // (RFC 9113 §6.8): those are safe to send again.
+            e.set_retry(go_away);
+            e
         })?;
         self.response = None;
         let (parts, body) = resp.into_parts();
