@@ -38,7 +38,8 @@ pub struct CoreMetrics {
     pub tls_handshakes: IntCounter,
     /// `pingora_tls_handshake_failures_total`.
     pub tls_handshake_failures: IntCounter,
-    /// `pingora_upstream_pool_hits_total`: upstream connections reused.
+    /// `pingora_upstream_pool_hits_total`: upstream connections reused
+    /// (from the pool, or a shared HTTP/2 connection).
     pub pool_hits: IntCounter,
     /// `pingora_upstream_pool_misses_total`: new upstream connections.
     pub pool_misses: IntCounter,

@@ -109,7 +109,7 @@ impl ClientSession {
     /// the other.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         match self {
-            ClientSession::H1(s) => s.queue_body(&data),
+            ClientSession::H1(s) => s.queue_body(data),
             ClientSession::H2(s) => s.queue_body(data),
         }
     }
@@ -220,6 +220,8 @@ impl Connector {
                 // A GOAWAY can arrive between the check and the stream:
                 // then the connection is marked closed and we look again.
                 if let Ok(mut s) = conn.new_session().await {
+                    // A shared HTTP/2 connection is a reuse like a pooled one.
+                    crate::metrics::core().pool_hits.inc();
                     s.set_timeouts(o.read_timeout, o.write_timeout);
                     return Ok((ClientSession::H2(s), true));
                 }

@@ -91,7 +91,7 @@ impl HttpSession {
     /// Queue request body bytes, to be sent by [`drive`](Self::drive)
     /// while the response is read: neither direction then waits on the
     /// other (an upstream that echoes a large body as it reads it).
-    pub fn queue_body(&mut self, data: &[u8]) -> Result<()> {
+    pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         self.conn.queue_body(data).map_err(|e| e.into_up())
     }
 

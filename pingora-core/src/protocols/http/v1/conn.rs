@@ -2,6 +2,7 @@
 //! buffer that exists only while bytes are in flight, timed reads and
 //! writes, and the body reader and writer.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -74,6 +75,9 @@ pub(crate) struct Conn {
     /// A header serialized but not yet sent, to go out with the first body
     /// bytes in one write.
     pub(crate) pending: BytesMut,
+    /// Framed body pieces queued by `queue_body`, sent after `pending`:
+    /// the body's own `Bytes`, not copies.
+    pub(crate) queued: VecDeque<Bytes>,
     pub(crate) opts: H1Options,
     pub(crate) reader: BodyReader,
     pub(crate) writer: BodyWriter,
@@ -94,6 +98,7 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             pending: BytesMut::new(),
+            queued: VecDeque::new(),
             opts,
             reader: BodyReader::Done,
             writer: BodyWriter::Done,
@@ -308,18 +313,21 @@ impl Conn {
             self.buf = BytesMut::new();
         }
         self.pending = BytesMut::new();
+        self.queued = VecDeque::new();
     }
 
-    /// Write `pending` and then `parts` as one vectored write.
+    /// Write `pending`, the queue and then `parts` as one vectored write.
     pub(crate) async fn write_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
         let limit = self.opts.write_timeout;
         let pending = std::mem::take(&mut self.pending);
+        let queued = std::mem::take(&mut self.queued);
         let stream = &mut self.stream;
         let write = async move {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + queued.len() + 1);
             if !pending.is_empty() {
                 slices.push(IoSlice::new(&pending));
             }
+            slices.extend(queued.iter().map(|q| IoSlice::new(q)));
             slices.extend(
                 parts
                     .iter()
@@ -344,7 +352,7 @@ impl Conn {
 
     /// Send whatever is pending and flush the stream.
     pub(crate) async fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
+        if self.has_queued() {
             self.write_parts(&[]).await?;
         }
         let limit = self.opts.write_timeout;
@@ -405,32 +413,32 @@ impl Conn {
         ended
     }
 
-    /// Frame body bytes into the write queue, to be sent by
-    /// [`drive`](Self::drive) (or the next write or flush).
-    pub(crate) fn queue_body(&mut self, data: &[u8]) -> Result<()> {
+    /// Queue body bytes, framed, to be sent by `drive_*` (or the next
+    /// write or flush). The data itself is queued, not copied.
+    pub(crate) fn queue_body(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
+        let len = data.len();
         match self.writer {
             BodyWriter::Done => return Error::e_explain(H1Error, "no body may be written now"),
             BodyWriter::Length(left) => {
-                if data.len() as u64 > left {
+                if len as u64 > left {
                     return Error::e_explain(H1Error, "body longer than its Content-Length");
                 }
-                self.writer = BodyWriter::Length(left - data.len() as u64);
-                self.pending.extend_from_slice(data);
+                self.writer = BodyWriter::Length(left - len as u64);
+                self.queued.push_back(data);
             }
             BodyWriter::Chunked => {
                 let mut head = [0u8; 18];
-                let n = chunk_head(data.len(), &mut head);
-                self.pending.reserve(n + data.len() + 2);
-                self.pending.put_slice(&head[..n]);
-                self.pending.put_slice(data);
-                self.pending.put_slice(b"\r\n");
+                let n = chunk_head(len, &mut head);
+                self.queued.push_back(Bytes::copy_from_slice(&head[..n]));
+                self.queued.push_back(data);
+                self.queued.push_back(Bytes::from_static(b"\r\n"));
             }
-            BodyWriter::UntilClose => self.pending.extend_from_slice(data),
+            BodyWriter::UntilClose => self.queued.push_back(data),
         }
-        self.body_written += data.len() as u64;
+        self.body_written += len as u64;
         Ok(())
     }
 
@@ -440,14 +448,16 @@ impl Conn {
         let writer = std::mem::replace(&mut self.writer, BodyWriter::Done);
         match writer {
             BodyWriter::Chunked => {
-                self.pending.put_slice(b"0\r\n");
+                let mut tail = BytesMut::with_capacity(64);
+                tail.put_slice(b"0\r\n");
                 for (name, value) in trailers.into_iter().flatten() {
-                    self.pending.put_slice(name.as_str().as_bytes());
-                    self.pending.put_slice(b": ");
-                    self.pending.put_slice(value.as_bytes());
-                    self.pending.put_slice(b"\r\n");
+                    tail.put_slice(name.as_str().as_bytes());
+                    tail.put_slice(b": ");
+                    tail.put_slice(value.as_bytes());
+                    tail.put_slice(b"\r\n");
                 }
-                self.pending.put_slice(b"\r\n");
+                tail.put_slice(b"\r\n");
+                self.queued.push_back(tail.freeze());
                 Ok(())
             }
             BodyWriter::Length(left) if left > 0 => {
@@ -496,12 +506,37 @@ impl Conn {
     /// `Sent` when the queue is out and flushed, `Readable` when bytes (or
     /// the end) arrived.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress>> {
-        while !self.pending.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.pending) {
+        while self.has_queued() {
+            let mut slices = [IoSlice::new(&[]); 33];
+            let mut used = 0;
+            if !self.pending.is_empty() {
+                slices[0] = IoSlice::new(&self.pending);
+                used = 1;
+            }
+            for q in self.queued.iter().take(slices.len() - used) {
+                slices[used] = IoSlice::new(q);
+                used += 1;
+            }
+            match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..used]) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Error::e_explain(WriteError, "connection wrote zero bytes"))
                 }
-                Poll::Ready(Ok(n)) => self.pending.advance(n),
+                Poll::Ready(Ok(mut n)) => {
+                    let p = n.min(self.pending.len());
+                    self.pending.advance(p);
+                    n -= p;
+                    while n > 0 {
+                        let Some(front) = self.queued.front_mut() else {
+                            break;
+                        };
+                        let k = n.min(front.len());
+                        front.advance(k);
+                        n -= k;
+                        if front.is_empty() {
+                            self.queued.pop_front();
+                        }
+                    }
+                }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Error::e_because(
                         WriteError,
@@ -512,7 +547,7 @@ impl Conn {
                 Poll::Pending => break,
             }
         }
-        if self.pending.is_empty() {
+        if !self.has_queued() {
             match Pin::new(&mut self.stream).poll_flush(cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Ok(Progress::Sent)),
                 Poll::Ready(Err(e)) => {
@@ -548,7 +583,7 @@ impl Conn {
 
     /// Whether body bytes wait in the write queue.
     pub(crate) fn has_queued(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.queued.is_empty()
     }
 }
 
