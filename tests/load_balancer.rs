@@ -497,3 +497,69 @@ fn access_and_error_logs() {
         "{msg}"
     );
 }
+
+/// A graceful upgrade of the load balancer: the new process takes the
+/// listening sockets (metrics included), counts the hand-over, and serves.
+#[test]
+fn graceful_upgrade_is_counted() {
+    let dir = temp_dir("lb-upgrade");
+    let (_up, up) = upstream(&dir, &[]);
+    let conf = dir.join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 2\n",
+            dir.join("upgrade.sock").display(),
+            dir.join("lb.pid").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live = format!("127.0.0.1:{up}");
+    let args = |extra: Option<&'static str>| {
+        let mut a = vec![
+            "-c".to_string(),
+            conf.display().to_string(),
+            "--listen".into(),
+            listen.clone(),
+            "--metrics".into(),
+            metrics.clone(),
+            "--upstream".into(),
+            live.clone(),
+        ];
+        a.extend(extra.map(String::from));
+        a
+    };
+    let log = dir.join("lb.log");
+    let old_args = args(None);
+    let old_args: Vec<&str> = old_args.iter().map(String::as_str).collect();
+    let mut old = Proc::start_example("load_balancer", &old_args, &log);
+    wait_listening(port);
+    assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+
+    let new_args = args(Some("-u"));
+    let new_args: Vec<&str> = new_args.iter().map(String::as_str).collect();
+    let _new = Proc::start_example("load_balancer", &new_args, &log);
+    let sock = dir.join("upgrade.sock");
+    poll_until(
+        Duration::from_secs(20),
+        "the new process's upgrade_sock",
+        || sock.exists(),
+    );
+    old.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
+
+    // Only the new process is left: it answers, on the same sockets.
+    assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    let page = curl(&format!("http://{metrics}/metrics"));
+    assert_eq!(
+        sample(
+            &page,
+            "pingora_graceful_upgrade_events_total{event=\"received\"}"
+        ),
+        1.0,
+        "{page}"
+    );
+}
