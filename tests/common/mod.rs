@@ -119,8 +119,13 @@ pub fn poll_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Wait until something listens on `port`. A connect to a port in the
+/// ephemeral range where nothing listens can "succeed" by connecting the
+/// socket to itself (TCP simultaneous open, when the OS picks the same
+/// port as the source): that is not a listener, so it does not count.
 pub fn wait_listening(port: u16) {
     poll_until(Duration::from_secs(20), "the server to listen", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+        TcpStream::connect(("127.0.0.1", port))
+            .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
     });
 }
