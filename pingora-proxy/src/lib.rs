@@ -43,6 +43,8 @@ pub mod otel;
 mod proxy;
 mod proxy_trait;
 mod session;
+pub mod tcp;
+pub mod udp;
 
 pub use proxy::{
     error_status, http_proxy_service, http_proxy_service_with_name, is_connect_error, HttpProxy,

@@ -215,7 +215,7 @@ impl Connector {
     pub async fn get_http_session(&self, peer: &HttpPeer) -> Result<(ClientSession, bool)> {
         let key = peer.reuse_hash();
         let o = &peer.options;
-        if o.alpn != ALPN::H1 {
+        if matches!(o.alpn, ALPN::H2 | ALPN::H2H1) {
             while let Some(conn) = self.shared_h2(key) {
                 // A GOAWAY can arrive between the check and the stream:
                 // then the connection is marked closed and we look again.

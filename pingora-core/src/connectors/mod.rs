@@ -10,7 +10,7 @@ use pingora_pool::{ConnectionPool, PoolStats};
 
 use crate::protocols::Stream;
 use crate::server::ServerConf;
-use crate::upstreams::peer::HttpPeer;
+use crate::upstreams::peer::Peer;
 
 pub mod http;
 pub mod l4;
@@ -41,16 +41,28 @@ impl TransportConnector {
 
     /// A new connection to `peer`: connect, then TLS if the peer wants it,
     /// all within the peer's total connection timeout.
-    pub async fn new_stream(&self, peer: &HttpPeer) -> Result<Stream> {
+    ///
+    /// A PROXY protocol header in the peer's options is sent first, before
+    /// TLS.
+    pub async fn new_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<Stream> {
         let start = Instant::now();
         let attempt = async {
-            let l4 = l4::connect(&peer._address, &peer.options).await?;
-            if !peer.tls {
+            let mut l4 = l4::connect(peer.address(), peer.options()).await?;
+            if let Some(h) = &peer.options().proxy_protocol {
+                use tokio::io::AsyncWriteExt;
+                l4.write_all(&h.to_bytes())
+                    .await
+                    .map_err(|e| {
+                        Error::because(WriteError, format!("sending the PROXY header to {peer}"), e)
+                    })
+                    .map_err(|e| e.into_up())?;
+            }
+            if !peer.tls() {
                 return Ok(Box::new(l4) as Stream);
             }
             self.tls_on(l4, peer, start).await
         };
-        match peer.options.total_connection_timeout {
+        match peer.options().total_connection_timeout {
             None => attempt.await,
             Some(d) => match pingora_timeout::timeout(d, attempt).await {
                 Ok(r) => r,
@@ -64,14 +76,14 @@ impl TransportConnector {
     }
 
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
-    async fn tls_on(
+    async fn tls_on<P: Peer + ?Sized>(
         &self,
         l4: crate::protocols::L4Stream,
-        peer: &HttpPeer,
+        peer: &P,
         start: Instant,
     ) -> Result<Stream> {
-        let o = &peer.options;
-        let mut t = tls::TlsPeer::new(&peer.sni);
+        let o = peer.options();
+        let mut t = tls::TlsPeer::new(peer.sni());
         t.verify_cert = o.verify_cert;
         t.verify_hostname = o.verify_hostname;
         t.alternative_cn = o.alternative_cn.clone();
@@ -85,10 +97,10 @@ impl TransportConnector {
     }
 
     #[cfg(not(any(feature = "openssl", feature = "boringssl")))]
-    async fn tls_on(
+    async fn tls_on<P: Peer + ?Sized>(
         &self,
         _l4: crate::protocols::L4Stream,
-        peer: &HttpPeer,
+        peer: &P,
         _start: Instant,
     ) -> Result<Stream> {
         Error::e_explain(
@@ -99,7 +111,7 @@ impl TransportConnector {
 
     /// An idle pooled connection to `peer` if there is one (`true`), else a
     /// new one (`false`).
-    pub async fn get_stream(&self, peer: &HttpPeer) -> Result<(Stream, bool)> {
+    pub async fn get_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<(Stream, bool)> {
         let m = crate::metrics::core();
         if let Some(s) = self.pool.get(peer.reuse_hash()) {
             m.pool_hits.inc();

@@ -259,19 +259,171 @@ pub type TlsHandshake = Option<Arc<NoTls>>;
 #[derive(Debug)]
 pub enum NoTls {}
 
-/// A set of addresses to listen on, each plain or TLS.
+/// What happens to each connection a listener accepts, before the app
+/// sees it.
+#[derive(Clone)]
+pub struct AcceptOptions {
+    /// The TLS handshake, for a TLS listener.
+    pub tls: TlsHandshake,
+    /// Read a PROXY protocol header (v1 or v2) first; a connection without
+    /// a valid one is closed.
+    pub proxy_protocol: bool,
+    /// Time allowed for the PROXY protocol header.
+    pub proxy_protocol_timeout: Duration,
+}
+
+impl Default for AcceptOptions {
+    fn default() -> Self {
+        AcceptOptions {
+            tls: None,
+            proxy_protocol: false,
+            proxy_protocol_timeout: crate::protocols::proxy_protocol::DEFAULT_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// Decides, right after accept and before any byte is read (so before a
+/// TLS handshake), whether to serve a connection, by its peer address.
+///
+/// `addr` is `None` for a Unix-socket peer. A refused connection is
+/// closed at once.
+#[async_trait::async_trait]
+pub trait ConnectionFilter: std::fmt::Debug + Send + Sync {
+    /// Serve a connection from `addr`?
+    async fn should_accept(&self, addr: Option<&std::net::SocketAddr>) -> bool;
+}
+
+/// A [`ConnectionFilter`] by address ranges, like nginx's `allow` and
+/// `deny`: rules are checked in order, the first that matches decides, and
+/// an address no rule matches gets the default.
+///
+/// ```
+/// use pingora_core::listeners::AddressFilter;
+/// // Only loopback and 10.0.0.0/8, except 10.0.0.1.
+/// let f = AddressFilter::new(false)
+///     .deny("10.0.0.1")
+///     .unwrap()
+///     .allow("127.0.0.0/8")
+///     .unwrap()
+///     .allow("10.0.0.0/8")
+///     .unwrap();
+/// assert!(f.allows(Some(&"10.2.3.4:80".parse().unwrap())));
+/// assert!(!f.allows(Some(&"10.0.0.1:80".parse().unwrap())));
+/// assert!(!f.allows(Some(&"192.0.2.1:80".parse().unwrap())));
+/// ```
+#[derive(Debug, Clone)]
+pub struct AddressFilter {
+    rules: Vec<(std::net::IpAddr, u8, bool)>,
+    default_allow: bool,
+}
+
+impl AddressFilter {
+    /// No rules yet; addresses no rule matches are allowed if
+    /// `default_allow`.
+    pub fn new(default_allow: bool) -> Self {
+        AddressFilter {
+            rules: vec![],
+            default_allow,
+        }
+    }
+
+    fn rule(mut self, cidr: &str, allow: bool) -> Result<Self> {
+        let (ip, len) = match cidr.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (cidr, None),
+        };
+        let ip: std::net::IpAddr = ip.parse().or_err_with(ErrorType::InvalidInput, || {
+            format!("bad address range {cidr:?}")
+        })?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .or_err_with(ErrorType::InvalidInput, || {
+                    format!("bad prefix length in address range {cidr:?}")
+                })?,
+        };
+        self.rules.push((ip, len, allow));
+        Ok(self)
+    }
+
+    /// Allow `cidr` (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
+    pub fn allow(self, cidr: &str) -> Result<Self> {
+        self.rule(cidr, true)
+    }
+
+    /// Deny `cidr`.
+    pub fn deny(self, cidr: &str) -> Result<Self> {
+        self.rule(cidr, false)
+    }
+
+    /// The decision for `addr` (`None`: a Unix-socket peer, which gets the
+    /// default).
+    pub fn allows(&self, addr: Option<&std::net::SocketAddr>) -> bool {
+        let Some(addr) = addr else {
+            return self.default_allow;
+        };
+        // An IPv4-mapped IPv6 peer is matched as IPv4.
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        for (net, len, allow) in &self.rules {
+            let hit = match (net, ip) {
+                (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                    prefix_eq(&n.octets(), &a.octets(), *len)
+                }
+                (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                    prefix_eq(&n.octets(), &a.octets(), *len)
+                }
+                _ => false,
+            };
+            if hit {
+                return *allow;
+            }
+        }
+        self.default_allow
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[full] & mask == b[full] & mask
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionFilter for AddressFilter {
+    async fn should_accept(&self, addr: Option<&std::net::SocketAddr>) -> bool {
+        self.allows(addr)
+    }
+}
+
+/// A set of addresses to listen on, each plain or TLS, each optionally
+/// reading the PROXY protocol, all behind an optional connection filter.
 #[derive(Clone, Default)]
 pub struct Listeners {
     addrs: Vec<ServerAddress>,
-    tls: Vec<TlsHandshake>,
+    accept: Vec<AcceptOptions>,
+    filter: Option<Arc<dyn ConnectionFilter>>,
 }
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tls: Vec<bool> = self.tls.iter().map(Option::is_some).collect();
+        let tls: Vec<bool> = self.accept.iter().map(|a| a.tls.is_some()).collect();
         f.debug_struct("Listeners")
             .field("addrs", &self.addrs)
             .field("tls", &tls)
+            .field("filter", &self.filter)
             .finish()
     }
 }
@@ -314,7 +466,7 @@ impl Listeners {
     /// Add any address (plain, no TLS).
     pub fn add_address(&mut self, addr: ServerAddress) {
         self.addrs.push(addr);
-        self.tls.push(None);
+        self.accept.push(AcceptOptions::default());
     }
 
     /// Add a TLS listener on a TCP address, serving the certificate and
@@ -340,14 +492,47 @@ impl Listeners {
             e
         })?;
         self.addrs.push(ServerAddress::Tcp(addr.into(), opt));
-        self.tls.push(Some(Arc::new(acceptor)));
+        self.accept.push(AcceptOptions {
+            tls: Some(Arc::new(acceptor)),
+            ..Default::default()
+        });
         Ok(())
     }
 
-    /// The TLS handshake of each address, in the order of
+    /// Read a PROXY protocol header (v1 or v2) at the start of every
+    /// connection to the listener at `addr` (as it was added), before any
+    /// TLS handshake. Connections without a valid header within `timeout`
+    /// are closed with a logged reason.
+    pub fn enable_proxy_protocol(&mut self, addr: &str, timeout: Option<Duration>) -> Result<()> {
+        let i = self
+            .addrs
+            .iter()
+            .position(|a| a.key() == addr)
+            .or_err_with(ErrorType::InvalidInput, || {
+                format!("no listener {addr:?} to enable the PROXY protocol on")
+            })?;
+        self.accept[i].proxy_protocol = true;
+        if let Some(t) = timeout {
+            self.accept[i].proxy_protocol_timeout = t;
+        }
+        Ok(())
+    }
+
+    /// Filter the connections of every listener in this set by peer
+    /// address, before anything is read from them.
+    pub fn set_connection_filter(&mut self, filter: Arc<dyn ConnectionFilter>) {
+        self.filter = Some(filter);
+    }
+
+    /// The connection filter, if one is set.
+    pub fn connection_filter(&self) -> Option<&Arc<dyn ConnectionFilter>> {
+        self.filter.as_ref()
+    }
+
+    /// What happens on accept for each address, in the order of
     /// [`addresses`](Self::addresses).
-    pub fn tls_handshakes(&self) -> &[TlsHandshake] {
-        &self.tls
+    pub fn accept_options(&self) -> &[AcceptOptions] {
+        &self.accept
     }
 
     /// The addresses.
@@ -494,6 +679,40 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("not a socket"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn address_filter_rules() {
+        let f = AddressFilter::new(true)
+            .deny("192.0.2.0/25")
+            .unwrap()
+            .deny("2001:db8::/32")
+            .unwrap();
+        let ok = |s: &str| f.allows(Some(&s.parse().unwrap()));
+        assert!(!ok("192.0.2.1:1"));
+        assert!(!ok("192.0.2.127:1"));
+        assert!(ok("192.0.2.128:1"));
+        assert!(!ok("[2001:db8:1::5]:1"));
+        assert!(ok("[2001:db9::5]:1"));
+        // IPv4-mapped IPv6 is matched as IPv4.
+        assert!(!ok("[::ffff:192.0.2.9]:1"));
+        assert!(f.allows(None));
+        let all = AddressFilter::new(false).allow("0.0.0.0/0").unwrap();
+        assert!(all.allows(Some(&"8.8.8.8:1".parse().unwrap())));
+        assert!(!all.allows(Some(&"[::2]:1".parse().unwrap())));
+        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x"] {
+            let e = AddressFilter::new(true).allow(bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn proxy_protocol_needs_a_known_listener() {
+        let mut l = Listeners::tcp("127.0.0.1:0");
+        l.enable_proxy_protocol("127.0.0.1:0", None).unwrap();
+        assert!(l.accept_options()[0].proxy_protocol);
+        let e = l.enable_proxy_protocol("127.0.0.1:1", None).unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1:1"));
     }
 
     #[test]

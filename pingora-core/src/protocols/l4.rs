@@ -5,11 +5,14 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+use super::proxy_protocol::ProxyHeader;
 
 /// A socket address: IP and port, or a Unix socket path (absent for an
 /// unnamed socket, such as the client end of a Unix connection).
@@ -58,6 +61,20 @@ pub struct SocketDigest {
     pub local_addr: Option<SocketAddr>,
     /// When the connection was accepted (or established).
     pub accepted_at: SystemTime,
+    /// The PROXY protocol header the connection started with, on a
+    /// listener that reads one.
+    pub proxy: Option<Arc<ProxyHeader>>,
+}
+
+impl SocketDigest {
+    /// The original client: the source a PROXY protocol header named, or
+    /// else the socket's peer.
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        self.proxy
+            .as_ref()
+            .and_then(|p| p.source.as_ref())
+            .or(self.peer_addr.as_ref())
+    }
 }
 
 enum Inner {
@@ -69,6 +86,9 @@ enum Inner {
 pub struct L4Stream {
     inner: Inner,
     digest: SocketDigest,
+    /// Bytes read ahead (past a PROXY header) and given back: read first.
+    unread: Option<Box<[u8]>>,
+    unread_pos: usize,
 }
 
 impl fmt::Debug for L4Stream {
@@ -92,10 +112,13 @@ impl L4Stream {
             peer_addr: s.peer_addr().ok().map(SocketAddr::Inet),
             local_addr: s.local_addr().ok().map(SocketAddr::Inet),
             accepted_at: SystemTime::now(),
+            proxy: None,
         };
         L4Stream {
             inner: Inner::Tcp(s),
             digest,
+            unread: None,
+            unread_pos: 0,
         }
     }
 
@@ -106,10 +129,13 @@ impl L4Stream {
             peer_addr: unix_addr(s.peer_addr()),
             local_addr: unix_addr(s.local_addr()),
             accepted_at: SystemTime::now(),
+            proxy: None,
         };
         L4Stream {
             inner: Inner::Unix(s),
             digest,
+            unread: None,
+            unread_pos: 0,
         }
     }
 
@@ -118,12 +144,34 @@ impl L4Stream {
         &self.digest
     }
 
+    /// Give back bytes that were read ahead: the next reads return them
+    /// before anything from the socket.
+    pub fn unread(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut rest = bytes;
+        if let Some(old) = self.unread.take() {
+            rest.extend_from_slice(&old[self.unread_pos..]);
+        }
+        self.unread = Some(rest.into_boxed_slice());
+        self.unread_pos = 0;
+    }
+
+    /// Record the PROXY protocol header the connection started with.
+    pub fn set_proxy_header(&mut self, header: ProxyHeader) {
+        self.digest.proxy = Some(Arc::new(header));
+    }
+
     /// Ready when a read would not block: bytes, EOF or an error wait.
     ///
     /// Tokio reports a new socket as readable before anything arrived, so
     /// readiness is confirmed with a one-byte `MSG_PEEK`; a false alarm
     /// clears it and the wait goes on.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unread.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         let fd = self.digest.raw_fd;
         let peek = || {
             let mut byte = 0u8;
@@ -187,7 +235,19 @@ impl AsyncRead for L4Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        if let Some(pending) = &this.unread {
+            let rest = &pending[this.unread_pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.unread_pos += n;
+            if this.unread_pos == pending.len() {
+                this.unread = None;
+                this.unread_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }

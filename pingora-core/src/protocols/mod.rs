@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub mod http;
 pub mod l4;
 pub mod mem;
+pub mod proxy_protocol;
 pub mod rewind;
 pub mod tls;
 

@@ -315,6 +315,7 @@ impl Server {
                 shutdown: self.shutdown_rx.clone(),
                 ready: ReadyNotifier(e.ready),
                 runtimes: handles.clone(),
+                threads,
             };
             let mut service = e.service;
             let deps = e.deps;

@@ -22,8 +22,11 @@ use tracing::{debug, error, info, warn};
 
 use super::{Service as ServiceTrait, ServiceContext};
 use crate::apps::ServerApp;
-use crate::listeners::{BoundListener, ListenFds, Listeners, TcpSocketOptions, TlsHandshake};
-use crate::protocols::{L4Stream, Stream};
+use crate::listeners::{
+    AcceptOptions, BoundListener, ConnectionFilter, ListenFds, Listeners, TcpSocketOptions,
+    TlsHandshake,
+};
+use crate::protocols::{proxy_protocol, L4Stream, Stream};
 use crate::server::ShutdownWatch;
 
 /// A listening service: accepts on its listeners, hands each connection to
@@ -88,6 +91,23 @@ impl<A: ServerApp> Service<A> {
         settings: crate::listeners::tls::TlsSettings,
     ) -> Result<()> {
         self.listeners.add_tls_with_settings(addr, opt, settings)
+    }
+
+    /// Read a PROXY protocol header (v1 or v2) first on every connection to
+    /// the listener at `addr` (as added); see
+    /// [`Listeners::enable_proxy_protocol`].
+    pub fn enable_proxy_protocol(
+        &mut self,
+        addr: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.listeners.enable_proxy_protocol(addr, timeout)
+    }
+
+    /// Filter connections to all of this service's listeners by peer
+    /// address, before the TLS handshake.
+    pub fn set_connection_filter(&mut self, filter: Arc<dyn ConnectionFilter>) {
+        self.listeners.set_connection_filter(filter);
     }
 
     /// The app.
@@ -158,6 +178,35 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(non-string panic)")
 }
 
+/// What happens between accept and the app: the connection filter, the
+/// PROXY protocol header, the TLS handshake. `None` closes the connection.
+async fn prepare(
+    mut stream: L4Stream,
+    opts: &AcceptOptions,
+    filter: Option<&Arc<dyn ConnectionFilter>>,
+    service: &str,
+) -> Option<Stream> {
+    if let Some(f) = filter {
+        let peer = stream.digest().peer_addr.as_ref().and_then(|a| a.as_inet());
+        if !f.should_accept(peer).await {
+            debug!(
+                service,
+                "connection from {peer:?} refused by the connection filter"
+            );
+            return None;
+        }
+    }
+    if opts.proxy_protocol {
+        if let Err(e) = proxy_protocol::accept(&mut stream, opts.proxy_protocol_timeout).await {
+            let peer = stream.digest().peer_addr.clone();
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            warn!(service, peer, "closing connection: {e}");
+            return None;
+        }
+    }
+    handshake(opts.tls.clone(), stream).await
+}
+
 /// The stream to serve: TLS after a handshake, or as accepted.
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
@@ -207,7 +256,8 @@ async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: S
 
 async fn accept_loop<A: ServerApp>(
     listener: BoundListener,
-    tls: TlsHandshake,
+    opts: AcceptOptions,
+    filter: Option<Arc<dyn ConnectionFilter>>,
     app: Arc<A>,
     tracker: Arc<ConnTracker>,
     mut shutdown: ShutdownWatch,
@@ -249,14 +299,17 @@ async fn accept_loop<A: ServerApp>(
                 let guard = tracker.enter();
                 let app = app.clone();
                 let shutdown = shutdown.clone();
-                let tls = tls.clone();
+                let opts = opts.clone();
+                let filter = filter.clone();
+                let name = name.clone();
                 accepted_count.inc();
                 open_count.inc();
                 let open = open_count.clone();
                 tokio::spawn(async move {
-                    // The TLS handshake runs in the connection's own task,
-                    // so a slow one holds up nobody else.
-                    if let Some(stream) = handshake(tls, stream).await {
+                    // The filter, PROXY header and TLS handshake run in the
+                    // connection's own task, so a slow one holds up nobody
+                    // else.
+                    if let Some(stream) = prepare(stream, &opts, filter.as_ref(), &name).await {
                         serve_connection(app, stream, shutdown).await;
                     }
                     open.dec();
@@ -290,8 +343,9 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
         let mut loops = Vec::new();
         // The original sockets stay open until the loops end: their fds are
         // what a graceful upgrade hands over.
-        let handshakes = self.listeners.tls_handshakes().to_vec();
-        for (listener, tls) in self.bound.iter().zip(handshakes) {
+        let accept = self.listeners.accept_options().to_vec();
+        let filter = self.listeners.connection_filter().cloned();
+        for (listener, opts) in self.bound.iter().zip(accept) {
             for rt in &ctx.runtimes {
                 let l = match listener.try_clone() {
                     Ok(l) => l,
@@ -302,7 +356,8 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
                 };
                 loops.push(rt.spawn(accept_loop(
                     l,
-                    tls.clone(),
+                    opts.clone(),
+                    filter.clone(),
                     self.app.clone(),
                     self.tracker.clone(),
                     ctx.shutdown.clone(),
@@ -391,6 +446,7 @@ mod tests {
             shutdown: rx,
             ready: ReadyNotifier(ready_tx),
             runtimes: vec![tokio::runtime::Handle::current()],
+            threads: 1,
         };
         let task = tokio::spawn(async move {
             svc.start_service(ctx).await;

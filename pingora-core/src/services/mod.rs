@@ -2,7 +2,8 @@
 //!
 //! A [`listening::Service`] accepts connections on its listeners and hands
 //! each to its app; a [`background::GenBackgroundService`] runs a task of
-//! the user's until shutdown. Each service runs on runtimes of its own, so
+//! the user's until shutdown; a [`udp::UdpService`] hands each datagram
+//! to its app. Each service runs on runtimes of its own, so
 //! a busy one cannot starve another.
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use crate::server::ShutdownWatch;
 
 pub mod background;
 pub mod listening;
+pub mod udp;
 
 /// Tells the server (and services that depend on this one) that a service
 /// is ready: listening, or started.
@@ -38,6 +40,8 @@ pub struct ServiceContext {
     /// single-threaded runtime per worker (`work_stealing: false`).
     /// Spread work across all of them.
     pub runtimes: Vec<Handle>,
+    /// Worker threads across those runtimes (the service's `threads`).
+    pub threads: usize,
 }
 
 /// A unit of work the server runs until shutdown.

@@ -16,7 +16,30 @@ use std::time::Duration;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 
 use crate::listeners::TcpKeepalive;
+use crate::protocols::proxy_protocol::ProxyHeader;
 use crate::protocols::SocketAddr;
+
+/// What a connector needs to know about any upstream: where it is, whether
+/// to speak TLS and with what name, and how to connect.
+pub trait Peer: std::fmt::Display + Send + Sync {
+    /// The address.
+    fn address(&self) -> &SocketAddr;
+    /// Whether to speak TLS.
+    fn tls(&self) -> bool;
+    /// The server name for SNI and certificate checks.
+    fn sni(&self) -> &str;
+    /// How to connect.
+    fn options(&self) -> &PeerOptions;
+    /// Connections to peers with equal hashes are interchangeable.
+    fn reuse_hash(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.address().hash(&mut h);
+        self.tls().hash(&mut h);
+        self.sni().hash(&mut h);
+        self.options().hash_into(&mut h);
+        h.finish()
+    }
+}
 
 /// Which HTTP versions to offer by ALPN, in order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -28,6 +51,8 @@ pub enum ALPN {
     H2,
     /// HTTP/2 preferred, HTTP/1.1 accepted.
     H2H1,
+    /// No ALPN at all (for protocols other than HTTP).
+    None,
 }
 
 impl ALPN {
@@ -37,6 +62,7 @@ impl ALPN {
             ALPN::H1 => vec![b"http/1.1".to_vec()],
             ALPN::H2 => vec![b"h2".to_vec()],
             ALPN::H2H1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            ALPN::None => vec![],
         }
     }
 }
@@ -78,6 +104,11 @@ pub struct PeerOptions {
     pub max_h2_streams: usize,
     /// Local address to connect from.
     pub bind_to: Option<std::net::SocketAddr>,
+    /// A PROXY protocol header to send first on each new connection
+    /// (before TLS). Connections carrying different headers are never
+    /// shared: the header is part of the reuse hash. See
+    /// [`ProxyHeader::for_client`].
+    pub proxy_protocol: Option<ProxyHeader>,
 }
 
 impl Default for PeerOptions {
@@ -100,6 +131,7 @@ impl Default for PeerOptions {
             h2_ping_interval: None,
             max_h2_streams: 1,
             bind_to: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -117,6 +149,7 @@ impl PeerOptions {
             .map(|c| Arc::as_ptr(c) as usize)
             .hash(h);
         self.bind_to.hash(h);
+        self.proxy_protocol.hash(h);
     }
 }
 
@@ -176,12 +209,22 @@ impl HttpPeer {
     /// Whether connections made for this peer and for another with the
     /// same hash are interchangeable.
     pub fn reuse_hash(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self._address.hash(&mut h);
-        self.tls.hash(&mut h);
-        self.sni.hash(&mut h);
-        self.options.hash_into(&mut h);
-        h.finish()
+        Peer::reuse_hash(self)
+    }
+}
+
+impl Peer for HttpPeer {
+    fn address(&self) -> &SocketAddr {
+        &self._address
+    }
+    fn tls(&self) -> bool {
+        self.tls
+    }
+    fn sni(&self) -> &str {
+        &self.sni
+    }
+    fn options(&self) -> &PeerOptions {
+        &self.options
     }
 }
 
@@ -197,22 +240,65 @@ impl std::fmt::Display for HttpPeer {
     }
 }
 
-/// A plain L4 (TCP or Unix) upstream.
+/// An L4 (TCP or Unix) upstream, plain or TLS: what a TCP proxy connects
+/// to.
 #[derive(Clone)]
 pub struct BasicPeer {
     /// Where it is.
     pub _address: SocketAddr,
-    /// How to connect (only the L4 options apply).
+    /// Whether to speak TLS.
+    pub tls: bool,
+    /// The server name for SNI and certificate checks (TLS only).
+    pub sni: String,
+    /// How to connect (the HTTP settings do not apply; ALPN is offered
+    /// only if set).
     pub options: PeerOptions,
 }
 
 impl BasicPeer {
-    /// A peer at `address` (`host:port`, or `unix:/path`).
+    /// A plain peer at `address` (`host:port`, or `unix:/path`).
     pub fn new(address: &str) -> Result<Self> {
         Ok(BasicPeer {
             _address: resolve(address)?,
+            tls: false,
+            sni: String::new(),
             options: PeerOptions::default(),
         })
+    }
+
+    /// A TLS peer at `address`, reached by the name `sni`.
+    pub fn new_tls(address: &str, sni: String) -> Result<Self> {
+        let mut p = Self::new(address)?;
+        p.tls = true;
+        p.sni = sni;
+        // No HTTP here: no ALPN unless the user asks for one.
+        p.options.alpn = ALPN::None;
+        Ok(p)
+    }
+}
+
+impl Peer for BasicPeer {
+    fn address(&self) -> &SocketAddr {
+        &self._address
+    }
+    fn tls(&self) -> bool {
+        self.tls
+    }
+    fn sni(&self) -> &str {
+        &self.sni
+    }
+    fn options(&self) -> &PeerOptions {
+        &self.options
+    }
+}
+
+impl std::fmt::Display for BasicPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "tls://{} (sni {:?})", self._address, self.sni)
+        } else {
+            write!(f, "{}", self._address)
+        }
     }
 }
 

@@ -504,9 +504,11 @@ impl HttpSession {
         self.requests
     }
 
-    /// The client's address.
+    /// The client's address: the original client named by a PROXY
+    /// protocol header, when the connection came with one, else the
+    /// socket's peer.
     pub fn client_addr(&self) -> Option<&SocketAddr> {
-        self.conn.stream.socket_digest()?.peer_addr.as_ref()
+        self.conn.stream.socket_digest()?.client_addr()
     }
 
     /// The local address the client connected to.

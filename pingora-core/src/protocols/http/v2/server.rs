@@ -312,9 +312,11 @@ impl HttpSession {
         &self.ext
     }
 
-    /// The client's address.
+    /// The client's address: the original client named by a PROXY
+    /// protocol header, when the connection came with one, else the
+    /// socket's peer.
     pub fn client_addr(&self) -> Option<&SocketAddr> {
-        self.socket.as_ref()?.peer_addr.as_ref()
+        self.socket.as_ref()?.client_addr()
     }
 
     /// The local address the client connected to.
