@@ -15,6 +15,8 @@
 //! metrics are served at `http://127.0.0.1:6192/metrics` (`--metrics`); the
 //! conf's `access_log` (a file or `syslog:udp:HOST:PORT`) and
 //! `access_log_format` (`combined` or `json`) turn on the access log.
+//! `--proxy-protocol` reads a PROXY v1/v2 header on `--listen` (behind
+//! HAProxy or a cloud load balancer).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,10 @@ struct Args {
     /// Where to serve Prometheus metrics (`/metrics`).
     #[arg(long, default_value = "127.0.0.1:6192")]
     metrics: String,
+    /// Read a PROXY protocol header (v1 or v2) on --listen: the client it
+    /// names is the one logged and passed on.
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Time allowed for each upstream read or write, in milliseconds (504 after).
     #[arg(long, default_value_t = 60_000)]
     upstream_timeout_ms: u64,
@@ -203,6 +209,9 @@ fn main() -> Result<()> {
     app.set_h2c(args.h2c);
     let mut service = Service::new("load balancer".to_string(), app);
     service.add_tcp(&args.listen);
+    if args.proxy_protocol {
+        service.enable_proxy_protocol(&args.listen, None)?;
+    }
     if let (Some(addr), Some(cert), Some(key)) = (&args.tls_listen, &args.cert, &args.key) {
         let mut tls = TlsSettings::intermediate(cert, key)?;
         tls.enable_h2();

@@ -498,6 +498,66 @@ fn access_and_error_logs() {
     );
 }
 
+/// `--proxy-protocol`: the client a PROXY header names is the one the
+/// access log records; curl's own v1 header works; a request without a
+/// header is refused.
+#[test]
+fn proxy_protocol_names_the_client() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("lb-proxy-protocol");
+    let (_up, up) = upstream(&dir, &[]);
+    let file = dir.join("access.json");
+    let conf = dir.join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\naccess_log: {}\naccess_log_format: json\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let live = format!("127.0.0.1:{up}");
+    let (_lb, _) = start_lb(
+        &dir,
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--upstream",
+            &live,
+            "--proxy-protocol",
+        ],
+    );
+    wait_listening(port);
+    let send = |bytes: &[u8]| {
+        let mut c = std::net::TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let req = format!("GET / HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n");
+    let reply = send(format!("PROXY TCP4 192.0.2.9 127.0.0.1 5000 {port}\r\n{req}").as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("hello from pingora\n"), "{reply}");
+    poll_until(Duration::from_secs(10), "the access log line", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains(r#""client":"192.0.2.9""#))
+    });
+    // No header: closed without an answer.
+    assert_eq!(send(req.as_bytes()), "");
+    // curl sends a v1 header with its own address.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--haproxy-protocol"])
+        .arg(format!("http://{listen}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from pingora\n");
+}
+
 /// A graceful upgrade of the load balancer: the new process takes the
 /// listening sockets (metrics included), counts the hand-over, and serves.
 #[test]
