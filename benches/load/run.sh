@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# The load benchmark: our proxy (the load_balancer example, release build,
+# one worker thread) against nginx as a reverse proxy (one worker, upstream
+# keep-alive pool, access log off), both in front of the same upstream (a
+# second nginx answering GET / with a fixed 100-byte body), measured in the
+# same run, in alternation (ours, nginx, ours, nginx, ...), with wrk and
+# h2load. The proxy under test runs on CPU 0 alone; the upstream and the
+# load generators share CPU 1. Loopback only; everything started is stopped
+# by PID on exit.
+#
+# Usage: bash benches/load/run.sh [seconds-per-run (10)] [rounds (3)]
+# Installs what it lacks (nginx, nghttp2-client, wrk, python3, openssl)
+# with apt-get, like .ci/run. Needs 2 CPUs.
+set -euo pipefail
+SECS="${1:-10}"
+ROUNDS="${2:-3}"
+IDLE_CONNS="${IDLE_CONNS:-10000}"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+PACKAGES=(nginx nghttp2-client wrk python3 openssl procps)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ "$(nproc)" -lt 2 ]; then
+    echo "needs 2 CPUs: the proxy on one, upstream and load generator on the other" >&2
+    exit 1
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
+cargo build --release -q --example load_balancer
+BIN="$CARGO_TARGET_DIR/release/examples/load_balancer"
+
+DIR=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# utime + stime of the whole process (all threads), in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# --- certificates for the TLS listeners ---------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
+
+# --- nginx: the upstream (CPU 1) and the reverse proxy (CPU 0) ----------------
+nginx_start() { # NAME CPU HTTP-BLOCK
+    local name=$1 cpu=$2 body=$3
+    mkdir -p "$DIR/$name"
+    cat > "$DIR/$name/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $DIR/$name/nginx.pid;
+error_log $DIR/$name/error.log;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/$name/body;
+    proxy_temp_path $DIR/$name/proxy;
+    fastcgi_temp_path $DIR/$name/fastcgi;
+    uwsgi_temp_path $DIR/$name/uwsgi;
+    scgi_temp_path $DIR/$name/scgi;
+    default_type text/plain;
+    keepalive_requests 100000000;
+    $body
+}
+CONF
+    taskset -c "$cpu" nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+BODY="$(head -c 99 /dev/zero | tr '\0' 'x')"
+UP=$(free_port)
+UP_STATUS=$(free_port)
+nginx_start upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 \"$BODY\n\"; } }
+    server { listen 127.0.0.1:$UP_STATUS; location / { stub_status; } }"
+wait_port "$UP"
+wait_port "$UP_STATUS"
+# Connections the upstream has accepted so far (stub_status "accepts").
+upstream_accepts() { curl -s "http://127.0.0.1:$UP_STATUS/" | awk 'NR == 3 { print $1 }'; }
+
+NG_H1=$(free_port)
+NG_TLS=$(free_port)
+NG_H2=$(free_port)
+nginx_start nginx 0 "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+    ssl_certificate $DIR/cert.pem;
+    ssl_certificate_key $DIR/key.pem;
+    ssl_protocols TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    server {
+        listen 127.0.0.1:$NG_H1;
+        listen 127.0.0.1:$NG_TLS ssl;
+        listen 127.0.0.1:$NG_H2 http2;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+    }"
+NGINX_PID=$LAST_PID
+wait_port "$NG_H1"
+
+# --- ours (CPU 0) ----------------------------------------------------------------
+OURS_H1=$(free_port) # also HTTP/2 with prior knowledge (--h2c)
+OURS_TLS=$(free_port)
+METRICS=$(free_port)
+printf 'version: 1\nthreads: 1\nupstream_keepalive_pool_size: 128\n' > "$DIR/conf.yaml"
+taskset -c 0 "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$OURS_H1" --h2c \
+    --tls-listen "127.0.0.1:$OURS_TLS" --cert "$DIR/cert.pem" --key "$DIR/key.pem" \
+    --upstream "127.0.0.1:$UP" --metrics "127.0.0.1:$METRICS" 2>"$DIR/ours.log" &
+PIDS+=($!)
+OURS_PID=$!
+wait_port "$OURS_H1"
+wait_port "$OURS_TLS"
+
+# --- one measurement = one line "PROXY METRIC VALUE" in $RES -------------------
+RES="$DIR/results"
+: > "$RES"
+record() { echo "$1 $2 $3" >> "$RES"; }
+# wrk latency like 812.00us / 1.20ms / 1.01s, in µs.
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
+
+# wrk PROXY PID URL CONNS TAG: rate, p50/p99; at 50 connections also CPU per
+# request and new upstream connections per 1,000 requests.
+run_wrk() {
+    local who=$1 pid=$2 url=$3 conns=$4 tag=$5
+    local a0 t0 out
+    a0=$(upstream_accepts)
+    t0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "$url")
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+        echo "$who $tag: errors during the run:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    local reqs rps
+    reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+    rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+    record "$who" "rps_$tag" "$rps"
+    record "$who" "p50_$tag" "$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+    record "$who" "p99_$tag" "$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    if [ "$pid" != - ] && [ "$tag" = h1_c50 ]; then
+        local t1 a1
+        t1=$(cpu_ticks "$pid")
+        a1=$(upstream_accepts)
+        record "$who" cpu_us_per_req "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        # The stub_status request itself is one accepted connection.
+        record "$who" new_upstream_conns_per_1000 "$(awk -v a="$((a1 - a0 - 1))" -v n="$reqs" 'BEGIN { printf "%.3f", a * 1000 / n }')"
+    fi
+}
+
+# h2load PROXY URL TAG ARGS...: requests per second.
+run_h2load() {
+    local who=$1 url=$2 tag=$3
+    shift 3
+    local out
+    out=$(taskset -c 1 h2load "$@" -D "$SECS" --warm-up-time=1 "$url" 2>&1)
+    if ! grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out"; then
+        echo "$who $tag: errors during the run:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    record "$who" "rps_$tag" "$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")"
+}
+
+measure() { # PROXY PID H1-PORT TLS-PORT H2-PORT
+    local who=$1 pid=$2 h1=$3 tls=$4 h2=$5
+    # Warm up (not recorded): the upstream pool refills after idling out
+    # between rounds, so the reuse figure is the steady state.
+    taskset -c 1 wrk -t1 -c50 -d1s "http://127.0.0.1:$h1/" >/dev/null
+    run_wrk "$who" "$pid" "http://127.0.0.1:$h1/" 50 h1_c50
+    run_wrk "$who" "$pid" "http://127.0.0.1:$h1/" 1 h1_c1
+    run_h2load "$who" "http://127.0.0.1:$h1/" h2load_h1_c50 --h1 -c 50
+    run_wrk "$who" "$pid" "https://127.0.0.1:$tls/" 50 tls_c50
+    run_h2load "$who" "http://127.0.0.1:$h2/" h2_c50_m10 -c 50 -m 10
+    record "$who" rss_after_load_kib "$(rss_kib "$pid")"
+}
+
+echo "CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores; ${SECS}s per run, $ROUNDS rounds" >&2
+for r in $(seq 1 "$ROUNDS"); do
+    echo "round $r/$ROUNDS" >&2
+    run_wrk direct - "http://127.0.0.1:$UP/" 50 h1_c50
+    measure ours "$OURS_PID" "$OURS_H1" "$OURS_TLS" "$OURS_H1"
+    measure nginx "$NGINX_PID" "$NG_H1" "$NG_TLS" "$NG_H2"
+done
+
+# --- idle keep-alive client connections ------------------------------------------
+idle() { # PROXY PID PORT
+    local who=$1 pid=$2 port=$3 before with after
+    before=$(rss_kib "$pid")
+    mkfifo "$DIR/idle.in"
+    taskset -c 1 python3 benches/load/idle_clients.py "$port" "$IDLE_CONNS" < "$DIR/idle.in" > "$DIR/idle.out" &
+    local cpid=$!
+    PIDS+=($cpid)
+    exec 4>"$DIR/idle.in"
+    for _ in $(seq 1 1200); do grep -q ready "$DIR/idle.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "ready $IDLE_CONNS" "$DIR/idle.out" || { echo "$who: idle clients never got ready" >&2; exit 1; }
+    with=$(rss_kib "$pid")
+    exec 4>&-
+    wait "$cpid" || true
+    rm -f "$DIR/idle.in"
+    sleep 1
+    after=$(rss_kib "$pid")
+    record "$who" idle_bytes_per_conn "$(( (with - before) * 1024 / IDLE_CONNS ))"
+    record "$who" rss_after_idle_clients_left_kib "$after"
+}
+echo "$IDLE_CONNS idle keep-alive connections" >&2
+idle ours "$OURS_PID" "$OURS_H1"
+idle nginx "$NGINX_PID" "$NG_H1"
+
+# --- the table ---------------------------------------------------------------------
+echo
+echo "$(date -u +%F) · $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores · bash benches/load/run.sh $SECS $ROUNDS"
+python3 - "$RES" <<'PY'
+import statistics, sys
+vals = {}
+for line in open(sys.argv[1]):
+    who, metric, v = line.split()
+    vals.setdefault((who, metric), []).append(float(v))
+
+def cell(who, m):
+    xs = vals.get((who, m))
+    if not xs:
+        return "–", None
+    med = statistics.median(xs)
+    fmt = (lambda x: f"{x:,.0f}") if med >= 100 else (lambda x: f"{x:.2f}")
+    rng = f" ({fmt(min(xs))}–{fmt(max(xs))})" if len(xs) > 1 else ""
+    return fmt(med) + rng, med
+
+rows = [
+    ("requests/s, wrk, 50 conns", "rps_h1_c50", "≥ 1.05", lambda r: r >= 1.05),
+    ("requests/s, h2load --h1, 50 conns", "rps_h2load_h1_c50", "", None),
+    ("p50 µs, 50 conns", "p50_h1_c50", "", None),
+    ("p99 µs, 50 conns", "p99_h1_c50", "≤ 1", lambda r: r <= 1),
+    ("p50 µs, 1 conn", "p50_h1_c1", "", None),
+    ("p99 µs, 1 conn", "p99_h1_c1", "≤ 1", lambda r: r <= 1),
+    ("proxy CPU µs per request", "cpu_us_per_req", "≤ 0.8", lambda r: r <= 0.8),
+    ("new upstream conns per 1,000 requests", "new_upstream_conns_per_1000", "", None),
+    ("requests/s, TLS 1.3 keep-alive, 50 conns", "rps_tls_c50", "", None),
+    ("requests/s, HTTP/2 (h2load -c 50 -m 10)", "rps_h2_c50_m10", "", None),
+    ("RSS after load, KiB", "rss_after_load_kib", "", None),
+    ("bytes per idle client connection", "idle_bytes_per_conn", "≤ 1", lambda r: r <= 1),
+    ("RSS after the idle clients left, KiB", "rss_after_idle_clients_left_kib", "", None),
+]
+print()
+print("| figure | ours: median (min–max) | nginx: median (min–max) | ours / nginx | target | met |")
+print("|---|---|---|---|---|---|")
+for name, m, target, ok in rows:
+    a, am = cell("ours", m)
+    b, bm = cell("nginx", m)
+    ratio = f"{am / bm:.2f}" if am is not None and bm else "–"
+    met = "" if ok is None or am is None or not bm else ("yes" if ok(am / bm) else "**no**")
+    print(f"| {name} | {a} | {b} | {ratio} | {target} | {met} |")
+d, dm = cell("direct", "rps_h1_c50")
+_, om = cell("ours", "rps_h1_c50")
+reuse = vals.get(("ours", "new_upstream_conns_per_1000"), [0])
+print(f"| requests/s, wrk, 50 conns, direct to the upstream (ceiling) | {d} | | ours / direct = {om / dm:.2f} | ≥ 0.95 | {'yes' if om / dm >= 0.95 else '**no**'} |")
+worst = max(reuse)
+print(f"| upstream reuse, ours (worst round) | {100 - worst / 10:.3f}% | | | ≥ 99.9% | {'yes' if worst <= 1 else '**no**'} |")
+PY
