@@ -112,9 +112,12 @@ impl ProxyHttp for Lb {
             .lb
             .select_with(b"", 64, |b, ready| ready && !ctx.tried.contains(b))
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?;
-        let host = b.addr.to_string();
-        let sni = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-        let mut peer = HttpPeer::new(&host, self.tls, sni.to_string())?;
+        // SNI (and the name checked in the certificate): the host.
+        let sni = match (self.tls, b.addr.as_inet()) {
+            (true, Some(a)) => a.ip().to_string(),
+            _ => String::new(),
+        };
+        let mut peer = HttpPeer::new_from_sockaddr(b.addr.clone(), self.tls, sni);
         peer.options.connection_timeout = Some(Duration::from_secs(3));
         peer.options.read_timeout = Some(self.timeout);
         peer.options.write_timeout = Some(self.timeout);

@@ -9,7 +9,7 @@
 //! n-th entry of a name here is always the n-th value of that name there.
 
 use bytes::BufMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 
 use crate::case::CaseHeaderName;
 
@@ -62,14 +62,17 @@ impl WireOrder {
 
     /// Replace every line of this name with one line at the end.
     pub(crate) fn insert(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
-        self.remove(map, name.name());
+        self.remove(map, name.name().as_str());
         self.append(map, name, value);
     }
 
     /// Remove every line of this name; returns the first value.
-    pub(crate) fn remove(&mut self, map: &mut HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    /// Remove every line named `name` (any case). Looking a name up by
+    /// `&str` allocates nothing, so removing an absent header is cheap.
+    pub(crate) fn remove(&mut self, map: &mut HeaderMap, name: &str) -> Option<HeaderValue> {
         let first = map.remove(name)?;
-        self.entries.retain(|e| e.name.name() != name);
+        self.entries
+            .retain(|e| !e.name.name().as_str().eq_ignore_ascii_case(name));
         Some(first)
     }
 

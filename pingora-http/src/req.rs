@@ -123,11 +123,7 @@ impl RequestHeader {
 
     /// Remove every line of this name; returns the first value, if any.
     pub fn remove_header<N: http::header::AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
-        let name: HeaderName = match name.as_str().parse() {
-            Ok(n) => n,
-            Err(_) => return None,
-        };
-        self.order.remove(&mut self.base.headers, &name)
+        self.order.remove(&mut self.base.headers, name.as_str())
     }
 
     /// The header lines in wire order, each with its original spelling.
@@ -174,18 +170,19 @@ impl RequestHeader {
         buf.put_slice(b"\r\n");
     }
 
-    /// [`RequestHeader::write_h1`] into a new buffer of the right size.
-    pub fn to_wire(&self) -> Bytes {
+    /// How many bytes [`RequestHeader::write_h1`] writes (at most), to size
+    /// a buffer once.
+    pub fn h1_len(&self) -> usize {
         let uri = &self.base.uri;
         let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(1, |p| p.as_str().len());
-        let mut buf = BytesMut::with_capacity(
-            self.base.method.as_str().len()
-                + uri_len
-                + 14
-                + self.order.wire_len(&self.base.headers),
-        );
+        self.base.method.as_str().len() + uri_len + 14 + self.order.wire_len(&self.base.headers)
+    }
+
+    /// [`RequestHeader::write_h1`] into a new buffer of the right size.
+    pub fn to_wire(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.h1_len());
         self.write_h1(&mut buf);
         buf.freeze()
     }

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::response::Parts;
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
@@ -108,8 +108,7 @@ impl ResponseHeader {
 
     /// Remove every line of this name; returns the first value, if any.
     pub fn remove_header<N: http::header::AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
-        let name: HeaderName = name.as_str().parse().ok()?;
-        self.order.remove(&mut self.base.headers, &name)
+        self.order.remove(&mut self.base.headers, name.as_str())
     }
 
     /// The header lines in wire order, each with its original spelling.
@@ -180,11 +179,16 @@ impl ResponseHeader {
         buf.put_slice(b"\r\n");
     }
 
+    /// How many bytes [`ResponseHeader::write_h1`] writes, to size a
+    /// buffer once.
+    pub fn h1_len(&self) -> usize {
+        let reason = self.get_reason_phrase().map_or(0, str::len);
+        17 + reason + 2 + self.order.wire_len(&self.base.headers)
+    }
+
     /// [`ResponseHeader::write_h1`] into a new buffer of the right size.
     pub fn to_wire(&self) -> Bytes {
-        let reason = self.get_reason_phrase().map_or(0, str::len);
-        let mut buf =
-            BytesMut::with_capacity(17 + reason + 2 + self.order.wire_len(&self.base.headers));
+        let mut buf = BytesMut::with_capacity(self.h1_len());
         self.write_h1(&mut buf);
         buf.freeze()
     }

@@ -149,32 +149,51 @@ pub fn is_connect_error(e: &ErrorType) -> bool {
 
 /// Headers about one connection, which a proxy must not forward (RFC 9110
 /// §7.6.1), besides those that `Connection` names.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
 ];
 
-/// Every hop-by-hop field of `map`: the fixed list and what `Connection`
-/// names.
-fn hop_by_hop(map: &http::HeaderMap) -> Vec<HeaderName> {
-    let named = map
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
-    HOP_BY_HOP
-        .iter()
-        .map(|n| HeaderName::from_static(n))
-        .chain(named)
-        .collect()
+/// Remove every hop-by-hop field of `target`: the fixed list and what
+/// `Connection` names. Nothing is allocated for the (usual) fields that are
+/// absent.
+fn strip_hop_by_hop<T>(
+    target: &mut T,
+    headers: impl Fn(&T) -> &http::HeaderMap,
+    mut remove: impl FnMut(&mut T, &str),
+) {
+    // The other names `Connection` lists, taken before it goes.
+    let mut named: Vec<String> = Vec::new();
+    for v in headers(target).get_all(CONNECTION) {
+        if let Ok(v) = v.to_str() {
+            for t in v.split(',') {
+                let t = t.trim();
+                if !t.is_empty()
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| h.as_str().eq_ignore_ascii_case(t))
+                {
+                    named.push(t.to_string());
+                }
+            }
+        }
+    }
+    // Looked up by prebuilt name: no parsing for the (usual) absent ones.
+    for name in &HOP_BY_HOP {
+        if headers(target).contains_key(name) {
+            remove(target, name.as_str());
+        }
+    }
+    for name in &named {
+        remove(target, name);
+    }
 }
 
 /// Methods that a retry may send twice (RFC 9110 §9.2.2).
@@ -199,9 +218,13 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    for name in hop_by_hop(&req.headers) {
-        req.remove_header(&name);
-    }
+    strip_hop_by_hop(
+        &mut req,
+        |r| &r.headers,
+        |r, n| {
+            r.remove_header(n);
+        },
+    );
     if te_trailers {
         req.insert_header("TE", "trailers")?;
     }
@@ -252,9 +275,13 @@ fn downstream_response(resp: &ResponseHeader) -> ResponseHeader {
     let mut out = resp.clone();
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = resp.headers.get(UPGRADE).cloned();
-    for name in hop_by_hop(&resp.headers) {
-        out.remove_header(&name);
-    }
+    strip_hop_by_hop(
+        &mut out,
+        |r| &r.headers,
+        |r, n| {
+            r.remove_header(n);
+        },
+    );
     if switching {
         let _ = out.insert_header("Connection", "Upgrade");
         if let Some(u) = upgrade {

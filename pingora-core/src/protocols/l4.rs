@@ -89,6 +89,11 @@ pub struct L4Stream {
     /// Bytes read ahead (past a PROXY header) and given back: read first.
     unread: Option<Box<[u8]>>,
     unread_pos: usize,
+    /// The reactor's "readable" may be left over from bytes already read
+    /// (the last read filled its buffer, or none happened yet), so
+    /// [`L4Stream::poll_read_ready`] must confirm it with a peek. After a
+    /// short read the readiness is cleared and any new readiness is real.
+    stale_readiness: bool,
 }
 
 impl fmt::Debug for L4Stream {
@@ -119,6 +124,7 @@ impl L4Stream {
             digest,
             unread: None,
             unread_pos: 0,
+            stale_readiness: true,
         }
     }
 
@@ -136,6 +142,7 @@ impl L4Stream {
             digest,
             unread: None,
             unread_pos: 0,
+            stale_readiness: true,
         }
     }
 
@@ -165,12 +172,21 @@ impl L4Stream {
 
     /// Ready when a read would not block: bytes, EOF or an error wait.
     ///
-    /// Tokio reports a new socket as readable before anything arrived, so
-    /// readiness is confirmed with a one-byte `MSG_PEEK`; a false alarm
-    /// clears it and the wait goes on.
+    /// The reactor's readiness can be left over from bytes already read
+    /// (a new socket, or a read that filled its buffer): then it is
+    /// confirmed with a one-byte `MSG_PEEK`, and a false alarm clears it
+    /// and the wait goes on. After a short read (the usual case) the
+    /// readiness was cleared, so a new one is trusted without a syscall.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.unread.is_some() {
             return Poll::Ready(Ok(()));
+        }
+        if !self.stale_readiness {
+            // Readiness now can only come from a new event: no peek.
+            return match &self.inner {
+                Inner::Tcp(s) => s.poll_read_ready(cx),
+                Inner::Unix(s) => s.poll_read_ready(cx),
+            };
         }
         let fd = self.digest.raw_fd;
         let peek = || {
@@ -214,6 +230,15 @@ impl L4Stream {
         }
     }
 
+    /// Mark the socket not readable until the reactor hears otherwise.
+    fn clear_read_readiness(&self) {
+        let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = match &self.inner {
+            Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, would_block),
+            Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, would_block),
+        };
+    }
+
     /// The TCP stream underneath, if this is TCP.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
@@ -247,10 +272,28 @@ impl AsyncRead for L4Stream {
             }
             return Poll::Ready(Ok(()));
         }
-        match &mut this.inner {
+        let want = buf.remaining();
+        let before = buf.filled().len();
+        let r = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        // A read that got less than it asked for emptied the socket's
+        // receive queue: forget the readiness now (no syscall), so the next
+        // wait parks at once instead of first paying a read (or peek) that
+        // would only say EAGAIN. Bytes arriving later raise a new edge-
+        // triggered event, so nothing is missed. (EOF is a short read too;
+        // a later read still finds it, as the socket stays readable.)
+        if let Poll::Ready(Ok(())) = r {
+            let got = buf.filled().len() - before;
+            if got > 0 && got < want {
+                this.clear_read_readiness();
+                this.stale_readiness = false;
+            } else {
+                this.stale_readiness = true;
+            }
         }
+        r
     }
 }
 

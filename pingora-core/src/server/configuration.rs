@@ -57,7 +57,8 @@ pub struct ServerConf {
     pub threads: usize,
     /// `true`: one work-stealing runtime with `threads` workers per
     /// service. `false`: `threads` single-threaded runtimes per service,
-    /// each accepting on its own.
+    /// each accepting on its own. With `threads: 1` both mean one
+    /// single-threaded runtime.
     pub work_stealing: bool,
     /// Where daemon mode writes the process id.
     pub pid_file: String,

@@ -417,7 +417,10 @@ impl Server {
 
 /// Build a service's runtimes; returns them and their handles.
 fn build_runtimes(name: &str, threads: usize, steal: bool) -> Result<(Runtimes, Vec<Handle>)> {
-    if steal {
+    // With one thread there is nobody to steal from: a current-thread
+    // runtime does the same work without the multi-thread scheduler's
+    // atomics and wake-ups.
+    if steal && threads > 1 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(name)

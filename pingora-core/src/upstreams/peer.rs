@@ -191,6 +191,16 @@ impl HttpPeer {
         })
     }
 
+    /// A peer at an address already resolved (no parsing, no lookup).
+    pub fn new_from_sockaddr(address: SocketAddr, tls: bool, sni: String) -> Self {
+        HttpPeer {
+            _address: address,
+            tls,
+            sni,
+            options: PeerOptions::default(),
+        }
+    }
+
     /// A peer on a Unix socket.
     pub fn new_uds(path: &str, tls: bool, sni: String) -> Self {
         HttpPeer {

@@ -73,6 +73,7 @@ impl HttpSession {
             }
         };
         self.keepalive = framing::wants_keepalive(req.version, &req.headers);
+        self.conn.pending.reserve(req.h1_len());
         req.write_h1(&mut self.conn.pending);
         let n = self.conn.pending.len();
         self.conn.start_write(framing);

@@ -316,6 +316,7 @@ impl HttpSession {
                 }
                 self.continue_pending = false;
             }
+            self.conn.pending.reserve(resp.h1_len());
             resp.write_h1(&mut self.conn.pending);
             self.conn.flush().await?;
             if self.upgraded {
@@ -368,6 +369,7 @@ impl HttpSession {
                 resp.insert_header("Connection", "keep-alive")?;
             }
         }
+        self.conn.pending.reserve(resp.h1_len());
         resp.write_h1(&mut self.conn.pending);
         self.conn.start_write(framing);
         self.final_written = true;
