@@ -230,15 +230,6 @@ impl L4Stream {
         }
     }
 
-    /// Mark the socket not readable until the reactor hears otherwise.
-    fn clear_read_readiness(&self) {
-        let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-        let _ = match &self.inner {
-            Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, would_block),
-            Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, would_block),
-        };
-    }
-
     /// The TCP stream underneath, if this is TCP.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
@@ -273,27 +264,69 @@ impl AsyncRead for L4Stream {
             return Poll::Ready(Ok(()));
         }
         let want = buf.remaining();
-        let before = buf.filled().len();
-        let r = match &mut this.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        };
-        // A read that got less than it asked for emptied the socket's
-        // receive queue: forget the readiness now (no syscall), so the next
-        // wait parks at once instead of first paying a read (or peek) that
-        // would only say EAGAIN. Bytes arriving later raise a new edge-
-        // triggered event, so nothing is missed. (EOF is a short read too;
-        // a later read still finds it, as the socket stays readable.)
-        if let Poll::Ready(Ok(())) = r {
-            let got = buf.filled().len() - before;
-            if got > 0 && got < want {
-                this.clear_read_readiness();
-                this.stale_readiness = false;
-            } else {
-                this.stale_readiness = true;
+        if want == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let fd = this.digest.raw_fd;
+        loop {
+            let ready = match &this.inner {
+                Inner::Tcp(s) => s.poll_read_ready(cx),
+                Inner::Unix(s) => s.poll_read_ready(cx),
+            };
+            if let Poll::Ready(Err(e)) = ready {
+                return Poll::Ready(Err(e));
+            }
+            if ready.is_pending() {
+                return Poll::Pending;
+            }
+            // The read runs inside `try_io`, which notes the readiness
+            // (and its event count) before the read. A short read (fewer
+            // bytes than asked for: the receive queue is now empty) is
+            // reported to `try_io` as "would block", so the readiness is
+            // cleared — but only if no new event arrived meanwhile (the
+            // count still matches), so a wake-up is never lost, even when
+            // another thread drives the reactor. The next wait then parks
+            // at once, without a read or peek that would only say EAGAIN.
+            let mut got: Option<usize> = None;
+            // SAFETY: recv only writes into these bytes; nothing here
+            // de-initializes any.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let ptr = unfilled.as_mut_ptr().cast::<libc::c_void>();
+            let read = || {
+                // SAFETY: `ptr` points at `want` writable bytes of `buf`'s
+                // unfilled part; recv writes at most that many.
+                let n = unsafe { libc::recv(fd, ptr, want, 0) };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let n = n as usize;
+                got = Some(n);
+                if n > 0 && n < want {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            };
+            let tried = match &this.inner {
+                Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, read),
+                Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, read),
+            };
+            match (got, tried) {
+                (Some(n), _) => {
+                    // SAFETY: recv initialized the first `n` bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    // Only a short read proves the queue was drained.
+                    this.stale_readiness = !(n > 0 && n < want);
+                    return Poll::Ready(Ok(()));
+                }
+                // Not readable after all: readiness cleared, wait again.
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (None, Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                (None, Err(e)) => return Poll::Ready(Err(e)),
+                (None, Ok(())) => unreachable!("a successful read sets `got`"),
             }
         }
-        r
     }
 }
 
