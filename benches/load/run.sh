@@ -9,6 +9,7 @@
 # by PID on exit.
 #
 # Usage: bash benches/load/run.sh [seconds-per-run (10)] [rounds (3)]
+#        IDLE_CONNS=N (default 10000) for the idle-connection figure
 # Installs what it lacks (nginx, nghttp2-client, wrk, python3, openssl)
 # with apt-get, like .ci/run. Needs 2 CPUs.
 set -euo pipefail
@@ -178,6 +179,26 @@ run_h2load() {
     record "$who" "rps_$tag" "$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")"
 }
 
+# TLS 1.3 with session resumption: `openssl s_time -reuse` makes one new
+# connection after another, each resuming the first one's session and
+# fetching `/` once. Connections per second (one at a time: a latency
+# figure) and proxy CPU per connection.
+run_s_time() {
+    local who=$1 pid=$2 port=$3 t0 t1 out n reused
+    t0=$(cpu_ticks "$pid")
+    out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -www / -reuse -time "$SECS" 2>&1)
+    t1=$(cpu_ticks "$pid")
+    n=$(awk '/connections in .* real seconds/ { n = $1 } END { print n + 0 }' <<<"$out")
+    reused=$(sed -n '/session id reuse/,$p' <<<"$out" | tr -cd 'r' | wc -c)
+    if [ "$n" -eq 0 ] || [ "$reused" -lt $((n * 99 / 100)) ]; then
+        echo "$who: TLS resumption failed ($reused of $n connections resumed):" >&2
+        echo "$out" | tail -5 >&2
+        exit 1
+    fi
+    record "$who" conns_tls_resumed "$(awk -v n="$n" -v s="$SECS" 'BEGIN { printf "%.0f", n / s }')"
+    record "$who" cpu_us_per_tls_resumed_conn "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+}
+
 measure() { # PROXY PID H1-PORT TLS-PORT H2-PORT
     local who=$1 pid=$2 h1=$3 tls=$4 h2=$5
     # Warm up (not recorded): the upstream pool refills after idling out
@@ -187,6 +208,7 @@ measure() { # PROXY PID H1-PORT TLS-PORT H2-PORT
     run_wrk "$who" "$pid" "http://127.0.0.1:$h1/" 1 h1_c1
     run_h2load "$who" "http://127.0.0.1:$h1/" h2load_h1_c50 --h1 -c 50
     run_wrk "$who" "$pid" "https://127.0.0.1:$tls/" 50 tls_c50
+    run_s_time "$who" "$pid" "$tls"
     run_h2load "$who" "http://127.0.0.1:$h2/" h2_c50_m10 -c 50 -m 10
     record "$who" rss_after_load_kib "$(rss_kib "$pid")"
 }
@@ -252,6 +274,8 @@ rows = [
     ("proxy CPU µs per request", "cpu_us_per_req", "≤ 0.8", lambda r: r <= 0.8),
     ("new upstream conns per 1,000 requests", "new_upstream_conns_per_1000", "", None),
     ("requests/s, TLS 1.3 keep-alive, 50 conns", "rps_tls_c50", "", None),
+    ("TLS 1.3 resumed connections/s, one request each (s_time -reuse)", "conns_tls_resumed", "", None),
+    ("proxy CPU µs per resumed TLS connection", "cpu_us_per_tls_resumed_conn", "", None),
     ("requests/s, HTTP/2 (h2load -c 50 -m 10)", "rps_h2_c50_m10", "", None),
     ("RSS after load, KiB", "rss_after_load_kib", "", None),
     ("bytes per idle client connection", "idle_bytes_per_conn", "≤ 1", lambda r: r <= 1),
