@@ -162,32 +162,43 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Remove every hop-by-hop field of `target`: the fixed list and what
-/// `Connection` names. Nothing is allocated for the (usual) fields that are
-/// absent.
+/// `Connection` names. One pass over the names present; nothing is
+/// allocated unless `Connection` names other fields.
 fn strip_hop_by_hop<T>(
     target: &mut T,
     headers: impl Fn(&T) -> &http::HeaderMap,
     mut remove: impl FnMut(&mut T, &str),
 ) {
+    let map = headers(target);
+    let mut found: u16 = 0;
+    for name in map.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            found |= 1 << i;
+        }
+    }
+    if found == 0 {
+        return;
+    }
     // The other names `Connection` lists, taken before it goes.
     let mut named: Vec<String> = Vec::new();
-    for v in headers(target).get_all(CONNECTION) {
-        if let Ok(v) = v.to_str() {
-            for t in v.split(',') {
-                let t = t.trim();
-                if !t.is_empty()
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|h| h.as_str().eq_ignore_ascii_case(t))
-                {
-                    named.push(t.to_string());
+    if found & 1 != 0 {
+        for v in map.get_all(CONNECTION) {
+            if let Ok(v) = v.to_str() {
+                for t in v.split(',') {
+                    let t = t.trim();
+                    if !t.is_empty()
+                        && !HOP_BY_HOP
+                            .iter()
+                            .any(|h| h.as_str().eq_ignore_ascii_case(t))
+                    {
+                        named.push(t.to_string());
+                    }
                 }
             }
         }
     }
-    // Looked up by prebuilt name: no parsing for the (usual) absent ones.
-    for name in &HOP_BY_HOP {
-        if headers(target).contains_key(name) {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
             remove(target, name.as_str());
         }
     }

@@ -227,7 +227,7 @@ impl Connector {
                 }
             }
         }
-        let (stream, reused) = self.transport.get_stream(peer).await?;
+        let (stream, reused) = self.transport.get_stream_keyed(peer, key).await?;
         let h2 = match stream.tls_digest() {
             Some(d) => d.is_h2(),
             // Plain connections: HTTP/2 only by prior knowledge.
@@ -243,7 +243,9 @@ impl Connector {
             map.entry(key).or_default().push(conn);
             return Ok((ClientSession::H2(session), false));
         }
-        Ok((ClientSession::H1(self.h1_session(stream, peer)), reused))
+        let mut session = self.h1_session(stream, peer);
+        session.pool_key = Some(key);
+        Ok((ClientSession::H1(session), reused))
     }
 
     fn h1_session(&self, stream: Stream, peer: &HttpPeer) -> v1::client::HttpSession {
@@ -262,9 +264,11 @@ impl Connector {
     /// connection stays shared).
     pub fn release_http_session(&self, session: ClientSession, peer: &HttpPeer) {
         if let ClientSession::H1(s) = session {
+            // Back to the bucket it came from (no second hash).
+            let key = s.pool_key.unwrap_or_else(|| peer.reuse_hash());
             if let Some(stream) = s.reuse() {
                 self.transport
-                    .release_stream(stream, peer.reuse_hash(), peer.options.idle_timeout);
+                    .release_stream(stream, key, peer.options.idle_timeout);
             }
         }
     }

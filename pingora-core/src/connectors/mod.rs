@@ -112,8 +112,18 @@ impl TransportConnector {
     /// An idle pooled connection to `peer` if there is one (`true`), else a
     /// new one (`false`).
     pub async fn get_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<(Stream, bool)> {
+        self.get_stream_keyed(peer, peer.reuse_hash()).await
+    }
+
+    /// [`get_stream`](Self::get_stream) with the peer's reuse hash already
+    /// computed.
+    pub(crate) async fn get_stream_keyed<P: Peer + ?Sized>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Result<(Stream, bool)> {
         let m = crate::metrics::core();
-        if let Some(s) = self.pool.get(peer.reuse_hash()) {
+        if let Some(s) = self.pool.get(key) {
             m.pool_hits.inc();
             return Ok((s, true));
         }

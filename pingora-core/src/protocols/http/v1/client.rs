@@ -39,6 +39,8 @@ pub struct HttpSession {
     resp: Option<Box<ResponseHeader>>,
     keepalive: bool,
     upgraded: bool,
+    /// The connection pool key it was taken under, set by the connector.
+    pub(crate) pool_key: Option<u64>,
 }
 
 impl HttpSession {
@@ -57,6 +59,7 @@ impl HttpSession {
             resp: None,
             keepalive: false,
             upgraded: false,
+            pool_key: None,
         }
     }
 
