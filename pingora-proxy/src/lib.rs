@@ -8,6 +8,9 @@
 //! the user marks retryable), and answers 502 / 504 / 4xx when a request
 //! fails.
 //!
+//! Beside it: [`tcp`], a TCP (L4) proxy with TLS on either side and
+//! half-close, and [`udp`], a UDP proxy with per-client sessions.
+//!
 //! ```no_run
 //! use async_trait::async_trait;
 //! use pingora_core::server::Server;
