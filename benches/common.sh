@@ -1,7 +1,7 @@
 # Shared by the load-benchmark scripts: `source benches/common.sh EXAMPLE`
 # builds that example in release mode (BIN is its path), makes a temp dir
 # (DIR) that is removed on exit with every process in PIDS killed, and
-# defines free_port and wait_port. Loopback only.
+# defines free_port, wait_port and nginx_start. Loopback only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
@@ -18,3 +18,38 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# nginx_start NAME HTTP-BLOCK [CPU]: a one-worker nginx of its own in
+# $DIR/NAME (access log off, temp paths inside), pinned to CPU if given;
+# its PID goes into PIDS and LAST_PID.
+nginx_start() {
+    local name=$1 body=$2 cpu=${3:-}
+    mkdir -p "$DIR/$name"
+    cat > "$DIR/$name/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $DIR/$name/nginx.pid;
+error_log $DIR/$name/error.log;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/$name/body;
+    proxy_temp_path $DIR/$name/proxy;
+    fastcgi_temp_path $DIR/$name/fastcgi;
+    uwsgi_temp_path $DIR/$name/uwsgi;
+    scgi_temp_path $DIR/$name/scgi;
+    default_type text/plain;
+    keepalive_requests 100000000;
+    $body
+}
+CONF
+    if [ -n "$cpu" ]; then
+        taskset -c "$cpu" nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
+    else
+        nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
+    fi
+    PIDS+=($!)
+    LAST_PID=$!
+}

@@ -12,33 +12,6 @@
 SECS="${1:-10}"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh" load_balancer
 
-# nginx_conf NAME SERVER-BLOCK: a one-worker nginx of its own in $DIR/NAME.
-nginx_start() {
-    local name=$1 body=$2
-    mkdir -p "$DIR/$name"
-    cat > "$DIR/$name/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $DIR/$name/nginx.pid;
-error_log $DIR/$name/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/$name/body;
-    proxy_temp_path $DIR/$name/proxy;
-    fastcgi_temp_path $DIR/$name/fastcgi;
-    uwsgi_temp_path $DIR/$name/uwsgi;
-    scgi_temp_path $DIR/$name/scgi;
-    default_type text/plain;
-    keepalive_requests 100000000;
-    $body
-}
-CONF
-    nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
-    PIDS+=($!)
-}
-
 UP=$(free_port)
 nginx_start upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello from pingora\n\"; } }"
 wait_port "$UP"

@@ -124,11 +124,7 @@ fn tcp_proxy_tls_both_sides_many_connections_and_100_mb() {
     );
     wait_listening(a_plain);
     wait_listening(a_tls);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let gate = Arc::new(tokio::sync::Semaphore::new(50));
         let mut tasks = vec![];
@@ -551,6 +547,32 @@ fn wait_udp(port: u16) {
     });
 }
 
+/// The udp_proxy example on a free port in front of `echo`, with `extra`
+/// flags, answering; its log file.
+fn udp_proxy(dir: &Path, echo: &UdpEcho, extra: &[&str]) -> (Proc, u16, std::path::PathBuf) {
+    let port = free_port();
+    let log = dir.join("proxy.log");
+    let mut args = s(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        &format!("127.0.0.1:{}", echo.port),
+    ]);
+    args.extend(s(extra));
+    let p = start("udp_proxy", &args, &log);
+    wait_udp(port);
+    (p, port, log)
+}
+
+/// A two-thread tokio runtime for a test's clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// 1,000 clients, 3 datagrams each, at most 100 in flight: each gets its
 /// own replies and nothing else; every session is logged when it idles
 /// out.
@@ -558,26 +580,8 @@ fn wait_udp(port: u16) {
 fn udp_proxy_1000_clients_get_only_their_own_replies() {
     let dir = temp_dir("udp-proxy");
     let echo = UdpEcho::start();
-    let port = free_port();
-    let log = dir.join("proxy.log");
-    let _p = start(
-        "udp_proxy",
-        &s(&[
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &format!("127.0.0.1:{}", echo.port),
-            "--idle-timeout-secs",
-            "1",
-        ]),
-        &log,
-    );
-    wait_udp(port);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_p, port, log) = udp_proxy(&dir, &echo, &["--idle-timeout-secs", "1"]);
+    let rt = runtime();
     rt.block_on(async {
         let gate = Arc::new(tokio::sync::Semaphore::new(100));
         let mut tasks = vec![];
@@ -625,22 +629,11 @@ fn udp_proxy_1000_clients_get_only_their_own_replies() {
 fn udp_proxy_session_cap() {
     let dir = temp_dir("udp-proxy-cap");
     let echo = UdpEcho::start();
-    let port = free_port();
-    let _p = start(
-        "udp_proxy",
-        &s(&[
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &format!("127.0.0.1:{}", echo.port),
-            "--idle-timeout-secs",
-            "1",
-            "--max-sessions",
-            "2",
-        ]),
-        &dir.join("proxy.log"),
+    let (_p, port, _log) = udp_proxy(
+        &dir,
+        &echo,
+        &["--idle-timeout-secs", "1", "--max-sessions", "2"],
     );
-    wait_udp(port);
     let client = || {
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         c.connect(("127.0.0.1", port)).unwrap();

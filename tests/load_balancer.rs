@@ -439,31 +439,7 @@ fn access_and_error_logs() {
     lb.wait_exit(Duration::from_secs(20));
 
     // JSON to a file.
-    let file = dir.join("access.json");
-    let conf = dir.join("json.yaml");
-    std::fs::write(
-        &conf,
-        format!(
-            "---\nversion: 1\naccess_log: {}\naccess_log_format: json\n",
-            file.display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let live = format!("127.0.0.1:{up}");
-    let (_lb, _) = start_lb(
-        &dir,
-        &[
-            "-c",
-            conf.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--upstream",
-            &live,
-        ],
-    );
-    wait_listening(port);
+    let (_lb, listen, file) = lb_with_json_log(&dir, up, &[]);
     assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
     poll_until(Duration::from_secs(10), "the JSON access log line", || {
         std::fs::read_to_string(&file).is_ok_and(|t| t.ends_with('\n'))
@@ -498,16 +474,16 @@ fn access_and_error_logs() {
     );
 }
 
-/// `--proxy-protocol`: the client a PROXY header names is the one the
-/// access log records; curl's own v1 header works; a request without a
-/// header is refused.
-#[test]
-fn proxy_protocol_names_the_client() {
-    use std::io::{Read, Write};
-    let dir = temp_dir("lb-proxy-protocol");
-    let (_up, up) = upstream(&dir, &[]);
+/// The load balancer in front of `up` on a free port, with the JSON
+/// access log in a file, and `extra` flags; listening. Returns the
+/// listening address and the log file.
+fn lb_with_json_log(
+    dir: &std::path::Path,
+    up: u16,
+    extra: &[&str],
+) -> (Proc, String, std::path::PathBuf) {
     let file = dir.join("access.json");
-    let conf = dir.join("conf.yaml");
+    let conf = dir.join("json.yaml");
     std::fs::write(
         &conf,
         format!(
@@ -519,19 +495,30 @@ fn proxy_protocol_names_the_client() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let live = format!("127.0.0.1:{up}");
-    let (_lb, _) = start_lb(
-        &dir,
-        &[
-            "-c",
-            conf.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--upstream",
-            &live,
-            "--proxy-protocol",
-        ],
-    );
+    let mut args = vec![
+        "-c",
+        conf.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--upstream",
+        &live,
+    ];
+    args.extend_from_slice(extra);
+    let (lb, _) = start_lb(dir, &args);
     wait_listening(port);
+    (lb, listen, file)
+}
+
+/// `--proxy-protocol`: the client a PROXY header names is the one the
+/// access log records; curl's own v1 header works; a request without a
+/// header is refused.
+#[test]
+fn proxy_protocol_names_the_client() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("lb-proxy-protocol");
+    let (_up, up) = upstream(&dir, &[]);
+    let (_lb, listen, file) = lb_with_json_log(&dir, up, &["--proxy-protocol"]);
+    let port = listen.rsplit_once(':').unwrap().1;
     let send = |bytes: &[u8]| {
         let mut c = std::net::TcpStream::connect(&listen).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

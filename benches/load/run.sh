@@ -34,22 +34,11 @@ if [ "$(nproc)" -lt 2 ]; then
     exit 1
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
-cargo build --release -q --example load_balancer
-BIN="$CARGO_TARGET_DIR/release/examples/load_balancer"
-
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+# Builds the example (BIN), makes DIR (removed on exit, with every PID in
+# PIDS killed); free_port, wait_port, nginx_start.
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 # utime + stime of the whole process (all threads), in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -61,39 +50,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
 
 # --- nginx: the upstream (CPU 1) and the reverse proxy (CPU 0) ----------------
-nginx_start() { # NAME CPU HTTP-BLOCK
-    local name=$1 cpu=$2 body=$3
-    mkdir -p "$DIR/$name"
-    cat > "$DIR/$name/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $DIR/$name/nginx.pid;
-error_log $DIR/$name/error.log;
-events { worker_connections 30000; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/$name/body;
-    proxy_temp_path $DIR/$name/proxy;
-    fastcgi_temp_path $DIR/$name/fastcgi;
-    uwsgi_temp_path $DIR/$name/uwsgi;
-    scgi_temp_path $DIR/$name/scgi;
-    default_type text/plain;
-    keepalive_requests 100000000;
-    $body
-}
-CONF
-    taskset -c "$cpu" nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
-    PIDS+=($!)
-    LAST_PID=$!
-}
-
 BODY="$(head -c 99 /dev/zero | tr '\0' 'x')"
 UP=$(free_port)
 UP_STATUS=$(free_port)
-nginx_start upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 \"$BODY\n\"; } }
-    server { listen 127.0.0.1:$UP_STATUS; location / { stub_status; } }"
+nginx_start upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"$BODY\n\"; } }
+    server { listen 127.0.0.1:$UP_STATUS; location / { stub_status; } }" 1
 wait_port "$UP"
 wait_port "$UP_STATUS"
 # Connections the upstream has accepted so far (stub_status "accepts").
@@ -102,7 +63,7 @@ upstream_accepts() { curl -s "http://127.0.0.1:$UP_STATUS/" | awk 'NR == 3 { pri
 NG_H1=$(free_port)
 NG_TLS=$(free_port)
 NG_H2=$(free_port)
-nginx_start nginx 0 "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+nginx_start nginx "upstream up { server 127.0.0.1:$UP; keepalive 64; }
     ssl_certificate $DIR/cert.pem;
     ssl_certificate_key $DIR/key.pem;
     ssl_protocols TLSv1.3;
@@ -112,7 +73,7 @@ nginx_start nginx 0 "upstream up { server 127.0.0.1:$UP; keepalive 64; }
         listen 127.0.0.1:$NG_TLS ssl;
         listen 127.0.0.1:$NG_H2 http2;
         location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
-    }"
+    }" 0
 NGINX_PID=$LAST_PID
 wait_port "$NG_H1"
 

@@ -62,15 +62,20 @@ impl WireOrder {
 
     /// Replace every line of this name with one line at the end.
     pub(crate) fn insert(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
-        self.remove(map, name.name().as_str());
+        self.remove(map, name.name());
         self.append(map, name, value);
     }
 
-    /// Remove every line of this name; returns the first value.
-    /// Remove every line named `name` (any case). Looking a name up by
-    /// `&str` allocates nothing, so removing an absent header is cheap.
-    pub(crate) fn remove(&mut self, map: &mut HeaderMap, name: &str) -> Option<HeaderValue> {
+    /// Remove every line named `name` (any case); returns the first value.
+    /// A `HeaderName` is looked up as it is; a `&str` is looked up without
+    /// allocating, so removing an absent header is cheap either way.
+    pub(crate) fn remove<K: http::header::AsHeaderName + Copy>(
+        &mut self,
+        map: &mut HeaderMap,
+        name: K,
+    ) -> Option<HeaderValue> {
         let first = map.remove(name)?;
+        let name = name.as_str();
         self.entries
             .retain(|e| !e.name.name().as_str().eq_ignore_ascii_case(name));
         Some(first)

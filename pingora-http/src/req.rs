@@ -122,8 +122,12 @@ impl RequestHeader {
     }
 
     /// Remove every line of this name; returns the first value, if any.
-    pub fn remove_header<N: http::header::AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
-        self.order.remove(&mut self.base.headers, name.as_str())
+    /// Takes `&HeaderName` (no parsing) or `&str`, as Pingora's does.
+    pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
+    where
+        &'a N: http::header::AsHeaderName,
+    {
+        self.order.remove(&mut self.base.headers, name)
     }
 
     /// The header lines in wire order, each with its original spelling.

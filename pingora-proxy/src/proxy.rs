@@ -164,12 +164,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Remove every hop-by-hop field of `target`: the fixed list and what
 /// `Connection` names. One pass over the names present; nothing is
 /// allocated unless `Connection` names other fields.
-fn strip_hop_by_hop<T>(
-    target: &mut T,
-    headers: impl Fn(&T) -> &http::HeaderMap,
-    mut remove: impl FnMut(&mut T, &str),
-) {
-    let map = headers(target);
+fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
+    let map = target.map();
     let mut found: u16 = 0;
     for name in map.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
@@ -199,13 +195,39 @@ fn strip_hop_by_hop<T>(
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if found & (1 << i) != 0 {
-            remove(target, name.as_str());
+            target.remove(name);
         }
     }
     for name in &named {
-        remove(target, name);
+        target.remove(name.as_str());
     }
 }
+
+/// A request or response header, to [`strip_hop_by_hop`].
+trait HeaderLines {
+    fn map(&self) -> &http::HeaderMap;
+    fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
+    where
+        &'a N: http::header::AsHeaderName;
+}
+
+macro_rules! header_lines {
+    ($t:ty) => {
+        impl HeaderLines for $t {
+            fn map(&self) -> &http::HeaderMap {
+                &self.headers
+            }
+            fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
+            where
+                &'a N: http::header::AsHeaderName,
+            {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+header_lines!(RequestHeader);
+header_lines!(ResponseHeader);
 
 /// Methods that a retry may send twice (RFC 9110 §9.2.2).
 fn idempotent(m: &Method) -> bool {
@@ -229,13 +251,7 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    strip_hop_by_hop(
-        &mut req,
-        |r| &r.headers,
-        |r, n| {
-            r.remove_header(n);
-        },
-    );
+    strip_hop_by_hop(&mut req);
     if te_trailers {
         req.insert_header("TE", "trailers")?;
     }
@@ -286,13 +302,7 @@ fn downstream_response(resp: &ResponseHeader) -> ResponseHeader {
     let mut out = resp.clone();
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = resp.headers.get(UPGRADE).cloned();
-    strip_hop_by_hop(
-        &mut out,
-        |r| &r.headers,
-        |r, n| {
-            r.remove_header(n);
-        },
-    );
+    strip_hop_by_hop(&mut out);
     if switching {
         let _ = out.insert_header("Connection", "Upgrade");
         if let Some(u) = upgrade {

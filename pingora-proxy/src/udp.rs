@@ -111,6 +111,13 @@ struct Session {
     bytes_from_upstream: AtomicU64,
 }
 
+/// What the session map holds for a client.
+enum Found {
+    Live(Arc<Session>),
+    Full,
+    Room,
+}
+
 /// The UDP proxy app.
 pub struct UdpProxy<H> {
     handler: H,
@@ -165,62 +172,78 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
         debug!(%client, "UDP proxy dropped a datagram: {why}");
     }
 
+    /// The client's live session (touched under the lock, so an expiry
+    /// that holds the lock sees it), or whether there is room for one.
+    fn find(&self, map: &HashMap<SocketAddr, Arc<Session>>, client: SocketAddr) -> Found {
+        match map.get(&client) {
+            Some(s) => {
+                s.last.store(self.now_ms(), Ordering::Relaxed);
+                Found::Live(s.clone())
+            }
+            None if map.len() >= self.options.max_sessions => Found::Full,
+            None => Found::Room,
+        }
+    }
+
+    /// A socket connected to the upstream chosen for a new client, or why
+    /// there is none.
+    async fn connect_upstream(
+        &self,
+        client: SocketAddr,
+    ) -> std::result::Result<(UdpSocket, SocketAddr), (&'static str, String)> {
+        let peer = self
+            .handler
+            .upstream_peer(client)
+            .await
+            .map_err(|e| ("no upstream", e.to_string()))?;
+        let local: SocketAddr = if peer.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(local)
+            .await
+            .map_err(|e| ("no upstream socket", e.to_string()))?;
+        sock.connect(peer)
+            .await
+            .map_err(|e| ("upstream unreachable", format!("connecting to {peer}: {e}")))?;
+        Ok((sock, peer))
+    }
+
     /// The client's session, made if it is new.
     async fn session(
         self: &Arc<Self>,
         client: SocketAddr,
         downstream: &UdpDownstream,
     ) -> Option<Arc<Session>> {
-        {
-            let map = self.lock();
-            if let Some(s) = map.get(&client) {
-                // Touched under the lock, so an expiry that holds the lock
-                // sees it.
-                s.last.store(self.now_ms(), Ordering::Relaxed);
-                return Some(s.clone());
+        let found = self.find(&self.lock(), client);
+        match found {
+            Found::Live(s) => return Some(s),
+            Found::Full => {
+                self.drop_datagram(client, "session limit reached");
+                return None;
             }
-            if map.len() >= self.options.max_sessions {
+            Found::Room => {}
+        }
+        let (sock, peer) = match self.connect_upstream(client).await {
+            Ok(x) => x,
+            Err((why, detail)) => {
+                warn!(%client, "UDP proxy: {why}: {detail}");
+                self.drop_datagram(client, why);
+                return None;
+            }
+        };
+        let mut map = self.lock();
+        // Another receive loop may have made it, or filled the last place,
+        // meanwhile.
+        match self.find(&map, client) {
+            Found::Live(s) => return Some(s),
+            Found::Full => {
                 drop(map);
                 self.drop_datagram(client, "session limit reached");
                 return None;
             }
-        }
-        let peer = match self.handler.upstream_peer(client).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(%client, "UDP proxy: no upstream: {e}");
-                self.drop_datagram(client, "no upstream");
-                return None;
-            }
-        };
-        let local: SocketAddr = if peer.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = match UdpSocket::bind(local).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(%client, "UDP proxy: upstream socket: {e}");
-                self.drop_datagram(client, "no upstream socket");
-                return None;
-            }
-        };
-        if let Err(e) = sock.connect(peer).await {
-            warn!(%client, "UDP proxy: connecting to {peer}: {e}");
-            self.drop_datagram(client, "upstream unreachable");
-            return None;
-        }
-        let mut map = self.lock();
-        // Another receive loop may have made it meanwhile.
-        if let Some(s) = map.get(&client) {
-            s.last.store(self.now_ms(), Ordering::Relaxed);
-            return Some(s.clone());
-        }
-        if map.len() >= self.options.max_sessions {
-            drop(map);
-            self.drop_datagram(client, "session limit reached");
-            return None;
+            Found::Room => {}
         }
         let s = Arc::new(Session {
             upstream: sock,

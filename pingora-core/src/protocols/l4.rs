@@ -170,6 +170,24 @@ impl L4Stream {
         self.digest.proxy = Some(Arc::new(header));
     }
 
+    /// The reactor's read readiness of the socket, as it stands.
+    fn poll_reactor_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.inner {
+            Inner::Tcp(s) => s.poll_read_ready(cx),
+            Inner::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// Run `f` against the socket if the reactor says it is readable; an
+    /// `f` that says "would block" clears that readiness (unless a newer
+    /// event came in meanwhile).
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match &self.inner {
+            Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, f),
+            Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, f),
+        }
+    }
+
     /// Ready when a read would not block: bytes, EOF or an error wait.
     ///
     /// The reactor's readiness can be left over from bytes already read
@@ -183,10 +201,7 @@ impl L4Stream {
         }
         if !self.stale_readiness {
             // Readiness now can only come from a new event: no peek.
-            return match &self.inner {
-                Inner::Tcp(s) => s.poll_read_ready(cx),
-                Inner::Unix(s) => s.poll_read_ready(cx),
-            };
+            return self.poll_reactor_ready(cx);
         }
         let fd = self.digest.raw_fd;
         let peek = || {
@@ -207,21 +222,8 @@ impl L4Stream {
             }
         };
         loop {
-            let ready = match &self.inner {
-                Inner::Tcp(s) => s.poll_read_ready(cx),
-                Inner::Unix(s) => s.poll_read_ready(cx),
-            };
-            if let Poll::Ready(Err(e)) = ready {
-                return Poll::Ready(Err(e));
-            }
-            if ready.is_pending() {
-                return Poll::Pending;
-            }
-            let tried = match &self.inner {
-                Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, peek),
-                Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, peek),
-            };
-            match tried {
+            std::task::ready!(self.poll_reactor_ready(cx))?;
+            match self.try_read_io(peek) {
                 // A false alarm: readiness is cleared, poll again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 // Bytes, EOF, or an error the next read will report.
@@ -269,16 +271,7 @@ impl AsyncRead for L4Stream {
         }
         let fd = this.digest.raw_fd;
         loop {
-            let ready = match &this.inner {
-                Inner::Tcp(s) => s.poll_read_ready(cx),
-                Inner::Unix(s) => s.poll_read_ready(cx),
-            };
-            if let Poll::Ready(Err(e)) = ready {
-                return Poll::Ready(Err(e));
-            }
-            if ready.is_pending() {
-                return Poll::Pending;
-            }
+            std::task::ready!(this.poll_reactor_ready(cx))?;
             // The read runs inside `try_io`, which notes the readiness
             // (and its event count) before the read. A short read (fewer
             // bytes than asked for: the receive queue is now empty) is
@@ -307,10 +300,7 @@ impl AsyncRead for L4Stream {
                     Ok(())
                 }
             };
-            let tried = match &this.inner {
-                Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, read),
-                Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, read),
-            };
+            let tried = this.try_read_io(read);
             match (got, tried) {
                 (Some(n), _) => {
                     // SAFETY: recv initialized the first `n` bytes.

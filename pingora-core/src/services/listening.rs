@@ -393,9 +393,7 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::ReadyNotifier;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::watch;
 
     /// Panics when the client sends "panic", says its local address on
     /// "who", echoes otherwise.
@@ -440,19 +438,7 @@ mod tests {
         let Some(crate::protocols::SocketAddr::Inet(addr)) = svc.bound[0].local_addr() else {
             panic!("no address")
         };
-        let (tx, rx) = watch::channel(false);
-        let (ready_tx, mut ready_rx) = watch::channel(false);
-        let ctx = ServiceContext {
-            shutdown: rx,
-            ready: ReadyNotifier(ready_tx),
-            runtimes: vec![tokio::runtime::Handle::current()],
-            threads: 1,
-        };
-        let task = tokio::spawn(async move {
-            svc.start_service(ctx).await;
-            svc
-        });
-        ready_rx.wait_for(|r| *r).await.unwrap();
+        let (tx, task) = crate::services::start_for_test(svc, 1).await;
 
         // This connection's task panics: the connection is closed.
         let mut bad = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -66,3 +66,30 @@ pub trait Service: Send + Sync {
         None
     }
 }
+
+/// Start `svc` on the current runtime with `threads` workers, as the server
+/// would, and wait until it is ready. Send `true` to stop it; the handle
+/// gives the service back once it stopped.
+#[cfg(test)]
+pub(crate) async fn start_for_test<S: Service + 'static>(
+    mut svc: S,
+    threads: usize,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<S>) {
+    let (tx, rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    let ctx = ServiceContext {
+        shutdown: rx,
+        ready: ReadyNotifier(ready_tx),
+        runtimes: vec![Handle::current()],
+        threads,
+    };
+    let task = tokio::spawn(async move {
+        svc.start_service(ctx).await;
+        svc
+    });
+    ready_rx
+        .wait_for(|r| *r)
+        .await
+        .expect("the service got ready");
+    (tx, task)
+}

@@ -265,8 +265,6 @@ impl<A: UdpApp> ServiceTrait for UdpService<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::ReadyNotifier;
-    use tokio::sync::watch;
 
     struct Upper;
 
@@ -291,16 +289,7 @@ mod tests {
         let addr = svc.local_addrs()[0];
         // The socket is in the hand-over table under its udp: key.
         assert_eq!(fds.own()[0].0, "udp:127.0.0.1:0");
-        let (tx, rx) = watch::channel(false);
-        let (ready_tx, mut ready_rx) = watch::channel(false);
-        let ctx = ServiceContext {
-            shutdown: rx,
-            ready: ReadyNotifier(ready_tx),
-            runtimes: vec![tokio::runtime::Handle::current()],
-            threads: 2,
-        };
-        let task = tokio::spawn(async move { svc.start_service(ctx).await });
-        ready_rx.wait_for(|r| *r).await.unwrap();
+        let (tx, task) = crate::services::start_for_test(svc, 2).await;
         let mut clients = vec![];
         for i in 0..20 {
             let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();

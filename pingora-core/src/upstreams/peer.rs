@@ -166,6 +166,26 @@ fn resolve(address: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::explain(InvalidInput, format!("{address:?} resolves to nothing")))
 }
 
+/// `Peer` for a struct with `_address`, `tls`, `sni` and `options`.
+macro_rules! impl_peer {
+    ($t:ty) => {
+        impl Peer for $t {
+            fn address(&self) -> &SocketAddr {
+                &self._address
+            }
+            fn tls(&self) -> bool {
+                self.tls
+            }
+            fn sni(&self) -> &str {
+                &self.sni
+            }
+            fn options(&self) -> &PeerOptions {
+                &self.options
+            }
+        }
+    };
+}
+
 /// An HTTP upstream.
 #[derive(Clone)]
 pub struct HttpPeer {
@@ -223,20 +243,7 @@ impl HttpPeer {
     }
 }
 
-impl Peer for HttpPeer {
-    fn address(&self) -> &SocketAddr {
-        &self._address
-    }
-    fn tls(&self) -> bool {
-        self.tls
-    }
-    fn sni(&self) -> &str {
-        &self.sni
-    }
-    fn options(&self) -> &PeerOptions {
-        &self.options
-    }
-}
+impl_peer!(HttpPeer);
 
 impl std::fmt::Display for HttpPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,20 +294,7 @@ impl BasicPeer {
     }
 }
 
-impl Peer for BasicPeer {
-    fn address(&self) -> &SocketAddr {
-        &self._address
-    }
-    fn tls(&self) -> bool {
-        self.tls
-    }
-    fn sni(&self) -> &str {
-        &self.sni
-    }
-    fn options(&self) -> &PeerOptions {
-        &self.options
-    }
-}
+impl_peer!(BasicPeer);
 
 impl std::fmt::Display for BasicPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -171,14 +171,14 @@ fn strip(req: &mut RequestHeader) {
     req.remove_header(&TRANSFER_ENCODING);
     req.remove_header(&UPGRADE);
     for n in ["keep-alive", "proxy-connection"] {
-        req.remove_header(HeaderName::from_static(n));
+        req.remove_header(&HeaderName::from_static(n));
     }
     if req
         .headers
         .get("te")
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
-        req.remove_header(HeaderName::from_static("te"));
+        req.remove_header(&HeaderName::from_static("te"));
     }
 }
 

@@ -70,7 +70,7 @@ fn strip_connection_headers(h: &mut ResponseHeader) {
     h.remove_header(&TRANSFER_ENCODING);
     h.remove_header(&UPGRADE);
     for name in HOP_BY_HOP {
-        h.remove_header(HeaderName::from_static(name));
+        h.remove_header(&HeaderName::from_static(name));
     }
 }
 
