@@ -534,8 +534,10 @@ impl Drop for UdpEcho {
     }
 }
 
-/// Wait until the UDP proxy on `port` answers.
-fn wait_udp(port: u16) {
+/// Wait until the UDP proxy on `port` answers. The probe's socket is
+/// returned: keep it open, so that no test client gets its port (and with
+/// it the probe's session, which lives until it idles out).
+fn wait_udp(port: u16) -> UdpSocket {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -545,11 +547,16 @@ fn wait_udp(port: u16) {
         let _ = c.send(b"probe");
         matches!(c.recv(&mut buf), Ok(5))
     });
+    c
 }
 
 /// The udp_proxy example on a free port in front of `echo`, with `extra`
-/// flags, answering; its log file.
-fn udp_proxy(dir: &Path, echo: &UdpEcho, extra: &[&str]) -> (Proc, u16, std::path::PathBuf) {
+/// flags, answering; its log file, and the probe socket (keep it).
+fn udp_proxy(
+    dir: &Path,
+    echo: &UdpEcho,
+    extra: &[&str],
+) -> (Proc, u16, std::path::PathBuf, UdpSocket) {
     let port = free_port();
     let log = dir.join("proxy.log");
     let mut args = s(&[
@@ -560,8 +567,8 @@ fn udp_proxy(dir: &Path, echo: &UdpEcho, extra: &[&str]) -> (Proc, u16, std::pat
     ]);
     args.extend(s(extra));
     let p = start("udp_proxy", &args, &log);
-    wait_udp(port);
-    (p, port, log)
+    let probe = wait_udp(port);
+    (p, port, log, probe)
 }
 
 /// A two-thread tokio runtime for a test's clients.
@@ -580,7 +587,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn udp_proxy_1000_clients_get_only_their_own_replies() {
     let dir = temp_dir("udp-proxy");
     let echo = UdpEcho::start();
-    let (_p, port, log) = udp_proxy(&dir, &echo, &["--idle-timeout-secs", "1"]);
+    let (_p, port, log, _probe) = udp_proxy(&dir, &echo, &["--idle-timeout-secs", "1"]);
     let rt = runtime();
     rt.block_on(async {
         let gate = Arc::new(tokio::sync::Semaphore::new(100));
@@ -629,7 +636,7 @@ fn udp_proxy_1000_clients_get_only_their_own_replies() {
 fn udp_proxy_session_cap() {
     let dir = temp_dir("udp-proxy-cap");
     let echo = UdpEcho::start();
-    let (_p, port, _log) = udp_proxy(
+    let (_p, port, _log, _probe) = udp_proxy(
         &dir,
         &echo,
         &["--idle-timeout-secs", "1", "--max-sessions", "2"],
@@ -701,7 +708,7 @@ fn udp_proxy_graceful_upgrade_loses_nothing() {
     };
     let log = dir.join("proxy.log");
     let mut old = start("udp_proxy", &args(false), &log);
-    wait_udp(port);
+    let _probe = wait_udp(port);
 
     // Four clients take turns sending numbered datagrams every 2 ms; a
     // receiver per client records the numbers that come back.
