@@ -50,13 +50,13 @@ impl WireOrder {
 
     /// Add `value` as the last line, spelled as `name`.
     pub(crate) fn append(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
-        // (The entry API would hash once, but needs an owned name: measured
-        // slower for the common case of a name not seen before.)
-        let nth = match map.get(name.name()) {
-            None => 0,
-            Some(_) => map.get_all(name.name()).iter().count(),
+        // `append` says whether the name was there already: only then is
+        // there a count to take (one lookup for the common, new name).
+        let nth = if map.append(name.name().clone(), value) {
+            map.get_all(name.name()).iter().count() - 1
+        } else {
+            0
         };
-        map.append(name.name().clone(), value);
         self.entries.push(Entry { name, nth });
     }
 

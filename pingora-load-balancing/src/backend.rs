@@ -43,10 +43,28 @@ impl Backend {
         })
     }
 
-    /// A stable 64-bit hash of the address, the backend's identity.
+    /// A stable 64-bit hash of the address, the backend's identity: the
+    /// same in every process and with every compiler (it hashes the
+    /// address's bytes, not its `Hash` impl), so consistent hashing places
+    /// keys the same way after a restart or an upgrade.
     pub fn hash_key(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.addr.hash(&mut h);
+        let mut h = pingora_core::utils::KeyHasher::default();
+        match &self.addr {
+            SocketAddr::Inet(std::net::SocketAddr::V4(a)) => {
+                h.write(&a.ip().octets());
+                h.write_u16(a.port());
+            }
+            SocketAddr::Inet(std::net::SocketAddr::V6(a)) => {
+                h.write(&a.ip().octets());
+                h.write_u16(a.port());
+            }
+            SocketAddr::Unix(p) => {
+                h.write(b"unix:");
+                if let Some(p) = p {
+                    h.write(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
+                }
+            }
+        }
         h.finish()
     }
 }

@@ -298,11 +298,14 @@ fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
 }
 
 /// The upstream's response made fit for the client.
-fn downstream_response(resp: &ResponseHeader) -> ResponseHeader {
-    let mut out = resp.clone();
-    let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let upgrade = resp.headers.get(UPGRADE).cloned();
-    strip_hop_by_hop(&mut out);
+fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
+    let switching = out.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = if switching {
+        out.headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut *out);
     if switching {
         let _ = out.insert_header("Connection", "Upgrade");
         if let Some(u) = upgrade {
@@ -461,10 +464,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
         }
 
-        let upstream_resp = up
+        let status = up
             .resp_header()
-            .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?;
-        let status = upstream_resp.status;
+            .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?
+            .status;
         #[cfg(feature = "otel")]
         session.trace(|t| {
             let code = Some(("http.response.status_code", i64::from(status.as_u16())));
@@ -483,6 +486,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             e.set_retry(true);
             return Err(e);
         }
+        // Taken, not copied: the upstream session has no further use for it.
+        let Some(upstream_resp) = up.take_resp_header() else {
+            return Error::e_explain(InvalidHTTPHeader, "no response");
+        };
         let mut resp = downstream_response(upstream_resp);
         self.inner.upstream_response_filter(session, &mut resp, ctx);
         self.inner.response_filter(session, &mut resp, ctx).await?;
@@ -490,7 +497,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             || (method == Method::CONNECT && status.is_success());
         if tunnel {
             session
-                .write_response_header(Box::new(resp))
+                .write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
             return self.tunnel(session, &mut up).await;
@@ -508,7 +515,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             self.finish_upstream(session, up, peer, ctx, req_ended)
                 .await?;
             session
-                .write_response_header_eos(Box::new(resp), data.is_none())
+                .write_response_header_eos(resp, data.is_none())
                 .await
                 .map_err(|e| e.into_down())?;
             if let Some(d) = data {
@@ -521,7 +528,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             return Ok(());
         }
         session
-            .write_response_header(Box::new(resp))
+            .write_response_header(resp)
             .await
             .map_err(|e| e.into_down())?;
 

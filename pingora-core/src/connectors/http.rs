@@ -78,6 +78,15 @@ impl ClientSession {
         }
     }
 
+    /// Take the response header, to forward it without a copy;
+    /// `resp_header` is `None` after this.
+    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
+        match self {
+            ClientSession::H1(s) => s.take_resp_header(),
+            ClientSession::H2(s) => s.take_resp_header(),
+        }
+    }
+
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         match self {

@@ -6,7 +6,6 @@
 //! computes a reuse hash: two connections with equal hashes are
 //! interchangeable in the connection pool.
 
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::ToSocketAddrs;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
@@ -32,7 +31,7 @@ pub trait Peer: std::fmt::Display + Send + Sync {
     fn options(&self) -> &PeerOptions;
     /// Connections to peers with equal hashes are interchangeable.
     fn reuse_hash(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = crate::utils::KeyHasher::default();
         self.address().hash(&mut h);
         self.tls().hash(&mut h);
         self.sni().hash(&mut h);

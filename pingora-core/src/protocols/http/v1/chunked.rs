@@ -239,7 +239,7 @@ pub(crate) fn find_header_end_from(buf: &[u8], from: usize, limit: usize) -> Opt
     let end = buf.len().min(limit);
     let mut i = from.saturating_sub(2);
     while i < end {
-        let off = buf[i..end].iter().position(|&b| b == b'\n')?;
+        let off = memchr::memchr(b'\n', &buf[i..end])?;
         let lf = i + off;
         let found = match (buf.get(lf + 1), buf.get(lf + 2)) {
             (Some(b'\n'), _) => lf + 2,

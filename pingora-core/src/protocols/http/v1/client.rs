@@ -37,6 +37,9 @@ pub struct HttpSession {
     conn: Conn,
     req: Option<Box<RequestHeader>>,
     resp: Option<Box<ResponseHeader>>,
+    /// Status and version of the last response header read (kept when the
+    /// header itself is taken).
+    resp_meta: Option<(StatusCode, Version)>,
     keepalive: bool,
     upgraded: bool,
     /// The connection pool key it was taken under, set by the connector.
@@ -57,6 +60,7 @@ impl HttpSession {
             conn: Conn::new(stream, opts),
             req: None,
             resp: None,
+            resp_meta: None,
             keepalive: false,
             upgraded: false,
             pool_key: None,
@@ -82,6 +86,7 @@ impl HttpSession {
         self.conn.start_write(framing);
         self.conn.flush().await.map_err(|e| e.into_up())?;
         self.resp = None;
+        self.resp_meta = None;
         self.upgraded = false;
         self.req = Some(req);
         Ok(n)
@@ -215,6 +220,7 @@ impl HttpSession {
                 && framing::wants_keepalive(header.version, &header.headers);
             self.conn.start_body(framing);
         }
+        self.resp_meta = Some((status, header.version));
         self.resp = Some(Box::new(header));
         Ok(len)
     }
@@ -224,11 +230,19 @@ impl HttpSession {
         self.resp.as_deref()
     }
 
+    /// Take the last response header read, to forward it without a copy.
+    /// The session still knows its status and version (for reuse and
+    /// [`resp_version`](Self::resp_version)); `resp_header` is `None`
+    /// after this.
+    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
+        self.resp.take()
+    }
+
     /// Whether the last response header read is an interim (1xx, not 101)
     /// one, so that the final response is still to come.
     pub fn is_interim(&self) -> bool {
-        self.resp.as_deref().is_some_and(|r| {
-            r.status.is_informational() && r.status != StatusCode::SWITCHING_PROTOCOLS
+        self.resp_meta.is_some_and(|(status, _)| {
+            status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
         })
     }
 
@@ -262,7 +276,7 @@ impl HttpSession {
     pub fn can_reuse(&self) -> bool {
         self.keepalive
             && !self.upgraded
-            && self.resp.is_some()
+            && self.resp_meta.is_some()
             && !self.is_interim()
             && self.conn.body_done()
             && matches!(self.conn.reader, BodyReader::Done)
@@ -283,7 +297,7 @@ impl HttpSession {
 
     /// The HTTP version of the response, once read.
     pub fn resp_version(&self) -> Option<Version> {
-        self.resp.as_deref().map(|r| r.version)
+        self.resp_meta.map(|(_, v)| v)
     }
 
     /// The underlying stream.

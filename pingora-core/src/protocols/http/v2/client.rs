@@ -480,6 +480,12 @@ impl Http2Session {
         self.resp.as_deref()
     }
 
+    /// Take the response header, to forward it without a copy;
+    /// `resp_header` is `None` after this.
+    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
+        self.resp.take()
+    }
+
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.body_done {
