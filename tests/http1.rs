@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
@@ -689,7 +689,14 @@ fn timeouts_close_only_the_connection_at_fault() {
 #[test]
 fn idle_keepalive_connections_cost_little_memory() {
     const N: usize = 10_000;
-    let srv = Srv::start("h1-idle", &[]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let srv = Srv::start(
+        "h1-idle",
+        &["--park-idle-after-ms", "300", "--metrics", &metrics],
+    );
+    wait_listening(metrics_port);
+    let parked = || metric(metrics_port, "pingora_downstream_connections_parked");
     // Warm up the runtime and allocator with a few connections.
     for _ in 0..50 {
         srv.raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
@@ -705,20 +712,95 @@ fn idle_keepalive_connections_cost_little_memory() {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
         conns.push(s);
     }
-    // Every response was read, so every connection is idle on the server.
-    let after = srv.rss_kib();
-    let per_conn = (after.saturating_sub(before) as f64 * 1024.0) / N as f64;
-    eprintln!("idle keep-alive: RSS {before} KiB -> {after} KiB for {N} connections: {per_conn:.0} bytes each");
+    let per_conn = |rss: u64| (rss.saturating_sub(before) as f64 * 1024.0) / N as f64;
+    // Every response was read, so every connection is idle on the server:
+    // the last ones still in their tasks (for 300 ms), most parked.
+    let at_last_response = per_conn(srv.rss_kib());
+    // Then each is parked: out of its task, its memory given back.
+    poll_until(
+        Duration::from_secs(30),
+        "every idle connection parked",
+        || parked() == N as f64,
+    );
+    let mut parked_bytes = f64::MAX;
     let limit = if cfg!(debug_assertions) {
-        8192.0
+        1024.0
     } else {
-        4096.0
+        512.0
     };
-    assert!(per_conn < limit, "{per_conn:.0} bytes per idle connection");
-    // They all still work.
+    poll_until(Duration::from_secs(10), "the heap trimmed", || {
+        parked_bytes = per_conn(srv.rss_kib());
+        parked_bytes < limit
+    });
+    eprintln!(
+        "idle keep-alive, {N} connections: {at_last_response:.0} bytes each at the last \
+         response, {parked_bytes:.0} bytes each once all were parked"
+    );
+    // They all still work, and go back to their tasks to do it.
     for s in conns.iter_mut().step_by(1000) {
         s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
     }
+    assert!(parked() <= (N - N / 1000) as f64);
+    // A client that closes while parked is woken and closed on our side.
+    drop(conns);
+    poll_until(
+        Duration::from_secs(30),
+        "closed connections unparked",
+        || parked() == 0.0,
+    );
+}
+
+/// The value of an unlabelled-or-single-series metric from `/metrics`.
+fn metric(port: u16, name: &str) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn parked_connection_keeps_its_keepalive_timeout() {
+    // Parked after 200 ms idle, closed 1.5 s after its last response: the
+    // time parked counts toward the keep-alive timeout, no more, no less.
+    let srv = Srv::start(
+        "h1-park-timeout",
+        &[
+            "--park-idle-after-ms",
+            "200",
+            "--keepalive-timeout-ms",
+            "1500",
+        ],
+    );
+    let mut s = srv.connect();
+    let mut buf = [0u8; 256];
+    // Two requests, the second after the connection was parked.
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+        let t = Instant::now();
+        // Wait past the park delay without a sleep: a read that times out.
+        s.set_read_timeout(Some(Duration::from_millis(600)))
+            .unwrap();
+        assert!(s.read(&mut buf).is_err(), "closed too early");
+        assert!(t.elapsed() >= Duration::from_millis(500));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // 1.5 s after the response, 0.6 s of which passed above.
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
 }

@@ -193,6 +193,9 @@ idle() { # PROXY PID PORT
     exec 4>"$DIR/idle.in"
     for _ in $(seq 1 1200); do grep -q ready "$DIR/idle.out" 2>/dev/null && break; sleep 0.1; done
     grep -q "ready $IDLE_CONNS" "$DIR/idle.out" || { echo "$who: idle clients never got ready" >&2; exit 1; }
+    # Measured once the connections have been idle for a while (3 s), as
+    # a server holding idle keep-alive clients is most of the time.
+    sleep 3
     with=$(rss_kib "$pid")
     exec 4>&-
     wait "$cpid" || true

@@ -34,6 +34,9 @@ pub struct CoreMetrics {
     pub accepted: IntCounterVec,
     /// `pingora_downstream_connections_open{service}`.
     pub open: IntGaugeVec,
+    /// `pingora_downstream_connections_parked{service}`: idle keep-alive
+    /// connections parked out of their tasks (a part of `open`).
+    pub parked: IntGaugeVec,
     /// `pingora_tls_handshakes_total`: completed server-side handshakes.
     pub tls_handshakes: IntCounter,
     /// `pingora_tls_handshake_failures_total`.
@@ -70,6 +73,11 @@ static CORE: LazyLock<CoreMetrics> = LazyLock::new(|| CoreMetrics {
     open: must(register_int_gauge_vec!(
         "pingora_downstream_connections_open",
         "Downstream connections open now",
+        &["service"]
+    )),
+    parked: must(register_int_gauge_vec!(
+        "pingora_downstream_connections_parked",
+        "Idle keep-alive connections parked out of their tasks",
         &["service"]
     )),
     tls_handshakes: must(register_int_counter!(

@@ -19,7 +19,7 @@ use pingora_error::{ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tracing::debug;
 
-use super::ServerApp;
+use super::{IdlePolicy, ServerApp};
 use crate::protocols::http::v1::H1Options;
 use crate::protocols::http::v2::server::{self as h2s, H2Options};
 use crate::protocols::http::ServerSession;
@@ -97,7 +97,11 @@ pub struct HttpServer<A> {
     options: H1Options,
     h2_options: H2Options,
     h2c: bool,
+    park_after: Option<Duration>,
 }
+
+/// How long a keep-alive connection waits in its task before it is parked.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 impl<A: HttpServerApp> HttpServer<A> {
     /// Serve `app` with the default limits.
@@ -112,6 +116,28 @@ impl<A: HttpServerApp> HttpServer<A> {
             options,
             h2_options: H2Options::default(),
             h2c: false,
+            park_after: Some(PARK_AFTER),
+        }
+    }
+
+    /// How long an HTTP/1 keep-alive connection on a plain (not TLS)
+    /// socket waits for its next request in its own task before it is
+    /// parked: its task, future and reactor registration are freed, and
+    /// about 100 bytes are kept until the client sends again (or the
+    /// keep-alive timeout or a shutdown closes it). Default 1 s; `None`
+    /// never parks. Parking costs a few system calls, so a connection
+    /// that is busy never parks.
+    pub fn set_park_idle_after(&mut self, after: Option<Duration>) {
+        self.park_after = after;
+    }
+
+    /// When parking applies: its delay, if the keep-alive timeout is
+    /// longer.
+    fn park_delay(&self) -> Option<Duration> {
+        let after = self.park_after?;
+        match self.options.keepalive_timeout {
+            Some(k) if k <= after => None,
+            _ => Some(after),
         }
     }
 
@@ -145,6 +171,14 @@ fn error_status(etype: &ErrorType) -> u16 {
 
 #[async_trait]
 impl<A: HttpServerApp> ServerApp for HttpServer<A> {
+    fn idle_policy(&self) -> IdlePolicy {
+        match self.park_delay() {
+            // Parked for what is left of the keep-alive timeout.
+            Some(after) => IdlePolicy::Park(self.options.keepalive_timeout.map(|k| k - after)),
+            None => IdlePolicy::CallAgain,
+        }
+    }
+
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -216,7 +250,30 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 return None;
             }
             match session.finish().await {
-                Ok(true) => continue,
+                Ok(true) => {
+                    // Idle for a while: hand the connection back to be
+                    // parked, freeing this task.
+                    if let (Some(after), ServerSession::H1(h1)) = (self.park_delay(), &mut session)
+                    {
+                        if h1.can_park() {
+                            let ready = tokio::select! {
+                                r = h1.wait_idle(after) => r,
+                                _ = shutdown.wait_for(|s| *s) => return None,
+                            };
+                            match ready {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    let ServerSession::H1(h1) = session else {
+                                        return None;
+                                    };
+                                    return h1.into_idle_stream();
+                                }
+                                Err(_) => return None,
+                            }
+                        }
+                    }
+                    continue;
+                }
                 _ => {
                     if let Some(h1) = session.as_http1() {
                         h1.close_lingering().await;

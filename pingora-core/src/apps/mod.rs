@@ -26,6 +26,29 @@ pub trait ServerApp: Send + Sync + 'static {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream>;
 
+    /// What the service does with a connection this app hands back
+    /// (`Some(stream)`): call the app again at once (the default), or park
+    /// it until its next bytes arrive. Only plain TCP and Unix-socket
+    /// connections are parked; others are always handed straight back.
+    fn idle_policy(&self) -> IdlePolicy {
+        IdlePolicy::CallAgain
+    }
+
     /// Called once, after the service stopped and drained.
     async fn cleanup(&self) {}
+}
+
+/// What a listening service does with a connection its app handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Call `process_new` again at once.
+    CallAgain,
+    /// Park it until it is readable (a request, or the client closing),
+    /// then call `process_new` again in a new task. Parked, a connection
+    /// holds its socket and a few dozen bytes: no task, no buffer, no
+    /// reactor registration. It is closed after the given time (`None`:
+    /// no limit) and at shutdown. Parking costs four system calls, so an
+    /// app should hand a connection back only once it has been idle for a
+    /// while.
+    Park(Option<std::time::Duration>),
 }

@@ -22,7 +22,7 @@ pub use tls::TlsDigest;
 
 /// What every stream handed to an app can do: async read and write, and
 /// say where it came from.
-pub trait IO: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'static {
+pub trait IO: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + std::any::Any {
     /// Addresses, file descriptor and accept time of the socket underneath.
     fn socket_digest(&self) -> Option<&SocketDigest>;
 
@@ -43,6 +43,44 @@ pub trait IO: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'static {
 
 /// A boxed stream of any kind (TCP, Unix, later TLS on either).
 pub type Stream = Box<dyn IO>;
+
+/// The plain socket under `stream`, when it is one that can be parked
+/// while idle: an [`L4Stream`] with nothing read ahead, bare or under a
+/// [`rewind::Rewind`] whose bytes were all read again. Otherwise the
+/// stream comes back unchanged.
+pub(crate) fn into_parkable(stream: Stream) -> std::result::Result<L4Stream, Stream> {
+    let any: &dyn std::any::Any = &*stream;
+    if any.is::<rewind::Rewind>() {
+        let boxed: Box<dyn std::any::Any> = stream;
+        let Ok(rw) = boxed.downcast::<rewind::Rewind>() else {
+            unreachable!("checked above")
+        };
+        return match rw.into_inner_if_drained() {
+            Ok(inner) => into_parkable(inner),
+            Err(rw) => Err(Box::new(rw)),
+        };
+    }
+    match any.downcast_ref::<L4Stream>() {
+        Some(l4) if l4.can_park() => {
+            let boxed: Box<dyn std::any::Any> = stream;
+            match boxed.downcast::<L4Stream>() {
+                Ok(l4) => Ok(*l4),
+                Err(_) => unreachable!("checked above"),
+            }
+        }
+        _ => Err(stream),
+    }
+}
+
+/// Whether [`into_parkable`] would take `stream`.
+pub(crate) fn is_parkable(stream: &Stream) -> bool {
+    let any: &dyn std::any::Any = &**stream;
+    if let Some(rw) = any.downcast_ref::<rewind::Rewind>() {
+        return rw.inner_if_drained().is_some_and(is_parkable);
+    }
+    any.downcast_ref::<L4Stream>()
+        .is_some_and(L4Stream::can_park)
+}
 
 impl IO for L4Stream {
     fn socket_digest(&self) -> Option<&SocketDigest> {

@@ -22,6 +22,20 @@ impl Rewind {
     pub fn new(prefix: Bytes, inner: Stream) -> Self {
         Rewind { prefix, inner }
     }
+
+    /// The stream underneath, once the put-back bytes were all read again.
+    pub(crate) fn into_inner_if_drained(self) -> Result<Stream, Self> {
+        if self.prefix.is_empty() {
+            Ok(self.inner)
+        } else {
+            Err(self)
+        }
+    }
+
+    /// The stream underneath, if the put-back bytes were all read again.
+    pub(crate) fn inner_if_drained(&self) -> Option<&Stream> {
+        self.prefix.is_empty().then_some(&self.inner)
+    }
 }
 
 impl AsyncRead for Rewind {

@@ -20,13 +20,14 @@ use pingora_error::Result;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use super::idle::IdleSet;
 use super::{Service as ServiceTrait, ServiceContext};
-use crate::apps::ServerApp;
+use crate::apps::{IdlePolicy, ServerApp};
 use crate::listeners::{
     AcceptOptions, BoundListener, ConnectionFilter, ListenFds, Listeners, TcpSocketOptions,
     TlsHandshake,
 };
-use crate::protocols::{proxy_protocol, L4Stream, Stream};
+use crate::protocols::{into_parkable, proxy_protocol, L4Stream, Stream};
 use crate::server::ShutdownWatch;
 
 /// A listening service: accepts on its listeners, hands each connection to
@@ -232,12 +233,35 @@ async fn handshake(_tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
     Some(Box::new(stream))
 }
 
-async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatch) {
-    let peer = stream
-        .socket_digest()
-        .and_then(|d| d.peer_addr.clone())
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+/// An open connection, as the service counts it: in the tracker that
+/// shutdown waits on, and in the `open` gauge. Dropped when the connection
+/// closes, whether it was in a task or parked.
+struct Live {
+    _guard: ConnGuard,
+    open: prometheus::IntGauge,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Parked connections of one accept loop, and what waking one needs.
+struct Parking<A> {
+    set: IdleSet<Live>,
+    app: Arc<A>,
+    shutdown: ShutdownWatch,
+}
+
+async fn serve_connection<A: ServerApp>(
+    app: Arc<A>,
+    stream: Stream,
+    shutdown: ShutdownWatch,
+    live: Live,
+    parking: Option<Arc<Parking<A>>>,
+) {
+    let peer = stream_peer(&stream);
     let mut stream = Some(stream);
     while let Some(s) = stream.take() {
         let fut = app.process_new(s, &shutdown);
@@ -251,7 +275,38 @@ async fn serve_connection<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: S
         if *shutdown.borrow() {
             break;
         }
+        let Some(p) = &parking else {
+            continue;
+        };
+        let Some(s) = stream.take() else {
+            break;
+        };
+        match into_parkable(s) {
+            Ok(l4) => {
+                // The task ends here; the connection waits in the set.
+                match l4.into_parked() {
+                    Ok(parked) => {
+                        if let Err(e) = p.set.park(parked, live) {
+                            debug!(peer, "cannot park a connection: {e}");
+                        }
+                    }
+                    Err(e) => debug!(peer, "cannot park a connection: {e}"),
+                }
+                return;
+            }
+            Err(s) => stream = Some(s),
+        }
     }
+    drop(live);
+}
+
+/// The peer address of a stream, for log lines.
+fn stream_peer(stream: &Stream) -> String {
+    stream
+        .socket_digest()
+        .and_then(|d| d.peer_addr.clone())
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }
 
 async fn accept_loop<A: ServerApp>(
@@ -280,6 +335,40 @@ async fn accept_loop<A: ServerApp>(
     };
     let accepted_count = crate::metrics::core().accepted.with_label_values(&[&name]);
     let open_count = crate::metrics::core().open.with_label_values(&[&name]);
+    // Connections the app hands back to be parked wait in a set of this
+    // loop's, watched by a task of its own.
+    let parking = match app.idle_policy() {
+        IdlePolicy::CallAgain => None,
+        IdlePolicy::Park(timeout) => match IdleSet::new(
+            timeout,
+            Some(crate::metrics::core().parked.with_label_values(&[&name])),
+        ) {
+            Ok(set) => Some(Arc::new(Parking {
+                set,
+                app: app.clone(),
+                shutdown: shutdown.clone(),
+            })),
+            Err(e) => {
+                warn!(service = name, "idle connections will not be parked: {e}");
+                None
+            }
+        },
+    };
+    let watcher = parking.clone().map(|p| {
+        tokio::spawn(async move {
+            let wake = |stream: L4Stream, live: Live| {
+                let p = p.clone();
+                tokio::spawn(serve_connection(
+                    p.app.clone(),
+                    Box::new(stream),
+                    p.shutdown.clone(),
+                    live,
+                    Some(p.clone()),
+                ));
+            };
+            p.set.run(p.shutdown.clone(), wake).await;
+        })
+    });
     loop {
         let accepted = tokio::select! {
             biased;
@@ -296,24 +385,25 @@ async fn accept_loop<A: ServerApp>(
         };
         match accepted {
             Ok(stream) => {
-                let guard = tracker.enter();
                 let app = app.clone();
                 let shutdown = shutdown.clone();
                 let opts = opts.clone();
                 let filter = filter.clone();
                 let name = name.clone();
+                let parking = parking.clone();
                 accepted_count.inc();
                 open_count.inc();
-                let open = open_count.clone();
+                let live = Live {
+                    _guard: tracker.enter(),
+                    open: open_count.clone(),
+                };
                 tokio::spawn(async move {
                     // The filter, PROXY header and TLS handshake run in the
                     // connection's own task, so a slow one holds up nobody
                     // else.
                     if let Some(stream) = prepare(stream, &opts, filter.as_ref(), &name).await {
-                        serve_connection(app, stream, shutdown).await;
+                        serve_connection(app, stream, shutdown, live, parking).await;
                     }
-                    open.dec();
-                    drop(guard);
                 });
             }
             Err(e) => {
@@ -325,6 +415,10 @@ async fn accept_loop<A: ServerApp>(
         }
     }
     debug!(service = name, "stopped accepting");
+    // The watcher closes the parked connections on shutdown.
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
 }
 
 #[async_trait]

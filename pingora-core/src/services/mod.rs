@@ -15,6 +15,7 @@ use crate::listeners::ListenFds;
 use crate::server::ShutdownWatch;
 
 pub mod background;
+mod idle;
 pub mod listening;
 pub mod udp;
 

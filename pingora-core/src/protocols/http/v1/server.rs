@@ -451,6 +451,33 @@ impl HttpSession {
         Ok(true)
     }
 
+    /// Between requests of a keep-alive connection: wait up to `limit` for
+    /// the client's next bytes (`true`) or time out (`false`), holding no
+    /// buffer meanwhile.
+    pub(crate) async fn wait_idle(&mut self, limit: Duration) -> Result<bool> {
+        match self.conn.wait_readable(Some(limit)).await {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.etype(), ReadTimedout) => Ok(false),
+            Err(e) => Err(e.into_down()),
+        }
+    }
+
+    /// The stream, if the connection is between requests with nothing read
+    /// ahead and its socket can be parked.
+    pub(crate) fn into_idle_stream(self) -> Option<Stream> {
+        if self.can_park() {
+            Some(self.conn.stream)
+        } else {
+            None
+        }
+    }
+
+    /// Whether [`into_idle_stream`](Self::into_idle_stream) would give the
+    /// stream back now.
+    pub(crate) fn can_park(&self) -> bool {
+        self.conn.buf.is_empty() && crate::protocols::is_parkable(&self.conn.stream)
+    }
+
     /// Answer with an error status and an empty body, and mark the
     /// connection to close. Used for requests that fail to parse.
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
