@@ -202,6 +202,9 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             return Box::pin(self.serve_h2(stream, shutdown)).await;
         }
         let mut session = ServerSession::new_http1(stream, self.options);
+        if let ServerSession::H1(h1) = &mut session {
+            h1.set_park_after(self.park_delay());
+        }
         let mut shutdown = shutdown.clone();
         let mut first = true;
         loop {
@@ -218,7 +221,14 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             first = false;
             match read {
                 Ok(Some(_)) => {}
-                Ok(None) => return None,
+                // Idle for the park delay: hand the connection back to be
+                // parked, freeing this task.
+                Ok(None) => {
+                    return match session {
+                        ServerSession::H1(h1) if h1.wants_park() => h1.into_idle_stream(),
+                        _ => None,
+                    }
+                }
                 Err(e) => {
                     debug!("bad request: {e}");
                     if !matches!(
@@ -250,30 +260,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 return None;
             }
             match session.finish().await {
-                Ok(true) => {
-                    // Idle for a while: hand the connection back to be
-                    // parked, freeing this task.
-                    if let (Some(after), ServerSession::H1(h1)) = (self.park_delay(), &mut session)
-                    {
-                        if h1.can_park() {
-                            let ready = tokio::select! {
-                                r = h1.wait_idle(after) => r,
-                                _ = shutdown.wait_for(|s| *s) => return None,
-                            };
-                            match ready {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    let ServerSession::H1(h1) = session else {
-                                        return None;
-                                    };
-                                    return h1.into_idle_stream();
-                                }
-                                Err(_) => return None,
-                            }
-                        }
-                    }
-                    continue;
-                }
+                Ok(true) => continue,
                 _ => {
                     if let Some(h1) = session.as_http1() {
                         h1.close_lingering().await;

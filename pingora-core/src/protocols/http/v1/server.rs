@@ -65,6 +65,11 @@ pub struct HttpSession {
     no_body: bool,
     /// Per-request data for layers above (cleared for each request).
     ext: http::Extensions,
+    /// Between requests, wait this long (instead of the keep-alive
+    /// timeout) before giving up the connection to be parked.
+    park_after: Option<Duration>,
+    /// The last idle wait ended at `park_after`: hand the stream back.
+    park_now: bool,
 }
 
 impl HttpSession {
@@ -89,7 +94,23 @@ impl HttpSession {
             trailers_out: None,
             no_body: false,
             ext: http::Extensions::new(),
+            park_after: None,
+            park_now: false,
         }
+    }
+
+    /// Between requests, wait `after` (not the keep-alive timeout) for the
+    /// next one; then `read_request` returns `Ok(None)` and
+    /// [`wants_park`](Self::wants_park) says the stream should be parked.
+    /// Only for connections that [`can_park`](Self::can_park).
+    pub(crate) fn set_park_after(&mut self, after: Option<Duration>) {
+        self.park_after = after;
+    }
+
+    /// Whether the last `read_request` ended because the connection was
+    /// idle for the park delay (so the stream is to be parked, not closed).
+    pub(crate) fn wants_park(&self) -> bool {
+        self.park_now
     }
 
     /// The limits and timeouts in force.
@@ -104,15 +125,23 @@ impl HttpSession {
     /// and close.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
         let opts = self.conn.opts;
+        // Between requests: the keep-alive timeout, or the park delay
+        // when the connection may be parked (one wait either way).
+        let park = self.requests > 0 && self.park_after.is_some() && self.can_park();
         let idle = if self.requests == 0 {
             opts.header_read_timeout
+        } else if park {
+            self.park_after
         } else {
             opts.keepalive_timeout
         };
         match self.conn.wait_readable(idle).await {
             Ok(()) => {}
-            // Idle keep-alive connections end quietly.
-            Err(e) if matches!(e.etype(), ReadTimedout) => return Ok(None),
+            // Idle keep-alive connections end quietly (or are parked).
+            Err(e) if matches!(e.etype(), ReadTimedout) => {
+                self.park_now = park;
+                return Ok(None);
+            }
             Err(e) => return Err(e.into_down()),
         }
         let header = timed(
@@ -449,17 +478,6 @@ impl HttpSession {
         self.resp = None;
         self.conn.release_buffer();
         Ok(true)
-    }
-
-    /// Between requests of a keep-alive connection: wait up to `limit` for
-    /// the client's next bytes (`true`) or time out (`false`), holding no
-    /// buffer meanwhile.
-    pub(crate) async fn wait_idle(&mut self, limit: Duration) -> Result<bool> {
-        match self.conn.wait_readable(Some(limit)).await {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(e.etype(), ReadTimedout) => Ok(false),
-            Err(e) => Err(e.into_down()),
-        }
     }
 
     /// The stream, if the connection is between requests with nothing read
