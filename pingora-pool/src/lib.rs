@@ -9,9 +9,11 @@
 //! * Per-key idle lists (lock-free queues), longest idle first.
 //! * A global cap on idle connections across all keys and threads: past
 //!   it, the connection idle the longest is closed (LRU).
-//! * [`ConnectionPool::watch`] keeps an eye on one idle connection: when the
-//!   peer closes it (or sends anything unasked) or it idles past its
-//!   timeout, it is dropped before anyone can pick it.
+//! * A connection is checked when it is taken: one past its idle timeout,
+//!   or one the pool's check finds unusable (the peer closed it, or sent
+//!   something unasked), is dropped and the next one tried. No task or
+//!   timer per idle connection: [`ConnectionPool::sweep`], run now and
+//!   then by the owner, drops the dead and expired ones nobody asked for.
 //! * `get` and `put` are lock-free: the key map is read through an
 //!   `ArcSwap` (replaced only when a new key appears), each key's idle list
 //!   is a bounded lock-free queue, the LRU order a lock-free queue, and
@@ -29,30 +31,27 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use atomic_waker::AtomicWaker;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 
 /// Slot states.
 const IDLE: u8 = 0;
-/// Its watcher is looking at the connection (a few instructions).
+/// A sweep is looking at the connection (a few instructions).
 const PEEKING: u8 = 1;
 const TAKEN: u8 = 2;
 
 /// One idle connection's place in the pool. The state word decides who
 /// may touch the connection: whoever moves it from `IDLE` to `TAKEN` owns
-/// it; the watcher borrows it only between `IDLE` → `PEEKING` → `IDLE`.
+/// it; a sweep borrows it only between `IDLE` → `PEEKING` → `IDLE`.
 struct Slot<S> {
     state: AtomicU8,
     conn: UnsafeCell<Option<S>>,
-    /// The watcher's waker, woken when the connection is taken.
-    watcher: AtomicWaker,
+    /// When its idle time is up, if it has a limit.
+    deadline: Option<Instant>,
 }
 
 // SAFETY: `conn` is only accessed by the thread that won the state
@@ -62,16 +61,21 @@ unsafe impl<S: Send> Send for Slot<S> {}
 unsafe impl<S: Send> Sync for Slot<S> {}
 
 impl<S> Slot<S> {
-    fn new(conn: S) -> Self {
+    fn new(conn: S, deadline: Option<Instant>) -> Self {
         Slot {
             state: AtomicU8::new(IDLE),
             conn: UnsafeCell::new(Some(conn)),
-            watcher: AtomicWaker::new(),
+            deadline,
         }
     }
 
+    fn expired(&self, now: &mut Option<Instant>) -> bool {
+        self.deadline
+            .is_some_and(|d| d <= *now.get_or_insert_with(Instant::now))
+    }
+
     /// Take the connection if it is still idle. Lock-free, except that it
-    /// waits out a watcher's peek in progress (a few instructions).
+    /// waits out a sweep's peek in progress (a few instructions).
     fn take(&self) -> Option<S> {
         loop {
             match self
@@ -81,9 +85,7 @@ impl<S> Slot<S> {
                 Ok(_) => {
                     // SAFETY: we moved the state to TAKEN: nobody else
                     // touches `conn` any more.
-                    let conn = unsafe { (*self.conn.get()).take() };
-                    self.watcher.wake();
-                    return conn;
+                    return unsafe { (*self.conn.get()).take() };
                 }
                 Err(TAKEN) => return None,
                 Err(_) => std::hint::spin_loop(),
@@ -116,12 +118,6 @@ impl<S> Slot<S> {
     }
 }
 
-/// A handle on an idle connection just put in the pool, for
-/// [`ConnectionPool::watch`].
-pub struct IdleHandle<S> {
-    slot: Arc<Slot<S>>,
-}
-
 /// One key's idle connections.
 type KeyQueue<S> = ArrayQueue<Arc<Slot<S>>>;
 
@@ -136,6 +132,9 @@ pub struct ConnectionPool<S> {
     idle: AtomicUsize,
     capacity: usize,
     per_key: usize,
+    /// Whether an idle connection can still be used (see
+    /// [`ConnectionPool::with_check`]).
+    check: fn(&S) -> bool,
     stats: Stats,
 }
 
@@ -153,7 +152,7 @@ pub struct PoolStats {
     pub hits: u64,
     /// `get` calls that found none.
     pub misses: u64,
-    /// Connections dropped by the caps, a watcher (remote close), or an
+    /// Connections dropped by the caps, the check (remote close), or an
     /// idle timeout.
     pub evicted: u64,
     /// Connections idle in the pool now.
@@ -167,6 +166,14 @@ impl<S: Send + 'static> ConnectionPool<S> {
     /// A pool that keeps at most `capacity` idle connections in all (and
     /// at most 256 per key).
     pub fn new(capacity: usize) -> Self {
+        Self::with_check(capacity, |_| true)
+    }
+
+    /// A pool whose idle connections are checked with `check` when taken
+    /// and when [swept](Self::sweep): one it says `false` of is dropped.
+    /// The check sees the connection idle, never while anyone uses it;
+    /// it must be quick and must not block (a socket's readiness, say).
+    pub fn with_check(capacity: usize, check: fn(&S) -> bool) -> Self {
         ConnectionPool {
             keys: ArcSwap::default(),
             order: SegQueue::new(),
@@ -174,6 +181,7 @@ impl<S: Send + 'static> ConnectionPool<S> {
             idle: AtomicUsize::new(0),
             capacity,
             per_key: capacity.clamp(1, MAX_PER_KEY),
+            check,
             stats: Stats::default(),
         }
     }
@@ -197,12 +205,18 @@ impl<S: Send + 'static> ConnectionPool<S> {
     }
 
     /// Take an idle connection for `key` (the longest idle one first).
-    /// Lock-free.
+    /// One past its idle timeout or failing the check is dropped, and the
+    /// next one tried. Lock-free.
     pub fn get(&self, key: u64) -> Option<S> {
         if let Some(q) = self.queue(key) {
+            let mut now = None;
             while let Some(slot) = q.pop() {
                 if let Some(conn) = slot.take() {
                     self.idle.fetch_sub(1, Ordering::Relaxed);
+                    if slot.expired(&mut now) || !(self.check)(&conn) {
+                        self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Some(conn);
                 }
@@ -212,15 +226,23 @@ impl<S: Send + 'static> ConnectionPool<S> {
         None
     }
 
-    /// Put `conn` back for reuse under `key`. If the pool (or the key) is
-    /// then over its cap, the connection idle the longest is dropped.
-    /// Returns a handle to [`watch`](Self::watch) it with, or `None` when
-    /// the pool keeps nothing (capacity 0). Lock-free.
-    pub fn put(&self, key: u64, conn: S) -> Option<IdleHandle<S>> {
+    /// Put `conn` back for reuse under `key`, with no idle time limit. If
+    /// the pool (or the key) is then over its cap, the connection idle the
+    /// longest is dropped. Returns whether the pool kept it (not with
+    /// capacity 0). Lock-free.
+    pub fn put(&self, key: u64, conn: S) -> bool {
+        self.put_with_timeout(key, conn, None)
+    }
+
+    /// [`put`](Self::put), and drop the connection once it has been idle
+    /// for `idle_timeout`: it is not handed out after that, and the next
+    /// [`sweep`](Self::sweep) closes it.
+    pub fn put_with_timeout(&self, key: u64, conn: S, idle_timeout: Option<Duration>) -> bool {
         if self.capacity == 0 {
-            return None;
+            return false;
         }
-        let slot = Arc::new(Slot::new(conn));
+        let deadline = idle_timeout.and_then(|d| Instant::now().checked_add(d));
+        let slot = Arc::new(Slot::new(conn, deadline));
         let q = self.queue_or_insert(key);
         self.idle.fetch_add(1, Ordering::Relaxed);
         let mut pending = slot.clone();
@@ -255,7 +277,7 @@ impl<S: Send + 'static> ConnectionPool<S> {
                 }
             }
         }
-        Some(IdleHandle { slot })
+        true
     }
 
     /// Drop this slot's connection if it is still idle. (The slot itself
@@ -270,45 +292,38 @@ impl<S: Send + 'static> ConnectionPool<S> {
         true
     }
 
-    /// Watch an idle connection until it is taken, or `closed` reports the
-    /// peer closed it (or sent something unasked), or it has been idle for
-    /// `idle_timeout`; in the last two cases it is dropped from the pool.
-    /// Run it in its own task right after [`put`](Self::put).
-    ///
-    /// `closed` is called with the idle connection (never across an await,
-    /// and never while someone takes it); it should register `cx`'s waker
-    /// with the connection's read readiness and return `Ready` when the
-    /// connection is readable.
-    pub async fn watch<F>(&self, handle: IdleHandle<S>, idle_timeout: Option<Duration>, closed: F)
-    where
-        F: Fn(&S, &mut Context<'_>) -> Poll<()>,
-    {
-        let slot = handle.slot;
-        let readable = poll_fn(|cx| {
-            slot.watcher.register(cx.waker());
-            match slot.peek(|conn| closed(conn, cx)) {
-                // Taken by someone: stop watching.
-                None => Poll::Ready(false),
-                Some(Poll::Ready(())) => Poll::Ready(true),
-                Some(Poll::Pending) => Poll::Pending,
-            }
-        });
-        let timeout = async {
-            match idle_timeout {
-                Some(d) => pingora_timeout::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            gone = readable => {
-                if gone {
-                    self.evict(&slot);
+    /// Drop every idle connection that is past its idle timeout or fails
+    /// the check; returns how many went. Meant to run every second or so
+    /// (pingora-core's connectors do), so that a connection the peer
+    /// closed does not hold its socket until someone asks for its key.
+    /// Takes time in proportion to the idle connections; `get` and `put`
+    /// may run meanwhile.
+    pub fn sweep(&self) -> usize {
+        let mut now = None;
+        let mut gone = 0;
+        for _ in 0..self.order_len.load(Ordering::Relaxed) {
+            let Some(w) = self.order.pop() else {
+                break;
+            };
+            let keep = match w.upgrade() {
+                Some(slot) if !slot.is_taken() => {
+                    let dead = slot
+                        .peek(|c| slot.expired(&mut now) || !(self.check)(c))
+                        .unwrap_or(false);
+                    if dead && self.evict(&slot) {
+                        gone += 1;
+                    }
+                    !slot.is_taken()
                 }
-            }
-            _ = timeout => {
-                self.evict(&slot);
+                _ => false,
+            };
+            if keep {
+                self.order.push(w);
+            } else {
+                self.order_len.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        gone
     }
 
     /// Idle connections in the pool now.

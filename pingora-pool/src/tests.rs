@@ -1,49 +1,28 @@
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
-use std::task::Waker;
 
 use super::*;
 
-/// A fake connection: "closed" when its flag is set, waking the watcher.
+/// A fake connection: unusable once its flag is set (the peer closed it).
 struct Conn {
     id: u32,
     closed: Arc<AtomicBool>,
-    waker: Arc<Mutex<Option<Waker>>>,
 }
 
 impl Conn {
-    fn new(id: u32) -> (Conn, Arc<AtomicBool>, Arc<Mutex<Option<Waker>>>) {
+    fn new(id: u32) -> (Conn, Arc<AtomicBool>) {
         let closed = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(Mutex::new(None));
         (
             Conn {
                 id,
                 closed: closed.clone(),
-                waker: waker.clone(),
             },
             closed,
-            waker,
         )
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap()
-}
-
-fn closed(c: &Conn, cx: &mut Context<'_>) -> Poll<()> {
-    if c.closed.load(Ordering::SeqCst) {
-        return Poll::Ready(());
-    }
-    *lock(&c.waker) = Some(cx.waker().clone());
-    Poll::Pending
-}
-
-fn close(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
-    flag.store(true, Ordering::SeqCst);
-    if let Some(w) = lock(waker).take() {
-        w.wake();
-    }
+fn open(c: &Conn) -> bool {
+    !c.closed.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -83,7 +62,7 @@ fn global_cap_drops_the_longest_idle_across_keys() {
 #[test]
 fn capacity_zero_keeps_nothing() {
     let pool = ConnectionPool::new(0);
-    assert!(pool.put(1, "x").is_none());
+    assert!(!pool.put(1, "x"));
     assert_eq!(pool.get(1), None);
 }
 
@@ -108,50 +87,59 @@ fn per_key_cap_drops_that_keys_longest_idle() {
     assert_eq!(pool.get(9), Some(3));
 }
 
-#[tokio::test]
-async fn remote_close_is_noticed_while_idle() {
-    let pool = Arc::new(ConnectionPool::new(10));
-    let (c, flag, waker) = Conn::new(7);
-    let h = pool.put(1, c).unwrap();
-    let p = pool.clone();
-    let watcher = tokio::spawn(async move { p.watch(h, None, closed).await });
-    // Let the watcher register, then close the "remote" end.
-    while lock(&waker).is_none() {
-        tokio::task::yield_now().await;
-    }
-    close(&flag, &waker);
-    watcher.await.unwrap();
-    assert_eq!(pool.idle_count(), 0);
-    assert!(
-        pool.get(1).is_none(),
-        "a closed connection must not be handed out"
+#[test]
+fn a_closed_connection_is_skipped_when_taken() {
+    let pool = ConnectionPool::with_check(10, open);
+    let (a, a_closed) = Conn::new(1);
+    let (b, _) = Conn::new(2);
+    assert!(pool.put(1, a));
+    assert!(pool.put(1, b));
+    a_closed.store(true, Ordering::SeqCst);
+    assert_eq!(
+        pool.get(1).map(|c| c.id),
+        Some(2),
+        "the closed one is dropped"
     );
-    assert_eq!(pool.stats().evicted, 1);
-}
-
-#[tokio::test]
-async fn idle_timeout_drops_the_connection() {
-    let pool = Arc::new(ConnectionPool::new(10));
-    let (c, _flag, _waker) = Conn::new(1);
-    let h = pool.put(1, c).unwrap();
-    pool.watch(h, Some(Duration::from_millis(30)), closed).await;
+    let s = pool.stats();
+    assert_eq!((s.hits, s.evicted, s.idle), (1, 1, 0));
     assert!(pool.get(1).is_none());
-    assert_eq!(pool.stats().evicted, 1);
 }
 
-#[tokio::test]
-async fn taking_a_connection_stops_its_watcher() {
-    let pool = Arc::new(ConnectionPool::new(10));
-    let (c, flag, waker) = Conn::new(3);
-    let h = pool.put(1, c).unwrap();
-    let p = pool.clone();
-    let watcher = tokio::spawn(async move { p.watch(h, None, closed).await });
-    let got = pool.get(1).unwrap();
-    assert_eq!(got.id, 3);
-    watcher.await.unwrap();
-    // Closing it now is the new owner's business, not the pool's.
-    close(&flag, &waker);
-    assert_eq!(pool.stats().evicted, 0);
+#[test]
+fn sweep_drops_closed_and_expired_connections_only() {
+    let pool = ConnectionPool::with_check(10, open);
+    let (a, a_closed) = Conn::new(1);
+    let (b, _) = Conn::new(2);
+    let (c, _) = Conn::new(3);
+    let (d, _) = Conn::new(4);
+    pool.put(1, a);
+    pool.put_with_timeout(1, b, Some(Duration::ZERO));
+    pool.put_with_timeout(2, c, Some(Duration::from_secs(3600)));
+    pool.put(2, d);
+    let taken = pool.get(2).unwrap();
+    assert_eq!(taken.id, 3);
+    // b expired at once (zero timeout); a is still open.
+    assert_eq!(pool.sweep(), 1);
+    assert_eq!(pool.stats().evicted, 1);
+    assert_eq!(pool.sweep(), 0);
+    a_closed.store(true, Ordering::SeqCst);
+    assert_eq!(pool.sweep(), 1, "a, closed");
+    assert_eq!(pool.idle_count(), 1);
+    assert_eq!(pool.get(1).map(|c| c.id), None);
+    assert_eq!(pool.get(2).map(|c| c.id), Some(4));
+    // Entries of taken and dropped connections leave the order list.
+    pool.sweep();
+    assert_eq!(pool.order.len(), 0);
+    assert_eq!(pool.order_len.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_expired_connection_is_not_handed_out() {
+    let pool = ConnectionPool::new(10);
+    pool.put_with_timeout(1, "old", Some(Duration::ZERO));
+    pool.put_with_timeout(1, "new", Some(Duration::from_secs(3600)));
+    assert_eq!(pool.get(1), Some("new"));
+    assert_eq!(pool.stats().evicted, 1);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! idle connections kept in a pool and reused ([`TransportConnector`]),
 //! and HTTP/1 sessions over them ([`http`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use pingora_error::{Error, ErrorType::*, Result};
@@ -20,6 +22,8 @@ pub mod tls;
 /// Makes connections to peers and keeps idle ones for reuse.
 pub struct TransportConnector {
     pool: Arc<ConnectionPool<Stream>>,
+    /// Whether a task sweeps the pool (see `sweep_while_idle`).
+    sweeping: Arc<AtomicBool>,
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
     tls: tls::TlsConnector,
 }
@@ -33,7 +37,10 @@ impl TransportConnector {
         #[cfg(any(feature = "openssl", feature = "boringssl"))]
         let ca = conf.and_then(|c| c.ca_file.clone());
         TransportConnector {
-            pool: crate::metrics::watch_pool(Arc::new(ConnectionPool::new(size))),
+            pool: crate::metrics::watch_pool(Arc::new(ConnectionPool::with_check(
+                size, still_idle,
+            ))),
+            sweeping: Arc::default(),
             #[cfg(any(feature = "openssl", feature = "boringssl"))]
             tls: tls::TlsConnector::new(ca.as_deref()),
         }
@@ -143,24 +150,70 @@ impl TransportConnector {
         }
     }
 
-    /// Keep `stream` for reuse by peers with hash `key`, watched: a remote
-    /// close, unexpected bytes, or `idle_timeout` drop it. Needs a tokio
-    /// runtime (the watch is a task).
+    /// Keep `stream` for reuse by peers with hash `key`. It is not handed
+    /// out again once it has been idle for `idle_timeout`, or when it has
+    /// become readable meanwhile (the peer closed it or sent something
+    /// unasked): both are checked when it is taken, with no syscall in the
+    /// usual case. Idle connections cost no task or timer each; one task
+    /// per connector (started on the current tokio runtime by the first
+    /// release) sweeps the dead and expired ones out every second, so a
+    /// closed connection's socket does not linger.
     pub fn release_stream(&self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
-        let Some(handle) = self.pool.put(key, stream) else {
+        if self.pool.put_with_timeout(key, stream, idle_timeout)
+            && !self.sweeping.load(Ordering::Relaxed)
+        {
+            self.start_sweeping();
+        }
+    }
+
+    #[cold]
+    fn start_sweeping(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime: connections are still checked when taken.
             return;
         };
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            pool.watch(handle, idle_timeout, |s: &Stream, cx| {
-                s.poll_read_ready(cx).map(|_| ())
-            })
-            .await;
-        });
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        rt.spawn(sweep_while_idle(
+            Arc::downgrade(&self.pool),
+            self.sweeping.clone(),
+        ));
     }
 
     /// Pool counters: hits, misses, evictions, idle connections.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
+    }
+}
+
+/// How often idle upstream connections are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The pool's check: an idle connection is still good while a read would
+/// block (no EOF, no bytes nobody asked for). A readiness look with a
+/// no-op waker: no syscall unless the reactor's readiness is stale.
+fn still_idle(s: &Stream) -> bool {
+    s.poll_read_ready(&mut Context::from_waker(Waker::noop()))
+        .is_pending()
+}
+
+/// Sweep `pool` every [`SWEEP_EVERY`] for as long as it exists. If the
+/// runtime drops the task first, `sweeping` is cleared, so that the next
+/// release starts a new sweeper.
+async fn sweep_while_idle(pool: Weak<ConnectionPool<Stream>>, sweeping: Arc<AtomicBool>) {
+    struct Done(Arc<AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _done = Done(sweeping);
+    loop {
+        pingora_timeout::sleep(SWEEP_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.sweep();
     }
 }

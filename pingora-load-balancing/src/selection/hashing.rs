@@ -78,7 +78,7 @@ impl BackendSelection for FnvHash {
         let weighted = backends
             .iter()
             .enumerate()
-            .flat_map(|(i, b)| std::iter::repeat(i as u32).take(b.weight))
+            .flat_map(|(i, b)| std::iter::repeat_n(i as u32, b.weight))
             .collect();
         FnvHash {
             backends: backends.to_vec(),

@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn long_extension_is_refused() {
         let mut input = b"5;".to_vec();
-        input.extend(std::iter::repeat(b'a').take(200));
+        input.extend(std::iter::repeat_n(b'a', 200));
         input.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
         assert!(decode_all(&input, 7).is_err());
     }
