@@ -13,7 +13,6 @@
 //! below only decides what to answer.
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
 use pingora::core::apps::http_app::{HttpServer, HttpServerApp};
@@ -61,7 +60,6 @@ struct Args {
 
 struct App;
 
-#[async_trait]
 impl HttpServerApp for App {
     async fn process_request(
         self: &Arc<Self>,

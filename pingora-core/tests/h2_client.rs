@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::apps::ServerApp;
@@ -123,7 +122,6 @@ async fn nginx_over_tls_streams_share_connections() {
 /// Echoes the request body and its trailers.
 struct Echo;
 
-#[async_trait]
 impl HttpServerApp for Echo {
     async fn process_request(
         self: &Arc<Self>,

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
@@ -689,7 +688,6 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     }
 }
 
-#[async_trait]
 impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
     async fn process_request(
         self: &Arc<Self>,

@@ -28,17 +28,20 @@ use crate::protocols::Stream;
 use crate::server::ShutdownWatch;
 
 /// An app that handles one HTTP request at a time on a session.
-#[async_trait]
+///
+/// Implement it with a plain `async fn` (no `#[async_trait]`): the
+/// request's future then lives inside the connection's task instead of a
+/// heap allocation per request.
 pub trait HttpServerApp: Send + Sync + 'static {
     /// Handle the request whose header `session` has read: read its body
     /// if wanted, write a response. An `Err` before a response header was
     /// written is answered with the error's HTTP status (or 500) and the
     /// connection closes.
-    async fn process_request(
+    fn process_request(
         self: &Arc<Self>,
         session: &mut ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Result<()>;
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
 }
 
 /// The simplest HTTP app: a request in, a whole response out.
@@ -51,7 +54,6 @@ pub trait ServeHttp: Send + Sync + 'static {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>>;
 }
 
-#[async_trait]
 impl<S: ServeHttp> HttpServerApp for S {
     async fn process_request(
         self: &Arc<Self>,

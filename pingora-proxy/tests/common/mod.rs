@@ -55,7 +55,6 @@ const WATCHED: [&str; 8] = [
     "expect",
 ];
 
-#[async_trait]
 impl HttpServerApp for Upstream {
     async fn process_request(
         self: &Arc<Self>,
