@@ -96,19 +96,51 @@ impl WireOrder {
         })
     }
 
+    /// Whether the map's own order is the wire order: one line per name,
+    /// and the names in the same order (so, nothing removed since it was
+    /// built, which would have moved the map's last entry). Then the lines
+    /// can be walked without a lookup each.
+    fn aligned(&self, map: &HeaderMap) -> bool {
+        self.entries.len() == map.len()
+            && map.len() == map.keys_len()
+            && self
+                .entries
+                .iter()
+                .zip(map.keys())
+                .all(|(e, k)| e.name.name() == k)
+    }
+
     /// Write the lines as HTTP/1 `Name: value\r\n`.
     pub(crate) fn write_h1<B: BufMut>(&self, map: &HeaderMap, buf: &mut B) {
-        for (name, value) in self.iter(map) {
+        let mut line = |name: &[u8], value: &HeaderValue| {
             buf.put_slice(name);
             buf.put_slice(b": ");
             buf.put_slice(value.as_bytes());
             buf.put_slice(b"\r\n");
+        };
+        if self.aligned(map) {
+            for (e, value) in self.entries.iter().zip(map.values()) {
+                line(e.name.as_bytes(), value);
+            }
+        } else {
+            for (name, value) in self.iter(map) {
+                line(name, value);
+            }
         }
     }
 
     /// Bytes the lines take on the wire, for sizing buffers.
     pub(crate) fn wire_len(&self, map: &HeaderMap) -> usize {
-        self.iter(map).map(|(n, v)| n.len() + v.len() + 4).sum()
+        let line = |n: &[u8], v: &HeaderValue| n.len() + v.len() + 4;
+        if self.aligned(map) {
+            self.entries
+                .iter()
+                .zip(map.values())
+                .map(|(e, v)| line(e.name.as_bytes(), v))
+                .sum()
+        } else {
+            self.iter(map).map(|(n, v)| line(n, v)).sum()
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -218,3 +218,32 @@ proptest! {
         prop_assert_eq!(back.to_wire(), wire);
     }
 }
+
+#[test]
+fn wire_order_survives_removal_reordering_the_map() {
+    // Removing a name moves the map's last entry into its place; the
+    // written order must still be the order the lines were added in.
+    let mut resp = ResponseHeader::build(200, None).unwrap();
+    for (n, v) in [("X-A", "1"), ("X-B", "2"), ("X-C", "3")] {
+        resp.append_header(n, v).unwrap();
+    }
+    let wire = |r: &ResponseHeader| String::from_utf8(r.to_wire().to_vec()).unwrap();
+    assert_eq!(
+        wire(&resp),
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n"
+    );
+    resp.remove_header("x-a");
+    resp.append_header("X-D", "4").unwrap();
+    assert_eq!(
+        wire(&resp),
+        "HTTP/1.1 200 OK\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\n\r\n"
+    );
+    assert!(resp.h1_len() >= wire(&resp).len());
+    // Repeated names are written where each line was added.
+    resp.append_header("x-b", "5").unwrap();
+    resp.append_header("X-E", "6").unwrap();
+    assert_eq!(
+        wire(&resp),
+        "HTTP/1.1 200 OK\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nx-b: 5\r\nX-E: 6\r\n\r\n"
+    );
+}

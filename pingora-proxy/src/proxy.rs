@@ -160,6 +160,23 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("upgrade"),
 ];
 
+/// Where `name` is in [`HOP_BY_HOP`] (one string match, no comparison per
+/// entry).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
 /// Remove every hop-by-hop field of `target`: the fixed list and what
 /// `Connection` names. One pass over the names present; nothing is
 /// allocated unless `Connection` names other fields.
@@ -167,7 +184,7 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
     let map = target.map();
     let mut found: u16 = 0;
     for name in map.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             found |= 1 << i;
         }
     }

@@ -20,10 +20,16 @@ use super::H1Options;
 use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
-/// First read of a header block, and each later growth step.
+/// First read of a header block into an empty buffer: most headers fit
+/// (nginx's `client_header_buffer_size` is 1k too), and a 1 KiB block is
+/// the largest the allocator serves from its per-thread cache.
+const FIRST_HEADER_READ: usize = 1024;
+/// Each later growth step of a header block that did not fit.
 const HEADER_READ_SIZE: usize = 4096;
 /// Read size for body bytes.
 const BODY_READ_SIZE: usize = 16 * 1024;
+/// Slices of a vectored write kept on the stack.
+const INLINE_SLICES: usize = 8;
 
 /// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
 pub(crate) async fn timed<T, F>(
@@ -175,7 +181,12 @@ impl Conn {
             if self.buf.len() >= max {
                 return Error::e_explain(HeaderTooLarge, "header block too large");
             }
-            let room = (max - self.buf.len()).min(HEADER_READ_SIZE);
+            let step = if self.buf.is_empty() {
+                FIRST_HEADER_READ
+            } else {
+                HEADER_READ_SIZE
+            };
+            let room = (max - self.buf.len()).min(step);
             if self.read_more(room.max(1)).await? == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
@@ -323,18 +334,25 @@ impl Conn {
         let queued = std::mem::take(&mut self.queued);
         let stream = &mut self.stream;
         let write = async move {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + queued.len() + 1);
-            if !pending.is_empty() {
-                slices.push(IoSlice::new(&pending));
-            }
-            slices.extend(queued.iter().map(|q| IoSlice::new(q)));
-            slices.extend(
-                parts
-                    .iter()
-                    .filter(|p| !p.is_empty())
-                    .map(|p| IoSlice::new(p)),
-            );
-            let mut bufs = &mut slices[..];
+            let all = std::iter::once(&pending[..])
+                .chain(queued.iter().map(|q| &q[..]))
+                .chain(parts.iter().copied())
+                .filter(|p| !p.is_empty())
+                .map(IoSlice::new);
+            // The usual few slices on the stack; a long queue on the heap.
+            let mut inline = [IoSlice::new(&[]); INLINE_SLICES];
+            let mut heap = Vec::new();
+            let mut bufs = if 1 + queued.len() + parts.len() <= INLINE_SLICES {
+                let mut n = 0;
+                for (slot, s) in inline.iter_mut().zip(all) {
+                    *slot = s;
+                    n += 1;
+                }
+                &mut inline[..n]
+            } else {
+                heap.extend(all);
+                &mut heap[..]
+            };
             while !bufs.is_empty() {
                 let n = stream
                     .write_vectored(bufs)
