@@ -53,5 +53,5 @@ pub use proxy::{
     error_status, http_proxy_service, http_proxy_service_with_name, is_connect_error, HttpProxy,
     ProxyOptions,
 };
-pub use proxy_trait::ProxyHttp;
+pub use proxy_trait::{PhaseFuture, ProxyHttp};
 pub use session::Session;

@@ -462,6 +462,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // so neither side ever waits on the other.
         loop {
             tokio::select! {
+                // The upstream first: it is pending until the header comes,
+                // and the body branch is off while anything is queued.
+                biased;
                 r = up.read_response_while_sending() => {
                     if !r? {
                         continue; // the queue went out; no header yet

@@ -1,5 +1,8 @@
 //! [`ProxyHttp`]: the user's callbacks, one per phase of a proxied request.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,9 +14,57 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::Session;
 
+/// The future an async phase returns, as `#[async_trait]` makes it.
+pub type PhaseFuture<'f, T> = Pin<Box<dyn Future<Output = T> + Send + 'f>>;
+
+/// A phase's default answer, ready at once. Zero-sized, so boxing it as a
+/// [`PhaseFuture`] allocates nothing: the phases a proxy does not override
+/// cost no allocation per request. (With `async fn` defaults,
+/// `#[async_trait]` would box the arguments each time.)
+struct Answer<const TRUE: bool>;
+
+impl Future for Answer<false> {
+    type Output = Result<bool>;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<bool>> {
+        Poll::Ready(Ok(false))
+    }
+}
+
+impl Future for Answer<true> {
+    type Output = Result<bool>;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<bool>> {
+        Poll::Ready(Ok(true))
+    }
+}
+
+/// `Ok(())` at once; zero-sized like [`Answer`].
+struct Done;
+
+impl Future for Done {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `()` at once; zero-sized like [`Answer`].
+struct Nothing;
+
+impl Future for Nothing {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
 /// The phases of a proxied request, each with a default that does the
 /// obvious thing; only [`upstream_peer`](Self::upstream_peer) must be
 /// written. See `docs/PHASES.md` for when each runs.
+///
+/// Implement it with `#[async_trait]` on the `impl` block and `async fn`
+/// phases, as with Pingora. (The defaults of the phases that run on every
+/// request are written out in the form `#[async_trait]` gives them, so
+/// that they need not allocate; an `async fn` override matches them.)
 #[async_trait]
 pub trait ProxyHttp: Send + Sync + 'static {
     /// Per-request state, made by [`new_ctx`](Self::new_ctx) and handed to
@@ -24,40 +75,69 @@ pub trait ProxyHttp: Send + Sync + 'static {
     fn new_ctx(&self) -> Self::CTX;
 
     /// First thing after the request header is read.
-    async fn early_request_filter(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+    fn early_request_filter<'s, 'a, 'b, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _ctx: &'b mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Inspect or change the request; return `true` after answering it
     /// yourself (the request then ends here, nothing goes upstream).
-    async fn request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
-        Ok(false)
+    fn request_filter<'s, 'a, 'b, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _ctx: &'b mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<bool>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(Answer::<false>)
     }
 
     /// Each piece of the request body on its way upstream (`None` at the
     /// end); may change or drop it.
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
+    fn request_body_filter<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _body: &'b mut Option<Bytes>,
         _end_of_stream: bool,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Whether to go upstream at all; `false` answers 502 unless a
     /// response was already written.
-    async fn proxy_upstream_filter(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<bool> {
-        Ok(true)
+    fn proxy_upstream_filter<'s, 'a, 'b, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _ctx: &'b mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<bool>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(Answer::<true>)
     }
 
     /// Where to send this request. Called again on a retry, when
@@ -71,25 +151,39 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// A connection to the upstream is ready: `reused` from the pool (or a
     /// shared HTTP/2 connection), after `connect_time` (connect and TLS
     /// handshake when new, the pool lookup when reused).
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
+    fn connected_to_upstream<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
         _reused: bool,
-        _peer: &HttpPeer,
+        _peer: &'b HttpPeer,
         _connect_time: Duration,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Change the request before it goes upstream.
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        _upstream_request: &mut RequestHeader,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+    fn upstream_request_filter<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _upstream_request: &'b mut RequestHeader,
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// The upstream's response header, as it arrives.
@@ -102,13 +196,20 @@ pub trait ProxyHttp: Send + Sync + 'static {
     }
 
     /// Change the response header before it goes to the client.
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+    fn response_filter<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _upstream_response: &'b mut ResponseHeader,
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Each piece of the upstream's response body, as it arrives.
@@ -147,7 +248,21 @@ pub trait ProxyHttp: Send + Sync + 'static {
 
     /// Called exactly once per request, at the end, with the error if
     /// there was one.
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut Self::CTX) {}
+    fn logging<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _e: Option<&'b Error>,
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Nothing)
+    }
 
     /// An error after the upstream connection was made. Mark it retryable
     /// (`e.set_retry(true)`) to try again, or not; the proxy retries only
@@ -216,5 +331,24 @@ pub trait ProxyHttp: Send + Sync + 'static {
                 .or_else(|| req.uri.authority().map(|a| a.as_str()))
                 .unwrap_or("")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_answers_are_zero_sized_so_boxing_them_does_not_allocate() {
+        assert_eq!(std::mem::size_of::<Answer<true>>(), 0);
+        assert_eq!(std::mem::size_of::<Answer<false>>(), 0);
+        assert_eq!(std::mem::size_of::<Done>(), 0);
+        assert_eq!(std::mem::size_of::<Nothing>(), 0);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut yes: PhaseFuture<'_, Result<bool>> = Box::pin(Answer::<true>);
+        assert!(matches!(yes.as_mut().poll(&mut cx), Poll::Ready(Ok(true))));
+        let mut no: PhaseFuture<'_, Result<bool>> = Box::pin(Answer::<false>);
+        assert!(matches!(no.as_mut().poll(&mut cx), Poll::Ready(Ok(false))));
     }
 }

@@ -216,6 +216,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 // Between requests, a graceful shutdown closes the idle
                 // connection at once.
                 tokio::select! {
+                    biased;
                     r = session.read_request() => r,
                     _ = shutdown.wait_for(|s| *s) => return None,
                 }
