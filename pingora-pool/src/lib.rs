@@ -31,6 +31,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -121,11 +122,32 @@ impl<S> Slot<S> {
 /// One key's idle connections.
 type KeyQueue<S> = ArrayQueue<Arc<Slot<S>>>;
 
+/// Keys are hashes already (the caller's): the map uses them as they are.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for `u64` keys; anything else is folded.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<S> = HashMap<u64, Arc<KeyQueue<S>>, BuildHasherDefault<KeyIsHash>>;
+
 /// A pool of idle connections of type `S`, keyed by `u64`.
 pub struct ConnectionPool<S> {
     /// Per-key lock-free queues. The map itself is replaced (copy on
     /// write) only when a new key appears.
-    keys: ArcSwap<HashMap<u64, Arc<KeyQueue<S>>>>,
+    keys: ArcSwap<KeyMap<S>>,
     /// Every put, oldest first, for the global LRU cap (lock-free).
     order: SegQueue<Weak<Slot<S>>>,
     order_len: AtomicUsize,
@@ -208,7 +230,7 @@ impl<S: Send + 'static> ConnectionPool<S> {
     /// One past its idle timeout or failing the check is dropped, and the
     /// next one tried. Lock-free.
     pub fn get(&self, key: u64) -> Option<S> {
-        if let Some(q) = self.queue(key) {
+        if let Some(q) = self.keys.load().get(&key) {
             let mut now = None;
             while let Some(slot) = q.pop() {
                 if let Some(conn) = slot.take() {
