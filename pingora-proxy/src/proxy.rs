@@ -258,10 +258,14 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
     let mut req = session.req_header().clone();
     let connect = req.method == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
-    let upgrade = req.headers.get(UPGRADE).cloned();
+    let upgrade = if wants_upgrade {
+        req.headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
     let te_trailers = req
         .headers
-        .get("te")
+        .get(http::header::TE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(',')
