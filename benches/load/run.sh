@@ -42,6 +42,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 # utime + stime of the whole process (all threads), in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# utime and stime apart.
+cpu_split() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+# CPU 0's (the proxy's) steal and total ticks: time the hypervisor gave
+# to someone else, which makes a run slower without the code changing.
+cpu0_steal() { awk '$1 == "cpu0" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
 TICK=$(getconf CLK_TCK)
 
 # --- certificates for the TLS listeners ---------------------------------------
@@ -101,9 +106,11 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 # request and new upstream connections per 1,000 requests.
 run_wrk() {
     local who=$1 pid=$2 url=$3 conns=$4 tag=$5
-    local a0 t0 out
+    local a0 t0 out u0 s0 st0 tt0
     a0=$(upstream_accepts)
     t0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    read -r u0 s0 < <( [ "$pid" = - ] && echo 0 0 || cpu_split "$pid")
+    read -r st0 tt0 < <(cpu0_steal)
     out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "$url")
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         echo "$who $tag: errors during the run:" >&2
@@ -117,10 +124,15 @@ run_wrk() {
     record "$who" "p50_$tag" "$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
     record "$who" "p99_$tag" "$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
     if [ "$pid" != - ] && [ "$tag" = h1_c50 ]; then
-        local t1 a1
+        local t1 a1 u1 s1 st1 tt1
         t1=$(cpu_ticks "$pid")
+        read -r u1 s1 < <(cpu_split "$pid")
+        read -r st1 tt1 < <(cpu0_steal)
         a1=$(upstream_accepts)
         record "$who" cpu_us_per_req "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$who" user_us_per_req "$(awk -v t="$((u1 - u0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$who" sys_us_per_req "$(awk -v t="$((s1 - s0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$who" steal_pct_cpu0 "$(awk -v s="$((st1 - st0))" -v t="$((tt1 - tt0))" 'BEGIN { printf "%.2f", t > 0 ? s * 100 / t : 0 }')"
         # The stub_status request itself is one accepted connection.
         record "$who" new_upstream_conns_per_1000 "$(awk -v a="$((a1 - a0 - 1))" -v n="$reqs" 'BEGIN { printf "%.3f", a * 1000 / n }')"
     fi
@@ -236,6 +248,9 @@ rows = [
     ("p50 µs, 1 conn", "p50_h1_c1", "", None),
     ("p99 µs, 1 conn", "p99_h1_c1", "≤ 1", lambda r: r <= 1),
     ("proxy CPU µs per request", "cpu_us_per_req", "≤ 0.8", lambda r: r <= 0.8),
+    ("  of which user", "user_us_per_req", "", None),
+    ("  of which system", "sys_us_per_req", "", None),
+    ("steal on the proxy's CPU during that run, %", "steal_pct_cpu0", "", None),
     ("new upstream conns per 1,000 requests", "new_upstream_conns_per_1000", "", None),
     ("requests/s, TLS 1.3 keep-alive, 50 conns", "rps_tls_c50", "", None),
     ("TLS 1.3 resumed connections/s, one request each (s_time -reuse)", "conns_tls_resumed", "", None),

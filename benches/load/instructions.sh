@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions and heap allocations per proxied request: the stable
+# figures (timings on a shared VM swing by a third between runs; these do
+# not). Runs the release load_balancer example (threads: 1) under
+# valgrind in front of an nginx upstream (fixed 100-byte body), sends
+# WARM requests, zeroes the counters, sends N more with h2load --h1 over
+# 10 connections, and divides.
+#
+# Usage: bash benches/load/instructions.sh [N (5000)] [WARM (500)]
+# Prints two lines: "instructions per request: X" (callgrind, counted
+# from the zeroing) and "allocations per request: Y" (dhat; the whole
+# run, startup and warm-up included, divided by N + WARM).
+# Installs valgrind, nginx and nghttp2-client if missing. Loopback only.
+set -euo pipefail
+N="${1:-5000}"
+WARM="${2:-500}"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+missing=()
+for p in valgrind nginx nghttp2-client python3; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
+
+BODY="$(head -c 99 /dev/zero | tr '\0' 'x')"
+UP=$(free_port)
+nginx_start upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"$BODY\n\"; } }"
+wait_port "$UP"
+printf 'version: 1\nthreads: 1\nupstream_keepalive_pool_size: 128\n' > "$DIR/conf.yaml"
+
+# under TOOL ARGS...: start ours under valgrind; PORT and VG are set.
+under() {
+    PORT=$(free_port)
+    valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
+        --upstream "127.0.0.1:$UP" 2>"$DIR/vg.log" &
+    VG=$!
+    PIDS+=($VG)
+    # Valgrind is slow to start: wait up to a minute.
+    for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0; sleep 0.1; done
+    echo "the proxy never listened under valgrind" >&2
+    cat "$DIR/vg.log" >&2
+    exit 1
+}
+load() { # requests
+    local out
+    out=$(h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT/")
+    grep -q "$1 succeeded, 0 failed" <<<"$out" || { echo "$out" >&2; exit 1; }
+}
+stop() {
+    kill -INT "$VG"
+    wait "$VG" || true
+}
+
+under --tool=callgrind --callgrind-out-file="$DIR/cg.%p"
+load "$WARM"
+callgrind_control -z "$VG" >/dev/null 2>&1
+load "$N"
+callgrind_control -d "$VG" >/dev/null 2>&1
+stop
+# The dump taken on request (part 1) holds exactly the measured requests,
+# from the zeroing to the dump; the one at exit holds the shutdown.
+total=$(awk '/^(totals|summary):/ { print $2; exit }' "$DIR"/cg.*.1)
+awk -v t="$total" -v n="$N" 'BEGIN { printf "instructions per request: %.0f\n", t / n }'
+
+under --tool=dhat --dhat-out-file="$DIR/dhat.json"
+load "$WARM"
+load "$N"
+stop
+python3 - "$DIR/dhat.json" "$((N + WARM))" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+blocks = sum(p["tbk"] for p in d["pps"])
+print(f"allocations per request: {blocks / int(sys.argv[2]):.1f}")
+PY
