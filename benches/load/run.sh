@@ -132,7 +132,7 @@ run_wrk() {
         record "$who" cpu_us_per_req "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
         record "$who" user_us_per_req "$(awk -v t="$((u1 - u0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
         record "$who" sys_us_per_req "$(awk -v t="$((s1 - s0))" -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
-        record "$who" steal_pct_cpu0 "$(awk -v s="$((st1 - st0))" -v t="$((tt1 - tt0))" 'BEGIN { printf "%.2f", t > 0 ? s * 100 / t : 0 }')"
+        record "$who" steal_pct_cpu0 "$(awk -v s="$((st1 - st0))" -v t="$((tt1 - tt0))" 'BEGIN { printf "%.2f", (t > 0 ? s * 100 / t : 0) }')"
         # The stub_status request itself is one accepted connection.
         record "$who" new_upstream_conns_per_1000 "$(awk -v a="$((a1 - a0 - 1))" -v n="$reqs" 'BEGIN { printf "%.3f", a * 1000 / n }')"
     fi
