@@ -438,3 +438,70 @@ async fn post_quantum_key_exchange() {
         "{body}"
     );
 }
+
+/// Write slices go out coalesced into one TLS record where they fit
+/// (one `write_vectored` takes a header and a small body whole, where a
+/// plain TLS stream would take only the first slice), and whatever the
+/// slices, the other end reads exactly the bytes written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vectored_writes_are_coalesced_and_arrive_whole() {
+    use std::io::IoSlice;
+    use tokio::io::AsyncWriteExt;
+
+    let ca = TestCa::new("Test CA").unwrap();
+    let dir = Dir::new("vectored");
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let acceptor = TlsSettings::with_cert(cert_key(&ca.issue(&["v.test"], 30, false).unwrap()))
+        .build()
+        .unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut tls = acceptor.handshake(L4Stream::from_tcp(s)).await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let connector = TlsConnector::new(Some(&dir.path("ca.crt")));
+    let mut tls = connector
+        .connect(tcp(port).await, &TlsPeer::new("v.test"))
+        .await
+        .unwrap();
+
+    let header = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n".to_vec();
+    let body = b"hello world".to_vec();
+    let n = tls
+        .write_vectored(&[IoSlice::new(&header), IoSlice::new(&body)])
+        .await
+        .unwrap();
+    assert_eq!(n, header.len() + body.len(), "one write takes both slices");
+
+    // Then patterns around the coalescing limit, written out fully.
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let patterns: Vec<Vec<&[u8]>> = vec![
+        vec![b"a", &big[..20_000], b"\r\n"],
+        vec![&big[..9_000], b"tail"],
+        vec![b"", b"x", b"", &big[..8_191], b"yz"],
+        (0..50).map(|i| &big[i * 7..i * 7 + 7]).collect(),
+    ];
+    let mut expect = [header, body].concat();
+    for p in &patterns {
+        let mut slices: Vec<IoSlice<'_>> = p.iter().map(|s| IoSlice::new(s)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = tls.write_vectored(rest).await.unwrap();
+            assert!(n > 0);
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        expect.extend(p.iter().flat_map(|s| s.iter().copied()));
+    }
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    let got = server.await.unwrap();
+    assert_eq!(got.len(), expect.len());
+    assert!(
+        got == expect,
+        "the bytes read differ from the bytes written"
+    );
+}

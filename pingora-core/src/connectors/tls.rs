@@ -25,8 +25,8 @@ use crate::protocols::tls::SslStream;
 use crate::protocols::L4Stream;
 use crate::tls::ext;
 use crate::tls::ssl::{
-    NameType, Ssl, SslContext, SslContextBuilder, SslMethod, SslSession, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    NameType, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslSession,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use crate::tls::stream::HandshakeFailure;
 use crate::tls::x509::X509Ref;
@@ -119,6 +119,10 @@ impl TlsConnector {
             .or_err(InternalError, "creating a TLS client context")?;
         b.set_min_proto_version(Some(SslVersion::TLS1_2))
             .or_err(InternalError, "setting the TLS version")?;
+        // As the acceptors do: a write retried after "would block" may
+        // come from another address with the same bytes (the stream
+        // coalesces write slices on the stack).
+        b.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER);
         let groups = match &peer.groups {
             Some(g) => g.as_str(),
             None if ext::group_supported(ext::PQ_HYBRID_GROUP) => {

@@ -23,7 +23,7 @@ use crate::tls::ext;
 use crate::tls::pkey::{PKey, Private};
 use crate::tls::ssl::{
     AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContext, SslContextBuilder,
-    SslMethod, SslOptions, SslRef, SslVerifyMode, SslVersion,
+    SslMethod, SslMode, SslOptions, SslRef, SslVerifyMode, SslVersion,
 };
 use crate::tls::x509::X509;
 
@@ -199,6 +199,10 @@ impl TlsSettings {
         cert: Option<&CertKey>,
         groups: &str,
     ) -> Result<()> {
+        // The stream coalesces write slices on the stack, so a write
+        // retried after "would block" comes from another address (the
+        // Mozilla profile sets this already; it must stay set).
+        b.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER);
         let min = match self.min_version {
             TlsVersion::Tls12 => SslVersion::TLS1_2,
             TlsVersion::Tls13 => SslVersion::TLS1_3,

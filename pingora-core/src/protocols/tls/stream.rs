@@ -13,6 +13,9 @@ use crate::protocols::{L4Stream, SocketDigest, IO};
 use crate::tls::ssl::{NameType, SslRef};
 use crate::tls::stream::TlsStream;
 
+/// Bytes of several write slices copied into one TLS record.
+const COALESCE: usize = 8 * 1024;
+
 /// A TLS connection over a TCP or Unix stream, with its digest.
 pub struct SslStream {
     inner: TlsStream<L4Stream>,
@@ -125,6 +128,43 @@ impl AsyncWrite for SslStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    /// Several slices become one TLS record where they fit: the HTTP/1
+    /// layer writes a response header and a small body as two slices,
+    /// which would otherwise be two records and two system calls. Up to
+    /// [`COALESCE`] bytes from the front are copied into one record (on
+    /// the stack); a first slice that large is written as it is.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut parts = bufs.iter().filter(|b| !b.is_empty());
+        let Some(first) = parts.next() else {
+            return Poll::Ready(Ok(0));
+        };
+        if first.len() >= COALESCE || bufs.iter().filter(|b| !b.is_empty()).count() == 1 {
+            return Pin::new(&mut self.inner).poll_write(cx, first);
+        }
+        let mut record = [0u8; COALESCE];
+        let mut n = 0;
+        for b in std::iter::once(first).chain(parts) {
+            let take = b.len().min(COALESCE - n);
+            record[n..n + take].copy_from_slice(&b[..take]);
+            n += take;
+            if n == COALESCE {
+                break;
+            }
+        }
+        // A retry after `Pending` passes the same slices, so the same
+        // bytes, from another address: both TLS contexts accept a moving
+        // write buffer (`SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`).
+        Pin::new(&mut self.inner).poll_write(cx, &record[..n])
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
