@@ -505,3 +505,52 @@ async fn vectored_writes_are_coalesced_and_arrive_whole() {
         "the bytes read differ from the bytes written"
     );
 }
+
+/// Two pipelined requests in two TLS records that reach the server in
+/// one read: the second waits, already read, under the TLS library (the
+/// socket reads ahead), and must still be answered although the socket
+/// itself has nothing more to say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_records_read_ahead_are_answered() {
+    use tokio::io::AsyncWriteExt;
+
+    let ca = TestCa::new("Test CA").unwrap();
+    let dir = Dir::new("pipelined");
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let acceptor = TlsSettings::with_cert(cert_key(&ca.issue(&["p.test"], 30, false).unwrap()))
+        .build()
+        .unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let tls = acceptor.handshake(L4Stream::from_tcp(s)).await.unwrap();
+        // Both records are in the socket before the server reads at all.
+        written_rx.await.unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        Arc::new(HttpServer::new(Describe))
+            .process_new(Box::new(tls), &rx)
+            .await;
+    });
+    let connector = TlsConnector::new(Some(&dir.path("ca.crt")));
+    let mut tls = connector
+        .connect(tcp(port).await, &TlsPeer::new("p.test"))
+        .await
+        .unwrap();
+    let req = b"GET /a HTTP/1.1\r\nHost: p.test\r\n\r\n";
+    tls.write_all(req).await.unwrap();
+    tls.flush().await.unwrap();
+    let last = b"GET /b HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n";
+    tls.write_all(last).await.unwrap();
+    tls.flush().await.unwrap();
+    written_tx.send(()).unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .expect("both pipelined requests answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    server.await.unwrap();
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use pingora_error::{Error, ErrorType, ErrorType::*, OkOrErr, OrErr, Result};
 
 use crate::listeners::tls::CertKey;
-use crate::protocols::tls::SslStream;
+use crate::protocols::tls::{SslStream, TlsSocket};
 use crate::protocols::L4Stream;
 use crate::tls::ext;
 use crate::tls::ssl::{
@@ -215,7 +215,7 @@ impl TlsConnector {
             }
         }
         let start = Instant::now();
-        let shake = crate::tls::stream::connect(ssl, stream);
+        let shake = crate::tls::stream::connect(ssl, TlsSocket::new(stream));
         let s = match pingora_timeout::timeout(peer.handshake_timeout, shake).await {
             Err(_) => {
                 return Error::e_explain(

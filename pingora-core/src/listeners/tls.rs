@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use tracing::info;
 
-use crate::protocols::tls::SslStream;
+use crate::protocols::tls::{SslStream, TlsSocket};
 use crate::protocols::L4Stream;
 use crate::tls::ext;
 use crate::tls::pkey::{PKey, Private};
@@ -365,7 +365,11 @@ impl Acceptor {
     pub async fn handshake(&self, stream: L4Stream) -> Result<SslStream> {
         let ssl = Ssl::new(&self.ctx).or_err(InternalError, "creating a TLS session")?;
         let start = Instant::now();
-        match pingora_timeout::timeout(self.timeout, crate::tls::stream::accept(ssl, stream)).await
+        match pingora_timeout::timeout(
+            self.timeout,
+            crate::tls::stream::accept(ssl, TlsSocket::new(stream)),
+        )
+        .await
         {
             Err(_) => Error::e_explain(TLSHandshakeTimedout, "TLS handshake timed out")
                 .map_err(|e| e.into_down()),

@@ -36,4 +36,4 @@ impl TlsDigest {
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 mod stream;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
-pub use stream::{digest_of, SslStream};
+pub use stream::{digest_of, SslStream, TlsSocket};

@@ -16,9 +16,127 @@ use crate::tls::stream::TlsStream;
 /// Bytes of several write slices copied into one TLS record.
 const COALESCE: usize = 8 * 1024;
 
+/// Bytes the socket under TLS reads ahead at most (a size the allocator
+/// serves from its per-thread cache).
+const READ_AHEAD: usize = 1024;
+
+/// The socket under a TLS stream, reading ahead.
+///
+/// The TLS library asks for a record's 5-byte header, then for its body,
+/// and after the last record for more: each a system call of its own, and
+/// reads that fill their buffer leave the reactor's readiness in doubt (a
+/// peek later). This reads what the socket has, up to [`READ_AHEAD`]
+/// bytes, in one call and serves those asks from it; a large ask (a big
+/// record's body) reads straight into the library's buffer. The buffer
+/// exists only while it holds bytes, so an idle connection keeps none.
+pub struct TlsSocket {
+    l4: L4Stream,
+    ahead: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+}
+
+impl TlsSocket {
+    /// Wrap the socket a TLS handshake is to run on.
+    pub fn new(l4: L4Stream) -> Self {
+        TlsSocket {
+            l4,
+            ahead: None,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The socket.
+    pub fn l4(&self) -> &L4Stream {
+        &self.l4
+    }
+
+    /// Bytes read from the socket that the TLS library has not asked for.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+impl fmt::Debug for TlsSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSocket")
+            .field("l4", &self.l4)
+            .field("buffered", &self.buffered())
+            .finish()
+    }
+}
+
+impl AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(ahead) = &this.ahead {
+            let n = (this.end - this.start).min(buf.remaining());
+            buf.put_slice(&ahead[this.start..this.start + n]);
+            this.start += n;
+            if this.start == this.end {
+                this.ahead = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= READ_AHEAD {
+            return Pin::new(&mut this.l4).poll_read(cx, buf);
+        }
+        let mut ahead = vec![0u8; READ_AHEAD].into_boxed_slice();
+        let mut rb = ReadBuf::new(&mut ahead);
+        std::task::ready!(Pin::new(&mut this.l4).poll_read(cx, &mut rb))?;
+        let got = rb.filled().len();
+        let n = got.min(buf.remaining());
+        buf.put_slice(&ahead[..n]);
+        if n < got {
+            this.ahead = Some(ahead);
+            this.start = n;
+            this.end = got;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.l4).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.l4).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.l4.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.l4).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.l4).poll_shutdown(cx)
+    }
+}
+
 /// A TLS connection over a TCP or Unix stream, with its digest.
 pub struct SslStream {
-    inner: TlsStream<L4Stream>,
+    inner: TlsStream<TlsSocket>,
     digest: TlsDigest,
 }
 
@@ -87,7 +205,7 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
 
 impl SslStream {
     /// Wrap a finished handshake.
-    pub fn new(inner: TlsStream<L4Stream>, handshake_duration: Duration) -> Self {
+    pub fn new(inner: TlsStream<TlsSocket>, handshake_duration: Duration) -> Self {
         let digest = digest_of(inner.ssl(), handshake_duration);
         SslStream { inner, digest }
     }
@@ -178,7 +296,7 @@ impl AsyncWrite for SslStream {
 
 impl IO for SslStream {
     fn socket_digest(&self) -> Option<&SocketDigest> {
-        Some(self.inner.get_ref().digest())
+        Some(self.inner.get_ref().l4.digest())
     }
 
     fn tls_digest(&self) -> Option<&TlsDigest> {
@@ -186,10 +304,11 @@ impl IO for SslStream {
     }
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Decrypted bytes already buffered by the TLS library count.
-        if self.inner.ssl().pending() > 0 {
+        // Decrypted bytes buffered by the TLS library count, and so do
+        // bytes read ahead under it (the next pipelined record, say).
+        if self.inner.ssl().pending() > 0 || self.inner.get_ref().buffered() > 0 {
             return Poll::Ready(Ok(()));
         }
-        self.inner.get_ref().poll_read_ready(cx)
+        self.inner.get_ref().l4.poll_read_ready(cx)
     }
 }
