@@ -253,8 +253,20 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// The downstream request made fit for the upstream.
-fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
+/// The name of `peer` for a Host header: its SNI when set, else its
+/// address (`localhost` for a Unix socket).
+fn peer_host(peer: &HttpPeer) -> String {
+    if !peer.sni.is_empty() {
+        return peer.sni.clone();
+    }
+    match peer.address() {
+        pingora_core::protocols::l4::SocketAddr::Inet(a) => a.to_string(),
+        pingora_core::protocols::l4::SocketAddr::Unix(_) => "localhost".to_string(),
+    }
+}
+
+/// The downstream request made fit for the upstream `peer`.
+fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<RequestHeader> {
     let mut req = session.req_header().clone();
     let connect = req.method == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
@@ -280,9 +292,15 @@ fn upstream_request(session: &Session, to_h2: bool) -> Result<RequestHeader> {
     }
     // HTTP/1 upstream: Host from :authority, origin-form target, framing.
     if !req.headers.contains_key(HOST) {
-        if let Some(a) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header("Host", a)?;
-        }
+        // HTTP/1.1 requires Host (RFC 9112 §3.2): from the target's
+        // authority, else (an HTTP/1.0 client that sent none, an HTTP/2
+        // request without :authority) the upstream's name, as nginx's
+        // default `$proxy_host`. `upstream_request_filter` may change it.
+        let host = match req.uri.authority() {
+            Some(a) => a.to_string(),
+            None => peer_host(peer),
+        };
+        req.insert_header("Host", host)?;
     }
     if req.uri.scheme().is_some() && !connect {
         let pq = req
@@ -428,7 +446,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         ctx: &mut SV::CTX,
         retry_status: bool,
     ) -> Result<()> {
-        let mut req = upstream_request(session, up.is_http2())?;
+        let mut req = upstream_request(session, peer, up.is_http2())?;
         self.inner
             .upstream_request_filter(session, &mut req, ctx)
             .await?;

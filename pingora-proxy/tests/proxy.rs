@@ -452,3 +452,32 @@ async fn a_response_cut_short_upstream_is_cut_short_downstream() {
         .iter()
         .any(|l| l == "logged error: ConnectionClosed"));
 }
+
+/// An HTTP/1.0 request without Host (as `openssl s_time -www` sends) goes
+/// upstream as HTTP/1.1, which needs a Host: the proxy names the
+/// upstream, the upstream answers 200 (not 400), and its connection is
+/// reused for the next such request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_request_without_host_gets_one_upstream() {
+    let (up, accepted) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    for i in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /bytes/5 HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .expect("a response, then the close an HTTP/1.0 client expects")
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 "), "request {i}: {text}");
+        assert!(text.ends_with("xxxxx"), "request {i}: {text}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "one upstream connection"
+    );
+}
