@@ -157,7 +157,15 @@ run_h2load() {
 # fetching `/` once. Connections per second (one at a time: a latency
 # figure) and proxy CPU per connection.
 run_s_time() {
-    local who=$1 pid=$2 port=$3 t0 t1 out n reused
+    local who=$1 pid=$2 port=$3 t0 t1 out n reused status
+    # s_time does not look at the answer: check that its request (HTTP/1.0,
+    # no Host) gets a 200, or the figures measure an error path.
+    status=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 openssl s_client -quiet \
+        -connect "127.0.0.1:$port" 2>/dev/null | head -1 | tr -d '\r')
+    case "$status" in
+        "HTTP/1."?" 200"*) ;;
+        *) echo "$who: s_time's request (HTTP/1.0, no Host) was answered: $status" >&2; exit 1 ;;
+    esac
     t0=$(cpu_ticks "$pid")
     out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -www / -reuse -time "$SECS" 2>&1)
     t1=$(cpu_ticks "$pid")
