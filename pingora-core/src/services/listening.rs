@@ -369,15 +369,21 @@ async fn accept_loop<A: ServerApp>(
             p.set.run(p.shutdown.clone(), wake).await;
         })
     });
+    // A listener on a specific address is every accepted socket's local
+    // address too (not so for a wildcard one).
+    let tcp_local = match &l {
+        L::Tcp(l) => l.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
+        L::Unix(_) => None,
+    };
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
             r = async {
                 match &l {
-                    L::Tcp(l) => l.accept().await.map(|(s, _)| {
+                    L::Tcp(l) => l.accept().await.map(|(s, peer)| {
                         let _ = s.set_nodelay(true);
-                        L4Stream::from_tcp(s)
+                        L4Stream::from_accepted_tcp(s, peer, tcp_local)
                     }),
                     L::Unix(l) => l.accept().await.map(|(s, _)| L4Stream::from_unix(s)),
                 }
@@ -506,12 +512,16 @@ mod tests {
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(d.raw_fd) };
             assert!(socket2::SockRef::from(&fd).local_addr().is_ok());
             let local = d.local_addr.clone().expect("local address");
-            assert!(d.peer_addr.is_some());
+            let peer = d.peer_addr.clone().expect("peer address");
             assert!(d.accepted_at <= std::time::SystemTime::now());
             let mut buf = [0u8; 64];
             let n = io.read(&mut buf).await.ok()?;
-            if &buf[..n] == b"who" {
-                let reply = format!("{}", local);
+            if &buf[..n] == b"who" || &buf[..n] == b"both" {
+                let reply = if &buf[..n] == b"who" {
+                    format!("{local}")
+                } else {
+                    format!("{local} {peer}")
+                };
                 io.write_all(reply.as_bytes()).await.ok()?;
                 return Some(io);
             }
@@ -559,5 +569,31 @@ mod tests {
         let svc = task.await.unwrap();
         assert_eq!(svc.active_connections(), 0);
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    /// The digest's addresses are the connection's own, whether the
+    /// listener's address is specific (taken from the listener) or a
+    /// wildcard (asked of the socket); the peer's is what accept returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn digest_addresses_on_specific_and_wildcard_listeners() {
+        for bind in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let mut svc = Service::with_listeners("who".into(), Listeners::tcp(bind), Fragile);
+            svc.bind(&ListenFds::new()).unwrap();
+            let Some(crate::protocols::SocketAddr::Inet(addr)) = svc.bound[0].local_addr() else {
+                panic!("no address")
+            };
+            let (tx, task) = crate::services::start_for_test(svc, 1).await;
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", addr.port()))
+                .await
+                .unwrap();
+            c.write_all(b"both").await.unwrap();
+            let expect = format!("{} {}", c.peer_addr().unwrap(), c.local_addr().unwrap());
+            let mut back = vec![0u8; expect.len()];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&back), expect, "listener on {bind}");
+            drop(c);
+            tx.send_replace(true);
+            task.await.unwrap();
+        }
     }
 }
