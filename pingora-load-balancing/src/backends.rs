@@ -2,40 +2,22 @@
 //! thresholds, and passive outlier ejection from reported errors.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Keys of the health map are already hashes (`Backend::hash_key`): use
-/// them as they are instead of hashing them again.
-#[derive(Default)]
-struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for `u64` keys; fold anything else.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type HealthMap = HashMap<u64, Arc<Health>, BuildHasherDefault<KeyIsHash>>;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use pingora_core::utils::BuildPreHashed;
 use pingora_error::Result;
 use tracing::{info, warn};
 
 use crate::discovery::ServiceDiscovery;
 use crate::health_check::HealthCheck;
 use crate::Backend;
+
+/// Keys of the health map are already hashes (`Backend::hash_key`): used
+/// as they are instead of hashed again.
+type HealthMap = HashMap<u64, Arc<Health>, BuildPreHashed>;
 
 /// Passive health: how reported errors eject a backend.
 #[derive(Debug, Clone, Copy)]

@@ -122,11 +122,13 @@ impl<S> Slot<S> {
 /// One key's idle connections.
 type KeyQueue<S> = ArrayQueue<Arc<Slot<S>>>;
 
-/// Keys are hashes already (the caller's): the map uses them as they are.
-#[derive(Default)]
-struct KeyIsHash(u64);
+/// A `Hasher` for maps whose `u64` keys are hashes already (a pool key, a
+/// backend's hash): the key is used as it is, not hashed again. Build maps
+/// with [`BuildPreHashed`]. Only for keys that are well-mixed hashes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PreHashed(u64);
 
-impl Hasher for KeyIsHash {
+impl Hasher for PreHashed {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -141,7 +143,10 @@ impl Hasher for KeyIsHash {
     }
 }
 
-type KeyMap<S> = HashMap<u64, Arc<KeyQueue<S>>, BuildHasherDefault<KeyIsHash>>;
+/// The `BuildHasher` of [`PreHashed`], for `HashMap<u64, V, BuildPreHashed>`.
+pub type BuildPreHashed = BuildHasherDefault<PreHashed>;
+
+type KeyMap<S> = HashMap<u64, Arc<KeyQueue<S>>, BuildPreHashed>;
 
 /// A pool of idle connections of type `S`, keyed by `u64`.
 pub struct ConnectionPool<S> {

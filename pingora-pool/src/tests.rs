@@ -166,3 +166,17 @@ fn many_threads_put_and_get() {
     assert_eq!(s.hits as usize, got);
     assert_eq!(80_000 - got, s.idle + s.evicted as usize);
 }
+
+#[test]
+fn pre_hashed_keys_are_used_as_they_are() {
+    use std::hash::BuildHasher;
+    let b = BuildPreHashed::default();
+    for k in [0u64, 1, 0xdead_beef_0bad_f00d, u64::MAX] {
+        assert_eq!(b.hash_one(k), k);
+    }
+    let mut m: HashMap<u64, u32, BuildPreHashed> = HashMap::default();
+    for k in 0..1000u64 {
+        m.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), k as u32);
+    }
+    assert_eq!(m[&7u64.wrapping_mul(0x9e37_79b9_7f4a_7c15)], 7);
+}

@@ -5,6 +5,8 @@ pub mod certs;
 
 use pingora_error::{ErrorType, OrErr, Result};
 
+pub use pingora_pool::{BuildPreHashed, PreHashed};
+
 /// A `127.0.0.1:PORT` address with a port the OS handed out a moment ago
 /// (and that is free again now): for demo servers and tests that need to
 /// know an address before they listen on it.
