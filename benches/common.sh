@@ -1,9 +1,25 @@
 # Shared by the load-benchmark scripts: `source benches/common.sh EXAMPLE`
 # builds that example in release mode (BIN is its path), makes a temp dir
 # (DIR) that is removed on exit with every process in PIDS killed, and
-# defines free_port, wait_port and nginx_start. Loopback only.
+# defines ensure_packages, free_port, wait_port and nginx_start. Loopback
+# only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# ensure_packages PKG...: install the Debian packages not installed yet
+# (apt-get, with sudo when not root), as .ci/run does.
+ensure_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pingora-target}"
 cargo build --release -q --example "$1"
 BIN="$CARGO_TARGET_DIR/release/examples/$1"

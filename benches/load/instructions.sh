@@ -16,18 +16,8 @@ N="${1:-5000}"
 WARM="${2:-500}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-missing=()
-for p in valgrind nginx nghttp2-client python3; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
+ensure_packages valgrind nginx nghttp2-client python3
 
 BODY="$(head -c 99 /dev/zero | tr '\0' 'x')"
 UP=$(free_port)

@@ -18,25 +18,15 @@ ROUNDS="${2:-3}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-PACKAGES=(nginx nghttp2-client wrk python3 openssl procps)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
 if [ "$(nproc)" -lt 2 ]; then
     echo "needs 2 CPUs: the proxy on one, upstream and load generator on the other" >&2
     exit 1
 fi
 
 # Builds the example (BIN), makes DIR (removed on exit, with every PID in
-# PIDS killed); free_port, wait_port, nginx_start.
+# PIDS killed); ensure_packages, free_port, wait_port, nginx_start.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
+ensure_packages nginx nghttp2-client wrk python3 openssl procps
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
