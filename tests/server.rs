@@ -358,14 +358,18 @@ fn daemon_mode_detaches_and_writes_pid_file() {
     let ours = nix::unistd::getsid(None).unwrap().as_raw();
     assert_ne!(session, ours);
     if root {
-        let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
-        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        // The pid file is written as root, just before the daemon drops its
+        // privileges: wait for the drop rather than race it.
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-        let effective: u32 = uid_line.split_whitespace().nth(2).unwrap().parse().unwrap();
-        assert_eq!(
-            effective,
-            nobody.uid.as_raw(),
-            "daemon did not drop to nobody"
+        let effective_uid = || -> Option<u32> {
+            let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+            let uid_line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            uid_line.split_whitespace().nth(2)?.parse().ok()
+        };
+        poll_until(
+            Duration::from_secs(20),
+            "the daemon to drop to nobody",
+            || effective_uid() == Some(nobody.uid.as_raw()),
         );
     }
 
