@@ -148,23 +148,23 @@ pub fn is_connect_error(e: &ErrorType) -> bool {
 
 /// Headers about one connection, which a proxy must not forward (RFC 9110
 /// §7.6.1), besides those that `Connection` names.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    HeaderName::from_static("connection"),
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("proxy-authenticate"),
-    HeaderName::from_static("proxy-authorization"),
-    HeaderName::from_static("te"),
-    HeaderName::from_static("trailer"),
-    HeaderName::from_static("transfer-encoding"),
-    HeaderName::from_static("upgrade"),
+static HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
-/// Where `name` is in [`HOP_BY_HOP`]: compared as strings, which differ
-/// in length at once for most names (a `HeaderName` comparison costs more).
+/// Where `name` is in [`HOP_BY_HOP`]: plain string comparisons, which
+/// differ in length at once for most names.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     let name = name.as_str();
-    HOP_BY_HOP.iter().position(|h| h.as_str() == name)
+    HOP_BY_HOP.iter().position(|h| *h == name)
 }
 
 /// Remove every hop-by-hop field of `target`: the fixed list and what
@@ -188,11 +188,7 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
             if let Ok(v) = v.to_str() {
                 for t in v.split(',') {
                     let t = t.trim();
-                    if !t.is_empty()
-                        && !HOP_BY_HOP
-                            .iter()
-                            .any(|h| h.as_str().eq_ignore_ascii_case(t))
-                    {
+                    if !t.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t)) {
                         named.push(t.to_string());
                     }
                 }
@@ -201,7 +197,7 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if found & (1 << i) != 0 {
-            target.remove(name);
+            target.remove(*name);
         }
     }
     for name in &named {
