@@ -9,7 +9,7 @@
 //! n-th entry of a name here is always the n-th value of that name there.
 
 use bytes::BufMut;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::case::CaseHeaderName;
 
@@ -20,10 +20,39 @@ struct Entry {
     nth: usize,
 }
 
+/// Names that the HTTP/1 framing and hop-by-hop rules ask about on every
+/// message, mostly to find them absent. [`WireOrder`] keeps one bit per
+/// name for "a line of it is present", so that asking costs no lookup.
+static TRACKED: [HeaderName; 8] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    header::EXPECT,
+    header::TE,
+    header::TRAILER,
+    header::HOST,
+];
+
+/// The bit of a tracked name, 0 for the others.
+fn tracked_bit(name: &HeaderName) -> u16 {
+    TRACKED.iter().position(|t| t == name).map_or(0, |i| 1 << i)
+}
+
+/// The same for a name given as a string, in any case.
+fn tracked_bit_str(name: &str) -> u16 {
+    TRACKED
+        .iter()
+        .position(|t| t.as_str().eq_ignore_ascii_case(name))
+        .map_or(0, |i| 1 << i)
+}
+
 /// One entry per header line, in wire order.
 #[derive(Debug, Clone)]
 pub(crate) struct WireOrder {
     entries: Vec<Entry>,
+    /// Which [`TRACKED`] names have lines, one bit each.
+    present: u16,
     /// Whether the map iterates its values in wire order, so that the lines
     /// can be walked beside `HeaderMap::values` without a lookup each. Kept
     /// by `append` and `remove`, the only ways the map changes: a new name
@@ -43,6 +72,7 @@ impl WireOrder {
     pub(crate) fn with_capacity(n: usize) -> Self {
         WireOrder {
             entries: Vec::with_capacity(n),
+            present: 0,
             aligned: true,
         }
     }
@@ -51,7 +81,9 @@ impl WireOrder {
     /// in lowercase, repeated names kept together.
     pub(crate) fn from_map(map: &HeaderMap) -> Self {
         let mut entries = Vec::with_capacity(map.len());
+        let mut present = 0;
         for name in map.keys() {
+            present |= tracked_bit(name);
             for nth in 0..map.get_all(name).iter().count() {
                 entries.push(Entry {
                     name: CaseHeaderName::from(name.clone()),
@@ -62,6 +94,7 @@ impl WireOrder {
         // Repeated names are together here as in the map's iteration.
         WireOrder {
             entries,
+            present,
             aligned: true,
         }
     }
@@ -77,6 +110,7 @@ impl WireOrder {
                 .is_some_and(|e| e.name.name() == name.name());
             map.get_all(name.name()).iter().count() - 1
         } else {
+            self.present |= tracked_bit(name.name());
             0
         };
         self.entries.push(Entry { name, nth });
@@ -97,14 +131,25 @@ impl WireOrder {
         map: &mut HeaderMap,
         name: K,
     ) -> Option<HeaderValue> {
+        let bit = tracked_bit_str(name.as_str());
+        if bit != 0 && self.present & bit == 0 {
+            return None;
+        }
         let first = map.remove(name)?;
+        self.present &= !bit;
         let name = name.as_str();
-        self.aligned &= self
-            .entries
-            .last()
-            .is_some_and(|e| e.name.name().as_str().eq_ignore_ascii_case(name));
-        self.entries
-            .retain(|e| !e.name.name().as_str().eq_ignore_ascii_case(name));
+        let is_name = |e: &Entry| e.name.name().as_str().eq_ignore_ascii_case(name);
+        match self.entries.last() {
+            // The common case (a `Connection` line at the end): the last
+            // line is the name's first, hence only, line.
+            Some(e) if e.nth == 0 && is_name(e) => {
+                self.entries.pop();
+            }
+            last => {
+                self.aligned &= last.is_some_and(is_name);
+                self.entries.retain(|e| !is_name(e));
+            }
+        }
         self.debug_check(map);
         Some(first)
     }
@@ -124,8 +169,24 @@ impl WireOrder {
         })
     }
 
-    /// In debug builds (the tests), that `aligned` tells the truth.
+    /// Whether `map` has a line named `name`: for the [`TRACKED`] names
+    /// without a lookup.
+    pub(crate) fn contains(&self, map: &HeaderMap, name: &HeaderName) -> bool {
+        match tracked_bit(name) {
+            0 => map.contains_key(name),
+            bit => self.present & bit != 0,
+        }
+    }
+
+    /// In debug builds (the tests), that `aligned` and `present` tell the
+    /// truth.
     fn debug_check(&self, map: &HeaderMap) {
+        debug_assert!(
+            TRACKED
+                .iter()
+                .all(|t| (self.present & tracked_bit(t) != 0) == map.contains_key(t)),
+            "tracked names out of step with the map"
+        );
         debug_assert!(
             !self.aligned
                 || (self.entries.len() == map.len()

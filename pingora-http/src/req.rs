@@ -130,6 +130,13 @@ impl RequestHeader {
         self.order.remove(&mut self.base.headers, name)
     }
 
+    /// Whether the request has a header of this name. The names HTTP
+    /// framing asks about (Content-Length, Transfer-Encoding, Connection,
+    /// Upgrade, Expect, TE, Trailer, Host) are answered without a lookup.
+    pub fn has_header(&self, name: &HeaderName) -> bool {
+        self.order.contains(&self.base.headers, name)
+    }
+
     /// The header lines in wire order, each with its original spelling.
     pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
         self.order.iter(&self.base.headers)

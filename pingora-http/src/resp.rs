@@ -3,7 +3,7 @@
 use std::ops::Deref;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
@@ -113,6 +113,13 @@ impl ResponseHeader {
         &'a N: http::header::AsHeaderName,
     {
         self.order.remove(&mut self.base.headers, name)
+    }
+
+    /// Whether the response has a header of this name. The names HTTP
+    /// framing asks about (Content-Length, Transfer-Encoding, Connection,
+    /// Upgrade, Expect, TE, Trailer, Host) are answered without a lookup.
+    pub fn has_header(&self, name: &HeaderName) -> bool {
+        self.order.contains(&self.base.headers, name)
     }
 
     /// The header lines in wire order, each with its original spelling.

@@ -143,6 +143,9 @@ fn token() -> impl Strategy<Value = String> {
             "content-type",
             "via",
             "x-forwarded-for",
+            "connection",
+            "content-length",
+            "transfer-encoding",
         ]),
         prop::collection::vec(any::<bool>(), 16),
         "[!#$%&'*+.^_`|~0-9a-zA-Z-]{0,3}",
@@ -174,6 +177,43 @@ fn method() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// `has_header` (a bit per framing name, kept by every edit) agrees
+    /// with the map after any sequence of appends, inserts and removals,
+    /// names given in any case. (Debug builds also check after each edit.)
+    #[test]
+    fn has_header_follows_every_edit(
+        ops in prop::collection::vec((0u8..3, token()), 0..30),
+    ) {
+        use http::header::*;
+        let names = [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, UPGRADE, EXPECT, TE, TRAILER, HOST, VIA, ACCEPT];
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (op, name) in ops {
+            match op {
+                0 => {
+                    req.append_header(name.clone(), "1").unwrap();
+                    resp.append_header(name.clone(), "1").unwrap();
+                }
+                1 => {
+                    req.insert_header(name.clone(), "2").unwrap();
+                    resp.insert_header(name.clone(), "2").unwrap();
+                }
+                _ => {
+                    req.remove_header(name.as_str());
+                    resp.remove_header(name.as_str());
+                }
+            }
+            for n in &names {
+                prop_assert_eq!(req.has_header(n), req.headers.contains_key(n), "{}", n);
+                prop_assert_eq!(resp.has_header(n), resp.headers.contains_key(n), "{}", n);
+            }
+        }
+        let parsed = parse_req(&req.to_wire());
+        for n in &names {
+            prop_assert_eq!(parsed.has_header(n), req.has_header(n), "{}", n);
+        }
+    }
+
     #[test]
     fn request_round_trip(
         method in method(),

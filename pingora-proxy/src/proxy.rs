@@ -148,7 +148,14 @@ pub fn is_connect_error(e: &ErrorType) -> bool {
 
 /// Headers about one connection, which a proxy must not forward (RFC 9110
 /// §7.6.1), besides those that `Connection` names.
-static HOP_BY_HOP: [&str; 9] = [
+/// One list, each name as a string (to match) and as a `HeaderName` (to
+/// remove without parsing it again).
+macro_rules! hop_by_hop {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, HeaderName::from_static($name))),*]
+    };
+}
+static HOP_BY_HOP: [(&str, HeaderName); 9] = hop_by_hop![
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -164,7 +171,7 @@ static HOP_BY_HOP: [&str; 9] = [
 /// differ in length at once for most names.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     let name = name.as_str();
-    HOP_BY_HOP.iter().position(|h| *h == name)
+    HOP_BY_HOP.iter().position(|(h, _)| *h == name)
 }
 
 /// Remove every hop-by-hop field of `target`: the fixed list and what
@@ -188,16 +195,16 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
             if let Ok(v) = v.to_str() {
                 for t in v.split(',') {
                     let t = t.trim();
-                    if !t.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t)) {
+                    if !t.is_empty() && !HOP_BY_HOP.iter().any(|(h, _)| h.eq_ignore_ascii_case(t)) {
                         named.push(t.to_string());
                     }
                 }
             }
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, (_, name)) in HOP_BY_HOP.iter().enumerate() {
         if found & (1 << i) != 0 {
-            target.remove(*name);
+            target.remove(name);
         }
     }
     for name in &named {

@@ -71,15 +71,15 @@ impl HttpSession {
     /// Transfer-Encoding (chunked) or Content-Length; with neither, the
     /// request has no body.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
-        let framing = if framing::has_token(&req.headers, TRANSFER_ENCODING, "chunked") {
+        let framing = if framing::has_token(&*req, TRANSFER_ENCODING, "chunked") {
             Framing::Chunked
         } else {
-            match framing::content_length(&req.headers)? {
+            match framing::content_length(&*req)? {
                 Some(n) => Framing::Length(n),
                 None => Framing::None,
             }
         };
-        self.keepalive = framing::wants_keepalive(req.version, &req.headers);
+        self.keepalive = framing::wants_keepalive(req.version, &*req);
         self.conn.pending.reserve(req.h1_len());
         req.write_h1(&mut self.conn.pending);
         let n = self.conn.pending.len();
@@ -210,14 +210,13 @@ impl HttpSession {
             self.conn.start_body(Framing::None);
         } else {
             let (framing, clean) =
-                framing::response_framing(&method, status, header.version, &header.headers)?;
+                framing::response_framing(&method, status, header.version, &header)?;
             if method == http::Method::CONNECT && status.is_success() {
                 self.upgraded = true;
                 self.conn.start_write(Framing::UntilClose);
             }
-            self.keepalive = self.keepalive
-                && clean
-                && framing::wants_keepalive(header.version, &header.headers);
+            self.keepalive =
+                self.keepalive && clean && framing::wants_keepalive(header.version, &header);
             self.conn.start_body(framing);
         }
         self.resp_meta = Some((status, header.version));

@@ -1,9 +1,46 @@
 //! How long is a message body? The header rules of RFC 9112 §6, applied so
 //! that no request can be read two ways.
 
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// A header block as the framing rules read it: its map, and whether a
+/// name is present (which request and response headers answer without a
+/// lookup for the names asked about here, usually to find them absent).
+pub(crate) trait Fields {
+    /// The header map.
+    fn map(&self) -> &HeaderMap;
+    /// Whether a line named `name` is present.
+    fn has(&self, name: &HeaderName) -> bool {
+        self.map().contains_key(name)
+    }
+}
+
+impl Fields for HeaderMap {
+    fn map(&self) -> &HeaderMap {
+        self
+    }
+}
+
+impl Fields for RequestHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn has(&self, name: &HeaderName) -> bool {
+        self.has_header(name)
+    }
+}
+
+impl Fields for ResponseHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn has(&self, name: &HeaderName) -> bool {
+        self.has_header(name)
+    }
+}
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +61,12 @@ fn bad(msg: &'static str) -> Box<Error> {
 
 /// The single value of the Content-Length lines, if any. Repeated lines or
 /// list members must all be the same decimal number (RFC 9110 §8.6).
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+pub(crate) fn content_length(headers: &impl Fields) -> Result<Option<u64>> {
+    if !headers.has(&CONTENT_LENGTH) {
+        return Ok(None);
+    }
     let mut found: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
+    for value in headers.map().get_all(CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let part = trim_ows(part);
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -55,7 +95,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// The comma-separated tokens of every line of a list header, trimmed.
 pub(crate) fn list_tokens<'a>(
     headers: &'a HeaderMap,
-    name: http::header::HeaderName,
+    name: HeaderName,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .get_all(name)
@@ -66,19 +106,20 @@ pub(crate) fn list_tokens<'a>(
 }
 
 /// Whether a list header carries `token` (case-insensitive).
-pub(crate) fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
-    list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+pub(crate) fn has_token(headers: &impl Fields, name: HeaderName, token: &str) -> bool {
+    headers.has(&name)
+        && list_tokens(headers.map(), name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What Transfer-Encoding says: `None` if absent, `Some(true)` if its last
 /// coding is chunked (and chunked appears nowhere else), `Some(false)` if
 /// the last coding is something else. Unknown codings before chunked are
 /// a 501, chunked twice or not last in a request a 400.
-fn transfer_encoding(headers: &HeaderMap, request: bool) -> Result<Option<bool>> {
-    if !headers.contains_key(TRANSFER_ENCODING) {
+fn transfer_encoding(headers: &impl Fields, request: bool) -> Result<Option<bool>> {
+    if !headers.has(&TRANSFER_ENCODING) {
         return Ok(None);
     }
-    let codings: Vec<&[u8]> = list_tokens(headers, TRANSFER_ENCODING).collect();
+    let codings: Vec<&[u8]> = list_tokens(headers.map(), TRANSFER_ENCODING).collect();
     let Some((last, before)) = codings.split_last() else {
         return Err(bad("empty Transfer-Encoding"));
     };
@@ -109,12 +150,12 @@ fn transfer_encoding(headers: &HeaderMap, request: bool) -> Result<Option<bool>>
 }
 
 /// The framing of a request body (RFC 9112 §6.3).
-pub(crate) fn request_framing(version: Version, headers: &HeaderMap) -> Result<Framing> {
+pub(crate) fn request_framing(version: Version, headers: &impl Fields) -> Result<Framing> {
     match transfer_encoding(headers, true)? {
         Some(_) if version == Version::HTTP_10 => {
             Err(bad("Transfer-Encoding in an HTTP/1.0 request"))
         }
-        Some(_) if headers.contains_key(CONTENT_LENGTH) => {
+        Some(_) if headers.has(&CONTENT_LENGTH) => {
             Err(bad("both Content-Length and Transfer-Encoding"))
         }
         Some(true) => Ok(Framing::Chunked),
@@ -132,7 +173,7 @@ pub(crate) fn response_framing(
     req_method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    headers: &impl Fields,
 ) -> Result<(Framing, bool)> {
     if req_method == Method::HEAD
         || status.is_informational()
@@ -147,7 +188,7 @@ pub(crate) fn response_framing(
     match transfer_encoding(headers, false)? {
         // Both present, or TE in HTTP/1.0: read by TE, then close.
         Some(true) => {
-            let clean = version != Version::HTTP_10 && !headers.contains_key(CONTENT_LENGTH);
+            let clean = version != Version::HTTP_10 && !headers.has(&CONTENT_LENGTH);
             Ok((Framing::Chunked, clean))
         }
         Some(false) => Ok((Framing::UntilClose, false)),
@@ -160,7 +201,7 @@ pub(crate) fn response_framing(
 }
 
 /// Whether the peer allows the connection to stay open after this message.
-pub(crate) fn wants_keepalive(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn wants_keepalive(version: Version, headers: &impl Fields) -> bool {
     if has_token(headers, CONNECTION, "close") {
         return false;
     }

@@ -225,14 +225,14 @@ impl HttpSession {
     }
 
     fn start_exchange(&mut self, req: RequestHeader) -> Result<()> {
-        let framing = framing::request_framing(req.version, &req.headers)?;
+        let framing = framing::request_framing(req.version, &req)?;
         if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts.max_body_bytes) {
             if n > max {
                 return Error::e_explain(BodyTooLarge, "Content-Length above the limit");
             }
         }
         self.conn.start_body(framing);
-        self.keepalive = framing::wants_keepalive(req.version, &req.headers);
+        self.keepalive = framing::wants_keepalive(req.version, &req);
         self.continue_pending = req.version == Version::HTTP_11
             && framing != Framing::None
             && req
@@ -261,9 +261,9 @@ impl HttpSession {
     /// Whether the request asks to switch protocols (Upgrade, e.g.
     /// WebSocket).
     pub fn is_upgrade_req(&self) -> bool {
-        self.req.as_deref().is_some_and(|r| {
-            r.headers.contains_key(UPGRADE) && framing::has_token(&r.headers, CONNECTION, "upgrade")
-        })
+        self.req
+            .as_deref()
+            .is_some_and(|r| r.has_header(&UPGRADE) && framing::has_token(r, CONNECTION, "upgrade"))
     }
 
     /// Whether the connection is now a raw tunnel (after 101, or a 2xx to
@@ -370,11 +370,11 @@ impl HttpSession {
             Framing::None
         } else if method == Method::HEAD {
             Framing::None
-        } else if resp.headers.contains_key(TRANSFER_ENCODING) && req_version == Version::HTTP_11 {
+        } else if resp.has_header(&TRANSFER_ENCODING) && req_version == Version::HTTP_11 {
             resp.remove_header(&CONTENT_LENGTH);
             resp.insert_header("Transfer-Encoding", "chunked")?;
             Framing::Chunked
-        } else if let Some(n) = framing::content_length(&resp.headers)? {
+        } else if let Some(n) = framing::content_length(&*resp)? {
             resp.remove_header(&TRANSFER_ENCODING);
             Framing::Length(n)
         } else if req_version == Version::HTTP_11 {
