@@ -9,7 +9,7 @@
 //! n-th entry of a name here is always the n-th value of that name there.
 
 use bytes::BufMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::case::CaseHeaderName;
 
@@ -23,27 +23,33 @@ struct Entry {
 /// Names that the HTTP/1 framing and hop-by-hop rules ask about on every
 /// message, mostly to find them absent. [`WireOrder`] keeps one bit per
 /// name for "a line of it is present", so that asking costs no lookup.
-static TRACKED: [HeaderName; 8] = [
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    header::UPGRADE,
-    header::EXPECT,
-    header::TE,
-    header::TRAILER,
-    header::HOST,
+static TRACKED: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "expect",
+    "te",
+    "trailer",
+    "host",
 ];
 
-/// The bit of a tracked name, 0 for the others.
+/// The bit of a tracked name, 0 for the others. (String comparisons: they
+/// differ in length at once for most names; `HeaderName`'s own equality
+/// costs more.)
 fn tracked_bit(name: &HeaderName) -> u16 {
-    TRACKED.iter().position(|t| t == name).map_or(0, |i| 1 << i)
+    let name = name.as_str();
+    TRACKED
+        .iter()
+        .position(|t| *t == name)
+        .map_or(0, |i| 1 << i)
 }
 
 /// The same for a name given as a string, in any case.
 fn tracked_bit_str(name: &str) -> u16 {
     TRACKED
         .iter()
-        .position(|t| t.as_str().eq_ignore_ascii_case(name))
+        .position(|t| t.eq_ignore_ascii_case(name))
         .map_or(0, |i| 1 << i)
 }
 
@@ -184,7 +190,7 @@ impl WireOrder {
         debug_assert!(
             TRACKED
                 .iter()
-                .all(|t| (self.present & tracked_bit(t) != 0) == map.contains_key(t)),
+                .all(|t| (self.present & tracked_bit_str(t) != 0) == map.contains_key(*t)),
             "tracked names out of step with the map"
         );
         debug_assert!(
