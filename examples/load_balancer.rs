@@ -33,13 +33,6 @@ use pingora::error::{Error, ErrorType, Result};
 use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, Backend, LoadBalancer};
 use pingora::proxy::{access_log::AccessLog, HttpProxy, ProxyHttp, Session};
 
-// The allocator is the binary's choice. mimalloc's per-thread free lists
-// cost about a quarter of glibc malloc's instructions per allocation; with
-// it the proxy runs ~10% fewer instructions per request
-// (docs/BENCHMARKS.md). Any global allocator works; the default is glibc's.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]

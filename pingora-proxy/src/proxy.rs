@@ -621,8 +621,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     ) -> Result<()> {
         #[cfg(feature = "otel")]
         session.trace(|t| t.end("upstream response", false, None));
-        if !req_ended && session.is_body_done() {
-            // The client's body ended as the response did.
+        if !req_ended && (session.is_body_done() || up.request_length_sent()) {
+            // The client's body ended as the response did; or every byte
+            // its length promised has gone upstream and only its end (an
+            // HTTP/2 END_STREAM, which may come after the response) is
+            // missing: the upstream request is complete either way, and
+            // its connection can be reused.
             req_ended = self
                 .forward_request_piece(session, &mut up, None, ctx, false)
                 .await?;

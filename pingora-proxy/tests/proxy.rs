@@ -176,6 +176,49 @@ async fn four_protocol_combinations() {
     }
 }
 
+/// An HTTP/2 client may end its request stream after the response came
+/// (a late empty DATA frame with END_STREAM). Once every byte its
+/// Content-Length promised has gone upstream, the upstream request is
+/// complete, and its connection goes back to the pool for the next request
+/// instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_h2_end_stream_keeps_the_upstream_connection() {
+    let (up, accepted) = upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/count"))
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(bytes::Bytes::from_static(b"hello"), false)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(d) = body.data().await {
+        let d = d.unwrap();
+        let _ = body.flow_control().release_capacity(d.len());
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(got, b"5");
+    // The request stream is still open; the next request, from another
+    // client, gets the same upstream connection.
+    let r = curl(&["--http1.1", &format!("http://127.0.0.1:{port}/count")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "0");
+    assert_eq!(accepted.load(Ordering::Relaxed), 1, "upstream connections");
+    // The proxy has closed the stream with its response (RST_STREAM
+    // NO_ERROR, RFC 9113 §8.1), so the late end may be refused.
+    let _ = send.send_data(bytes::Bytes::new(), true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_204_304_and_100_continue() {
     let (up, _) = upstream().await;

@@ -140,6 +140,16 @@ impl ClientSession {
         }
     }
 
+    /// Whether an HTTP/1 request body framed by Content-Length has gone out
+    /// whole, so that only its (empty) end is missing. Always `false` over
+    /// HTTP/2, where the end of a stream is a frame of its own.
+    pub fn request_length_sent(&self) -> bool {
+        match self {
+            ClientSession::H1(s) => s.request_length_sent(),
+            ClientSession::H2(_) => false,
+        }
+    }
+
     /// Read the response header while sending the queued body. `false`:
     /// the queue went out first and no header is in yet (call again).
     pub async fn read_response_while_sending(&mut self) -> Result<bool> {

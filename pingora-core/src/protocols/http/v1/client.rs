@@ -117,6 +117,12 @@ impl HttpSession {
         self.conn.has_queued()
     }
 
+    /// Whether a request body framed by Content-Length has gone out whole:
+    /// ending it ([`finish_body`](Self::finish_body)) then writes nothing.
+    pub fn request_length_sent(&self) -> bool {
+        self.conn.writer == BodyWriter::Length(0) && !self.conn.has_queued()
+    }
+
     /// Read the response header while sending the queued body. `false`:
     /// the queue went out first and no header is in yet (call again).
     pub async fn read_response_while_sending(&mut self) -> Result<bool> {
