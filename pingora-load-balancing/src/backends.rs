@@ -19,11 +19,24 @@ use crate::Backend;
 /// as they are instead of hashed again.
 type HealthMap = HashMap<u64, Arc<Health>, BuildPreHashed>;
 
-/// Passive health: how reported errors eject a backend.
+/// Passive health: how reported errors eject a backend. Two triggers,
+/// either of which ejects: errors in a row, and (when `error_percent` is
+/// set) the share of failed requests within a window, which catches a
+/// backend that fails often but not several times in a row.
 #[derive(Debug, Clone, Copy)]
 pub struct OutlierEjection {
     /// Errors in a row that eject a backend (default 5).
     pub consecutive_errors: usize,
+    /// Eject a backend once this percentage of its requests in the current
+    /// window failed (checked on each error); `None` (the default) turns
+    /// this trigger off.
+    pub error_percent: Option<u32>,
+    /// The window `error_percent` is counted over (default 10 s); a window
+    /// starts with the first report after the last one ended.
+    pub error_window: Duration,
+    /// Requests a window must hold before its share of errors counts
+    /// (default 20), so that two failures out of three do not eject.
+    pub error_min_requests: u32,
     /// How long the first ejection lasts (default 30 s); each later
     /// ejection of the same backend lasts twice as long as the one before,
     /// up to 32 times this.
@@ -37,6 +50,9 @@ impl Default for OutlierEjection {
     fn default() -> Self {
         OutlierEjection {
             consecutive_errors: 5,
+            error_percent: None,
+            error_window: Duration::from_secs(10),
+            error_min_requests: 20,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 50,
         }
@@ -50,6 +66,9 @@ struct Health {
     /// The current streak: (last result, how many in a row).
     streak: Mutex<(bool, usize)>,
     errors: AtomicUsize,
+    /// The error-share window: (start in ns since the epoch, requests,
+    /// errors). Counted only when `error_percent` is set.
+    window: Mutex<(u64, u32, u32)>,
     ejections: AtomicU32,
     /// ns since the epoch until which it is ejected; 0 when not.
     ejected_until: AtomicU64,
@@ -218,19 +237,35 @@ impl Backends {
     }
 
     /// Report how a request to `b` went (passive health). Enough errors in
-    /// a row eject it for a while, unless too many are ejected already.
+    /// a row, or (if set) a high enough share of errors in the window,
+    /// eject it for a while, unless too many are ejected already.
     pub fn report(&self, b: &Backend, ok: bool) {
         let health = self.health.load();
         let Some(h) = health.get(&b.hash_key()) else {
             return;
         };
+        let now = self.now_ns();
+        // This window's requests and errors, this report included.
+        let window = self.outlier.error_percent.map(|pct| {
+            let mut w = h.window.lock().unwrap_or_else(|p| p.into_inner());
+            if now.saturating_sub(w.0) >= self.outlier.error_window.as_nanos() as u64 {
+                *w = (now, 0, 0);
+            }
+            w.1 += 1;
+            w.2 += u32::from(!ok);
+            (pct, w.1, w.2)
+        });
         if ok {
             h.errors.store(0, Ordering::Relaxed);
             return;
         }
         let errors = h.errors.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.now_ns();
-        if errors < self.outlier.consecutive_errors || h.ejected_until.load(Ordering::Relaxed) > now
+        let share = window.filter(|&(pct, total, failed)| {
+            total >= self.outlier.error_min_requests
+                && u64::from(failed) * 100 >= u64::from(pct) * u64::from(total)
+        });
+        if (errors < self.outlier.consecutive_errors && share.is_none())
+            || h.ejected_until.load(Ordering::Relaxed) > now
         {
             return;
         }
@@ -247,11 +282,14 @@ impl Backends {
         h.ejected_until
             .store(now + time.as_nanos() as u64, Ordering::Relaxed);
         h.errors.store(0, Ordering::Relaxed);
-        self.changed(
-            b,
-            false,
-            &format!("ejected for {time:?} after {errors} errors in a row"),
-        );
+        *h.window.lock().unwrap_or_else(|p| p.into_inner()) = (now, 0, 0);
+        let why = match share {
+            Some((_, total, failed)) if errors < self.outlier.consecutive_errors => {
+                format!("ejected for {time:?} after {failed} errors in {total} requests")
+            }
+            _ => format!("ejected for {time:?} after {errors} errors in a row"),
+        };
+        self.changed(b, false, &why);
     }
 
     /// Whether `b` is ejected now.

@@ -167,6 +167,7 @@ async fn outlier_ejection_grows_and_is_capped() {
         consecutive_errors: 3,
         base_ejection_time: Duration::from_millis(100),
         max_ejection_percent: 50,
+        ..Default::default()
     });
     let set = lb.backends().get();
     let report = |i: usize, n: usize| {
@@ -214,6 +215,69 @@ async fn outlier_ejection_grows_and_is_capped() {
         second > first + Duration::from_millis(50),
         "{first:?} then {second:?}"
     );
+}
+
+#[test]
+fn outlier_ejection_by_error_share() {
+    let addrs: Vec<String> = (1..=4).map(|i| format!("127.0.0.{i}:80")).collect();
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(&addrs).unwrap();
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        consecutive_errors: 3,
+        error_percent: Some(50),
+        error_window: Duration::from_secs(600),
+        error_min_requests: 10,
+        base_ejection_time: Duration::from_secs(600),
+        max_ejection_percent: 50,
+    });
+    let set = lb.backends().get();
+    let report = |i: usize, ok: bool| lb.on_done(&set[i], Duration::from_millis(1), ok);
+    // Every other request fails: never three in a row, but half of them.
+    for _ in 0..4 {
+        report(0, true);
+        report(0, false);
+    }
+    assert!(
+        !lb.backends().is_ejected(&set[0]),
+        "8 requests are below the minimum of 10"
+    );
+    report(0, true);
+    report(0, false);
+    assert!(lb.backends().is_ejected(&set[0]), "5 errors in 10 requests");
+    // One error in ten is below the share.
+    for i in 0..10 {
+        report(1, i != 9);
+    }
+    assert!(!lb.backends().is_ejected(&set[1]));
+    // Errors in a row still eject on their own.
+    for _ in 0..3 {
+        report(1, false);
+    }
+    assert!(lb.backends().is_ejected(&set[1]));
+    // The cap holds for this trigger too.
+    for _ in 0..5 {
+        report(2, true);
+        report(2, false);
+    }
+    assert!(
+        !lb.backends().is_ejected(&set[2]),
+        "no more than 50% ejected"
+    );
+
+    // A window too short to hold the minimum never ejects by share: the
+    // counts start over with each window.
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(&addrs).unwrap();
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        error_percent: Some(50),
+        error_window: Duration::ZERO,
+        error_min_requests: 2,
+        ..Default::default()
+    });
+    let set = lb.backends().get();
+    for _ in 0..20 {
+        lb.on_done(&set[0], Duration::from_millis(1), true);
+        lb.on_done(&set[0], Duration::from_millis(1), false);
+    }
+    assert!(!lb.backends().is_ejected(&set[0]));
 }
 
 #[tokio::test]
