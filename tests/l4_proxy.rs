@@ -338,6 +338,21 @@ fn raw(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like [`raw`], but the bytes go out one per write (Nagle off), so the
+/// proxy meets the header in pieces.
+fn raw_in_pieces(port: u16, bytes: &[u8]) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    for b in bytes {
+        c.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// PROXY v1 and v2 parsed on accept (from curl and from raw sockets), the
 /// original client passed on to the upstream as v2 (and v1 by a second
 /// proxy), and malformed or missing headers refused before any upstream
@@ -407,6 +422,15 @@ fn tcp_proxy_reads_and_sends_the_proxy_protocol() {
         raw(p2, &v2),
         "V2 src=[2001:db8::5]:5555 dst=[2001:db8::1]:443\nhi"
     );
+    // The same headers, a byte per write.
+    assert_eq!(
+        raw_in_pieces(p2, &v2),
+        "V2 src=[2001:db8::5]:5555 dst=[2001:db8::1]:443\nhi"
+    );
+    assert_eq!(
+        raw_in_pieces(p1, v1),
+        "V1 src=192.0.2.7:4242 dst=198.51.100.9:443\nhello"
+    );
     // v2 LOCAL: the sender speaks for itself; the socket's peer is passed on.
     let local = ProxyHeader {
         version: ProxyVersion::V2,
@@ -417,7 +441,7 @@ fn tcp_proxy_reads_and_sends_the_proxy_protocol() {
     let got = raw(p2, &[local.to_bytes(), b"x".to_vec()].concat());
     assert!(got.starts_with("V2 src=127.0.0.1:"), "{got}");
     assert!(got.ends_with(&format!("dst=127.0.0.1:{p2}\nx")), "{got}");
-    assert_eq!(seen.load(Ordering::SeqCst), 5);
+    assert_eq!(seen.load(Ordering::SeqCst), 7);
 
     // Malformed or missing: closed, never proxied.
     let mut bad_version = v2.clone();
@@ -432,7 +456,7 @@ fn tcp_proxy_reads_and_sends_the_proxy_protocol() {
     ] {
         assert_eq!(raw(p2, &bad), "", "{:?}", String::from_utf8_lossy(&bad));
     }
-    assert_eq!(seen.load(Ordering::SeqCst), 5);
+    assert_eq!(seen.load(Ordering::SeqCst), 7);
     poll_until(LIMIT, "the reasons in the log", || {
         let t = log_text(&log);
         t.contains("bad port \"99999\"")
