@@ -656,6 +656,28 @@ fn udp_proxy_1000_clients_get_only_their_own_replies() {
 
 /// `--max-sessions 2`: a third client is not served while two sessions
 /// live, and is once they idle out.
+/// SIGTERM: a UDP service answers until it stops, then exits 0 and logs a
+/// graceful shutdown, as a TCP one does.
+#[test]
+fn udp_proxy_sigterm_exits_gracefully() {
+    let dir = temp_dir("udp-sigterm");
+    let echo = UdpEcho::start();
+    let (mut p, port, log, _probe) = udp_proxy(&dir, &echo, &[]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 16];
+    c.send(b"before").unwrap();
+    assert_eq!(c.recv(&mut buf).unwrap(), 6);
+    assert_eq!(&buf[..6], b"before");
+    p.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(p.wait_exit(LIMIT), Some(0));
+    poll_until(LIMIT, "the shutdown in the log", || {
+        log_text(&log).contains("graceful shutdown complete")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn udp_proxy_session_cap() {
     let dir = temp_dir("udp-proxy-cap");
