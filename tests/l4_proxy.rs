@@ -654,8 +654,6 @@ fn udp_proxy_1000_clients_get_only_their_own_replies() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--max-sessions 2`: a third client is not served while two sessions
-/// live, and is once they idle out.
 /// SIGTERM: a UDP service answers until it stops, then exits 0 and logs a
 /// graceful shutdown, as a TCP one does.
 #[test]
@@ -678,6 +676,8 @@ fn udp_proxy_sigterm_exits_gracefully() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--max-sessions 2`: a third client is not served while two sessions
+/// live, and is once they idle out.
 #[test]
 fn udp_proxy_session_cap() {
     let dir = temp_dir("udp-proxy-cap");
