@@ -21,13 +21,28 @@ fn https_server_serves_the_certificate_for_each_name() {
     wait_listening(port);
     let ca = certs.join("ca.crt");
     for name in ["a.test", "b.test"] {
-        let out = Command::new("curl")
-            .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
-            .arg(&ca)
-            .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
-            .arg(format!("https://{name}:{port}/"))
-            .output()
-            .expect("run curl");
+        let run = || {
+            Command::new("curl")
+                .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
+                .arg(&ca)
+                .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+                .arg(format!("https://{name}:{port}/"))
+                .output()
+                .expect("run curl")
+        };
+        // A CI run once had curl refused right after the port answered
+        // (cause not found; the server logged nothing): a refused connect
+        // (curl exit 7) is tried again for a while, and said so.
+        let mut out = run();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while out.status.code() == Some(7) && std::time::Instant::now() < deadline {
+            eprintln!(
+                "curl refused, again: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+            out = run();
+        }
         let body = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
