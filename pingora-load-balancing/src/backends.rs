@@ -244,6 +244,12 @@ impl Backends {
         let Some(h) = health.get(&b.hash_key()) else {
             return;
         };
+        // The clock is read only when something needs it: a success with
+        // no error share to count costs nothing more.
+        if ok && self.outlier.error_percent.is_none() {
+            h.errors.store(0, Ordering::Relaxed);
+            return;
+        }
         let now = self.now_ns();
         // This window's requests and errors, this report included.
         let window = self.outlier.error_percent.map(|pct| {
