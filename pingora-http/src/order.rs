@@ -53,12 +53,20 @@ fn tracked_bit_str(name: &str) -> u16 {
         .map_or(0, |i| 1 << i)
 }
 
+/// Bytes of one `Name: value\r\n` line.
+fn line_len(name: &[u8], value: &HeaderValue) -> usize {
+    name.len() + value.len() + 4
+}
+
 /// One entry per header line, in wire order.
 #[derive(Debug, Clone)]
 pub(crate) struct WireOrder {
     entries: Vec<Entry>,
     /// Which [`TRACKED`] names have lines, one bit each.
     present: u16,
+    /// Bytes the lines take on the wire (`Name: value\r\n` each), kept by
+    /// every edit so that sizing a buffer does not walk the lines again.
+    wire_bytes: usize,
     /// Whether the map iterates its values in wire order, so that the lines
     /// can be walked beside `HeaderMap::values` without a lookup each. Kept
     /// by `append` and `remove`, the only ways the map changes: a new name
@@ -79,6 +87,7 @@ impl WireOrder {
         WireOrder {
             entries: Vec::with_capacity(n),
             present: 0,
+            wire_bytes: 0,
             aligned: true,
         }
     }
@@ -88,6 +97,10 @@ impl WireOrder {
     pub(crate) fn from_map(map: &HeaderMap) -> Self {
         let mut entries = Vec::with_capacity(map.len());
         let mut present = 0;
+        let wire_bytes = map
+            .iter()
+            .map(|(n, v)| line_len(n.as_str().as_bytes(), v))
+            .sum();
         for name in map.keys() {
             present |= tracked_bit(name);
             for nth in 0..map.get_all(name).iter().count() {
@@ -101,6 +114,7 @@ impl WireOrder {
         WireOrder {
             entries,
             present,
+            wire_bytes,
             aligned: true,
         }
     }
@@ -109,6 +123,7 @@ impl WireOrder {
     pub(crate) fn append(&mut self, map: &mut HeaderMap, name: CaseHeaderName, value: HeaderValue) {
         // `append` says whether the name was there already: only then is
         // there a count to take (one lookup for the common, new name).
+        self.wire_bytes += line_len(name.as_bytes(), &value);
         let nth = if map.append(name.name().clone(), value) {
             self.aligned &= self
                 .entries
@@ -141,21 +156,38 @@ impl WireOrder {
         if bit != 0 && self.present & bit == 0 {
             return None;
         }
+        let name_str = name.as_str();
+        let is_name = |e: &Entry| e.name.name().as_str().eq_ignore_ascii_case(name_str);
+        // The common case (a `Connection` line at the end): the last line
+        // is the name's first, hence only, line.
+        let only_last = self
+            .entries
+            .last()
+            .is_some_and(|e| e.nth == 0 && is_name(e));
+        // The values after the first, which `remove` does not return.
+        let more: usize = if only_last {
+            0
+        } else {
+            map.get_all(name).iter().skip(1).map(|v| v.len()).sum()
+        };
         let first = map.remove(name)?;
         self.present &= !bit;
-        let name = name.as_str();
-        let is_name = |e: &Entry| e.name.name().as_str().eq_ignore_ascii_case(name);
-        match self.entries.last() {
-            // The common case (a `Connection` line at the end): the last
-            // line is the name's first, hence only, line.
-            Some(e) if e.nth == 0 && is_name(e) => {
-                self.entries.pop();
+        let mut gone = first.len() + more;
+        if only_last {
+            if let Some(e) = self.entries.pop() {
+                gone += e.name.as_bytes().len() + 4;
             }
-            last => {
-                self.aligned &= last.is_some_and(is_name);
-                self.entries.retain(|e| !is_name(e));
-            }
+        } else {
+            self.aligned &= self.entries.last().is_some_and(is_name);
+            self.entries.retain(|e| {
+                let keep = !is_name(e);
+                if !keep {
+                    gone += e.name.as_bytes().len() + 4;
+                }
+                keep
+            });
         }
+        self.wire_bytes -= gone;
         self.debug_check(map);
         Some(first)
     }
@@ -203,6 +235,11 @@ impl WireOrder {
                         .all(|(e, (k, _))| e.name.name() == k)),
             "wire order marked aligned but not"
         );
+        debug_assert_eq!(
+            self.wire_bytes,
+            self.iter(map).map(|(n, v)| line_len(n, v)).sum::<usize>(),
+            "wire length out of step with the lines"
+        );
     }
 
     /// Write the lines as HTTP/1 `Name: value\r\n`.
@@ -226,17 +263,8 @@ impl WireOrder {
     }
 
     /// Bytes the lines take on the wire, for sizing buffers.
-    pub(crate) fn wire_len(&self, map: &HeaderMap) -> usize {
-        let line = |n: &[u8], v: &HeaderValue| n.len() + v.len() + 4;
-        if self.aligned {
-            self.entries
-                .iter()
-                .zip(map.values())
-                .map(|(e, v)| line(e.name.as_bytes(), v))
-                .sum()
-        } else {
-            self.iter(map).map(|(n, v)| line(n, v)).sum()
-        }
+    pub(crate) fn wire_len(&self) -> usize {
+        self.wire_bytes
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -188,7 +188,7 @@ impl RequestHeader {
         let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(1, |p| p.as_str().len());
-        self.base.method.as_str().len() + uri_len + 14 + self.order.wire_len(&self.base.headers)
+        self.base.method.as_str().len() + uri_len + 14 + self.order.wire_len()
     }
 
     /// [`RequestHeader::write_h1`] into a new buffer of the right size.

@@ -194,7 +194,7 @@ impl ResponseHeader {
     /// buffer once.
     pub fn h1_len(&self) -> usize {
         let reason = self.get_reason_phrase().map_or(0, str::len);
-        17 + reason + 2 + self.order.wire_len(&self.base.headers)
+        17 + reason + 2 + self.order.wire_len()
     }
 
     /// [`ResponseHeader::write_h1`] into a new buffer of the right size.
