@@ -23,7 +23,7 @@ struct Entry {
 /// Names that the HTTP/1 framing and hop-by-hop rules ask about on every
 /// message, mostly to find them absent. [`WireOrder`] keeps one bit per
 /// name for "a line of it is present", so that asking costs no lookup.
-static TRACKED: [&str; 8] = [
+static TRACKED: [&str; 12] = [
     "content-length",
     "transfer-encoding",
     "connection",
@@ -32,11 +32,21 @@ static TRACKED: [&str; 8] = [
     "te",
     "trailer",
     "host",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
 ];
 
-/// The bit of a tracked name, 0 for the others. (String comparisons: they
-/// differ in length at once for most names; `HeaderName`'s own equality
-/// costs more.)
+/// The [`TRACKED`] bits of the hop-by-hop names (all but Content-Length,
+/// Expect and Host).
+const HOP_BY_HOP_BITS: u16 = 0b1111_0110_1110;
+
+/// The bit of a tracked name, 0 for the others. The names' lengths differ
+/// but for `upgrade`/`trailer` and `connection`/`keep-alive`, so the length
+/// (and a first letter) picks the one candidate and a single comparison
+/// decides (a `HeaderName` comparison, or a walk
+/// over the list, costs several times more on every header line).
 fn tracked_bit(name: &HeaderName) -> u16 {
     let name = name.as_str();
     TRACKED
@@ -216,6 +226,13 @@ impl WireOrder {
         }
     }
 
+    /// Whether any of the hop-by-hop names of RFC 9110 §7.6.1 (Connection,
+    /// Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization,
+    /// TE, Trailer, Transfer-Encoding, Upgrade) has a line: one bit test.
+    pub(crate) fn has_hop_by_hop(&self) -> bool {
+        self.present & HOP_BY_HOP_BITS != 0
+    }
+
     /// In debug builds (the tests), that `aligned` and `present` tell the
     /// truth.
     fn debug_check(&self, map: &HeaderMap) {
@@ -269,5 +286,59 @@ impl WireOrder {
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_bits() {
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        let bits = hop.iter().fold(0, |b, n| b | tracked_bit_str(n));
+        assert_eq!(bits, HOP_BY_HOP_BITS);
+        assert_eq!(bits.count_ones(), 9);
+    }
+
+    #[test]
+    fn tracked_bits_by_length_then_one_comparison() {
+        for (i, t) in TRACKED.iter().enumerate() {
+            assert_eq!(tracked_bit(&HeaderName::from_static(t)), 1 << i, "{t}");
+            assert_eq!(tracked_bit_str(t), 1 << i, "{t}");
+            assert_eq!(tracked_bit_str(&t.to_uppercase()), 1 << i, "{t}");
+        }
+        // Same lengths (and first letters) as tracked names, not tracked.
+        for other in [
+            "content-type12",
+            "x-forwarded-proto",
+            "keep-alives",
+            "u-agent",
+            "x-forwarded-host",
+            "x-forwarded-server",
+            "x-forwarded-protocol",
+            "referer",
+            "cookie",
+            "ab",
+            "date",
+            "via",
+            "",
+            "proxy-connections",
+        ] {
+            assert_eq!(tracked_bit_str(other), 0, "{other}");
+            if let Ok(n) = HeaderName::from_bytes(other.as_bytes()) {
+                assert_eq!(tracked_bit(&n), 0, "{other}");
+            }
+        }
     }
 }

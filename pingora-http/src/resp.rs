@@ -115,9 +115,19 @@ impl ResponseHeader {
         self.order.remove(&mut self.base.headers, name)
     }
 
+    /// Whether the response has any hop-by-hop header (RFC 9110 §7.6.1:
+    /// Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+    /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
+    /// a proxy must not forward; answered without a lookup.
+    pub fn has_hop_by_hop(&self) -> bool {
+        self.order.has_hop_by_hop()
+    }
+
     /// Whether the response has a header of this name. The names HTTP
-    /// framing asks about (Content-Length, Transfer-Encoding, Connection,
-    /// Upgrade, Expect, TE, Trailer, Host) are answered without a lookup.
+    /// framing and proxies ask about (Content-Length, Transfer-Encoding,
+    /// Connection, Upgrade, Expect, TE, Trailer, Host, and the hop-by-hop
+    /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+    /// Proxy-Authorization) are answered without a lookup.
     pub fn has_header(&self, name: &HeaderName) -> bool {
         self.order.contains(&self.base.headers, name)
     }

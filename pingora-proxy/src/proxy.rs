@@ -167,21 +167,17 @@ static HOP_BY_HOP: [(&str, HeaderName); 9] = hop_by_hop![
     "upgrade",
 ];
 
-/// Where `name` is in [`HOP_BY_HOP`]: plain string comparisons, which
-/// differ in length at once for most names.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    let name = name.as_str();
-    HOP_BY_HOP.iter().position(|(h, _)| *h == name)
-}
-
 /// Remove every hop-by-hop field of `target`: the fixed list and what
-/// `Connection` names. One pass over the names present; nothing is
-/// allocated unless `Connection` names other fields.
+/// `Connection` names. The header blocks keep a bit for each name of the
+/// list, so finding them absent (the usual case) takes no lookup; nothing
+/// is allocated unless `Connection` names other fields.
 fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
-    let map = target.map();
+    if !target.has_any() {
+        return;
+    }
     let mut found: u16 = 0;
-    for name in map.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
+    for (i, (_, name)) in HOP_BY_HOP.iter().enumerate() {
+        if target.has(name) {
             found |= 1 << i;
         }
     }
@@ -191,7 +187,7 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
     // The other names `Connection` lists, taken before it goes.
     let mut named: Vec<String> = Vec::new();
     if found & 1 != 0 {
-        for v in map.get_all(CONNECTION) {
+        for v in target.map().get_all(CONNECTION) {
             if let Ok(v) = v.to_str() {
                 for t in v.split(',') {
                     let t = t.trim();
@@ -215,6 +211,8 @@ fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
 /// A request or response header, to [`strip_hop_by_hop`].
 trait HeaderLines {
     fn map(&self) -> &http::HeaderMap;
+    fn has(&self, name: &HeaderName) -> bool;
+    fn has_any(&self) -> bool;
     fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
     where
         &'a N: http::header::AsHeaderName;
@@ -225,6 +223,12 @@ macro_rules! header_lines {
         impl HeaderLines for $t {
             fn map(&self) -> &http::HeaderMap {
                 &self.headers
+            }
+            fn has(&self, name: &HeaderName) -> bool {
+                self.has_header(name)
+            }
+            fn has_any(&self) -> bool {
+                self.has_hop_by_hop()
             }
             fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
             where

@@ -30,6 +30,8 @@ const HEADER_READ_SIZE: usize = 4096;
 const BODY_READ_SIZE: usize = 16 * 1024;
 /// Slices of a vectored write kept on the stack.
 const INLINE_SLICES: usize = 8;
+/// A written header buffer up to this size is kept for the next one.
+const KEEP_PENDING: usize = 4096;
 
 /// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
 pub(crate) async fn timed<T, F>(
@@ -116,7 +118,7 @@ impl Conn {
         }
     }
 
-    /// Wait until the peer sends something, holding no buffer meanwhile.
+    /// Wait until the peer sends something (at once if bytes are buffered).
     pub(crate) async fn wait_readable(&mut self, limit: Option<Duration>) -> Result<()> {
         if !self.buf.is_empty() {
             return Ok(());
@@ -318,7 +320,8 @@ impl Conn {
         false
     }
 
-    /// Give back the read buffer if nothing is left in it.
+    /// Give back the read buffer if nothing is left in it, and the write
+    /// buffers: for a connection about to wait idle.
     pub(crate) fn release_buffer(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
@@ -328,6 +331,7 @@ impl Conn {
     }
 
     /// Write `pending`, the queue and then `parts` as one vectored write.
+    /// `pending`'s allocation is kept for the next header when it is small.
     pub(crate) async fn write_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
         let limit = self.opts.write_timeout;
         let pending = std::mem::take(&mut self.pending);
@@ -363,9 +367,14 @@ impl Conn {
                 }
                 IoSlice::advance_slices(&mut bufs, n);
             }
-            Ok(())
+            Ok(pending)
         };
-        timed(limit, WriteTimedout, "write timed out", write).await
+        let mut pending = timed(limit, WriteTimedout, "write timed out", write).await?;
+        if pending.capacity() <= KEEP_PENDING {
+            pending.clear();
+            self.pending = pending;
+        }
+        Ok(())
     }
 
     /// Send whatever is pending and flush the stream.
