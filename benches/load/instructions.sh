@@ -7,9 +7,11 @@
 # 10 connections, and divides.
 #
 # Usage: bash benches/load/instructions.sh [N (5000)] [WARM (500)]
-# Prints two lines: "instructions per request: X" and "allocations per
-# request: Y", both from callgrind, counted from the zeroing to the dump
-# (the allocations are the calls into Rust's allocator entry points).
+# Prints "instructions per request: X" and "allocations per request: Y",
+# both from callgrind, counted from the zeroing to the dump (the
+# allocations are the calls into Rust's allocator entry points); then the
+# same instruction count for nginx as the proxy (1 worker, upstream
+# keep-alive, as in run.sh) under the same load, and the ratio.
 # Installs valgrind, nginx and nghttp2-client if missing. Loopback only.
 set -euo pipefail
 N="${1:-5000}"
@@ -26,10 +28,42 @@ wait_port "$UP"
 printf 'version: 1\nthreads: 1\nupstream_keepalive_pool_size: 128\n' > "$DIR/conf.yaml"
 
 # under TOOL ARGS...: start ours under valgrind; PORT and VG are set.
+# With PROXY=nginx, nginx as the proxy instead.
 under() {
     PORT=$(free_port)
-    valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
-        --upstream "127.0.0.1:$UP" 2>"$DIR/vg.log" &
+    if [ "${PROXY:-ours}" = nginx ]; then
+        mkdir -p "$DIR/px"
+        cat > "$DIR/px/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $DIR/px/nginx.pid;
+error_log $DIR/px/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/px/body;
+    proxy_temp_path $DIR/px/proxy;
+    fastcgi_temp_path $DIR/px/fastcgi;
+    uwsgi_temp_path $DIR/px/uwsgi;
+    scgi_temp_path $DIR/px/scgi;
+    keepalive_requests 100000000;
+    upstream up { server 127.0.0.1:$UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PORT;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+        valgrind "$@" nginx -p "$DIR/px" -c "$DIR/px/nginx.conf" 2>"$DIR/vg.log" &
+    else
+        valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
+            --upstream "127.0.0.1:$UP" 2>"$DIR/vg.log" &
+    fi
     VG=$!
     PIDS+=($VG)
     # Valgrind is slow to start: wait up to a minute.
@@ -48,21 +82,31 @@ stop() {
     wait "$VG" || true
 }
 
-under --tool=callgrind --callgrind-out-file="$DIR/cg.%p"
-load "$WARM"
-callgrind_control -z "$VG" >/dev/null 2>&1
-load "$N"
-callgrind_control -d "$VG" >/dev/null 2>&1
-stop
-# The dump taken on request (part 1) holds exactly the measured requests,
-# from the zeroing to the dump; the one at exit holds the shutdown.
-total=$(awk '/^(totals|summary):/ { print $2; exit }' "$DIR"/cg.*.1)
-awk -v t="$total" -v n="$N" 'BEGIN { printf "instructions per request: %.0f\n", t / n }'
+# measure NAME: instructions per request of the proxy under callgrind,
+# into $DIR/NAME; prints the count.
+measure() {
+    mkdir -p "$DIR/$1"
+    under --tool=callgrind --callgrind-out-file="$DIR/$1/cg.%p"
+    load "$WARM"
+    callgrind_control -z "$VG" >/dev/null 2>&1
+    load "$N"
+    callgrind_control -d "$VG" >/dev/null 2>&1
+    stop
+    # The dump taken on request (part 1) holds exactly the measured
+    # requests, from the zeroing to the dump; the one at exit holds the
+    # shutdown.
+    local total
+    total=$(awk '/^(totals|summary):/ { print $2; exit }' "$DIR/$1"/cg.*.1)
+    awk -v t="$total" -v n="$N" 'BEGIN { printf "%.0f\n", t / n }'
+}
+
+OURS_I=$(measure ours)
+echo "instructions per request: $OURS_I"
 
 # Allocations: the calls into Rust's allocator entry points in the same
 # dump (whatever the global allocator is; the example uses mimalloc, which
 # valgrind's own malloc counting does not see). A realloc counts as one.
-python3 - "$DIR"/cg.*.1 "$N" <<'PY'
+python3 - "$DIR"/ours/cg.*.1 "$N" <<'PY'
 import re, sys
 names, calls, cfn = {}, 0, None
 entry = re.compile(r"__rust_(alloc|alloc_zeroed|realloc)$")
@@ -79,3 +123,8 @@ for line in open(sys.argv[1], errors="replace"):
         cfn = None
 print(f"allocations per request: {calls / int(sys.argv[2]):.1f}")
 PY
+
+# nginx as the proxy, measured the same way, for the ratio.
+NGINX_I=$(PROXY=nginx measure nginx)
+echo "nginx instructions per request: $NGINX_I"
+awk -v a="$OURS_I" -v b="$NGINX_I" 'BEGIN { printf "ours / nginx: %.2f\n", a / b }'
