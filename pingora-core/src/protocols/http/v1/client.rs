@@ -57,7 +57,7 @@ impl HttpSession {
     /// read; `max_body_bytes` is not applied to responses.
     pub fn new_with_options(stream: Stream, opts: H1Options) -> Self {
         HttpSession {
-            conn: Conn::new(stream, opts),
+            conn: Conn::with_spare_buffers(stream, opts),
             req: None,
             resp: None,
             resp_meta: None,
@@ -294,7 +294,7 @@ impl HttpSession {
     /// The stream back, for the connection pool, if it can be reused.
     pub fn reuse(self) -> Option<Stream> {
         if self.can_reuse() {
-            Some(self.conn.stream)
+            Some(self.conn.keep_buffers_spare())
         } else {
             None
         }

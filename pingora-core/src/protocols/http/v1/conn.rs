@@ -1,7 +1,11 @@
-//! What the HTTP/1 client and server sessions share: the stream, a read
-//! buffer that exists only while bytes are in flight, timed reads and
-//! writes, and the body reader and writer.
+//! What the HTTP/1 client and server sessions share: the stream, read and
+//! write buffers that an idle connection does not hold (a server
+//! connection gives them back when it parks or waits idle without parking,
+//! an upstream connection when it goes back to the pool, to a small
+//! per-thread spare list), timed reads and writes, and the body reader and
+//! writer.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
@@ -32,6 +36,16 @@ const BODY_READ_SIZE: usize = 16 * 1024;
 const INLINE_SLICES: usize = 8;
 /// A written header buffer up to this size is kept for the next one.
 const KEEP_PENDING: usize = 4096;
+/// Spare buffer pairs kept per thread (see [`Conn::keep_buffers_spare`]).
+const SPARE_MAX: usize = 16;
+
+thread_local! {
+    /// The empty read and write buffers of upstream connections that went
+    /// back to the pool, for the next upstream session on this thread: a
+    /// pooled connection holds no buffer, and a busy proxy still does not
+    /// allocate (and free) them for every request.
+    static SPARE: RefCell<Vec<(BytesMut, BytesMut)>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
 pub(crate) async fn timed<T, F>(
@@ -116,6 +130,41 @@ impl Conn {
             read_limit: None,
             eof: false,
         }
+    }
+
+    /// A connection that starts with a spare pair of buffers, if this
+    /// thread has one.
+    pub(crate) fn with_spare_buffers(stream: Stream, opts: H1Options) -> Self {
+        let mut conn = Conn::new(stream, opts);
+        if let Some((buf, pending)) = SPARE.with(|s| s.borrow_mut().pop()) {
+            conn.buf = buf;
+            conn.pending = pending;
+        }
+        conn
+    }
+
+    /// The stream, with this connection's buffers left for the next
+    /// [`with_spare_buffers`](Self::with_spare_buffers) on this thread when
+    /// they are empty and small (an allocation still shared with a header
+    /// block is not copied: the buffer allocates anew when it next grows).
+    pub(crate) fn keep_buffers_spare(mut self) -> Stream {
+        if self.buf.is_empty()
+            && self.pending.is_empty()
+            && self.buf.capacity() <= HEADER_READ_SIZE
+            && self.pending.capacity() <= KEEP_PENDING
+        {
+            let pair = (
+                std::mem::take(&mut self.buf),
+                std::mem::take(&mut self.pending),
+            );
+            SPARE.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_MAX {
+                    s.push(pair);
+                }
+            });
+        }
+        self.stream
     }
 
     /// Wait until the peer sends something (at once if bytes are buffered).
@@ -628,7 +677,52 @@ fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_head;
+    use super::*;
+    use crate::protocols::http::v1::client::HttpSession;
+    use crate::protocols::mem::MemStream;
+    use pingora_http::RequestHeader;
+
+    /// An upstream exchange on a stream whose peer answers `resp`.
+    fn exchange(resp: &'static [u8]) -> HttpSession {
+        let (stream, _) = MemStream::new(resp, 1024);
+        let mut s = HttpSession::new(Box::new(stream));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let req = RequestHeader::build("GET", b"/", None).unwrap();
+            s.write_request_header(Box::new(req)).await.unwrap();
+            s.read_response().await.unwrap();
+            while s.read_body_bytes().await.unwrap().is_some() {}
+        });
+        s
+    }
+
+    #[test]
+    fn pooled_connections_leave_their_buffers_to_the_next_session() {
+        SPARE.with(|s| s.borrow_mut().clear());
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let s = exchange(ok);
+        let stream = s.reuse().expect("reusable");
+        assert_eq!(SPARE.with(|s| s.borrow().len()), 1);
+        // The next session on this thread starts with them.
+        let next = Conn::with_spare_buffers(stream, H1Options::default());
+        assert!(next.buf.capacity() > 0 && next.buf.is_empty());
+        assert!(next.pending.capacity() > 0 && next.pending.is_empty());
+        assert_eq!(SPARE.with(|s| s.borrow().len()), 0);
+        // A connection that cannot be reused keeps nothing back.
+        let s = exchange(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+        assert!(s.reuse().is_none());
+        assert_eq!(SPARE.with(|s| s.borrow().len()), 0);
+        // The list is bounded: many sessions ending at once leave at most
+        // SPARE_MAX pairs.
+        let done: Vec<_> = (0..SPARE_MAX + 5).map(|_| exchange(ok)).collect();
+        for s in done {
+            s.reuse().expect("reusable");
+        }
+        assert_eq!(SPARE.with(|s| s.borrow().len()), SPARE_MAX);
+    }
 
     #[test]
     fn chunk_heads() {
