@@ -41,6 +41,8 @@ static TRACKED: [&str; 12] = [
 /// The [`TRACKED`] bits of the hop-by-hop names (all but Content-Length,
 /// Expect and Host).
 const HOP_BY_HOP_BITS: u16 = 0b1111_0110_1110;
+/// The [`TRACKED`] bit of `connection`.
+const CONNECTION_BIT: u16 = 1 << 2;
 
 /// The bit of a tracked name, 0 for the others. The names' lengths differ
 /// but for `upgrade`/`trailer` and `connection`/`keep-alive`, so the length
@@ -163,6 +165,16 @@ impl WireOrder {
         name: K,
     ) -> Option<HeaderValue> {
         let bit = tracked_bit_str(name.as_str());
+        self.remove_with_bit(map, name, bit)
+    }
+
+    /// [`remove`](Self::remove) with the name's [`TRACKED`] bit known.
+    fn remove_with_bit<K: http::header::AsHeaderName + Copy>(
+        &mut self,
+        map: &mut HeaderMap,
+        name: K,
+        bit: u16,
+    ) -> Option<HeaderValue> {
         if bit != 0 && self.present & bit == 0 {
             return None;
         }
@@ -231,6 +243,38 @@ impl WireOrder {
     /// TE, Trailer, Transfer-Encoding, Upgrade) has a line: one bit test.
     pub(crate) fn has_hop_by_hop(&self) -> bool {
         self.present & HOP_BY_HOP_BITS != 0
+    }
+
+    /// Remove every hop-by-hop line (RFC 9110 §7.6.1): those named in
+    /// [`HOP_BY_HOP_BITS`], and those that `Connection` lists. The bits
+    /// say which of the fixed names are present, so a block without them
+    /// costs one test and one with them no search for the others.
+    pub(crate) fn remove_hop_by_hop(&mut self, map: &mut HeaderMap) {
+        let found = self.present & HOP_BY_HOP_BITS;
+        if found == 0 {
+            return;
+        }
+        // The other names `Connection` lists, taken before it goes.
+        let mut named: Vec<String> = Vec::new();
+        if found & CONNECTION_BIT != 0 {
+            for v in map.get_all(http::header::CONNECTION) {
+                let Ok(v) = v.to_str() else { continue };
+                for t in v.split(',').map(str::trim) {
+                    if !t.is_empty() && tracked_bit_str(t) & HOP_BY_HOP_BITS == 0 {
+                        named.push(t.to_string());
+                    }
+                }
+            }
+        }
+        for (i, name) in TRACKED.iter().enumerate() {
+            let bit = 1 << i;
+            if found & bit != 0 {
+                self.remove_with_bit(map, *name, bit);
+            }
+        }
+        for name in &named {
+            self.remove(map, name.as_str());
+        }
     }
 
     /// In debug builds (the tests), that `aligned` and `present` tell the
@@ -308,6 +352,7 @@ mod tests {
         ];
         let bits = hop.iter().fold(0, |b, n| b | tracked_bit_str(n));
         assert_eq!(bits, HOP_BY_HOP_BITS);
+        assert_eq!(tracked_bit_str("connection"), CONNECTION_BIT);
         assert_eq!(bits.count_ones(), 9);
     }
 

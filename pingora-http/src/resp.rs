@@ -115,6 +115,15 @@ impl ResponseHeader {
         self.order.remove(&mut self.base.headers, name)
     }
 
+    /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
+    /// before forwarding: Connection, Keep-Alive, Proxy-Connection,
+    /// Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+    /// Transfer-Encoding, Upgrade, and every header that Connection names.
+    /// Costs one bit test when there are none.
+    pub fn remove_hop_by_hop(&mut self) {
+        self.order.remove_hop_by_hop(&mut self.base.headers);
+    }
+
     /// Whether the response has any hop-by-hop header (RFC 9110 §7.6.1:
     /// Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
     /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which

@@ -1,4 +1,5 @@
 use super::*;
+use bytes::BytesMut;
 use proptest::prelude::*;
 
 fn parse_req(wire: &Bytes) -> RequestHeader {
@@ -286,4 +287,37 @@ fn wire_order_survives_removal_reordering_the_map() {
         wire(&resp),
         "HTTP/1.1 200 OK\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nx-b: 5\r\nX-E: 6\r\n\r\n"
     );
+}
+
+#[test]
+fn remove_hop_by_hop_keeps_the_rest_in_order() {
+    let wire = Bytes::from_static(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Gone , keep-alive\r\n\
+          Keep-Alive: timeout=5\r\nX-Kept: 1\r\nTE: trailers\r\nx-gone: a\r\n\
+          Proxy-Authorization: b\r\nUpgrade: ws\r\nX-Gone: b\r\nContent-Length: 0\r\n\
+          Proxy-Connection: c\r\nTrailer: d\r\nProxy-Authenticate: e\r\n\r\n",
+    );
+    let mut req = parse_req(&wire);
+    assert!(req.has_hop_by_hop());
+    req.remove_hop_by_hop();
+    assert!(!req.has_hop_by_hop());
+    let want: Vec<(Vec<u8>, Vec<u8>)> = [("Host", "h"), ("X-Kept", "1"), ("Content-Length", "0")]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(lines(req.headers_in_order()), want);
+    assert_eq!(req.headers.len(), 3);
+    let mut out = BytesMut::new();
+    req.write_h1(&mut out);
+    assert_eq!(
+        &out[..],
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n"
+    );
+    // Nothing to remove: nothing changes.
+    let mut resp = parse_resp(&Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\n\r\n",
+    ));
+    assert!(!resp.has_hop_by_hop());
+    resp.remove_hop_by_hop();
+    assert_eq!(resp.header_count(), 2);
 }

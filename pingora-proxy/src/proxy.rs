@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::connectors::http::{ClientSession, Connector};
@@ -146,102 +146,6 @@ pub fn is_connect_error(e: &ErrorType) -> bool {
     )
 }
 
-/// Headers about one connection, which a proxy must not forward (RFC 9110
-/// §7.6.1), besides those that `Connection` names.
-/// One list, each name as a string (to match) and as a `HeaderName` (to
-/// remove without parsing it again).
-macro_rules! hop_by_hop {
-    ($($name:literal),* $(,)?) => {
-        [$(($name, HeaderName::from_static($name))),*]
-    };
-}
-static HOP_BY_HOP: [(&str, HeaderName); 9] = hop_by_hop![
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Remove every hop-by-hop field of `target`: the fixed list and what
-/// `Connection` names. The header blocks keep a bit for each name of the
-/// list, so finding them absent (the usual case) takes no lookup; nothing
-/// is allocated unless `Connection` names other fields.
-fn strip_hop_by_hop<T: HeaderLines>(target: &mut T) {
-    if !target.has_any() {
-        return;
-    }
-    let mut found: u16 = 0;
-    for (i, (_, name)) in HOP_BY_HOP.iter().enumerate() {
-        if target.has(name) {
-            found |= 1 << i;
-        }
-    }
-    if found == 0 {
-        return;
-    }
-    // The other names `Connection` lists, taken before it goes.
-    let mut named: Vec<String> = Vec::new();
-    if found & 1 != 0 {
-        for v in target.map().get_all(CONNECTION) {
-            if let Ok(v) = v.to_str() {
-                for t in v.split(',') {
-                    let t = t.trim();
-                    if !t.is_empty() && !HOP_BY_HOP.iter().any(|(h, _)| h.eq_ignore_ascii_case(t)) {
-                        named.push(t.to_string());
-                    }
-                }
-            }
-        }
-    }
-    for (i, (_, name)) in HOP_BY_HOP.iter().enumerate() {
-        if found & (1 << i) != 0 {
-            target.remove(name);
-        }
-    }
-    for name in &named {
-        target.remove(name.as_str());
-    }
-}
-
-/// A request or response header, to [`strip_hop_by_hop`].
-trait HeaderLines {
-    fn map(&self) -> &http::HeaderMap;
-    fn has(&self, name: &HeaderName) -> bool;
-    fn has_any(&self) -> bool;
-    fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
-    where
-        &'a N: http::header::AsHeaderName;
-}
-
-macro_rules! header_lines {
-    ($t:ty) => {
-        impl HeaderLines for $t {
-            fn map(&self) -> &http::HeaderMap {
-                &self.headers
-            }
-            fn has(&self, name: &HeaderName) -> bool {
-                self.has_header(name)
-            }
-            fn has_any(&self) -> bool {
-                self.has_hop_by_hop()
-            }
-            fn remove<'a, N: ?Sized>(&mut self, name: &'a N)
-            where
-                &'a N: http::header::AsHeaderName,
-            {
-                self.remove_header(name);
-            }
-        }
-    };
-}
-header_lines!(RequestHeader);
-header_lines!(ResponseHeader);
-
 /// Methods that a retry may send twice (RFC 9110 §9.2.2).
 fn idempotent(m: &Method) -> bool {
     matches!(
@@ -280,7 +184,7 @@ fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<R
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    strip_hop_by_hop(&mut req);
+    req.remove_hop_by_hop();
     if te_trailers {
         req.insert_header("TE", "trailers")?;
     }
@@ -340,7 +244,7 @@ fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
     } else {
         None
     };
-    strip_hop_by_hop(&mut *out);
+    out.remove_hop_by_hop();
     if switching {
         let _ = out.insert_header("Connection", "Upgrade");
         if let Some(u) = upgrade {
