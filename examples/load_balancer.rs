@@ -99,10 +99,11 @@ struct Ctx {
 impl ProxyHttp for Lb {
     type CTX = Ctx;
     fn new_ctx(&self) -> Ctx {
+        let now = Instant::now();
         Ctx {
             tried: Vec::new(),
-            begun: Instant::now(),
-            start: Instant::now(),
+            begun: now,
+            start: now,
         }
     }
 

@@ -173,8 +173,12 @@ impl Backends {
         let Some(h) = health.get(&b.hash_key()) else {
             return false;
         };
-        h.healthy.load(Ordering::Relaxed)
-            && h.ejected_until.load(Ordering::Relaxed) <= self.now_ns()
+        if !h.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Never ejected (0): no clock to read.
+        let until = h.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ns()
     }
 
     fn changed(&self, b: &Backend, healthy: bool, why: &str) {
