@@ -31,11 +31,13 @@ use http::Version;
 
 mod case;
 mod order;
+mod raw;
 mod req;
 mod resp;
 
 pub use case::{CaseHeaderName, IntoCaseHeaderName};
 pub use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version as HttpVersion};
+pub use raw::HeaderValues;
 pub use req::RequestHeader;
 pub use resp::ResponseHeader;
 

@@ -40,15 +40,15 @@ static TRACKED: [&str; 12] = [
 
 /// The [`TRACKED`] bits of the hop-by-hop names (all but Content-Length,
 /// Expect and Host).
-const HOP_BY_HOP_BITS: u16 = 0b1111_0110_1110;
+pub(crate) const HOP_BY_HOP_BITS: u16 = 0b1111_0110_1110;
 /// The [`TRACKED`] bit of `connection`.
-const CONNECTION_BIT: u16 = 1 << 2;
+pub(crate) const CONNECTION_BIT: u16 = 1 << 2;
 
 /// The bit of a tracked name, 0 for the others: string comparisons, which
 /// differ in length at once for most names (comparing `HeaderName`s,
 /// switching on the length first, or testing a mask of the lengths first
 /// all measured the same or slower).
-fn tracked_bit(name: &HeaderName) -> u16 {
+pub(crate) fn tracked_bit(name: &HeaderName) -> u16 {
     let name = name.as_str();
     TRACKED
         .iter()
@@ -57,11 +57,50 @@ fn tracked_bit(name: &HeaderName) -> u16 {
 }
 
 /// The same for a name given as a string, in any case.
-fn tracked_bit_str(name: &str) -> u16 {
+pub(crate) fn tracked_bit_str(name: &str) -> u16 {
     TRACKED
         .iter()
         .position(|t| t.eq_ignore_ascii_case(name))
         .map_or(0, |i| 1 << i)
+}
+
+/// The same for a header name as received, whose bytes are all token
+/// characters (checked by the caller), for every line of a parsed header:
+/// the length (and for two pairs of names the first letter) picks the one
+/// candidate, compared eight bytes at a time with the case bit set. For
+/// token characters that is exact against these names, which hold only
+/// lowercase letters and `-`: `b | 0x20` equals a letter only for that
+/// letter in either case, and equals `-` only for `-` or a CR.
+pub(crate) fn tracked_bit_token(name: &[u8]) -> u16 {
+    let i = match name.len() {
+        14 => 0,
+        17 => 1,
+        10 if name[0] | 0x20 == b'k' => 8,
+        10 => 2,
+        7 if name[0] | 0x20 == b'u' => 3,
+        7 => 6,
+        6 => 4,
+        2 => 5,
+        4 => 7,
+        16 => 9,
+        18 => 10,
+        19 => 11,
+        _ => return 0,
+    };
+    let (mut a, mut t) = (name, TRACKED[i].as_bytes());
+    while a.len() >= 8 {
+        let word = |s: &[u8]| u64::from_ne_bytes(s[..8].try_into().expect("8 bytes"));
+        if word(a) | 0x2020_2020_2020_2020 != word(t) {
+            return 0;
+        }
+        a = &a[8..];
+        t = &t[8..];
+    }
+    if a.iter().zip(t).all(|(x, y)| x | 0x20 == *y) {
+        1 << i
+    } else {
+        0
+    }
 }
 
 /// Bytes of one `Name: value\r\n` line.
@@ -361,6 +400,12 @@ mod tests {
             assert_eq!(tracked_bit(&HeaderName::from_static(t)), 1 << i, "{t}");
             assert_eq!(tracked_bit_str(t), 1 << i, "{t}");
             assert_eq!(tracked_bit_str(&t.to_uppercase()), 1 << i, "{t}");
+            assert_eq!(tracked_bit_token(t.as_bytes()), 1 << i, "{t}");
+            assert_eq!(
+                tracked_bit_token(t.to_uppercase().as_bytes()),
+                1 << i,
+                "{t}"
+            );
         }
         // Same lengths (and first letters) as tracked names, not tracked.
         for other in [
@@ -380,6 +425,7 @@ mod tests {
             "proxy-connections",
         ] {
             assert_eq!(tracked_bit_str(other), 0, "{other}");
+            assert_eq!(tracked_bit_token(other.as_bytes()), 0, "{other}");
             if let Ok(n) = HeaderName::from_bytes(other.as_bytes()) {
                 assert_eq!(tracked_bit(&n), 0, "{other}");
             }

@@ -10,6 +10,7 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use crate::case::{CaseHeaderName, IntoCaseHeaderName};
 use crate::order::WireOrder;
+use crate::raw::{HeaderValues, Lines, RawLines};
 use crate::{share, version_str};
 
 /// An HTTP request header: method, URI, version and header lines, each
@@ -18,16 +19,24 @@ use crate::{share, version_str};
 /// Read it as an [`http::request::Parts`] (through `Deref`: `req.method`,
 /// `req.uri`, `req.headers.get(..)`); change it through the methods here,
 /// which keep the wire order and spelling in step with the lookup map.
+///
+/// A header parsed from HTTP/1 keeps its lines as parsed until something
+/// reads `headers` through `Deref` or edits a line: what a proxy asks on
+/// every request ([`method`](Self::method), [`uri`](Self::uri),
+/// [`has_header`](Self::has_header), [`header_values`](Self::header_values),
+/// [`remove_hop_by_hop`](Self::remove_hop_by_hop), writing it out) does not
+/// build the `HeaderMap`.
 #[derive(Debug, Clone)]
 pub struct RequestHeader {
+    /// Method, URI, version, extensions; the map once the lines are built.
     base: Parts,
-    order: WireOrder,
+    lines: Lines<Parts>,
 }
 
 impl Deref for RequestHeader {
     type Target = Parts;
     fn deref(&self) -> &Parts {
-        &self.base
+        self.lines.view(&self.base).0
     }
 }
 
@@ -61,7 +70,7 @@ impl RequestHeader {
         base.headers.reserve(n);
         Ok(RequestHeader {
             base,
-            order: WireOrder::with_capacity(n),
+            lines: Lines::built(WireOrder::with_capacity(n)),
         })
     }
 
@@ -85,13 +94,24 @@ impl RequestHeader {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
+        if let Some(raw) = RawLines::parse(req.headers, buf) {
+            return Ok(RequestHeader {
+                base,
+                lines: Lines::parsed(raw),
+            });
+        }
+        // A line outside `buf`, or one the map would refuse: build the map
+        // now (it names the bad line).
         let mut order = WireOrder::with_capacity(req.headers.len());
         base.headers.reserve(req.headers.len());
         for h in req.headers.iter() {
             let (name, value) = parsed_header(h, buf)?;
             order.append(&mut base.headers, name, value);
         }
-        Ok(RequestHeader { base, order })
+        Ok(RequestHeader {
+            base,
+            lines: Lines::built(order),
+        })
     }
 
     /// Add a header line at the end, keeping any others of the same name.
@@ -103,7 +123,8 @@ impl RequestHeader {
     {
         let name = name.into_case_header_name()?;
         let value = header_value(value)?;
-        self.order.append(&mut self.base.headers, name, value);
+        let order = self.lines.settle(&mut self.base);
+        order.append(&mut self.base.headers, name, value);
         Ok(())
     }
 
@@ -117,7 +138,8 @@ impl RequestHeader {
     {
         let name = name.into_case_header_name()?;
         let value = header_value(value)?;
-        self.order.insert(&mut self.base.headers, name, value);
+        let order = self.lines.settle(&mut self.base);
+        order.insert(&mut self.base.headers, name, value);
         Ok(())
     }
 
@@ -127,7 +149,7 @@ impl RequestHeader {
     where
         &'a N: http::header::AsHeaderName,
     {
-        self.order.remove(&mut self.base.headers, name)
+        self.lines.remove(&mut self.base.headers, name)
     }
 
     /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
@@ -136,7 +158,7 @@ impl RequestHeader {
     /// Transfer-Encoding, Upgrade, and every header that Connection names.
     /// Costs one bit test when there are none.
     pub fn remove_hop_by_hop(&mut self) {
-        self.order.remove_hop_by_hop(&mut self.base.headers);
+        self.lines.remove_hop_by_hop(&mut self.base.headers);
     }
 
     /// Whether the request has any hop-by-hop header (RFC 9110 §7.6.1:
@@ -144,7 +166,7 @@ impl RequestHeader {
     /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
     /// a proxy must not forward; answered without a lookup.
     pub fn has_hop_by_hop(&self) -> bool {
-        self.order.has_hop_by_hop()
+        self.lines.has_hop_by_hop()
     }
 
     /// Whether the request has a header of this name. The names HTTP
@@ -153,38 +175,67 @@ impl RequestHeader {
     /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
     /// Proxy-Authorization) are answered without a lookup.
     pub fn has_header(&self, name: &HeaderName) -> bool {
-        self.order.contains(&self.base.headers, name)
+        self.lines.contains(&self.base.headers, name)
+    }
+
+    /// The values of the lines named `name`, in order, as bytes; unlike
+    /// `headers.get_all(name)`, this does not build the map of a header
+    /// still as parsed.
+    pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
+        self.lines.values(&self.base.headers, name)
     }
 
     /// The header lines in wire order, each with its original spelling.
     pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
-        self.order.iter(&self.base.headers)
+        let (base, order) = self.lines.view(&self.base);
+        order.iter(&base.headers)
     }
 
     /// The number of header lines.
     pub fn header_count(&self) -> usize {
-        self.order.len()
+        self.lines.len()
+    }
+
+    /// The method (as `req.method`, without building a parsed header's
+    /// map).
+    pub fn method(&self) -> &Method {
+        &self.base.method
+    }
+
+    /// The URI (as `req.uri`, without building a parsed header's map).
+    pub fn uri(&self) -> &Uri {
+        &self.base.uri
+    }
+
+    /// The version (as `req.version`, without building a parsed header's
+    /// map).
+    pub fn version(&self) -> Version {
+        self.base.version
     }
 
     /// Replace the URI.
     pub fn set_uri(&mut self, uri: Uri) {
         self.base.uri = uri;
+        self.lines.changed();
     }
 
     /// Replace the URI from raw bytes (a path or an absolute URI).
     pub fn set_raw_path(&mut self, path: &[u8]) -> Result<()> {
         self.base.uri = parse_uri(Bytes::copy_from_slice(path))?;
+        self.lines.changed();
         Ok(())
     }
 
     /// Replace the method.
     pub fn set_method(&mut self, method: Method) {
         self.base.method = method;
+        self.lines.changed();
     }
 
     /// Replace the HTTP version.
     pub fn set_version(&mut self, version: Version) {
         self.base.version = version;
+        self.lines.changed();
     }
 
     /// The request line and header lines as HTTP/1 wire bytes, ending with
@@ -196,7 +247,7 @@ impl RequestHeader {
         buf.put_u8(b' ');
         buf.put_slice(version_str(self.base.version));
         buf.put_slice(b"\r\n");
-        self.order.write_h1(&self.base.headers, buf);
+        self.lines.write_h1(&self.base.headers, buf);
         buf.put_slice(b"\r\n");
     }
 
@@ -207,7 +258,8 @@ impl RequestHeader {
         let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(1, |p| p.as_str().len());
-        self.base.method.as_str().len() + uri_len + 14 + self.order.wire_len()
+        let lines = self.lines.wire_len();
+        self.base.method.as_str().len() + uri_len + 14 + lines
     }
 
     /// [`RequestHeader::write_h1`] into a new buffer of the right size.
@@ -218,7 +270,8 @@ impl RequestHeader {
     }
 
     /// Turn into the `http` crate's parts (spelling and order are lost).
-    pub fn into_parts(self) -> Parts {
+    pub fn into_parts(mut self) -> Parts {
+        self.lines.settle(&mut self.base);
         self.base
     }
 
@@ -226,7 +279,10 @@ impl RequestHeader {
     /// lowercase, in the map's order.
     pub fn from_parts(base: Parts) -> Self {
         let order = WireOrder::from_map(&base.headers);
-        RequestHeader { base, order }
+        RequestHeader {
+            base,
+            lines: Lines::built(order),
+        }
     }
 }
 

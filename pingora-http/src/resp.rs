@@ -10,6 +10,7 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use crate::case::IntoCaseHeaderName;
 use crate::order::WireOrder;
+use crate::raw::{HeaderValues, Lines, RawLines};
 use crate::req::parsed_header;
 use crate::version_str;
 
@@ -18,10 +19,15 @@ use crate::version_str;
 ///
 /// Read it as an [`http::response::Parts`] through `Deref` (`resp.status`,
 /// `resp.headers.get(..)`); change it through the methods here.
+///
+/// As with [`RequestHeader`](crate::RequestHeader), a header parsed from
+/// HTTP/1 keeps its lines as parsed until `headers` is read through
+/// `Deref` or a line is edited.
 #[derive(Debug, Clone)]
 pub struct ResponseHeader {
+    /// Status, version, extensions; the map once the lines are built.
     base: Parts,
-    order: WireOrder,
+    lines: Lines<Parts>,
     /// A reason phrase other than the status code's canonical one.
     reason: Option<Box<str>>,
 }
@@ -29,7 +35,7 @@ pub struct ResponseHeader {
 impl Deref for ResponseHeader {
     type Target = Parts;
     fn deref(&self) -> &Parts {
-        &self.base
+        self.lines.view(&self.base).0
     }
 }
 
@@ -50,7 +56,7 @@ impl ResponseHeader {
         base.headers.reserve(n);
         Ok(ResponseHeader {
             base,
-            order: WireOrder::with_capacity(n),
+            lines: Lines::built(WireOrder::with_capacity(n)),
             reason: None,
         })
     }
@@ -60,7 +66,9 @@ impl ResponseHeader {
         let code = resp
             .code
             .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
-        let mut h = Self::build(code, Some(resp.headers.len()))?;
+        let raw = RawLines::parse(resp.headers, buf);
+        let n = if raw.is_some() { 0 } else { resp.headers.len() };
+        let mut h = Self::build(code, Some(n))?;
         h.base.version = match resp.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
@@ -68,9 +76,15 @@ impl ResponseHeader {
         if let Some(reason) = resp.reason {
             h.set_reason_phrase(Some(reason))?;
         }
+        if let Some(raw) = raw {
+            h.lines = Lines::parsed(raw);
+            return Ok(h);
+        }
+        // A line outside `buf`, or one the map would refuse: build the map
+        // now (it names the bad line).
         for hdr in resp.headers.iter() {
             let (name, value) = parsed_header(hdr, buf)?;
-            h.order.append(&mut h.base.headers, name, value);
+            h.lines.order.append(&mut h.base.headers, name, value);
         }
         Ok(h)
     }
@@ -86,7 +100,8 @@ impl ResponseHeader {
         let value = value
             .try_into()
             .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        self.order.append(&mut self.base.headers, name, value);
+        let order = self.lines.settle(&mut self.base);
+        order.append(&mut self.base.headers, name, value);
         Ok(())
     }
 
@@ -102,7 +117,8 @@ impl ResponseHeader {
         let value = value
             .try_into()
             .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        self.order.insert(&mut self.base.headers, name, value);
+        let order = self.lines.settle(&mut self.base);
+        order.insert(&mut self.base.headers, name, value);
         Ok(())
     }
 
@@ -112,7 +128,7 @@ impl ResponseHeader {
     where
         &'a N: http::header::AsHeaderName,
     {
-        self.order.remove(&mut self.base.headers, name)
+        self.lines.remove(&mut self.base.headers, name)
     }
 
     /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
@@ -121,7 +137,7 @@ impl ResponseHeader {
     /// Transfer-Encoding, Upgrade, and every header that Connection names.
     /// Costs one bit test when there are none.
     pub fn remove_hop_by_hop(&mut self) {
-        self.order.remove_hop_by_hop(&mut self.base.headers);
+        self.lines.remove_hop_by_hop(&mut self.base.headers);
     }
 
     /// Whether the response has any hop-by-hop header (RFC 9110 §7.6.1:
@@ -129,7 +145,7 @@ impl ResponseHeader {
     /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
     /// a proxy must not forward; answered without a lookup.
     pub fn has_hop_by_hop(&self) -> bool {
-        self.order.has_hop_by_hop()
+        self.lines.has_hop_by_hop()
     }
 
     /// Whether the response has a header of this name. The names HTTP
@@ -138,17 +154,37 @@ impl ResponseHeader {
     /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
     /// Proxy-Authorization) are answered without a lookup.
     pub fn has_header(&self, name: &HeaderName) -> bool {
-        self.order.contains(&self.base.headers, name)
+        self.lines.contains(&self.base.headers, name)
+    }
+
+    /// The values of the lines named `name`, in order, as bytes; unlike
+    /// `headers.get_all(name)`, this does not build the map of a header
+    /// still as parsed.
+    pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
+        self.lines.values(&self.base.headers, name)
     }
 
     /// The header lines in wire order, each with its original spelling.
     pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
-        self.order.iter(&self.base.headers)
+        let (base, order) = self.lines.view(&self.base);
+        order.iter(&base.headers)
     }
 
     /// The number of header lines.
     pub fn header_count(&self) -> usize {
-        self.order.len()
+        self.lines.len()
+    }
+
+    /// The status (as `resp.status`, without building a parsed header's
+    /// map).
+    pub fn status(&self) -> StatusCode {
+        self.base.status
+    }
+
+    /// The version (as `resp.version`, without building a parsed header's
+    /// map).
+    pub fn version(&self) -> Version {
+        self.base.version
     }
 
     /// Replace the status. A custom reason phrase is dropped.
@@ -161,6 +197,7 @@ impl ResponseHeader {
             .try_into()
             .or_err(ErrorType::InvalidHTTPHeader, "invalid status code")?;
         self.reason = None;
+        self.lines.changed();
         Ok(())
     }
 
@@ -194,6 +231,7 @@ impl ResponseHeader {
     /// Replace the HTTP version.
     pub fn set_version(&mut self, version: Version) {
         self.base.version = version;
+        self.lines.changed();
     }
 
     /// The status line and header lines as HTTP/1 wire bytes, ending with
@@ -205,7 +243,7 @@ impl ResponseHeader {
         buf.put_u8(b' ');
         buf.put_slice(self.get_reason_phrase().unwrap_or("").as_bytes());
         buf.put_slice(b"\r\n");
-        self.order.write_h1(&self.base.headers, buf);
+        self.lines.write_h1(&self.base.headers, buf);
         buf.put_slice(b"\r\n");
     }
 
@@ -213,7 +251,8 @@ impl ResponseHeader {
     /// buffer once.
     pub fn h1_len(&self) -> usize {
         let reason = self.get_reason_phrase().map_or(0, str::len);
-        17 + reason + 2 + self.order.wire_len()
+        let lines = self.lines.wire_len();
+        17 + reason + 2 + lines
     }
 
     /// [`ResponseHeader::write_h1`] into a new buffer of the right size.
@@ -224,7 +263,8 @@ impl ResponseHeader {
     }
 
     /// Turn into the `http` crate's parts (spelling and order are lost).
-    pub fn into_parts(self) -> Parts {
+    pub fn into_parts(mut self) -> Parts {
+        self.lines.settle(&mut self.base);
         self.base
     }
 
@@ -234,7 +274,7 @@ impl ResponseHeader {
         let order = WireOrder::from_map(&base.headers);
         ResponseHeader {
             base,
-            order,
+            lines: Lines::built(order),
             reason: None,
         }
     }

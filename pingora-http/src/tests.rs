@@ -321,3 +321,128 @@ fn remove_hop_by_hop_keeps_the_rest_in_order() {
     resp.remove_hop_by_hop();
     assert_eq!(resp.header_count(), 2);
 }
+
+/// Names for the parsed-lines tests: hop-by-hop, framing and plain ones,
+/// in random case.
+const LINE_NAMES: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "x-a",
+    "x-b",
+    "accept",
+];
+
+fn line_name() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(LINE_NAMES.to_vec()),
+        prop::collection::vec(any::<bool>(), 20),
+    )
+        .prop_map(|(base, ups)| {
+            base.chars()
+                .zip(ups.iter())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+}
+
+/// A value, or for a Connection line a list of names.
+fn line_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        value(),
+        prop::sample::select(vec![
+            "close",
+            "X-A",
+            "keep-alive, x-b",
+            " upgrade ,Host",
+            "te"
+        ])
+        .prop_map(str::to_string),
+    ]
+}
+
+/// A header with the same lines, built into its map (by an edit).
+macro_rules! built {
+    ($h:expr) => {{
+        let mut b = $h.clone();
+        b.append_header("x-force", "1").unwrap();
+        b.remove_header("x-force");
+        b
+    }};
+}
+
+/// The parsed and the built header answer the same.
+macro_rules! same_answers {
+    ($raw:expr, $built:expr) => {{
+        let (raw, built) = (&$raw, &$built);
+        prop_assert_eq!(raw.to_wire(), built.to_wire());
+        prop_assert_eq!(raw.header_count(), built.header_count());
+        prop_assert_eq!(raw.h1_len(), built.h1_len());
+        prop_assert_eq!(raw.has_hop_by_hop(), built.has_hop_by_hop());
+        for n in LINE_NAMES.iter().chain(&["absent"]) {
+            let n = HeaderName::from_static(n);
+            prop_assert_eq!(raw.has_header(&n), built.has_header(&n), "{}", n);
+            let rv: Vec<&[u8]> = raw.header_values(&n).collect();
+            let bv: Vec<&[u8]> = built.header_values(&n).collect();
+            prop_assert_eq!(rv, bv, "{}", n);
+        }
+    }};
+}
+
+proptest! {
+    /// A header still as parsed (its map not built) answers every question
+    /// and edit the proxy path uses exactly as the built one does, and
+    /// builds the same map when asked for it.
+    #[test]
+    fn parsed_lines_answer_as_the_built_map(
+        given in prop::collection::vec((line_name(), line_value()), 0..16),
+        ops in prop::collection::vec((0u8..3, line_name()), 0..6),
+    ) {
+        let mut req_wire = b"GET /a HTTP/1.1\r\n".to_vec();
+        let mut resp_wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for (n, v) in &given {
+            for w in [&mut req_wire, &mut resp_wire] {
+                w.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+            }
+        }
+        req_wire.extend_from_slice(b"\r\n");
+        resp_wire.extend_from_slice(b"\r\n");
+        let mut req = parse_req(&Bytes::from(req_wire));
+        let mut resp = parse_resp(&Bytes::from(resp_wire));
+        let mut req_b = built!(req);
+        let mut resp_b = built!(resp);
+        same_answers!(req, req_b);
+        same_answers!(resp, resp_b);
+        for (op, name) in ops {
+            match op {
+                0 => {
+                    prop_assert_eq!(req.remove_header(name.as_str()), req_b.remove_header(name.as_str()));
+                    prop_assert_eq!(resp.remove_header(name.as_str()), resp_b.remove_header(name.as_str()));
+                }
+                1 => {
+                    req.remove_hop_by_hop();
+                    req_b.remove_hop_by_hop();
+                    resp.remove_hop_by_hop();
+                    resp_b.remove_hop_by_hop();
+                }
+                _ => {
+                    // Reading the map builds a view; later edits must not
+                    // leave it stale.
+                    prop_assert_eq!(&req.headers, &req_b.headers);
+                    prop_assert_eq!(&resp.headers, &resp_b.headers);
+                }
+            }
+            same_answers!(req, req_b);
+            same_answers!(resp, resp_b);
+        }
+        prop_assert_eq!(&req.headers, &req_b.headers);
+        prop_assert_eq!(&resp.headers, &resp_b.headers);
+        let order = |h: &RequestHeader| lines(h.headers_in_order());
+        prop_assert_eq!(order(&req), order(&req_b));
+    }
+}

@@ -168,21 +168,22 @@ fn peer_host(peer: &HttpPeer) -> String {
 
 /// The downstream request made fit for the upstream `peer`.
 fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<RequestHeader> {
+    // Everything here reads the request without building the map of a
+    // header still as parsed (`method()`, `header_values`, `has_header`).
     let mut req = session.req_header().clone();
-    let connect = req.method == Method::CONNECT;
+    let connect = req.method() == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
     let upgrade = if wants_upgrade {
-        req.headers.get(UPGRADE).cloned()
+        req.header_values(&UPGRADE)
+            .next()
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok())
     } else {
         None
     };
-    let te_trailers = req
-        .headers
-        .get(http::header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    let te_trailers = req.has_header(&http::header::TE)
+        && req.header_values(&http::header::TE).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
         });
     req.remove_hop_by_hop();
     if te_trailers {
@@ -192,20 +193,20 @@ fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<R
         return Ok(req);
     }
     // HTTP/1 upstream: Host from :authority, origin-form target, framing.
-    if !req.headers.contains_key(HOST) {
+    if !req.has_header(&HOST) {
         // HTTP/1.1 requires Host (RFC 9112 §3.2): from the target's
         // authority, else (an HTTP/1.0 client that sent none, an HTTP/2
         // request without :authority) the upstream's name, as nginx's
         // default `$proxy_host`. `upstream_request_filter` may change it.
-        let host = match req.uri.authority() {
+        let host = match req.uri().authority() {
             Some(a) => a.to_string(),
             None => peer_host(peer),
         };
         req.insert_header("Host", host)?;
     }
-    if req.uri.scheme().is_some() && !connect {
+    if req.uri().scheme().is_some() && !connect {
         let pq = req
-            .uri
+            .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
@@ -227,9 +228,9 @@ fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<R
 fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
     let body_follows = !session.is_body_done() || session.has_held_body();
     if body_follows
-        && req.method != Method::CONNECT
-        && !req.headers.contains_key(CONTENT_LENGTH)
-        && !req.headers.contains_key(TRANSFER_ENCODING)
+        && req.method() != Method::CONNECT
+        && !req.has_header(&CONTENT_LENGTH)
+        && !req.has_header(&TRANSFER_ENCODING)
     {
         req.insert_header("Transfer-Encoding", "chunked")?;
     }
@@ -238,9 +239,11 @@ fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
 
 /// The upstream's response made fit for the client.
 fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
-    let switching = out.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let switching = out.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = if switching {
-        out.headers.get(UPGRADE).cloned()
+        out.header_values(&UPGRADE)
+            .next()
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok())
     } else {
         None
     };
@@ -256,7 +259,7 @@ fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
 
 impl<SV: ProxyHttp> HttpProxy<SV> {
     async fn run(&self, session: &mut Session, ctx: &mut SV::CTX) -> Result<()> {
-        if session.req_header().method == Method::CONNECT && !self.options.allow_connect {
+        if session.req_header().method() == Method::CONNECT && !self.options.allow_connect {
             return Error::e_explain(HTTPStatus(405), "CONNECT is not allowed here");
         }
         self.inner.early_request_filter(session, ctx).await?;
@@ -361,7 +364,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             // The upstream's spans become children of this one.
             req.insert_header("traceparent", tp)?;
         }
-        let method = req.method.clone();
+        let method = req.method().clone();
         let mut req_ended = session.is_body_done() && !session.has_held_body();
         up.write_request_header(Box::new(req), req_ended).await?;
         if req_ended {
@@ -392,7 +395,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     if !r? {
                         continue; // the queue went out; no header yet
                     }
-                    let status = up.resp_header().map(|r| r.status);
+                    let status = up.resp_header().map(|r| r.status());
                     // Interim 100s are ours to send (or not), not the upstream's.
                     if status.is_some_and(|s| s.is_informational() && s != http::StatusCode::SWITCHING_PROTOCOLS) {
                         continue;
@@ -409,7 +412,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let status = up
             .resp_header()
             .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?
-            .status;
+            .status();
         #[cfg(feature = "otel")]
         session.trace(|t| {
             let code = Some(("http.response.status_code", i64::from(status.as_u16())));
@@ -651,7 +654,7 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         }
         let result = self.run(session, &mut ctx).await;
         let mut broken = false;
-        let mut status = session.response_written().map(|r| r.status.as_u16());
+        let mut status = session.response_written().map(|r| r.status().as_u16());
         if let Err(e) = &result {
             if *e.esource() == ErrorSource::Upstream {
                 crate::metrics::proxy()

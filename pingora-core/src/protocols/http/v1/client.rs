@@ -79,7 +79,7 @@ impl HttpSession {
                 None => Framing::None,
             }
         };
-        self.keepalive = framing::wants_keepalive(req.version, &*req);
+        self.keepalive = framing::wants_keepalive(req.version(), &*req);
         self.conn.pending.reserve(req.h1_len());
         req.write_h1(&mut self.conn.pending);
         let n = self.conn.pending.len();
@@ -204,9 +204,9 @@ impl HttpSession {
         let method = self
             .req
             .as_deref()
-            .map(|r| r.method.clone())
+            .map(|r| r.method().clone())
             .unwrap_or_default();
-        let status = header.status;
+        let status = header.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             self.upgraded = true;
             self.keepalive = false;
@@ -216,16 +216,16 @@ impl HttpSession {
             self.conn.start_body(Framing::None);
         } else {
             let (framing, clean) =
-                framing::response_framing(&method, status, header.version, &header)?;
+                framing::response_framing(&method, status, header.version(), &header)?;
             if method == http::Method::CONNECT && status.is_success() {
                 self.upgraded = true;
                 self.conn.start_write(Framing::UntilClose);
             }
             self.keepalive =
-                self.keepalive && clean && framing::wants_keepalive(header.version, &header);
+                self.keepalive && clean && framing::wants_keepalive(header.version(), &header);
             self.conn.start_body(framing);
         }
-        self.resp_meta = Some((status, header.version));
+        self.resp_meta = Some((status, header.version()));
         self.resp = Some(Box::new(header));
         Ok(len)
     }

@@ -1,26 +1,25 @@
 //! How long is a message body? The header rules of RFC 9112 §6, applied so
 //! that no request can be read two ways.
 
-use http::header::{HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{HeaderValues, RequestHeader, ResponseHeader};
 
-/// A header block as the framing rules read it: its map, and whether a
-/// name is present (which request and response headers answer without a
-/// lookup for the names asked about here, usually to find them absent).
+/// A header block as the framing rules read it: the values of a name, and
+/// whether a name is present (which request and response headers answer
+/// without a lookup for the names asked about here, usually to find them
+/// absent, and without building the map of a header still as parsed).
 pub(crate) trait Fields {
-    /// The header map.
-    fn map(&self) -> &HeaderMap;
+    /// The values of the lines named `name`, in order.
+    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a>;
     /// Whether a line named `name` is present.
-    fn has(&self, name: &HeaderName) -> bool {
-        self.map().contains_key(name)
-    }
+    fn has(&self, name: &HeaderName) -> bool;
 }
 
 impl Fields for RequestHeader {
-    fn map(&self) -> &HeaderMap {
-        &self.headers
+    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
+        self.header_values(name)
     }
     fn has(&self, name: &HeaderName) -> bool {
         self.has_header(name)
@@ -28,8 +27,8 @@ impl Fields for RequestHeader {
 }
 
 impl Fields for ResponseHeader {
-    fn map(&self) -> &HeaderMap {
-        &self.headers
+    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
+        self.header_values(name)
     }
     fn has(&self, name: &HeaderName) -> bool {
         self.has_header(name)
@@ -60,8 +59,8 @@ pub(crate) fn content_length(headers: &impl Fields) -> Result<Option<u64>> {
         return Ok(None);
     }
     let mut found: Option<u64> = None;
-    for value in headers.map().get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.values(&CONTENT_LENGTH) {
+        for part in value.split(|&b| b == b',') {
             let part = trim_ows(part);
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(bad("invalid Content-Length"));
@@ -87,14 +86,9 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// The comma-separated tokens of every line of a list header, trimmed.
-pub(crate) fn list_tokens<'a>(
-    headers: &'a HeaderMap,
-    name: HeaderName,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+pub(crate) fn list_tokens<'a>(values: HeaderValues<'a>) -> impl Iterator<Item = &'a [u8]> + 'a {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
         .map(trim_ows)
         .filter(|t| !t.is_empty())
 }
@@ -102,7 +96,7 @@ pub(crate) fn list_tokens<'a>(
 /// Whether a list header carries `token` (case-insensitive).
 pub(crate) fn has_token(headers: &impl Fields, name: HeaderName, token: &str) -> bool {
     headers.has(&name)
-        && list_tokens(headers.map(), name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+        && list_tokens(headers.values(&name)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What Transfer-Encoding says: `None` if absent, `Some(true)` if its last
@@ -113,7 +107,7 @@ fn transfer_encoding(headers: &impl Fields, request: bool) -> Result<Option<bool
     if !headers.has(&TRANSFER_ENCODING) {
         return Ok(None);
     }
-    let codings: Vec<&[u8]> = list_tokens(headers.map(), TRANSFER_ENCODING).collect();
+    let codings: Vec<&[u8]> = list_tokens(headers.values(&TRANSFER_ENCODING)).collect();
     let Some((last, before)) = codings.split_last() else {
         return Err(bad("empty Transfer-Encoding"));
     };
@@ -206,10 +200,15 @@ pub(crate) fn wants_keepalive(version: Version, headers: &impl Fields) -> bool {
 mod tests {
     use super::*;
 
+    use http::HeaderMap;
+
     /// The rules on a bare map (every lookup a real one).
     impl Fields for HeaderMap {
-        fn map(&self) -> &HeaderMap {
-            self
+        fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
+            HeaderValues::from_map(self, name)
+        }
+        fn has(&self, name: &HeaderName) -> bool {
+            self.contains_key(name)
         }
     }
 

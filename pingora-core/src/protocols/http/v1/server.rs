@@ -216,38 +216,41 @@ impl HttpSession {
 
     /// Host rules (RFC 9112 §3.2) and target forms.
     fn validate(&self, req: &RequestHeader) -> Result<()> {
-        let hosts = req.headers.get_all(HOST).iter().count();
+        // (Read without building the map: see `RequestHeader::method`.)
+        let hosts = req.header_values(&HOST).count();
         if hosts > 1 {
             return Error::e_explain(InvalidHTTPHeader, "more than one Host");
         }
-        if hosts == 0 && req.version == Version::HTTP_11 {
+        if hosts == 0 && req.version() == Version::HTTP_11 {
             return Error::e_explain(InvalidHTTPHeader, "HTTP/1.1 request without Host");
         }
-        if req.method == Method::CONNECT {
-            if req.uri.authority().is_none() || req.uri.scheme().is_some() {
+        let uri = req.uri();
+        if req.method() == Method::CONNECT {
+            if uri.authority().is_none() || uri.scheme().is_some() {
                 return Error::e_explain(InvalidHTTPHeader, "CONNECT target must be host:port");
             }
-        } else if req.uri.scheme().is_none() && !req.uri.path().starts_with('/') && req.uri != "*" {
+        } else if uri.scheme().is_none() && !uri.path().starts_with('/') && uri != "*" {
             return Error::e_explain(InvalidHTTPHeader, "invalid request target");
         }
         Ok(())
     }
 
     fn start_exchange(&mut self, req: RequestHeader) -> Result<()> {
-        let framing = framing::request_framing(req.version, &req)?;
+        let framing = framing::request_framing(req.version(), &req)?;
         if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts.max_body_bytes) {
             if n > max {
                 return Error::e_explain(BodyTooLarge, "Content-Length above the limit");
             }
         }
         self.conn.start_body(framing);
-        self.keepalive = framing::wants_keepalive(req.version, &req);
-        self.continue_pending = req.version == Version::HTTP_11
+        self.keepalive = framing::wants_keepalive(req.version(), &req);
+        self.continue_pending = req.version() == Version::HTTP_11
             && framing != Framing::None
+            && req.has_header(&EXPECT)
             && req
-                .headers
-                .get(EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                .header_values(&EXPECT)
+                .next()
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         self.upgraded = false;
         self.final_written = false;
         self.resp = None;
@@ -333,11 +336,11 @@ impl HttpSession {
         }
         let req = self
             .req
-            .as_deref()
+            .as_ref()
             .or_err(H1Error, "no request to respond to")?;
-        let method = req.method.clone();
-        let req_version = req.version;
-        let status = resp.status;
+        let method = req.method().clone();
+        let req_version = req.version();
+        let status = resp.status();
         resp.set_version(Version::HTTP_11);
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {

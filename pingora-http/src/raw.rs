@@ -1,0 +1,561 @@
+//! Header lines as parsed: offsets into the received header block, not yet
+//! in a `HeaderMap`.
+//!
+//! Building the `HeaderMap` (a name parsed and hashed, a value checked and
+//! shared, one wire-order entry per line, and all of it dropped again) was
+//! the largest cost of a proxied request. A proxy that only forwards a
+//! message asks a few framing questions (Content-Length, Transfer-Encoding,
+//! Connection, …), removes the hop-by-hop lines and writes the rest; all of
+//! that works on the lines as parsed. The map is built the first time
+//! anything else is asked ([`RawLines::materialize`]).
+//!
+//! The lines are checked when parsed with the rules `HeaderName` and
+//! `HeaderValue` apply, so building the map later cannot fail.
+
+use bytes::{BufMut, Bytes};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::case::CaseHeaderName;
+use crate::order::{
+    tracked_bit, tracked_bit_str, tracked_bit_token, WireOrder, CONNECTION_BIT, HOP_BY_HOP_BITS,
+};
+
+/// One line: where its name and value are in the block, and the tracked
+/// bit of its name (0 for other names).
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    name: u32,
+    value: u32,
+    value_len: u32,
+    name_len: u16,
+    bit: u16,
+}
+
+impl Line {
+    fn wire_len(&self) -> usize {
+        self.name_len as usize + self.value_len as usize + 4
+    }
+}
+
+/// The header lines of one parsed message, in wire order.
+#[derive(Debug, Clone)]
+pub(crate) struct RawLines {
+    block: Bytes,
+    lines: Vec<Line>,
+    /// Which tracked names (see `order.rs`) have lines, one bit each.
+    present: u16,
+    /// Bytes the lines take on the wire as `Name: value\r\n`.
+    wire_bytes: usize,
+}
+
+/// The bytes that may appear in a header name: RFC 9110 token characters,
+/// the set `HeaderName::from_bytes` accepts.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// Whether every byte of `v` may appear in a header value (the set
+/// `HeaderValue` accepts: visible ASCII, space, tab, and obs-text). No
+/// early exit, so that the loop vectorizes.
+fn valid_value(v: &[u8]) -> bool {
+    v.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20 && b != 0x7f) | (b == b'\t'))
+    })
+}
+
+/// `part`'s offset in `block`, if it lies inside it.
+fn offset_in(block: &Bytes, part: &[u8]) -> Option<u32> {
+    let start = block.as_ptr() as usize;
+    let p = part.as_ptr() as usize;
+    if p >= start && p + part.len() <= start + block.len() {
+        u32::try_from(p - start).ok()
+    } else {
+        None
+    }
+}
+
+impl RawLines {
+    /// The lines httparse found in `block`. `None` when a line is not a
+    /// slice of `block` or breaks a rule of `HeaderName`/`HeaderValue`:
+    /// then the caller builds the map at once, which reports the error.
+    pub(crate) fn parse(headers: &[httparse::Header<'_>], block: &Bytes) -> Option<Self> {
+        let mut lines = Vec::with_capacity(headers.len());
+        let mut present = 0;
+        let mut wire_bytes = 0;
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.is_empty()
+                || name.len() > u16::MAX as usize
+                || !name.iter().all(|&b| TCHAR[b as usize])
+                || !valid_value(h.value)
+            {
+                return None;
+            }
+            let bit = tracked_bit_token(name);
+            let line = Line {
+                name: offset_in(block, name)?,
+                value: if h.value.is_empty() {
+                    0
+                } else {
+                    offset_in(block, h.value)?
+                },
+                value_len: h.value.len() as u32,
+                name_len: name.len() as u16,
+                bit,
+            };
+            present |= bit;
+            wire_bytes += line.wire_len();
+            lines.push(line);
+        }
+        Some(RawLines {
+            block: block.clone(),
+            lines,
+            present,
+            wire_bytes,
+        })
+    }
+
+    fn name(&self, l: &Line) -> &[u8] {
+        &self.block[l.name as usize..l.name as usize + l.name_len as usize]
+    }
+
+    fn value(&self, l: &Line) -> &[u8] {
+        &self.block[l.value as usize..(l.value + l.value_len) as usize]
+    }
+
+    /// Whether line `l` is named `name`, whose tracked bit is `bit`: a
+    /// tracked name by its bit, another by comparing the names.
+    fn is(&self, l: &Line, name: &[u8], bit: u16) -> bool {
+        if bit != 0 {
+            l.bit == bit
+        } else {
+            l.bit == 0 && self.name(l).eq_ignore_ascii_case(name)
+        }
+    }
+
+    /// The values of the lines named `name`, in order.
+    pub(crate) fn values<'a>(&'a self, name: &'a HeaderName) -> RawValues<'a> {
+        self.values_bit(name.as_str(), tracked_bit(name))
+    }
+
+    /// The values of the lines named `name` (any case), whose tracked bit
+    /// is `bit`.
+    fn values_bit<'a>(&'a self, name: &'a str, bit: u16) -> RawValues<'a> {
+        let absent = bit != 0 && self.present & bit == 0;
+        RawValues {
+            raw: self,
+            name: name.as_bytes(),
+            bit,
+            next: if absent { self.lines.len() } else { 0 },
+        }
+    }
+
+    /// Whether a line is named `name`: the tracked names by their bit.
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        match tracked_bit(name) {
+            0 => self
+                .lines
+                .iter()
+                .any(|l| self.is(l, name.as_str().as_bytes(), 0)),
+            bit => self.present & bit != 0,
+        }
+    }
+
+    /// Whether any hop-by-hop line is present.
+    pub(crate) fn has_hop_by_hop(&self) -> bool {
+        self.present & HOP_BY_HOP_BITS != 0
+    }
+
+    /// Remove the hop-by-hop lines: the fixed names and those `Connection`
+    /// lists (as `WireOrder::remove_hop_by_hop` does for a built map).
+    pub(crate) fn remove_hop_by_hop(&mut self) {
+        let found = self.present & HOP_BY_HOP_BITS;
+        if found == 0 {
+            return;
+        }
+        // The names `Connection` lists: tracked ones as bits, others kept
+        // as slices of the block (it outlives this call).
+        let mut listed_bits = 0u16;
+        let mut listed: Vec<(u32, u32)> = Vec::new();
+        if found & CONNECTION_BIT != 0 {
+            let block_start = self.block.as_ptr() as usize;
+            for v in self.values_bit("connection", CONNECTION_BIT) {
+                for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.is_empty() {
+                        continue;
+                    }
+                    match std::str::from_utf8(t).map_or(0, tracked_bit_str) {
+                        0 => listed
+                            .push(((t.as_ptr() as usize - block_start) as u32, t.len() as u32)),
+                        bit => listed_bits |= bit,
+                    }
+                }
+            }
+        }
+        let drop_bits = HOP_BY_HOP_BITS | listed_bits;
+        let block = &self.block;
+        let mut gone = 0;
+        self.lines.retain(|l| {
+            let drop = l.bit & drop_bits != 0
+                || (l.bit == 0
+                    && !listed.is_empty()
+                    && listed.iter().any(|&(o, n)| {
+                        let name = &block[l.name as usize..l.name as usize + l.name_len as usize];
+                        block[o as usize..(o + n) as usize].eq_ignore_ascii_case(name)
+                    }));
+            if drop {
+                gone += l.wire_len();
+            }
+            !drop
+        });
+        self.wire_bytes -= gone;
+        self.present &= !drop_bits;
+        self.debug_check();
+    }
+
+    /// Remove every line named `name` (any case); returns the first value.
+    pub(crate) fn remove<K: http::header::AsHeaderName + Copy>(
+        &mut self,
+        name: K,
+    ) -> Option<HeaderValue> {
+        let name = name.as_str();
+        let bit = tracked_bit_str(name);
+        if bit != 0 && self.present & bit == 0 {
+            return None;
+        }
+        let mut first = None;
+        let mut gone = 0;
+        let mut keep = Vec::new();
+        std::mem::swap(&mut keep, &mut self.lines);
+        keep.retain(|l| {
+            if !self.is(l, name.as_bytes(), bit) {
+                return true;
+            }
+            if first.is_none() {
+                first = Some(*l);
+            }
+            gone += l.wire_len();
+            false
+        });
+        self.lines = keep;
+        self.wire_bytes -= gone;
+        self.present &= !bit;
+        self.debug_check();
+        first.map(|l| self.header_value(&l))
+    }
+
+    /// In debug builds (the tests), that the bits and `wire_bytes` tell
+    /// the truth.
+    fn debug_check(&self) {
+        debug_assert_eq!(
+            self.wire_bytes,
+            self.lines.iter().map(Line::wire_len).sum::<usize>(),
+            "wire length out of step with the lines"
+        );
+        debug_assert!(
+            self.lines.iter().all(|l| {
+                std::str::from_utf8(self.name(l)).map_or(0, tracked_bit_str) == l.bit
+                    && tracked_bit_token(self.name(l)) == l.bit
+            }),
+            "a line's tracked bit is wrong"
+        );
+        debug_assert_eq!(
+            self.present,
+            self.lines.iter().fold(0, |a, l| a | l.bit),
+            "tracked names out of step"
+        );
+    }
+
+    /// A line's value as a `HeaderValue` (sharing the block).
+    fn header_value(&self, l: &Line) -> HeaderValue {
+        if l.value_len == 0 {
+            return HeaderValue::from_static("");
+        }
+        let v = self
+            .block
+            .slice(l.value as usize..(l.value + l.value_len) as usize);
+        HeaderValue::from_maybe_shared(v).expect("header value checked when parsed")
+    }
+
+    /// Number of lines.
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Bytes the lines take on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.wire_bytes
+    }
+
+    /// Write the lines as HTTP/1 `Name: value\r\n`, spelled as received.
+    pub(crate) fn write_h1<B: BufMut>(&self, buf: &mut B) {
+        for l in &self.lines {
+            buf.put_slice(self.name(l));
+            buf.put_slice(b": ");
+            buf.put_slice(self.value(l));
+            buf.put_slice(b"\r\n");
+        }
+    }
+
+    /// The map and wire order these lines make.
+    pub(crate) fn materialize(&self) -> (HeaderMap, WireOrder) {
+        let mut map = HeaderMap::with_capacity(self.lines.len());
+        let mut order = WireOrder::with_capacity(self.lines.len());
+        for l in &self.lines {
+            let raw = self.name(l);
+            let name = HeaderName::from_bytes(raw).expect("header name checked when parsed");
+            let value = self.header_value(l);
+            order.append(
+                &mut map,
+                CaseHeaderName::from_parsed(raw, name, &self.block),
+                value,
+            );
+        }
+        (map, order)
+    }
+}
+
+/// The values of one name in [`RawLines`].
+pub(crate) struct RawValues<'a> {
+    raw: &'a RawLines,
+    name: &'a [u8],
+    bit: u16,
+    next: usize,
+}
+
+impl<'a> Iterator for RawValues<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while let Some(l) = self.raw.lines.get(self.next) {
+            self.next += 1;
+            if self.raw.is(l, self.name, self.bit) {
+                return Some(self.raw.value(l));
+            }
+        }
+        None
+    }
+}
+
+/// The `http` crate's request and response parts, for [`Lines`].
+pub(crate) trait PartsHeaders: Clone {
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+}
+
+impl PartsHeaders for http::request::Parts {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+}
+
+impl PartsHeaders for http::response::Parts {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+}
+
+/// A message's header lines, in one of two states. *Built*: the lines are
+/// in the parts' `HeaderMap` and `order` (`raw` is `None`). *As parsed*:
+/// they are in `raw`, the parts' map is empty, and `view` holds, once
+/// something asked to read the parts, a copy of them with the map built.
+/// An edit of the lines builds the map in place first (`settle`).
+#[derive(Debug, Clone)]
+pub(crate) struct Lines<P> {
+    pub(crate) order: WireOrder,
+    pub(crate) raw: Option<RawLines>,
+    view: std::sync::OnceLock<Box<(P, WireOrder)>>,
+}
+
+impl<P: PartsHeaders> Lines<P> {
+    /// Lines already in the parts' map, in this order.
+    pub(crate) fn built(order: WireOrder) -> Self {
+        Lines {
+            order,
+            raw: None,
+            view: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lines as parsed.
+    pub(crate) fn parsed(raw: RawLines) -> Self {
+        Lines {
+            order: WireOrder::default(),
+            raw: Some(raw),
+            view: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The parts with their map, and the wire order: `base` itself once
+    /// built, else the view (built on the first call).
+    pub(crate) fn view<'a>(&'a self, base: &'a P) -> (&'a P, &'a WireOrder) {
+        match &self.raw {
+            None => (base, &self.order),
+            Some(raw) => {
+                let v = self.view.get_or_init(|| {
+                    let mut p = base.clone();
+                    let (map, order) = raw.materialize();
+                    *p.headers_mut() = map;
+                    Box::new((p, order))
+                });
+                (&v.0, &v.1)
+            }
+        }
+    }
+
+    /// Build the map into `base` (taking it from the view if there is
+    /// one), for an edit; returns the wire order to edit beside it.
+    pub(crate) fn settle(&mut self, base: &mut P) -> &mut WireOrder {
+        if let Some(raw) = self.raw.take() {
+            let (map, order) = match self.view.take() {
+                Some(v) => {
+                    let (mut p, order) = *v;
+                    (std::mem::take(p.headers_mut()), order)
+                }
+                None => raw.materialize(),
+            };
+            *base.headers_mut() = map;
+            self.order = order;
+        }
+        &mut self.order
+    }
+
+    /// `base` changed (method, URI, status, version, or the raw lines):
+    /// a view built before is out of date.
+    pub(crate) fn changed(&mut self) {
+        self.view.take();
+    }
+
+    /// Remove every line named `name`; returns the first value. `map` is
+    /// the parts' map (used once built).
+    pub(crate) fn remove<K: http::header::AsHeaderName + Copy>(
+        &mut self,
+        map: &mut HeaderMap,
+        name: K,
+    ) -> Option<HeaderValue> {
+        match &mut self.raw {
+            Some(raw) => {
+                let first = raw.remove(name);
+                if first.is_some() {
+                    self.changed();
+                }
+                first
+            }
+            None => self.order.remove(map, name),
+        }
+    }
+
+    /// Remove the hop-by-hop lines (see `RequestHeader::remove_hop_by_hop`).
+    pub(crate) fn remove_hop_by_hop(&mut self, map: &mut HeaderMap) {
+        match &mut self.raw {
+            Some(raw) => {
+                if raw.has_hop_by_hop() {
+                    raw.remove_hop_by_hop();
+                    self.changed();
+                }
+            }
+            None => self.order.remove_hop_by_hop(map),
+        }
+    }
+
+    /// Whether any hop-by-hop line is present.
+    pub(crate) fn has_hop_by_hop(&self) -> bool {
+        match &self.raw {
+            Some(raw) => raw.has_hop_by_hop(),
+            None => self.order.has_hop_by_hop(),
+        }
+    }
+
+    /// Whether a line is named `name`.
+    pub(crate) fn contains(&self, map: &HeaderMap, name: &HeaderName) -> bool {
+        match &self.raw {
+            Some(raw) => raw.contains(name),
+            None => self.order.contains(map, name),
+        }
+    }
+
+    /// Number of lines.
+    pub(crate) fn len(&self) -> usize {
+        match &self.raw {
+            Some(raw) => raw.len(),
+            None => self.order.len(),
+        }
+    }
+
+    /// Bytes the lines take on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        match &self.raw {
+            Some(raw) => raw.wire_len(),
+            None => self.order.wire_len(),
+        }
+    }
+
+    /// Write the lines as HTTP/1.
+    pub(crate) fn write_h1<B: BufMut>(&self, map: &HeaderMap, buf: &mut B) {
+        match &self.raw {
+            Some(raw) => raw.write_h1(buf),
+            None => self.order.write_h1(map, buf),
+        }
+    }
+
+    /// The values of the lines named `name`, in order, without building
+    /// the map. `map` is the parts' map (used once built).
+    pub(crate) fn values<'a>(
+        &'a self,
+        map: &'a HeaderMap,
+        name: &'a HeaderName,
+    ) -> HeaderValues<'a> {
+        match &self.raw {
+            Some(raw) => HeaderValues(ValuesInner::Raw(raw.values(name))),
+            None => HeaderValues(ValuesInner::Map(map.get_all(name).iter())),
+        }
+    }
+}
+
+/// The values of one header name, in order, as bytes: see
+/// [`RequestHeader::header_values`](crate::RequestHeader::header_values).
+pub struct HeaderValues<'a>(ValuesInner<'a>);
+
+enum ValuesInner<'a> {
+    Map(http::header::ValueIter<'a, HeaderValue>),
+    Raw(RawValues<'a>),
+}
+
+impl<'a> Iterator for HeaderValues<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match &mut self.0 {
+            ValuesInner::Map(it) => it.next().map(HeaderValue::as_bytes),
+            ValuesInner::Raw(it) => it.next(),
+        }
+    }
+}
+
+impl<'a> HeaderValues<'a> {
+    /// The values of `name` in a plain `HeaderMap`.
+    pub fn from_map(map: &'a HeaderMap, name: &HeaderName) -> Self {
+        HeaderValues(ValuesInner::Map(map.get_all(name).iter()))
+    }
+}
