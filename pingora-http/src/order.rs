@@ -103,6 +103,51 @@ pub(crate) fn tracked_bit_token(name: &[u8]) -> u16 {
     }
 }
 
+/// The names a `Connection` header lists (RFC 9110 §7.6.1): the tracked
+/// ones as bits, the others as byte slices, sorted case-blind and without
+/// repeats so that a lookup is a binary search. Tokens are split on `,`
+/// and trimmed as bytes, so a value with non-ASCII bytes elsewhere still
+/// lists its names. A hostile list (tens of thousands of tokens in a 64 KiB
+/// header) costs a sort, not a comparison of every token with every line.
+pub(crate) struct ListedNames<'a> {
+    pub(crate) bits: u16,
+    others: Vec<&'a [u8]>,
+}
+
+fn fold_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
+}
+
+impl<'a> ListedNames<'a> {
+    pub(crate) fn new(values: impl Iterator<Item = &'a [u8]>) -> Self {
+        let mut bits = 0;
+        let mut others = Vec::new();
+        for v in values {
+            for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.is_empty() {
+                    continue;
+                }
+                match std::str::from_utf8(t).map_or(0, tracked_bit_str) {
+                    0 => others.push(t),
+                    bit => bits |= bit,
+                }
+            }
+        }
+        if others.len() > 1 {
+            others.sort_unstable_by(|a, b| fold_cmp(a, b));
+            others.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        }
+        ListedNames { bits, others }
+    }
+
+    /// Whether `name` (not a tracked one) is listed.
+    pub(crate) fn has_other(&self, name: &[u8]) -> bool {
+        !self.others.is_empty() && self.others.binary_search_by(|t| fold_cmp(t, name)).is_ok()
+    }
+}
+
 /// Bytes of one `Name: value\r\n` line.
 fn line_len(name: &[u8], value: &HeaderValue) -> usize {
     name.len() + value.len() + 4
@@ -292,26 +337,31 @@ impl WireOrder {
         if found == 0 {
             return;
         }
-        // The other names `Connection` lists, taken before it goes.
-        let mut named: Vec<String> = Vec::new();
+        // The names `Connection` lists, taken before it goes: of the lines
+        // of other names, those it lists.
+        let mut named: Vec<HeaderName> = Vec::new();
+        let mut listed_bits = 0;
         if found & CONNECTION_BIT != 0 {
-            for v in map.get_all(http::header::CONNECTION) {
-                let Ok(v) = v.to_str() else { continue };
-                for t in v.split(',').map(str::trim) {
-                    if !t.is_empty() && tracked_bit_str(t) & HOP_BY_HOP_BITS == 0 {
-                        named.push(t.to_string());
-                    }
+            let listed = ListedNames::new(
+                map.get_all(http::header::CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            );
+            listed_bits = listed.bits & !HOP_BY_HOP_BITS;
+            for name in map.keys() {
+                if tracked_bit(name) == 0 && listed.has_other(name.as_str().as_bytes()) {
+                    named.push(name.clone());
                 }
             }
         }
         for (i, name) in TRACKED.iter().enumerate() {
             let bit = 1 << i;
-            if found & bit != 0 {
+            if (found | listed_bits) & bit != 0 {
                 self.remove_with_bit(map, *name, bit);
             }
         }
         for name in &named {
-            self.remove(map, name.as_str());
+            self.remove(map, name);
         }
     }
 

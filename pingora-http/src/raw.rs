@@ -17,7 +17,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::case::CaseHeaderName;
 use crate::order::{
-    tracked_bit, tracked_bit_str, tracked_bit_token, WireOrder, CONNECTION_BIT, HOP_BY_HOP_BITS,
+    tracked_bit, tracked_bit_str, tracked_bit_token, ListedNames, WireOrder, CONNECTION_BIT,
+    HOP_BY_HOP_BITS,
 };
 
 /// One line: where its name and value are in the block, and the tracked
@@ -103,6 +104,10 @@ impl RawLines {
     /// slice of `block` or breaks a rule of `HeaderName`/`HeaderValue`:
     /// then the caller builds the map at once, which reports the error.
     pub(crate) fn parse(headers: &[httparse::Header<'_>], block: &Bytes) -> Option<Self> {
+        // Offsets and lengths are `u32`s.
+        if u32::try_from(block.len()).is_err() {
+            return None;
+        }
         let mut lines = Vec::with_capacity(headers.len());
         let mut present = 0;
         let mut wire_bytes = 0;
@@ -197,36 +202,27 @@ impl RawLines {
         if found == 0 {
             return;
         }
-        // The names `Connection` lists: tracked ones as bits, others kept
-        // as slices of the block (it outlives this call).
-        let mut listed_bits = 0u16;
-        let mut listed: Vec<(u32, u32)> = Vec::new();
-        if found & CONNECTION_BIT != 0 {
-            let block_start = self.block.as_ptr() as usize;
-            for v in self.values_bit("connection", CONNECTION_BIT) {
-                for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if t.is_empty() {
-                        continue;
-                    }
-                    match std::str::from_utf8(t).map_or(0, tracked_bit_str) {
-                        0 => listed
-                            .push(((t.as_ptr() as usize - block_start) as u32, t.len() as u32)),
-                        bit => listed_bits |= bit,
-                    }
-                }
-            }
-        }
-        let drop_bits = HOP_BY_HOP_BITS | listed_bits;
-        let block = &self.block;
+        // The names `Connection` lists (slices of a handle on the block,
+        // so that the lines can change meanwhile).
+        let block = self.block.clone();
+        let listed = if found & CONNECTION_BIT != 0 {
+            let lines = &self.lines;
+            ListedNames::new(
+                lines
+                    .iter()
+                    .filter(|l| l.bit == CONNECTION_BIT)
+                    .map(|l| &block[l.value as usize..(l.value + l.value_len) as usize]),
+            )
+        } else {
+            ListedNames::new(std::iter::empty())
+        };
+        let drop_bits = HOP_BY_HOP_BITS | listed.bits;
         let mut gone = 0;
         self.lines.retain(|l| {
             let drop = l.bit & drop_bits != 0
                 || (l.bit == 0
-                    && !listed.is_empty()
-                    && listed.iter().any(|&(o, n)| {
-                        let name = &block[l.name as usize..l.name as usize + l.name_len as usize];
-                        block[o as usize..(o + n) as usize].eq_ignore_ascii_case(name)
-                    }));
+                    && listed
+                        .has_other(&block[l.name as usize..l.name as usize + l.name_len as usize]));
             if drop {
                 gone += l.wire_len();
             }
@@ -382,11 +378,23 @@ impl PartsHeaders for http::response::Parts {
 /// they are in `raw`, the parts' map is empty, and `view` holds, once
 /// something asked to read the parts, a copy of them with the map built.
 /// An edit of the lines builds the map in place first (`settle`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Lines<P> {
     pub(crate) order: WireOrder,
     pub(crate) raw: Option<RawLines>,
     view: std::sync::OnceLock<Box<(P, WireOrder)>>,
+}
+
+/// A copy leaves the view behind (it is rebuilt if the copy is read):
+/// copying the request for the upstream must not copy a map.
+impl<P> Clone for Lines<P> {
+    fn clone(&self) -> Self {
+        Lines {
+            order: self.order.clone(),
+            raw: self.raw.clone(),
+            view: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl<P: PartsHeaders> Lines<P> {
@@ -557,5 +565,13 @@ impl<'a> HeaderValues<'a> {
     /// The values of `name` in a plain `HeaderMap`.
     pub fn from_map(map: &'a HeaderMap, name: &HeaderName) -> Self {
         HeaderValues(ValuesInner::Map(map.get_all(name).iter()))
+    }
+
+    /// The first value as text, if there is one and it is visible ASCII,
+    /// spaces and tabs only (as `HeaderValue::to_str` requires).
+    pub fn first_str(mut self) -> Option<&'a str> {
+        self.next()
+            .filter(|v| v.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t'))
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 }

@@ -228,12 +228,18 @@ impl RequestHeader {
 
     /// Replace the method.
     pub fn set_method(&mut self, method: Method) {
+        if self.base.method == method {
+            return;
+        }
         self.base.method = method;
         self.lines.changed();
     }
 
     /// Replace the HTTP version.
     pub fn set_version(&mut self, version: Version) {
+        if self.base.version == version {
+            return;
+        }
         self.base.version = version;
         self.lines.changed();
     }

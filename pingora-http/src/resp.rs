@@ -230,6 +230,9 @@ impl ResponseHeader {
 
     /// Replace the HTTP version.
     pub fn set_version(&mut self, version: Version) {
+        if self.base.version == version {
+            return;
+        }
         self.base.version = version;
         self.lines.changed();
     }
@@ -252,7 +255,7 @@ impl ResponseHeader {
     pub fn h1_len(&self) -> usize {
         let reason = self.get_reason_phrase().map_or(0, str::len);
         let lines = self.lines.wire_len();
-        17 + reason + 2 + lines
+        17 + reason + lines
     }
 
     /// [`ResponseHeader::write_h1`] into a new buffer of the right size.

@@ -130,47 +130,54 @@ impl AccessLog {
         took: Duration,
         now: SystemTime,
     ) -> String {
+        // Read through the accessors, which do not build the map of a
+        // header still as parsed.
         let req = session.req_header();
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
-        let protocol = match req.version {
+        let protocol = match req.version() {
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         };
-        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let status = session
             .response_written()
-            .map(|r| r.status.as_u16())
+            .map(|r| r.status().as_u16())
             .or_else(|| error.map(crate::error_status))
             .unwrap_or(0);
         let bytes = session.body_bytes_sent();
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let (referer, agent, host) = (
+            http::header::REFERER,
+            http::header::USER_AGENT,
+            http::header::HOST,
+        );
+        let header = |name| req.header_values(name).first_str();
         match self.format {
             AccessLogFormat::Combined => {
                 let (y, mo, d, h, mi, s, _) = utc_parts(now);
                 format!(
                     "{client} - - [{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000] {} {status} {bytes} {} {}",
                     MONTHS[(mo - 1) as usize],
-                    clf_quoted(Some(&format!("{} {target} {protocol}", req.method))),
-                    clf_quoted(header("referer")),
-                    clf_quoted(header("user-agent")),
+                    clf_quoted(Some(&format!("{} {target} {protocol}", req.method()))),
+                    clf_quoted(header(&referer)),
+                    clf_quoted(header(&agent)),
                 )
             }
             AccessLogFormat::Json => {
-                let host = header("host").or_else(|| req.uri.authority().map(|a| a.as_str()));
+                let host = header(&host).or_else(|| req.uri().authority().map(|a| a.as_str()));
                 format!(
                     "{{\"time\":\"{}\",\"client\":{},\"method\":{},\"uri\":{},\"protocol\":\"{protocol}\",\"host\":{},\"status\":{status},\"bytes\":{bytes},\"duration_ms\":{:.3},\"referer\":{},\"user_agent\":{},\"error\":{}}}",
                     rfc3339(now),
                     json_str(&client),
-                    json_str(req.method.as_str()),
+                    json_str(req.method().as_str()),
                     json_str(target),
                     json_opt(host),
                     took.as_secs_f64() * 1000.0,
-                    json_opt(header("referer")),
-                    json_opt(header("user-agent")),
+                    json_opt(header(&referer)),
+                    json_opt(header(&agent)),
                     json_opt(error.map(|e| e.to_string()).as_deref()),
                 )
             }

@@ -55,13 +55,12 @@ pub fn forwarded_element(client: Option<IpAddr>, tls: bool, host: Option<&str>) 
 /// Add this hop to the `Forwarded` header (RFC 7239): the client's
 /// address, whether it came over TLS, and the host it asked for.
 pub fn append_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    let host = session
-        .req_header()
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let down = session.req_header();
+    let host = down
+        .header_values(&http::header::HOST)
+        .first_str()
         .map(str::to_string)
-        .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
+        .or_else(|| down.uri().authority().map(|a| a.to_string()));
     let element = forwarded_element(
         client_ip(session),
         session.tls_digest().is_some(),
@@ -73,7 +72,7 @@ pub fn append_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()
 /// Add this hop to `Via`: the client's protocol version and `pseudonym`
 /// (e.g. the proxy's host name).
 pub fn append_via(session: &Session, req: &mut RequestHeader, pseudonym: &str) -> Result<()> {
-    let version = match session.req_header().version {
+    let version = match session.req_header().version() {
         http::Version::HTTP_10 => "1.0",
         http::Version::HTTP_2 => "2",
         _ => "1.1",

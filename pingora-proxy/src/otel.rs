@@ -385,10 +385,11 @@ impl RequestTrace {
     /// The root span, a child of the client's `traceparent` if it sent a
     /// valid one.
     pub(crate) fn start(tracer: &Arc<Tracer>, req: &RequestHeader) -> RequestTrace {
+        // (The accessors do not build the map of a header still as parsed.)
+        let traceparent = http::HeaderName::from_static("traceparent");
         let parent = req
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
+            .header_values(&traceparent)
+            .first_str()
             .and_then(parse_traceparent);
         let (trace_id, parent_id) = match parent {
             Some((t, s, _)) => (t, Some(s)),
@@ -400,8 +401,8 @@ impl RequestTrace {
             }
         };
         let mut root = Span::new(trace_id, parent_id, "proxy request", SpanKind::Server);
-        root.set_str("http.request.method", req.method.as_str());
-        root.set_str("url.path", req.uri.path());
+        root.set_str("http.request.method", req.method().as_str());
+        root.set_str("url.path", req.uri().path());
         RequestTrace {
             tracer: tracer.clone(),
             root,

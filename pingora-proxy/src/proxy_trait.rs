@@ -304,7 +304,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> u16 {
         let code = crate::proxy::error_status(e);
         if session.response_written().is_none() {
-            let _ = if session.is_grpc() && session.is_http2() {
+            let _ = if session.is_http2() && session.is_grpc() {
                 session.respond_grpc_error(code).await
             } else {
                 session.respond_error_with_body(code).await

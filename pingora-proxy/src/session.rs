@@ -121,9 +121,9 @@ impl Session {
     pub fn is_grpc(&self) -> bool {
         self.0
             .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+            .header_values(&http::header::CONTENT_TYPE)
+            .next()
+            .is_some_and(|v| v.starts_with(b"application/grpc"))
     }
 
     /// Answer a gRPC call that failed with HTTP status `code` the way gRPC

@@ -145,11 +145,14 @@ impl Conn {
 
     /// The stream, with this connection's buffers left for the next
     /// [`with_spare_buffers`](Self::with_spare_buffers) on this thread when
-    /// they are empty and small (an allocation still shared with a header
-    /// block is not copied: the buffer allocates anew when it next grows).
+    /// they are empty, with room for a first header read, and not large
+    /// (an allocation still shared with a header block is not copied: the
+    /// buffer allocates anew when it next grows; one that grew for a body
+    /// may pin up to that allocation, 16 pairs per thread at most).
     pub(crate) fn keep_buffers_spare(mut self) -> Stream {
         if self.buf.is_empty()
             && self.pending.is_empty()
+            && self.buf.capacity() >= FIRST_HEADER_READ / 2
             && self.buf.capacity() <= HEADER_READ_SIZE
             && self.pending.capacity() <= KEEP_PENDING
         {

@@ -173,10 +173,11 @@ fn strip(req: &mut RequestHeader) {
     for n in ["keep-alive", "proxy-connection"] {
         req.remove_header(&HeaderName::from_static(n));
     }
+    let te = HeaderName::from_static("te");
     if req
-        .headers
-        .get("te")
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        .header_values(&te)
+        .next()
+        .is_some_and(|v| !v.eq_ignore_ascii_case(b"trailers"))
     {
         req.remove_header(&HeaderName::from_static("te"));
     }
@@ -217,7 +218,10 @@ impl Http2Session {
             .take()
             .or_err(H2Error, "request header already sent")?;
         strip(&mut req);
-        let host = req.headers.get(HOST).cloned();
+        let host = req
+            .header_values(&HOST)
+            .next()
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok());
         req.remove_header(&HOST);
         let mut parts = req.into_parts();
         // The request's own Host or authority first; the connection's

@@ -192,7 +192,7 @@ impl HttpSession {
         if self.resp.is_some() {
             return Error::e_explain(H2Error, "response header already written");
         }
-        let status = resp.status;
+        let status = resp.status();
         if status.is_informational() {
             // 1xx: an interim response; 101 has no meaning in HTTP/2.
             if status == StatusCode::SWITCHING_PROTOCOLS {
