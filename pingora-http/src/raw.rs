@@ -450,6 +450,11 @@ impl<P: PartsHeaders> Lines<P> {
         &mut self.order
     }
 
+    /// Whether the map exists: built, or as parsed with a view.
+    pub(crate) fn map_built(&self) -> bool {
+        self.raw.is_none() || self.view.get().is_some()
+    }
+
     /// `base` changed (method, URI, status, version, or the raw lines):
     /// a view built before is out of date.
     pub(crate) fn changed(&mut self) {

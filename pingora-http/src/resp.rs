@@ -170,6 +170,14 @@ impl ResponseHeader {
         order.iter(&base.headers)
     }
 
+    /// Whether this response's `HeaderMap` exists: `false` for a header parsed
+    /// from HTTP/1 that nothing has read through `Deref` or edited yet.
+    /// For tests and diagnostics (a proxy that forwards without reading
+    /// `headers` should never build it).
+    pub fn map_built(&self) -> bool {
+        self.lines.map_built()
+    }
+
     /// The number of header lines.
     pub fn header_count(&self) -> usize {
         self.lines.len()

@@ -298,14 +298,20 @@ fn remove_hop_by_hop_keeps_the_rest_in_order() {
           Proxy-Connection: c\r\nTrailer: d\r\nProxy-Authenticate: e\r\n\r\n",
     );
     let mut req = parse_req(&wire);
+    assert!(!req.map_built(), "parsed lines stay as parsed");
     assert!(req.has_hop_by_hop());
     req.remove_hop_by_hop();
     assert!(!req.has_hop_by_hop());
+    assert!(!req.map_built(), "removing lines builds no map");
     let want: Vec<(Vec<u8>, Vec<u8>)> = [("Host", "h"), ("X-Kept", "1"), ("Content-Length", "0")]
         .iter()
         .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
     assert_eq!(lines(req.headers_in_order()), want);
+    assert!(
+        req.map_built(),
+        "reading the lines with their values built it"
+    );
     assert_eq!(req.headers.len(), 3);
     let mut out = BytesMut::new();
     req.write_h1(&mut out);

@@ -524,3 +524,58 @@ async fn http10_request_without_host_gets_one_upstream() {
         "one upstream connection"
     );
 }
+
+/// The proxy's own path reads and writes the headers as parsed: when no
+/// filter reads `headers`, neither the request's nor the response's
+/// `HeaderMap` is ever built (hop-by-hop lines, framing, Host and TE are
+/// all handled on the lines as received), and what is forwarded is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_path_builds_no_header_map() {
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(bool, Option<bool>)>>>;
+    struct Lean(pingora_core::upstreams::peer::HttpPeer, Seen);
+    #[async_trait::async_trait]
+    impl pingora_proxy::ProxyHttp for Lean {
+        type CTX = ();
+        fn new_ctx(&self) {}
+        async fn upstream_peer(
+            &self,
+            _: &mut pingora_proxy::Session,
+            _: &mut (),
+        ) -> pingora_error::Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
+            Ok(Box::new(self.0.clone()))
+        }
+        async fn logging(
+            &self,
+            s: &mut pingora_proxy::Session,
+            _: Option<&pingora_error::Error>,
+            _: &mut (),
+        ) {
+            let req = s.req_header().map_built();
+            let resp = s.response_written().map(|r| r.map_built());
+            self.1.lock().unwrap().push((req, resp));
+        }
+    }
+
+    let (up, _) = upstream().await;
+    let seen = Seen::default();
+    let lean = Lean(peer(up, false), seen.clone());
+    let app = pingora_core::apps::http_app::HttpServer::new(
+        pingora_proxy::HttpProxy::with_options(lean, None, ProxyOptions::default()),
+    );
+    let port = serve(app, Default::default()).await;
+    let r = curl(&[
+        "-H",
+        "X-Hop: 1",
+        "-H",
+        "Connection: keep-alive, X-Hop",
+        "-H",
+        "X-Kept: 2",
+        &format!("http://127.0.0.1:{port}/bytes/5"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "xxxxx");
+    assert_eq!(seen.lock().unwrap().as_slice(), &[(false, Some(false))]);
+}
