@@ -38,11 +38,82 @@ impl Line {
     }
 }
 
+/// Lines kept inline up to this many (most messages between programs
+/// have fewer), so that parsing and copying a header allocate nothing.
+const INLINE_LINES: usize = 8;
+
+/// The lines: inline while few, else on the heap.
+#[derive(Debug, Clone)]
+enum LineVec {
+    Inline(u8, [Line; INLINE_LINES]),
+    Heap(Vec<Line>),
+}
+
+const NO_LINE: Line = Line {
+    name: 0,
+    value: 0,
+    value_len: 0,
+    name_len: 0,
+    bit: 0,
+};
+
+impl LineVec {
+    fn with_capacity(n: usize) -> Self {
+        if n <= INLINE_LINES {
+            LineVec::Inline(0, [NO_LINE; INLINE_LINES])
+        } else {
+            LineVec::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, l: Line) {
+        match self {
+            LineVec::Inline(n, a) if (*n as usize) < INLINE_LINES => {
+                a[*n as usize] = l;
+                *n += 1;
+            }
+            LineVec::Inline(_, a) => {
+                let mut v = a.to_vec();
+                v.push(l);
+                *self = LineVec::Heap(v);
+            }
+            LineVec::Heap(v) => v.push(l),
+        }
+    }
+
+    /// Keep the lines `keep` says yes to, in order.
+    fn retain(&mut self, mut keep: impl FnMut(&Line) -> bool) {
+        match self {
+            LineVec::Inline(n, a) => {
+                let mut k = 0;
+                for i in 0..*n as usize {
+                    if keep(&a[i]) {
+                        a[k] = a[i];
+                        k += 1;
+                    }
+                }
+                *n = k as u8;
+            }
+            LineVec::Heap(v) => v.retain(|l| keep(l)),
+        }
+    }
+}
+
+impl std::ops::Deref for LineVec {
+    type Target = [Line];
+    fn deref(&self) -> &[Line] {
+        match self {
+            LineVec::Inline(n, a) => &a[..*n as usize],
+            LineVec::Heap(v) => v,
+        }
+    }
+}
+
 /// The header lines of one parsed message, in wire order.
 #[derive(Debug, Clone)]
 pub(crate) struct RawLines {
     block: Bytes,
-    lines: Vec<Line>,
+    lines: LineVec,
     /// Which tracked names (see `order.rs`) have lines, one bit each.
     present: u16,
     /// Bytes the lines take on the wire as `Name: value\r\n`.
@@ -108,7 +179,7 @@ impl RawLines {
         if u32::try_from(block.len()).is_err() {
             return None;
         }
-        let mut lines = Vec::with_capacity(headers.len());
+        let mut lines = LineVec::with_capacity(headers.len());
         let mut present = 0;
         let mut wire_bytes = 0;
         for h in headers {
@@ -245,8 +316,7 @@ impl RawLines {
         }
         let mut first = None;
         let mut gone = 0;
-        let mut keep = Vec::new();
-        std::mem::swap(&mut keep, &mut self.lines);
+        let mut keep = std::mem::replace(&mut self.lines, LineVec::Heap(Vec::new()));
         keep.retain(|l| {
             if !self.is(l, name.as_bytes(), bit) {
                 return true;
@@ -309,7 +379,7 @@ impl RawLines {
 
     /// Write the lines as HTTP/1 `Name: value\r\n`, spelled as received.
     pub(crate) fn write_h1<B: BufMut>(&self, buf: &mut B) {
-        for l in &self.lines {
+        for l in self.lines.iter() {
             buf.put_slice(self.name(l));
             buf.put_slice(b": ");
             buf.put_slice(self.value(l));
@@ -321,7 +391,7 @@ impl RawLines {
     pub(crate) fn materialize(&self) -> (HeaderMap, WireOrder) {
         let mut map = HeaderMap::with_capacity(self.lines.len());
         let mut order = WireOrder::with_capacity(self.lines.len());
-        for l in &self.lines {
+        for l in self.lines.iter() {
             let raw = self.name(l);
             let name = HeaderName::from_bytes(raw).expect("header name checked when parsed");
             let value = self.header_value(l);
