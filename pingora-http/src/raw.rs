@@ -12,7 +12,7 @@
 //! The lines are checked when parsed with the rules `HeaderName` and
 //! `HeaderValue` apply, so building the map later cannot fail.
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::case::CaseHeaderName;
@@ -334,6 +334,43 @@ impl RawLines {
         first.map(|l| self.header_value(&l))
     }
 
+    /// Add a line at the end, spelled `spelling`: the block is copied with
+    /// the line's bytes after it (the lines so far keep their offsets).
+    /// `false`, changing nothing, if the block would outgrow the offsets.
+    pub(crate) fn append(
+        &mut self,
+        spelling: &[u8],
+        name: &HeaderName,
+        value: &HeaderValue,
+    ) -> bool {
+        let total = self.block.len() + spelling.len() + value.len();
+        if u32::try_from(total).is_err() || spelling.len() > u16::MAX as usize {
+            return false;
+        }
+        let mut b = BytesMut::with_capacity(total);
+        b.extend_from_slice(&self.block);
+        b.extend_from_slice(spelling);
+        b.extend_from_slice(value.as_bytes());
+        let name_at = self.block.len() as u32;
+        let line = Line {
+            name: name_at,
+            value: if value.is_empty() {
+                0
+            } else {
+                name_at + spelling.len() as u32
+            },
+            value_len: value.len() as u32,
+            name_len: spelling.len() as u16,
+            bit: tracked_bit(name),
+        };
+        self.block = b.freeze();
+        self.present |= line.bit;
+        self.wire_bytes += line.wire_len();
+        self.lines.push(line);
+        self.debug_check();
+        true
+    }
+
     /// In debug builds (the tests), that the bits and `wire_bytes` tell
     /// the truth.
     fn debug_check(&self) {
@@ -529,6 +566,29 @@ impl<P: PartsHeaders> Lines<P> {
     /// a view built before is out of date.
     pub(crate) fn changed(&mut self) {
         self.view.take();
+    }
+
+    /// Add a line at the end: to the parsed lines while there are (a value
+    /// marked sensitive, for HPACK, builds the map to keep the mark).
+    pub(crate) fn append(&mut self, base: &mut P, name: CaseHeaderName, value: HeaderValue) {
+        if let Some(raw) = &mut self.raw {
+            if !value.is_sensitive() && raw.append(name.as_bytes(), name.name(), &value) {
+                self.changed();
+                return;
+            }
+        }
+        let order = self.settle(base);
+        order.append(base.headers_mut(), name, value);
+    }
+
+    /// Replace every line of this name with one line at the end.
+    pub(crate) fn insert(&mut self, base: &mut P, name: CaseHeaderName, value: HeaderValue) {
+        if self.raw.is_some() {
+            self.remove(base.headers_mut(), name.name());
+            self.append(base, name, value);
+            return;
+        }
+        self.order.insert(base.headers_mut(), name, value);
     }
 
     /// Remove every line named `name`; returns the first value. `map` is

@@ -123,8 +123,7 @@ impl RequestHeader {
     {
         let name = name.into_case_header_name()?;
         let value = header_value(value)?;
-        let order = self.lines.settle(&mut self.base);
-        order.append(&mut self.base.headers, name, value);
+        self.lines.append(&mut self.base, name, value);
         Ok(())
     }
 
@@ -138,8 +137,7 @@ impl RequestHeader {
     {
         let name = name.into_case_header_name()?;
         let value = header_value(value)?;
-        let order = self.lines.settle(&mut self.base);
-        order.insert(&mut self.base.headers, name, value);
+        self.lines.insert(&mut self.base, name, value);
         Ok(())
     }
 
@@ -197,6 +195,12 @@ impl RequestHeader {
     /// `headers` should never build it).
     pub fn map_built(&self) -> bool {
         self.lines.map_built()
+    }
+
+    /// Build the map in place now (the tests compare both states).
+    #[cfg(test)]
+    pub(crate) fn build_map_now(&mut self) {
+        self.lines.settle(&mut self.base);
     }
 
     /// The number of header lines.

@@ -100,8 +100,7 @@ impl ResponseHeader {
         let value = value
             .try_into()
             .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        let order = self.lines.settle(&mut self.base);
-        order.append(&mut self.base.headers, name, value);
+        self.lines.append(&mut self.base, name, value);
         Ok(())
     }
 
@@ -117,8 +116,7 @@ impl ResponseHeader {
         let value = value
             .try_into()
             .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        let order = self.lines.settle(&mut self.base);
-        order.insert(&mut self.base.headers, name, value);
+        self.lines.insert(&mut self.base, name, value);
         Ok(())
     }
 
@@ -176,6 +174,12 @@ impl ResponseHeader {
     /// `headers` should never build it).
     pub fn map_built(&self) -> bool {
         self.lines.map_built()
+    }
+
+    /// Build the map in place now (the tests compare both states).
+    #[cfg(test)]
+    pub(crate) fn build_map_now(&mut self) {
+        self.lines.settle(&mut self.base);
     }
 
     /// The number of header lines.

@@ -375,12 +375,11 @@ fn line_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A header with the same lines, built into its map (by an edit).
+/// A header with the same lines, built into its map.
 macro_rules! built {
     ($h:expr) => {{
         let mut b = $h.clone();
-        b.append_header("x-force", "1").unwrap();
-        b.remove_header("x-force");
+        b.build_map_now();
         b
     }};
 }
@@ -411,7 +410,7 @@ proptest! {
     #[test]
     fn parsed_lines_answer_as_the_built_map(
         given in prop::collection::vec((line_name(), line_value()), 0..16),
-        ops in prop::collection::vec((0u8..3, line_name()), 0..6),
+        ops in prop::collection::vec((0u8..5, line_name(), line_value()), 0..8),
     ) {
         let mut req_wire = b"GET /a HTTP/1.1\r\n".to_vec();
         let mut resp_wire = b"HTTP/1.1 200 OK\r\n".to_vec();
@@ -428,8 +427,20 @@ proptest! {
         let mut resp_b = built!(resp);
         same_answers!(req, req_b);
         same_answers!(resp, resp_b);
-        for (op, name) in ops {
+        for (op, name, value) in ops {
             match op {
+                3 => {
+                    req.append_header(name.clone(), value.as_str()).unwrap();
+                    req_b.append_header(name.clone(), value.as_str()).unwrap();
+                    resp.append_header(name.clone(), value.as_str()).unwrap();
+                    resp_b.append_header(name.clone(), value.as_str()).unwrap();
+                }
+                4 => {
+                    req.insert_header(name.clone(), value.as_str()).unwrap();
+                    req_b.insert_header(name.clone(), value.as_str()).unwrap();
+                    resp.insert_header(name.clone(), value.as_str()).unwrap();
+                    resp_b.insert_header(name.clone(), value.as_str()).unwrap();
+                }
                 0 => {
                     prop_assert_eq!(req.remove_header(name.as_str()), req_b.remove_header(name.as_str()));
                     prop_assert_eq!(resp.remove_header(name.as_str()), resp_b.remove_header(name.as_str()));
@@ -473,12 +484,37 @@ fn connection_listing_many_names() {
     wire.extend_from_slice(b"\r\n");
     let mut raw = parse_req(&Bytes::from(wire));
     let mut built = raw.clone();
-    built.append_header("x-force", "1").unwrap();
-    built.remove_header("x-force");
+    built.build_map_now();
     raw.remove_hop_by_hop();
     built.remove_hop_by_hop();
     let want = "GET / HTTP/1.1\r\nHost: h\r\nx0: 0\r\nx1000: 1000\r\nx2000: 2000\r\n\
                 x3000: 3000\r\nx4000: 4000\r\nT5000: 5000\r\nx5000: 5000\r\n\r\n";
     assert_eq!(String::from_utf8_lossy(&raw.to_wire()), want);
     assert_eq!(String::from_utf8_lossy(&built.to_wire()), want);
+}
+
+/// Adding and replacing lines of a parsed header keeps it as parsed (no
+/// map built) and writes them after the received ones, spelled as given.
+#[test]
+fn edits_of_a_parsed_header_build_no_map() {
+    let mut resp = parse_resp(&Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nServer: s\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ));
+    resp.remove_hop_by_hop();
+    resp.insert_header("Transfer-Encoding", "chunked").unwrap();
+    resp.append_header("x-added", "1").unwrap();
+    resp.insert_header("Server", "proxy").unwrap();
+    assert!(!resp.map_built());
+    assert!(resp.has_header(&http::header::TRANSFER_ENCODING));
+    assert_eq!(
+        &resp.to_wire()[..],
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-added: 1\r\nServer: proxy\r\n\r\n"[..]
+    );
+    assert_eq!(resp.to_wire().len(), resp.h1_len());
+    // A value marked sensitive (for HPACK) builds the map to keep the mark.
+    let mut v = HeaderValue::from_static("secret");
+    v.set_sensitive(true);
+    resp.insert_header("Authorization", v).unwrap();
+    assert!(resp.map_built());
+    assert!(resp.headers.get("authorization").unwrap().is_sensitive());
 }
