@@ -37,7 +37,9 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 
 # nginx_start NAME HTTP-BLOCK [CPU]: a one-worker nginx of its own in
 # $DIR/NAME (access log off, temp paths inside), pinned to CPU if given;
-# its PID goes into PIDS and LAST_PID.
+# its PID goes into PIDS and LAST_PID. With NGINX_WRAP set (e.g. a
+# valgrind command line), nginx runs under it, its stderr in
+# $DIR/NAME/stderr.log.
 nginx_start() {
     local name=$1 body=$2 cpu=${3:-}
     mkdir -p "$DIR/$name"
@@ -61,10 +63,16 @@ http {
     $body
 }
 CONF
+    local run=(nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf")
     if [ -n "$cpu" ]; then
-        taskset -c "$cpu" nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
+        run=(taskset -c "$cpu" "${run[@]}")
+    fi
+    if [ -n "${NGINX_WRAP:-}" ]; then
+        # shellcheck disable=SC2206 # a command line, split on spaces
+        local wrap=($NGINX_WRAP)
+        "${wrap[@]}" "${run[@]}" 2>"$DIR/$name/stderr.log" &
     else
-        nginx -p "$DIR/$name" -c "$DIR/$name/nginx.conf" &
+        "${run[@]}" &
     fi
     PIDS+=($!)
     LAST_PID=$!

@@ -18,32 +18,12 @@ PIDS+=($!)
 wait_port "$OURS"
 
 NGINX=$(free_port)
-mkdir -p "$DIR/nginx"
-cat > "$DIR/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $DIR/nginx/nginx.pid;
-error_log $DIR/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/nginx/body;
-    proxy_temp_path $DIR/nginx/proxy;
-    fastcgi_temp_path $DIR/nginx/fastcgi;
-    uwsgi_temp_path $DIR/nginx/uwsgi;
-    scgi_temp_path $DIR/nginx/scgi;
-    default_type text/plain;
+nginx_start nginx "
     server {
         listen 127.0.0.1:$NGINX http2;
         http2_max_concurrent_streams 128;
-        keepalive_requests 100000000;
-        location / { return 200 "hello from pingora\n"; }
-    }
-}
-CONF
-nginx -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" &
-PIDS+=($!)
+        location / { return 200 \"hello from pingora\\n\"; }
+    }"
 wait_port "$NGINX"
 
 rate() {

@@ -17,21 +17,7 @@ PIDS+=($!)
 wait_port "$OURS"
 
 NGINX=$(free_port)
-mkdir -p "$DIR/nginx"
-cat > "$DIR/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $DIR/nginx/nginx.pid;
-error_log $DIR/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/nginx/body;
-    proxy_temp_path $DIR/nginx/proxy;
-    fastcgi_temp_path $DIR/nginx/fastcgi;
-    uwsgi_temp_path $DIR/nginx/uwsgi;
-    scgi_temp_path $DIR/nginx/scgi;
+nginx_start nginx "
     server {
         listen 127.0.0.1:$NGINX ssl;
         ssl_certificate $DIR/certs/a.test.crt;
@@ -39,12 +25,8 @@ http {
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_tickets off;
         ssl_session_cache off;
-        location / { return 200 "hello\n"; }
-    }
-}
-CONF
-nginx -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" &
-PIDS+=($!)
+        location / { return 200 \"hello\\n\"; }
+    }"
 wait_port "$NGINX"
 
 rate() {

@@ -32,44 +32,29 @@ printf 'version: 1\nthreads: 1\nupstream_keepalive_pool_size: 128\n' > "$DIR/con
 under() {
     PORT=$(free_port)
     if [ "${PROXY:-ours}" = nginx ]; then
-        mkdir -p "$DIR/px"
-        cat > "$DIR/px/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $DIR/px/nginx.pid;
-error_log $DIR/px/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/px/body;
-    proxy_temp_path $DIR/px/proxy;
-    fastcgi_temp_path $DIR/px/fastcgi;
-    uwsgi_temp_path $DIR/px/uwsgi;
-    scgi_temp_path $DIR/px/scgi;
-    keepalive_requests 100000000;
+        NGINX_WRAP="valgrind $*" nginx_start px "
     upstream up { server 127.0.0.1:$UP; keepalive 64; }
     server {
         listen 127.0.0.1:$PORT;
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
         }
-    }
-}
-CONF
-        valgrind "$@" nginx -p "$DIR/px" -c "$DIR/px/nginx.conf" 2>"$DIR/vg.log" &
+    }"
+        VG=$LAST_PID
+        LOG="$DIR/px/stderr.log"
     else
+        LOG="$DIR/vg.log"
         valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
-            --upstream "127.0.0.1:$UP" 2>"$DIR/vg.log" &
+            --upstream "127.0.0.1:$UP" 2>"$LOG" &
+        VG=$!
+        PIDS+=($VG)
     fi
-    VG=$!
-    PIDS+=($VG)
     # Valgrind is slow to start: wait up to a minute.
     for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0; sleep 0.1; done
     echo "the proxy never listened under valgrind" >&2
-    cat "$DIR/vg.log" >&2
+    cat "$LOG" >&2
     exit 1
 }
 load() { # requests
