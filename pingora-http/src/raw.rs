@@ -710,3 +710,117 @@ impl<'a> HeaderValues<'a> {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 }
+
+/// The line methods `RequestHeader` and `ResponseHeader` share, written
+/// once: both keep their parts in `base` and their lines in `lines`.
+macro_rules! line_methods {
+    ($what:literal) => {
+        /// Add a header line at the end, keeping any others of the same name.
+        pub fn append_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<()>
+        where
+            N: $crate::IntoCaseHeaderName,
+            V: TryInto<http::HeaderValue>,
+            <V as TryInto<http::HeaderValue>>::Error: Into<pingora_error::Cause>,
+        {
+            let name = name.into_case_header_name()?;
+            let value = $crate::raw::header_value(value)?;
+            self.lines.append(&mut self.base, name, value);
+            Ok(())
+        }
+
+        /// Set a header: every line of that name is replaced by one line, at
+        /// the end.
+        pub fn insert_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<()>
+        where
+            N: $crate::IntoCaseHeaderName,
+            V: TryInto<http::HeaderValue>,
+            <V as TryInto<http::HeaderValue>>::Error: Into<pingora_error::Cause>,
+        {
+            let name = name.into_case_header_name()?;
+            let value = $crate::raw::header_value(value)?;
+            self.lines.insert(&mut self.base, name, value);
+            Ok(())
+        }
+
+        /// Remove every line of this name; returns the first value, if any.
+        /// Takes `&HeaderName` (no parsing) or `&str`, as Pingora's does.
+        pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<http::HeaderValue>
+        where
+            &'a N: http::header::AsHeaderName,
+        {
+            self.lines.remove(&mut self.base.headers, name)
+        }
+
+        /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
+        /// before forwarding: Connection, Keep-Alive, Proxy-Connection,
+        /// Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+        /// Transfer-Encoding, Upgrade, and every header that Connection names.
+        /// Costs one bit test when there are none.
+        pub fn remove_hop_by_hop(&mut self) {
+            self.lines.remove_hop_by_hop(&mut self.base.headers);
+        }
+
+        #[doc = concat!("Whether the ", $what, " has any hop-by-hop header (RFC 9110 §7.6.1:")]
+        /// Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+        /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
+        /// a proxy must not forward; answered without a lookup.
+        pub fn has_hop_by_hop(&self) -> bool {
+            self.lines.has_hop_by_hop()
+        }
+
+        #[doc = concat!("Whether the ", $what, " has a header of this name. The names HTTP")]
+        /// framing and proxies ask about (Content-Length, Transfer-Encoding,
+        /// Connection, Upgrade, Expect, TE, Trailer, Host, and the hop-by-hop
+        /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+        /// Proxy-Authorization) are answered without a lookup.
+        pub fn has_header(&self, name: &http::HeaderName) -> bool {
+            self.lines.contains(&self.base.headers, name)
+        }
+
+        /// The values of the lines named `name`, in order, as bytes; unlike
+        /// `headers.get_all(name)`, this does not build the map of a header
+        /// still as parsed.
+        pub fn header_values<'a>(&'a self, name: &'a http::HeaderName) -> $crate::HeaderValues<'a> {
+            self.lines.values(&self.base.headers, name)
+        }
+
+        /// The header lines in wire order, each with its original spelling.
+        pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &http::HeaderValue)> {
+            let (base, order) = self.lines.view(&self.base);
+            order.iter(&base.headers)
+        }
+
+        #[doc = concat!("Whether this ", $what, "'s `HeaderMap` exists: `false` for a header parsed")]
+        /// from HTTP/1 that nothing has read through `Deref` or edited yet.
+        /// For tests and diagnostics (a proxy that forwards without reading
+        /// `headers` should never build it).
+        pub fn map_built(&self) -> bool {
+            self.lines.map_built()
+        }
+
+        /// Build the map in place now (the tests compare both states).
+        #[cfg(test)]
+        pub(crate) fn build_map_now(&mut self) {
+            self.lines.settle(&mut self.base);
+        }
+
+        /// The number of header lines.
+        pub fn header_count(&self) -> usize {
+            self.lines.len()
+        }
+    };
+}
+pub(crate) use line_methods;
+
+/// A header value from anything that converts to one; the error names it.
+pub(crate) fn header_value<V>(value: V) -> pingora_error::Result<HeaderValue>
+where
+    V: TryInto<HeaderValue>,
+    <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
+{
+    use pingora_error::OrErr;
+    value.try_into().or_err(
+        pingora_error::ErrorType::InvalidHTTPHeader,
+        "invalid header value",
+    )
+}

@@ -8,9 +8,9 @@ use http::request::Parts;
 use http::{Method, Uri, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
-use crate::case::{CaseHeaderName, IntoCaseHeaderName};
+use crate::case::CaseHeaderName;
 use crate::order::WireOrder;
-use crate::raw::{HeaderValues, Lines, RawLines};
+use crate::raw::{Lines, RawLines};
 use crate::{share, version_str};
 
 /// An HTTP request header: method, URI, version and header lines, each
@@ -38,16 +38,6 @@ impl Deref for RequestHeader {
     fn deref(&self) -> &Parts {
         self.lines.view(&self.base).0
     }
-}
-
-fn header_value<V>(value: V) -> Result<HeaderValue>
-where
-    V: TryInto<HeaderValue>,
-    <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
-{
-    value
-        .try_into()
-        .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
 }
 
 impl RequestHeader {
@@ -114,99 +104,7 @@ impl RequestHeader {
         })
     }
 
-    /// Add a header line at the end, keeping any others of the same name.
-    pub fn append_header<N, V>(&mut self, name: N, value: V) -> Result<()>
-    where
-        N: IntoCaseHeaderName,
-        V: TryInto<HeaderValue>,
-        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
-    {
-        let name = name.into_case_header_name()?;
-        let value = header_value(value)?;
-        self.lines.append(&mut self.base, name, value);
-        Ok(())
-    }
-
-    /// Set a header: every line of that name is replaced by one line, at
-    /// the end.
-    pub fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
-    where
-        N: IntoCaseHeaderName,
-        V: TryInto<HeaderValue>,
-        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
-    {
-        let name = name.into_case_header_name()?;
-        let value = header_value(value)?;
-        self.lines.insert(&mut self.base, name, value);
-        Ok(())
-    }
-
-    /// Remove every line of this name; returns the first value, if any.
-    /// Takes `&HeaderName` (no parsing) or `&str`, as Pingora's does.
-    pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
-    where
-        &'a N: http::header::AsHeaderName,
-    {
-        self.lines.remove(&mut self.base.headers, name)
-    }
-
-    /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
-    /// before forwarding: Connection, Keep-Alive, Proxy-Connection,
-    /// Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
-    /// Transfer-Encoding, Upgrade, and every header that Connection names.
-    /// Costs one bit test when there are none.
-    pub fn remove_hop_by_hop(&mut self) {
-        self.lines.remove_hop_by_hop(&mut self.base.headers);
-    }
-
-    /// Whether the request has any hop-by-hop header (RFC 9110 §7.6.1:
-    /// Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
-    /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
-    /// a proxy must not forward; answered without a lookup.
-    pub fn has_hop_by_hop(&self) -> bool {
-        self.lines.has_hop_by_hop()
-    }
-
-    /// Whether the request has a header of this name. The names HTTP
-    /// framing and proxies ask about (Content-Length, Transfer-Encoding,
-    /// Connection, Upgrade, Expect, TE, Trailer, Host, and the hop-by-hop
-    /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
-    /// Proxy-Authorization) are answered without a lookup.
-    pub fn has_header(&self, name: &HeaderName) -> bool {
-        self.lines.contains(&self.base.headers, name)
-    }
-
-    /// The values of the lines named `name`, in order, as bytes; unlike
-    /// `headers.get_all(name)`, this does not build the map of a header
-    /// still as parsed.
-    pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
-        self.lines.values(&self.base.headers, name)
-    }
-
-    /// The header lines in wire order, each with its original spelling.
-    pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
-        let (base, order) = self.lines.view(&self.base);
-        order.iter(&base.headers)
-    }
-
-    /// Whether this request's `HeaderMap` exists: `false` for a header parsed
-    /// from HTTP/1 that nothing has read through `Deref` or edited yet.
-    /// For tests and diagnostics (a proxy that forwards without reading
-    /// `headers` should never build it).
-    pub fn map_built(&self) -> bool {
-        self.lines.map_built()
-    }
-
-    /// Build the map in place now (the tests compare both states).
-    #[cfg(test)]
-    pub(crate) fn build_map_now(&mut self) {
-        self.lines.settle(&mut self.base);
-    }
-
-    /// The number of header lines.
-    pub fn header_count(&self) -> usize {
-        self.lines.len()
-    }
+    crate::raw::line_methods!("request");
 
     /// The method (as `req.method`, without building a parsed header's
     /// map).

@@ -3,14 +3,12 @@
 use std::ops::Deref;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
-use crate::case::IntoCaseHeaderName;
 use crate::order::WireOrder;
-use crate::raw::{HeaderValues, Lines, RawLines};
+use crate::raw::{Lines, RawLines};
 use crate::req::parsed_header;
 use crate::version_str;
 
@@ -89,103 +87,7 @@ impl ResponseHeader {
         Ok(h)
     }
 
-    /// Add a header line at the end, keeping any others of the same name.
-    pub fn append_header<N, V>(&mut self, name: N, value: V) -> Result<()>
-    where
-        N: IntoCaseHeaderName,
-        V: TryInto<HeaderValue>,
-        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
-    {
-        let name = name.into_case_header_name()?;
-        let value = value
-            .try_into()
-            .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        self.lines.append(&mut self.base, name, value);
-        Ok(())
-    }
-
-    /// Set a header: every line of that name is replaced by one line, at
-    /// the end.
-    pub fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
-    where
-        N: IntoCaseHeaderName,
-        V: TryInto<HeaderValue>,
-        <V as TryInto<HeaderValue>>::Error: Into<pingora_error::Cause>,
-    {
-        let name = name.into_case_header_name()?;
-        let value = value
-            .try_into()
-            .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
-        self.lines.insert(&mut self.base, name, value);
-        Ok(())
-    }
-
-    /// Remove every line of this name; returns the first value, if any.
-    /// Takes `&HeaderName` (no parsing) or `&str`, as Pingora's does.
-    pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
-    where
-        &'a N: http::header::AsHeaderName,
-    {
-        self.lines.remove(&mut self.base.headers, name)
-    }
-
-    /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must
-    /// before forwarding: Connection, Keep-Alive, Proxy-Connection,
-    /// Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
-    /// Transfer-Encoding, Upgrade, and every header that Connection names.
-    /// Costs one bit test when there are none.
-    pub fn remove_hop_by_hop(&mut self) {
-        self.lines.remove_hop_by_hop(&mut self.base.headers);
-    }
-
-    /// Whether the response has any hop-by-hop header (RFC 9110 §7.6.1:
-    /// Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
-    /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
-    /// a proxy must not forward; answered without a lookup.
-    pub fn has_hop_by_hop(&self) -> bool {
-        self.lines.has_hop_by_hop()
-    }
-
-    /// Whether the response has a header of this name. The names HTTP
-    /// framing and proxies ask about (Content-Length, Transfer-Encoding,
-    /// Connection, Upgrade, Expect, TE, Trailer, Host, and the hop-by-hop
-    /// Keep-Alive, Proxy-Connection, Proxy-Authenticate,
-    /// Proxy-Authorization) are answered without a lookup.
-    pub fn has_header(&self, name: &HeaderName) -> bool {
-        self.lines.contains(&self.base.headers, name)
-    }
-
-    /// The values of the lines named `name`, in order, as bytes; unlike
-    /// `headers.get_all(name)`, this does not build the map of a header
-    /// still as parsed.
-    pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
-        self.lines.values(&self.base.headers, name)
-    }
-
-    /// The header lines in wire order, each with its original spelling.
-    pub fn headers_in_order(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> {
-        let (base, order) = self.lines.view(&self.base);
-        order.iter(&base.headers)
-    }
-
-    /// Whether this response's `HeaderMap` exists: `false` for a header parsed
-    /// from HTTP/1 that nothing has read through `Deref` or edited yet.
-    /// For tests and diagnostics (a proxy that forwards without reading
-    /// `headers` should never build it).
-    pub fn map_built(&self) -> bool {
-        self.lines.map_built()
-    }
-
-    /// Build the map in place now (the tests compare both states).
-    #[cfg(test)]
-    pub(crate) fn build_map_now(&mut self) {
-        self.lines.settle(&mut self.base);
-    }
-
-    /// The number of header lines.
-    pub fn header_count(&self) -> usize {
-        self.lines.len()
-    }
+    crate::raw::line_methods!("response");
 
     /// The status (as `resp.status`, without building a parsed header's
     /// map).
