@@ -67,9 +67,8 @@ impl ProxyHttp for Rewrite {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         if json {
-            // The length will change: drop it, the body goes chunked (or
-            // in DATA frames over HTTP/2).
-            resp.remove_header("Content-Length");
+            // The length will change; the proxy sets the new one (the
+            // rewritten body goes out as one piece at the end).
             ctx.0 = Some(BytesMut::new());
         }
         Ok(())

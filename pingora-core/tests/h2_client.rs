@@ -253,7 +253,7 @@ async fn server_pings_and_drops_a_silent_client() {
         ..Default::default()
     });
     let app = Arc::new(http);
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
         app.process_new(Box::new(L4Stream::from_tcp(s)), &rx).await;
@@ -278,15 +278,23 @@ async fn server_pings_and_drops_a_silent_client() {
     })
     .await;
     assert!(closed.is_ok(), "the server kept a silent client");
-    // It sent at least one PING (frame type 6) before giving up.
+    // It sent at least one PING (frame type 6) before giving up, and said
+    // goodbye with a GOAWAY (type 7) rather than just dropping the socket.
     let mut i = 0;
-    let mut saw_ping = false;
+    let (mut saw_ping, mut saw_goaway) = (false, false);
     while i + 9 <= frames.len() {
         let len = u32::from_be_bytes([0, frames[i], frames[i + 1], frames[i + 2]]) as usize;
         saw_ping |= frames[i + 3] == 6 && frames[i + 4] & 1 == 0;
+        saw_goaway |= frames[i + 3] == 7;
         i += 9 + len;
     }
     assert!(saw_ping, "no PING frame in {frames:?}");
+    assert!(saw_goaway, "no GOAWAY frame in {frames:?}");
+    // The connection's task ended on its own, without a panic.
+    let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
+    ended
+        .expect("the connection task did not end")
+        .expect("the connection task panicked");
 }
 
 /// An upstream that completes the HTTP/2 greeting and then goes silent: the

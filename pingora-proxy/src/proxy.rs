@@ -332,10 +332,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             attempt += 1;
             crate::metrics::proxy().retries.inc();
-            warn!(
-                "retrying {} after: {e}",
-                self.inner.request_summary(session, ctx)
-            );
+            let summary = self.inner.request_summary(session, ctx);
+            warn!("retrying {summary} after: {e}");
             let state = session.state_mut();
             state.retries = attempt;
             state.previous_error = Some(Arc::from(e));
@@ -457,6 +455,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             self.inner
                 .response_body_filter(session, &mut data, true, ctx)?;
             let data = data.filter(|d| !d.is_empty());
+            if let Some(d) = &data {
+                // A body made from nothing: its length replaces the
+                // upstream's (not for HEAD, where it describes a GET).
+                if method != Method::HEAD && resp.has_header(&CONTENT_LENGTH) {
+                    resp.insert_header(CONTENT_LENGTH, d.len().to_string())?;
+                }
+            }
             self.finish_upstream(session, up, peer, ctx, req_ended)
                 .await?;
             session
@@ -472,10 +477,23 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             return Ok(());
         }
-        session
-            .write_response_header(resp)
-            .await
-            .map_err(|e| e.into_down())?;
+        // A header with a Content-Length waits for the first piece of body
+        // to come through the filters, so that a filter that changes the
+        // body's size cannot leave a wrong length on it: when that piece
+        // is the whole body its new length is set, otherwise the length is
+        // removed (the response goes chunked over HTTP/1).
+        let mut held = None;
+        if resp.has_header(&CONTENT_LENGTH) {
+            held = Some(resp);
+        } else {
+            session
+                .write_response_header(resp)
+                .await
+                .map_err(|e| e.into_down())?;
+        }
+        // Body bytes in from the upstream and out through the filters,
+        // while a Content-Length that went out holds them to it.
+        let (mut bytes_in, mut bytes_out, mut length_sent) = (0usize, 0usize, false);
 
         // Then both directions at once, until the response is complete.
         let last = loop {
@@ -487,8 +505,38 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     // The end comes with the last piece when the framing
                     // says so (and as `None` otherwise).
                     let end = data.is_none() || up.is_body_done();
+                    let size_in = data.as_ref().map_or(0, Bytes::len);
                     self.inner.upstream_response_body_filter(session, &mut data, end, ctx)?;
                     self.inner.response_body_filter(session, &mut data, end, ctx)?;
+                    let size_out = data.as_ref().map_or(0, Bytes::len);
+                    bytes_in += size_in;
+                    bytes_out += size_out;
+                    if let Some(mut resp) = held.take() {
+                        if size_out != size_in {
+                            if end {
+                                // The whole body, already filtered.
+                                resp.insert_header(CONTENT_LENGTH, size_out.to_string())?;
+                            } else {
+                                resp.remove_header(&CONTENT_LENGTH);
+                            }
+                        } else {
+                            // The upstream's length stands: what goes out
+                            // must add up to what came in.
+                            length_sent = true;
+                        }
+                        session
+                            .write_response_header(resp)
+                            .await
+                            .map_err(|e| e.into_down())?;
+                    }
+                    if length_sent && (bytes_out > bytes_in || (end && bytes_out != bytes_in)) {
+                        return Error::e_explain(
+                            InternalError,
+                            "a body filter changed the response's size after its Content-Length \
+                             went out; remove Content-Length in response_filter when a filter \
+                             may change the body after its first piece",
+                        );
+                    }
                     if end {
                         if let Some(t) = up.trailers() {
                             let mut t = t.clone();
@@ -669,9 +717,10 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             let code = self.inner.fail_to_proxy(session, e, &mut ctx).await;
             status = status.or(Some(code));
             if !self.inner.suppress_error_log(session, &ctx, e) {
+                // Asked for whatever the log level: the user may count on it.
+                let summary = self.inner.request_summary(session, &ctx);
                 error!(
-                    "{} failed with {code} after {:?}: {e}",
-                    self.inner.request_summary(session, &ctx),
+                    "{summary} failed with {code} after {:?}: {e}",
                     start.elapsed()
                 );
             }

@@ -224,8 +224,16 @@ pub trait ProxyHttp: Send + Sync + 'static {
     }
 
     /// Each piece of the response body on its way to the client; may
-    /// change or replace it. When the body may change size, remove
-    /// Content-Length in `response_filter` (the response then goes chunked).
+    /// change or replace it.
+    ///
+    /// The Content-Length follows a change of size: a response header that
+    /// has one waits for the first piece to come through this filter. When
+    /// that piece is the whole body, the header gets its new length; when
+    /// it is not and its size changed, the length is removed (the response
+    /// goes chunked over HTTP/1). A filter that first changes size on a
+    /// later piece, after the length went out, ends the response with an
+    /// error (cut short, never longer than its length): remove
+    /// Content-Length in `response_filter` when that may happen.
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -318,7 +326,8 @@ pub trait ProxyHttp: Send + Sync + 'static {
         false
     }
 
-    /// One line that describes the request, for logs.
+    /// One line that describes the request, for the proxy's error log line
+    /// and its retry warning (asked for each, whatever the log level).
     fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
         let req = session.req_header();
         format!(

@@ -222,17 +222,33 @@ async fn late_h2_end_stream_keeps_the_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_204_304_and_100_continue() {
     let (up, _) = upstream().await;
+    // HEAD, 204 and 304 in all four protocol combinations.
+    for up_h2 in [false, true] {
+        let (port, _) = proxy(vec![peer(up, up_h2)], ProxyOptions::default()).await;
+        let base = format!("http://127.0.0.1:{port}");
+        for down_h2 in [&[][..], &["--http2-prior-knowledge"][..]] {
+            let with = |args: &[&str]| -> Vec<String> {
+                down_h2.iter().chain(args).map(|a| a.to_string()).collect()
+            };
+            let r = curl(&refs(&with(&["-I", &format!("{base}/bytes/1000")]))).await;
+            // (curl -I writes the header where a body would go.)
+            assert_eq!(
+                (r.status, r.header("content-length"), r.body.contains("xxx")),
+                (200, Some("1000"), false),
+                "HEAD, upstream h2 {up_h2}, downstream {down_h2:?}"
+            );
+            for code in ["204", "304"] {
+                let r = curl(&refs(&with(&[&format!("{base}/status/{code}")]))).await;
+                assert_eq!(
+                    (r.status.to_string(), r.body.as_str()),
+                    (code.to_string(), ""),
+                    "upstream h2 {up_h2}, downstream {down_h2:?}"
+                );
+            }
+        }
+    }
     let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
     let base = format!("http://127.0.0.1:{port}");
-    let r = curl(&["-I", &format!("{base}/bytes/1000")]).await;
-    assert_eq!((r.status, r.header("content-length")), (200, Some("1000")));
-    for code in ["204", "304"] {
-        let r = curl(&[&format!("{base}/status/{code}")]).await;
-        assert_eq!(
-            (r.status.to_string(), r.body.as_str()),
-            (code.to_string(), "")
-        );
-    }
     // curl waits up to 10 s for the 100 before sending the body: the
     // proxy must send it (when it starts reading the body).
     let start = Instant::now();
@@ -598,4 +614,128 @@ async fn the_proxy_path_builds_no_header_map() {
         seen.lock().unwrap().as_slice(),
         &[(false, Some(false)), (false, Some(false))]
     );
+}
+
+/// The error phases, in order, when `fail_to_connect` says not to retry:
+/// one try only, the user's `fail_to_proxy` answer, then the log phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_to_connect_decides_and_error_phases_run_in_order() {
+    let (up, _) = upstream().await;
+    let (port, log) = proxy(
+        vec![peer(closed_port(), false), peer(up, false)],
+        ProxyOptions::default(),
+    )
+    .await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/no-retry")]).await;
+    assert_eq!((r.status, r.body.as_str()), (502, "no retries\n"));
+    let log = folded(&logged(&log, 1).await);
+    let expected = [
+        "early_request_filter",
+        "request_filter",
+        "proxy_upstream_filter",
+        "upstream_peer",
+        "fail_to_connect: ConnectRefused",
+        "fail_to_proxy: ConnectRefused",
+        "suppress_error_log: ConnectRefused",
+        "request_summary",
+        "logging",
+        "logged error: ConnectRefused",
+    ];
+    assert_eq!(log, expected, "phases: {log:#?}");
+
+    // Left to decide by itself, the same failure is retried on the next
+    // backend, and the retry is logged with the request's summary.
+    let (port, log) = proxy(
+        vec![peer(closed_port(), false), peer(up, false)],
+        ProxyOptions::default(),
+    )
+    .await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/echo")]).await;
+    assert_eq!(r.status, 200);
+    let log = folded(&logged(&log, 1).await);
+    let at = |s: &str| log.iter().position(|l| l == s).unwrap_or(usize::MAX);
+    assert!(
+        at("fail_to_connect: ConnectRefused") < at("request_summary"),
+        "{log:#?}"
+    );
+    assert!(
+        at("request_summary") < at("previous error: ConnectRefused"),
+        "{log:#?}"
+    );
+    assert_eq!(log.iter().filter(|l| *l == "upstream_peer").count(), 2);
+    assert!(
+        !log.iter().any(|l| l.starts_with("fail_to_proxy")),
+        "{log:#?}"
+    );
+}
+
+/// `proxy_upstream_filter` saying no: 502, and nothing goes upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_upstream_filter_can_refuse() {
+    let (up, accepted) = upstream().await;
+    let (port, log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let r = curl(&[&format!("http://127.0.0.1:{port}/not-upstream")]).await;
+    assert_eq!((r.status, r.body.as_str()), (502, "502 Bad Gateway\n"));
+    let log = logged(&log, 1).await;
+    assert!(!log.contains(&"upstream_peer".to_string()), "{log:#?}");
+    assert_eq!(accepted.load(Ordering::Relaxed), 0, "nothing went upstream");
+}
+
+/// A body filter that changes the body's size: the proxy fixes the
+/// Content-Length (the new length when the first piece is the whole body,
+/// none and chunked when it is not), over HTTP/1 and HTTP/2; a filter
+/// that changes a later piece after the length went out cuts the
+/// response short instead of sending a wrong length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_follows_a_body_filter() {
+    let (up, _) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    for h2 in [&[][..], &["--http2-prior-knowledge"][..]] {
+        // One piece, the whole body: the new length is set.
+        let r = curl(&[h2, &[format!("{base}/bytes/10?shrink").as_str()][..]].concat()).await;
+        assert_eq!(
+            (r.status, r.header("content-length"), r.body.as_str()),
+            (200, Some("1"), "x"),
+            "{h2:?}"
+        );
+        // Many pieces, each doubled: no length, the whole doubled body.
+        let r = curl(&[h2, &[format!("{base}/bytes/300000?double").as_str()][..]].concat()).await;
+        assert_eq!(
+            (r.status, r.header("content-length")),
+            (200, None),
+            "{h2:?}"
+        );
+        assert_eq!(r.body.len(), 600_000, "{h2:?}");
+        if h2.is_empty() {
+            assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        }
+        // Unchanged: the upstream's length stands.
+        let r = curl(&[h2, &[format!("{base}/bytes/300000").as_str()][..]].concat()).await;
+        assert_eq!(r.header("content-length"), Some("300000"), "{h2:?}");
+        assert_eq!(r.body.len(), 300_000, "{h2:?}");
+    }
+    // Changed after the length went out: never more bytes than it says.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+        ])
+        .arg(format!("{base}/bytes/300000?late"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a short response was taken as whole");
+    let got: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(got < 300_000, "{got} bytes");
+}
+
+/// Borrowed arguments for `curl`.
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

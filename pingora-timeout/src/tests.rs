@@ -34,6 +34,25 @@ async fn expires_not_early_and_not_much_late() {
     }
 }
 
+/// The typical lateness is what the crate documents (up to two ticks):
+/// the median of several timers, so one scheduling hiccup on a busy
+/// machine does not decide it, while a wheel that ran a tick or more
+/// behind on every timer would.
+#[tokio::test]
+async fn typical_lateness_is_within_two_ticks() {
+    let d = Duration::from_millis(15);
+    let mut late: Vec<Duration> = Vec::new();
+    for _ in 0..9 {
+        let start = Instant::now();
+        assert_eq!(timeout(d, pending::<()>()).await, Err(Elapsed));
+        late.push(start.elapsed() - d);
+    }
+    late.sort();
+    let median = late[late.len() / 2];
+    let bound = Duration::from_millis(2 * crate::wheel::TICK_MS + 10);
+    assert!(median < bound, "median lateness {median:?} (all: {late:?})");
+}
+
 #[tokio::test]
 async fn sleep_waits_its_duration() {
     let d = Duration::from_millis(30);

@@ -326,6 +326,9 @@ impl<A: HttpServerApp> HttpServer<A> {
         }
         let ping = keepalive(conn.ping_pong(), self.h2_options.ping_interval);
         tokio::pin!(ping);
+        // Set once the keepalive has ended: a finished future must not be
+        // polled again while the connection winds down.
+        let mut ping_over = false;
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
@@ -362,7 +365,8 @@ impl<A: HttpServerApp> HttpServer<A> {
                     going_away = true;
                     conn.graceful_shutdown();
                 }
-                _ = &mut ping => {
+                _ = &mut ping, if !ping_over => {
+                    ping_over = true;
                     debug!("HTTP/2 ping unanswered: closing");
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
                 }

@@ -214,9 +214,9 @@ impl ProxyHttp for Recorder {
         }
         Ok(())
     }
-    async fn proxy_upstream_filter(&self, _s: &mut Session, _: &mut ()) -> Result<bool> {
+    async fn proxy_upstream_filter(&self, s: &mut Session, _: &mut ()) -> Result<bool> {
         self.note("proxy_upstream_filter");
-        Ok(true)
+        Ok(s.req_header().uri.path() != "/not-upstream")
     }
     async fn upstream_peer(&self, s: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
         self.note("upstream_peer");
@@ -268,6 +268,47 @@ impl ProxyHttp for Recorder {
         }
         e
     }
+    fn fail_to_connect(
+        &self,
+        s: &mut Session,
+        _peer: &HttpPeer,
+        _: &mut (),
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.note(format!("fail_to_connect: {:?}", e.etype()));
+        if s.req_header().uri.path() == "/no-retry" {
+            e.set_retry(false);
+        }
+        e
+    }
+    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, _: &mut ()) -> u16 {
+        self.note(format!("fail_to_proxy: {:?}", e.etype()));
+        // What the default does, with a body of our own for one path.
+        let code = pingora_proxy::error_status(e);
+        if s.response_written().is_none() {
+            if s.req_header().uri.path() == "/no-retry" {
+                let mut resp = ResponseHeader::build(code, None).unwrap();
+                resp.insert_header("Content-Length", "11").unwrap();
+                let _ = s.write_response_header(Box::new(resp)).await;
+                let _ = s
+                    .write_response_body(Bytes::from_static(b"no retries\n"))
+                    .await;
+            } else if s.is_http2() && s.is_grpc() {
+                let _ = s.respond_grpc_error(code).await;
+            } else {
+                let _ = s.respond_error_with_body(code).await;
+            }
+        }
+        code
+    }
+    fn suppress_error_log(&self, _s: &Session, _: &(), e: &Error) -> bool {
+        self.note(format!("suppress_error_log: {:?}", e.etype()));
+        false
+    }
+    fn request_summary(&self, s: &Session, _: &()) -> String {
+        self.note("request_summary");
+        format!("{} {}", s.req_header().method, s.req_header().uri)
+    }
     fn upstream_response_filter(&self, _s: &mut Session, _r: &mut ResponseHeader, _: &mut ()) {
         self.note("upstream_response_filter");
     }
@@ -292,12 +333,25 @@ impl ProxyHttp for Recorder {
     }
     fn response_body_filter(
         &self,
-        _s: &mut Session,
-        _b: &mut Option<Bytes>,
+        s: &mut Session,
+        b: &mut Option<Bytes>,
         _end: bool,
         _: &mut (),
     ) -> Result<Option<Duration>> {
         self.note("response_body_filter");
+        // Size-changing filters, chosen by the query: `double` every piece,
+        // `shrink` to one byte, or `late` (double every piece but the
+        // first, after the Content-Length went out).
+        let query = s.req_header().uri.query().unwrap_or("").to_string();
+        if let Some(piece) = b.as_mut().filter(|p| !p.is_empty()) {
+            let first = s.body_bytes_sent() == 0;
+            match query.as_str() {
+                "double" => *piece = [&piece[..], &piece[..]].concat().into(),
+                "shrink" => *piece = piece.slice(..1),
+                "late" if !first => *piece = [&piece[..], &piece[..]].concat().into(),
+                _ => {}
+            }
+        }
         Ok(None)
     }
     async fn response_trailer_filter(
