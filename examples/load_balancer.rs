@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
+use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
 use pingora::core::protocols::http::ServerSession;
 use pingora::core::server::{Opt, Server};
 use pingora::core::services::background::background_service;
@@ -74,6 +75,9 @@ struct Args {
     /// Time allowed for each upstream read or write, in milliseconds (504 after).
     #[arg(long, default_value_t = 60_000)]
     upstream_timeout_ms: u64,
+    /// Seconds between active health checks of the upstreams.
+    #[arg(long, default_value_t = 1)]
+    health_check_secs: u64,
 }
 
 /// The proxy: the load balancer and how to reach the upstreams.
@@ -85,6 +89,8 @@ struct Lb {
     tls: bool,
     ca: Option<String>,
     timeout: Duration,
+    /// A metric of our own, served beside the built-in ones.
+    failovers: IntCounter,
 }
 
 /// Per request: the backends tried, when the request began and when the
@@ -142,6 +148,7 @@ impl ProxyHttp for Lb {
     ) -> Box<Error> {
         // Passive health: count the failure against this backend (the
         // error stays retryable, so the next backend is tried).
+        self.failovers.inc();
         if let Some(b) = ctx.tried.pop() {
             self.lb.on_done(&b, ctx.start.elapsed(), false);
             ctx.tried.push(b);
@@ -198,7 +205,7 @@ fn main() -> Result<()> {
     // Round robin, with a TCP health check every second in the background.
     let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(&upstreams)?;
     lb.backends_mut().set_health_check(TcpHealthCheck::new());
-    lb.health_check_frequency = Some(Duration::from_secs(1));
+    lb.health_check_frequency = Some(Duration::from_secs(args.health_check_secs));
     let checks = background_service("health checks", lb);
     let proxy = Lb {
         lb: checks.task(),
@@ -207,6 +214,11 @@ fn main() -> Result<()> {
         tls: args.upstream_tls,
         ca: args.upstream_ca,
         timeout: Duration::from_millis(args.upstream_timeout_ms),
+        failovers: register_int_counter!(
+            "lb_example_failed_connects_total",
+            "Upstream connects that failed (each is retried on another backend)"
+        )
+        .map_err(|e| Error::because(ErrorType::InternalError, "metric", e))?,
     };
 
     let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));

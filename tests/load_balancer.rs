@@ -80,26 +80,67 @@ fn upstream(dir: &std::path::Path, extra: &[&str]) -> (Proc, u16) {
     (p, port)
 }
 
+/// A backend that was healthy goes away between health checks: the proxy
+/// itself meets the refused connects. Each is retried on the other backend
+/// (every request lands), counted against the dead one (passive health),
+/// and after five in a row it is ejected: no request tries it again.
 #[test]
 fn failover_past_a_refused_upstream() {
     let dir = temp_dir("lb-failover");
+    let (mut doomed, dead) = upstream(&dir, &[]);
     let (_up, up) = upstream(&dir, &[]);
-    let dead = free_port();
     let port = free_port();
     let (listen, a, b) = (
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1:{dead}"),
         format!("127.0.0.1:{up}"),
     );
-    let (_lb, _) = start_lb(
+    // One health check, at start: the rest is up to the proxy.
+    let (_lb, metrics) = start_lb(
         &dir,
-        &["--listen", &listen, "--upstream", &a, "--upstream", &b],
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            &a,
+            "--upstream",
+            &b,
+            "--health-check-secs",
+            "3600",
+        ],
     );
     wait_listening(port);
-    // Before the first health check and after it: every request lands.
-    for _ in 0..10 {
+    let url = format!("http://{metrics}/metrics");
+    let healthy = |page: &str, backend: &str| {
+        sample(
+            page,
+            &format!("pingora_backend_healthy{{backend=\"{backend}\"}}"),
+        )
+    };
+    poll_until(Duration::from_secs(10), "both backends checked", || {
+        let page = curl(&url);
+        healthy(&page, &a) == 1.0 && healthy(&page, &b) == 1.0
+    });
+    doomed.signal(nix::sys::signal::Signal::SIGKILL);
+    doomed.wait_exit(Duration::from_secs(10));
+    for _ in 0..20 {
         assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
     }
+    let page = curl(&url);
+    let get = |s: &str| sample(&page, s);
+    assert_eq!(
+        get("pingora_upstream_connect_errors_total{kind=\"ConnectRefused\"}"),
+        5.0,
+        "{page}"
+    );
+    assert_eq!(get("pingora_proxy_retries_total"), 5.0);
+    // The example's own metric, served beside the built-in ones.
+    assert_eq!(get("lb_example_failed_connects_total"), 5.0);
+    assert_eq!((healthy(&page, &a), healthy(&page, &b)), (0.0, 1.0));
+    assert_eq!(
+        get("pingora_http_requests_total{protocol=\"http1\",status_class=\"2xx\"}"),
+        20.0
+    );
 }
 
 /// VmHWM (peak resident memory) of a process, in KiB.

@@ -17,6 +17,11 @@
 
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+/// The `prometheus` crate these metrics are registered with, for a
+/// program's own metrics: registered in its default registry (e.g. with
+/// `prometheus::register_int_counter!`), they are served beside ours.
+pub use prometheus;
+
 use async_trait::async_trait;
 use prometheus::{
     register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
