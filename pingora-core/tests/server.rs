@@ -18,6 +18,7 @@ use clap::Parser;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Gid, Pid};
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::protocols::Stream;
 use pingora_core::server::{Opt, Server, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
@@ -45,9 +46,10 @@ fn child() {
     run_child(&role);
 }
 
-/// Echoes what it reads until the client closes; panics on `panic`. It
-/// ignores the shutdown signal, so a connection left open holds up a
-/// graceful shutdown.
+/// Echoes what it reads until the client closes; panics on `panic`;
+/// answers `whoami` with the connection's digest (peer and local
+/// address). It ignores the shutdown signal, so a connection left open
+/// holds up a graceful shutdown.
 struct Echo;
 
 #[async_trait]
@@ -61,6 +63,19 @@ impl ServerApp for Echo {
             }
             if buf[..n].starts_with(b"panic") {
                 panic!("the echo app was asked to panic");
+            }
+            if buf[..n].starts_with(b"whoami") {
+                let d = io.socket_digest()?;
+                let addr = |a: Option<&pingora_core::protocols::SocketAddr>| {
+                    a.and_then(|a| a.as_inet()).map(|a| a.to_string())
+                };
+                let me = format!(
+                    "{} {}\n",
+                    addr(d.peer_addr.as_ref())?,
+                    addr(d.local_addr.as_ref())?
+                );
+                io.write_all(me.as_bytes()).await.ok()?;
+                continue;
             }
             io.write_all(&buf[..n]).await.ok()?;
         }
@@ -133,7 +148,21 @@ fn run_child(role: &str) -> ! {
     eprintln!("child stderr after bootstrap, pid {}", std::process::id());
     let listen = std::env::var(LISTEN).unwrap();
     let mut echo = ListeningService::new("echo".to_string(), Echo);
-    echo.add_tcp(&listen);
+    if role == "options" {
+        // Three listeners with options (see `listener_options_are_applied`).
+        let addrs: Vec<&str> = listen.split(',').collect();
+        let opts = |v6only, backlog, fastopen| TcpSocketOptions {
+            ipv6_only: Some(v6only),
+            backlog,
+            tcp_fastopen: fastopen,
+            ..Default::default()
+        };
+        echo.add_tcp_with_settings(addrs[0], opts(true, Some(17), Some(9)));
+        echo.add_tcp_with_settings(addrs[1], opts(false, None, None));
+        echo.add_tcp_with_settings(addrs[2], opts(true, None, None));
+    } else {
+        echo.add_tcp(&listen);
+    }
     let echo = server.add_service(echo);
     if role == "deps" {
         let events = PathBuf::from(std::env::var(EVENTS).unwrap());
@@ -590,5 +619,177 @@ fn daemon_drops_groups_changes_directory_and_logs_stderr() {
         "{}",
         text(&error_log)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The listening socket on local port `port`, as
+/// `ss -ltnie` reports it (one line).
+fn ss_listener(port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-ltnieH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    assert!(text.starts_with("LISTEN"), "ss for port {port}: {text:?}");
+    text
+}
+
+/// The field of an `ss` line after `name:` (`ino:123` -> `123`).
+fn ss_field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+/// A duplicate, in this process, of the socket with inode `inode` that
+/// process `pid` holds (pidfd_getfd: the test is root, or the child's
+/// ancestor).
+fn socket_of(pid: Pid, inode: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let want = format!("socket:[{inode}]");
+    let target: i32 = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&want)))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("process {pid} holds no {want}"));
+    // SAFETY: plain system calls; each returns a new fd or -1.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) as i32;
+        let err = std::io::Error::last_os_error();
+        libc::close(pidfd);
+        assert!(fd >= 0, "pidfd_getfd: {err}");
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+fn getsockopt_int(fd: &std::os::fd::OwnedFd, level: i32, name: i32) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket and a c_int-sized buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
+}
+
+/// `whoami` over `s`: the peer and local address the server's digest has.
+fn whoami(s: &mut TcpStream) -> (String, String) {
+    s.write_all(b"whoami").unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    let (peer, local) = line.split_once(' ').unwrap();
+    (peer.to_string(), local.to_string())
+}
+
+/// Per-listener options, read back from the running server's sockets:
+/// backlog and IPV6_V6ONLY as the kernel reports them (`ss`), TCP_FASTOPEN
+/// and IPV6_V6ONLY with getsockopt on the server's own socket; and real
+/// connections over IPv6, over a dual-stack listener from IPv4, and refused
+/// from IPv4 by a v6-only one.
+#[test]
+fn listener_options_are_applied() {
+    let dir = temp_dir("listener-options");
+    let conf = write_conf(&dir, "");
+    let log = dir.join("server.log");
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let listen = format!("[::1]:{p1},[::]:{p2},[::]:{p3}");
+    let mut p = start(
+        "options",
+        &["-c", conf.to_str().unwrap()],
+        &listen,
+        &log,
+        &[],
+    );
+    let connect6 = |port| TcpStream::connect(("::1", port));
+    poll_until(Duration::from_secs(30), "the server to listen", || {
+        connect6(p1).is_ok() && connect6(p2).is_ok() && connect6(p3).is_ok()
+    });
+
+    // [::1], v6 only, backlog 17, TCP_FASTOPEN 9. (Linux makes a socket
+    // bound to a specific IPv6 address v6-only whatever the option says:
+    // the [::] listeners below are the ones that show the option works.)
+    let l1 = ss_listener(p1);
+    assert_eq!(l1.split_whitespace().nth(2), Some("17"), "backlog: {l1}");
+    assert_eq!(ss_field(&l1, "v6only"), "1", "{l1}");
+    let fd = socket_of(p.pid(), ss_field(&l1, "ino"));
+    assert_eq!(
+        getsockopt_int(&fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN),
+        9
+    );
+    assert_eq!(
+        getsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        1
+    );
+    let mut s = connect6(p1).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    round_trip(&mut s, b"over IPv6");
+    let (peer, local) = whoami(&mut s);
+    assert_eq!(peer, s.local_addr().unwrap().to_string());
+    assert_eq!(local, format!("[::1]:{p1}"));
+    drop(s);
+
+    // [::] dual-stack: an IPv4 client is served, seen as IPv4-mapped.
+    let l2 = ss_listener(p2);
+    assert_eq!(ss_field(&l2, "v6only"), "0", "{l2}");
+    let fd = socket_of(p.pid(), ss_field(&l2, "ino"));
+    assert_eq!(
+        getsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        0
+    );
+    // Without a backlog option: the default, capped by somaxconn.
+    let somaxconn: u32 = text(Path::new("/proc/sys/net/core/somaxconn"))
+        .trim()
+        .parse()
+        .unwrap();
+    let default = somaxconn
+        .min(pingora_core::listeners::DEFAULT_BACKLOG)
+        .to_string();
+    assert_eq!(l2.split_whitespace().nth(2), Some(default.as_str()), "{l2}");
+    let mut s = TcpStream::connect(("127.0.0.1", p2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    round_trip(&mut s, b"IPv4 to a dual-stack listener");
+    let (peer, _) = whoami(&mut s);
+    assert_eq!(
+        peer,
+        format!("[::ffff:127.0.0.1]:{}", s.local_addr().unwrap().port())
+    );
+    drop(s);
+
+    // [::] v6 only: IPv4 is refused, IPv6 served.
+    let l3 = ss_listener(p3);
+    assert_eq!(ss_field(&l3, "v6only"), "1", "{l3}");
+    let fd = socket_of(p.pid(), ss_field(&l3, "ino"));
+    assert_eq!(
+        getsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        1
+    );
+    assert!(TcpStream::connect(("127.0.0.1", p3)).is_err());
+    let mut s = connect6(p3).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    round_trip(&mut s, b"IPv6 to a v6-only wildcard");
+    drop(s);
+
+    // Nothing in flight: the graceful shutdown is quick.
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
