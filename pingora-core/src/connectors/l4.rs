@@ -3,7 +3,7 @@
 //! out, no route, bind failure.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use tokio::net::{TcpSocket, UnixStream};
@@ -11,6 +11,24 @@ use tokio::net::{TcpSocket, UnixStream};
 use crate::listeners::set_tcp_int;
 use crate::protocols::{L4Stream, SocketAddr};
 use crate::upstreams::peer::PeerOptions;
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 fn connect_error(e: io::Error, addr: &SocketAddr) -> Box<Error> {
     let kind: ErrorType = match e.raw_os_error() {
@@ -24,6 +42,22 @@ fn connect_error(e: io::Error, addr: &SocketAddr) -> Box<Error> {
 
 /// Connect to `addr` with `opts`' L4 settings.
 pub async fn connect(addr: &SocketAddr, opts: &PeerOptions) -> Result<L4Stream> {
+    connect_from(addr, opts, None).await
+}
+
+/// Connect to `addr` with `opts`' L4 settings, binding the source to
+/// `default_bind` when `opts` names no `bind_to` of its own (the server
+/// conf's `client_bind_to_ipv4` / `client_bind_to_ipv6`). Ignored for
+/// Unix sockets.
+///
+/// A source bound with port 0 gets `IP_BIND_ADDRESS_NO_PORT`, so the port
+/// is chosen at connect time for the whole 4-tuple: binding does not use
+/// up the address's ephemeral ports.
+pub async fn connect_from(
+    addr: &SocketAddr,
+    opts: &PeerOptions,
+    default_bind: Option<std::net::SocketAddr>,
+) -> Result<L4Stream> {
     let attempt = async {
         match addr {
             SocketAddr::Unix(Some(path)) => UnixStream::connect(path)
@@ -38,7 +72,17 @@ pub async fn connect(addr: &SocketAddr, opts: &PeerOptions) -> Result<L4Stream> 
                     TcpSocket::new_v6()
                 }
                 .or_err(SocketError, "creating a socket")?;
-                if let Some(local) = opts.bind_to {
+                if let Some(local) = opts.bind_to.or(default_bind) {
+                    if local.port() == 0 {
+                        // Best effort: without it (old kernels) bind
+                        // picks a port, which still works.
+                        let _ = set_int(
+                            socket.as_raw_fd(),
+                            libc::IPPROTO_IP,
+                            libc::IP_BIND_ADDRESS_NO_PORT,
+                            1,
+                        );
+                    }
                     socket
                         .bind(local)
                         .or_err_with(BindError, || format!("binding to {local}"))?;

@@ -2,7 +2,8 @@
 //! idle connections kept in a pool and reused ([`TransportConnector`]),
 //! and HTTP/1 sessions over them ([`http`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
@@ -24,14 +25,22 @@ pub struct TransportConnector {
     pool: Arc<ConnectionPool<Stream>>,
     /// Whether a task sweeps the pool (see `sweep_while_idle`).
     sweeping: Arc<AtomicBool>,
+    /// Source addresses for peers without a `bind_to` of their own.
+    bind_to: BindTo,
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
     tls: tls::TlsConnector,
 }
 
 impl TransportConnector {
     /// A connector with the server conf's pool size
-    /// (`upstream_keepalive_pool_size`) and CA file (`ca_file`), or the
+    /// (`upstream_keepalive_pool_size`), CA file (`ca_file`) and source
+    /// addresses (`client_bind_to_ipv4`, `client_bind_to_ipv6`), or the
     /// defaults.
+    ///
+    /// A peer whose options set no `bind_to` connects from one of the
+    /// conf's addresses of its own family (taken in turn when there are
+    /// several), with a port chosen by the system; with none listed for
+    /// that family, the system picks the source address too.
     pub fn new(conf: Option<&ServerConf>) -> Self {
         let size = conf.map_or(128, |c| c.upstream_keepalive_pool_size);
         #[cfg(any(feature = "openssl", feature = "boringssl"))]
@@ -41,6 +50,7 @@ impl TransportConnector {
                 size, still_idle,
             ))),
             sweeping: Arc::default(),
+            bind_to: conf.map(BindTo::from_conf).unwrap_or_default(),
             #[cfg(any(feature = "openssl", feature = "boringssl"))]
             tls: tls::TlsConnector::new(ca.as_deref()),
         }
@@ -54,7 +64,13 @@ impl TransportConnector {
     pub async fn new_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<Stream> {
         let start = Instant::now();
         let attempt = async {
-            let mut l4 = l4::connect(peer.address(), peer.options()).await?;
+            let fallback = match peer.address() {
+                crate::protocols::SocketAddr::Inet(a) if peer.options().bind_to.is_none() => {
+                    self.bind_to.pick(a.is_ipv4())
+                }
+                _ => None,
+            };
+            let mut l4 = l4::connect_from(peer.address(), peer.options(), fallback).await?;
             if let Some(h) = &peer.options().proxy_protocol {
                 use tokio::io::AsyncWriteExt;
                 l4.write_all(&h.to_bytes())
@@ -184,6 +200,48 @@ impl TransportConnector {
     /// Pool counters: hits, misses, evictions, idle connections.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
+    }
+}
+
+/// The conf's source addresses for outgoing connections, by family.
+#[derive(Debug, Default)]
+struct BindTo {
+    v4: Vec<IpAddr>,
+    v6: Vec<IpAddr>,
+    /// Turns over the addresses of a family when there are several.
+    next: AtomicUsize,
+}
+
+impl BindTo {
+    /// The conf's lists; `ServerConf::validate` has checked each address,
+    /// so one that does not parse (a conf built in code) is skipped.
+    fn from_conf(conf: &ServerConf) -> Self {
+        let parse = |list: &[String]| -> Vec<IpAddr> {
+            list.iter().filter_map(|a| a.parse().ok()).collect()
+        };
+        BindTo {
+            v4: parse(&conf.client_bind_to_ipv4)
+                .into_iter()
+                .filter(IpAddr::is_ipv4)
+                .collect(),
+            v6: parse(&conf.client_bind_to_ipv6)
+                .into_iter()
+                .filter(IpAddr::is_ipv6)
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A source address (port 0) for a peer of this family, if the conf
+    /// lists any.
+    fn pick(&self, ipv4: bool) -> Option<SocketAddr> {
+        let list = if ipv4 { &self.v4 } else { &self.v6 };
+        let ip = match list.len() {
+            0 => return None,
+            1 => list[0],
+            n => list[self.next.fetch_add(1, Ordering::Relaxed) % n],
+        };
+        Some(SocketAddr::new(ip, 0))
     }
 }
 

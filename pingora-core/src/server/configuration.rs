@@ -71,7 +71,8 @@ pub struct ServerConf {
     pub error_log: Option<String>,
     /// In daemon mode, switch to this user after start-up.
     pub user: Option<String>,
-    /// In daemon mode, switch to this group after start-up.
+    /// In daemon mode, switch to this group after start-up (the
+    /// supplementary groups are dropped, leaving this one).
     pub group: Option<String>,
     /// In daemon mode, change to this directory.
     pub working_directory: Option<String>,

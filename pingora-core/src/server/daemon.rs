@@ -1,10 +1,12 @@
 //! Daemon mode: detach from the terminal, write the pid file, drop
-//! privileges.
+//! privileges (supplementary groups, group, user).
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
-use nix::unistd::{chdir, dup2, fork, setgid, setsid, setuid, ForkResult, Group, User};
+use nix::unistd::{
+    chdir, dup2, fork, geteuid, setgid, setgroups, setsid, setuid, ForkResult, Group, User,
+};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use super::configuration::ServerConf;
@@ -73,16 +75,23 @@ pub fn daemonize(conf: &ServerConf) -> Result<()> {
         .or_err_with(ErrorType::FileWriteError, || {
             format!("pid_file {}", conf.pid_file)
         })?;
-    let had_group = group.is_some();
-    if let Some(g) = group {
-        setgid(g.gid).or_err_with(ErrorType::InternalError, || format!("setgid {}", g.name))?;
+    // The group to switch to: `group`, else the user's own group.
+    let gid = match (&group, &user) {
+        (Some(g), _) => Some((g.gid, g.name.as_str())),
+        (None, Some(u)) => Some((u.gid, u.name.as_str())),
+        (None, None) => None,
+    };
+    if let Some((gid, name)) = gid {
+        // The supplementary groups go first, while we may still change
+        // them: a daemon that kept root's (or its starter's) would keep
+        // their access after setgid/setuid.
+        if geteuid().is_root() {
+            setgroups(&[gid])
+                .or_err_with(ErrorType::InternalError, || format!("setgroups [{name}]"))?;
+        }
+        setgid(gid).or_err_with(ErrorType::InternalError, || format!("setgid {name}"))?;
     }
     if let Some(u) = user {
-        if !had_group {
-            setgid(u.gid).or_err_with(ErrorType::InternalError, || {
-                format!("setgid for {}", u.name)
-            })?;
-        }
         setuid(u.uid).or_err_with(ErrorType::InternalError, || format!("setuid {}", u.name))?;
     }
     let err_fd = log.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd());

@@ -392,14 +392,17 @@ impl Server {
                 }
             };
             tokio::select! {
-                _ = tokio::time::timeout(timeout, all) => true,
-                _ = int.recv() => false,
+                r = tokio::time::timeout(timeout, all) => Some(r.is_ok()),
+                _ = int.recv() => None,
             }
         });
-        if finished {
-            info!("graceful shutdown complete");
-        } else {
-            warn!("shutdown cut short");
+        match finished {
+            Some(true) => info!("graceful shutdown complete"),
+            Some(false) => warn!(
+                "graceful shutdown: work still in flight after \
+                 graceful_shutdown_timeout_seconds ({timeout:?}); exiting anyway"
+            ),
+            None => warn!("SIGINT during the graceful shutdown: exiting now"),
         }
         for rts in running {
             match rts {
