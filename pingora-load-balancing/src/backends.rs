@@ -62,6 +62,7 @@ impl Default for OutlierEjection {
 /// One backend's health.
 #[derive(Default)]
 struct Health {
+    /// What the active checks say.
     healthy: AtomicBool,
     /// The current streak: (last result, how many in a row).
     streak: Mutex<(bool, usize)>,
@@ -70,11 +71,34 @@ struct Health {
     /// errors). Counted only when `error_percent` is set.
     window: Mutex<(u64, u32, u32)>,
     ejections: AtomicU32,
-    /// ns since the epoch until which it is ejected; 0 when not.
+    /// ns since the epoch until which it is ejected; 0 when not. The first
+    /// reader to see an ejection over sets it back to 0 and reports the
+    /// return.
     ejected_until: AtomicU64,
+    /// What the gauge and the observer were last told: whether the backend
+    /// may be picked (healthy by the checks and not ejected). Locked only
+    /// to report a change, never to read whether a backend is ready.
+    reported: Mutex<bool>,
 }
 
-/// Called with a backend and its new health (true = healthy).
+impl Health {
+    /// A new backend: healthy, and reported so.
+    fn new_healthy() -> Self {
+        Health {
+            healthy: AtomicBool::new(true),
+            reported: Mutex::new(true),
+            ..Default::default()
+        }
+    }
+
+    /// Whether an ejection is in force at `now` (ns since the epoch).
+    fn ejected_at(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+}
+
+/// Called with a backend and whether it may now be picked (true: healthy by
+/// the checks and not ejected; false: down or ejected).
 pub type HealthObserver = Box<dyn Fn(&Backend, bool) + Send + Sync>;
 
 /// The backends of a load balancer and what is known of their health.
@@ -116,7 +140,16 @@ impl Backends {
         self.outlier = o;
     }
 
-    /// Hear every health change (from checks or ejection).
+    /// Hear every change of whether a backend may be picked: a health check
+    /// taking it out or back, an ejection, and the end of an ejection. The
+    /// end of an ejection is noticed by the first selection that considers
+    /// the backend after its cooling period, or by the load balancer's next
+    /// background tick, whichever comes first. A backend the checks find
+    /// down is not reported back when its ejection ends, only once the
+    /// checks find it healthy again.
+    ///
+    /// The callback runs on the thread that noticed the change (possibly a
+    /// request's), so it should be quick.
     pub fn set_health_observer(&mut self, f: HealthObserver) {
         self.observer = Some(f);
     }
@@ -126,7 +159,7 @@ impl Backends {
         self.set.load_full()
     }
 
-    /// Health changes seen so far.
+    /// Health changes reported so far (each call of the observer).
     pub fn health_changes(&self) -> u64 {
         self.changes.load(Ordering::Relaxed)
     }
@@ -144,10 +177,8 @@ impl Backends {
             .map(|b| {
                 let key = b.hash_key();
                 let h = old.get(&key).cloned().unwrap_or_else(|| {
-                    let h = Health::default();
-                    h.healthy.store(true, Ordering::Relaxed);
                     health_gauge(b).set(1);
-                    Arc::new(h)
+                    Arc::new(Health::new_healthy())
                 });
                 (key, h)
             })
@@ -173,25 +204,66 @@ impl Backends {
         let Some(h) = health.get(&b.hash_key()) else {
             return false;
         };
-        if !h.healthy.load(Ordering::Relaxed) {
-            return false;
-        }
-        // Never ejected (0): no clock to read.
-        let until = h.ejected_until.load(Ordering::Relaxed);
-        until == 0 || until <= self.now_ns()
+        h.healthy.load(Ordering::Relaxed) && !self.still_ejected(b, h)
     }
 
-    fn changed(&self, b: &Backend, healthy: bool, why: &str) {
+    /// Whether `h` (the health of `b`) is ejected now. An ejection found
+    /// over is cleared here, once (whoever clears it reports the return);
+    /// a backend never ejected, or back, costs one load and no clock read.
+    fn still_ejected(&self, b: &Backend, h: &Health) -> bool {
+        let until = h.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if until > self.now_ns() {
+            return true;
+        }
+        if h.ejected_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.report_change(b, h, "ejection over");
+        }
+        false
+    }
+
+    /// End the ejections whose cooling period is over, and report them
+    /// back (the load balancer's background service does this on each
+    /// tick, so a backend no selection considers is reported too).
+    pub(crate) fn end_ejections(&self) {
+        let health = self.health.load();
+        for b in self.get().iter() {
+            if let Some(h) = health.get(&b.hash_key()) {
+                self.still_ejected(b, h);
+            }
+        }
+    }
+
+    /// Tell the gauge and the observer if whether `b` may be picked changed
+    /// since they were last told. Returns whether it did.
+    fn report_change(&self, b: &Backend, h: &Health, why: &str) -> bool {
+        let usable = {
+            let mut reported = h.reported.lock().unwrap_or_else(|p| p.into_inner());
+            let usable = h.healthy.load(Ordering::Relaxed) && !h.ejected_at(self.now_ns());
+            if *reported == usable {
+                return false;
+            }
+            *reported = usable;
+            // Set under the lock, so the last change wins.
+            health_gauge(b).set(i64::from(usable));
+            usable
+        };
         self.changes.fetch_add(1, Ordering::Relaxed);
-        health_gauge(b).set(i64::from(healthy));
-        if healthy {
+        if usable {
             info!(backend = %b.addr, "backend healthy again ({why})");
         } else {
             warn!(backend = %b.addr, "backend unhealthy ({why})");
         }
+        // Outside the lock: the observer may select, which may report.
         if let Some(f) = &self.observer {
-            f(b, healthy);
+            f(b, usable);
         }
+        true
     }
 
     /// Run the health check on every backend at once, and apply the
@@ -235,9 +307,10 @@ impl Backends {
                     Ok(()) => "health check passed".to_string(),
                     Err(e) => format!("health check failed: {e}"),
                 };
-                self.changed(&b, ok, &why);
+                self.report_change(&b, h, &why);
             }
         }
+        self.end_ejections();
     }
 
     /// Report how a request to `b` went (passive health). Enough errors in
@@ -274,15 +347,12 @@ impl Backends {
             total >= self.outlier.error_min_requests
                 && u64::from(failed) * 100 >= u64::from(pct) * u64::from(total)
         });
-        if (errors < self.outlier.consecutive_errors && share.is_none())
-            || h.ejected_until.load(Ordering::Relaxed) > now
+        // An ejection found over here is reported over before the next one.
+        if (errors < self.outlier.consecutive_errors && share.is_none()) || self.still_ejected(b, h)
         {
             return;
         }
-        let ejected = health
-            .values()
-            .filter(|x| x.ejected_until.load(Ordering::Relaxed) > now)
-            .count();
+        let ejected = health.values().filter(|x| x.ejected_at(now)).count();
         let total = health.len().max(1);
         if (ejected + 1) * 100 > total * self.outlier.max_ejection_percent as usize {
             return;
@@ -299,7 +369,9 @@ impl Backends {
             }
             _ => format!("ejected for {time:?} after {errors} errors in a row"),
         };
-        self.changed(b, false, &why);
+        if !self.report_change(b, h, &why) {
+            info!(backend = %b.addr, "backend already down by its health checks ({why})");
+        }
     }
 
     /// Whether `b` is ejected now.
@@ -307,16 +379,16 @@ impl Backends {
         let health = self.health.load();
         health
             .get(&b.hash_key())
-            .is_some_and(|h| h.ejected_until.load(Ordering::Relaxed) > self.now_ns())
+            .is_some_and(|h| self.still_ejected(b, h))
     }
 }
 
-/// `pingora_backend_healthy{backend}`: 1 while the active health checks
-/// find the backend healthy, else 0.
+/// `pingora_backend_healthy{backend}`: 1 while the backend may be picked
+/// (its active health checks pass and it is not ejected), else 0.
 static HEALTHY: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
         "pingora_backend_healthy",
-        "1 if the backend passes its health checks, else 0",
+        "1 if the backend may be picked (passes its health checks, not ejected), else 0",
         &["backend"]
     )
     .expect("registering a built-in metric")

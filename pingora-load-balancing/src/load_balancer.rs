@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -33,9 +33,11 @@ use crate::Backend;
 pub struct LoadBalancer<S> {
     backends: Backends,
     selector: ArcSwap<S>,
-    /// How often to run the health check (none: never).
+    /// How often to run the health check (none: never). The background
+    /// service runs the first one as soon as it starts.
     pub health_check_frequency: Option<Duration>,
-    /// How often to ask discovery again (none: only at start).
+    /// How often to ask discovery again (none: only once, when the
+    /// background service starts).
     pub update_frequency: Option<Duration>,
 }
 
@@ -115,37 +117,45 @@ impl<S: BackendSelection> LoadBalancer<S> {
     }
 }
 
+/// Runs discovery and a first health check at once, so a balancer whose
+/// backends come from discovery (DNS, say) has them from the start; then
+/// each on its own interval. Each tick also ends the outlier ejections
+/// whose cooling period is over, reporting those backends back.
 #[async_trait]
 impl<S: BackendSelection> BackgroundService for LoadBalancer<S> {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tick = match (self.health_check_frequency, self.update_frequency) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => return,
-        };
-        let mut since_update = Duration::ZERO;
-        let mut since_check = Duration::MAX;
+        if let Err(e) = self.update().await {
+            warn!("backend discovery failed: {e}");
+        }
+        if self.health_check_frequency.is_some() {
+            self.backends.run_health_check().await;
+        }
+        let now = Instant::now();
+        let mut next_update = self.update_frequency.map(|every| now + every);
+        let mut next_check = self.health_check_frequency.map(|every| now + every);
         loop {
-            if let Some(every) = self.update_frequency {
-                if since_update >= every {
+            let Some(wake) = next_update.into_iter().chain(next_check).min() else {
+                return;
+            };
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = pingora_timeout::sleep(wake.saturating_duration_since(Instant::now())) => {}
+            }
+            if let (Some(at), Some(every)) = (next_update, self.update_frequency) {
+                if Instant::now() >= at {
                     if let Err(e) = self.update().await {
                         warn!("backend discovery failed: {e}");
                     }
-                    since_update = Duration::ZERO;
+                    next_update = Some(Instant::now() + every);
                 }
             }
-            if let Some(every) = self.health_check_frequency {
-                if since_check >= every {
+            if let (Some(at), Some(every)) = (next_check, self.health_check_frequency) {
+                if Instant::now() >= at {
                     self.backends.run_health_check().await;
-                    since_check = Duration::ZERO;
+                    next_check = Some(Instant::now() + every);
                 }
             }
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
-                _ = pingora_timeout::sleep(tick) => {}
-            }
-            since_update += tick;
-            since_check = since_check.saturating_add(tick);
+            self.backends.end_ejections();
         }
     }
 }

@@ -195,3 +195,90 @@ async fn no_answer_is_an_error_not_an_empty_set() {
     let lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(Backends::new(dns));
     assert!(lb.update().await.is_err());
 }
+
+/// The load balancer as a background service: the first discovery at
+/// once, then again every `update_frequency`, with no update by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_service_resolves_at_once_and_on_its_interval() {
+    use pingora_core::services::background::BackgroundService;
+    use std::time::{Duration, Instant};
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
+            pingora_timeout::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    let zone: Zone = Arc::default();
+    zone.lock().unwrap().insert(
+        ("bg.test".into(), 1),
+        vec![Rr::Ip("10.2.0.1".parse().unwrap())],
+    );
+    let server = dns_server(zone.clone()).await;
+    let query = || DnsQuery::Host {
+        name: "bg.test".into(),
+        port: 80,
+    };
+
+    // An interval far longer than the test: only a discovery at start
+    // gives it backends.
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::from_backends(Backends::new(Dns::new(query(), server)));
+    lb.update_frequency = Some(Duration::from_secs(3600));
+    let lb = Arc::new(lb);
+    assert!(lb.select(b"", 1).is_none(), "no backends before discovery");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let lb = lb.clone();
+        tokio::spawn(async move { lb.start(rx).await })
+    };
+    until("the first discovery", || lb.select(b"", 1).is_some()).await;
+    assert_eq!(addrs(&lb), vec![("10.2.0.1:80".into(), 1)]);
+    tx.send(true).unwrap();
+    bg.await.unwrap();
+
+    // A short interval: the service follows the records as they change.
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::from_backends(Backends::new(Dns::new(query(), server)));
+    lb.update_frequency = Some(Duration::from_millis(50));
+    let lb = Arc::new(lb);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let lb = lb.clone();
+        tokio::spawn(async move { lb.start(rx).await })
+    };
+    until("the first discovery", || lb.select(b"", 1).is_some()).await;
+    zone.lock().unwrap().insert(
+        ("bg.test".into(), 1),
+        vec![
+            Rr::Ip("10.2.0.2".parse().unwrap()),
+            Rr::Ip("10.2.0.3".parse().unwrap()),
+        ],
+    );
+    until("the new records", || addrs(&lb).len() == 2).await;
+    assert_eq!(
+        addrs(&lb),
+        vec![("10.2.0.2:80".into(), 1), ("10.2.0.3:80".into(), 1)]
+    );
+    // The selection was rebuilt with them.
+    let mut picks: Vec<String> = (0..4)
+        .map(|_| lb.select(b"", 1).unwrap().addr.to_string())
+        .collect();
+    picks.sort();
+    picks.dedup();
+    assert_eq!(picks, vec!["10.2.0.2:80", "10.2.0.3:80"]);
+    // And again: a record removed is a backend gone.
+    zone.lock().unwrap().insert(
+        ("bg.test".into(), 1),
+        vec![Rr::Ip("10.2.0.3".parse().unwrap())],
+    );
+    until("the record removed", || addrs(&lb).len() == 1).await;
+    assert_eq!(lb.select(b"", 2).unwrap().addr.to_string(), "10.2.0.3:80");
+    tx.send(true).unwrap();
+    bg.await.unwrap();
+}

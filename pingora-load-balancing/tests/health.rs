@@ -2,7 +2,7 @@
 //! outlier ejection and its cap, and the load balancer as a background
 //! service.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,10 +10,58 @@ use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{LoadBalancer, OutlierEjection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// A listener that answers every HTTP request with `status`, until
-/// dropped.
+/// How an [`Upstream`] answers: the status (changeable while it runs),
+/// after a delay; it records each request's Host header.
+#[derive(Clone)]
+struct Answer {
+    status: Arc<AtomicU16>,
+    delay: Duration,
+    hosts: Arc<Mutex<Vec<String>>>,
+}
+
+impl Answer {
+    fn status(status: u16) -> Answer {
+        Answer {
+            status: Arc::new(AtomicU16::new(status)),
+            delay: Duration::ZERO,
+            hosts: Arc::default(),
+        }
+    }
+}
+
+/// Read one request head from `s`, record its Host, and answer as told.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, a: Answer) {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    let host = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("host")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    a.hosts.lock().unwrap().push(host);
+    if !a.delay.is_zero() {
+        tokio::time::sleep(a.delay).await;
+    }
+    let status = a.status.load(Ordering::Relaxed);
+    let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A listener that answers every HTTP request as its [`Answer`] says,
+/// until stopped.
 struct Upstream {
     addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -21,24 +69,15 @@ struct Upstream {
 
 impl Upstream {
     async fn start(addr: &str, status: u16) -> Upstream {
+        Self::with(addr, Answer::status(status)).await
+    }
+
+    async fn with(addr: &str, a: Answer) -> Upstream {
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut got = Vec::new();
-                    while !got.ends_with(b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(answer(s, a.clone()));
             }
         });
         Upstream { addr, task }
@@ -109,10 +148,15 @@ async fn tcp_check_ejects_a_stopped_backend_and_takes_it_back() {
     }
     // Back on the same port: back in rotation.
     let b = Upstream::start(&b_addr.to_string(), 200).await;
-    until(Duration::from_secs(5), "b to be back", || {
+    // Back within threshold × interval likewise.
+    let took = until(Duration::from_secs(5), "b to be back", || {
         lb.backends().ready(&b_backend)
     })
     .await;
+    assert!(
+        took < interval * 2 + Duration::from_millis(500),
+        "took {took:?}"
+    );
     let picks: Vec<String> = (0..4)
         .map(|_| lb.select(b"", 4).unwrap().addr.to_string())
         .collect();
@@ -294,4 +338,324 @@ async fn static_discovery_updates_live() {
     discovery.remove(&Backend::new("127.0.0.1:1").unwrap());
     lb.update().await.unwrap();
     assert_eq!(lb.select(b"", 1).unwrap().addr.to_string(), "127.0.0.1:2");
+}
+
+/// The value of `pingora_backend_healthy` for `addr`, if it is set.
+fn gauge(addr: &str) -> Option<i64> {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap();
+    let prefix = format!("pingora_backend_healthy{{backend=\"{addr}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+fn observe(lb: &mut LoadBalancer<RoundRobin>) -> Seen {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    lb.backends_mut()
+        .set_health_observer(Box::new(move |b, healthy| {
+            s.lock().unwrap().push((b.addr.to_string(), healthy));
+        }));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_ejection_is_reported_by_the_next_selection() {
+    // Addresses no other test uses: the gauge is process-wide.
+    let addrs: Vec<String> = (1..=4).map(|i| format!("127.0.9.{i}:80")).collect();
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(&addrs).unwrap();
+    let cooling = Duration::from_millis(200);
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        consecutive_errors: 2,
+        base_ejection_time: cooling,
+        ..Default::default()
+    });
+    let seen = observe(&mut lb);
+    let set = lb.backends().get();
+    let x = &set[0];
+    let name = x.addr.to_string();
+    assert_eq!(gauge(&name), Some(1));
+    lb.on_done(x, Duration::from_millis(1), false);
+    lb.on_done(x, Duration::from_millis(1), false);
+    let ejected_at = Instant::now();
+    assert_eq!(gauge(&name), Some(0));
+    assert_eq!(*seen.lock().unwrap(), vec![(name.clone(), false)]);
+    // Selection goes on; the first one to consider `x` after the cooling
+    // period reports it back.
+    until(Duration::from_secs(5), "the gauge to say 1 again", || {
+        lb.select(b"", 4).unwrap();
+        gauge(&name) == Some(1)
+    })
+    .await;
+    let took = ejected_at.elapsed();
+    assert!(
+        took >= cooling && took < cooling + Duration::from_millis(500),
+        "back after {took:?}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(name.clone(), false), (name.clone(), true)]
+    );
+    // Once: later selections that see it back say nothing more.
+    let picks: Vec<String> = (0..20)
+        .map(|_| lb.select(b"", 4).unwrap().addr.to_string())
+        .collect();
+    assert!(picks.contains(&name));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(lb.backends().health_changes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_ejection_is_reported_by_the_background_service() {
+    let addrs: Vec<String> = (11..=14).map(|i| format!("127.0.9.{i}:80")).collect();
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(&addrs).unwrap();
+    let cooling = Duration::from_millis(200);
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        consecutive_errors: 2,
+        base_ejection_time: cooling,
+        ..Default::default()
+    });
+    // Ticks, with no check to run: only the end of ejections to notice.
+    lb.health_check_frequency = Some(Duration::from_millis(20));
+    let seen = observe(&mut lb);
+    let lb = Arc::new(lb);
+    let set = lb.backends().get();
+    let x = &set[0];
+    let name = x.addr.to_string();
+    lb.on_done(x, Duration::from_millis(1), false);
+    lb.on_done(x, Duration::from_millis(1), false);
+    let ejected_at = Instant::now();
+    assert_eq!(gauge(&name), Some(0));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let lb = lb.clone();
+        tokio::spawn(async move { lb.start(rx).await })
+    };
+    // No selection here: the service's tick reports it back.
+    until(Duration::from_secs(5), "the gauge to say 1 again", || {
+        gauge(&name) == Some(1)
+    })
+    .await;
+    let took = ejected_at.elapsed();
+    assert!(
+        took >= cooling && took < cooling + Duration::from_millis(500),
+        "back after {took:?}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(name.clone(), false), (name, true)]
+    );
+    tx.send(true).unwrap();
+    bg.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_down_by_its_checks_stays_down_when_its_ejection_ends() {
+    let up = Upstream::start("127.0.0.1:0", 200).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter([up.addr.to_string(), down_addr.to_string()]).unwrap();
+    lb.backends_mut().set_health_check(TcpHealthCheck::new());
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        consecutive_errors: 1,
+        base_ejection_time: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let seen = observe(&mut lb);
+    let name = down_addr.to_string();
+    let x = lb
+        .backends()
+        .get()
+        .iter()
+        .find(|b| b.addr.to_string() == name)
+        .unwrap()
+        .clone();
+    lb.backends().run_health_check().await;
+    assert_eq!(*seen.lock().unwrap(), vec![(name.clone(), false)]);
+    // Ejected as well: it was already out, nothing new to say.
+    lb.on_done(&x, Duration::from_millis(1), false);
+    assert!(lb.backends().is_ejected(&x));
+    until(Duration::from_secs(5), "the ejection to end", || {
+        !lb.backends().is_ejected(&x)
+    })
+    .await;
+    assert!(!lb.backends().ready(&x));
+    assert_eq!(gauge(&name), Some(0));
+    assert_eq!(*seen.lock().unwrap(), vec![(name.clone(), false)]);
+    // Listening again: the check brings it back, once.
+    let _back = Upstream::start(&name, 200).await;
+    lb.backends().run_health_check().await;
+    assert!(lb.backends().ready(&x));
+    assert_eq!(gauge(&name), Some(1));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(name.clone(), false), (name, true)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_service_checks_at_once() {
+    let up = Upstream::start("127.0.0.1:0", 200).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter([up.addr.to_string(), down_addr.to_string()]).unwrap();
+    lb.backends_mut().set_health_check(TcpHealthCheck::new());
+    // An interval far longer than the test: only a check at start can
+    // find the dead backend.
+    lb.health_check_frequency = Some(Duration::from_secs(3600));
+    let lb = Arc::new(lb);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let lb = lb.clone();
+        tokio::spawn(async move { lb.start(rx).await })
+    };
+    until(Duration::from_secs(5), "the first check", || {
+        lb.backends().health_changes() == 1
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            lb.select(b"", 2).unwrap().addr.to_string(),
+            up.addr.to_string()
+        );
+    }
+    tx.send(true).unwrap();
+    bg.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_thresholds() {
+    let answer = Answer::status(200);
+    let up = Upstream::with("127.0.0.1:0", answer.clone()).await;
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter([up.addr.to_string()]).unwrap();
+    let mut hc = HttpHealthCheck::new("health.test", false).unwrap();
+    hc.consecutive_failure = 3;
+    hc.consecutive_success = 2;
+    lb.backends_mut().set_health_check(hc);
+    let b = lb.backends().get()[0].clone();
+    // (status this round, ready after it)
+    let rounds = [
+        (503, true),
+        (503, true),
+        (200, true), // a success breaks the run of failures
+        (503, true),
+        (503, true),
+        (503, false), // the third failure in a row
+        (200, false),
+        (503, false), // a failure breaks the run of successes
+        (200, false),
+        (200, true), // the second success in a row
+    ];
+    for (i, (status, ready)) in rounds.into_iter().enumerate() {
+        answer.status.store(status, Ordering::Relaxed);
+        lb.backends().run_health_check().await;
+        assert_eq!(lb.backends().ready(&b), ready, "round {i} ({status})");
+    }
+    assert_eq!(answer.hosts.lock().unwrap().len(), rounds.len());
+    assert_eq!(lb.backends().health_changes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_are_checked_at_once() {
+    const N: u32 = 8;
+    let delay = Duration::from_millis(400);
+    let mut ups = Vec::new();
+    // Each answers 503 after the delay: every check must wait for its
+    // answer to take its backend out.
+    for _ in 0..N {
+        let a = Answer {
+            delay,
+            ..Answer::status(503)
+        };
+        ups.push(Upstream::with("127.0.0.1:0", a).await);
+    }
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter(ups.iter().map(|u| u.addr.to_string())).unwrap();
+    lb.backends_mut()
+        .set_health_check(HttpHealthCheck::new("health.test", false).unwrap());
+    let start = Instant::now();
+    lb.backends().run_health_check().await;
+    let took = start.elapsed();
+    for b in lb.backends().get().iter() {
+        assert!(!lb.backends().ready(b), "{} was not checked", b.addr);
+    }
+    // One after the other would take N × delay.
+    assert!(
+        took >= delay && took < delay * N / 2,
+        "{N} checks of {delay:?} each took {took:?}"
+    );
+}
+
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_over_tls_sends_its_host() {
+    use pingora_core::listeners::tls::{CertKey, TlsSettings};
+    use pingora_core::protocols::{L4Stream, IO};
+    use pingora_core::utils::certs::TestCa;
+
+    let ca = TestCa::new("LB test CA").unwrap();
+    let issued = ca.issue(&["health.test"], 30, false).unwrap();
+    let dir = std::env::temp_dir().join(format!("pingora-lb-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.ca.cert_pem()).unwrap();
+    let cert = CertKey::from_pem(issued.cert_pem().as_bytes(), issued.key_pem().as_bytes());
+    let acceptor = Arc::new(
+        TlsSettings::with_cert(Arc::new(cert.unwrap()))
+            .build()
+            .unwrap(),
+    );
+
+    // A TLS listener that records the SNI of each handshake, and the Host
+    // of each request.
+    let rec = Answer::status(200);
+    let snis: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    {
+        let (rec, snis) = (rec.clone(), snis.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (acceptor, rec, snis) = (acceptor.clone(), rec.clone(), snis.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.handshake(L4Stream::from_tcp(s)).await {
+                        let sni = tls.tls_digest().and_then(|d| d.sni.clone());
+                        snis.lock().unwrap().push(sni.unwrap_or_default());
+                        answer(tls, rec).await;
+                    }
+                });
+            }
+        });
+    }
+    let check = |host: &str| {
+        let mut hc = HttpHealthCheck::new(host, true).unwrap();
+        hc.options.ca = Some(ca_file.display().to_string());
+        hc
+    };
+
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
+    lb.backends_mut().set_health_check(check("health.test"));
+    let b = lb.backends().get()[0].clone();
+    lb.backends().run_health_check().await;
+    assert!(lb.backends().ready(&b));
+    assert_eq!(*rec.hosts.lock().unwrap(), vec!["health.test"]);
+    assert_eq!(*snis.lock().unwrap(), vec!["health.test"]);
+
+    // A name the certificate does not carry: the certificate is verified,
+    // the check fails before any request is sent.
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
+    lb.backends_mut().set_health_check(check("other.test"));
+    lb.backends().run_health_check().await;
+    assert!(!lb.backends().ready(&b));
+    assert_eq!(rec.hosts.lock().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
