@@ -9,6 +9,8 @@ use std::time::Duration;
 
 mod common;
 use common::*;
+#[path = "../pingora-core/tests/common/mod.rs"]
+mod nginx;
 
 /// Start the load_balancer example with `args`, its metrics on a free port
 /// (returned), its log in `dir`.
@@ -650,4 +652,128 @@ fn graceful_upgrade_is_counted() {
         1.0,
         "{page}"
     );
+}
+
+/// `--upstream-tls`, with and without `--upstream-h2`, in front of a real
+/// nginx that terminates TLS: the certificate is verified against
+/// `--upstream-ca` (its name is the upstream's IP), and nginx sees HTTP/2
+/// or HTTP/1.1 as asked.
+#[test]
+fn tls_upstreams_over_h2_and_http1() {
+    use pingora::core::utils::certs::TestCa;
+    let dir = nginx::nginx_dir("lb-tls-up");
+    let ca = TestCa::new("lb upstream CA").unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["127.0.0.1"], 1, false)
+        .unwrap()
+        .write(&dir, "upstream")
+        .unwrap();
+    let up = nginx::start_nginx(
+        dir.clone(),
+        &format!(
+            "ssl_certificate {cert}; ssl_certificate_key {key}; # http2\n\
+             location / {{ return 200 \"nginx saw $server_protocol over $ssl_protocol\\n\"; }}"
+        ),
+    );
+    let upstream = format!("127.0.0.1:{}", up.port);
+    for (h2, expect) in [(true, "HTTP/2.0"), (false, "HTTP/1.1")] {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--upstream-tls",
+            "--upstream-ca",
+            &ca_file,
+        ];
+        if h2 {
+            args.push("--upstream-h2");
+        }
+        let lb_dir = temp_dir(if h2 { "lb-tls-h2" } else { "lb-tls-h1" });
+        let (_lb, _) = start_lb(&lb_dir, &args);
+        wait_listening(port);
+        let body = curl(&format!("http://{listen}/"));
+        assert!(
+            body.starts_with(&format!("nginx saw {expect} over TLSv1.")),
+            "{body}"
+        );
+    }
+    // Without the CA the certificate is refused: 502, not a request.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let lb_dir = temp_dir("lb-tls-noca");
+    let (_lb, _) = start_lb(
+        &lb_dir,
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--upstream-tls",
+        ],
+    );
+    wait_listening(port);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{listen}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+}
+
+/// The server's own `-d` works for the load balancer too: it detaches,
+/// writes its pid file, serves, and stops on SIGTERM.
+#[test]
+fn daemon_mode() {
+    let dir = temp_dir("lb-daemon");
+    let pid_file = dir.join("lb.pid");
+    let conf = dir.join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "version: 1\nthreads: 1\npid_file: {}\nerror_log: {}\nupgrade_sock: {}\n",
+            pid_file.display(),
+            dir.join("error.log").display(),
+            dir.join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let status = Command::new(example("load_balancer"))
+        .args(["-d", "-c", conf.to_str().unwrap()])
+        .args(["--listen", &listen, "--metrics", &metrics])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    poll_until(Duration::from_secs(20), "the pid file", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid);
+    wait_listening(port);
+    let body = curl(&format!("http://{listen}/"));
+    assert!(body.starts_with("hello from demo upstream "), "{body}");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    poll_until(Duration::from_secs(30), "the daemon to exit", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
 }

@@ -2,7 +2,8 @@
 //! C-core implementation, from Debian's python3-grpcio): unary,
 //! client-streaming, server-streaming and bidi calls, an error status and
 //! trailing metadata carried in trailers, a 3 MiB message; over h2c and
-//! over TLS (h2 by ALPN) downstream, h2c upstream.
+//! over TLS (h2 by ALPN) downstream, h2c upstream; and h2c downstream, TLS
+//! (h2 by ALPN, certificate verified) upstream.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,8 +24,14 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// The gRPC server, killed when dropped; and its port.
 async fn grpc_server() -> (tokio::process::Child, u16) {
+    grpc_server_with(&["server"]).await
+}
+
+/// The gRPC server started with these arguments to the script.
+async fn grpc_server_with(args: &[&str]) -> (tokio::process::Child, u16) {
     let mut child = tokio::process::Command::new(PYTHON)
-        .args([&script(), "server"])
+        .arg(script())
+        .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -124,5 +131,48 @@ async fn grpc_over_tls() {
         }
     });
     grpc_client(&format!("127.0.0.1:{port}"), Some(&ca_file)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The upstream over TLS: the proxy verifies the gRPC server's certificate
+/// (our CA, SNI `localhost`), speaks h2 to it by ALPN, and every call type
+/// with its trailers comes through.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_to_a_tls_upstream() {
+    use pingora_core::upstreams::peer::{HttpPeer, ALPN};
+    use pingora_core::utils::certs::TestCa;
+
+    let dir = std::env::temp_dir().join(format!("pingora-proxy-grpc-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("grpc upstream CA").unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["localhost"], 1, false)
+        .unwrap()
+        .write(&dir, "localhost")
+        .unwrap();
+    let (_server, up) = grpc_server_with(&["tls-server", &cert, &key]).await;
+    let mut tls_peer = HttpPeer::new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
+    tls_peer.options.alpn = ALPN::H2;
+    tls_peer.options.max_h2_streams = 100;
+    tls_peer.options.ca = Some(ca_file.clone());
+    let (port, log) = proxy(vec![tls_peer], ProxyOptions::default()).await;
+    grpc_client(&format!("127.0.0.1:{port}"), None).await;
+    let log = logged(&log, 6).await;
+    assert!(
+        log.iter()
+            .filter(|l| *l == "response_trailer_filter")
+            .count()
+            >= 5,
+        "{log:#?}"
+    );
+    // Without our CA the upstream's certificate is refused: no call gets
+    // through (UNAVAILABLE, as for an unreachable upstream).
+    let mut untrusted =
+        HttpPeer::new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
+    untrusted.options.alpn = ALPN::H2;
+    let (port, _) = proxy(vec![untrusted], ProxyOptions::default()).await;
+    grpc_client_mode("unavailable", &format!("127.0.0.1:{port}"), None).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,7 +35,7 @@ def bidi(reqs, ctx):
         yield m.upper()
 
 
-def serve():
+def serve(cert=None, key=None):
     handler = grpc.method_handlers_generic_handler(SVC, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
@@ -45,7 +45,14 @@ def serve():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                          options=[("grpc.max_receive_message_length", 16 << 20)])
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if cert:
+        # TLS with this certificate (h2 by ALPN), as a gRPC service on the
+        # public internet would be.
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
@@ -97,6 +104,8 @@ def unavailable(target):
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve()
+    elif sys.argv[1] == "tls-server":
+        serve(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "unavailable":
         unavailable(sys.argv[2])
     else:
