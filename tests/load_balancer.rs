@@ -587,7 +587,11 @@ fn proxy_protocol_names_the_client() {
 }
 
 /// A graceful upgrade of the load balancer: the new process takes the
-/// listening sockets (metrics included), counts the hand-over, and serves.
+/// listening sockets, counts the hand-over (`received`), and serves; the
+/// old one counts it too (`sent`). Each process serves its metrics on an
+/// address of its own (the new one closes the old one's metrics socket it
+/// inherits, unclaimed, while the old one keeps serving on it through its
+/// grace period), so each page is known to be that process's.
 #[test]
 fn graceful_upgrade_is_counted() {
     let dir = temp_dir("lb-upgrade");
@@ -596,7 +600,7 @@ fn graceful_upgrade_is_counted() {
     std::fs::write(
         &conf,
         format!(
-            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 2\n",
+            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\ngrace_period_seconds: 60\ngraceful_shutdown_timeout_seconds: 2\n",
             dir.join("upgrade.sock").display(),
             dir.join("lb.pid").display()
         ),
@@ -604,16 +608,17 @@ fn graceful_upgrade_is_counted() {
     .unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let old_metrics = format!("127.0.0.1:{}", free_port());
+    let new_metrics = format!("127.0.0.1:{}", free_port());
     let live = format!("127.0.0.1:{up}");
-    let args = |extra: Option<&'static str>| {
+    let args = |metrics: &str, extra: Option<&'static str>| {
         let mut a = vec![
             "-c".to_string(),
             conf.display().to_string(),
             "--listen".into(),
             listen.clone(),
             "--metrics".into(),
-            metrics.clone(),
+            metrics.to_string(),
             "--upstream".into(),
             live.clone(),
         ];
@@ -621,13 +626,27 @@ fn graceful_upgrade_is_counted() {
         a
     };
     let log = dir.join("lb.log");
-    let old_args = args(None);
+    let old_args = args(&old_metrics, None);
     let old_args: Vec<&str> = old_args.iter().map(String::as_str).collect();
     let mut old = Proc::start_example("load_balancer", &old_args, &log);
     wait_listening(port);
     assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    let upgrades = |metrics: &str| {
+        let page = curl(&format!("http://{metrics}/metrics"));
+        (
+            sample(
+                &page,
+                "pingora_graceful_upgrade_events_total{event=\"sent\"}",
+            ),
+            sample(
+                &page,
+                "pingora_graceful_upgrade_events_total{event=\"received\"}",
+            ),
+        )
+    };
+    assert_eq!(upgrades(&old_metrics), (0.0, 0.0));
 
-    let new_args = args(Some("-u"));
+    let new_args = args(&new_metrics, Some("-u"));
     let new_args: Vec<&str> = new_args.iter().map(String::as_str).collect();
     let _new = Proc::start_example("load_balancer", &new_args, &log);
     let sock = dir.join("upgrade.sock");
@@ -637,17 +656,113 @@ fn graceful_upgrade_is_counted() {
         || sock.exists(),
     );
     old.signal(nix::sys::signal::Signal::SIGQUIT);
+    // The old process, in its grace period: it counted the hand-over.
+    poll_until(Duration::from_secs(20), "the old process's sent count", || {
+        upgrades(&old_metrics) == (1.0, 0.0)
+    });
+    // SIGINT ends the grace period at once.
+    old.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
 
     // Only the new process is left: it answers, on the same sockets.
     assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
-    let page = curl(&format!("http://{metrics}/metrics"));
-    assert_eq!(
+    wait_listening(new_metrics.rsplit_once(':').unwrap().1.parse().unwrap());
+    assert_eq!(upgrades(&new_metrics), (0.0, 1.0));
+}
+
+/// `pingora_downstream_connections_open`: idle keep-alive connections are
+/// counted while they are open, and no longer once the clients close them.
+#[test]
+fn open_connections_are_counted() {
+    let dir = temp_dir("lb-open");
+    let (_up, up) = upstream(&dir, &[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let live = format!("127.0.0.1:{up}");
+    let (_lb, metrics) = start_lb(&dir, &["--listen", &listen, "--upstream", &live]);
+    wait_listening(port);
+    let url = format!("http://{metrics}/metrics");
+    let open = || {
         sample(
-            &page,
-            "pingora_graceful_upgrade_events_total{event=\"received\"}"
-        ),
-        1.0,
+            &curl(&url),
+            "pingora_downstream_connections_open{service=\"load balancer\"}",
+        )
+    };
+    // wait_listening's probe connection may still be open: wait it out.
+    poll_until(Duration::from_secs(10), "no connection open", || open() == 0.0);
+    // Three clients, each with one answered request, left idle.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(c, "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"hello from pingora\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        clients.push(c);
+    }
+    assert_eq!(open(), 3.0);
+    // Two hang up: the count follows.
+    drop(clients.drain(..2));
+    poll_until(Duration::from_secs(10), "one connection left open", || {
+        open() == 1.0
+    });
+    drop(clients);
+    poll_until(Duration::from_secs(10), "no connection left open", || {
+        open() == 0.0
+    });
+}
+
+/// `pingora_upstream_errors_total{kind}`: an upstream that reads the
+/// request and hangs up without answering is counted by its error kind.
+#[test]
+fn upstream_errors_are_counted_by_kind() {
+    let dir = temp_dir("lb-upstream-errors");
+    let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rude_addr = rude.local_addr().unwrap().to_string();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for c in rude.incoming() {
+            let Ok(mut c) = c else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                // Health checks connect and close; requests are read whole.
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Hang up without a word.
+            });
+        }
+    });
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_lb, metrics) = start_lb(&dir, &["--listen", &listen, "--upstream", &rude_addr]);
+    wait_listening(port);
+    for _ in 0..3 {
+        let body = curl(&format!("http://{listen}/"));
+        assert!(body.starts_with("502"), "{body}");
+    }
+    let page = curl(&format!("http://{metrics}/metrics"));
+    let errors: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("pingora_upstream_errors_total{"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["pingora_upstream_errors_total{kind=\"ConnectionClosed\"} 3"],
         "{page}"
     );
+    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 }
