@@ -766,3 +766,73 @@ fn upstream_errors_are_counted_by_kind() {
     );
     assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 }
+
+/// The log level: the conf's `log_level`, unless `RUST_LOG` is set, which
+/// wins. Seen in the `error_log` file of a running load balancer: a
+/// malformed request is logged at debug level ("bad request") before the
+/// 400 goes out, so once the client has the 400 the line is either in the
+/// file or was filtered out.
+#[test]
+fn log_level_from_conf_and_rust_log() {
+    let dir = temp_dir("lb-log-level");
+    let (_up, up) = upstream(&dir, &[]);
+    let live = format!("127.0.0.1:{up}");
+    // (conf's log_level, RUST_LOG, debug lines expected, info lines expected)
+    let cases = [
+        (Some("debug"), None, true, true),
+        (Some("info"), None, false, true),
+        (None, None, false, true),
+        (Some("info"), Some("debug"), true, true),
+        (Some("debug"), Some("warn"), false, false),
+    ];
+    for (i, (level, rust_log, debug, info)) in cases.into_iter().enumerate() {
+        let what = format!("log_level {level:?}, RUST_LOG {rust_log:?}");
+        let error_log = dir.join(format!("error-{i}.log"));
+        let conf = dir.join(format!("conf-{i}.yaml"));
+        let mut text = format!("---\nversion: 1\nerror_log: {}\n", error_log.display());
+        if let Some(l) = level {
+            text.push_str(&format!("log_level: {l}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut lb = Proc::start_example_env(
+            "load_balancer",
+            &[
+                "-c",
+                conf.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--metrics",
+                &metrics,
+                "--upstream",
+                &live,
+            ],
+            &dir.join("lb.log"),
+            &[("RUST_LOG", rust_log)],
+        );
+        wait_listening(port);
+        let mut c = TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{what}: {reply}");
+        // Lines are written as they are logged: stop the server at once.
+        lb.signal(nix::sys::signal::Signal::SIGINT);
+        assert_eq!(lb.wait_exit(Duration::from_secs(20)), Some(0), "{what}");
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        assert_eq!(
+            text.contains(" DEBUG ") && text.contains("bad request"),
+            debug,
+            "{what}: {text}"
+        );
+        assert_eq!(
+            text.contains(" INFO ") && text.contains("server started"),
+            info,
+            "{what}: {text}"
+        );
+        assert!(!text.contains(" TRACE "), "{what}: {text}");
+    }
+}
