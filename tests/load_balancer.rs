@@ -657,9 +657,11 @@ fn graceful_upgrade_is_counted() {
     );
     old.signal(nix::sys::signal::Signal::SIGQUIT);
     // The old process, in its grace period: it counted the hand-over.
-    poll_until(Duration::from_secs(20), "the old process's sent count", || {
-        upgrades(&old_metrics) == (1.0, 0.0)
-    });
+    poll_until(
+        Duration::from_secs(20),
+        "the old process's sent count",
+        || upgrades(&old_metrics) == (1.0, 0.0),
+    );
     // SIGINT ends the grace period at once.
     old.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
@@ -689,7 +691,9 @@ fn open_connections_are_counted() {
         )
     };
     // wait_listening's probe connection may still be open: wait it out.
-    poll_until(Duration::from_secs(10), "no connection open", || open() == 0.0);
+    poll_until(Duration::from_secs(10), "no connection open", || {
+        open() == 0.0
+    });
     // Three clients, each with one answered request, left idle.
     let mut clients = Vec::new();
     for _ in 0..3 {
