@@ -824,3 +824,189 @@ fn udp_proxy_graceful_upgrade_loses_nothing() {
     assert!(log_text(&log).contains("received 1 listening sockets"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TLS ClientHello, as a client would send it first: written by the TLS
+/// library into memory (its reads say "not yet").
+fn client_hello() -> Vec<u8> {
+    use pingora::core::tls::ssl::{HandshakeError, SslConnector, SslMethod};
+    struct Capture(Vec<u8>);
+    impl Read for Capture {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let connector = SslConnector::builder(SslMethod::tls()).unwrap().build();
+    match connector.connect("proxy.test", Capture(Vec::new())) {
+        Err(HandshakeError::WouldBlock(mid)) => mid.get_ref().0.clone(),
+        _ => panic!("the handshake should wait for the server"),
+    }
+}
+
+/// Connect to `port` from the local address `src`, send `bytes`, and read
+/// what comes back until the server closes (EOF or reset) or 20 s pass
+/// (a panic: the server must close).
+fn from_source(src: &str, port: u16, bytes: &[u8], read_all: bool) -> Vec<u8> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &format!("{src}:0")
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.connect(
+        &format!("127.0.0.1:{port}")
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let mut c: TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = c.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if !read_all {
+                    return out;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("from {src}: {e} after {} bytes", out.len()),
+        }
+    }
+}
+
+/// The connection filter on a TLS listener runs before the handshake: a
+/// denied client's ClientHello gets no answer at all (the connection is
+/// closed without a byte of ServerHello), an allowed one's gets the
+/// server's handshake, and a full TLS client from an allowed address is
+/// served.
+#[test]
+fn tcp_proxy_connection_filter_before_the_tls_handshake() {
+    let dir = temp_dir("tcp-proxy-tls-filter");
+    let ca = TestCa::new("test ca").unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["proxy.test"], 1, false)
+        .unwrap()
+        .write(&dir, "proxy")
+        .unwrap();
+    let (plain, tls) = (free_port(), free_port());
+    let _p = start(
+        "tcp_proxy",
+        &s(&[
+            "--listen",
+            &format!("127.0.0.1:{plain}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{tls}"),
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--deny",
+            "127.0.0.2",
+            "--allow",
+            "127.0.0.0/8",
+        ]),
+        &dir.join("proxy.log"),
+    );
+    wait_listening(tls);
+    let hello = client_hello();
+    assert_eq!(hello[0], 0x16, "a handshake record");
+    // Allowed: the server answers with its handshake (a TLS handshake
+    // record, the ServerHello first).
+    let answer = from_source("127.0.0.3", tls, &hello, false);
+    assert_eq!(answer.first(), Some(&0x16), "{answer:?}");
+    // Denied: closed, and not one byte of handshake.
+    assert_eq!(from_source("127.0.0.2", tls, &hello, true), b"");
+    // A whole TLS session from an allowed address.
+    let rt = runtime();
+    let back = rt.block_on(async {
+        let mut io = tls_connect(tls, &ca_file).await;
+        exchange(&mut io, b"over tls").await
+    });
+    assert_eq!(back, b"over tls");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--idle-timeout-secs`: a connection on which nothing moves is closed
+/// after the timeout; one with traffic more often than that stays open
+/// for well past it.
+#[test]
+fn tcp_proxy_idle_timeout() {
+    let dir = temp_dir("tcp-proxy-idle");
+    let port = free_port();
+    let _p = start(
+        "tcp_proxy",
+        &s(&[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--idle-timeout-secs",
+            "1",
+        ]),
+        &dir.join("proxy.log"),
+    );
+    wait_listening(port);
+    // Both start with one echoed exchange.
+    let open = || {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        (c, std::time::Instant::now())
+    };
+    let (mut idle, idle_since) = open();
+    let (mut active, active_since) = open();
+    // The active one: a byte every 300 ms (the wait being a read that
+    // must time out: nothing arrives, the connection is not closed), for
+    // 2.5 s, over twice the idle timeout.
+    active
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    while active_since.elapsed() < Duration::from_millis(2500) {
+        active.write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        active.set_read_timeout(Some(LIMIT)).unwrap();
+        active.read_exact(&mut got).expect("the echo while active");
+        active
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match active.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the active connection: {other:?}"),
+        }
+    }
+    // The idle one was closed by now: EOF, after at least the timeout.
+    idle.set_read_timeout(Some(LIMIT)).unwrap();
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed");
+    let idle_for = idle_since.elapsed();
+    assert!(idle_for >= Duration::from_millis(900), "{idle_for:?}");
+    // And the active one, left idle now, is closed in turn, after the
+    // timeout (not before).
+    let quiet = std::time::Instant::now();
+    active.set_read_timeout(Some(LIMIT)).unwrap();
+    assert_eq!(active.read(&mut buf).unwrap(), 0, "closed once idle");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

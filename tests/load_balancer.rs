@@ -589,7 +589,11 @@ fn proxy_protocol_names_the_client() {
 }
 
 /// A graceful upgrade of the load balancer: the new process takes the
-/// listening sockets (metrics included), counts the hand-over, and serves.
+/// listening sockets, counts the hand-over (`received`), and serves; the
+/// old one counts it too (`sent`). Each process serves its metrics on an
+/// address of its own (the new one closes the old one's metrics socket it
+/// inherits, unclaimed, while the old one keeps serving on it through its
+/// grace period), so each page is known to be that process's.
 #[test]
 fn graceful_upgrade_is_counted() {
     let dir = temp_dir("lb-upgrade");
@@ -598,7 +602,7 @@ fn graceful_upgrade_is_counted() {
     std::fs::write(
         &conf,
         format!(
-            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 2\n",
+            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\ngrace_period_seconds: 60\ngraceful_shutdown_timeout_seconds: 2\n",
             dir.join("upgrade.sock").display(),
             dir.join("lb.pid").display()
         ),
@@ -606,16 +610,17 @@ fn graceful_upgrade_is_counted() {
     .unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let old_metrics = format!("127.0.0.1:{}", free_port());
+    let new_metrics = format!("127.0.0.1:{}", free_port());
     let live = format!("127.0.0.1:{up}");
-    let args = |extra: Option<&'static str>| {
+    let args = |metrics: &str, extra: Option<&'static str>| {
         let mut a = vec![
             "-c".to_string(),
             conf.display().to_string(),
             "--listen".into(),
             listen.clone(),
             "--metrics".into(),
-            metrics.clone(),
+            metrics.to_string(),
             "--upstream".into(),
             live.clone(),
         ];
@@ -623,13 +628,27 @@ fn graceful_upgrade_is_counted() {
         a
     };
     let log = dir.join("lb.log");
-    let old_args = args(None);
+    let old_args = args(&old_metrics, None);
     let old_args: Vec<&str> = old_args.iter().map(String::as_str).collect();
     let mut old = Proc::start_example("load_balancer", &old_args, &log);
     wait_listening(port);
     assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
+    let upgrades = |metrics: &str| {
+        let page = curl(&format!("http://{metrics}/metrics"));
+        (
+            sample(
+                &page,
+                "pingora_graceful_upgrade_events_total{event=\"sent\"}",
+            ),
+            sample(
+                &page,
+                "pingora_graceful_upgrade_events_total{event=\"received\"}",
+            ),
+        )
+    };
+    assert_eq!(upgrades(&old_metrics), (0.0, 0.0));
 
-    let new_args = args(Some("-u"));
+    let new_args = args(&new_metrics, Some("-u"));
     let new_args: Vec<&str> = new_args.iter().map(String::as_str).collect();
     let _new = Proc::start_example("load_balancer", &new_args, &log);
     let sock = dir.join("upgrade.sock");
@@ -639,19 +658,189 @@ fn graceful_upgrade_is_counted() {
         || sock.exists(),
     );
     old.signal(nix::sys::signal::Signal::SIGQUIT);
+    // The old process, in its grace period: it counted the hand-over.
+    poll_until(
+        Duration::from_secs(20),
+        "the old process's sent count",
+        || upgrades(&old_metrics) == (1.0, 0.0),
+    );
+    // SIGINT ends the grace period at once.
+    old.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
 
     // Only the new process is left: it answers, on the same sockets.
     assert_eq!(curl(&format!("http://{listen}/")), "hello from pingora\n");
-    let page = curl(&format!("http://{metrics}/metrics"));
-    assert_eq!(
+    wait_listening(new_metrics.rsplit_once(':').unwrap().1.parse().unwrap());
+    assert_eq!(upgrades(&new_metrics), (0.0, 1.0));
+}
+
+/// `pingora_downstream_connections_open`: idle keep-alive connections are
+/// counted while they are open, and no longer once the clients close them.
+#[test]
+fn open_connections_are_counted() {
+    let dir = temp_dir("lb-open");
+    let (_up, up) = upstream(&dir, &[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let live = format!("127.0.0.1:{up}");
+    let (_lb, metrics) = start_lb(&dir, &["--listen", &listen, "--upstream", &live]);
+    wait_listening(port);
+    let url = format!("http://{metrics}/metrics");
+    let open = || {
         sample(
-            &page,
-            "pingora_graceful_upgrade_events_total{event=\"received\"}"
-        ),
-        1.0,
+            &curl(&url),
+            "pingora_downstream_connections_open{service=\"load balancer\"}",
+        )
+    };
+    // wait_listening's probe connection may still be open: wait it out.
+    poll_until(Duration::from_secs(10), "no connection open", || {
+        open() == 0.0
+    });
+    // Three clients, each with one answered request, left idle.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(c, "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"hello from pingora\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        clients.push(c);
+    }
+    assert_eq!(open(), 3.0);
+    // Two hang up: the count follows.
+    drop(clients.drain(..2));
+    poll_until(Duration::from_secs(10), "one connection left open", || {
+        open() == 1.0
+    });
+    drop(clients);
+    poll_until(Duration::from_secs(10), "no connection left open", || {
+        open() == 0.0
+    });
+}
+
+/// `pingora_upstream_errors_total{kind}`: an upstream that reads the
+/// request and hangs up without answering is counted by its error kind.
+#[test]
+fn upstream_errors_are_counted_by_kind() {
+    let dir = temp_dir("lb-upstream-errors");
+    let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rude_addr = rude.local_addr().unwrap().to_string();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for c in rude.incoming() {
+            let Ok(mut c) = c else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                // Health checks connect and close; requests are read whole.
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Hang up without a word.
+            });
+        }
+    });
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_lb, metrics) = start_lb(&dir, &["--listen", &listen, "--upstream", &rude_addr]);
+    wait_listening(port);
+    for _ in 0..3 {
+        let body = curl(&format!("http://{listen}/"));
+        assert!(body.starts_with("502"), "{body}");
+    }
+    let page = curl(&format!("http://{metrics}/metrics"));
+    let errors: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("pingora_upstream_errors_total{"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["pingora_upstream_errors_total{kind=\"ConnectionClosed\"} 3"],
         "{page}"
     );
+    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+}
+
+/// The log level: the conf's `log_level`, unless `RUST_LOG` is set, which
+/// wins. Seen in the `error_log` file of a running load balancer: a
+/// malformed request is logged at debug level ("bad request") before the
+/// 400 goes out, so once the client has the 400 the line is either in the
+/// file or was filtered out.
+#[test]
+fn log_level_from_conf_and_rust_log() {
+    let dir = temp_dir("lb-log-level");
+    let (_up, up) = upstream(&dir, &[]);
+    let live = format!("127.0.0.1:{up}");
+    // (conf's log_level, RUST_LOG, debug lines expected, info lines expected)
+    let cases = [
+        (Some("debug"), None, true, true),
+        (Some("info"), None, false, true),
+        (None, None, false, true),
+        (Some("info"), Some("debug"), true, true),
+        (Some("debug"), Some("warn"), false, false),
+    ];
+    for (i, (level, rust_log, debug, info)) in cases.into_iter().enumerate() {
+        let what = format!("log_level {level:?}, RUST_LOG {rust_log:?}");
+        let error_log = dir.join(format!("error-{i}.log"));
+        let conf = dir.join(format!("conf-{i}.yaml"));
+        let mut text = format!("---\nversion: 1\nerror_log: {}\n", error_log.display());
+        if let Some(l) = level {
+            text.push_str(&format!("log_level: {l}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut lb = Proc::start_example_env(
+            "load_balancer",
+            &[
+                "-c",
+                conf.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--metrics",
+                &metrics,
+                "--upstream",
+                &live,
+            ],
+            &dir.join("lb.log"),
+            &[("RUST_LOG", rust_log)],
+        );
+        wait_listening(port);
+        let mut c = TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{what}: {reply}");
+        // Lines are written as they are logged: stop the server at once.
+        lb.signal(nix::sys::signal::Signal::SIGINT);
+        assert_eq!(lb.wait_exit(Duration::from_secs(20)), Some(0), "{what}");
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        assert_eq!(
+            text.contains(" DEBUG ") && text.contains("bad request"),
+            debug,
+            "{what}: {text}"
+        );
+        assert_eq!(
+            text.contains(" INFO ") && text.contains("server started"),
+            info,
+            "{what}: {text}"
+        );
+        assert!(!text.contains(" TRACE "), "{what}: {text}");
+    }
 }
 
 /// `--upstream-tls`, with and without `--upstream-h2`, in front of a real

@@ -81,3 +81,118 @@ fn panics_and_errors_reach_the_dsn() {
         "{body2}"
     );
 }
+
+/// Set in the child process of [`sentry_dsn_in_the_conf_reports_a_panic`]:
+/// the conf file, and the port to serve on.
+const CHILD_CONF: &str = "PINGORA_SENTRY_TEST_CONF";
+const CHILD_PORT: &str = "PINGORA_SENTRY_TEST_PORT";
+
+/// An app that panics on every connection.
+struct Panics;
+
+#[async_trait::async_trait]
+impl pingora_core::apps::ServerApp for Panics {
+    async fn process_new(
+        self: &std::sync::Arc<Self>,
+        _io: pingora_core::protocols::Stream,
+        _s: &pingora_core::server::ShutdownWatch,
+    ) -> Option<pingora_core::protocols::Stream> {
+        panic!("boom in a served connection");
+    }
+}
+
+/// The server of [`sentry_dsn_in_the_conf_reports_a_panic`], in a process
+/// of its own (the Sentry hook is per process): the conf's `sentry_dsn`
+/// turns reporting on in `bootstrap`, nothing else does. Run on its own
+/// (no child variables set), it does nothing.
+#[test]
+fn sentry_conf_child() {
+    let (Ok(conf), Ok(port)) = (std::env::var(CHILD_CONF), std::env::var(CHILD_PORT)) else {
+        return;
+    };
+    let opt = pingora_core::server::Opt {
+        conf: Some(conf),
+        ..Default::default()
+    };
+    let mut server = pingora_core::server::Server::new(opt).unwrap();
+    assert!(!pingora_core::sentry::enabled());
+    server.bootstrap();
+    assert!(pingora_core::sentry::enabled());
+    let mut service = pingora_core::services::listening::Service::new("panics".to_string(), Panics);
+    service.add_tcp(&format!("127.0.0.1:{port}"));
+    server.add_service(service);
+    server.run_forever();
+}
+
+/// `sentry_dsn` in the conf, in a real server process (this test binary
+/// again, running [`sentry_conf_child`]): a panic while serving a
+/// connection reaches the fake DSN endpoint.
+#[test]
+fn sentry_dsn_in_the_conf_reports_a_panic() {
+    let dsn = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dsn_port = dsn.local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("pingora-sentry-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\nerror_log: {}\nsentry_dsn: http://confkey@127.0.0.1:{dsn_port}/7\n",
+            dir.join("error.log").display()
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sentry_conf_child", "--nocapture"])
+            .env(CHILD_CONF, &conf)
+            .env(CHILD_PORT, port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("child.stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Connect (the server panics on it) once it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) if c.local_addr().ok() != c.peer_addr().ok() => break c,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "the child's listener");
+                std::thread::park_timeout(Duration::from_millis(10));
+            }
+        }
+    };
+    let _ = c.write_all(b"hello");
+    // The server closes the connection it panicked on, and reports.
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    let (line, headers, body) = receive(&dsn);
+    assert_eq!(line.trim_end(), "POST /api/7/envelope/ HTTP/1.1");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("x-sentry-auth:")
+                && h.contains("sentry_key=confkey")),
+        "{headers:?}"
+    );
+    assert!(
+        body.contains("\"level\":\"fatal\"") && body.contains("boom in a served connection"),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,8 +5,14 @@
 //! to a collector.
 //!
 //! A small implementation of our own (no OpenTelemetry crates): spans are
-//! collected in a bounded buffer and posted in batches by [`Tracer`], which
-//! runs as a background service.
+//! collected in a bounded buffer and posted in batches by [`Tracer`].
+//!
+//! The simplest way on is the conf: `otel_endpoint` (and
+//! `otel_service_name`) make every HTTP proxy built with that conf
+//! ([`http_proxy_service`](crate::http_proxy_service), `HttpProxy::new`)
+//! trace its requests; the tracer then sends its batches from a task it
+//! starts on the first request, and a last batch when the server begins
+//! shutting down. Or build one by hand and run it as a background service:
 //!
 //! ```no_run
 //! use pingora_core::services::background::background_service;
@@ -20,6 +26,7 @@
 
 use std::cell::Cell;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -234,6 +241,9 @@ pub struct Tracer {
     service: String,
     spans: Mutex<Vec<Span>>,
     connector: Connector,
+    /// Whether a task sends the batches (a background service, or the
+    /// task [`ensure_flushing`](Tracer::ensure_flushing) started).
+    flushing: AtomicBool,
 }
 
 impl Tracer {
@@ -281,6 +291,7 @@ impl Tracer {
             service: service.to_string(),
             spans: Mutex::new(Vec::new()),
             connector: Connector::new(None),
+            flushing: AtomicBool::new(false),
         })
     }
 
@@ -342,13 +353,32 @@ impl Tracer {
     }
 }
 
-#[async_trait]
-impl BackgroundService for Tracer {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Tracer {
+    /// Start the task that sends the batches (every second, and once more
+    /// when `shutdown` turns true) on the current runtime, unless one runs
+    /// already (this tracer's background service, or an earlier call).
+    /// The proxy calls it for each traced request: after the first, it
+    /// costs one atomic load.
+    pub fn ensure_flushing(self: &Arc<Self>, shutdown: &ShutdownWatch) {
+        if self.flushing.load(Ordering::Relaxed) || self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (tracer, shutdown) = (self.clone(), shutdown.clone());
+                rt.spawn(async move { tracer.flush_until(shutdown).await });
+            }
+            Err(_) => self.flushing.store(false, Ordering::Release),
+        }
+    }
+
+    /// Send a batch every second until `shutdown`, then the last one.
+    async fn flush_until(&self, mut shutdown: ShutdownWatch) {
         loop {
             let stop = tokio::select! {
                 _ = tokio::time::sleep(FLUSH_EVERY) => false,
-                r = shutdown.wait_for(|s| *s) => r.is_ok(),
+                // Shutdown, or no server left to tell us of one.
+                _ = shutdown.wait_for(|s| *s) => true,
             };
             if stop {
                 let _ = self.flush().await;
@@ -358,6 +388,14 @@ impl BackgroundService for Tracer {
                 tracing::warn!("exporting spans: {e}");
             }
         }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Tracer {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.flushing.store(true, Ordering::Release);
+        self.flush_until(shutdown).await
     }
 }
 

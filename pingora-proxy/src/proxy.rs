@@ -65,11 +65,48 @@ pub struct HttpProxy<SV> {
     options: ProxyOptions,
 }
 
+impl ProxyOptions {
+    /// The defaults, with what the conf turns on: tracing to the conf's
+    /// `otel_endpoint` (under `otel_service_name`) when it is set. Without
+    /// the `otel` feature a set `otel_endpoint` is only warned about.
+    pub fn from_conf(conf: &ServerConf) -> Result<ProxyOptions> {
+        #[allow(unused_mut)]
+        let mut options = ProxyOptions::default();
+        if let Some(endpoint) = &conf.otel_endpoint {
+            #[cfg(feature = "otel")]
+            {
+                let service = conf.otel_service_name.clone().unwrap_or_else(|| {
+                    std::env::args()
+                        .next()
+                        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+                        .unwrap_or_else(|| "pingora".into())
+                });
+                let tracer = crate::otel::Tracer::new(endpoint, &service)?;
+                options.otel = Some(Arc::new(tracer));
+            }
+            #[cfg(not(feature = "otel"))]
+            warn!("otel_endpoint {endpoint} is set, but pingora-proxy was built without `otel`");
+        }
+        Ok(options)
+    }
+}
+
 impl<SV> HttpProxy<SV> {
-    /// A proxy running `inner` with default options, connecting with the
-    /// conf's pool size and CA file.
+    /// A proxy running `inner` with the options the conf asks for
+    /// ([`ProxyOptions::from_conf`]; the defaults without a conf),
+    /// connecting with the conf's pool size and CA file.
     pub fn new(inner: SV, conf: Option<&ServerConf>) -> Self {
-        Self::with_options(inner, conf, ProxyOptions::default())
+        let options = match conf.map(ProxyOptions::from_conf) {
+            None => ProxyOptions::default(),
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                // The conf was validated; what is left is, e.g., a name
+                // that does not resolve. Serve, untraced, and say so.
+                error!("proxy options from the conf: {e}");
+                ProxyOptions::default()
+            }
+        };
+        Self::with_options(inner, conf, options)
     }
 
     /// As [`new`](Self::new), with these options.
@@ -697,6 +734,7 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
         let start = Instant::now();
         #[cfg(feature = "otel")]
         if let Some(tracer) = &self.options.otel {
+            tracer.ensure_flushing(_shutdown);
             let trace = crate::otel::RequestTrace::start(tracer, session.req_header());
             session.state_mut().trace = Some(trace);
         }

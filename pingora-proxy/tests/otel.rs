@@ -172,3 +172,80 @@ async fn spans_reach_the_collector_with_parents_and_traceparent() {
     assert_ne!(root["traceId"], trace);
     assert_eq!(root["traceId"].as_str().unwrap().len(), 32);
 }
+
+/// The conf's `otel_endpoint` / `otel_service_name` turn tracing on for a
+/// proxy built from the conf (as `http_proxy_service` builds it), with no
+/// tracer set up by hand: the tracer sends its batches on its own, and a
+/// last one as soon as the server begins shutting down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conf_keys_turn_tracing_on() {
+    use pingora_core::apps::ServerApp;
+    use pingora_core::protocols::{L4Stream, Stream};
+    use pingora_core::server::ServerConf;
+    use std::time::{Duration, Instant};
+
+    let (cport, mut bodies) = collector().await;
+    let conf = ServerConf::from_yaml(&format!(
+        "version: 1\notel_endpoint: http://127.0.0.1:{cport}/v1/traces\notel_service_name: test-proxy\n"
+    ))
+    .unwrap();
+    let (up, _) = upstream().await;
+    let rec = Recorder {
+        peers: vec![peer(up, false)],
+        log: Arc::default(),
+    };
+    let proxy = HttpProxy::new(rec, Some(&conf));
+    assert!(proxy.options().otel.is_some());
+    // Served with a shutdown watch of our own.
+    let app = Arc::new(HttpServer::new(proxy));
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (app, watch) = (app.clone(), watch.clone());
+            tokio::spawn(async move {
+                let s: Stream = Box::new(L4Stream::from_tcp(s));
+                app.process_new(s, &watch).await;
+            });
+        }
+    });
+
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = curl(&[
+        "-H",
+        &format!("traceparent: 00-{trace}-b7ad6b7169203331-01"),
+        &format!("http://127.0.0.1:{port}/echo"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+        .await
+        .expect("spans sent without a flush by hand")
+        .unwrap();
+    assert!(head.starts_with("POST /v1/traces HTTP/1.1"), "{head}");
+    let spans = parse_spans(&body);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let root = find(&spans, "proxy request");
+    assert_eq!(root["traceId"], trace);
+    assert_eq!(root["parentSpanId"], "b7ad6b7169203331");
+
+    // Right after a batch went (the next is a second away): one more
+    // request, then shutdown: its spans go at once.
+    let r = curl(&[&format!("http://127.0.0.1:{port}/echo")]).await;
+    assert_eq!(r.status, 200);
+    stop.send_replace(true);
+    let asked = Instant::now();
+    let (_, body) = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+        .await
+        .expect("the last batch")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(600),
+        "sent at shutdown, not a second later: {:?}",
+        asked.elapsed()
+    );
+    let spans = parse_spans(&body);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    assert_ne!(find(&spans, "proxy request")["traceId"], trace);
+}

@@ -739,3 +739,139 @@ async fn content_length_follows_a_body_filter() {
 fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
+
+/// A proxy that sends each upstream connection a PROXY header (the
+/// `proxy_protocol` peer option) naming the client it was made for.
+struct SendsProxyHeader {
+    up: u16,
+    version: pingora_core::protocols::proxy_protocol::ProxyVersion,
+}
+
+#[async_trait::async_trait]
+impl pingora_proxy::ProxyHttp for SendsProxyHeader {
+    type CTX = ();
+    fn new_ctx(&self) {}
+    async fn upstream_peer(
+        &self,
+        s: &mut pingora_proxy::Session,
+        _: &mut (),
+    ) -> pingora_error::Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
+        use pingora_core::protocols::proxy_protocol::ProxyHeader;
+        let mut p = peer(self.up, false);
+        let client = *s.client_addr().and_then(|a| a.as_inet()).unwrap();
+        let server = *s.server_addr().and_then(|a| a.as_inet()).unwrap();
+        p.options.proxy_protocol = Some(ProxyHeader::new(self.version, client, server));
+        Ok(Box::new(p))
+    }
+}
+
+/// An upstream that requires a PROXY header on each connection (parsed
+/// with our own parser; anything else is hung up on) and answers every
+/// request on it with the source address the header named. Returns its
+/// port and the number of connections that came with a valid header.
+async fn proxy_protocol_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use pingora_core::protocols::proxy_protocol::ProxyHeader;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let good = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = good.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (header, used) = loop {
+                    match ProxyHeader::parse(&buf) {
+                        Ok(Some(h)) => break h,
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                buf.drain(..used);
+                let source = header.source.unwrap().to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{source}",
+                    source.len()
+                );
+                // Each request (no body) gets the answer.
+                loop {
+                    while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, good)
+}
+
+/// One GET over `c`, the body of a `Content-Length` answer back.
+async fn get_over(c: &mut tokio::net::TcpStream) -> String {
+    c.write_all(b"GET / HTTP/1.1\r\nHost: pp.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if body.len() >= len {
+                return body.to_string();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The HTTP proxy sends a PROXY header (v1 and v2) to the upstream, naming
+/// the client; connections with different headers are never shared, so
+/// each client's requests arrive under its own address, while one
+/// client's second request reuses its upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_sent_to_the_upstream_names_the_client() {
+    use pingora_core::apps::http_app::HttpServer;
+    use pingora_core::protocols::proxy_protocol::ProxyVersion;
+    use pingora_proxy::HttpProxy;
+    for version in [ProxyVersion::V1, ProxyVersion::V2] {
+        let (up, good) = proxy_protocol_upstream().await;
+        let app = HttpServer::new(HttpProxy::new(SendsProxyHeader { up, version }, None));
+        let port = serve(app, Default::default()).await;
+        for round in 1..=2 {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let me = c.local_addr().unwrap().to_string();
+            assert_eq!(get_over(&mut c).await, me, "{version:?}");
+            assert_eq!(get_over(&mut c).await, me, "{version:?}, again");
+            // One upstream connection (and header) per client.
+            assert_eq!(good.load(Ordering::SeqCst), round, "{version:?}");
+        }
+    }
+}

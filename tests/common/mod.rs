@@ -59,12 +59,30 @@ impl Proc {
 
     /// Start example `name` with `args`, its stderr appended to `log`.
     pub fn start_example(name: &str, args: &[&str], log: &Path) -> Proc {
+        Proc::start_example_env(name, args, log, &[])
+    }
+
+    /// As [`start_example`](Self::start_example), with environment
+    /// variables set (`Some`) or removed (`None`).
+    pub fn start_example_env(
+        name: &str,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, Option<&str>)],
+    ) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(example(name))
+        let mut cmd = Command::new(example(name));
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

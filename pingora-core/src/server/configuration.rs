@@ -104,6 +104,15 @@ pub struct ServerConf {
     /// Report panics to this Sentry DSN (needs the `sentry` feature).
     /// (Ours; Pingora sets it in code.)
     pub sentry_dsn: Option<String>,
+    /// Export OpenTelemetry traces of proxied requests to this OTLP/HTTP
+    /// endpoint (`http://HOST:PORT/v1/traces`; `/v1/traces` when no path
+    /// is given). Every HTTP proxy made with this conf
+    /// (`pingora_proxy::http_proxy_service`, `HttpProxy::new`) then traces
+    /// its requests; needs pingora-proxy's `otel` feature. (Ours.)
+    pub otel_endpoint: Option<String>,
+    /// The `service.name` the traces are exported under (default: the
+    /// program's file name). (Ours.)
+    pub otel_service_name: Option<String>,
 }
 
 /// Default for `grace_period_seconds`.
@@ -134,6 +143,8 @@ impl Default for ServerConf {
             access_log: None,
             access_log_format: None,
             sentry_dsn: None,
+            otel_endpoint: None,
+            otel_service_name: None,
         }
     }
 }
@@ -290,6 +301,20 @@ impl ServerConf {
                 return Err(("ca_file", format!("{f:?} is not a readable file")));
             }
         }
+        if let Some(e) = &self.otel_endpoint {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err((
+                    "otel_endpoint",
+                    format!("{e:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if self.otel_service_name.as_deref() == Some("") {
+            return Err(("otel_service_name", "must not be empty".into()));
+        }
         if let Some(d) = &self.working_directory {
             if !Path::new(d).is_dir() {
                 return Err(("working_directory", format!("{d:?} is not a directory")));
@@ -363,6 +388,27 @@ mod tests {
             e.to_string().contains("key `client_bind_to_ipv4` (line 1)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn otel_keys() {
+        let c = ServerConf::from_yaml(
+            "otel_endpoint: http://127.0.0.1:4318/v1/traces\notel_service_name: edge\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.otel_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(c.otel_service_name.as_deref(), Some("edge"));
+        for bad in ["127.0.0.1:4318", "http://", "grpc://collector:4317"] {
+            let e =
+                ServerConf::from_yaml(&format!("version: 1\notel_endpoint: {bad}\n")).unwrap_err();
+            assert!(
+                e.to_string().contains("key `otel_endpoint` (line 2)"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
