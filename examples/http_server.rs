@@ -7,6 +7,9 @@
 //! curl -T big.file http://127.0.0.1:6145/echo     # streamed back, chunked
 //! ```
 //!
+//! `--max-header-bytes`, `--max-headers`, `--max-uri-len` and `--max-body`
+//! set the request limits (431, 431, 414 and 413 above them).
+//!
 //! The framework reads and checks each request (bad ones get a 4xx and a
 //! closed connection), keeps connections alive, answers pipelined requests
 //! in order and sends `100 Continue` when the body is first read. The app
@@ -33,6 +36,19 @@ struct Args {
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, default_value_t = 1 << 20)]
     max_body: u64,
+    /// Largest request header block (request line, fields and the empty
+    /// line that ends them), in bytes; larger is answered with 431.
+    /// Default 64 KiB.
+    #[arg(long)]
+    max_header_bytes: Option<usize>,
+    /// Most header fields in a request; more is answered with 431.
+    /// Default 256.
+    #[arg(long)]
+    max_headers: Option<usize>,
+    /// Longest request target, in bytes; longer is answered with 414.
+    /// Default 8 KiB.
+    #[arg(long)]
+    max_uri_len: Option<usize>,
     /// Time allowed to send a request header, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     header_timeout_ms: u64,
@@ -141,7 +157,11 @@ fn main() {
     let mut server = Server::new_or_exit(args.opt);
     server.bootstrap();
     let ms = |v: u64| Some(std::time::Duration::from_millis(v));
+    let defaults = H1Options::default();
     let options = H1Options {
+        max_header_bytes: args.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+        max_headers: args.max_headers.unwrap_or(defaults.max_headers),
+        max_uri_len: args.max_uri_len.unwrap_or(defaults.max_uri_len),
         max_body_bytes: Some(args.max_body),
         header_read_timeout: ms(args.header_timeout_ms),
         body_read_timeout: ms(args.body_timeout_ms),

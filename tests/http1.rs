@@ -308,32 +308,61 @@ fn http10_clients() {
     assert_eq!(resp.body, b"hello");
 }
 
+/// An Upgrade is answered with exactly 101 (with `Upgrade` and
+/// `Connection: Upgrade`), a CONNECT with exactly 200 (no body framing);
+/// after either the connection carries raw bytes both ways.
 #[test]
 fn upgrade_and_connect_become_tunnels() {
     let srv = Srv::start("h1-tunnel", &[]);
-    for req in [
-        &b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
-    ] {
+    let cases: [(&[u8], u16); 2] = [
+        (
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            101,
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            200,
+        ),
+    ];
+    for (req, want) in cases {
         let mut r = BufReader::new(srv.connect());
         r.get_mut().write_all(req).unwrap();
         let status = read_line(&mut r);
-        let _ = read_fields(&mut r);
+        let fields = read_fields(&mut r);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
         assert!(
-            status.starts_with("HTTP/1.1 101") || status.starts_with("HTTP/1.1 200"),
-            "{status}"
+            status.starts_with(&format!("HTTP/1.1 {want} ")),
+            "want {want}, got {status:?}"
         );
-        // Raw bytes, not HTTP, now go both ways.
-        for msg in [&b"\x81\x05hello"[..], b"GET / HTTP/1.1\r\n\r\n"] {
+        if want == 101 {
+            assert_eq!(field("upgrade"), Some("websocket"), "{fields:?}");
+            assert_eq!(field("connection"), Some("Upgrade"), "{fields:?}");
+        }
+        // A tunnel has no message body framing (RFC 9110 §9.3.6, §15.2.2).
+        assert_eq!(field("content-length"), None, "{fields:?}");
+        assert_eq!(field("transfer-encoding"), None, "{fields:?}");
+        // Raw bytes, not HTTP, now go to the server and back, unchanged
+        // (no chunk framing around them), several times.
+        for msg in [
+            &b"\x81\x05hello"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\0\r\n0\r\n\r\n",
+        ] {
             r.get_mut().write_all(msg).unwrap();
             let mut back = vec![0; msg.len()];
             r.read_exact(&mut back).unwrap();
             assert_eq!(back, msg);
         }
+        // Our end of the tunnel closing ends the server's.
         r.get_mut().shutdown(Shutdown::Write).unwrap();
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert!(rest.is_empty(), "{rest:?}");
     }
 }
 
@@ -594,6 +623,120 @@ fn hostile_requests_are_refused_and_closed() {
     // The server is still fine.
     let out = srv.raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert!(out.starts_with(b"HTTP/1.1 200 "));
+}
+
+/// On one connection: `ok` (at the limit) gets a 200 and keeps the
+/// connection; then `bad` (one past it), followed by a valid request, gets
+/// exactly one response, `want`, with `Connection: close`, and the server
+/// closes: the request after it is never read.
+fn limit_case(srv: &Srv, name: &str, ok: &str, bad: &str, want: u16) {
+    let mut r = BufReader::new(srv.connect());
+    r.get_mut().write_all(ok.as_bytes()).unwrap();
+    let resp = read_resp(&mut r, false);
+    assert_eq!(
+        (resp.status, &resp.body[..]),
+        (200, &b"hello from pingora\n"[..]),
+        "{name}: the request at the limit was refused"
+    );
+    assert_eq!(resp.header("connection"), None, "{name}: {resp:?}");
+    let after = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    // The server may close before taking everything: ignore that.
+    let _ = r.get_mut().write_all(format!("{bad}{after}").as_bytes());
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("{name}: server did not close the connection: {e}"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with(&format!("HTTP/1.1 {want} "))
+            && text.matches("HTTP/1.1 ").count() == 1
+            && text.contains("Connection: close\r\n"),
+        "{name}: want one {want} and close, got {text:?}"
+    );
+}
+
+/// A GET of exactly `total` bytes (header block included), padded by one
+/// field.
+fn get_of_len(total: usize) -> String {
+    let head = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+    let tail = "\r\n\r\n";
+    let req = format!(
+        "{head}{}{tail}",
+        "p".repeat(total - head.len() - tail.len())
+    );
+    assert_eq!(req.len(), total);
+    req
+}
+
+/// A GET with `n` header fields (Host among them).
+fn get_with_fields(n: usize) -> String {
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 1..n {
+        req.push_str(&format!("X-N{i}: 1\r\n"));
+    }
+    req + "\r\n"
+}
+
+/// A GET of `/` whose request target (path and query) is `n` bytes long.
+fn get_with_target(n: usize) -> String {
+    format!("GET /?{} HTTP/1.1\r\nHost: a\r\n\r\n", "q".repeat(n - 2))
+}
+
+/// Limits set by the user, not the defaults: at the limit passes, one
+/// past it is refused (431 / 431 / 414) and the connection closed.
+#[test]
+fn user_set_header_limits() {
+    let srv = Srv::start(
+        "h1-limits",
+        &[
+            "--max-header-bytes",
+            "1024",
+            "--max-headers",
+            "8",
+            "--max-uri-len",
+            "100",
+        ],
+    );
+    limit_case(
+        &srv,
+        "max-header-bytes",
+        &get_of_len(1024),
+        &get_of_len(1025),
+        431,
+    );
+    limit_case(
+        &srv,
+        "max-headers",
+        &get_with_fields(8),
+        &get_with_fields(9),
+        431,
+    );
+    limit_case(
+        &srv,
+        "max-uri-len",
+        &get_with_target(100),
+        &get_with_target(101),
+        414,
+    );
+    // A target longer than the whole header limit is a 414 too, not a
+    // 431: the request line is judged before the block is complete.
+    limit_case(
+        &srv,
+        "max-uri-len, line past max-header-bytes",
+        &get_with_target(100),
+        &get_with_target(2000),
+        414,
+    );
+
+    // A field count above the 64 parsed on the stack (the parser then
+    // retries with room for the limit).
+    let srv = Srv::start("h1-limits-many", &["--max-headers", "100"]);
+    limit_case(
+        &srv,
+        "max-headers 100",
+        &get_with_fields(100),
+        &get_with_fields(101),
+        431,
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The HTTP/1 client session against a real nginx (Debian's package, its
 //! own conf in a temp dir, on a port from the OS): Content-Length, chunked
 //! with trailers, read-until-close, HEAD, 100-continue, chunked uploads,
-//! and whether the connection may be reused.
+//! and whether the connection may be reused. The 101 upgrade against a
+//! real WebSocket server (tokio-tungstenite), frames written by hand.
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession;
@@ -195,7 +196,9 @@ async fn uploads_with_continue_and_chunked() {
     }
 }
 
-/// nginx does not originate `101`, so a minimal upgrading peer stands in.
+/// Bytes that arrive in the same read as the `101` belong to the tunnel. A
+/// hand-written peer sends them together, which a real server does only
+/// by chance (see `websocket_upgrade_against_a_real_server` for one).
 #[tokio::test]
 async fn switching_protocols_becomes_a_tunnel() {
     // On a Unix socket, so it cannot take a TCP port an nginx of another
@@ -245,4 +248,141 @@ async fn switching_protocols_becomes_a_tunnel() {
     assert!(s.reuse().is_none());
     peer.await.unwrap();
     let _ = std::fs::remove_file(&path);
+}
+
+/// Read tunnel bytes until `n` have arrived (10 s at most).
+async fn read_tunnel(s: &mut HttpSession, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, s.read_body_bytes())
+            .await
+            .expect("tunnel bytes within 10 s")
+            .unwrap()
+            .unwrap_or_else(|| panic!("tunnel closed after {} of {n} bytes", got.len()));
+        got.extend_from_slice(&chunk);
+    }
+    got
+}
+
+/// A client frame (RFC 6455 §5.2): FIN, `opcode`, masked with `mask`.
+fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The same frame as a server sends it: unmasked.
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => f.push(n as u8),
+        n @ 126..=0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Against a real WebSocket server (tokio-tungstenite, echoing): our
+/// client sends the opening handshake, reads the 101 and its
+/// `Sec-WebSocket-Accept`, then speaks WebSocket frames, written by hand,
+/// over the raw tunnel: a text and a binary message echoed, and the
+/// closing handshake.
+#[tokio::test]
+async fn websocket_upgrade_against_a_real_server() {
+    use futures_util::{SinkExt, StreamExt};
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("a valid opening handshake");
+        let mut seen = 0;
+        // On the client's Close, tungstenite answers it on the next poll,
+        // then ends the stream.
+        while let Some(m) = ws.next().await {
+            let m = m.expect("valid frames from the client");
+            if m.is_text() || m.is_binary() {
+                seen += 1;
+                ws.send(m).await.unwrap();
+            }
+        }
+        seen
+    });
+
+    let mut s = HttpSession::new(connect(port).await);
+    let mut req = get("/chat");
+    req.insert_header("Connection", "Upgrade").unwrap();
+    req.insert_header("Upgrade", "websocket").unwrap();
+    req.insert_header("Sec-WebSocket-Version", "13").unwrap();
+    // The key and accept value of RFC 6455 §1.3 (16 bytes, base64).
+    req.insert_header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .unwrap();
+    s.write_request_header(req).await.unwrap();
+    s.read_response().await.unwrap();
+    let resp = s.resp_header().unwrap();
+    assert_eq!(resp.status, 101);
+    assert!(resp.headers["upgrade"]
+        .to_str()
+        .unwrap()
+        .eq_ignore_ascii_case("websocket"));
+    assert!(resp.headers["connection"]
+        .to_str()
+        .unwrap()
+        .eq_ignore_ascii_case("upgrade"));
+    assert_eq!(
+        resp.headers["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert!(s.is_upgraded());
+    assert!(!s.can_reuse());
+
+    // A masked text frame, echoed back unmasked.
+    let text = b"hello through pingora's tunnel";
+    s.write_body(&client_frame(0x1, text, [0x37, 0xfa, 0x21, 0x3d]))
+        .await
+        .unwrap();
+    let want = server_frame(0x1, text);
+    assert_eq!(read_tunnel(&mut s, want.len()).await, want);
+
+    // A binary frame with a 16-bit length, written in two pieces: the
+    // tunnel passes bytes, not messages.
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let frame = client_frame(0x2, &data, [1, 2, 3, 4]);
+    let (a, b) = frame.split_at(3);
+    s.write_body(a).await.unwrap();
+    s.write_body(b).await.unwrap();
+    let want = server_frame(0x2, &data);
+    assert_eq!(read_tunnel(&mut s, want.len()).await, want);
+
+    // Closing handshake: our Close (1000) is answered with a Close, then
+    // the server ends the connection.
+    s.write_body(&client_frame(0x8, &1000u16.to_be_bytes(), [9, 8, 7, 6]))
+        .await
+        .unwrap();
+    let want = server_frame(0x8, &1000u16.to_be_bytes());
+    assert_eq!(read_tunnel(&mut s, want.len()).await, want);
+    assert_eq!(server.await.unwrap(), 2, "the server echoed two messages");
+    assert!(s.read_body_bytes().await.unwrap().is_none());
 }

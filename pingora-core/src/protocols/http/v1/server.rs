@@ -486,6 +486,10 @@ impl HttpSession {
             self.keepalive = false;
             return Ok(false);
         }
+        // The exchange is over: an error in reading the next request must
+        // be answered (`respond_error` writes nothing once a final
+        // response is marked written).
+        self.final_written = false;
         self.req = None;
         self.resp = None;
         Ok(true)
