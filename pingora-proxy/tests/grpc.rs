@@ -95,17 +95,8 @@ async fn grpc_over_tls() {
     use pingora_core::apps::ServerApp;
     use pingora_core::listeners::tls::TlsSettings;
     use pingora_core::protocols::L4Stream;
-    use pingora_core::utils::certs::TestCa;
 
-    let dir = std::env::temp_dir().join(format!("pingora-proxy-grpc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = TestCa::new("grpc test CA").unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
-    let (cert, key) = ca
-        .issue(&["localhost"], 1, false)
-        .unwrap()
-        .write(&dir, "localhost")
-        .unwrap();
+    let (dir, ca_file, cert, key) = localhost_cert("grpc");
     let mut tls = TlsSettings::intermediate(&cert, &key).unwrap();
     tls.enable_h2();
     let acceptor = Arc::new(tls.build().unwrap());
@@ -141,17 +132,8 @@ async fn grpc_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_to_a_tls_upstream() {
     use pingora_core::upstreams::peer::{HttpPeer, ALPN};
-    use pingora_core::utils::certs::TestCa;
 
-    let dir = std::env::temp_dir().join(format!("pingora-proxy-grpc-up-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = TestCa::new("grpc upstream CA").unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
-    let (cert, key) = ca
-        .issue(&["localhost"], 1, false)
-        .unwrap()
-        .write(&dir, "localhost")
-        .unwrap();
+    let (dir, ca_file, cert, key) = localhost_cert("grpc-up");
     let (_server, up) = grpc_server_with(&["tls-server", &cert, &key]).await;
     let mut tls_peer = HttpPeer::new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
     tls_peer.options.alpn = ALPN::H2;
@@ -175,4 +157,21 @@ async fn grpc_to_a_tls_upstream() {
     let (port, _) = proxy(vec![untrusted], ProxyOptions::default()).await;
     grpc_client_mode("unavailable", &format!("127.0.0.1:{port}"), None).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A temp dir holding a new test CA (`ca_file`) and a certificate and key
+/// it issued for `localhost`: (dir, ca_file, cert, key).
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+fn localhost_cert(tag: &str) -> (std::path::PathBuf, String, String, String) {
+    use pingora_core::utils::certs::TestCa;
+    let dir = std::env::temp_dir().join(format!("pingora-proxy-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new(&format!("{tag} test CA")).unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key) = ca
+        .issue(&["localhost"], 1, false)
+        .unwrap()
+        .write(&dir, "localhost")
+        .unwrap();
+    (dir, ca_file, cert, key)
 }

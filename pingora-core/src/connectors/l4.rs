@@ -3,32 +3,14 @@
 //! out, no route, bind failure.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use tokio::net::{TcpSocket, UnixStream};
 
-use crate::listeners::set_tcp_int;
+use crate::listeners::{set_sock_int, set_tcp_int};
 use crate::protocols::{L4Stream, SocketAddr};
 use crate::upstreams::peer::PeerOptions;
-
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 fn connect_error(e: io::Error, addr: &SocketAddr) -> Box<Error> {
     let kind: ErrorType = match e.raw_os_error() {
@@ -76,7 +58,7 @@ pub async fn connect_from(
                     if local.port() == 0 {
                         // Best effort: without it (old kernels) bind
                         // picks a port, which still works.
-                        let _ = set_int(
+                        let _ = set_sock_int(
                             socket.as_raw_fd(),
                             libc::IPPROTO_IP,
                             libc::IP_BIND_ADDRESS_NO_PORT,

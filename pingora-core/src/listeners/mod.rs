@@ -209,11 +209,21 @@ fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener>
 /// Set an integer `IPPROTO_TCP` option (`TCP_FASTOPEN`,
 /// `TCP_FASTOPEN_CONNECT`) on a socket.
 pub(crate) fn set_tcp_int(fd: RawFd, name: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
+    set_sock_int(fd, libc::IPPROTO_TCP, name, v)
+}
+
+/// Set an integer socket option at `level` (`IPPROTO_TCP`, `IPPROTO_IP`, …).
+pub(crate) fn set_sock_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::IPPROTO_TCP,
+            level,
             name,
             &v as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
