@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use pingora_core::apps::http_app::{HttpServer, ServeHttp};
 use pingora_core::apps::ServerApp;
 use pingora_core::connectors::tls::{TlsConnector, TlsPeer};
-use pingora_core::listeners::tls::{Acceptor, CertKey, TlsAccept, TlsSettings, TlsVersion};
+use pingora_core::listeners::tls::{
+    Acceptor, CaCerts, CertKey, TlsAccept, TlsSettings, TlsVersion,
+};
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::tls::SslStream;
@@ -886,6 +888,13 @@ async fn cas_from_memory() {
         .await
         .unwrap_err();
     assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
+
+    // A connector-wide default CA in memory, for peers that name none.
+    let by_default = TlsConnector::with_default_ca(Some(CaCerts::Pem(ca_pem.clone())));
+    let mut plain = TlsPeer::new("m.test");
+    plain.client_cert_key = Some(client.clone());
+    let tls = by_default.connect(tcp(port).await, &plain).await.unwrap();
+    assert!(get(tls, "m.test").await.contains("peer=CN=client.test"));
 
     // Through the HTTP connector: PeerOptions::ca_pem.
     let c = Connector::new(None);
