@@ -36,3 +36,25 @@ pub fn add_x509_extension(
 /// the session of a connection dropped without a close_notify, so there is
 /// nothing to do.
 pub fn keep_session_on_drop(_ssl: &SslRef) {}
+
+/// Trust the CA certificates in `pem` (one or more PEM blocks, from
+/// memory rather than a file) for verifying the peer: the upstream's
+/// chain in a client context, client certificates in a server context.
+/// Adds to what the context already trusts. Returns how many
+/// certificates were added (0 when `pem` holds none).
+pub fn add_ca_pem(builder: &mut SslContextBuilder, pem: &[u8]) -> Result<usize, ErrorStack> {
+    let certs = boring::x509::X509::stack_from_pem(pem)?;
+    let n = certs.len();
+    for cert in certs {
+        builder.cert_store_mut().add_cert(&*cert)?;
+    }
+    Ok(n)
+}
+
+/// Issue no session tickets: none in TLS 1.2 (no ticket extension) and
+/// no NewSessionTicket messages after a TLS 1.3 handshake (BoringSSL
+/// sends TLS 1.3 tickets only when tickets are on).
+pub fn disable_session_tickets(builder: &mut SslContextBuilder) -> Result<(), ErrorStack> {
+    builder.set_options(boring::ssl::SslOptions::NO_TICKET);
+    Ok(())
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::http::{ClientSession, Connector};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
@@ -257,4 +257,224 @@ async fn total_timeout_covers_the_tls_handshake_and_fast_open_connects() {
     p.options.tcp_fast_open = true;
     let (body, _) = get(&c, &p, "/addr").await;
     assert_eq!(body, "127.0.0.1\n");
+}
+
+/// `getsockopt` of an integer option on a connection's socket.
+fn sockopt_int(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut v: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live socket fd, and a c_int-sized buffer with its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
+}
+
+/// TCP Fast Open on the connector is set on the upstream socket (read
+/// back with getsockopt), and only when the peer asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_fast_open_is_set_on_the_socket() {
+    let n = nginx("tfo-opt");
+    let c = Connector::new(None);
+    for tfo in [true, false] {
+        let mut p = peer(&n);
+        p.options.tcp_fast_open = tfo;
+        let s = c.transport().new_stream(&p).await.unwrap();
+        let fd = s.socket_digest().unwrap().raw_fd;
+        assert_eq!(
+            sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT),
+            tfo as libc::c_int,
+            "tcp_fast_open {tfo}"
+        );
+        // And through an HTTP session, the connection works.
+        let (mut sess, _) = c.get_http_session(&p).await.unwrap();
+        let ClientSession::H1(h1) = &sess else {
+            panic!("HTTP/1 expected")
+        };
+        let fd = h1.stream().socket_digest().unwrap().raw_fd;
+        assert_eq!(
+            sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT),
+            tfo as libc::c_int
+        );
+        let mut req = RequestHeader::build("GET", b"/addr", None).unwrap();
+        req.insert_header("Host", "upstream.test").unwrap();
+        sess.write_request_header(Box::new(req), true)
+            .await
+            .unwrap();
+        sess.read_response().await.unwrap();
+        assert_eq!(sess.resp_header().unwrap().status, 200);
+    }
+}
+
+/// A peer's `write_timeout`: an upstream that accepts but never reads,
+/// and a request body far bigger than the socket buffers, ends in
+/// `WriteTimedout` soon after the buffers fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_timeout_to_an_upstream_that_never_reads() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let c = Connector::new(None);
+    let mut p = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    p.options.write_timeout = Some(Duration::from_millis(300));
+    let (mut s, _) = c.get_http_session(&p).await.unwrap();
+    let total: usize = 256 << 20;
+    let mut req = RequestHeader::build("POST", b"/upload", None).unwrap();
+    req.insert_header("Host", "upstream.test").unwrap();
+    req.insert_header("Content-Length", total.to_string())
+        .unwrap();
+    s.write_request_header(Box::new(req), false).await.unwrap();
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    let writes = async {
+        loop {
+            assert!(
+                sent < total,
+                "the whole body went to a peer that never reads"
+            );
+            match s.write_body(chunk.clone()).await {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => break e,
+            }
+        }
+    };
+    // Without the write timeout the writes would block for good.
+    let e = tokio::time::timeout(Duration::from_secs(10), writes)
+        .await
+        .expect("the write timed out within 10 s");
+    assert_eq!(e.etype(), &ErrorType::WriteTimedout, "{e}");
+    // Blocked for the timeout, not for long after.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `verify_hostname = false` alone: a certificate for another name is
+/// accepted as long as its chain verifies (an unknown CA is still
+/// refused); with it on, the wrong name is refused.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_hostname_off_still_verifies_the_chain() {
+    use pingora_core::utils::certs::TestCa;
+    let dir = nginx_dir("hostname");
+    let ca = TestCa::new("Test CA").unwrap();
+    let other = TestCa::new("Other CA").unwrap();
+    let (cert, key) = ca
+        .issue(&["up.test"], 30, false)
+        .unwrap()
+        .write(&dir, "up")
+        .unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (other_ca, _) = other.ca.write(&dir, "other").unwrap();
+    let n = start_nginx(
+        dir,
+        &format!(
+            r#"ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /name {{ return 200 "$ssl_server_name\n"; }}"#
+        ),
+    );
+    let c = Connector::new(None);
+    let mut p = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "wrong.test".into()).unwrap();
+    p.options.ca = Some(ca_file);
+    let e = c.get_http_session(&p).await.err().unwrap();
+    assert_eq!(e.etype(), &ErrorType::CertHostnameMismatch, "{e}");
+    p.options.verify_hostname = false;
+    let (body, _) = get(&c, &p, "/name").await;
+    assert_eq!(body, "wrong.test\n");
+    // The chain is still checked.
+    p.options.ca = Some(other_ca);
+    let e = c.get_http_session(&p).await.err().unwrap();
+    assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
+}
+
+/// The conf file's `upstream_keepalive_pool_size` and `ca_file` reach
+/// the connector built from it: a TLS upstream signed by that CA is
+/// trusted with no CA on the peer, and of 4 connections released at once
+/// only 2 stay idle (4 with the default size).
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
+    use pingora_core::server::ServerConf;
+    use pingora_core::utils::certs::TestCa;
+    let dir = nginx_dir("conf");
+    let ca = TestCa::new("Test CA").unwrap();
+    let (cert, key) = ca
+        .issue(&["up.test"], 30, false)
+        .unwrap()
+        .write(&dir, "up")
+        .unwrap();
+    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let conf_path = dir.join("pingora.yaml");
+    std::fs::write(
+        &conf_path,
+        format!("version: 1\nupstream_keepalive_pool_size: 2\nca_file: {ca_file}\n"),
+    )
+    .unwrap();
+    let n = start_nginx(
+        dir,
+        &format!(
+            r#"ssl_certificate {cert};
+        ssl_certificate_key {key};
+        keepalive_requests 100000;
+        location /conn {{ return 200 "$connection\n"; }}"#
+        ),
+    );
+    let conf = ServerConf::load_from_yaml(&conf_path).unwrap();
+    let p = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
+    assert!(p.options.ca.is_none());
+
+    // Without the conf, the system CAs do not know ours.
+    let e = Connector::new(None)
+        .get_http_session(&p)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
+
+    for (c, idle) in [
+        (Connector::new(Some(&conf)), 2),
+        (Connector::new(Some(&ServerConf::default())), 4),
+    ] {
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            let (mut s, reused) = match c.get_http_session(&p).await {
+                Ok(s) => s,
+                // The default conf has no CA file: trust ours per peer.
+                Err(e) if e.etype() == &ErrorType::CertUnknownCA => {
+                    let mut p = p.clone();
+                    p.options.ca = Some(ca_file.clone());
+                    c.get_http_session(&p).await.unwrap()
+                }
+                Err(e) => panic!("{e}"),
+            };
+            assert!(!reused);
+            let mut req = RequestHeader::build("GET", b"/conn", None).unwrap();
+            req.insert_header("Host", "up.test").unwrap();
+            s.write_request_header(Box::new(req), true).await.unwrap();
+            s.read_response().await.unwrap();
+            while s.read_body_bytes().await.unwrap().is_some() {}
+            sessions.push(s);
+        }
+        for s in sessions {
+            c.release_http_session(s, &p);
+        }
+        assert_eq!(c.transport().pool_stats().idle, idle);
+    }
 }

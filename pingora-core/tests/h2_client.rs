@@ -340,3 +340,119 @@ async fn client_ping_keepalive_and_read_timeout() {
     )
     .await;
 }
+
+/// Holds each `/held` request until `want` requests are in flight at once
+/// (or a deadline passes), recording how many streams each connection
+/// carried at once; answers anything else at once.
+struct Gate {
+    want: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+    /// Per connection (client address): streams open now, most at once.
+    per_conn: Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl HttpServerApp for Gate {
+    async fn process_request(
+        self: &Arc<Self>,
+        s: &mut ServerSession,
+        _: &ShutdownWatch,
+    ) -> pingora_error::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if s.req_header().uri.path() == "/held" {
+            let conn = s.client_addr().map(|a| a.to_string()).unwrap_or_default();
+            {
+                let mut map = self.per_conn.lock().unwrap();
+                let e = map.entry(conn.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            }
+            let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_in_flight.fetch_max(n, SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.most_in_flight.load(SeqCst) < self.want
+                && std::time::Instant::now() < deadline
+            {
+                pingora_timeout::sleep(Duration::from_millis(5)).await;
+            }
+            self.in_flight.fetch_sub(1, SeqCst);
+            self.per_conn.lock().unwrap().get_mut(&conn).unwrap().0 -= 1;
+        }
+        let resp = ResponseHeader::build(200, None)?;
+        s.write_response_header(Box::new(resp)).await?;
+        s.write_response_body(Bytes::from_static(b"ok")).await?;
+        s.finish_body().await
+    }
+}
+
+/// The client keeps to the PEER's limit on concurrent streams, not only
+/// its own: our h2c server allows 2 streams per connection, our side would
+/// allow 100, and 5 requests held open at once need 3 or more connections,
+/// never more than 2 streams on one. (A client that put all 5 on one
+/// connection would have 3 of them wait inside h2, and the 5 would never
+/// be in flight together.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_max_concurrent_streams_opens_more_connections() {
+    use pingora_core::protocols::http::v2::server::H2Options;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    let gate = Gate {
+        want: 5,
+        in_flight: AtomicUsize::new(0),
+        most_in_flight: AtomicUsize::new(0),
+        per_conn: Mutex::default(),
+    };
+    let mut http = HttpServer::new(gate);
+    http.set_h2c(true);
+    http.set_h2_options(H2Options {
+        max_concurrent_streams: 2,
+        ..Default::default()
+    });
+    let app = Arc::new(http);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (acc, srv) = (accepted.clone(), app.clone());
+    tokio::spawn(async move {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        while let Ok((s, _)) = l.accept().await {
+            acc.fetch_add(1, SeqCst);
+            let (app, rx) = (srv.clone(), rx.clone());
+            tokio::spawn(async move {
+                app.process_new(Box::new(L4Stream::from_tcp(s)), &rx).await;
+            });
+        }
+    });
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = 100;
+    let c = Arc::new(Connector::new(None));
+
+    // One request first: its connection knows the server's SETTINGS.
+    let (status, _, reused, _) = request(&c, &peer, "/", None).await;
+    assert_eq!((status, reused), (200, false));
+    assert_eq!(accepted.load(SeqCst), 1);
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let (c, peer) = (c.clone(), peer.clone());
+            tokio::spawn(async move { request(&c, &peer, "/held", None).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    let gate = app.app();
+    assert_eq!(
+        gate.most_in_flight.load(SeqCst),
+        5,
+        "the 5 requests were never in flight together"
+    );
+    let per_conn = gate.per_conn.lock().unwrap().clone();
+    assert!(
+        per_conn.values().all(|(_, most)| *most <= 2),
+        "{per_conn:?}"
+    );
+    let conns = accepted.load(SeqCst);
+    assert!((3..=6).contains(&conns), "{conns} connections accepted");
+    assert!(c.h2_connections(&peer) >= 3);
+}

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use pingora_core::apps::http_app::{HttpServer, ServeHttp};
 use pingora_core::apps::ServerApp;
 use pingora_core::connectors::tls::{TlsConnector, TlsPeer};
-use pingora_core::listeners::tls::{Acceptor, CertKey, TlsAccept, TlsSettings};
+use pingora_core::listeners::tls::{
+    Acceptor, CaCerts, CertKey, TlsAccept, TlsSettings, TlsVersion,
+};
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::tls::SslStream;
@@ -34,13 +36,15 @@ impl ServeHttp for Describe {
         let d = s.tls_digest().cloned().unwrap_or_default();
         let alpn = d.alpn.map(|a| String::from_utf8_lossy(&a).into_owned());
         let body = format!(
-            "sni={} alpn={} version={} group={} peer={} sans={}\n",
+            "sni={} alpn={} version={} group={} peer={} sans={} cipher={} handshake_us={}\n",
             d.sni.unwrap_or_default(),
             alpn.unwrap_or_default(),
             d.version,
             d.group.unwrap_or_default(),
             d.peer_subject.unwrap_or_default(),
             d.peer_sans.join(","),
+            d.cipher,
+            d.handshake_duration.as_micros(),
         );
         http::Response::new(body.into_bytes())
     }
@@ -553,4 +557,373 @@ async fn pipelined_records_read_ahead_are_answered() {
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     server.await.unwrap();
+}
+
+/// `openssl s_client` against `port` with extra arguments; its output.
+async fn s_client(port: u16, args: &[&str]) -> String {
+    let connect = format!("127.0.0.1:{port}");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        run(Command::new("openssl")
+            .args(["s_client", "-connect", &connect])
+            .args(&args)
+            .stdin(std::process::Stdio::null()))
+        .1
+    })
+    .await
+    .unwrap()
+}
+
+/// What s_client says it negotiated, e.g. `TLSv1.2`, or `None` when the
+/// handshake failed.
+fn s_client_protocol(out: &str) -> Option<String> {
+    // "New, TLSv1.3, Cipher is ..." once a handshake completed;
+    // "New, (NONE), Cipher is (NONE)" when it did not.
+    let line = out.lines().find(|l| l.starts_with("New, "))?;
+    let proto = line.split(", ").nth(1)?;
+    (proto != "(NONE)").then(|| proto.to_string())
+}
+
+/// TLS 1.2 is the lowest version by default (a TLS 1.1 client is refused
+/// with a protocol-version alert, a TLS 1.2 client served); a listener
+/// set to TLS 1.3 refuses TLS 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimum_protocol_version() {
+    let ca = TestCa::new("Test CA").unwrap();
+    let cert = cert_key(&ca.issue(&["v.test"], 30, false).unwrap());
+    let default = serve(TlsSettings::with_cert(cert.clone()).build().unwrap()).await;
+    // SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all.
+    let out = s_client(
+        default,
+        &[
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-servername",
+            "v.test",
+        ],
+    )
+    .await;
+    assert_eq!(s_client_protocol(&out), None, "{out}");
+    assert!(out.contains("protocol version"), "{out}");
+    let out = s_client(default, &["-tls1_2", "-servername", "v.test"]).await;
+    assert_eq!(s_client_protocol(&out).as_deref(), Some("TLSv1.2"), "{out}");
+
+    let mut s = TlsSettings::with_cert(cert);
+    s.set_min_version(TlsVersion::Tls13);
+    let strict = serve(s.build().unwrap()).await;
+    let out = s_client(strict, &["-tls1_2", "-servername", "v.test"]).await;
+    assert_eq!(s_client_protocol(&out), None, "{out}");
+    assert!(out.contains("protocol version"), "{out}");
+    let out = s_client(strict, &["-tls1_3", "-servername", "v.test"]).await;
+    assert_eq!(s_client_protocol(&out).as_deref(), Some("TLSv1.3"), "{out}");
+}
+
+/// With session tickets off, a TLS 1.3 client gets no ticket and its
+/// next connection is a full handshake; with them on (the default), it
+/// gets one and resumes. Seen by `openssl s_client` and by our connector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tickets_can_be_turned_off() {
+    let dir = Dir::new("tickets");
+    let ca = TestCa::new("Test CA").unwrap();
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let cert = cert_key(&ca.issue(&["t.test"], 30, false).unwrap());
+    for tickets in [true, false] {
+        let mut s = TlsSettings::with_cert(cert.clone());
+        s.set_session_tickets(tickets);
+        let port = serve(s.build().unwrap()).await;
+        let sess = dir.path(&format!("sess-{tickets}"));
+        let _ = std::fs::remove_file(&sess);
+        // s_client reads the server's post-handshake messages (tickets)
+        // before it leaves; a request makes sure they were sent.
+        let connect = format!("127.0.0.1:{port}");
+        let sess2 = sess.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new("openssl")
+                .args(["s_client", "-connect", &connect, "-servername", "t.test"])
+                .args(["-sess_out", &sess2, "-ign_eof"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .await
+        .unwrap();
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
+        assert_eq!(
+            out.contains("New Session Ticket arrived"),
+            tickets,
+            "tickets {tickets}: {out}"
+        );
+        if tickets {
+            let out = s_client(port, &["-servername", "t.test", "-sess_in", &sess]).await;
+            assert!(out.contains("Reused, TLSv1.3"), "{out}");
+        }
+
+        // Our connector: resumes only when tickets are on.
+        let connector = TlsConnector::new(Some(&dir.path("ca.crt")));
+        let peer = TlsPeer::new("t.test");
+        let first = connector.connect(tcp(port).await, &peer).await.unwrap();
+        get(first, "t.test").await;
+        let second = connector.connect(tcp(port).await, &peer).await.unwrap();
+        assert_eq!(
+            second.tls_digest().unwrap().session_reused,
+            tickets,
+            "tickets {tickets}"
+        );
+    }
+}
+
+/// mTLS with the certificate asked for but not required: a client
+/// without one is served (no peer in the digest), a client with one has
+/// its subject and names in the digest, and one from an unknown CA is
+/// still refused (a certificate sent is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates() {
+    let dir = Dir::new("mtls-opt");
+    let ca = TestCa::new("Test CA").unwrap();
+    let other = TestCa::new("Other CA").unwrap();
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let (cert, key) = dir.write(&ca.issue(&["localhost"], 30, false).unwrap(), "server");
+    let (ccert, ckey) = dir.write(&ca.issue(&["client.test"], 30, true).unwrap(), "client");
+    let (bcert, bkey) = dir.write(&other.issue(&["client.test"], 30, true).unwrap(), "bad");
+    let mut settings = TlsSettings::intermediate(&cert, &key).unwrap();
+    settings.set_client_ca_file(&dir.path("ca.crt"), false);
+    let port = serve(settings.build().unwrap()).await;
+    let url = format!("https://localhost:{port}/");
+    let cafile = dir.path("ca.crt");
+    let curl = move |extra: Vec<String>| {
+        let (cafile, url) = (cafile.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            run(Command::new("curl")
+                .args(["-sS", "--cacert", &cafile])
+                .args(&extra)
+                .arg(&url))
+        })
+    };
+    let (ok, out) = curl(vec![]).await.unwrap();
+    assert!(ok, "a client without a certificate is served: {out}");
+    assert!(out.contains(" peer= sans= "), "{out}");
+    let (ok, out) = curl(vec!["--cert".into(), ccert, "--key".into(), ckey])
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("peer=CN=client.test sans=client.test "),
+        "{out}"
+    );
+    let (ok, out) = curl(vec!["--cert".into(), bcert, "--key".into(), bkey])
+        .await
+        .unwrap();
+    assert!(!ok, "a certificate from another CA is refused: {out}");
+    // The server asked for a certificate (s_client shows the request).
+    let out = s_client(port, &["-servername", "localhost"]).await;
+    assert!(
+        out.contains("Acceptable client certificate CA names")
+            || out.contains("Requested Signature Algorithms"),
+        "{out}"
+    );
+}
+
+/// The digest on both sides: version, cipher, group and a handshake
+/// duration that was measured (non-zero, and well under the time the
+/// whole test takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_has_cipher_group_and_handshake_time() {
+    let dir = Dir::new("digest");
+    let ca = TestCa::new("Test CA").unwrap();
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let cert = cert_key(&ca.issue(&["d.test"], 30, false).unwrap());
+    let started = std::time::Instant::now();
+    for (min, proto) in [(None, "TLSv1.3"), (Some("-tls1_2"), "TLSv1.2")] {
+        let port = serve(TlsSettings::with_cert(cert.clone()).build().unwrap()).await;
+        // s_client as the client, pinned to a cipher and group so the
+        // server's digest can be checked exactly.
+        let mut args = vec!["-servername", "d.test", "-groups", "P-256", "-ign_eof"];
+        match min {
+            None => args.extend(["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"]),
+            Some(v) => args.extend([
+                v,
+                "-cipher",
+                "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384",
+            ]),
+        }
+        let connect = format!("127.0.0.1:{port}");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new("openssl")
+                .args(["s_client", "-connect", &connect])
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nHost: d.test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+        })
+        .await
+        .unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("sni="))
+            .unwrap_or_else(|| panic!("no answer: {out}"));
+        assert!(line.contains(&format!("version={proto} ")), "{line}");
+        assert!(
+            line.contains("group=prime256v1 ") || line.contains("group=P-256 "),
+            "{line}"
+        );
+        let cipher = if min.is_none() {
+            "TLS_CHACHA20_POLY1305_SHA256"
+        } else {
+            "ECDHE-"
+        };
+        assert!(line.contains(&format!("cipher={cipher}")), "{line}");
+        let us: u128 = line
+            .rsplit("handshake_us=")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(us > 0, "{line}");
+        assert!(us < started.elapsed().as_micros(), "{line}");
+    }
+
+    // Our connector's digest of the same kind of connection.
+    let port = serve(TlsSettings::with_cert(cert).build().unwrap()).await;
+    let mut peer = TlsPeer::new("d.test");
+    peer.ca_file = Some(dir.path("ca.crt"));
+    peer.groups = Some("X25519".into());
+    let before = std::time::Instant::now();
+    let tls = TlsConnector::new(None)
+        .connect(tcp(port).await, &peer)
+        .await
+        .unwrap();
+    let took = before.elapsed();
+    let d = tls.tls_digest().unwrap().clone();
+    assert_eq!(d.version, "TLSv1.3");
+    assert!(
+        d.cipher.starts_with("TLS_AES_") || d.cipher.starts_with("TLS_CHACHA20"),
+        "{}",
+        d.cipher
+    );
+    assert_eq!(d.group.as_deref(), Some("X25519"));
+    assert!(!d.handshake_duration.is_zero());
+    assert!(
+        d.handshake_duration <= took,
+        "{:?} > {took:?}",
+        d.handshake_duration
+    );
+    // The server measured its own side of it.
+    let body = get(tls, "d.test").await;
+    assert!(body.contains("version=TLSv1.3 group=X25519 "), "{body}");
+    assert!(body.contains(&format!("cipher={} ", d.cipher)), "{body}");
+}
+
+/// CAs given as PEM bytes instead of files: the listener's client CA and
+/// the connector's upstream CA (per TLS peer, and per HTTP peer through
+/// the connector); a PEM without a certificate is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_from_memory() {
+    use pingora_core::connectors::http::Connector;
+    use pingora_core::upstreams::peer::HttpPeer;
+
+    let ca = TestCa::new("Test CA").unwrap();
+    let other = TestCa::new("Other CA").unwrap();
+    let ca_pem: Arc<[u8]> = Arc::from(ca.ca.cert_pem().as_bytes());
+    let server = cert_key(&ca.issue(&["m.test"], 30, false).unwrap());
+    let client = cert_key(&ca.issue(&["client.test"], 30, true).unwrap());
+    let stranger = cert_key(&other.issue(&["client.test"], 30, true).unwrap());
+    let mut s = TlsSettings::with_cert(server);
+    s.set_client_ca_pem(&ca_pem, true);
+    let port = serve(s.build().unwrap()).await;
+
+    let connector = TlsConnector::new(None);
+    let mut peer = TlsPeer::new("m.test");
+    peer.ca_pem = Some(ca_pem.clone());
+    peer.client_cert_key = Some(client.clone());
+    let tls = connector.connect(tcp(port).await, &peer).await.unwrap();
+    assert!(get(tls, "m.test").await.contains("peer=CN=client.test"));
+    // The server checks client certificates against that CA.
+    peer.client_cert_key = Some(stranger);
+    let refused = match connector.connect(tcp(port).await, &peer).await {
+        Err(_) => true,
+        // TLS 1.3: the client learns of the refusal on its first read.
+        Ok(tls) => {
+            let mut s = HttpSession::new(Box::new(tls));
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("Host", "m.test").unwrap();
+            s.write_request_header(Box::new(req)).await.is_err() || s.read_response().await.is_err()
+        }
+    };
+    assert!(refused, "a client certificate from another CA was accepted");
+    // The client checks the server against the CA in memory: another
+    // CA's PEM does not vouch for it.
+    let mut wrong = TlsPeer::new("m.test");
+    wrong.ca_pem = Some(Arc::from(other.ca.cert_pem().as_bytes()));
+    wrong.client_cert_key = Some(client.clone());
+    let e = connector
+        .connect(tcp(port).await, &wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
+
+    // A connector-wide default CA in memory, for peers that name none.
+    let by_default = TlsConnector::with_default_ca(Some(CaCerts::Pem(ca_pem.clone())));
+    let mut plain = TlsPeer::new("m.test");
+    plain.client_cert_key = Some(client.clone());
+    let tls = by_default.connect(tcp(port).await, &plain).await.unwrap();
+    assert!(get(tls, "m.test").await.contains("peer=CN=client.test"));
+
+    // Through the HTTP connector: PeerOptions::ca_pem.
+    let c = Connector::new(None);
+    let mut hp = HttpPeer::new(&format!("127.0.0.1:{port}"), true, "m.test".into()).unwrap();
+    hp.options.client_cert_key = Some(client);
+    let e = c
+        .get_http_session(&hp)
+        .await
+        .err()
+        .expect("system CAs do not know ours");
+    assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
+    hp.options.ca_pem = Some(ca_pem);
+    let (mut sess, _) = c.get_http_session(&hp).await.unwrap();
+    let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    req.insert_header("Host", "m.test").unwrap();
+    sess.write_request_header(Box::new(req), true)
+        .await
+        .unwrap();
+    sess.read_response().await.unwrap();
+    assert_eq!(sess.resp_header().unwrap().status, 200);
+
+    // No certificate in the PEM: refused at build (listener) and at
+    // connect (connector).
+    let mut s = TlsSettings::with_cert(cert_key(&ca.issue(&["m.test"], 30, false).unwrap()));
+    s.set_client_ca_pem(b"not a certificate", false);
+    let e = s.build().err().expect("an empty CA PEM is refused");
+    assert_eq!(e.etype(), &ErrorType::InvalidCert, "{e}");
+    let mut bad = TlsPeer::new("m.test");
+    bad.ca_pem = Some(Arc::from(&b""[..]));
+    let e = connector.connect(tcp(port).await, &bad).await.unwrap_err();
+    assert_eq!(e.etype(), &ErrorType::InvalidCert, "{e}");
 }

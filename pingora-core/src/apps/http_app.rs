@@ -150,9 +150,20 @@ impl<A: HttpServerApp> HttpServer<A> {
 
     /// Accept HTTP/2 with prior knowledge (h2c) on plain connections, as
     /// well as HTTP/1. Over TLS, HTTP/2 is chosen by ALPN instead
-    /// (`TlsSettings::enable_h2`).
+    /// (`TlsSettings::enable_h2`). This is the default for every listener
+    /// of the service; a listener can say otherwise for its own
+    /// connections (`Service::set_h2c` / `Listeners::set_h2c`).
     pub fn set_h2c(&mut self, on: bool) {
         self.h2c = on;
+    }
+
+    /// Whether h2c is taken on this plain connection: its listener's
+    /// choice, else the app's.
+    fn h2c_on(&self, stream: &Stream) -> bool {
+        stream
+            .socket_digest()
+            .and_then(|d| d.h2c)
+            .unwrap_or(self.h2c)
     }
 
     /// The app.
@@ -191,7 +202,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
         let h2 = stream.tls_digest().is_some_and(|d| d.is_h2());
         let stream = if h2 {
             stream
-        } else if self.h2c && stream.tls_digest().is_none() {
+        } else if stream.tls_digest().is_none() && self.h2c_on(&stream) {
             match Box::pin(sniff_preface(stream)).await {
                 Some((true, s)) => return Box::pin(self.serve_h2(s, shutdown)).await,
                 Some((false, s)) => s,

@@ -222,11 +222,16 @@ impl Connector {
             .map_or(0, |v| v.iter().filter(|c| !c.is_closed()).count())
     }
 
-    fn shared_h2(&self, key: u64) -> Option<H2Connection> {
+    /// A shared connection for `key` with room for a stream now. (The
+    /// stream is claimed by `try_new_session`, which checks again.)
+    fn shared_h2(&self, key: u64, skip: &[H2Connection]) -> Option<H2Connection> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let conns = map.get_mut(&key)?;
         conns.retain(|c| !c.is_closed());
-        conns.iter().find(|c| c.more_streams_allowed()).cloned()
+        conns
+            .iter()
+            .find(|c| c.more_streams_allowed() && !skip.iter().any(|s| s.same(c)))
+            .cloned()
     }
 
     /// A session to `peer`, and whether it rides on a connection that was
@@ -235,14 +240,22 @@ impl Connector {
         let key = peer.reuse_hash();
         let o = &peer.options;
         if matches!(o.alpn, ALPN::H2 | ALPN::H2H1) {
-            while let Some(conn) = self.shared_h2(key) {
-                // A GOAWAY can arrive between the check and the stream:
-                // then the connection is marked closed and we look again.
-                if let Ok(mut s) = conn.new_session().await {
-                    // A shared HTTP/2 connection is a reuse like a pooled one.
-                    crate::metrics::core().pool_hits.inc();
-                    s.set_timeouts(o.read_timeout, o.write_timeout);
-                    return Ok((ClientSession::H2(s), true));
+            // Connections that filled up (another request took the last
+            // stream first) are skipped on the next look.
+            let mut full: Vec<H2Connection> = Vec::new();
+            while let Some(conn) = self.shared_h2(key, &full) {
+                match conn.try_new_session().await {
+                    Some(Ok(mut s)) => {
+                        // A shared HTTP/2 connection is a reuse like a
+                        // pooled one.
+                        crate::metrics::core().pool_hits.inc();
+                        s.set_timeouts(o.read_timeout, o.write_timeout);
+                        return Ok((ClientSession::H2(s), true));
+                    }
+                    // A GOAWAY arrived between the check and the stream:
+                    // the connection is marked closed; look again.
+                    Some(Err(_)) => {}
+                    None => full.push(conn),
                 }
             }
         }

@@ -111,6 +111,7 @@ impl TransportConnector {
         t.verify_hostname = o.verify_hostname;
         t.alternative_cn = o.alternative_cn.clone();
         t.ca_file = o.ca.clone();
+        t.ca_pem = o.ca_pem.clone();
         t.client_cert_key = o.client_cert_key.clone();
         t.alpn = o.alpn.protocols();
         if let Some(left) = l4::remaining(start, o.total_connection_timeout) {

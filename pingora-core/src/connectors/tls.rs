@@ -1,5 +1,6 @@
 //! TLS to upstreams: SNI, certificate and hostname verification (on by
-//! default), an alternative name, a custom CA file, a client certificate,
+//! default), an alternative name, a custom CA (a file or PEM bytes), a
+//! client certificate,
 //! ALPN, key-exchange groups, and session resumption through a client
 //! session cache.
 //!
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use pingora_error::{Error, ErrorType, ErrorType::*, OkOrErr, OrErr, Result};
 
-use crate::listeners::tls::CertKey;
+use crate::listeners::tls::{CaCerts, CertKey};
 use crate::protocols::tls::{SslStream, TlsSocket};
 use crate::protocols::L4Stream;
 use crate::tls::ext;
@@ -48,6 +49,10 @@ pub struct TlsPeer {
     /// Trust the CAs in this PEM file instead of the system's (or the
     /// connector's default CA file).
     pub ca_file: Option<String>,
+    /// Trust the CAs in these PEM bytes (one or more certificates); takes
+    /// precedence over `ca_file`. Contexts are kept per `Arc`, so share
+    /// one `Arc` between peers that trust the same CAs.
+    pub ca_pem: Option<Arc<[u8]>>,
     /// Present this certificate (mTLS).
     pub client_cert_key: Option<Arc<CertKey>>,
     /// ALPN protocols to offer, most preferred first (e.g. `h2`,
@@ -69,6 +74,7 @@ impl TlsPeer {
             verify_hostname: true,
             alternative_cn: None,
             ca_file: None,
+            ca_pem: None,
             client_cert_key: None,
             alpn: vec![],
             groups: None,
@@ -82,8 +88,12 @@ impl TlsPeer {
             .client_cert_key
             .as_ref()
             .map_or(0, |c| Arc::as_ptr(c) as usize);
+        let pem = self
+            .ca_pem
+            .as_ref()
+            .map_or(0, |p| Arc::as_ptr(p) as *const u8 as usize);
         format!(
-            "{}|{:?}|{cert}|{:?}|{:?}",
+            "{}|{:?}|{pem}|{cert}|{:?}|{:?}",
             self.verify_cert, self.ca_file, self.alpn, self.groups
         )
     }
@@ -98,7 +108,7 @@ struct Ctx {
 /// certificate, ALPN) are built once per distinct setting and kept;
 /// sessions are kept per server name, so later connections resume.
 pub struct TlsConnector {
-    default_ca_file: Option<String>,
+    default_ca: Option<CaCerts>,
     contexts: Mutex<HashMap<String, Arc<Ctx>>>,
 }
 
@@ -108,8 +118,15 @@ impl TlsConnector {
     /// A connector that trusts the system's CAs, or those in
     /// `default_ca_file` (the server conf's `ca_file`) when given.
     pub fn new(default_ca_file: Option<&str>) -> Self {
+        Self::with_default_ca(default_ca_file.map(|f| CaCerts::File(f.to_string())))
+    }
+
+    /// A connector that trusts `default_ca` (a file, or PEM bytes in
+    /// memory) for peers that name no CA of their own, or the system's
+    /// CAs when `None`.
+    pub fn with_default_ca(default_ca: Option<CaCerts>) -> Self {
         TlsConnector {
-            default_ca_file: default_ca_file.map(str::to_string),
+            default_ca,
             contexts: Mutex::default(),
         }
     }
@@ -134,10 +151,13 @@ impl TlsConnector {
             format!("unsupported key-exchange groups {groups:?}")
         })?;
         if peer.verify_cert {
-            match peer.ca_file.as_ref().or(self.default_ca_file.as_ref()) {
-                Some(ca) => b
-                    .set_ca_file(ca)
-                    .or_err_with(FileReadError, || format!("reading CA file {ca}"))?,
+            let ca = match (&peer.ca_pem, &peer.ca_file) {
+                (Some(pem), _) => Some(CaCerts::Pem(pem.clone())),
+                (None, Some(f)) => Some(CaCerts::File(f.clone())),
+                (None, None) => self.default_ca.clone(),
+            };
+            match ca {
+                Some(ca) => ca.load_into(&mut b, "upstream CA")?,
                 None => b
                     .set_default_verify_paths()
                     .or_err(InternalError, "loading the system CAs")?,

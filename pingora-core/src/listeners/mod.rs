@@ -280,6 +280,11 @@ pub struct AcceptOptions {
     pub proxy_protocol: bool,
     /// Time allowed for the PROXY protocol header.
     pub proxy_protocol_timeout: Duration,
+    /// Take HTTP/2 with prior knowledge (h2c) on this plain listener
+    /// (`Some(true)`), or not (`Some(false)`); `None` leaves it to the
+    /// app (`HttpServer::set_h2c`). Recorded in each connection's
+    /// [`SocketDigest::h2c`](crate::protocols::SocketDigest::h2c).
+    pub h2c: Option<bool>,
 }
 
 impl Default for AcceptOptions {
@@ -288,6 +293,7 @@ impl Default for AcceptOptions {
             tls: None,
             proxy_protocol: false,
             proxy_protocol_timeout: crate::protocols::proxy_protocol::DEFAULT_HEADER_TIMEOUT,
+            h2c: None,
         }
     }
 }
@@ -525,6 +531,22 @@ impl Listeners {
         if let Some(t) = timeout {
             self.accept[i].proxy_protocol_timeout = t;
         }
+        Ok(())
+    }
+
+    /// Whether the plain listener at `addr` (as it was added) takes HTTP/2
+    /// with prior knowledge (h2c) beside HTTP/1, overriding the app's own
+    /// default (`HttpServer::set_h2c`) for its connections. Over TLS,
+    /// HTTP/2 is chosen by ALPN and this does not apply.
+    pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
+        let i = self
+            .addrs
+            .iter()
+            .position(|a| a.key() == addr)
+            .or_err_with(ErrorType::InvalidInput, || {
+                format!("no listener {addr:?} to set h2c on")
+            })?;
+        self.accept[i].h2c = Some(on);
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use crate::tls::ext;
 use crate::tls::pkey::{PKey, Private};
 use crate::tls::ssl::{
     AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContext, SslContextBuilder,
-    SslMethod, SslMode, SslOptions, SslRef, SslVerifyMode, SslVersion,
+    SslMethod, SslMode, SslRef, SslVerifyMode, SslVersion,
 };
 use crate::tls::x509::X509;
 
@@ -75,6 +75,35 @@ impl CertKey {
     }
 }
 
+/// CA certificates to trust: a PEM file, or PEM bytes already in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CaCerts {
+    /// A PEM file, read when the context is built.
+    File(String),
+    /// PEM bytes (one or more certificates).
+    Pem(Arc<[u8]>),
+}
+
+impl CaCerts {
+    /// Add these CAs to the trust store of `b`; `what` names them in
+    /// errors (`"client CA"`, `"upstream CA"`).
+    pub(crate) fn load_into(&self, b: &mut SslContextBuilder, what: &str) -> Result<()> {
+        match self {
+            CaCerts::File(path) => b
+                .set_ca_file(path)
+                .or_err_with(FileReadError, || format!("reading {what} file {path}")),
+            CaCerts::Pem(pem) => {
+                let n = ext::add_ca_pem(b, pem)
+                    .or_err_with(InvalidCert, || format!("parsing {what} PEM"))?;
+                if n == 0 {
+                    return Error::e_explain(InvalidCert, format!("no certificate in {what} PEM"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Chooses the certificate for each handshake, by the server name the
 /// client asked for. Many certificates can be served on one port this way.
 pub trait TlsAccept: Send + Sync + 'static {
@@ -98,7 +127,7 @@ pub struct TlsSettings {
     default_cert: Option<Arc<CertKey>>,
     callbacks: Option<Arc<dyn TlsAccept>>,
     alpn: Vec<Vec<u8>>,
-    client_ca_file: Option<String>,
+    client_ca: Option<CaCerts>,
     client_cert_required: bool,
     min_version: TlsVersion,
     session_tickets: bool,
@@ -116,7 +145,7 @@ impl TlsSettings {
             default_cert: None,
             callbacks: None,
             alpn: vec![b"http/1.1".to_vec()],
-            client_ca_file: None,
+            client_ca: None,
             client_cert_required: false,
             min_version: TlsVersion::Tls12,
             session_tickets: true,
@@ -167,7 +196,16 @@ impl TlsSettings {
     /// With `required`, a client without a valid certificate is refused;
     /// without, one is asked for and checked if sent.
     pub fn set_client_ca_file(&mut self, path: &str, required: bool) {
-        self.client_ca_file = Some(path.to_string());
+        self.client_ca = Some(CaCerts::File(path.to_string()));
+        self.client_cert_required = required;
+    }
+
+    /// As [`set_client_ca_file`](Self::set_client_ca_file), with the CA
+    /// certificates given as PEM bytes (one or more blocks) instead of a
+    /// file. A PEM with no certificate in it is refused when the settings
+    /// are built.
+    pub fn set_client_ca_pem(&mut self, pem: &[u8], required: bool) {
+        self.client_ca = Some(CaCerts::Pem(Arc::from(pem)));
         self.client_cert_required = required;
     }
 
@@ -176,7 +214,9 @@ impl TlsSettings {
         self.min_version = v;
     }
 
-    /// Issue session tickets for resumption (on by default).
+    /// Issue session tickets for resumption (on by default). Off, no
+    /// ticket is sent in TLS 1.2 or 1.3, so TLS 1.3 clients cannot resume
+    /// (TLS 1.2 clients still may, by session id).
     pub fn set_session_tickets(&mut self, on: bool) {
         self.session_tickets = on;
     }
@@ -232,9 +272,8 @@ impl TlsSettings {
                 select_alpn(&ours, client).ok_or(AlpnError::NOACK)
             });
         }
-        if let Some(ca) = &self.client_ca_file {
-            b.set_ca_file(ca)
-                .or_err_with(FileReadError, || format!("reading client CA file {ca}"))?;
+        if let Some(ca) = &self.client_ca {
+            ca.load_into(b, "client CA")?;
             let mut mode = SslVerifyMode::PEER;
             if self.client_cert_required {
                 mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
@@ -242,7 +281,7 @@ impl TlsSettings {
             b.set_verify(mode);
         }
         if !self.session_tickets {
-            b.set_options(SslOptions::NO_TICKET);
+            ext::disable_session_tickets(b).or_err(InternalError, "turning session tickets off")?;
         }
         b.set_session_id_context(b"pingora")
             .or_err(InternalError, "setting the session id context")?;

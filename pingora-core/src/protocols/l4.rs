@@ -64,6 +64,10 @@ pub struct SocketDigest {
     /// The PROXY protocol header the connection started with, on a
     /// listener that reads one.
     pub proxy: Option<Arc<ProxyHeader>>,
+    /// Whether the listener that accepted the connection takes HTTP/2
+    /// with prior knowledge (h2c); `None` leaves it to the app's own
+    /// setting (`HttpServer::set_h2c`). See `Listeners::set_h2c`.
+    pub h2c: Option<bool>,
 }
 
 impl SocketDigest {
@@ -106,6 +110,7 @@ pub(crate) struct ParkedL4 {
     sock: ParkedSocket,
     accepted_at: SystemTime,
     proxy: Option<Arc<ProxyHeader>>,
+    h2c: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -132,6 +137,7 @@ impl ParkedL4 {
         };
         s.digest.accepted_at = self.accepted_at;
         s.digest.proxy = self.proxy;
+        s.digest.h2c = self.h2c;
         Ok(s)
     }
 }
@@ -180,6 +186,7 @@ impl L4Stream {
             local_addr: local.map(SocketAddr::Inet),
             accepted_at: SystemTime::now(),
             proxy: None,
+            h2c: None,
         };
         L4Stream {
             inner: Inner::Tcp(s),
@@ -198,6 +205,7 @@ impl L4Stream {
             local_addr: unix_addr(s.local_addr()),
             accepted_at: SystemTime::now(),
             proxy: None,
+            h2c: None,
         };
         L4Stream {
             inner: Inner::Unix(s),
@@ -230,6 +238,12 @@ impl L4Stream {
     /// Record the PROXY protocol header the connection started with.
     pub fn set_proxy_header(&mut self, header: ProxyHeader) {
         self.digest.proxy = Some(Arc::new(header));
+    }
+
+    /// Record the accepting listener's h2c choice (see
+    /// [`SocketDigest::h2c`]).
+    pub fn set_h2c(&mut self, h2c: Option<bool>) {
+        self.digest.h2c = h2c;
     }
 
     /// The reactor's read readiness of the socket, as it stands.
@@ -312,6 +326,7 @@ impl L4Stream {
             sock,
             accepted_at: self.digest.accepted_at,
             proxy: self.digest.proxy,
+            h2c: self.digest.h2c,
         })
     }
 

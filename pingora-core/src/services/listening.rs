@@ -105,6 +105,13 @@ impl<A: ServerApp> Service<A> {
         self.listeners.enable_proxy_protocol(addr, timeout)
     }
 
+    /// Take HTTP/2 with prior knowledge (h2c) on the plain listener at
+    /// `addr` (as added), or refuse it there, whatever the app's default;
+    /// see [`Listeners::set_h2c`].
+    pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
+        self.listeners.set_h2c(addr, on)
+    }
+
     /// Filter connections to all of this service's listeners by peer
     /// address, before the TLS handshake.
     pub fn set_connection_filter(&mut self, filter: Arc<dyn ConnectionFilter>) {
@@ -196,6 +203,9 @@ async fn prepare(
             );
             return None;
         }
+    }
+    if opts.h2c.is_some() {
+        stream.set_h2c(opts.h2c);
     }
     if opts.proxy_protocol {
         if let Err(e) = proxy_protocol::accept(&mut stream, opts.proxy_protocol_timeout).await {
@@ -592,6 +602,80 @@ mod tests {
             c.read_exact(&mut back).await.unwrap();
             assert_eq!(String::from_utf8_lossy(&back), expect, "listener on {bind}");
             drop(c);
+            tx.send_replace(true);
+            task.await.unwrap();
+        }
+    }
+    /// h2c is chosen per listener: two plain listeners on one service,
+    /// only the one that enables it taking HTTP/2 with prior knowledge
+    /// (checked with curl); the app's own setting is the default for the
+    /// listeners that say nothing, and a listener can turn it off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2c_per_listener() {
+        use crate::apps::http_app::{HttpServer, ServeHttp};
+        use crate::protocols::http::ServerSession;
+
+        struct Hello;
+        #[async_trait]
+        impl ServeHttp for Hello {
+            async fn response(&self, _s: &mut ServerSession) -> http::Response<Vec<u8>> {
+                http::Response::new(b"hello".to_vec())
+            }
+        }
+
+        /// curl's exit status and the HTTP version it used (`2`, `1.1`).
+        async fn curl(addr: std::net::SocketAddr, flag: &'static str) -> (bool, String) {
+            let url = format!("http://{addr}/");
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("curl")
+                    .args(["-sS", "--max-time", "10", flag, "-w", "\n%{http_version}"])
+                    .arg(&url)
+                    .output()
+                    .expect("curl is installed")
+            })
+            .await
+            .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ok = out.status.success() && text.starts_with("hello");
+            (ok, text.rsplit('\n').next().unwrap_or("").to_string())
+        }
+
+        let (a, b) = ("127.0.0.1:0", "127.0.0.2:0");
+        // (app default, listener a's choice, listener b's choice) and
+        // whether each then takes h2c.
+        let cases = [
+            (false, Some(true), None, true, false),
+            (true, None, Some(false), true, false),
+            (false, None, None, false, false),
+        ];
+        for (app_h2c, on_a, on_b, want_a, want_b) in cases {
+            let mut http = HttpServer::new(Hello);
+            http.set_h2c(app_h2c);
+            let mut listeners = Listeners::tcp(a);
+            listeners.add_tcp(b);
+            let mut svc = Service::with_listeners("h2c".into(), listeners, http);
+            if let Some(on) = on_a {
+                svc.set_h2c(a, on).unwrap();
+            }
+            if let Some(on) = on_b {
+                svc.set_h2c(b, on).unwrap();
+            }
+            assert!(svc.set_h2c("127.0.0.3:0", true).is_err());
+            svc.bind(&ListenFds::new()).unwrap();
+            let addr = |i: usize| match svc.bound[i].local_addr() {
+                Some(crate::protocols::SocketAddr::Inet(a)) => a,
+                _ => panic!("no address"),
+            };
+            let (addr_a, addr_b) = (addr(0), addr(1));
+            let (tx, task) = crate::services::start_for_test(svc, 1).await;
+            for (addr, want) in [(addr_a, want_a), (addr_b, want_b)] {
+                let case = format!("app {app_h2c}, {addr}");
+                let (ok, version) = curl(addr, "--http2-prior-knowledge").await;
+                assert_eq!(ok && version == "2", want, "{case}: {ok} {version}");
+                // HTTP/1 is served either way.
+                let (ok, version) = curl(addr, "--http1.1").await;
+                assert!(ok && version == "1.1", "{case}: {ok} {version}");
+            }
             tx.send_replace(true);
             task.await.unwrap();
         }

@@ -8,7 +8,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::ToSocketAddrs;
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +89,11 @@ pub struct PeerOptions {
     pub alpn: ALPN,
     /// CA file (PEM) to trust instead of the system's.
     pub ca: Option<String>,
+    /// CA certificates (PEM bytes, from memory) to trust instead of the
+    /// system's; takes precedence over `ca`. Connections are shared, and
+    /// TLS contexts kept, per `Arc`: give peers that trust the same CAs
+    /// the same `Arc`.
+    pub ca_pem: Option<Arc<[u8]>>,
     /// Client certificate and key to present.
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
     pub client_cert_key: Option<Arc<crate::listeners::tls::CertKey>>,
@@ -123,6 +127,7 @@ impl Default for PeerOptions {
             alternative_cn: None,
             alpn: ALPN::H1,
             ca: None,
+            ca_pem: None,
             #[cfg(any(feature = "openssl", feature = "boringssl"))]
             client_cert_key: None,
             tcp_keepalive: None,
@@ -142,6 +147,10 @@ impl PeerOptions {
         self.alternative_cn.hash(h);
         self.alpn.hash(h);
         self.ca.hash(h);
+        self.ca_pem
+            .as_ref()
+            .map(|p| Arc::as_ptr(p) as *const u8 as usize)
+            .hash(h);
         #[cfg(any(feature = "openssl", feature = "boringssl"))]
         self.client_cert_key
             .as_ref()

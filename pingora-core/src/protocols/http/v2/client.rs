@@ -19,6 +19,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
+/// How long a new connection waits for the peer's SETTINGS.
+const SETTINGS_WAIT: Duration = Duration::from_secs(10);
+
 /// An HTTP/2 connection to an upstream, shared by requests. Its driver
 /// runs in its own task; a PING keepalive runs beside it if asked for.
 #[derive(Clone)]
@@ -44,12 +47,37 @@ impl H2Connection {
         tls: bool,
     ) -> Result<Self> {
         let (send, mut conn) = h2::client::Builder::new()
+            // The peer's limit is unknown until its SETTINGS arrive: until
+            // then the connection counts as full (the stream that opened
+            // it waits inside h2 for them), so concurrent requests are not
+            // piled onto a connection that may take fewer. The peer's
+            // SETTINGS replace this (no limit given: unlimited).
+            .initial_max_send_streams(0)
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .handshake::<_, Bytes>(stream)
             .await
             .or_err(H2Error, "HTTP/2 handshake with upstream")
             .map_err(|e| e.into_up())?;
+        // Drive the connection until the peer's SETTINGS (its stream
+        // limit) are in, so that the connection is shared only up to that
+        // limit. A peer that never sends them is given up on after a
+        // while; the connection then counts as full.
+        let wait = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if send.current_max_send_streams() > 0 => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        });
+        if let Ok(Some(end)) = pingora_timeout::timeout(SETTINGS_WAIT, wait).await {
+            let e = match end {
+                Err(e) => Error::because(H2Error, "HTTP/2 connection to upstream failed", e),
+                Ok(()) => Error::explain(
+                    ConnectionClosed,
+                    "upstream closed the HTTP/2 connection before its SETTINGS",
+                ),
+            };
+            return Err(e.into_up());
+        }
         let closed = Arc::new(AtomicBool::new(false));
         let pingpong = conn.ping_pong();
         let done = closed.clone();
@@ -84,12 +112,39 @@ impl H2Connection {
         })
     }
 
+    /// The most streams open at once: ours (`max_streams`) or the peer's
+    /// (its SETTINGS_MAX_CONCURRENT_STREAMS), whichever is lower; 0 until
+    /// the peer's SETTINGS have arrived.
+    pub fn stream_limit(&self) -> usize {
+        self.max_streams.min(self.send.current_max_send_streams())
+    }
+
     /// Whether the connection still takes new streams: open, no GOAWAY,
     /// and fewer streams than both sides allow.
     pub fn more_streams_allowed(&self) -> bool {
-        !self.is_closed()
-            && self.active.load(Ordering::Acquire)
-                < self.max_streams.min(self.send.current_max_send_streams())
+        !self.is_closed() && self.active.load(Ordering::Acquire) < self.stream_limit()
+    }
+
+    /// A new stream if the connection takes one now (see
+    /// [`more_streams_allowed`](Self::more_streams_allowed)): the slot is
+    /// claimed atomically, so requests racing for the last slot do not
+    /// both get it. `None`: full or closed; open another connection.
+    pub async fn try_new_session(&self) -> Option<Result<Http2Session>> {
+        if self.is_closed() {
+            return None;
+        }
+        let limit = self.stream_limit();
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(self.claimed_session().await)
+    }
+
+    /// Whether `other` is a handle to this same connection.
+    pub fn same(&self, other: &H2Connection) -> bool {
+        Arc::ptr_eq(&self.active, &other.active)
     }
 
     /// Whether the connection is done (closed, failed, or told to go away).
@@ -110,11 +165,23 @@ impl H2Connection {
     /// A new stream for one request. Fails (and marks the connection
     /// closed) if the peer sent GOAWAY.
     pub async fn new_session(&self) -> Result<Http2Session> {
-        let send = self.send.clone().ready().await.map_err(|e| {
-            self.closed.store(true, Ordering::Release);
-            Error::because(H2Error, "HTTP/2 connection takes no new streams", e).into_up()
-        })?;
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.claimed_session().await
+    }
+
+    /// The session for a stream slot already counted in `active` (given
+    /// back if the connection takes no new streams).
+    async fn claimed_session(&self) -> Result<Http2Session> {
+        let send = match self.send.clone().ready().await {
+            Ok(send) => send,
+            Err(e) => {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                self.closed.store(true, Ordering::Release);
+                return Err(
+                    Error::because(H2Error, "HTTP/2 connection takes no new streams", e).into_up(),
+                );
+            }
+        };
         Ok(Http2Session {
             send_req: Some(send),
             conn: self.clone(),
