@@ -393,3 +393,71 @@ fn daemon_mode_detaches_and_writes_pid_file() {
     assert!(logged.contains("graceful shutdown complete"), "{logged}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One line to the graceful_upgrade example, its answer back.
+fn who_answers(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"hi\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = String::new();
+    s.read_to_string(&mut back).unwrap();
+    back
+}
+
+/// The graceful_upgrade example, step by step as its doc (and the
+/// README) tell it: the old process answers; a new one started with
+/// `--upgrade` waits for the sockets; SIGQUIT to the old one hands them
+/// over, and the new one answers on the same port while the old one
+/// drains and exits 0. A connection open across the hand-over is still
+/// served by the old process.
+#[test]
+fn graceful_upgrade_example_hands_over() {
+    let dir = temp_dir("upgrade-example");
+    let conf = dir.join("upgrade.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "version: 1\nupgrade_sock: {}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 5\n",
+            dir.join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["-c", conf.to_str().unwrap(), "--listen", &listen];
+    let log = dir.join("upgrade.log");
+    let mut old = Proc::start_example("graceful_upgrade", &args, &log);
+    wait_listening(port);
+    let old_pid = old.pid().as_raw();
+    assert_eq!(who_answers(port), format!("pid {old_pid}: hi\n"));
+    // A client connected before the hand-over, mid-conversation.
+    let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    open.write_all(b"before\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = open.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], format!("pid {old_pid}: before\n").as_bytes());
+
+    let mut upgraded = args.to_vec();
+    upgraded.push("--upgrade");
+    let new = Proc::start_example("graceful_upgrade", &upgraded, &log);
+    let new_pid = new.pid().as_raw();
+    // The new process is waiting on the upgrade socket; the old one sends.
+    poll_until(Duration::from_secs(20), "the upgrade socket", || {
+        dir.join("upgrade.sock").exists()
+    });
+    old.signal(Signal::SIGQUIT);
+    poll_until(Duration::from_secs(20), "the new process to answer", || {
+        who_answers(port) == format!("pid {new_pid}: hi\n")
+    });
+    // The old process still serves the connection it had, then exits 0.
+    open.write_all(b"after\n").unwrap();
+    let n = open.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], format!("pid {old_pid}: after\n").as_bytes());
+    drop(open);
+    assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(who_answers(port), format!("pid {new_pid}: hi\n"));
+    drop(new);
+}
