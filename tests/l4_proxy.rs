@@ -656,6 +656,29 @@ fn udp_proxy_1000_clients_get_only_their_own_replies() {
 
 /// SIGTERM: a UDP service answers until it stops, then exits 0 and logs a
 /// graceful shutdown, as a TCP one does.
+/// The UDP service runs on the conf's worker threads, like the TCP
+/// services: `threads: 3` without work stealing is three runtimes, each a
+/// thread named after the service.
+#[test]
+fn udp_proxy_runs_on_the_confs_threads() {
+    let dir = temp_dir("udp-threads");
+    let conf = dir.join("conf.yaml");
+    std::fs::write(&conf, "version: 1\nthreads: 3\nwork_stealing: false\n").unwrap();
+    let echo = UdpEcho::start();
+    let (p, _port, _log, probe) = udp_proxy(&dir, &echo, &["-c", conf.to_str().unwrap()]);
+    let mut buf = [0u8; 64];
+    probe.send(b"hello").unwrap();
+    let n = probe.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    let pid = p.pid().as_raw();
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("UDP proxy-"))
+        .count();
+    assert_eq!(workers, 3);
+}
+
 #[test]
 fn udp_proxy_sigterm_exits_gracefully() {
     let dir = temp_dir("udp-sigterm");
