@@ -67,8 +67,8 @@ impl ProxyHttp for Rewrite {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         if json {
-            // The length will change; the proxy sets the new one (the
-            // rewritten body goes out as one piece at the end).
+            // The length will change: the proxy sets the new one when the
+            // upstream's body came in one piece, else sends it chunked.
             ctx.0 = Some(BytesMut::new());
         }
         Ok(())

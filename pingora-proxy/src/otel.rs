@@ -366,7 +366,20 @@ impl Tracer {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let (tracer, shutdown) = (self.clone(), shutdown.clone());
-                rt.spawn(async move { tracer.flush_until(shutdown).await });
+                rt.spawn(async move {
+                    // However the task ends (its last flush at shutdown,
+                    // or its runtime going away), the next traced request
+                    // starts another: spans of requests that finish during
+                    // a graceful shutdown are still sent.
+                    struct Done<'a>(&'a AtomicBool);
+                    impl Drop for Done<'_> {
+                        fn drop(&mut self) {
+                            self.0.store(false, Ordering::Release);
+                        }
+                    }
+                    let _done = Done(&tracer.flushing);
+                    tracer.flush_until(shutdown).await
+                });
             }
             Err(_) => self.flushing.store(false, Ordering::Release),
         }

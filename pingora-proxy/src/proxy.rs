@@ -340,8 +340,18 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         .connected_to_upstream(session, reused, &peer, connect_start.elapsed(), ctx)
                         .await?;
                     let retry_status = attempt < self.options.max_retries;
+                    // Set once the upstream's response header was taken:
+                    // the request was answered, and is never sent again.
+                    let mut answered = false;
                     match self
-                        .proxy_to_upstream(session, upstream, &peer, ctx, retry_status)
+                        .proxy_to_upstream(
+                            session,
+                            upstream,
+                            &peer,
+                            ctx,
+                            retry_status,
+                            &mut answered,
+                        )
                         .await
                     {
                         Ok(()) => return Ok(()),
@@ -356,7 +366,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             }
                             let e = self.inner.error_while_proxy(&peer, session, e, ctx, reused);
                             let lost = session.state().is_some_and(|s| s.sent_lost);
-                            if lost || session.response_written().is_some() {
+                            if lost || answered || session.response_written().is_some() {
                                 return Err(e);
                             }
                             e
@@ -384,6 +394,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         peer: &HttpPeer,
         ctx: &mut SV::CTX,
         retry_status: bool,
+        answered: &mut bool,
     ) -> Result<()> {
         let mut req = upstream_request(session, peer, up.is_http2())?;
         self.inner
@@ -470,6 +481,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let Some(upstream_resp) = up.take_resp_header() else {
             return Error::e_explain(InvalidHTTPHeader, "no response");
         };
+        *answered = true;
         let mut resp = downstream_response(upstream_resp);
         self.inner.upstream_response_filter(session, &mut resp, ctx);
         self.inner.response_filter(session, &mut resp, ctx).await?;
@@ -520,7 +532,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // is the whole body its new length is set, otherwise the length is
         // removed (the response goes chunked over HTTP/1).
         let mut held = None;
-        if resp.has_header(&CONTENT_LENGTH) {
+        if resp.has_header(&CONTENT_LENGTH) && method != Method::HEAD {
             held = Some(resp);
         } else {
             session

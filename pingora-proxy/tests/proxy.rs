@@ -4,6 +4,7 @@
 //! and error answers.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_proxy::ProxyOptions;
@@ -548,7 +549,7 @@ async fn http10_request_without_host_gets_one_upstream() {
 /// and what is forwarded is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_path_builds_no_header_map() {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     type Seen = Arc<Mutex<Vec<(bool, Option<bool>)>>>;
     struct Lean(pingora_core::upstreams::peer::HttpPeer, Seen);
@@ -874,4 +875,66 @@ async fn proxy_header_sent_to_the_upstream_names_the_client() {
             assert_eq!(good.load(Ordering::SeqCst), round, "{version:?}");
         }
     }
+}
+
+/// An upstream that answers the first request on each connection in full
+/// and the second with only a header (of a 100-byte body) before hanging up;
+/// counts the requests it got.
+async fn cut_second_answer_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for n in 0..2 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if n == 0 {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                            .await;
+                    } else {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                            .await;
+                        return; // hang up mid-body
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A response that breaks off after its header came from a reused
+/// upstream connection is not retried: the upstream answered, so the
+/// request is never sent again (even though the header was still held
+/// for the body filters, so the client can still get a 502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_request_is_not_retried() {
+    let (up, seen) = cut_second_answer_upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(curl(&[&url]).await.body, "first");
+    // The header came but no body: not a response the client can have
+    // whole, and not one to ask for again. A 502, from this attempt only.
+    let r = curl(&[&url]).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "the answered request went upstream again"
+    );
 }

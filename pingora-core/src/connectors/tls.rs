@@ -50,8 +50,8 @@ pub struct TlsPeer {
     /// connector's default CA file).
     pub ca_file: Option<String>,
     /// Trust the CAs in these PEM bytes (one or more certificates); takes
-    /// precedence over `ca_file`. Contexts are kept per `Arc`, so share
-    /// one `Arc` between peers that trust the same CAs.
+    /// precedence over `ca_file`. One context is kept per distinct CA
+    /// text.
     pub ca_pem: Option<Arc<[u8]>>,
     /// Present this certificate (mTLS).
     pub client_cert_key: Option<Arc<CertKey>>,
@@ -84,16 +84,17 @@ impl TlsPeer {
 
     /// What makes two peers need different contexts.
     fn context_key(&self) -> String {
-        let cert = self
-            .client_cert_key
-            .as_ref()
-            .map_or(0, |c| Arc::as_ptr(c) as usize);
+        // The certificate by its process-unique id, the CA by its text (a
+        // new context per distinct CA, never one built for another that
+        // happened to sit at the same address).
+        let cert = self.client_cert_key.as_ref().map_or(0, |c| c.id());
         let pem = self
             .ca_pem
-            .as_ref()
-            .map_or(0, |p| Arc::as_ptr(p) as *const u8 as usize);
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         format!(
-            "{}|{:?}|{pem}|{cert}|{:?}|{:?}",
+            "{}|{:?}|{cert}|{:?}|{:?}|{pem}",
             self.verify_cert, self.ca_file, self.alpn, self.groups
         )
     }

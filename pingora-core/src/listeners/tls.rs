@@ -31,6 +31,16 @@ use crate::tls::x509::X509;
 pub struct CertKey {
     certs: Vec<X509>,
     key: PKey<Private>,
+    /// Unique for the life of the process: what tells two of them apart in
+    /// the connection pool's keys and the TLS context cache (an address
+    /// could be reused by another one once this one is dropped).
+    id: u64,
+}
+
+/// The next [`CertKey`]'s id.
+fn next_cert_key_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl CertKey {
@@ -41,7 +51,7 @@ impl CertKey {
             return Error::e_explain(InvalidCert, "no certificate in PEM");
         }
         let key = PKey::private_key_from_pem(key).or_err(InvalidCert, "parsing private key PEM")?;
-        Ok(CertKey { certs, key })
+        Ok(CertKey::new(certs, key))
     }
 
     /// From PEM files.
@@ -58,7 +68,17 @@ impl CertKey {
 
     /// From a certificate and key already parsed.
     pub fn new(certs: Vec<X509>, key: PKey<Private>) -> Self {
-        CertKey { certs, key }
+        CertKey {
+            certs,
+            key,
+            id: next_cert_key_id(),
+        }
+    }
+
+    /// An id unique to this certificate and key for the life of the
+    /// process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The leaf certificate.

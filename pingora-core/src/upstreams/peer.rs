@@ -91,8 +91,8 @@ pub struct PeerOptions {
     pub ca: Option<String>,
     /// CA certificates (PEM bytes, from memory) to trust instead of the
     /// system's; takes precedence over `ca`. Connections are shared, and
-    /// TLS contexts kept, per `Arc`: give peers that trust the same CAs
-    /// the same `Arc`.
+    /// TLS contexts kept, per distinct CA text (hashed into the pool key
+    /// for each request, so keep it to the CAs needed).
     pub ca_pem: Option<Arc<[u8]>>,
     /// Client certificate and key to present.
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
@@ -147,15 +147,13 @@ impl PeerOptions {
         self.alternative_cn.hash(h);
         self.alpn.hash(h);
         self.ca.hash(h);
-        self.ca_pem
-            .as_ref()
-            .map(|p| Arc::as_ptr(p) as *const u8 as usize)
-            .hash(h);
+        // By content and by id, not by address: a connection verified
+        // against one CA, or made with one client certificate, must not be
+        // handed to a peer with another that was later allocated at the
+        // same address.
+        self.ca_pem.as_deref().hash(h);
         #[cfg(any(feature = "openssl", feature = "boringssl"))]
-        self.client_cert_key
-            .as_ref()
-            .map(|c| Arc::as_ptr(c) as usize)
-            .hash(h);
+        self.client_cert_key.as_ref().map(|c| c.id()).hash(h);
         self.bind_to.hash(h);
         self.proxy_protocol.hash(h);
     }

@@ -61,21 +61,32 @@ impl H2Connection {
             .map_err(|e| e.into_up())?;
         // Drive the connection until the peer's SETTINGS (its stream
         // limit) are in, so that the connection is shared only up to that
-        // limit. A peer that never sends them is given up on after a
-        // while; the connection then counts as full.
+        // limit. A peer that sends none (or allows no stream) within
+        // SETTINGS_WAIT is a failed connect, which may be retried: a
+        // connection that could carry no stream is never handed out.
         let wait = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
             Poll::Pending if send.current_max_send_streams() > 0 => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         });
-        if let Ok(Some(end)) = pingora_timeout::timeout(SETTINGS_WAIT, wait).await {
-            let e = match end {
-                Err(e) => Error::because(H2Error, "HTTP/2 connection to upstream failed", e),
-                Ok(()) => Error::explain(
-                    ConnectionClosed,
-                    "upstream closed the HTTP/2 connection before its SETTINGS",
-                ),
-            };
+        let failed = match pingora_timeout::timeout(SETTINGS_WAIT, wait).await {
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some(Error::because(
+                H2Error,
+                "HTTP/2 connection to upstream failed",
+                e,
+            )),
+            Ok(Some(Ok(()))) => Some(Error::explain(
+                ConnectionClosed,
+                "upstream closed the HTTP/2 connection before its SETTINGS",
+            )),
+            Err(_) => Some(Error::explain(
+                ConnectTimedout,
+                format!("upstream allowed no HTTP/2 stream within {SETTINGS_WAIT:?} (no SETTINGS, or a limit of 0)"),
+            )),
+        };
+        if let Some(mut e) = failed {
+            e.set_retry(true);
             return Err(e.into_up());
         }
         let closed = Arc::new(AtomicBool::new(false));
