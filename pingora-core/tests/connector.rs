@@ -10,7 +10,7 @@ use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
 
 mod common;
-use common::{eventually, nginx_dir, start_nginx, Nginx};
+use common::{eventually, nginx_dir, start_nginx, up_test_cert, Nginx};
 
 fn nginx(tag: &str) -> Nginx {
     start_nginx(
@@ -140,15 +140,8 @@ async fn connect_errors_and_bind_address() {
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_upstreams_pool_and_verify() {
-    use pingora_core::utils::certs::TestCa;
     let dir = nginx_dir("tls");
-    let ca = TestCa::new("Test CA").unwrap();
-    let (cert, key) = ca
-        .issue(&["up.test"], 30, false)
-        .unwrap()
-        .write(&dir, "up")
-        .unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key, ca_file, _ca) = up_test_cert(&dir);
     let n = start_nginx(
         dir,
         &format!(
@@ -373,14 +366,8 @@ async fn write_timeout_to_an_upstream_that_never_reads() {
 async fn verify_hostname_off_still_verifies_the_chain() {
     use pingora_core::utils::certs::TestCa;
     let dir = nginx_dir("hostname");
-    let ca = TestCa::new("Test CA").unwrap();
+    let (cert, key, ca_file, _ca) = up_test_cert(&dir);
     let other = TestCa::new("Other CA").unwrap();
-    let (cert, key) = ca
-        .issue(&["up.test"], 30, false)
-        .unwrap()
-        .write(&dir, "up")
-        .unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
     let (other_ca, _) = other.ca.write(&dir, "other").unwrap();
     let n = start_nginx(
         dir,
@@ -412,15 +399,8 @@ async fn verify_hostname_off_still_verifies_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
     use pingora_core::server::ServerConf;
-    use pingora_core::utils::certs::TestCa;
     let dir = nginx_dir("conf");
-    let ca = TestCa::new("Test CA").unwrap();
-    let (cert, key) = ca
-        .issue(&["up.test"], 30, false)
-        .unwrap()
-        .write(&dir, "up")
-        .unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key, ca_file, _ca) = up_test_cert(&dir);
     let conf_path = dir.join("pingora.yaml");
     std::fs::write(
         &conf_path,

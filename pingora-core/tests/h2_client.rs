@@ -14,11 +14,10 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::L4Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::{HttpPeer, ALPN};
-use pingora_core::utils::certs::TestCa;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 mod common;
-use common::{eventually, nginx_dir, start_nginx};
+use common::{eventually, nginx_dir, start_nginx, up_test_cert};
 
 async fn request(
     c: &Connector,
@@ -62,13 +61,7 @@ async fn request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_over_tls_streams_share_connections() {
     let dir = nginx_dir("h2");
-    let ca = TestCa::new("Test CA").unwrap();
-    let (cert, key) = ca
-        .issue(&["up.test"], 30, false)
-        .unwrap()
-        .write(&dir, "up")
-        .unwrap();
-    let (ca_file, _) = ca.ca.write(&dir, "ca").unwrap();
+    let (cert, key, ca_file, _ca) = up_test_cert(&dir);
     let n = start_nginx(
         dir,
         &format!(

@@ -228,30 +228,68 @@ async fn sni_and_alpn_with_curl_and_s_client() {
     assert!(!ok);
 }
 
+/// curl against a listener, with extra arguments: (succeeded, output).
+type CurlTo = Box<dyn Fn(Vec<String>) -> tokio::task::JoinHandle<(bool, String)>>;
+
+/// A listener asking for client certificates from a test CA (`required`
+/// or not), with a client certificate from that CA and one from another.
+struct Mtls {
+    dir: Dir,
+    port: u16,
+    /// curl to the listener, trusting its CA.
+    curl: CurlTo,
+    ccert: String,
+    ckey: String,
+    bcert: String,
+    bkey: String,
+}
+
+impl Mtls {
+    async fn start(tag: &str, required: bool) -> Mtls {
+        let dir = Dir::new(tag);
+        let ca = TestCa::new("Test CA").unwrap();
+        let other = TestCa::new("Other CA").unwrap();
+        std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+        let (cert, key) = dir.write(&ca.issue(&["localhost"], 30, false).unwrap(), "server");
+        let (ccert, ckey) = dir.write(&ca.issue(&["client.test"], 30, true).unwrap(), "client");
+        let (bcert, bkey) = dir.write(&other.issue(&["client.test"], 30, true).unwrap(), "bad");
+        let mut settings = TlsSettings::intermediate(&cert, &key).unwrap();
+        settings.set_client_ca_file(&dir.path("ca.crt"), required);
+        let port = serve(settings.build().unwrap()).await;
+        let url = format!("https://localhost:{port}/");
+        let cafile = dir.path("ca.crt");
+        let curl: CurlTo = Box::new(move |extra: Vec<String>| {
+            let (cafile, url) = (cafile.clone(), url.clone());
+            tokio::task::spawn_blocking(move || {
+                run(Command::new("curl")
+                    .args(["-sS", "--cacert", &cafile])
+                    .args(&extra)
+                    .arg(&url))
+            })
+        });
+        Mtls {
+            dir,
+            port,
+            curl,
+            ccert,
+            ckey,
+            bcert,
+            bkey,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_accepts_good_client_certs_only() {
-    let dir = Dir::new("mtls");
-    let ca = TestCa::new("Test CA").unwrap();
-    let other = TestCa::new("Other CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
-    let (cert, key) = dir.write(&ca.issue(&["localhost"], 30, false).unwrap(), "server");
-    let (ccert, ckey) = dir.write(&ca.issue(&["client.test"], 30, true).unwrap(), "client");
-    let (bcert, bkey) = dir.write(&other.issue(&["client.test"], 30, true).unwrap(), "bad");
-    let mut settings = TlsSettings::intermediate(&cert, &key).unwrap();
-    settings.set_client_ca_file(&dir.path("ca.crt"), true);
-    let port = serve(settings.build().unwrap()).await;
-    let url = format!("https://localhost:{port}/");
-    let cafile = dir.path("ca.crt");
-
-    let curl = move |extra: Vec<String>| {
-        let (cafile, url) = (cafile.clone(), url.clone());
-        tokio::task::spawn_blocking(move || {
-            run(Command::new("curl")
-                .args(["-sS", "--cacert", &cafile])
-                .args(&extra)
-                .arg(&url))
-        })
-    };
+    let Mtls {
+        dir,
+        port,
+        curl,
+        ccert,
+        ckey,
+        bcert,
+        bkey,
+    } = Mtls::start("mtls", true).await;
     let (ok, out) = curl(vec![
         "--cert".into(),
         ccert.clone(),
@@ -694,27 +732,15 @@ async fn session_tickets_can_be_turned_off() {
 /// still refused (a certificate sent is checked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_client_certificates() {
-    let dir = Dir::new("mtls-opt");
-    let ca = TestCa::new("Test CA").unwrap();
-    let other = TestCa::new("Other CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
-    let (cert, key) = dir.write(&ca.issue(&["localhost"], 30, false).unwrap(), "server");
-    let (ccert, ckey) = dir.write(&ca.issue(&["client.test"], 30, true).unwrap(), "client");
-    let (bcert, bkey) = dir.write(&other.issue(&["client.test"], 30, true).unwrap(), "bad");
-    let mut settings = TlsSettings::intermediate(&cert, &key).unwrap();
-    settings.set_client_ca_file(&dir.path("ca.crt"), false);
-    let port = serve(settings.build().unwrap()).await;
-    let url = format!("https://localhost:{port}/");
-    let cafile = dir.path("ca.crt");
-    let curl = move |extra: Vec<String>| {
-        let (cafile, url) = (cafile.clone(), url.clone());
-        tokio::task::spawn_blocking(move || {
-            run(Command::new("curl")
-                .args(["-sS", "--cacert", &cafile])
-                .args(&extra)
-                .arg(&url))
-        })
-    };
+    let Mtls {
+        dir: _dir, // kept: the files go with it
+        port,
+        curl,
+        ccert,
+        ckey,
+        bcert,
+        bkey,
+    } = Mtls::start("mtls-opt", false).await;
     let (ok, out) = curl(vec![]).await.unwrap();
     assert!(ok, "a client without a certificate is served: {out}");
     assert!(out.contains(" peer= sans= "), "{out}");

@@ -148,3 +148,17 @@ pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool
         pingora_timeout::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// In `dir`: a new test CA and a certificate it issued for `up.test` (for
+/// an nginx upstream over TLS). Returns (cert, key, ca_file, the CA).
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub fn up_test_cert(dir: &Path) -> (String, String, String, pingora_core::utils::certs::TestCa) {
+    let ca = pingora_core::utils::certs::TestCa::new("Test CA").unwrap();
+    let (cert, key) = ca
+        .issue(&["up.test"], 30, false)
+        .unwrap()
+        .write(dir, "up")
+        .unwrap();
+    let (ca_file, _) = ca.ca.write(dir, "ca").unwrap();
+    (cert, key, ca_file, ca)
+}
