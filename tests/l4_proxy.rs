@@ -558,20 +558,39 @@ impl Drop for UdpEcho {
     }
 }
 
-/// Wait until the UDP proxy on `port` answers. The probe's socket is
-/// returned: keep it open, so that no test client gets its port (and with
-/// it the probe's session, which lives until it idles out).
-fn wait_udp(port: u16) -> UdpSocket {
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    c.connect(("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 64];
-    poll_until(LIMIT, "the UDP proxy to answer", || {
-        let _ = c.send(b"probe");
-        matches!(c.recv(&mut buf), Ok(5))
-    });
-    c
+/// Start the udp_proxy example with `args(port)` on a free port, and wait
+/// until it answers; returns it, the port and the probe's socket (keep it
+/// open, so that no test client gets its port, and with it the probe's
+/// session, which lives until it idles out). The port is free when picked,
+/// but another test's UDP socket (the 1,000-client test binds many) can
+/// take it before the proxy binds: the proxy then exits, and a new port
+/// is tried.
+fn start_udp_proxy(log: &Path, args: impl Fn(u16) -> Vec<String>) -> (Proc, u16, UdpSocket) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut p = start("udp_proxy", &args(port), log);
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        let mut exited = false;
+        poll_until(LIMIT, "the UDP proxy to answer", || {
+            let _ = c.send(b"probe");
+            if matches!(c.recv(&mut buf), Ok(5)) {
+                return true;
+            }
+            exited = p.0.as_mut().unwrap().try_wait().unwrap().is_some();
+            exited
+        });
+        if !exited {
+            return (p, port, c);
+        }
+    }
+    panic!(
+        "the UDP proxy could not bind a port in 5 tries; see {}",
+        log.display()
+    );
 }
 
 /// The udp_proxy example on a free port in front of `echo`, with `extra`
@@ -581,17 +600,17 @@ fn udp_proxy(
     echo: &UdpEcho,
     extra: &[&str],
 ) -> (Proc, u16, std::path::PathBuf, UdpSocket) {
-    let port = free_port();
     let log = dir.join("proxy.log");
-    let mut args = s(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--upstream",
-        &format!("127.0.0.1:{}", echo.port),
-    ]);
-    args.extend(s(extra));
-    let p = start("udp_proxy", &args, &log);
-    let probe = wait_udp(port);
+    let (p, port, probe) = start_udp_proxy(&log, |port| {
+        let mut args = s(&[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &format!("127.0.0.1:{}", echo.port),
+        ]);
+        args.extend(s(extra));
+        args
+    });
     (p, port, log, probe)
 }
 
@@ -760,8 +779,7 @@ fn udp_proxy_graceful_upgrade_loses_nothing() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let args = |upgrade: bool| {
+    let args = |port: u16, upgrade: bool| {
         let mut a = s(&[
             "-c",
             &conf.display().to_string(),
@@ -776,8 +794,7 @@ fn udp_proxy_graceful_upgrade_loses_nothing() {
         a
     };
     let log = dir.join("proxy.log");
-    let mut old = start("udp_proxy", &args(false), &log);
-    let _probe = wait_udp(port);
+    let (mut old, port, _probe) = start_udp_proxy(&log, |port| args(port, false));
 
     // Four clients take turns sending numbered datagrams every 2 ms; a
     // receiver per client records the numbers that come back.
@@ -824,7 +841,7 @@ fn udp_proxy_graceful_upgrade_loses_nothing() {
     poll_until(LIMIT, "traffic before the upgrade", || {
         got.lock().unwrap().len() > 100
     });
-    let _new = start("udp_proxy", &args(true), &log);
+    let _new = start("udp_proxy", &args(port, true), &log);
     let sock = dir.join("upgrade.sock");
     poll_until(LIMIT, "the new process's upgrade_sock", || sock.exists());
     old.signal(nix::sys::signal::Signal::SIGQUIT);
