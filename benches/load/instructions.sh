@@ -89,8 +89,9 @@ OURS_I=$(measure ours)
 echo "instructions per request: $OURS_I"
 
 # Allocations: the calls into Rust's allocator entry points in the same
-# dump (whatever the global allocator is; the example uses mimalloc, which
-# valgrind's own malloc counting does not see). A realloc counts as one.
+# dump (whatever the global allocator is: the example keeps the system's,
+# but a user's mimalloc or jemalloc would be counted the same way). A
+# realloc counts as one.
 python3 - "$DIR"/ours/cg.*.1 "$N" <<'PY'
 import re, sys
 names, calls, cfn = {}, 0, None

@@ -6,11 +6,13 @@
 # same run, in alternation (ours, nginx, ours, nginx, ...), with wrk and
 # h2load. The proxy under test runs on CPU 0 alone; the upstream and the
 # load generators share CPU 1. Loopback only; everything started is stopped
-# by PID on exit.
+# by PID on exit. A third contestant, benches/load/floor.c (a byte
+# forwarder that does no HTTP work), runs the 50-connection wrk test in
+# each round: the lower bound any proxy meets on this machine.
 #
 # Usage: bash benches/load/run.sh [seconds-per-run (10)] [rounds (3)]
 #        IDLE_CONNS=N (default 10000) for the idle-connection figure
-# Installs what it lacks (nginx, nghttp2-client, wrk, python3, openssl)
+# Installs what it lacks (nginx, nghttp2-client, wrk, python3, openssl, gcc)
 # with apt-get, like .ci/run. Needs 2 CPUs.
 set -euo pipefail
 SECS="${1:-10}"
@@ -26,7 +28,7 @@ fi
 # Builds the example (BIN), makes DIR (removed on exit, with every PID in
 # PIDS killed); ensure_packages, free_port, wait_port, nginx_start.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
-ensure_packages nginx nghttp2-client wrk python3 openssl procps
+ensure_packages nginx nghttp2-client wrk python3 openssl procps gcc
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -84,6 +86,17 @@ PIDS+=($!)
 OURS_PID=$!
 wait_port "$OURS_H1"
 wait_port "$OURS_TLS"
+
+# --- the floor (CPU 0): a byte forwarder with no HTTP work -----------------------
+# benches/load/floor.c pairs each client connection with an upstream one
+# and copies bytes: the kernel's socket work every proxy pays, and nothing
+# else. Measured with wrk at 50 connections only, as a lower bound.
+cc -O2 -o "$DIR/floor" benches/load/floor.c
+FLOOR_PORT=$(free_port)
+taskset -c 0 "$DIR/floor" "$FLOOR_PORT" "$UP" &
+PIDS+=($!)
+FLOOR_PID=$!
+wait_port "$FLOOR_PORT"
 
 # --- one measurement = one line "PROXY METRIC VALUE" in $RES -------------------
 RES="$DIR/results"
@@ -190,6 +203,8 @@ for r in $(seq 1 "$ROUNDS"); do
     run_wrk direct - "http://127.0.0.1:$UP/" 50 h1_c50
     measure ours "$OURS_PID" "$OURS_H1" "$OURS_TLS" "$OURS_H1"
     measure nginx "$NGINX_PID" "$NG_H1" "$NG_TLS" "$NG_H2"
+    taskset -c 1 wrk -t1 -c50 -d1s "http://127.0.0.1:$FLOOR_PORT/" >/dev/null
+    run_wrk floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/" 50 h1_c50
 done
 
 # --- idle keep-alive client connections ------------------------------------------
@@ -295,5 +310,16 @@ _, om = cell("ours", "rps_h1_c50")
 reuse = vals.get(("ours", "new_upstream_conns_per_1000"), [0])
 print(f"| requests/s, wrk, 50 conns, direct to the upstream (ceiling) | {d} | | ours / direct = {om / dm:.2f} | ≥ 0.95 | {'yes' if om / dm >= 0.95 else '**no**'} |")
 worst = max(reuse)
+# The floor: what a forwarder with no HTTP work gets on this machine in
+# the same run, against nginx and the ceiling. A target below it cannot be
+# met by any proxy here.
+for name, m in [("requests/s, wrk, 50 conns", "rps_h1_c50"), ("p99 µs, 50 conns", "p99_h1_c50"),
+                ("proxy CPU µs per request", "cpu_us_per_req"), ("  of which user", "user_us_per_req"),
+                ("  of which system", "sys_us_per_req")]:
+    f, fm = cell("floor", m)
+    _, nm = cell("nginx", m)
+    extra = f"; floor / direct = {fm / dm:.2f}" if m == "rps_h1_c50" and fm else ""
+    ratio = f"floor / nginx = {fm / nm:.2f}{extra}" if fm is not None and nm else "–"
+    print(f"| floor (benches/load/floor.c, no HTTP work): {name} | {f} | | {ratio} | | |")
 print(f"| upstream reuse, ours (worst round) | {100 - worst / 10:.3f}% | | | ≥ 99.9% | {'yes' if worst <= 1 else '**no**'} |")
 PY

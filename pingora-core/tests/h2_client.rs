@@ -449,3 +449,48 @@ async fn peer_max_concurrent_streams_opens_more_connections() {
     assert!((3..=6).contains(&conns), "{conns} connections accepted");
     assert!(c.h2_connections(&peer) >= 3);
 }
+
+/// An HTTP/2 upstream (prior knowledge) that takes the connection but
+/// allows no stream, either by sending no SETTINGS at all or by sending a
+/// stream limit of 0: the connect fails with a retryable `ConnectTimedout`
+/// once the peer's connect timeout has passed (not a fixed wait), and the
+/// connection is never handed out.
+#[tokio::test]
+async fn an_upstream_allowing_no_stream_fails_within_the_connect_timeout() {
+    use pingora_error::ErrorType;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // SETTINGS frame: length 6, type 4, no flags, stream 0, then
+    // SETTINGS_MAX_CONCURRENT_STREAMS (3) = 0.
+    const LIMIT_0: &[u8] = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00";
+    for greeting in [&b""[..], LIMIT_0] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(greeting).await.unwrap();
+            // Read (and ignore) what the client sends until it gives up.
+            let mut buf = [0u8; 1024];
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+        peer.options.alpn = ALPN::H2;
+        peer.options.connection_timeout = Some(Duration::from_millis(300));
+        let c = Connector::new(None);
+        let started = std::time::Instant::now();
+        let e = match tokio::time::timeout(Duration::from_secs(8), c.get_http_session(&peer)).await
+        {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => panic!("a connection that allows no stream was handed out"),
+            Err(_) => panic!("the wait for SETTINGS ignored the peer's connect timeout"),
+        };
+        assert_eq!(e.etype(), &ErrorType::ConnectTimedout, "{e}");
+        assert!(e.retry(), "{e}");
+        assert!(e.to_string().contains("300ms"), "{e}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // The connector dropped the connection: the upstream sees it close.
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the connection was kept open")
+            .unwrap();
+    }
+}

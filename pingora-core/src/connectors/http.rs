@@ -12,7 +12,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::TransportConnector;
 use crate::protocols::http::v1;
 use crate::protocols::http::v1::H1Options;
-use crate::protocols::http::v2::client::{H2Connection, Http2Session};
+use crate::protocols::http::v2::client::{H2Connection, Http2Session, DEFAULT_SETTINGS_WAIT};
 use crate::protocols::Stream;
 use crate::server::ServerConf;
 use crate::upstreams::peer::{HttpPeer, ALPN};
@@ -266,9 +266,21 @@ impl Connector {
             None => o.alpn == ALPN::H2 && !reused,
         };
         if h2 {
-            let conn =
-                H2Connection::handshake(stream, o.max_h2_streams, o.h2_ping_interval, peer.tls)
-                    .await?;
+            // The connect is not done until the peer allows a stream: its
+            // SETTINGS wait under the peer's connect timeout.
+            let settings_wait = [o.connection_timeout, o.total_connection_timeout]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(DEFAULT_SETTINGS_WAIT);
+            let conn = H2Connection::handshake(
+                stream,
+                o.max_h2_streams,
+                o.h2_ping_interval,
+                peer.tls,
+                settings_wait,
+            )
+            .await?;
             let mut session = conn.new_session().await?;
             session.set_timeouts(o.read_timeout, o.write_timeout);
             let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());

@@ -71,8 +71,10 @@ pub struct ServerConf {
     pub error_log: Option<String>,
     /// In daemon mode, switch to this user after start-up.
     pub user: Option<String>,
-    /// In daemon mode, switch to this group after start-up (the
-    /// supplementary groups are dropped, leaving this one).
+    /// In daemon mode, switch to this group after start-up. The groups the
+    /// process started with are dropped: with `user` set, the process
+    /// takes that user's groups from the group database (like nginx's
+    /// `initgroups`), otherwise this group alone.
     pub group: Option<String>,
     /// In daemon mode, change to this directory.
     pub working_directory: Option<String>,

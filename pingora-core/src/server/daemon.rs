@@ -5,7 +5,8 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
 use nix::unistd::{
-    chdir, dup2, fork, geteuid, setgid, setgroups, setsid, setuid, ForkResult, Group, User,
+    chdir, dup2, fork, geteuid, initgroups, setgid, setgroups, setsid, setuid, ForkResult, Group,
+    User,
 };
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
@@ -85,9 +86,20 @@ pub fn daemonize(conf: &ServerConf) -> Result<()> {
         // The supplementary groups go first, while we may still change
         // them: a daemon that kept root's (or its starter's) would keep
         // their access after setgid/setuid.
+        // With a `user`, its own groups from the group database (as
+        // nginx does, by initgroups); with only a `group`, that one alone.
         if geteuid().is_root() {
-            setgroups(&[gid])
-                .or_err_with(ErrorType::InternalError, || format!("setgroups [{name}]"))?;
+            match &user {
+                Some(u) => {
+                    let uname = std::ffi::CString::new(u.name.as_str())
+                        .or_err_with(ErrorType::ConfError, || format!("user {}", u.name))?;
+                    initgroups(&uname, gid).or_err_with(ErrorType::InternalError, || {
+                        format!("initgroups {} [{name}]", u.name)
+                    })?;
+                }
+                None => setgroups(&[gid])
+                    .or_err_with(ErrorType::InternalError, || format!("setgroups [{name}]"))?,
+            }
         }
         setgid(gid).or_err_with(ErrorType::InternalError, || format!("setgid {name}"))?;
     }

@@ -19,8 +19,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::protocols::http::Progress;
 use crate::protocols::Stream;
 
-/// How long a new connection waits for the peer's SETTINGS.
-const SETTINGS_WAIT: Duration = Duration::from_secs(10);
+/// How long a new connection waits for the peer's SETTINGS when the peer's
+/// options set no connect timeout.
+pub const DEFAULT_SETTINGS_WAIT: Duration = Duration::from_secs(10);
 
 /// An HTTP/2 connection to an upstream, shared by requests. Its driver
 /// runs in its own task; a PING keepalive runs beside it if asked for.
@@ -40,11 +41,15 @@ impl H2Connection {
     /// The HTTP/2 handshake on a connected stream (after ALPN h2, or by
     /// prior knowledge). `max_streams` caps the streams this side opens at
     /// once (besides the peer's own limit); `tls` picks the `https` scheme.
+    /// `settings_wait` bounds the wait for the peer's SETTINGS: a peer that
+    /// allows no stream within it fails the connect with a retryable
+    /// `ConnectTimedout`.
     pub async fn handshake(
         stream: Stream,
         max_streams: usize,
         ping_interval: Option<Duration>,
         tls: bool,
+        settings_wait: Duration,
     ) -> Result<Self> {
         let (send, mut conn) = h2::client::Builder::new()
             // The peer's limit is unknown until its SETTINGS arrive: until
@@ -62,14 +67,14 @@ impl H2Connection {
         // Drive the connection until the peer's SETTINGS (its stream
         // limit) are in, so that the connection is shared only up to that
         // limit. A peer that sends none (or allows no stream) within
-        // SETTINGS_WAIT is a failed connect, which may be retried: a
+        // `settings_wait` is a failed connect, which may be retried: a
         // connection that could carry no stream is never handed out.
         let wait = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
             Poll::Pending if send.current_max_send_streams() > 0 => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         });
-        let failed = match pingora_timeout::timeout(SETTINGS_WAIT, wait).await {
+        let failed = match pingora_timeout::timeout(settings_wait, wait).await {
             Ok(None) => None,
             Ok(Some(Err(e))) => Some(Error::because(
                 H2Error,
@@ -82,7 +87,7 @@ impl H2Connection {
             )),
             Err(_) => Some(Error::explain(
                 ConnectTimedout,
-                format!("upstream allowed no HTTP/2 stream within {SETTINGS_WAIT:?} (no SETTINGS, or a limit of 0)"),
+                format!("upstream allowed no HTTP/2 stream within {settings_wait:?} (no SETTINGS, or a limit of 0)"),
             )),
         };
         if let Some(mut e) = failed {
