@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -79,6 +79,9 @@ struct Health {
     /// may be picked (healthy by the checks and not ejected). Locked only
     /// to report a change, never to read whether a backend is ready.
     reported: Mutex<bool>,
+    /// What the observer was last told. Held by the one thread telling
+    /// it, so that its calls for a backend never overlap or cross.
+    observed: Mutex<bool>,
 }
 
 impl Health {
@@ -87,6 +90,7 @@ impl Health {
         Health {
             healthy: AtomicBool::new(true),
             reported: Mutex::new(true),
+            observed: Mutex::new(true),
             ..Default::default()
         }
     }
@@ -149,7 +153,9 @@ impl Backends {
     /// checks find it healthy again.
     ///
     /// The callback runs on the thread that noticed the change (possibly a
-    /// request's), so it should be quick.
+    /// request's), so it should be quick. Its calls for one backend never
+    /// overlap and always end on the backend's latest state: it hears
+    /// `false` and `true` in turn, never the same value twice in a row.
     pub fn set_health_observer(&mut self, f: HealthObserver) {
         self.observer = Some(f);
     }
@@ -159,7 +165,10 @@ impl Backends {
         self.set.load_full()
     }
 
-    /// Health changes reported so far (each call of the observer).
+    /// Health changes reported so far (each change of the
+    /// `pingora_backend_healthy` gauge). The observer hears each of them,
+    /// except that changes made while it is still being told of an earlier
+    /// one reach it as their net result.
     pub fn health_changes(&self) -> u64 {
         self.changes.load(Ordering::Relaxed)
     }
@@ -259,11 +268,41 @@ impl Backends {
         } else {
             warn!(backend = %b.addr, "backend unhealthy ({why})");
         }
-        // Outside the lock: the observer may select, which may report.
         if let Some(f) = &self.observer {
-            f(b, usable);
+            Self::tell_observer(f, b, h);
         }
         true
+    }
+
+    /// Bring the observer up to date with `reported`, in order: one thread
+    /// at a time tells it, always the latest value, and only changes. A
+    /// thread that finds another telling leaves its change to that one,
+    /// which looks again after letting go. The observer runs outside the
+    /// `reported` lock, and may itself select and report (that inner
+    /// report finds the telling taken and is told by the outer loop).
+    fn tell_observer(f: &HealthObserver, b: &Backend, h: &Health) {
+        let latest = || *h.reported.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let mut told = match h.observed.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            let mut now = latest();
+            while *told != now {
+                *told = now;
+                f(b, now);
+                now = latest();
+            }
+            let last = *told;
+            drop(told);
+            // A change made while we held the telling, by a thread that
+            // then found it taken and left: tell it (or find that another
+            // thread now does).
+            if latest() == last {
+                return;
+            }
+        }
     }
 
     /// Run the health check on every backend at once, and apply the

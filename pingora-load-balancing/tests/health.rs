@@ -659,3 +659,66 @@ async fn http_check_over_tls_sends_its_host() {
     assert_eq!(rec.hosts.lock().unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Threads eject a backend and end its ejections (1 µs long) as fast as
+/// they can, while the observer takes its time: its calls for the backend
+/// never cross, so it hears alternating values, starting with the first
+/// change, and its last word is the backend's state once they stop.
+#[test]
+fn observer_calls_for_a_backend_stay_in_order_under_contention() {
+    let addrs: Vec<String> = (21..=24).map(|i| format!("127.0.9.{i}:80")).collect();
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(&addrs).unwrap();
+    lb.backends_mut().set_outlier_ejection(OutlierEjection {
+        consecutive_errors: 1,
+        base_ejection_time: Duration::from_micros(1),
+        ..Default::default()
+    });
+    let heard: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let h = heard.clone();
+    let busy = Arc::new(AtomicUsize::new(0));
+    let b2 = busy.clone();
+    lb.backends_mut()
+        .set_health_observer(Box::new(move |_, healthy| {
+            // Two calls at once for the same backend would be a crossing.
+            assert_eq!(
+                b2.fetch_add(1, Ordering::SeqCst),
+                0,
+                "observer calls overlap"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+            h.lock().unwrap().push(healthy);
+            b2.fetch_sub(1, Ordering::SeqCst);
+        }));
+    let lb = Arc::new(lb);
+    let x = lb.backends().get()[0].clone();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (lb, x) = (lb.clone(), x.clone());
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    lb.on_done(&x, Duration::from_millis(1), false);
+                    lb.backends().ready(&x);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Let the last ejection (at most 32 µs) run out and be noticed.
+    std::thread::sleep(Duration::from_millis(5));
+    let state = lb.backends().ready(&x);
+    assert!(state);
+    let heard = heard.lock().unwrap();
+    assert!(heard.len() >= 2, "{heard:?}");
+    assert!(!heard[0], "the first change is the ejection");
+    assert!(
+        heard.windows(2).all(|w| w[0] != w[1]),
+        "the observer heard the same value twice in a row: the calls crossed"
+    );
+    assert_eq!(
+        *heard.last().unwrap(),
+        state,
+        "the observer's last word is stale"
+    );
+}
