@@ -947,14 +947,7 @@ fn daemon_mode() {
         .status()
         .unwrap();
     assert!(status.success());
-    poll_until(Duration::from_secs(20), "the pid file", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = wait_pid_file(&pid_file);
     let pid = nix::unistd::Pid::from_raw(pid);
     wait_listening(port);
     let body = curl(&format!("http://{listen}/"));

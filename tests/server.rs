@@ -341,14 +341,7 @@ fn daemon_mode_detaches_and_writes_pid_file() {
         .status()
         .unwrap();
     assert!(status.success());
-    poll_until(Duration::from_secs(20), "the pid file", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = wait_pid_file(&pid_file);
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     assert!(proc_dir.exists(), "daemon {pid} is not running");
     // Detached: a session of its own, not ours.

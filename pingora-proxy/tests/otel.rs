@@ -38,14 +38,7 @@ async fn collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Stri
                         buf.extend_from_slice(&chunk[..n]);
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
+                    let len = content_length(&head).unwrap_or(0);
                     while buf.len() < end + len {
                         let n = s.read(&mut chunk).await.unwrap_or(0);
                         if n == 0 {

@@ -818,14 +818,7 @@ async fn get_over(c: &mut tokio::net::TcpStream) -> String {
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             assert!(head.starts_with("HTTP/1.1 200"), "{text}");
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("a Content-Length");
+            let len = content_length(head).expect("a Content-Length");
             if body.len() >= len {
                 return body.to_string();
             }

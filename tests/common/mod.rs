@@ -147,3 +147,16 @@ pub fn wait_listening(port: u16) {
             .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
     });
 }
+
+/// Wait until a daemon has written its pid file (a full line), and return
+/// the pid in it.
+pub fn wait_pid_file(path: &Path) -> i32 {
+    poll_until(Duration::from_secs(20), "the pid file", || {
+        std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
+    });
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -515,3 +515,13 @@ pub async fn logged(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The Content-Length of an HTTP/1 header block given as text, if it has
+/// one.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse().unwrap())
+    })
+}
