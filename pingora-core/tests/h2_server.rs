@@ -44,6 +44,7 @@ const OPTIONS: H2Options = H2Options {
     initial_connection_window_size: 3_000_000,
     ping_interval: None,
     max_header_list_size: 32_768,
+    max_reset_streams: 100,
 };
 
 /// Our h2c server with [`OPTIONS`] on a port from the OS; the sender

@@ -39,6 +39,12 @@ pub struct ProxyOptions {
     /// An upgraded (WebSocket) or CONNECT tunnel closes after this long
     /// with no bytes either way (default 60 s).
     pub tunnel_idle_timeout: Duration,
+    /// Keep an upstream request going when the client goes away (closes
+    /// its connection or resets its HTTP/2 stream) before the response
+    /// ends, like nginx's `proxy_ignore_client_abort on`. Default off: the
+    /// upstream request is aborted at once, its connection not reused, and
+    /// the request logged with 499.
+    pub ignore_client_abort: bool,
     /// Trace each request and export the spans (feature `otel`).
     #[cfg(feature = "otel")]
     pub otel: Option<Arc<crate::otel::Tracer>>,
@@ -52,6 +58,7 @@ impl Default for ProxyOptions {
             retry_on_status: Vec::new(),
             allow_connect: false,
             tunnel_idle_timeout: Duration::from_secs(60),
+            ignore_client_abort: false,
             #[cfg(feature = "otel")]
             otel: None,
         }
@@ -167,6 +174,8 @@ pub fn error_status(e: &Error) -> u16 {
         | TLSHandshakeFailure | InvalidCert | CertHostnameMismatch | CertExpired
         | CertUnknownCA | BindError | SocketError => 502,
         HTTPStatus(c) => *c,
+        // The client went away first (nginx's "client closed request").
+        ConnectionClosed if *e.esource() == ErrorSource::Downstream => 499,
         t => match t.http_status() {
             Some(c) if (400..500).contains(&c) && !upstream => c,
             _ if upstream => 502,
@@ -448,7 +457,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     }
                     break;
                 }
-                chunk = session.read_request_body(), if !req_ended && !up.has_queued() => {
+                // The client: its next piece of body; once the request is
+                // all sent, whether it went away (then the upstream request
+                // is dropped, and its connection with it).
+                chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
                     req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
                 }
@@ -598,7 +610,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         session.write_response_body(d).await.map_err(|e| e.into_down())?;
                     }
                 }
-                chunk = session.read_request_body(), if !req_ended && !up.has_queued() => {
+                // The client: its next piece of body; once the request is
+                // all sent, whether it went away (then the upstream request
+                // is dropped, and its connection with it).
+                chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
                     req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
                 }

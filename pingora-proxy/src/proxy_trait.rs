@@ -311,7 +311,8 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// matching `grpc-status` instead. Returns the HTTP status meant.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> u16 {
         let code = crate::proxy::error_status(e);
-        if session.response_written().is_none() {
+        // 499: the client is gone, there is nobody to answer.
+        if session.response_written().is_none() && code != 499 {
             let _ = if session.is_http2() && session.is_grpc() {
                 session.respond_grpc_error(code).await
             } else {

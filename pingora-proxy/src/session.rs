@@ -96,6 +96,28 @@ impl Session {
         Ok(all.freeze())
     }
 
+    /// While the request body is not all read (`!ended`): its next piece.
+    /// After that: an error once the client goes away (never `Ok`), unless
+    /// `ignore_abort`, when this simply pends.
+    pub(crate) async fn body_or_gone(
+        &mut self,
+        ended: bool,
+        ignore_abort: bool,
+    ) -> Result<Option<Bytes>> {
+        if !ended {
+            return self.0.read_request_body().await;
+        }
+        if ignore_abort {
+            return std::future::pending().await;
+        }
+        self.0.wait_client_gone().await;
+        Err(Error::explain(
+            pingora_error::ErrorType::ConnectionClosed,
+            "the client went away before the response ended",
+        )
+        .into_down())
+    }
+
     /// Whether request body is waiting in the proxy (read ahead, or kept
     /// for a retry) besides what the client has yet to send.
     pub(crate) fn has_held_body(&self) -> bool {

@@ -9,6 +9,7 @@
 //! Either is run by wrapping it in [`HttpServer`], which is a
 //! [`ServerApp`](super::ServerApp) for a listening service.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -337,6 +338,10 @@ impl<A: HttpServerApp> HttpServer<A> {
         }
         let ping = keepalive(conn.ping_pong(), self.h2_options.ping_interval);
         tokio::pin!(ping);
+        // Streams the client reset before their responses ended, counted
+        // by the streams' tasks; past the limit the connection is closed.
+        let resets = Arc::new(ResetTally::default());
+        let mut opened: u32 = 0;
         // Set once the keepalive has ended: a finished future must not be
         // polled again while the connection winds down.
         let mut ping_over = false;
@@ -344,8 +349,10 @@ impl<A: HttpServerApp> HttpServer<A> {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((request, respond))) => {
+                        opened = opened.saturating_add(1);
                         let app = self.app.clone();
                         let watch = for_streams.clone();
+                        let tally = resets.clone();
                         let mut session = ServerSession::H2(Box::new(h2s::HttpSession::new(
                             request,
                             respond,
@@ -353,7 +360,14 @@ impl<A: HttpServerApp> HttpServer<A> {
                             socket.clone(),
                         )));
                         tokio::spawn(async move {
-                            if let Err(e) = app.process_request(&mut session, &watch).await {
+                            let result = app.process_request(&mut session, &watch).await;
+                            if let ServerSession::H2(s) = &mut session {
+                                if s.reset_by_client() {
+                                    tally.count.fetch_add(1, Ordering::Relaxed);
+                                    tally.notify.notify_one();
+                                }
+                            }
+                            if let Err(e) = result {
                                 debug!("request failed: {e}");
                                 if session.response_written().is_none() {
                                     let _ = session.respond_error(error_status(e.etype())).await;
@@ -372,6 +386,13 @@ impl<A: HttpServerApp> HttpServer<A> {
                     }
                     None => return None,
                 },
+                _ = resets.notify.notified() => {
+                    let count = resets.count.load(Ordering::Relaxed);
+                    if count > self.h2_options.max_reset_streams && count > opened / 2 {
+                        debug!("HTTP/2 client reset {count} of {opened} streams: GOAWAY");
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    }
+                }
                 _ = shutdown.wait_for(|s| *s), if !going_away => {
                     going_away = true;
                     conn.graceful_shutdown();
@@ -384,6 +405,14 @@ impl<A: HttpServerApp> HttpServer<A> {
             }
         }
     }
+}
+
+/// Streams of one HTTP/2 connection that the client reset before their
+/// responses ended, and a wake-up for the connection's loop.
+#[derive(Default)]
+struct ResetTally {
+    count: AtomicU32,
+    notify: tokio::sync::Notify,
 }
 
 /// Ping every `interval`; complete when a pong does not come back within

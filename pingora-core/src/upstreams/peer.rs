@@ -65,17 +65,23 @@ impl ALPN {
     }
 }
 
+/// The default read and write timeouts of a peer: 60 s, as nginx's.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How to connect to a peer and talk to it. Defaults: 10 s connect
-/// timeout, verification on, HTTP/1.1.
+/// timeout, 60 s read and write timeouts, verification on, HTTP/1.1.
 #[derive(Clone)]
 pub struct PeerOptions {
     /// Time allowed for the TCP (or Unix) connect.
     pub connection_timeout: Option<Duration>,
     /// Time allowed for connect and TLS handshake together.
     pub total_connection_timeout: Option<Duration>,
-    /// Time allowed for each read.
+    /// Time allowed for each read: the response header, then each piece
+    /// of body (default 60 s, as nginx's `proxy_read_timeout`; `None`
+    /// waits forever). A silent upstream is answered 504.
     pub read_timeout: Option<Duration>,
-    /// Time allowed for each write.
+    /// Time allowed for each write (default 60 s, as nginx's
+    /// `proxy_send_timeout`; `None` waits forever).
     pub write_timeout: Option<Duration>,
     /// How long an idle connection stays in the pool.
     pub idle_timeout: Option<Duration>,
@@ -119,8 +125,8 @@ impl Default for PeerOptions {
         PeerOptions {
             connection_timeout: Some(Duration::from_secs(10)),
             total_connection_timeout: None,
-            read_timeout: None,
-            write_timeout: None,
+            read_timeout: Some(DEFAULT_IO_TIMEOUT),
+            write_timeout: Some(DEFAULT_IO_TIMEOUT),
             idle_timeout: Some(Duration::from_secs(60)),
             verify_cert: true,
             verify_hostname: true,
@@ -342,6 +348,14 @@ mod tests {
         let mut p = a.clone();
         p.options.read_timeout = Some(Duration::from_secs(1));
         assert_eq!(a.reuse_hash(), p.reuse_hash());
+    }
+
+    #[test]
+    fn reads_and_writes_are_bounded_by_default_like_nginx() {
+        let o = PeerOptions::default();
+        assert_eq!(o.read_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(o.write_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(o.connection_timeout, Some(Duration::from_secs(10)));
     }
 
     #[test]

@@ -60,6 +60,18 @@ impl ServerSession {
         }
     }
 
+    /// Return once the client is known to have given up on this request
+    /// (HTTP/1: closed or reset its connection after sending the whole
+    /// request; HTTP/2: reset the stream). Pends otherwise. A proxy
+    /// watches this while it waits on the upstream, to abort the upstream
+    /// request instead of finishing work nobody will read.
+    pub async fn wait_client_gone(&mut self) {
+        match self {
+            ServerSession::H1(s) => s.wait_client_gone().await,
+            ServerSession::H2(s) => s.wait_client_gone().await,
+        }
+    }
+
     /// Whether the request body has been read to its end.
     pub fn is_body_done(&self) -> bool {
         match self {

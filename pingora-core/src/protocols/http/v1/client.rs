@@ -1,7 +1,7 @@
 //! The client side of an HTTP/1 connection, for talking to upstreams.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, TRANSFER_ENCODING};
+use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -199,7 +199,7 @@ impl HttpSession {
             Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed response header", e),
         }
         let block: Bytes = self.conn.buf.split_to(len).freeze();
-        let header = ResponseHeader::from_httparse(&resp, &block)?;
+        let mut header = ResponseHeader::from_httparse(&resp, &block)?;
         drop(block);
         let method = self
             .req
@@ -217,6 +217,11 @@ impl HttpSession {
         } else {
             let (framing, clean) =
                 framing::response_framing(&method, status, header.version(), &header)?;
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3):
+            // the length describes nothing, and must not be forwarded.
+            if header.has_header(&TRANSFER_ENCODING) {
+                header.remove_header(&CONTENT_LENGTH);
+            }
             if method == http::Method::CONNECT && status.is_success() {
                 self.upgraded = true;
                 self.conn.start_write(Framing::UntilClose);

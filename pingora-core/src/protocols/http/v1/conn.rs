@@ -184,6 +184,29 @@ impl Conn {
         timed(limit, ReadTimedout, "idle connection timed out", wait).await
     }
 
+    /// Return once the peer has closed or reset the connection (or it
+    /// failed), waiting without a system call until the socket says
+    /// something arrived. Bytes that arrive instead (a pipelined request,
+    /// early tunnel data) are kept in the buffer for the next read, and
+    /// then this never returns: the peer is still there. Bounded: at most
+    /// one read of [`HEADER_READ_SIZE`] bytes.
+    pub(crate) async fn wait_peer_gone(&mut self) {
+        if self.eof {
+            return;
+        }
+        if !self.buf.is_empty() {
+            return std::future::pending().await;
+        }
+        let stream = &self.stream;
+        if poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
+            return;
+        }
+        match self.read_more(HEADER_READ_SIZE).await {
+            Ok(0) | Err(_) => {}
+            Ok(_) => std::future::pending().await,
+        }
+    }
+
     /// Read more bytes into the buffer; returns how many (0 at EOF).
     pub(crate) async fn read_more(&mut self, want: usize) -> Result<usize> {
         if self.buf.capacity() - self.buf.len() < want / 2 {

@@ -297,6 +297,20 @@ impl HttpSession {
         self.conn.read_body().await.map_err(|e| e.into_down())
     }
 
+    /// Return once the client is known to have gone away (closed or reset
+    /// its connection) while its request waits for a response: for a
+    /// proxy to give up the upstream request (nginx answers such a request
+    /// 499). Only watched once the request body was read to its end and
+    /// the connection is not a tunnel; until then (and forever once the
+    /// client sends more, such as a pipelined request) this pends. It
+    /// costs no system call until the socket becomes readable.
+    pub async fn wait_client_gone(&mut self) {
+        if !self.conn.body_done() || self.upgraded || self.continue_pending {
+            return std::future::pending().await;
+        }
+        self.conn.wait_peer_gone().await
+    }
+
     /// Whether the whole request body has been read.
     pub fn is_body_done(&self) -> bool {
         self.conn.body_done()

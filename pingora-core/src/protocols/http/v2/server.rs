@@ -30,6 +30,12 @@ pub struct H2Options {
     pub ping_interval: Option<Duration>,
     /// Largest header list accepted (default 64 KiB).
     pub max_header_list_size: u32,
+    /// A client that resets more than this many of its streams before
+    /// their responses ended, when those make up more than half of the
+    /// streams it opened, gets GOAWAY(ENHANCE_YOUR_CALM) and the connection
+    /// closes (the HTTP/2 "rapid reset" attack, CVE-2023-44487). Each reset
+    /// stream's work is cancelled at once either way. Default 100.
+    pub max_reset_streams: u32,
 }
 
 impl Default for H2Options {
@@ -40,6 +46,7 @@ impl Default for H2Options {
             initial_connection_window_size: 1 << 20,
             ping_interval: None,
             max_header_list_size: 64 * 1024,
+            max_reset_streams: 100,
         }
     }
 }
@@ -162,6 +169,39 @@ impl HttpSession {
                 Ok(None)
             }
         }
+    }
+
+    /// Return once the client has reset this stream (or the connection
+    /// failed) before the response ended: for a proxy to give up the
+    /// upstream request at once (a reset storm then costs no upstream
+    /// work). Pends while the stream is open. No I/O: it asks `h2` for the
+    /// stream's state.
+    pub async fn wait_client_gone(&mut self) {
+        if self.ended {
+            return std::future::pending().await;
+        }
+        let _ = poll_fn(|cx| self.poll_reset(cx)).await;
+    }
+
+    fn poll_reset(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), h2::Error>> {
+        let r = match self.body_out.as_mut() {
+            Some(send) => send.poll_reset(cx),
+            None => self.send_resp.poll_reset(cx),
+        };
+        r.map_ok(|_| ())
+    }
+
+    /// Whether the client reset this stream before its response ended
+    /// (what a rapid-reset attack does to every stream it opens).
+    pub fn reset_by_client(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        matches!(self.poll_reset(&mut cx), std::task::Poll::Ready(Ok(())))
     }
 
     /// Whether the request body has been read to its end.

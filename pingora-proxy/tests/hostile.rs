@@ -1,0 +1,268 @@
+//! Hostile clients and faulty upstreams, with real sockets on loopback:
+//! clients that go away while their request waits (HTTP/1 close, HTTP/2
+//! stream resets, a rapid-reset storm), and upstream responses framed
+//! ambiguously.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora_proxy::ProxyOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::*;
+
+/// An upstream that reads what it is sent and never answers, counting the
+/// connections it holds open (each is counted down when the proxy closes
+/// it).
+async fn silent_upstream() -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// Wait up to `limit` for `open` to read `want`; its last value.
+async fn settles(open: &AtomicUsize, want: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = open.load(Ordering::SeqCst);
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP/1 client that sends a request and closes before the answer:
+/// the upstream request is aborted at once (its connection closed, not
+/// kept), with or without a request body, and logged as 499.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_http1_client_aborts_the_upstream_request() {
+    let (up, open) = silent_upstream().await;
+    let (port, log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let requests: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    for (i, req) in requests.iter().enumerate() {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        c.write_all(req).await.unwrap();
+        assert_eq!(
+            settles(&open, 1, Duration::from_secs(5)).await,
+            1,
+            "the request reached the upstream"
+        );
+        drop(c);
+        assert_eq!(
+            settles(&open, 0, Duration::from_secs(3)).await,
+            0,
+            "request {i}: the upstream connection is closed once the client left"
+        );
+        let log = logged(&log, i + 1).await;
+        assert!(
+            log.iter().any(|l| l == "logged error: ConnectionClosed"),
+            "{log:?}"
+        );
+    }
+}
+
+/// `ignore_client_abort` keeps the upstream request going, as nginx's
+/// `proxy_ignore_client_abort on` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_client_abort_keeps_the_upstream_request() {
+    let (up, open) = silent_upstream().await;
+    let options = ProxyOptions {
+        ignore_client_abort: true,
+        ..Default::default()
+    };
+    let (port, _log) = proxy(vec![peer(up, false)], options).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(settles(&open, 1, Duration::from_secs(5)).await, 1);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(open.load(Ordering::SeqCst), 1, "still waiting upstream");
+}
+
+/// A pipelined second request that arrives while the first waits on its
+/// upstream is not taken for a client that went away: both are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_is_not_a_client_abort() {
+    let (up, _) = upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+}
+
+/// An h2c connection to the proxy, driven in the background; the
+/// connection's end (with a GOAWAY's reason) comes out of the handle.
+async fn h2c(
+    port: u16,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    (client, tokio::spawn(conn))
+}
+
+/// HTTP/2 streams reset by the client while their upstream requests wait:
+/// each upstream request is aborted at once (its connection closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_h2_streams_abort_their_upstream_requests() {
+    let (up, open) = silent_upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let (client, _conn) = h2c(port).await;
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut client = client.clone().ready().await.unwrap();
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/r{i}"))
+            .body(())
+            .unwrap();
+        streams.push(client.send_request(req, true).unwrap().0);
+    }
+    assert_eq!(
+        settles(&open, 20, Duration::from_secs(5)).await,
+        20,
+        "every request reached the upstream"
+    );
+    // Dropping a response future of an open stream resets it (CANCEL).
+    drop(streams);
+    assert_eq!(
+        settles(&open, 0, Duration::from_secs(3)).await,
+        0,
+        "the upstream requests of the reset streams are aborted"
+    );
+}
+
+/// The rapid-reset attack (CVE-2023-44487): a client that keeps opening
+/// streams and resetting them ~50 ms later leaves no upstream work behind,
+/// and gets GOAWAY(ENHANCE_YOUR_CALM) once it has reset more than
+/// `max_reset_streams` (100) of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_client_gets_goaway_enhance_your_calm() {
+    let (up, open) = silent_upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let (client, conn) = h2c(port).await;
+    let mut sent = 0;
+    let mut peak = 0;
+    let started = Instant::now();
+    'attack: for wave in 0..40 {
+        let mut wave_streams = Vec::new();
+        for i in 0..10 {
+            let Ok(mut c) = client.clone().ready().await else {
+                break 'attack;
+            };
+            let req = http::Request::get(format!("http://127.0.0.1:{port}/w{wave}/{i}"))
+                .body(())
+                .unwrap();
+            match c.send_request(req, true) {
+                Ok((resp, _)) => wave_streams.push(resp),
+                Err(_) => break 'attack,
+            }
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(open.load(Ordering::SeqCst));
+        drop(wave_streams);
+        if conn.is_finished() {
+            break;
+        }
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    let e = end.expect_err("the connection ends with a GOAWAY error");
+    assert_eq!(
+        e.reason(),
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "{e} after {sent} streams in {:?}",
+        started.elapsed()
+    );
+    assert!(e.is_go_away() && e.is_remote(), "{e}");
+    assert!(
+        (101..=250).contains(&sent),
+        "GOAWAY came after {sent} streams"
+    );
+    assert!(peak <= 40, "upstream requests piled up: {peak}");
+    assert_eq!(settles(&open, 0, Duration::from_secs(3)).await, 0);
+}
+
+/// An upstream response with both Transfer-Encoding and Content-Length is
+/// read by its Transfer-Encoding (RFC 9112 §6.3), and the client never sees
+/// the Content-Length that does not describe it, over HTTP/1 or HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_te_and_cl_is_forwarded_by_its_te() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          b\r\nhello world\r\n0\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    for flags in [&["--http1.1"][..], &["--http2-prior-knowledge"][..]] {
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut args = flags.to_vec();
+        args.push(&url);
+        let r = curl(&args).await;
+        assert_eq!(r.status, 200, "{flags:?}");
+        assert_eq!(r.body, "hello world", "{flags:?}");
+        assert_ne!(r.header("content-length"), Some("5"), "{flags:?}");
+    }
+}
