@@ -28,7 +28,8 @@ DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$DIR"
+    # KEEP=1 keeps the directory (callgrind dumps, logs) for a closer look.
+    if [ -n "${KEEP:-}" ]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 

@@ -200,6 +200,23 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+/// Decide whether an upstream error before the response header may be
+/// retried elsewhere. Always when the request provably was not processed:
+/// the layers below say so (connect errors, HTTP/2 GOAWAY past the stream
+/// or REFUSED_STREAM, and, on a reused connection, a close or reset before
+/// any response byte: the upstream closed it idle as the request went
+/// out), and a failed write (the request did not all go out). Otherwise,
+/// on a reused connection, only an idempotent request: a POST that may
+/// have been processed (a timeout, a broken response) is never sent twice.
+fn retry_if_safe(e: &mut Error, reused: bool, method: &Method) {
+    if reused {
+        e.set_reused();
+    }
+    if !e.retry() && (*e.etype() == WriteError || (reused && idempotent(method))) {
+        e.set_retry(true);
+    }
+}
+
 /// The name of `peer` for a Host header: its SNI when set, else its
 /// address (`localhost` for a Unix socket).
 fn peer_host(peer: &HttpPeer) -> String {
@@ -370,8 +387,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                                 t.end("upstream request", true, None);
                                 t.end("upstream response", true, None);
                             });
-                            if reused && *e.esource() == ErrorSource::Upstream {
-                                e.set_retry(true);
+                            if *e.esource() == ErrorSource::Upstream {
+                                retry_if_safe(&mut e, reused, session.req_header().method());
                             }
                             let e = self.inner.error_while_proxy(&peer, session, e, ctx, reused);
                             let lost = session.state().is_some_and(|s| s.sent_lost);

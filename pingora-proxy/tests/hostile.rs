@@ -266,3 +266,87 @@ async fn a_response_with_te_and_cl_is_forwarded_by_its_te() {
         assert_ne!(r.header("content-length"), Some("5"), "{flags:?}");
     }
 }
+
+/// A keep-alive upstream that answers `GET /ok` and holds every other
+/// request unanswered; counts what it received by request line.
+async fn ok_or_silent_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_string();
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let len = content_length(&head).unwrap_or(0);
+                    while got.len() < end + 4 + len {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    got.drain(..end + 4 + len);
+                    log.lock().unwrap().push(line.clone());
+                    if line.starts_with("GET /ok ") {
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        // Never answered; wait for the proxy to close.
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A POST that may have been processed (the reused upstream connection
+/// timed out waiting for its answer) is not sent again: it reaches the
+/// upstream once, and the client gets 504. An idempotent GET in the same
+/// spot is retried on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_reaches_the_upstream_at_most_once() {
+    let (up, seen) = ok_or_silent_upstream().await;
+    let mut p = peer(up, false);
+    p.options.read_timeout = Some(Duration::from_millis(300));
+    let (port, _log) = proxy(vec![p], ProxyOptions::default()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let count = |line: &str| seen.lock().unwrap().iter().filter(|l| *l == line).count();
+
+    // A pooled connection first, then the POST goes out on it.
+    assert_eq!(curl(&[&format!("{base}/ok")]).await.status, 200);
+    let r = curl(&["--data-binary", "pay once", &format!("{base}/pay")]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(count("POST /pay HTTP/1.1"), 1, "{:?}", seen.lock().unwrap());
+
+    // The same for a GET: tried again on a fresh connection.
+    assert_eq!(curl(&[&format!("{base}/ok")]).await.status, 200);
+    let r = curl(&[&format!("{base}/silent")]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        count("GET /silent HTTP/1.1"),
+        2,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

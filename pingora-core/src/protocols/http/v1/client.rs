@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
-use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
+use pingora_error::{Error, ErrorType::*, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::conn::{timed, BodyReader, BodyWriter, Conn};
@@ -161,6 +161,8 @@ impl HttpSession {
     /// raw tunnel.
     pub async fn read_response(&mut self) -> Result<usize> {
         let opts = self.conn.opts;
+        // Nothing of a response has come yet on this connection.
+        let first = self.resp_meta.is_none();
         let len = timed(
             opts.header_read_timeout,
             ReadTimedout,
@@ -168,9 +170,22 @@ impl HttpSession {
             self.conn.fill_header(None),
         )
         .await
-        .map_err(|e| e.into_up())?
-        .or_err(ConnectionClosed, "upstream closed before responding")
-        .map_err(|e| e.into_up())?;
+        .map_err(|mut e| {
+            // Reset before a single response byte: on a reused connection
+            // the upstream closed it idle as the request went out, and
+            // never saw the request.
+            if first && e.etype() == &ReadError && self.conn.buf.is_empty() {
+                e.retry = RetryType::ReusedOnly;
+            }
+            e.into_up()
+        })?
+        .ok_or_else(|| {
+            let mut e = Error::explain(ConnectionClosed, "upstream closed before responding");
+            if first {
+                e.retry = RetryType::ReusedOnly;
+            }
+            e.into_up()
+        })?;
         self.parse_response(len).map_err(|e| e.into_up())
     }
 

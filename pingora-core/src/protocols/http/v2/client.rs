@@ -548,10 +548,12 @@ impl Http2Session {
             if go_away {
                 self.conn.closed.store(true, Ordering::Release);
             }
+            let refused = e.reason() == Some(h2::Reason::REFUSED_STREAM);
             let mut e = Error::because(H2Error, "reading the response", e).into_up();
             // A GOAWAY fails only the streams the server did not process
-            // (RFC 9113 §6.8): those are safe to send again.
-            e.set_retry(go_away);
+            // (RFC 9113 §6.8), and REFUSED_STREAM says the stream was not
+            // processed (§8.7): those are safe to send again.
+            e.set_retry(go_away || refused);
             e
         })?;
         self.response = None;
