@@ -44,10 +44,12 @@
 
 use std::fmt;
 
+mod deadline;
 mod fast;
 pub mod tokio_timer;
 mod wheel;
 
+pub use deadline::{Deadline, DeadlineTimeout};
 pub use fast::{sleep, timeout, Sleep, Timeout};
 
 /// The names Pingora uses for the wheel-backed functions, so code written

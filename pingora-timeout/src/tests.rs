@@ -202,3 +202,70 @@ async fn huge_duration_does_not_overflow() {
     .await;
     assert_eq!(r, Err(Elapsed));
 }
+
+/// Wait on `d` until it expires; how long that took.
+async fn wait_expired(d: &mut Deadline) -> Duration {
+    let start = Instant::now();
+    std::future::poll_fn(|cx| d.poll_expired(cx)).await;
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_deadline_expires_not_early_and_not_much_late() {
+    let mut d = Deadline::new();
+    for ms in [15u64, 60] {
+        let limit = Duration::from_millis(ms);
+        d.arm(limit);
+        let took = wait_expired(&mut d).await;
+        assert!(took >= limit, "fired early: {took:?} < {limit:?}");
+        assert!(took < limit + MAX_LATE, "fired late: {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_moves_with_each_operation() {
+    let mut d = Deadline::new();
+    // Operations that each finish within 40 ms of their 150 ms limit, for
+    // 600 ms: the timer registered by the first one fires while later ones
+    // run, and must not end them.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(600) {
+        d.arm(Duration::from_millis(150));
+        let work = tokio::time::sleep(Duration::from_millis(40));
+        tokio::pin!(work);
+        let expired = std::future::poll_fn(|cx| {
+            if work.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            d.poll_expired(cx).map(|()| true)
+        })
+        .await;
+        assert!(!expired, "an operation within its limit timed out");
+    }
+    // Nothing armed: never expires.
+    d.disarm();
+    let never = tokio::time::timeout(Duration::from_millis(50), wait_expired(&mut d)).await;
+    assert!(never.is_err());
+}
+
+#[tokio::test]
+async fn a_shorter_operation_after_a_longer_one_gets_its_own_deadline() {
+    let mut d = Deadline::new();
+    // A long operation registers a timer 10 s out and finishes at once.
+    d.arm(Duration::from_secs(10));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(d.poll_expired(&mut cx).is_pending());
+    // A short one must not wait for that timer.
+    let limit = Duration::from_millis(30);
+    d.arm(limit);
+    let took = wait_expired(&mut d).await;
+    assert!(took >= limit && took < limit + MAX_LATE, "{took:?}");
+    // And a long one after a short one is not ended by the short one's
+    // timer, which fires first.
+    d.arm(Duration::from_millis(20));
+    assert!(d.poll_expired(&mut cx).is_pending());
+    let limit = Duration::from_millis(200);
+    d.arm(limit);
+    let took = wait_expired(&mut d).await;
+    assert!(took >= limit && took < limit + MAX_LATE, "{took:?}");
+}

@@ -247,17 +247,26 @@ fn ticks_ceil(d: Duration) -> u64 {
         .saturating_add(sub.div_ceil(NANOS_PER_TICK) as u64)
 }
 
-/// Register `waker` to be woken once `duration` has passed. Returns `None`
-/// if that deadline is already due.
-pub(crate) fn register(duration: Duration, waker: &Waker) -> Option<Registration> {
-    let wheel = wheel();
-    let now = wheel.current_tick();
+/// The tick at which a timer of `duration` started now is due.
+pub(crate) fn due_tick(duration: Duration) -> u64 {
+    let now = wheel().current_tick();
     // Round up; then one tick because `now` is the floor of the true time,
     // and one more because the published tick may lag the true one while
     // the timer thread waits to be scheduled. So the timer never fires
     // early unless that thread is delayed by more than a whole tick.
-    let due = now.saturating_add(ticks_ceil(duration)).saturating_add(2);
+    now.saturating_add(ticks_ceil(duration)).saturating_add(2)
+}
 
+/// Register `waker` to be woken once `duration` has passed. Returns `None`
+/// if that deadline is already due.
+pub(crate) fn register(duration: Duration, waker: &Waker) -> Option<Registration> {
+    register_at(due_tick(duration), waker)
+}
+
+/// Register `waker` to be woken at tick `due` (from [`due_tick`]).
+/// Returns `None` if that tick has already fired.
+pub(crate) fn register_at(due: u64, waker: &Waker) -> Option<Registration> {
+    let wheel = wheel();
     let bucket = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         if let Some((tick, bucket)) = &local.last {

@@ -6,7 +6,7 @@ use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::conn::{timed, BodyReader, BodyWriter, Conn};
+use super::conn::{conn_timed, BodyReader, BodyWriter, Conn};
 use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::http::Progress;
@@ -163,13 +163,13 @@ impl HttpSession {
         let opts = self.conn.opts;
         // Nothing of a response has come yet on this connection.
         let first = self.resp_meta.is_none();
-        let len = timed(
+        let len = conn_timed!(
+            self.conn,
             opts.header_read_timeout,
             ReadTimedout,
             "response header read timed out",
-            self.conn.fill_header(None),
+            self.conn.fill_header(None)
         )
-        .await
         .map_err(|mut e| {
             // Reset before a single response byte: on a reused connection
             // the upstream closed it idle as the request went out, and

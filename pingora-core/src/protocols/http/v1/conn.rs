@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_timeout::Deadline;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::chunked::{ChunkedDecoder, Decoded};
@@ -44,27 +45,36 @@ thread_local! {
     /// back to the pool, for the next upstream session on this thread: a
     /// pooled connection holds no buffer, and a busy proxy still does not
     /// allocate (and free) them for every request.
-    static SPARE: RefCell<Vec<(BytesMut, BytesMut)>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<(BytesMut, BytesMut, Deadline)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Run `fut` under `limit`, if there is one; a timeout becomes `etype`.
-pub(crate) async fn timed<T, F>(
-    limit: Option<Duration>,
-    etype: pingora_error::ErrorType,
-    what: &'static str,
-    fut: F,
-) -> Result<T>
-where
-    F: Future<Output = Result<T>>,
-{
-    match limit {
-        None => fut.await,
-        Some(d) => match pingora_timeout::timeout(d, fut).await {
+/// Run `$fut` under `$limit` on the moving deadline `$deadline` (see
+/// [`Deadline`]): no timer is registered or removed per wait while the
+/// deadline's one timer is due no later than this wait's end; a timeout
+/// becomes `$etype`.
+macro_rules! timed_on {
+    ($deadline:expr, $limit:expr, $etype:expr, $what:expr, $fut:expr) => {
+        match $deadline.timeout($limit, $fut).await {
             Ok(r) => r,
-            Err(_) => Error::e_explain(etype, what),
-        },
-    }
+            Err(_) => pingora_error::Error::e_explain($etype, $what),
+        }
+    };
 }
+pub(crate) use timed_on;
+
+/// [`timed_on!`] with `$conn`'s own deadline, for a future made by `$fut`
+/// that borrows the whole connection: the deadline is taken out for the
+/// wait and put back after (a cancelled wait drops its timer, and the next
+/// one registers again).
+macro_rules! conn_timed {
+    ($conn:expr, $limit:expr, $etype:expr, $what:expr, $fut:expr) => {{
+        let mut deadline = std::mem::take(&mut $conn.deadline);
+        let r = $crate::protocols::http::v1::conn::timed_on!(deadline, $limit, $etype, $what, $fut);
+        $conn.deadline = deadline;
+        r
+    }};
+}
+pub(crate) use conn_timed;
 
 /// The body being read.
 #[derive(Debug)]
@@ -112,6 +122,8 @@ pub(crate) struct Conn {
     pub(crate) read_limit: Option<u64>,
     /// The peer closed its side (read returned 0).
     pub(crate) eof: bool,
+    /// The one timer behind every timed read and write.
+    pub(crate) deadline: Deadline,
 }
 
 impl Conn {
@@ -129,6 +141,7 @@ impl Conn {
             trailers: None,
             read_limit: None,
             eof: false,
+            deadline: Deadline::new(),
         }
     }
 
@@ -136,9 +149,10 @@ impl Conn {
     /// thread has one.
     pub(crate) fn with_spare_buffers(stream: Stream, opts: H1Options) -> Self {
         let mut conn = Conn::new(stream, opts);
-        if let Some((buf, pending)) = SPARE.with(|s| s.borrow_mut().pop()) {
+        if let Some((buf, pending, deadline)) = SPARE.with(|s| s.borrow_mut().pop()) {
             conn.buf = buf;
             conn.pending = pending;
+            conn.deadline = deadline;
         }
         conn
     }
@@ -156,9 +170,12 @@ impl Conn {
             && self.buf.capacity() <= HEADER_READ_SIZE
             && self.pending.capacity() <= KEEP_PENDING
         {
+            // The deadline's timer goes along: the next upstream session
+            // on this thread moves it instead of registering its own.
             let pair = (
                 std::mem::take(&mut self.buf),
                 std::mem::take(&mut self.pending),
+                std::mem::take(&mut self.deadline),
             );
             SPARE.with(|s| {
                 let mut s = s.borrow_mut();
@@ -181,7 +198,13 @@ impl Conn {
                 .await
                 .or_err(ReadError, "waiting for a request")
         };
-        timed(limit, ReadTimedout, "idle connection timed out", wait).await
+        timed_on!(
+            self.deadline,
+            limit,
+            ReadTimedout,
+            "idle connection timed out",
+            wait
+        )
     }
 
     /// Return once the peer has closed or reset the connection (or it
@@ -371,13 +394,13 @@ impl Conn {
                 BodyReader::Length(left) => left.min(BODY_READ_SIZE as u64) as usize,
                 _ => BODY_READ_SIZE,
             };
-            timed(
+            conn_timed!(
+                self,
                 limit,
                 ReadTimedout,
                 "body read timed out",
-                self.read_more(want),
-            )
-            .await?;
+                self.read_more(want)
+            )?;
         }
     }
 
@@ -444,7 +467,13 @@ impl Conn {
             }
             Ok(pending)
         };
-        let mut pending = timed(limit, WriteTimedout, "write timed out", write).await?;
+        let mut pending = timed_on!(
+            self.deadline,
+            limit,
+            WriteTimedout,
+            "write timed out",
+            write
+        )?;
         if pending.capacity() <= KEEP_PENDING {
             pending.clear();
             self.pending = pending;
@@ -465,7 +494,13 @@ impl Conn {
                 .await
                 .or_err(WriteError, "flushing the connection")
         };
-        timed(limit, WriteTimedout, "write timed out", flush).await
+        timed_on!(
+            self.deadline,
+            limit,
+            WriteTimedout,
+            "write timed out",
+            flush
+        )
     }
 
     /// Set up writing a body delimited by `framing`.
@@ -581,8 +616,14 @@ impl Conn {
             if self.eof || complete || self.buf.len() >= max {
                 return Ok(Progress::Readable);
             }
-            let step = poll_fn(|cx| self.poll_drive(cx));
-            if timed(limit, WriteTimedout, "write timed out", step).await? == Progress::Sent {
+            let step = conn_timed!(
+                self,
+                limit,
+                WriteTimedout,
+                "write timed out",
+                poll_fn(|cx| self.poll_drive(cx))
+            )?;
+            if step == Progress::Sent {
                 return Ok(Progress::Sent);
             }
         }
@@ -597,8 +638,14 @@ impl Conn {
             if let Some(step) = self.body_step() {
                 return step.map(Some);
             }
-            let step = poll_fn(|cx| self.poll_drive(cx));
-            if timed(limit, WriteTimedout, "write timed out", step).await? == Progress::Sent {
+            let step = conn_timed!(
+                self,
+                limit,
+                WriteTimedout,
+                "write timed out",
+                poll_fn(|cx| self.poll_drive(cx))
+            )?;
+            if step == Progress::Sent {
                 return Ok(None);
             }
         }

@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::conn::{timed, BodyReader, BodyWriter, Conn};
+use super::conn::{conn_timed, BodyReader, BodyWriter, Conn};
 use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::{SocketAddr, Stream};
@@ -153,13 +153,13 @@ impl HttpSession {
             }
             Err(e) => return Err(e.into_down()),
         }
-        let header = timed(
+        let header = conn_timed!(
+            self.conn,
             opts.header_read_timeout,
             ReadTimedout,
             "request header read timed out",
-            self.conn.fill_header(Some(opts.max_uri_len + 16)),
+            self.conn.fill_header(Some(opts.max_uri_len + 16))
         )
-        .await
         .map_err(|e| e.into_down())?;
         let Some(len) = header else {
             return Ok(None);
