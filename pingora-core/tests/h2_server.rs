@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::http::v1::H1Options;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::L4Stream;
@@ -50,8 +51,13 @@ const OPTIONS: H2Options = H2Options {
 /// Our h2c server with [`OPTIONS`] on a port from the OS; the sender
 /// releases held requests.
 async fn serve() -> (u16, tokio::sync::watch::Sender<bool>) {
+    serve_with(H1Options::default()).await
+}
+
+/// [`serve`] with these limits and timeouts.
+async fn serve_with(h1: H1Options) -> (u16, tokio::sync::watch::Sender<bool>) {
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
-    let mut http = HttpServer::new(Hold(go_rx));
+    let mut http = HttpServer::with_options(Hold(go_rx), h1);
     http.set_h2c(true);
     http.set_h2_options(OPTIONS);
     let app = Arc::new(http);
@@ -225,4 +231,171 @@ async fn a_stream_beyond_max_concurrent_is_refused() {
             break;
         }
     }
+}
+
+const GOAWAY: u8 = 0x7;
+const DATA: u8 = 0x0;
+
+/// A raw-frame h2c client past the handshake: preface, our SETTINGS
+/// (`settings` payload), the server's SETTINGS acknowledged.
+async fn raw_client(port: u16, settings: &[u8]) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, settings)).await.unwrap();
+    let first = read_frame(&mut s).await;
+    assert_eq!(first.kind, SETTINGS, "{first:?}");
+    s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await.unwrap();
+    s
+}
+
+/// HPACK for a request: `method` as a literal (name index 2), :scheme
+/// http, `path` (name index 4), :authority `a`, then `extra` fields
+/// already encoded.
+fn request_block(method: &str, path: &str, extra: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x02, method.len() as u8];
+    b.extend_from_slice(method.as_bytes());
+    b.extend([0x86, 0x04, path.len() as u8]);
+    b.extend_from_slice(path.as_bytes());
+    b.extend([0x01, 0x01, b'a']);
+    b.extend_from_slice(extra);
+    b
+}
+
+/// The first frame on `stream` that answers it: a HEADERS frame's first
+/// HPACK byte (an indexed :status: 0x88 = 200, 0x8c = 400), or the
+/// RST_STREAM code as `Err`.
+async fn answer(s: &mut tokio::net::TcpStream, stream: u32) -> Result<u8, u32> {
+    loop {
+        let f = read_frame(s).await;
+        if f.stream != stream {
+            continue;
+        }
+        match f.kind {
+            HEADERS => return Ok(f.payload[0]),
+            RST_STREAM => return Err(u32::from_be_bytes(f.payload[..4].try_into().unwrap())),
+            _ => {}
+        }
+    }
+}
+
+/// RFC 9113 §8.3.1 as HTTP/1 has it: a `:path` that is not origin-form
+/// (nor `*` for OPTIONS) is refused (400, or RST_STREAM PROTOCOL_ERROR
+/// where the `h2` crate finds it malformed first), a `host` that differs
+/// from `:authority` is answered 400, a `content-length` above
+/// `max_body_bytes` 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_as_over_http1() {
+    let h1 = H1Options {
+        max_body_bytes: Some(10),
+        ..Default::default()
+    };
+    let (port, _go) = serve_with(h1).await;
+    let mut s = raw_client(port, &[]).await;
+    // host `b` (literal, name index 38) against :authority `a`.
+    let host_b = [0x0f, 0x17, 0x01, b'b'];
+    let host_a = [0x0f, 0x17, 0x01, b'a'];
+    // content-length 100 (literal, name index 28).
+    let length = [0x0f, 0x0d, 0x03, b'1', b'0', b'0'];
+    let cases: [(&str, &str, &[u8], u8); 6] = [
+        ("GET", "foo", &[], 0x8c),
+        ("GET", "*", &[], 0x8c),
+        ("OPTIONS", "*", &[], 0x88),
+        ("GET", "/", &host_b, 0x8c),
+        ("GET", "/", &host_a, 0x88),
+        ("POST", "/", &length, 0),
+    ];
+    for (i, (method, path, extra, want)) in cases.into_iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        // END_HEADERS, and END_STREAM unless a body is announced.
+        let flags = if method == "POST" { 0x4 } else { 0x5 };
+        s.write_all(&frame(
+            HEADERS,
+            flags,
+            id,
+            &request_block(method, path, extra),
+        ))
+        .await
+        .unwrap();
+        let got = answer(&mut s, id).await;
+        if method == "POST" {
+            // 413 is not in the static table: a literal :status.
+            let got = got.expect("an answer, not a reset");
+            assert_ne!(got, 0x88, "{method} {path}: 200 for a body over the limit");
+            continue;
+        }
+        if want == 0x8c && got == Err(1) {
+            continue; // PROTOCOL_ERROR from the h2 crate
+        }
+        assert_eq!(got, Ok(want), "{method} {path} {extra:?}");
+    }
+}
+
+/// The connection-level waits are bounded: an h2c client that sends part
+/// of the preface and stops, one that sends the preface but no SETTINGS,
+/// and a connection left with no stream open (the keep-alive timeout: it
+/// gets GOAWAY) are all closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sniffing_the_handshake_and_an_idle_connection_are_bounded() {
+    let h1 = H1Options {
+        header_read_timeout: Some(Duration::from_millis(300)),
+        keepalive_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (port, _go) = serve_with(h1).await;
+    for start in [&b"PRI * HT"[..], &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(start).await.unwrap();
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "still open after {start:?}");
+    }
+    // A request, then nothing: GOAWAY, then the connection closes.
+    let mut s = raw_client(port, &[]).await;
+    s.write_all(&frame(HEADERS, 0x5, 1, &request_block("GET", "/", &[])))
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut s, 1).await, Ok(0x88));
+    loop {
+        let f = read_frame(&mut s).await;
+        if f.kind == GOAWAY {
+            let code = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
+            assert_eq!(code, 0, "NO_ERROR");
+            break;
+        }
+    }
+}
+
+/// A client that advertises a zero flow-control window cannot hold a
+/// response (and its stream) forever: after the write timeout the stream
+/// is reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_client_is_cut_off_after_the_write_timeout() {
+    let h1 = H1Options {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (port, _go) = serve_with(h1).await;
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+    let mut s = raw_client(port, &[0x00, 0x04, 0, 0, 0, 0]).await;
+    s.write_all(&frame(HEADERS, 0x5, 1, &request_block("GET", "/", &[])))
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut s, 1).await, Ok(0x88), "the header goes out");
+    let reset = loop {
+        let f = read_frame(&mut s).await;
+        assert!(
+            f.kind != DATA || f.payload.is_empty(),
+            "no body without credit: {f:?}"
+        );
+        if f.kind == RST_STREAM && f.stream == 1 {
+            break u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+        }
+    };
+    assert_eq!(reset, 0x2, "INTERNAL_ERROR");
 }

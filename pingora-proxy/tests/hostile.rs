@@ -350,3 +350,35 @@ async fn a_post_reaches_the_upstream_at_most_once() {
         seen.lock().unwrap()
     );
 }
+
+/// An HTTP/1 request that asks to upgrade to h2c is served as plain
+/// HTTP/1.1: the upstream never sees the Upgrade (no "h2c smuggling" past
+/// the proxy's rules).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_never_forwarded() {
+    let (up, _) = upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    let hop = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-seen-hop:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(!hop.contains("upgrade"), "the upstream saw: {hop}");
+}

@@ -9,7 +9,7 @@
 //! Either is run by wrapping it in [`HttpServer`], which is a
 //! [`ServerApp`](super::ServerApp) for a listening service.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,10 +204,13 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
         let stream = if h2 {
             stream
         } else if stream.tls_digest().is_none() && self.h2c_on(&stream) {
-            match Box::pin(sniff_preface(stream)).await {
-                Some((true, s)) => return Box::pin(self.serve_h2(s, shutdown)).await,
-                Some((false, s)) => s,
-                None => return None,
+            // Bounded like a header read: a client that sends a few bytes
+            // and stops is closed.
+            let sniff = Box::pin(sniff_preface(stream));
+            match within(self.options.header_read_timeout, sniff).await {
+                Some(Some((true, s))) => return Box::pin(self.serve_h2(s, shutdown)).await,
+                Some(Some((false, s))) => s,
+                _ => return None,
             }
         } else {
             stream
@@ -323,10 +326,16 @@ impl<A: HttpServerApp> HttpServer<A> {
     ) -> Option<Stream> {
         let tls = stream.tls_digest().cloned();
         let socket = stream.socket_digest().cloned();
-        let mut conn = match h2s::handshake(stream, &self.h2_options).await {
-            Ok(c) => c,
-            Err(e) => {
+        // The client's preface and SETTINGS, bounded like a header read.
+        let handshake = h2s::handshake(stream, &self.h2_options);
+        let mut conn = match within(self.options.header_read_timeout, handshake).await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
                 debug!("{e}");
+                return None;
+            }
+            None => {
+                debug!("HTTP/2 handshake timed out");
                 return None;
             }
         };
@@ -342,6 +351,11 @@ impl<A: HttpServerApp> HttpServer<A> {
         // by the streams' tasks; past the limit the connection is closed.
         let resets = Arc::new(ResetTally::default());
         let mut opened: u32 = 0;
+        // Streams running now; each one's end restarts the idle timer
+        // (the keep-alive timeout: a connection with no stream open for
+        // that long is sent GOAWAY and closed).
+        let open = Arc::new(OpenStreams::default());
+        let idle_limit = self.options.keepalive_timeout;
         // Set once the keepalive has ended: a finished future must not be
         // polled again while the connection winds down.
         let mut ping_over = false;
@@ -353,13 +367,26 @@ impl<A: HttpServerApp> HttpServer<A> {
                         let app = self.app.clone();
                         let watch = for_streams.clone();
                         let tally = resets.clone();
-                        let mut session = ServerSession::H2(Box::new(h2s::HttpSession::new(
+                        let mut stream = Box::new(h2s::HttpSession::new(
                             request,
                             respond,
                             tls.clone(),
                             socket.clone(),
-                        )));
+                        ));
+                        stream.set_limits(self.options.max_body_bytes, self.options.write_timeout);
+                        let mut session = ServerSession::H2(stream);
+                        let live = open.clone();
+                        live.count.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
+                            // Counted down however the task ends.
+                            let _open = OpenStream(live);
+                            if let ServerSession::H2(s) = &mut session {
+                                if let Some(status) = s.request_error() {
+                                    debug!("refused HTTP/2 request: {status}");
+                                    let _ = s.respond_error(status).await;
+                                    return;
+                                }
+                            }
                             let result = app.process_request(&mut session, &watch).await;
                             if let ServerSession::H2(s) = &mut session {
                                 if s.reset_by_client() {
@@ -386,6 +413,18 @@ impl<A: HttpServerApp> HttpServer<A> {
                     }
                     None => return None,
                 },
+                _ = open.ended.notified() => {} // restarts the idle timer
+                _ = sleep_or_never(idle_limit), if !going_away => {
+                    if open.count.load(Ordering::Relaxed) == 0 {
+                        // Nothing is lost: no stream is open, and a request
+                        // racing the GOAWAY is refused (safe to retry).
+                        // Not the graceful two-step shutdown, which waits
+                        // for a PONG the client may never send.
+                        debug!("HTTP/2 connection idle: GOAWAY");
+                        going_away = true;
+                        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    }
+                }
                 _ = resets.notify.notified() => {
                     let count = resets.count.load(Ordering::Relaxed);
                     if count > self.h2_options.max_reset_streams && count > opened / 2 {
@@ -404,6 +443,40 @@ impl<A: HttpServerApp> HttpServer<A> {
                 }
             }
         }
+    }
+}
+
+/// The streams of one HTTP/2 connection running now, and a wake-up for
+/// the connection's loop when one ends.
+#[derive(Default)]
+struct OpenStreams {
+    count: AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+/// One running stream, counted in [`OpenStreams`] until dropped.
+struct OpenStream(Arc<OpenStreams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+        self.0.ended.notify_one();
+    }
+}
+
+/// `fut` under `limit` (none: no limit); `None` if it timed out.
+async fn within<F: std::future::Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    match limit {
+        Some(d) => pingora_timeout::timeout(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// A sleep of `limit`, or one that never ends.
+async fn sleep_or_never(limit: Option<Duration>) {
+    match limit {
+        Some(d) => pingora_timeout::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -271,11 +271,17 @@ impl HttpSession {
     }
 
     /// Whether the request asks to switch protocols (Upgrade, e.g.
-    /// WebSocket).
+    /// WebSocket). An upgrade to `h2c` is not one: it is never honoured or
+    /// forwarded (a proxy that passed it on would let the client talk
+    /// HTTP/2 to the upstream past every rule of the proxy: "h2c
+    /// smuggling"), so the request is served as plain HTTP/1.1 and the
+    /// `Upgrade` field is dropped as hop-by-hop.
     pub fn is_upgrade_req(&self) -> bool {
-        self.req
-            .as_ref()
-            .is_some_and(|r| r.has_header(&UPGRADE) && framing::has_token(r, CONNECTION, "upgrade"))
+        self.req.as_ref().is_some_and(|r| {
+            r.has_header(&UPGRADE)
+                && framing::has_token(r, CONNECTION, "upgrade")
+                && !framing::has_token(r, UPGRADE, "h2c")
+        })
     }
 
     /// Whether the connection is now a raw tunnel (after 101, or a 2xx to

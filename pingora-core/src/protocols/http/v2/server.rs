@@ -99,6 +99,10 @@ pub struct HttpSession {
     tls: Option<TlsDigest>,
     socket: Option<SocketDigest>,
     ext: http::Extensions,
+    /// Largest request body taken (413, or a reset once a response began).
+    max_body: Option<u64>,
+    /// Longest wait for flow-control credit from the client.
+    write_timeout: Option<Duration>,
 }
 
 impl HttpSession {
@@ -127,7 +131,54 @@ impl HttpSession {
             tls,
             socket,
             ext: http::Extensions::new(),
+            max_body: None,
+            write_timeout: None,
         }
+    }
+
+    /// The HTTP/1 limits that apply to a stream too: the largest request
+    /// body (`max_body_bytes`), and the longest wait for the client's
+    /// flow-control credit (`write_timeout`: a client that advertises a
+    /// zero window cannot hold a response forever).
+    pub fn set_limits(&mut self, max_body: Option<u64>, write_timeout: Option<Duration>) {
+        self.max_body = max_body;
+        self.write_timeout = write_timeout;
+    }
+
+    /// Why the request must be refused, as the status to answer with:
+    /// 400 for a `:path` that is neither origin-form (`/…`) nor `*` for
+    /// OPTIONS (RFC 9113 §8.3.1), or a `Host` that names another authority
+    /// than `:authority` (§8.3.1); 413 for a `content-length` above the
+    /// body limit. `None` for a request to serve.
+    pub fn request_error(&self) -> Option<u16> {
+        let req = &self.req;
+        if req.method() != Method::CONNECT {
+            let path = req.uri().path();
+            let asterisk = path == "*" && req.method() == Method::OPTIONS;
+            if !path.starts_with('/') && !asterisk {
+                return Some(400);
+            }
+        }
+        if let (Some(authority), Some(host)) = (
+            req.uri().authority(),
+            req.header_values(&http::header::HOST).next(),
+        ) {
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host)
+                || req.header_values(&http::header::HOST).nth(1).is_some()
+            {
+                return Some(400);
+            }
+        }
+        if let Some(max) = self.max_body {
+            let declared = req
+                .header_values(&http::header::CONTENT_LENGTH)
+                .next()
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Some(413);
+            }
+        }
+        None
     }
 
     /// The request header (`:authority` is in the URI; there is no Host
@@ -152,6 +203,11 @@ impl HttpSession {
             Some(Ok(data)) => {
                 let _ = self.body_in.flow_control().release_capacity(data.len());
                 self.body_read += data.len() as u64;
+                if self.max_body.is_some_and(|max| self.body_read > max) {
+                    self.body_done = true;
+                    return Error::e_explain(BodyTooLarge, "request body larger than the limit")
+                        .map_err(|e| e.into_down());
+                }
                 Ok(Some(data))
             }
             Some(Err(e)) => {
@@ -278,7 +334,15 @@ impl HttpSession {
             .or_err(H2Error, "no response header written")?;
         while !data.is_empty() {
             send.reserve_capacity(data.len());
-            let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            let credit = poll_fn(|cx| send.poll_capacity(cx));
+            let credit = match self.write_timeout {
+                Some(limit) => pingora_timeout::timeout(limit, credit).await.map_err(|_| {
+                    Error::explain(WriteTimedout, "no flow-control credit from the client")
+                        .into_down()
+                })?,
+                None => credit.await,
+            };
+            let granted = match credit {
                 Some(Ok(n)) => n,
                 Some(Err(e)) => {
                     return Err(
