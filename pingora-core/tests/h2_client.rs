@@ -187,6 +187,41 @@ async fn our_server_trailers_and_goaway() {
     assert_eq!(switches.lock().unwrap().len(), 2);
 }
 
+/// A shared HTTP/2 connection with no stream open for the peer's
+/// `idle_timeout` is closed, as a pooled HTTP/1 connection would be; one
+/// kept busy is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_upstream_connection_is_closed() {
+    let (port, switches) = our_server().await;
+    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = 10;
+    peer.options.idle_timeout = Some(Duration::from_millis(200));
+    let c = Connector::new(None);
+    // Busy for a second (a request every 50 ms): the one connection stays.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let (status, _, _, _) = request(&c, &peer, "/", None).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        switches.lock().unwrap().len(),
+        1,
+        "one connection while busy"
+    );
+    assert_eq!(c.h2_connections(&peer), 1);
+    // Then idle: closed within two periods (and some slack).
+    eventually(
+        Duration::from_secs(3),
+        "the idle connection to close",
+        || c.h2_connections(&peer) == 0,
+    )
+    .await;
+    let (status, _, reused, _) = request(&c, &peer, "/", None).await;
+    assert_eq!((status, reused), (200, false));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_streams_finish() {
     let (port, switches) = our_server().await;

@@ -350,7 +350,54 @@ impl<S: Send + 'static> ConnectionPool<S> {
                 self.order_len.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        self.drop_empty_keys();
         gone
+    }
+
+    /// Drop the keys that hold no idle connection, so that a proxy that
+    /// has talked to many peers does not keep a queue for each forever.
+    /// Each queue is first rid of slots already taken or evicted (kept
+    /// in order). A `put` racing the removal of its key's queue loses
+    /// that one connection (it is closed, not leaked).
+    fn drop_empty_keys(&self) {
+        let map = self.keys.load();
+        let mut empty = Vec::new();
+        for (key, q) in map.iter() {
+            for _ in 0..q.len() {
+                match q.pop() {
+                    Some(slot) if !slot.is_taken() => {
+                        if let Err(slot) = q.push(slot) {
+                            // Filled meanwhile by a `put`: that one goes.
+                            self.evict(&slot);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if q.is_empty() {
+                empty.push(*key);
+            }
+        }
+        drop(map);
+        if empty.is_empty() {
+            return;
+        }
+        self.keys.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            for key in &empty {
+                if map.get(key).is_some_and(|q| q.is_empty()) {
+                    map.remove(key);
+                }
+            }
+            map
+        });
+    }
+
+    /// Keys (peers) with a queue now; [`sweep`](Self::sweep) drops those
+    /// left without an idle connection.
+    pub fn key_count(&self) -> usize {
+        self.keys.load().len()
     }
 
     /// Idle connections in the pool now.

@@ -133,6 +133,31 @@ fn sweep_drops_closed_and_expired_connections_only() {
     assert_eq!(pool.order_len.load(Ordering::Relaxed), 0);
 }
 
+/// A proxy that has talked to many peers keeps no queue for a peer with
+/// no idle connection left: the sweep drops such keys, and keeps the
+/// others (with their connections, in order).
+#[test]
+fn sweep_drops_keys_left_without_connections() {
+    let pool = ConnectionPool::new(10_000);
+    for key in 0..1000u64 {
+        pool.put_with_timeout(key, key, Some(Duration::ZERO));
+    }
+    pool.put(5000, 1);
+    pool.put(5000, 2);
+    pool.put(6000, 3);
+    assert_eq!(pool.get(6000), Some(3));
+    assert_eq!(pool.key_count(), 1002);
+    pool.sweep();
+    assert_eq!(pool.key_count(), 1, "only the key with idle connections");
+    assert_eq!(pool.get(5000), Some(1));
+    assert_eq!(pool.get(5000), Some(2));
+    pool.sweep();
+    assert_eq!(pool.key_count(), 0);
+    // A dropped key takes connections again.
+    pool.put(7, 70);
+    assert_eq!(pool.get(7), Some(70));
+}
+
 #[test]
 fn an_expired_connection_is_not_handed_out() {
     let pool = ConnectionPool::new(10);

@@ -281,6 +281,9 @@ impl Connector {
                 settings_wait,
             )
             .await?;
+            if let Some(idle) = o.idle_timeout {
+                conn.close_when_idle(idle);
+            }
             let mut session = conn.new_session().await?;
             session.set_timeouts(o.read_timeout, o.write_timeout);
             let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());

@@ -393,22 +393,65 @@ fn select_alpn<'a>(ours: &[Vec<u8>], client: &'a [u8]) -> Option<&'a [u8]> {
     })
 }
 
+/// Most TLS contexts kept for certificates chosen by SNI: a callback that
+/// makes a new `CertKey` per handshake costs a context build each time,
+/// never unbounded memory.
+const SNI_CONTEXTS_MAX: usize = 1024;
+
 struct SniContexts {
     settings: TlsSettings,
     groups: String,
-    cache: Mutex<HashMap<usize, (Arc<CertKey>, SslContext)>>,
+    cache: Mutex<SniCache<Arc<CertKey>>>,
+}
+
+/// Contexts by certificate, least recently used dropped first.
+struct SniCache<K> {
+    /// Certificate (by address; the Arc is kept so the address cannot be
+    /// reused by another certificate) → context and when last used.
+    map: HashMap<usize, (K, SslContext, u64)>,
+    clock: u64,
+}
+
+impl<K> Default for SniCache<K> {
+    fn default() -> Self {
+        SniCache {
+            map: HashMap::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl<K> SniCache<K> {
+    fn get(&mut self, key: usize) -> Option<SslContext> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.map.get_mut(&key).map(|(_, ctx, used)| {
+            *used = clock;
+            ctx.clone()
+        })
+    }
+
+    fn insert(&mut self, key: usize, ck: K, ctx: SslContext, cap: usize) {
+        if self.map.len() >= cap {
+            // A miss with a full cache: one pass to find the oldest.
+            if let Some(oldest) = self.map.iter().min_by_key(|(_, v)| v.2).map(|(k, _)| *k) {
+                self.map.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        self.map.insert(key, (ck, ctx, self.clock));
+    }
 }
 
 impl SniContexts {
     fn context_for(&self, ck: &Arc<CertKey>) -> Option<SslContext> {
         let key = Arc::as_ptr(ck) as usize;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, ctx)) = cache.get(&key) {
-            return Some(ctx.clone());
+        if let Some(ctx) = cache.get(key) {
+            return Some(ctx);
         }
         let ctx = self.settings.context(Some(ck), &self.groups).ok()?;
-        // The Arc is kept so the address cannot be reused by another cert.
-        cache.insert(key, (ck.clone(), ctx.clone()));
+        cache.insert(key, ck.clone(), ctx.clone(), SNI_CONTEXTS_MAX);
         Some(ctx)
     }
 }
@@ -437,5 +480,29 @@ impl Acceptor {
             }
             Ok(Ok(s)) => Ok(SslStream::new(s, start.elapsed())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SNI context cache stays within its cap, dropping the least
+    /// recently used context first.
+    #[test]
+    fn sni_contexts_are_an_lru_with_a_cap() {
+        let ctx = SslContext::builder(SslMethod::tls()).unwrap().build();
+        let mut cache = SniCache::<()>::default();
+        for key in 0..10 {
+            cache.insert(key, (), ctx.clone(), 8);
+        }
+        assert_eq!(cache.map.len(), 8);
+        // 0 and 1 went first; 2 is used again, so 3 goes next.
+        assert!(cache.get(0).is_none() && cache.get(1).is_none());
+        assert!(cache.get(2).is_some());
+        cache.insert(100, (), ctx.clone(), 8);
+        assert!(cache.get(2).is_some());
+        assert!(cache.get(3).is_none());
+        assert_eq!(cache.map.len(), 8);
     }
 }

@@ -83,7 +83,8 @@ pub struct PeerOptions {
     /// Time allowed for each write (default 60 s, as nginx's
     /// `proxy_send_timeout`; `None` waits forever).
     pub write_timeout: Option<Duration>,
-    /// How long an idle connection stays in the pool.
+    /// How long an idle connection stays in the pool; an HTTP/2 connection
+    /// with no stream open for this long is closed too (default 60 s).
     pub idle_timeout: Option<Duration>,
     /// Verify the certificate chain.
     pub verify_cert: bool,

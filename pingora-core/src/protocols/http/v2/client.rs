@@ -32,6 +32,11 @@ pub struct H2Connection {
     closed: Arc<AtomicBool>,
     /// Streams given out and not yet dropped.
     active: Arc<AtomicUsize>,
+    /// Streams ever given out (tells an idle connection from a busy one
+    /// whose streams are short).
+    used: Arc<AtomicUsize>,
+    /// Tells the driver task to close the connection (idle).
+    close: Arc<tokio::sync::Notify>,
     max_streams: usize,
     tls: bool,
     authority: Option<Authority>,
@@ -95,8 +100,10 @@ impl H2Connection {
             return Err(e.into_up());
         }
         let closed = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
         let pingpong = conn.ping_pong();
         let done = closed.clone();
+        let told = close.clone();
         tokio::spawn(async move {
             let keepalive = async {
                 let (Some(mut pp), Some(every)) = (pingpong, ping_interval) else {
@@ -115,12 +122,16 @@ impl H2Connection {
             tokio::select! {
                 _ = &mut conn => {}
                 _ = keepalive => {}
+                _ = told.notified() => {}
             }
+            // Dropping `conn` closes the socket.
             done.store(true, Ordering::Release);
         });
         Ok(H2Connection {
             send,
             closed,
+            close,
+            used: Arc::default(),
             active: Arc::default(),
             max_streams: max_streams.max(1),
             tls,
@@ -158,6 +169,28 @@ impl H2Connection {
         Some(self.claimed_session().await)
     }
 
+    /// Close the connection once no stream has been open on it for
+    /// `idle` (checked every `idle`, so it closes between one and two
+    /// periods after its last stream), as pooled HTTP/1 connections close
+    /// after their idle timeout. A request racing the close sees the
+    /// connection closed and opens another.
+    pub fn close_when_idle(&self, idle: Duration) {
+        let conn = self.clone();
+        tokio::spawn(async move {
+            let mut last = usize::MAX;
+            while !conn.is_closed() {
+                pingora_timeout::sleep(idle).await;
+                let used = conn.used.load(Ordering::Acquire);
+                if used == last && conn.active.load(Ordering::Acquire) == 0 {
+                    conn.closed.store(true, Ordering::Release);
+                    conn.close.notify_one();
+                    return;
+                }
+                last = used;
+            }
+        });
+    }
+
     /// Whether `other` is a handle to this same connection.
     pub fn same(&self, other: &H2Connection) -> bool {
         Arc::ptr_eq(&self.active, &other.active)
@@ -188,6 +221,7 @@ impl H2Connection {
     /// The session for a stream slot already counted in `active` (given
     /// back if the connection takes no new streams).
     async fn claimed_session(&self) -> Result<Http2Session> {
+        self.used.fetch_add(1, Ordering::AcqRel);
         let send = match self.send.clone().ready().await {
             Ok(send) => send,
             Err(e) => {
