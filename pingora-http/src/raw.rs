@@ -175,6 +175,18 @@ impl RawLines {
     /// slice of `block` or breaks a rule of `HeaderName`/`HeaderValue`:
     /// then the caller builds the map at once, which reports the error.
     pub(crate) fn parse(headers: &[httparse::Header<'_>], block: &Bytes) -> Option<Self> {
+        Self::parse_checked(headers, block, true)
+    }
+
+    /// [`parse`](Self::parse); with `check` false the name and value bytes
+    /// are not checked again (they come from httparse's own parse with its
+    /// default config, which applies the same byte rules: token names,
+    /// values of HTAB, SP, visible ASCII and obs-text).
+    pub(crate) fn parse_checked(
+        headers: &[httparse::Header<'_>],
+        block: &Bytes,
+        check: bool,
+    ) -> Option<Self> {
         // Offsets and lengths are `u32`s.
         if u32::try_from(block.len()).is_err() {
             return None;
@@ -186,8 +198,7 @@ impl RawLines {
             let name = h.name.as_bytes();
             if name.is_empty()
                 || name.len() > u16::MAX as usize
-                || !name.iter().all(|&b| TCHAR[b as usize])
-                || !valid_value(h.value)
+                || (check && (!name.iter().all(|&b| TCHAR[b as usize]) || !valid_value(h.value)))
             {
                 return None;
             }

@@ -68,6 +68,28 @@ impl RequestHeader {
     /// that were parsed) are shared, not copied; anything outside `buf` is
     /// copied.
     pub fn from_httparse(req: &httparse::Request<'_, '_>, buf: &Bytes) -> Result<Self> {
+        Self::from_httparse_inner(req, buf, true)
+    }
+
+    /// As [`from_httparse`](Self::from_httparse), for the output of
+    /// `httparse::Request::parse` with httparse's default config only: its
+    /// header names and values already passed the byte rules this type
+    /// enforces, so they are not checked a second time. Anything else
+    /// (headers built by hand, a lenient parser config) must go through
+    /// `from_httparse`. For pingora-core's HTTP/1 server.
+    #[doc(hidden)]
+    pub fn from_httparse_default_config(
+        req: &httparse::Request<'_, '_>,
+        buf: &Bytes,
+    ) -> Result<Self> {
+        Self::from_httparse_inner(req, buf, false)
+    }
+
+    fn from_httparse_inner(
+        req: &httparse::Request<'_, '_>,
+        buf: &Bytes,
+        check: bool,
+    ) -> Result<Self> {
         let method = req
             .method
             .or_err(ErrorType::InvalidHTTPHeader, "request has no method")?;
@@ -84,7 +106,7 @@ impl RequestHeader {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        if let Some(raw) = RawLines::parse(req.headers, buf) {
+        if let Some(raw) = RawLines::parse_checked(req.headers, buf, check) {
             return Ok(RequestHeader {
                 base,
                 lines: Lines::parsed(raw),

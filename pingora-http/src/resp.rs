@@ -61,10 +61,31 @@ impl ResponseHeader {
 
     /// Build from a response parsed by `httparse`, sharing slices of `buf`.
     pub fn from_httparse(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Self> {
+        Self::from_httparse_inner(resp, buf, true)
+    }
+
+    /// As [`from_httparse`](Self::from_httparse), for the output of
+    /// `httparse::Response::parse` with httparse's default config only:
+    /// its header names and values already passed the byte rules this
+    /// type enforces, so they are not checked a second time. Anything else
+    /// must go through `from_httparse`. For pingora-core's HTTP/1 client.
+    #[doc(hidden)]
+    pub fn from_httparse_default_config(
+        resp: &httparse::Response<'_, '_>,
+        buf: &Bytes,
+    ) -> Result<Self> {
+        Self::from_httparse_inner(resp, buf, false)
+    }
+
+    fn from_httparse_inner(
+        resp: &httparse::Response<'_, '_>,
+        buf: &Bytes,
+        check: bool,
+    ) -> Result<Self> {
         let code = resp
             .code
             .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
-        let raw = RawLines::parse(resp.headers, buf);
+        let raw = RawLines::parse_checked(resp.headers, buf, check);
         let n = if raw.is_some() { 0 } else { resp.headers.len() };
         let mut h = Self::build(code, Some(n))?;
         h.base.version = match resp.version {

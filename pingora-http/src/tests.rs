@@ -525,3 +525,39 @@ fn edits_of_a_parsed_header_build_no_map() {
     assert!(resp.map_built());
     assert!(resp.headers.get("authorization").unwrap().is_sensitive());
 }
+
+/// What `from_httparse_default_config` relies on: every header line that
+/// httparse's default config accepts passes our own byte rules, for every
+/// byte in a name and in a value, in requests and responses. So skipping
+/// the second check admits nothing the checked path would refuse.
+#[test]
+fn httparse_default_config_applies_our_byte_rules() {
+    for b in 0..=255u8 {
+        for (name, value) in [
+            (vec![b'x', b, b'y'], b"v".to_vec()),
+            (b"x".to_vec(), vec![b'v', b, b'w']),
+        ] {
+            let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+            let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for wire in [&mut req, &mut resp] {
+                wire.extend_from_slice(&name);
+                wire.extend_from_slice(b": ");
+                wire.extend_from_slice(&value);
+                wire.extend_from_slice(b"\r\n\r\n");
+            }
+            let (req, resp) = (Bytes::from(req), Bytes::from(resp));
+            let mut h = [httparse::EMPTY_HEADER; 4];
+            let mut r = httparse::Request::new(&mut h);
+            if matches!(r.parse(&req), Ok(httparse::Status::Complete(_))) {
+                let checked = RequestHeader::from_httparse(&r, &req).unwrap();
+                assert!(!checked.map_built(), "byte {b:#04x}: refused by our rules");
+            }
+            let mut h = [httparse::EMPTY_HEADER; 4];
+            let mut r = httparse::Response::new(&mut h);
+            if matches!(r.parse(&resp), Ok(httparse::Status::Complete(_))) {
+                let checked = ResponseHeader::from_httparse(&r, &resp).unwrap();
+                assert!(!checked.map_built(), "byte {b:#04x}: refused by our rules");
+            }
+        }
+    }
+}

@@ -110,7 +110,7 @@ impl Session {
         if ignore_abort {
             return std::future::pending().await;
         }
-        self.0.wait_client_gone().await;
+        std::future::poll_fn(|cx| self.0.poll_client_gone(cx)).await;
         Err(Error::explain(
             pingora_error::ErrorType::ConnectionClosed,
             "the client went away before the response ended",

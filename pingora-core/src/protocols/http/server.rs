@@ -66,9 +66,15 @@ impl ServerSession {
     /// watches this while it waits on the upstream, to abort the upstream
     /// request instead of finishing work nobody will read.
     pub async fn wait_client_gone(&mut self) {
+        std::future::poll_fn(|cx| self.poll_client_gone(cx)).await
+    }
+
+    /// [`wait_client_gone`](Self::wait_client_gone) as a poll, for a
+    /// caller that watches it beside other work without an extra future.
+    pub fn poll_client_gone(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         match self {
-            ServerSession::H1(s) => s.wait_client_gone().await,
-            ServerSession::H2(s) => s.wait_client_gone().await,
+            ServerSession::H1(s) => s.poll_client_gone(cx),
+            ServerSession::H2(s) => s.poll_client_gone(cx),
         }
     }
 

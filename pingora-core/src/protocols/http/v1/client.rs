@@ -214,7 +214,7 @@ impl HttpSession {
             Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed response header", e),
         }
         let block: Bytes = self.conn.buf.split_to(len).freeze();
-        let mut header = ResponseHeader::from_httparse(&resp, &block)?;
+        let mut header = ResponseHeader::from_httparse_default_config(&resp, &block)?;
         drop(block);
         let method = self
             .req

@@ -207,26 +207,42 @@ impl Conn {
         )
     }
 
-    /// Return once the peer has closed or reset the connection (or it
-    /// failed), waiting without a system call until the socket says
-    /// something arrived. Bytes that arrive instead (a pipelined request,
-    /// early tunnel data) are kept in the buffer for the next read, and
-    /// then this never returns: the peer is still there. Bounded: at most
-    /// one read of [`HEADER_READ_SIZE`] bytes.
-    pub(crate) async fn wait_peer_gone(&mut self) {
+    /// Ready once the peer has closed or reset the connection (or it
+    /// failed). Asks the socket's readiness first, so a quiet connection
+    /// costs no system call. Bytes that arrive instead (a pipelined
+    /// request, early tunnel data) are kept in the buffer for the next
+    /// read, and then this stays pending for good: the peer is still
+    /// there. Bounded: at most one read of [`HEADER_READ_SIZE`] bytes.
+    pub(crate) fn poll_peer_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.eof {
-            return;
+            return Poll::Ready(());
         }
         if !self.buf.is_empty() {
-            return std::future::pending().await;
+            return Poll::Pending; // never to be woken: the peer is there
         }
-        let stream = &self.stream;
-        if poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
-            return;
+        match self.stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {}
         }
-        match self.read_more(HEADER_READ_SIZE).await {
-            Ok(0) | Err(_) => {}
-            Ok(_) => std::future::pending().await,
+        self.buf.reserve(HEADER_READ_SIZE);
+        let spare = self.buf.spare_capacity_mut();
+        let room = HEADER_READ_SIZE.min(spare.len());
+        let mut rb = ReadBuf::uninit(&mut spare[..room]);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    self.eof = true;
+                    return Poll::Ready(());
+                }
+                // SAFETY: `poll_read` initialized the first `n` bytes of
+                // the spare capacity (`filled`).
+                unsafe { self.buf.set_len(self.buf.len() + n) };
+                Poll::Pending
+            }
         }
     }
 

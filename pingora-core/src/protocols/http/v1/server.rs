@@ -207,7 +207,7 @@ impl HttpSession {
             return Error::e_explain(UriTooLong, "request target too long");
         }
         let block: Bytes = self.conn.buf.split_to(len).freeze();
-        let header = RequestHeader::from_httparse(&req, &block)?;
+        let header = RequestHeader::from_httparse_default_config(&req, &block)?;
         drop(block);
         self.validate(&header)?;
         self.start_exchange(header)?;
@@ -311,10 +311,15 @@ impl HttpSession {
     /// client sends more, such as a pipelined request) this pends. It
     /// costs no system call until the socket becomes readable.
     pub async fn wait_client_gone(&mut self) {
+        std::future::poll_fn(|cx| self.poll_client_gone(cx)).await
+    }
+
+    /// [`wait_client_gone`](Self::wait_client_gone) as a poll.
+    pub fn poll_client_gone(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if !self.conn.body_done() || self.upgraded || self.continue_pending {
-            return std::future::pending().await;
+            return std::task::Poll::Pending; // never woken: not watched
         }
-        self.conn.wait_peer_gone().await
+        self.conn.poll_peer_gone(cx)
     }
 
     /// Whether the whole request body has been read.

@@ -233,10 +233,15 @@ impl HttpSession {
     /// work). Pends while the stream is open. No I/O: it asks `h2` for the
     /// stream's state.
     pub async fn wait_client_gone(&mut self) {
+        poll_fn(|cx| self.poll_client_gone(cx)).await
+    }
+
+    /// [`wait_client_gone`](Self::wait_client_gone) as a poll.
+    pub fn poll_client_gone(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if self.ended {
-            return std::future::pending().await;
+            return std::task::Poll::Pending; // never woken: not watched
         }
-        let _ = poll_fn(|cx| self.poll_reset(cx)).await;
+        self.poll_reset(cx).map(|_| ())
     }
 
     fn poll_reset(
