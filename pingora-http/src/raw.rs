@@ -174,11 +174,7 @@ impl RawLines {
     /// The lines httparse found in `block`. `None` when a line is not a
     /// slice of `block` or breaks a rule of `HeaderName`/`HeaderValue`:
     /// then the caller builds the map at once, which reports the error.
-    pub(crate) fn parse(headers: &[httparse::Header<'_>], block: &Bytes) -> Option<Self> {
-        Self::parse_checked(headers, block, true)
-    }
-
-    /// [`parse`](Self::parse); with `check` false the name and value bytes
+    /// With `check` false the name and value bytes
     /// are not checked again (they come from httparse's own parse with its
     /// default config, which applies the same byte rules: token names,
     /// values of HTAB, SP, visible ASCII and obs-text).

@@ -12,7 +12,12 @@ use http::{Method, StatusCode};
 use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::protocols::{SocketAddr, SocketDigest, Stream, TlsDigest};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::protocols::{SocketAddr, SocketDigest, Stream, TlsDigest, IO};
 
 /// Limits and timers of an HTTP/2 connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,7 @@ pub type H2Connection = h2::server::Connection<Stream, Bytes>;
 /// The HTTP/2 handshake on an accepted stream (after ALPN h2, or the h2c
 /// preface), with these settings.
 pub async fn handshake(io: Stream, opts: &H2Options) -> Result<H2Connection> {
+    let io: Stream = Box::new(Lingering(Some(io)));
     h2::server::Builder::new()
         .max_concurrent_streams(opts.max_concurrent_streams)
         .initial_window_size(opts.initial_window_size)
@@ -66,6 +72,101 @@ pub async fn handshake(io: Stream, opts: &H2Options) -> Result<H2Connection> {
         .await
         .or_err(H2Error, "HTTP/2 handshake")
         .map_err(|e| e.into_down())
+}
+
+/// The stream under an HTTP/2 server connection. When `h2` is done with
+/// it (after a GOAWAY: idle, shutdown, a reset storm) it is not closed at
+/// once but drained for a moment (up to 2 s or 1 MiB, until the client
+/// closes): closing a socket with unread input makes the kernel answer
+/// with a reset, which can destroy the GOAWAY before the client reads it.
+/// nginx's lingering close does the same.
+#[derive(Debug)]
+struct Lingering(Option<Stream>);
+
+impl Lingering {
+    fn inner(self: Pin<&mut Self>) -> Pin<&mut Stream> {
+        Pin::new(self.get_mut().0.as_mut().expect("taken only when dropped"))
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(mut s), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let drain = async {
+                let _ = s.shutdown().await;
+                let mut scratch = vec![0u8; 16 * 1024];
+                let mut total = 0usize;
+                while total < 1 << 20 {
+                    match s.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            };
+            let _ = pingora_timeout::timeout(Duration::from_secs(2), drain).await;
+        });
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.inner().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner().poll_shutdown(cx)
+    }
+}
+
+impl IO for Lingering {
+    fn socket_digest(&self) -> Option<&SocketDigest> {
+        self.0.as_ref()?.socket_digest()
+    }
+
+    fn tls_digest(&self) -> Option<&TlsDigest> {
+        self.0.as_ref()?.tls_digest()
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &self.0 {
+            Some(s) => s.poll_read_ready(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// Headers that are about one HTTP/1 connection and must not appear in
