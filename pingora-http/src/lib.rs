@@ -37,6 +37,7 @@ mod resp;
 
 pub use case::{CaseHeaderName, IntoCaseHeaderName};
 pub use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version as HttpVersion};
+pub use order::{tracked, TrackedName};
 pub use raw::HeaderValues;
 pub use req::RequestHeader;
 pub use resp::ResponseHeader;

@@ -38,6 +38,64 @@ static TRACKED: [&str; 12] = [
     "proxy-authorization",
 ];
 
+/// A header name whose presence every message keeps as a bit (see
+/// [`tracked`](crate::tracked)), with that bit found once, at compile
+/// time: `has_tracked` is one bit test and `tracked_values` skips the
+/// name lookup, where `has_header`/`header_values` first find the name's
+/// bit by comparing strings. For code that asks on every message (the
+/// HTTP/1 framing rules ask about a few of these each time).
+#[derive(Clone, Copy, Debug)]
+pub struct TrackedName {
+    pub(crate) bit: u16,
+    pub(crate) name: &'static HeaderName,
+}
+
+impl TrackedName {
+    const fn new(i: usize, name: &'static HeaderName) -> Self {
+        TrackedName { bit: 1 << i, name }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &'static HeaderName {
+        self.name
+    }
+}
+
+/// The tracked names ([`TrackedName`]) that framing rules ask about.
+pub mod tracked {
+    use super::TrackedName;
+    use http::header::{self, HeaderName};
+
+    /// The names, in [`TRACKED`](super::TRACKED)'s order.
+    static NAMES: [HeaderName; 8] = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::EXPECT,
+        header::TE,
+        header::TRAILER,
+        header::HOST,
+    ];
+
+    /// `Content-Length`.
+    pub const CONTENT_LENGTH: TrackedName = TrackedName::new(0, &NAMES[0]);
+    /// `Transfer-Encoding`.
+    pub const TRANSFER_ENCODING: TrackedName = TrackedName::new(1, &NAMES[1]);
+    /// `Connection`.
+    pub const CONNECTION: TrackedName = TrackedName::new(2, &NAMES[2]);
+    /// `Upgrade`.
+    pub const UPGRADE: TrackedName = TrackedName::new(3, &NAMES[3]);
+    /// `Expect`.
+    pub const EXPECT: TrackedName = TrackedName::new(4, &NAMES[4]);
+    /// `TE`.
+    pub const TE: TrackedName = TrackedName::new(5, &NAMES[5]);
+    /// `Trailer`.
+    pub const TRAILER: TrackedName = TrackedName::new(6, &NAMES[6]);
+    /// `Host`.
+    pub const HOST: TrackedName = TrackedName::new(7, &NAMES[7]);
+}
+
 /// The [`TRACKED`] bits of the hop-by-hop names (all but Content-Length,
 /// Expect and Host).
 pub(crate) const HOP_BY_HOP_BITS: u16 = 0b1111_0110_1110;
@@ -319,6 +377,11 @@ impl WireOrder {
             0 => map.contains_key(name),
             bit => self.present & bit != 0,
         }
+    }
+
+    /// Whether a line of the tracked name with this bit is present.
+    pub(crate) fn has_bit(&self, bit: u16) -> bool {
+        self.present & bit != 0
     }
 
     /// Whether any of the hop-by-hop names of RFC 9110 §7.6.1 (Connection,

@@ -17,8 +17,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::case::CaseHeaderName;
 use crate::order::{
-    tracked_bit, tracked_bit_str, tracked_bit_token, ListedNames, WireOrder, CONNECTION_BIT,
-    HOP_BY_HOP_BITS,
+    tracked_bit, tracked_bit_str, tracked_bit_token, ListedNames, TrackedName, WireOrder,
+    CONNECTION_BIT, HOP_BY_HOP_BITS,
 };
 
 /// One line: where its name and value are in the block, and the tracked
@@ -255,6 +255,11 @@ impl RawLines {
             bit,
             next: if absent { self.lines.len() } else { 0 },
         }
+    }
+
+    /// The values of the lines of a tracked name.
+    pub(crate) fn values_tracked(&self, name: TrackedName) -> RawValues<'_> {
+        self.values_bit(name.name.as_str(), name.bit)
     }
 
     /// Whether a line is named `name`: the tracked names by their bit.
@@ -646,6 +651,26 @@ impl<P: PartsHeaders> Lines<P> {
         }
     }
 
+    /// Whether a line of a tracked name is present: one bit test.
+    pub(crate) fn contains_tracked(&self, name: TrackedName) -> bool {
+        match &self.raw {
+            Some(raw) => raw.present & name.bit != 0,
+            None => self.order.has_bit(name.bit),
+        }
+    }
+
+    /// The values of a tracked name.
+    pub(crate) fn values_tracked<'a>(
+        &'a self,
+        map: &'a HeaderMap,
+        name: TrackedName,
+    ) -> HeaderValues<'a> {
+        match &self.raw {
+            Some(raw) => HeaderValues(ValuesInner::Raw(raw.values_tracked(name))),
+            None => HeaderValues(ValuesInner::Map(map.get_all(name.name).iter())),
+        }
+    }
+
     /// Number of lines.
     pub(crate) fn len(&self) -> usize {
         match &self.raw {
@@ -782,6 +807,18 @@ macro_rules! line_methods {
         /// Proxy-Authorization) are answered without a lookup.
         pub fn has_header(&self, name: &http::HeaderName) -> bool {
             self.lines.contains(&self.base.headers, name)
+        }
+
+        /// [`has_header`](Self::has_header) for one of the
+        /// [`tracked`]($crate::tracked) names: one bit test.
+        pub fn has_tracked(&self, name: $crate::TrackedName) -> bool {
+            self.lines.contains_tracked(name)
+        }
+
+        /// [`header_values`](Self::header_values) for one of the
+        /// [`tracked`]($crate::tracked) names, without looking the name up.
+        pub fn tracked_values(&self, name: $crate::TrackedName) -> $crate::HeaderValues<'_> {
+            self.lines.values_tracked(&self.base.headers, name)
         }
 
         /// The values of the lines named `name`, in order, as bytes; unlike

@@ -561,3 +561,45 @@ fn httparse_default_config_applies_our_byte_rules() {
         }
     }
 }
+
+/// Each `tracked` constant carries the bit its name has everywhere else,
+/// and answers as `has_header`/`header_values` do, parsed or built.
+#[test]
+fn tracked_names_answer_as_the_name_lookups() {
+    use crate::tracked::*;
+    let all = [
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        UPGRADE,
+        EXPECT,
+        TE,
+        TRAILER,
+        HOST,
+    ];
+    for t in all {
+        assert_eq!(t.bit, crate::order::tracked_bit(t.name()), "{:?}", t.name());
+    }
+    let wire = Bytes::from_static(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nconnection: te\r\nTE: trailers\r\n\r\n",
+    );
+    let parsed = parse_req(&wire);
+    let mut built = RequestHeader::build("GET", b"/", None).unwrap();
+    for (n, v) in [
+        ("Host", "a"),
+        ("Connection", "close"),
+        ("connection", "te"),
+        ("TE", "trailers"),
+    ] {
+        built.append_header(n, v).unwrap();
+    }
+    assert!(built.map_built() && !parsed.map_built());
+    for h in [&parsed, &built] {
+        for t in all {
+            assert_eq!(h.has_tracked(t), h.has_header(t.name()), "{:?}", t.name());
+            let a: Vec<_> = h.tracked_values(t).collect();
+            let b: Vec<_> = h.header_values(t.name()).collect();
+            assert_eq!(a, b, "{:?}", t.name());
+        }
+    }
+}

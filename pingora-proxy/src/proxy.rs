@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::CONTENT_LENGTH;
 use http::Method;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::connectors::http::{ClientSession, Connector};
@@ -237,14 +237,14 @@ fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<R
     let connect = req.method() == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
     let upgrade = if wants_upgrade {
-        req.header_values(&UPGRADE)
+        req.tracked_values(pingora_http::tracked::UPGRADE)
             .next()
             .and_then(|v| http::HeaderValue::from_bytes(v).ok())
     } else {
         None
     };
-    let te_trailers = req.has_header(&http::header::TE)
-        && req.header_values(&http::header::TE).any(|v| {
+    let te_trailers = req.has_tracked(pingora_http::tracked::TE)
+        && req.tracked_values(pingora_http::tracked::TE).any(|v| {
             v.split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
         });
@@ -256,7 +256,7 @@ fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<R
         return Ok(req);
     }
     // HTTP/1 upstream: Host from :authority, origin-form target, framing.
-    if !req.has_header(&HOST) {
+    if !req.has_tracked(pingora_http::tracked::HOST) {
         // HTTP/1.1 requires Host (RFC 9112 §3.2): from the target's
         // authority, else (an HTTP/1.0 client that sent none, an HTTP/2
         // request without :authority) the upstream's name, as nginx's
@@ -292,8 +292,8 @@ fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
     let body_follows = !session.is_body_done() || session.has_held_body();
     if body_follows
         && req.method() != Method::CONNECT
-        && !req.has_header(&CONTENT_LENGTH)
-        && !req.has_header(&TRANSFER_ENCODING)
+        && !req.has_tracked(pingora_http::tracked::CONTENT_LENGTH)
+        && !req.has_tracked(pingora_http::tracked::TRANSFER_ENCODING)
     {
         req.insert_header("Transfer-Encoding", "chunked")?;
     }
@@ -304,7 +304,7 @@ fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
 fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
     let switching = out.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = if switching {
-        out.header_values(&UPGRADE)
+        out.tracked_values(pingora_http::tracked::UPGRADE)
             .next()
             .and_then(|v| http::HeaderValue::from_bytes(v).ok())
     } else {
@@ -536,7 +536,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             if let Some(d) = &data {
                 // A body made from nothing: its length replaces the
                 // upstream's (not for HEAD, where it describes a GET).
-                if method != Method::HEAD && resp.has_header(&CONTENT_LENGTH) {
+                if method != Method::HEAD && resp.has_tracked(pingora_http::tracked::CONTENT_LENGTH)
+                {
                     resp.insert_header(CONTENT_LENGTH, d.len().to_string())?;
                 }
             }
@@ -561,7 +562,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // is the whole body its new length is set, otherwise the length is
         // removed (the response goes chunked over HTTP/1).
         let mut held = None;
-        if resp.has_header(&CONTENT_LENGTH) && method != Method::HEAD {
+        if resp.has_tracked(pingora_http::tracked::CONTENT_LENGTH) && method != Method::HEAD {
             held = Some(resp);
         } else {
             session

@@ -1,7 +1,7 @@
 //! The client side of an HTTP/1 connection, for talking to upstreams.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -71,14 +71,15 @@ impl HttpSession {
     /// Transfer-Encoding (chunked) or Content-Length; with neither, the
     /// request has no body.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
-        let framing = if framing::has_token(&*req, TRANSFER_ENCODING, "chunked") {
-            Framing::Chunked
-        } else {
-            match framing::content_length(&*req)? {
-                Some(n) => Framing::Length(n),
-                None => Framing::None,
-            }
-        };
+        let framing =
+            if framing::has_token(&*req, pingora_http::tracked::TRANSFER_ENCODING, "chunked") {
+                Framing::Chunked
+            } else {
+                match framing::content_length(&*req)? {
+                    Some(n) => Framing::Length(n),
+                    None => Framing::None,
+                }
+            };
         self.keepalive = framing::wants_keepalive(req.version(), &*req);
         self.conn.pending.reserve(req.h1_len());
         req.write_h1(&mut self.conn.pending);
@@ -234,7 +235,7 @@ impl HttpSession {
                 framing::response_framing(&method, status, header.version(), &header)?;
             // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3):
             // the length describes nothing, and must not be forwarded.
-            if header.has_header(&TRANSFER_ENCODING) {
+            if header.has_tracked(pingora_http::tracked::TRANSFER_ENCODING) {
                 header.remove_header(&CONTENT_LENGTH);
             }
             if method == http::Method::CONNECT && status.is_success() {

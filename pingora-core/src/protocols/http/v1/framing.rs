@@ -1,10 +1,10 @@
 //! How long is a message body? The header rules of RFC 9112 §6, applied so
 //! that no request can be read two ways.
 
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result};
-use pingora_http::{HeaderValues, RequestHeader, ResponseHeader};
+use pingora_http::tracked::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora_http::{HeaderValues, RequestHeader, ResponseHeader, TrackedName};
 
 /// A header block as the framing rules read it: the values of a name, and
 /// whether a name is present (which request and response headers answer
@@ -12,26 +12,26 @@ use pingora_http::{HeaderValues, RequestHeader, ResponseHeader};
 /// absent, and without building the map of a header still as parsed).
 pub(crate) trait Fields {
     /// The values of the lines named `name`, in order.
-    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a>;
+    fn values(&self, name: TrackedName) -> HeaderValues<'_>;
     /// Whether a line named `name` is present.
-    fn has(&self, name: &HeaderName) -> bool;
+    fn has(&self, name: TrackedName) -> bool;
 }
 
 impl Fields for RequestHeader {
-    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
-        self.header_values(name)
+    fn values(&self, name: TrackedName) -> HeaderValues<'_> {
+        self.tracked_values(name)
     }
-    fn has(&self, name: &HeaderName) -> bool {
-        self.has_header(name)
+    fn has(&self, name: TrackedName) -> bool {
+        self.has_tracked(name)
     }
 }
 
 impl Fields for ResponseHeader {
-    fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
-        self.header_values(name)
+    fn values(&self, name: TrackedName) -> HeaderValues<'_> {
+        self.tracked_values(name)
     }
-    fn has(&self, name: &HeaderName) -> bool {
-        self.has_header(name)
+    fn has(&self, name: TrackedName) -> bool {
+        self.has_tracked(name)
     }
 }
 
@@ -55,11 +55,11 @@ fn bad(msg: &'static str) -> Box<Error> {
 /// The single value of the Content-Length lines, if any. Repeated lines or
 /// list members must all be the same decimal number (RFC 9110 §8.6).
 pub(crate) fn content_length(headers: &impl Fields) -> Result<Option<u64>> {
-    if !headers.has(&CONTENT_LENGTH) {
+    if !headers.has(CONTENT_LENGTH) {
         return Ok(None);
     }
     let mut found: Option<u64> = None;
-    for value in headers.values(&CONTENT_LENGTH) {
+    for value in headers.values(CONTENT_LENGTH) {
         for part in value.split(|&b| b == b',') {
             let part = trim_ows(part);
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -94,9 +94,9 @@ pub(crate) fn list_tokens<'a>(values: HeaderValues<'a>) -> impl Iterator<Item = 
 }
 
 /// Whether a list header carries `token` (case-insensitive).
-pub(crate) fn has_token(headers: &impl Fields, name: HeaderName, token: &str) -> bool {
-    headers.has(&name)
-        && list_tokens(headers.values(&name)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+pub(crate) fn has_token(headers: &impl Fields, name: TrackedName, token: &str) -> bool {
+    headers.has(name)
+        && list_tokens(headers.values(name)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What Transfer-Encoding says: `None` if absent, `Some(true)` if its last
@@ -104,10 +104,10 @@ pub(crate) fn has_token(headers: &impl Fields, name: HeaderName, token: &str) ->
 /// the last coding is something else. Unknown codings before chunked are
 /// a 501, chunked twice or not last in a request a 400.
 fn transfer_encoding(headers: &impl Fields, request: bool) -> Result<Option<bool>> {
-    if !headers.has(&TRANSFER_ENCODING) {
+    if !headers.has(TRANSFER_ENCODING) {
         return Ok(None);
     }
-    let codings: Vec<&[u8]> = list_tokens(headers.values(&TRANSFER_ENCODING)).collect();
+    let codings: Vec<&[u8]> = list_tokens(headers.values(TRANSFER_ENCODING)).collect();
     let Some((last, before)) = codings.split_last() else {
         return Err(bad("empty Transfer-Encoding"));
     };
@@ -143,7 +143,7 @@ pub(crate) fn request_framing(version: Version, headers: &impl Fields) -> Result
         Some(_) if version == Version::HTTP_10 => {
             Err(bad("Transfer-Encoding in an HTTP/1.0 request"))
         }
-        Some(_) if headers.has(&CONTENT_LENGTH) => {
+        Some(_) if headers.has(CONTENT_LENGTH) => {
             Err(bad("both Content-Length and Transfer-Encoding"))
         }
         Some(true) => Ok(Framing::Chunked),
@@ -176,7 +176,7 @@ pub(crate) fn response_framing(
     match transfer_encoding(headers, false)? {
         // Both present, or TE in HTTP/1.0: read by TE, then close.
         Some(true) => {
-            let clean = version != Version::HTTP_10 && !headers.has(&CONTENT_LENGTH);
+            let clean = version != Version::HTTP_10 && !headers.has(CONTENT_LENGTH);
             Ok((Framing::Chunked, clean))
         }
         Some(false) => Ok((Framing::UntilClose, false)),
@@ -204,11 +204,11 @@ mod tests {
 
     /// The rules on a bare map (every lookup a real one).
     impl Fields for HeaderMap {
-        fn values<'a>(&'a self, name: &'a HeaderName) -> HeaderValues<'a> {
-            HeaderValues::from_map(self, name)
+        fn values(&self, name: TrackedName) -> HeaderValues<'_> {
+            HeaderValues::from_map(self, name.name())
         }
-        fn has(&self, name: &HeaderName) -> bool {
-            self.contains_key(name)
+        fn has(&self, name: TrackedName) -> bool {
+            self.contains_key(name.name())
         }
     }
 

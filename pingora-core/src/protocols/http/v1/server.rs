@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -217,7 +215,7 @@ impl HttpSession {
     /// Host rules (RFC 9112 §3.2) and target forms.
     fn validate(&self, req: &RequestHeader) -> Result<()> {
         // (Read without building the map: see `RequestHeader::method`.)
-        let hosts = req.header_values(&HOST).count();
+        let hosts = req.tracked_values(pingora_http::tracked::HOST).count();
         if hosts > 1 {
             return Error::e_explain(InvalidHTTPHeader, "more than one Host");
         }
@@ -246,9 +244,9 @@ impl HttpSession {
         self.keepalive = framing::wants_keepalive(req.version(), &req);
         self.continue_pending = req.version() == Version::HTTP_11
             && framing != Framing::None
-            && req.has_header(&EXPECT)
+            && req.has_tracked(pingora_http::tracked::EXPECT)
             && req
-                .header_values(&EXPECT)
+                .tracked_values(pingora_http::tracked::EXPECT)
                 .next()
                 .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         self.upgraded = false;
@@ -278,9 +276,9 @@ impl HttpSession {
     /// `Upgrade` field is dropped as hop-by-hop.
     pub fn is_upgrade_req(&self) -> bool {
         self.req.as_ref().is_some_and(|r| {
-            r.has_header(&UPGRADE)
-                && framing::has_token(r, CONNECTION, "upgrade")
-                && !framing::has_token(r, UPGRADE, "h2c")
+            r.has_tracked(pingora_http::tracked::UPGRADE)
+                && framing::has_token(r, pingora_http::tracked::CONNECTION, "upgrade")
+                && !framing::has_token(r, pingora_http::tracked::UPGRADE, "h2c")
         })
     }
 
@@ -407,7 +405,9 @@ impl HttpSession {
             Framing::None
         } else if method == Method::HEAD {
             Framing::None
-        } else if resp.has_header(&TRANSFER_ENCODING) && req_version == Version::HTTP_11 {
+        } else if resp.has_tracked(pingora_http::tracked::TRANSFER_ENCODING)
+            && req_version == Version::HTTP_11
+        {
             resp.remove_header(&CONTENT_LENGTH);
             resp.insert_header("Transfer-Encoding", "chunked")?;
             Framing::Chunked
