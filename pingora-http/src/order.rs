@@ -187,7 +187,9 @@ impl<'a> ListedNames<'a> {
                 if t.is_empty() {
                     continue;
                 }
-                match std::str::from_utf8(t).map_or(0, tracked_bit_str) {
+                // Exact for any bytes but CR, which no header value holds
+                // (see `tracked_bit_token`).
+                match tracked_bit_token(t) {
                     0 => others.push(t),
                     bit => bits |= bit,
                 }

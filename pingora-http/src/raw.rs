@@ -222,16 +222,19 @@ impl RawLines {
         })
     }
 
+    #[inline]
     fn name(&self, l: &Line) -> &[u8] {
         &self.block[l.name as usize..l.name as usize + l.name_len as usize]
     }
 
+    #[inline]
     fn value(&self, l: &Line) -> &[u8] {
         &self.block[l.value as usize..(l.value + l.value_len) as usize]
     }
 
     /// Whether line `l` is named `name`, whose tracked bit is `bit`: a
     /// tracked name by its bit, another by comparing the names.
+    #[inline]
     fn is(&self, l: &Line, name: &[u8], bit: u16) -> bool {
         if bit != 0 {
             l.bit == bit
@@ -465,13 +468,26 @@ pub(crate) struct RawValues<'a> {
 impl<'a> Iterator for RawValues<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
-        while let Some(l) = self.raw.lines.get(self.next) {
-            self.next += 1;
-            if self.raw.is(l, self.name, self.bit) {
-                return Some(self.raw.value(l));
+        let lines: &'a [Line] = &self.raw.lines;
+        let rest = lines.get(self.next..)?;
+        // A tracked name by its bit alone; another by comparing names.
+        let found = if self.bit != 0 {
+            rest.iter().position(|l| l.bit == self.bit)
+        } else {
+            rest.iter()
+                .position(|l| l.bit == 0 && self.raw.name(l).eq_ignore_ascii_case(self.name))
+        };
+        match found {
+            Some(i) => {
+                let l = &rest[i];
+                self.next += i + 1;
+                Some(self.raw.value(l))
+            }
+            None => {
+                self.next = lines.len();
+                None
             }
         }
-        None
     }
 }
 
