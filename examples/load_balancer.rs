@@ -93,10 +93,12 @@ struct Lb {
     failovers: IntCounter,
 }
 
-/// Per request: the backends tried, when the request began and when the
-/// last backend was picked.
+/// Per request: the backends tried (the last one apart, so that a request
+/// that is not retried allocates nothing for them), when the request began
+/// and when the last backend was picked.
 struct Ctx {
-    tried: Vec<Backend>,
+    last: Option<Backend>,
+    earlier: Vec<Backend>,
     begun: Instant,
     start: Instant,
 }
@@ -107,7 +109,8 @@ impl ProxyHttp for Lb {
     fn new_ctx(&self) -> Ctx {
         let now = Instant::now();
         Ctx {
-            tried: Vec::new(),
+            last: None,
+            earlier: Vec::new(),
             begun: now,
             start: now,
         }
@@ -117,7 +120,9 @@ impl ProxyHttp for Lb {
         // A healthy backend not tried yet for this request (a retry walks on).
         let b = self
             .lb
-            .select_with(b"", 64, |b, ready| ready && !ctx.tried.contains(b))
+            .select_with(b"", 64, |b, ready| {
+                ready && ctx.last.as_ref() != Some(b) && !ctx.earlier.contains(b)
+            })
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?;
         // SNI (and the name checked in the certificate): the host.
         let sni = match (self.tls, b.addr.as_inet()) {
@@ -134,7 +139,9 @@ impl ProxyHttp for Lb {
             peer.options.max_h2_streams = 100;
         }
         self.lb.on_start(&b);
-        ctx.tried.push(b);
+        if let Some(prev) = ctx.last.replace(b) {
+            ctx.earlier.push(prev);
+        }
         ctx.start = Instant::now();
         Ok(Box::new(peer))
     }
@@ -149,9 +156,8 @@ impl ProxyHttp for Lb {
         // Passive health: count the failure against this backend (the
         // error stays retryable, so the next backend is tried).
         self.failovers.inc();
-        if let Some(b) = ctx.tried.pop() {
-            self.lb.on_done(&b, ctx.start.elapsed(), false);
-            ctx.tried.push(b);
+        if let Some(b) = &ctx.last {
+            self.lb.on_done(b, ctx.start.elapsed(), false);
         }
         e
     }
@@ -160,7 +166,7 @@ impl ProxyHttp for Lb {
         if let Some(log) = &self.access_log {
             log.log(s, e, ctx.begun.elapsed());
         }
-        if let Some(b) = ctx.tried.last() {
+        if let Some(b) = &ctx.last {
             let ok = !matches!(e, Some(e) if *e.esource() == pingora::error::ErrorSource::Upstream);
             self.lb.on_done(b, ctx.start.elapsed(), ok);
         }
