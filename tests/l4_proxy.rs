@@ -668,12 +668,17 @@ fn udp_proxy_runs_on_the_confs_threads() {
     let n = probe.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"hello");
     let pid = p.pid().as_raw();
-    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("UDP proxy-"))
-        .count();
-    assert_eq!(workers, 3);
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("UDP proxy-"))
+            .count()
+    };
+    // The runtimes start one by one: wait for all three (seen with two
+    // once, on a loaded machine), and never more.
+    poll_until(LIMIT, "three UDP proxy worker threads", || workers() == 3);
+    assert_eq!(workers(), 3);
 }
 
 #[test]

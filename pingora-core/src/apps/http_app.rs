@@ -101,10 +101,13 @@ pub struct HttpServer<A> {
     h2_options: H2Options,
     h2c: bool,
     park_after: Option<Duration>,
+    shutdown_drain: Duration,
 }
 
 /// How long a keep-alive connection waits in its task before it is parked.
 const PARK_AFTER: Duration = Duration::from_secs(1);
+/// See [`HttpServer::set_shutdown_drain`].
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 impl<A: HttpServerApp> HttpServer<A> {
     /// Serve `app` with the default limits.
@@ -120,7 +123,16 @@ impl<A: HttpServerApp> HttpServer<A> {
             h2_options: H2Options::default(),
             h2c: false,
             park_after: Some(PARK_AFTER),
+            shutdown_drain: SHUTDOWN_DRAIN,
         }
+    }
+
+    /// How long a keep-alive connection that is between requests when a
+    /// graceful shutdown begins stays open for a request already on its
+    /// way (served with `Connection: close`) before it is closed. Default
+    /// 1 s. Closing at once would race the client's next request.
+    pub fn set_shutdown_drain(&mut self, drain: Duration) {
+        self.shutdown_drain = drain;
     }
 
     /// How long an HTTP/1 keep-alive connection on a plain (not TLS)
@@ -228,12 +240,29 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             let read = if first || *shutdown.borrow() {
                 session.read_request().await
             } else {
-                // Between requests, a graceful shutdown closes the idle
-                // connection at once.
-                tokio::select! {
+                let waited = tokio::select! {
                     biased;
-                    r = session.read_request() => r,
-                    _ = shutdown.wait_for(|s| *s) => return None,
+                    r = session.read_request() => Some(r),
+                    _ = shutdown.wait_for(|s| *s) => None,
+                };
+                match waited {
+                    Some(r) => r,
+                    // A graceful shutdown began while the connection was
+                    // between requests. The client cannot know: its next
+                    // request may be on its way. Closing now would lose it,
+                    // so the connection gets a short drain time: a request
+                    // that comes is served with `Connection: close`, a
+                    // quiet connection closes.
+                    None => {
+                        if let ServerSession::H1(h1) = &mut session {
+                            h1.set_park_after(None);
+                        }
+                        let next = session.read_request();
+                        match pingora_timeout::timeout(self.shutdown_drain, next).await {
+                            Ok(r) => r,
+                            Err(_) => return None,
+                        }
+                    }
                 }
             };
             first = false;
