@@ -163,6 +163,9 @@ fn run_child(role: &str) -> ! {
     } else {
         echo.add_tcp(&listen);
     }
+    if role == "maxconn" {
+        echo.set_max_connections(Some(2));
+    }
     let echo = server.add_service(echo);
     if role == "deps" {
         let events = PathBuf::from(std::env::var(EVENTS).unwrap());
@@ -387,6 +390,46 @@ fn sigint_exits_at_once_even_during_a_drain() {
         "{}",
         text(&log)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `max_connections`: past the limit a new connection is closed at once
+/// (not left hanging in the backlog), the refusal is logged, and once a
+/// connection ends new ones are taken again.
+#[test]
+fn max_connections_refuses_politely_past_the_limit() {
+    let dir = temp_dir("maxconn");
+    let log = dir.join("server.log");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut p = start("maxconn", &[], &listen, &log, &[]);
+    wait_listening(port);
+    let first = in_flight(port);
+    let mut second = in_flight(port);
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        closed_by_server(&mut third),
+        "the third connection is refused"
+    );
+    poll_until(Duration::from_secs(10), "the refusal logged", || {
+        text(&log).contains("refusing new ones")
+    });
+    drop(first);
+    poll_until(Duration::from_secs(10), "a new connection served", || {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut b = [0u8; 1];
+        s.write_all(b"x").is_ok() && matches!(s.read(&mut b), Ok(1))
+    });
+    round_trip(&mut second, b"still served;");
+    drop(second);
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

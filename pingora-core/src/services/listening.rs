@@ -40,6 +40,7 @@ pub struct Service<A> {
     /// Worker threads; `None` uses the conf's `threads`.
     pub threads: Option<usize>,
     tracker: Arc<ConnTracker>,
+    max_connections: Option<usize>,
 }
 
 impl<A: ServerApp> Service<A> {
@@ -57,6 +58,7 @@ impl<A: ServerApp> Service<A> {
             app: Arc::new(app),
             threads: None,
             tracker: Arc::default(),
+            max_connections: None,
         }
     }
 
@@ -110,6 +112,15 @@ impl<A: ServerApp> Service<A> {
     /// see [`Listeners::set_h2c`].
     pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
         self.listeners.set_h2c(addr, on)
+    }
+
+    /// Most connections open at once across this service's listeners
+    /// (like nginx's `worker_connections`); default: no limit. Past it a
+    /// new connection is accepted and closed at once (a FIN, nothing read),
+    /// so clients see a refusal rather than a hang in the backlog; a
+    /// warning is logged when refusing starts, a note when it stops.
+    pub fn set_max_connections(&mut self, max: Option<usize>) {
+        self.max_connections = max;
     }
 
     /// Filter connections to all of this service's listeners by peer
@@ -325,6 +336,7 @@ async fn accept_loop<A: ServerApp>(
     filter: Option<Arc<dyn ConnectionFilter>>,
     app: Arc<A>,
     tracker: Arc<ConnTracker>,
+    max_connections: Option<usize>,
     mut shutdown: ShutdownWatch,
     name: String,
 ) {
@@ -385,6 +397,8 @@ async fn accept_loop<A: ServerApp>(
         L::Tcp(l) => l.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
         L::Unix(_) => None,
     };
+    // Whether new connections are being refused (max_connections).
+    let mut refusing = false;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -401,6 +415,23 @@ async fn accept_loop<A: ServerApp>(
         };
         match accepted {
             Ok(stream) => {
+                if let Some(max) = max_connections {
+                    if tracker.count.load(Ordering::Acquire) >= max {
+                        if !refusing {
+                            warn!(
+                                service = name,
+                                "{max} connections open (max_connections): refusing new ones"
+                            );
+                            refusing = true;
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    if refusing {
+                        info!(service = name, "below max_connections again: accepting");
+                        refusing = false;
+                    }
+                }
                 let app = app.clone();
                 let shutdown = shutdown.clone();
                 let opts = opts.clone();
@@ -470,6 +501,7 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
                     filter.clone(),
                     self.app.clone(),
                     self.tracker.clone(),
+                    self.max_connections,
                     ctx.shutdown.clone(),
                     self.name.clone(),
                 )));
