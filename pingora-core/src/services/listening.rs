@@ -40,7 +40,6 @@ pub struct Service<A> {
     /// Worker threads; `None` uses the conf's `threads`.
     pub threads: Option<usize>,
     tracker: Arc<ConnTracker>,
-    max_connections: Option<usize>,
 }
 
 impl<A: ServerApp> Service<A> {
@@ -58,7 +57,6 @@ impl<A: ServerApp> Service<A> {
             app: Arc::new(app),
             threads: None,
             tracker: Arc::default(),
-            max_connections: None,
         }
     }
 
@@ -120,7 +118,9 @@ impl<A: ServerApp> Service<A> {
     /// so clients see a refusal rather than a hang in the backlog; a
     /// warning is logged when refusing starts, a note when it stops.
     pub fn set_max_connections(&mut self, max: Option<usize>) {
-        self.max_connections = max;
+        // 0 stands for no limit (a limit of 0 would refuse everything).
+        let max = max.map_or(0, |m| m.max(1));
+        self.tracker.max.store(max, Ordering::Relaxed);
     }
 
     /// Filter connections to all of this service's listeners by peer
@@ -145,6 +145,8 @@ impl<A: ServerApp> Service<A> {
 struct ConnTracker {
     count: AtomicUsize,
     idle: Notify,
+    /// `max_connections`; 0: no limit.
+    max: AtomicUsize,
 }
 
 struct ConnGuard(Arc<ConnTracker>);
@@ -336,7 +338,6 @@ async fn accept_loop<A: ServerApp>(
     filter: Option<Arc<dyn ConnectionFilter>>,
     app: Arc<A>,
     tracker: Arc<ConnTracker>,
-    max_connections: Option<usize>,
     mut shutdown: ShutdownWatch,
     name: String,
 ) {
@@ -415,7 +416,8 @@ async fn accept_loop<A: ServerApp>(
         };
         match accepted {
             Ok(stream) => {
-                if let Some(max) = max_connections {
+                let max = tracker.max.load(Ordering::Relaxed);
+                if max > 0 {
                     if tracker.count.load(Ordering::Acquire) >= max {
                         if !refusing {
                             warn!(
@@ -501,7 +503,6 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
                     filter.clone(),
                     self.app.clone(),
                     self.tracker.clone(),
-                    self.max_connections,
                     ctx.shutdown.clone(),
                     self.name.clone(),
                 )));
