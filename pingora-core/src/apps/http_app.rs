@@ -197,6 +197,10 @@ fn error_status(etype: &ErrorType) -> u16 {
 
 #[async_trait]
 impl<A: HttpServerApp> ServerApp for HttpServer<A> {
+    fn shutdown_drain(&self) -> Duration {
+        self.shutdown_drain
+    }
+
     fn idle_policy(&self) -> IdlePolicy {
         match self.park_delay() {
             // Parked for what is left of the keep-alive timeout.

@@ -34,6 +34,14 @@ pub trait ServerApp: Send + Sync + 'static {
         IdlePolicy::CallAgain
     }
 
+    /// How long idle connections are kept once a graceful shutdown begins,
+    /// for a request already on its way (then served and closed), before
+    /// they are closed: the parked ones as well as those waiting in their
+    /// tasks. Default: none.
+    fn shutdown_drain(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Called once, after the service stopped and drained.
     async fn cleanup(&self) {}
 }

@@ -300,12 +300,28 @@ impl<T> IdleSet<T> {
     }
 
     /// Watch the set until shutdown: readable connections go back into
-    /// the reactor and to `wake`, expired ones are closed; at shutdown all
-    /// are closed.
-    pub(crate) async fn run(&self, mut shutdown: ShutdownWatch, wake: impl Fn(L4Stream, T)) {
+    /// the reactor and to `wake`, expired ones are closed. Once a shutdown
+    /// begins the watch goes on for `drain` (a connection whose client
+    /// sends a request meanwhile is woken to serve it), then all are
+    /// closed: closing at once would race a request already on its way.
+    pub(crate) async fn run(
+        &self,
+        mut shutdown: ShutdownWatch,
+        drain: Duration,
+        wake: impl Fn(L4Stream, T),
+    ) {
+        // When draining: the end of the drain.
+        let mut until: Option<Instant> = None;
         loop {
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break;
+            }
             let now = Instant::now();
             let next = match (self.expire(now), self.maybe_trim(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let next = match (next, until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -318,7 +334,12 @@ impl<T> IdleSet<T> {
                 }
             };
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = shutdown.wait_for(|s| *s), if until.is_none() => {
+                    if drain.is_zero() {
+                        break;
+                    }
+                    until = Some(Instant::now() + drain);
+                }
                 _ = timer => {}
                 _ = self.parked.notified() => {}
                 ready = self.epoll.readable() => {
@@ -384,8 +405,10 @@ mod tests {
         let runner = {
             let set = set.clone();
             tokio::spawn(async move {
-                set.run(watch, move |s, token: u32| tx.send((s, token)).unwrap())
-                    .await
+                set.run(watch, Duration::ZERO, move |s, token: u32| {
+                    tx.send((s, token)).unwrap()
+                })
+                .await
             })
         };
 
@@ -429,6 +452,46 @@ mod tests {
         assert_eq!(set.len(), 0);
     }
 
+    /// With a drain time, a shutdown does not close the parked at once: a
+    /// client whose request arrives during the drain is woken to be
+    /// served; the quiet ones are closed when the drain ends.
+    #[tokio::test]
+    async fn a_shutdown_drains_the_parked_before_closing_them() {
+        let set = Arc::new(IdleSet::<u32>::new(None, None).unwrap());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        let runner = {
+            let set = set.clone();
+            tokio::spawn(async move {
+                set.run(watch, Duration::from_millis(400), move |s, t| {
+                    tx.send((s, t)).unwrap()
+                })
+                .await
+            })
+        };
+        let (a, mut ca) = pair().await;
+        let (b, mut cb) = pair().await;
+        set.park(a.into_parked().unwrap(), 1).unwrap();
+        set.park(b.into_parked().unwrap(), 2).unwrap();
+        let start = Instant::now();
+        stop.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A request on its way as the shutdown began: served.
+        ca.write_all(b"GET").await.unwrap();
+        let (_s, token) = rx.recv().await.unwrap();
+        assert_eq!(token, 1);
+        // The quiet one closes when the drain ends, not before.
+        let mut rest = Vec::new();
+        assert_eq!(cb.read_to_end(&mut rest).await.unwrap(), 0);
+        assert!(
+            start.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            start.elapsed()
+        );
+        runner.await.unwrap();
+        assert_eq!(set.len(), 0);
+    }
+
     #[tokio::test]
     async fn a_client_closing_while_parked_wakes_it() {
         let set = Arc::new(IdleSet::<()>::new(None, None).unwrap());
@@ -436,7 +499,10 @@ mod tests {
         let (_stop, watch) = tokio::sync::watch::channel(false);
         let runner = {
             let set = set.clone();
-            tokio::spawn(async move { set.run(watch, move |s, _| tx.send(s).unwrap()).await })
+            tokio::spawn(async move {
+                set.run(watch, Duration::ZERO, move |s, _| tx.send(s).unwrap())
+                    .await
+            })
         };
         let (a, ca) = pair().await;
         set.park(a.into_parked().unwrap(), ()).unwrap();

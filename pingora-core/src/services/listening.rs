@@ -389,7 +389,9 @@ async fn accept_loop<A: ServerApp>(
                     Some(p.clone()),
                 ));
             };
-            p.set.run(p.shutdown.clone(), wake).await;
+            p.set
+                .run(p.shutdown.clone(), p.app.shutdown_drain(), wake)
+                .await;
         })
     });
     // A listener on a specific address is every accepted socket's local
