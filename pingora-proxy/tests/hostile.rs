@@ -382,3 +382,80 @@ async fn an_h2c_upgrade_is_never_forwarded() {
         .to_string();
     assert!(!hop.contains("upgrade"), "the upstream saw: {hop}");
 }
+
+/// A chunked body whose framing is already wrong in the bytes that came
+/// with the header is refused (400) before any upstream is contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_known_in_time_never_reaches_the_upstream() {
+    let (up, accepted) = upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        0,
+        "the upstream was contacted"
+    );
+}
+
+/// A chunked body that turns out malformed after the upstream request
+/// began aborts it: the upstream sees its connection close before the
+/// body's end, never a complete (truncated) request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_malformed_later_aborts_the_upstream_request() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Everything until the proxy closes (bounded by the test's wait).
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        let _ = seen_tx.send(all);
+    });
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.write_all(b"ZZ\r\nmore\r\n0\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen_rx)
+        .await
+        .expect("the upstream connection ends")
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("POST /up "), "{seen}");
+    assert!(seen.contains("hello"), "{seen}");
+    assert!(
+        !seen.contains("0\r\n\r\n"),
+        "the upstream saw a complete body: {seen:?}"
+    );
+}

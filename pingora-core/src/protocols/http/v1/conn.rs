@@ -328,6 +328,25 @@ impl Conn {
         };
     }
 
+    /// Decode a copy of the chunked body bytes already buffered, to find a
+    /// framing error before anything else happens (the real decode runs
+    /// again as the body is read). Stops at the end of the buffered bytes
+    /// or of the body.
+    pub(crate) fn check_buffered_chunks(&self) -> Result<()> {
+        let mut copy = BytesMut::from(&self.buf[..]);
+        let mut dec = ChunkedDecoder::new(
+            self.opts.max_chunk_line,
+            self.opts.max_header_bytes,
+            self.opts.max_headers,
+        );
+        loop {
+            match dec.decode(&mut copy)? {
+                Decoded::Data(_) => continue,
+                Decoded::NeedMore | Decoded::Done => return Ok(()),
+            }
+        }
+    }
+
     pub(crate) fn body_done(&self) -> bool {
         matches!(self.reader, BodyReader::Done)
     }

@@ -241,6 +241,11 @@ impl HttpSession {
             }
         }
         self.conn.start_body(framing);
+        if framing == Framing::Chunked && !self.conn.buf.is_empty() {
+            // Body bytes that came with the header are checked now, so a
+            // malformed body is refused before any upstream is contacted.
+            self.conn.check_buffered_chunks()?;
+        }
         self.keepalive = framing::wants_keepalive(req.version(), &req);
         self.continue_pending = req.version() == Version::HTTP_11
             && framing != Framing::None
