@@ -459,3 +459,152 @@ async fn a_body_malformed_later_aborts_the_upstream_request() {
         "the upstream saw a complete body: {seen:?}"
     );
 }
+
+/// An upstream that misbehaves as the request path says, after reading the
+/// request header: `/reset-mid-body` (half the promised body, then a
+/// reset), `/close-mid-header`, `/trickle` (a whole response, a few bytes
+/// at a time), `/silent`, `/half-close` (a header promising a body, then
+/// FIN), `/short` (Content-Length 10, 5 bytes, close), `/long`
+/// (Content-Length 5, 10 bytes), anything else a normal answer. One
+/// request per connection (`Connection: close`).
+async fn faulty_upstream() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                match path.as_str() {
+                    "/reset-mid-body" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\n0123456789")
+                            .await;
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                        drop(s);
+                    }
+                    "/close-mid-header" => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+                    }
+                    "/trickle" => {
+                        for piece in [
+                            &b"HTTP/1.1 200 OK\r\n"[..],
+                            b"Connection: close\r\nContent-Length: 4\r\n",
+                            b"\r\n",
+                            b"ab",
+                            b"cd",
+                        ] {
+                            let _ = s.write_all(piece).await;
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                        }
+                        let _ = s.read(&mut buf).await;
+                    }
+                    "/silent" => {
+                        let _ = s.read(&mut buf).await;
+                    }
+                    "/half-close" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\n")
+                            .await;
+                        let _ = s.shutdown().await;
+                        let _ = s.read(&mut buf).await;
+                    }
+                    "/short" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\n01234")
+                            .await;
+                    }
+                    "/long" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n0123456789")
+                            .await;
+                        let _ = s.read(&mut buf).await;
+                    }
+                    _ => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                        let _ = s.read(&mut buf).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// What a raw HTTP/1.1 client got for `path` (one request, then the
+/// connection closes): the status, and whether the body was whole by the
+/// response's own Content-Length.
+async fn fetch(port: u16, path: &str) -> (u16, bool, String) {
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let whole = match text.split_once("\r\n\r\n") {
+        Some((head, body)) => match content_length(head) {
+            Some(n) => body.len() == n,
+            // Chunked: whole only with its last chunk.
+            None => body.ends_with("0\r\n\r\n"),
+        },
+        None => false,
+    };
+    (status, whole, text)
+}
+
+/// Faulty upstreams get clear answers and never a response that looks
+/// whole when it is not: a broken response before its header is a 502,
+/// a silent upstream a 504, one cut off after its header is cut off for
+/// the client too; a trickling one is served; a body longer than its
+/// Content-Length is cut at the length. The proxy stays healthy after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_upstreams_get_clear_answers() {
+    let up = faulty_upstream().await;
+    let mut p = peer(up, false);
+    p.options.read_timeout = Some(Duration::from_millis(500));
+    let options = ProxyOptions {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let (port, log) = proxy(vec![p], options).await;
+    let (status, _, text) = fetch(port, "/close-mid-header").await;
+    assert_eq!(status, 502, "{text}");
+    let (status, _, text) = fetch(port, "/silent").await;
+    assert_eq!(status, 504, "{text}");
+    for path in ["/reset-mid-body", "/half-close", "/short"] {
+        let (status, whole, text) = fetch(port, path).await;
+        assert!(status == 200 || status == 502, "{path}: {text}");
+        assert!(
+            !whole || status == 502,
+            "{path}: a cut-off body looked whole: {text:?}"
+        );
+    }
+    let (status, whole, text) = fetch(port, "/trickle").await;
+    assert!(status == 200 && whole, "{text}");
+    assert!(text.ends_with("abcd"), "{text}");
+    let (status, whole, text) = fetch(port, "/long").await;
+    assert!(
+        status == 200 && whole && text.ends_with("\r\n\r\n01234"),
+        "{text:?} {:?}",
+        log.lock().unwrap()
+    );
+    let (status, whole, _) = fetch(port, "/fine").await;
+    assert!(status == 200 && whole);
+}
