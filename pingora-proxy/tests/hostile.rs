@@ -488,6 +488,9 @@ async fn faulty_upstream() -> u16 {
                         let _ = s
                             .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\n0123456789")
                             .await;
+                        // A zero linger makes the close a reset (and
+                        // never blocks, which is why tokio deprecates it).
+                        #[allow(deprecated)]
                         let _ = s.set_linger(Some(Duration::ZERO));
                         drop(s);
                     }
