@@ -312,7 +312,13 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             }
             match session.finish().await {
                 Ok(true) => continue,
-                _ => {
+                Ok(false) => {
+                    if let Some(h1) = session.as_http1() {
+                        h1.close().await;
+                    }
+                    return None;
+                }
+                Err(_) => {
                     if let Some(h1) = session.as_http1() {
                         h1.close_lingering().await;
                     }

@@ -568,6 +568,24 @@ impl HttpSession {
         let _ = pingora_timeout::timeout(Duration::from_secs(1), fut).await;
     }
 
+    /// Close after a complete exchange (a `Connection: close` response):
+    /// lingering ([`close_lingering`](Self::close_lingering)) only when the
+    /// client may still be sending (its request body not read to the end,
+    /// bytes read ahead, or input waiting on the socket now), as nginx's
+    /// `lingering_close on` decides; otherwise a FIN at once, without the
+    /// read and timer a lingering close costs.
+    pub async fn close(&mut self) {
+        let quiet = self.conn.body_done() && self.conn.buf.is_empty() && !self.upgraded && {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            self.conn.stream.poll_read_ready(&mut cx).is_pending()
+        };
+        if quiet {
+            self.shutdown().await;
+        } else {
+            self.close_lingering().await;
+        }
+    }
+
     /// Close after an error or a `Connection: close` response without
     /// losing what was written: send FIN, then read and drop what the
     /// client still sends for a short while, so the kernel does not answer
