@@ -38,6 +38,9 @@ struct Args {
     /// Most client sessions at once.
     #[arg(long, default_value_t = 10_000)]
     max_sessions: usize,
+    /// Most client sessions at once from one IP address.
+    #[arg(long, default_value_t = 2_000)]
+    max_sessions_per_ip: usize,
 }
 
 /// Picks the upstream of each new client session.
@@ -107,6 +110,7 @@ fn main() -> Result<()> {
     let options = UdpProxyOptions {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_sessions: args.max_sessions,
+        max_sessions_per_ip: args.max_sessions_per_ip,
         ..Default::default()
     };
     let mut proxy = UdpService::new("UDP proxy".into(), UdpProxy::with_options(Lb(lb), options));

@@ -746,6 +746,46 @@ fn udp_proxy_session_cap() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--max-sessions-per-ip 2`: a third client from the same address (another
+/// port) is not served while two sessions from it live; a client from
+/// another address is.
+#[test]
+fn udp_proxy_session_cap_per_address() {
+    let dir = temp_dir("udp-proxy-ip-cap");
+    let echo = UdpEcho::start();
+    let (_p, port, _log, _probe) = udp_proxy(
+        &dir,
+        &echo,
+        &["--idle-timeout-secs", "60", "--max-sessions-per-ip", "2"],
+    );
+    let client = |ip: &str| {
+        let c = UdpSocket::bind((ip, 0)).unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        c
+    };
+    let mut buf = [0u8; 64];
+    // The probe (from 127.0.0.1) holds one place: one more fits.
+    let a = client("127.0.0.1");
+    poll_until(LIMIT, "a second session from 127.0.0.1", || {
+        let _ = a.send(b"mine");
+        matches!(a.recv(&mut buf), Ok(4))
+    });
+    let third = client("127.0.0.1");
+    third.send(b"me too").unwrap();
+    assert!(
+        third.recv(&mut buf).is_err(),
+        "served beyond the per-address cap"
+    );
+    let other = client("127.0.0.2");
+    poll_until(LIMIT, "a client from another address", || {
+        let _ = other.send(b"hello");
+        matches!(other.recv(&mut buf), Ok(5))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Steady traffic through the UDP proxy while it is upgraded: the new
 /// process takes the UDP socket, the old one drains and exits, and every
 /// datagram sent is answered.

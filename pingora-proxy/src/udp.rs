@@ -66,6 +66,10 @@ pub struct UdpProxyOptions {
     pub idle_timeout: Duration,
     /// Most sessions at once (default 10,000).
     pub max_sessions: usize,
+    /// Most sessions at once from one client IP address, whatever its
+    /// ports (default 2,000, a fifth of `max_sessions`): one host cannot
+    /// take every place, while clients behind one NAT still fit.
+    pub max_sessions_per_ip: usize,
     /// At shutdown, a session ends once quiet this long (default 1 s).
     pub drain_timeout: Duration,
 }
@@ -75,6 +79,7 @@ impl Default for UdpProxyOptions {
         UdpProxyOptions {
             idle_timeout: Duration::from_secs(60),
             max_sessions: 10_000,
+            max_sessions_per_ip: 2_000,
             drain_timeout: Duration::from_secs(1),
         }
     }
@@ -123,6 +128,9 @@ pub struct UdpProxy<H> {
     handler: H,
     options: UdpProxyOptions,
     sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
+    /// Sessions per client IP address, kept beside `sessions` (locked
+    /// after it).
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     epoch: Instant,
     draining: watch::Sender<bool>,
     ended: Notify,
@@ -141,6 +149,7 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
             handler,
             options,
             sessions: Mutex::default(),
+            per_ip: Mutex::default(),
             epoch: Instant::now(),
             draining: watch::channel(false).0,
             ended: Notify::new(),
@@ -153,7 +162,7 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
         self.lock().len()
     }
 
-    /// Datagrams dropped: from new clients beyond the session cap, or for
+    /// Datagrams dropped: from new clients beyond the session caps, or for
     /// which no upstream could be chosen or reached.
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::Relaxed)
@@ -161,6 +170,15 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn per_ip_lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sessions open now from this client address.
+    fn ip_sessions(&self, ip: std::net::IpAddr) -> usize {
+        self.per_ip_lock().get(&ip).copied().unwrap_or(0)
     }
 
     fn now_ms(&self) -> u64 {
@@ -181,6 +199,9 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
                 Found::Live(s.clone())
             }
             None if map.len() >= self.options.max_sessions => Found::Full,
+            None if self.ip_sessions(client.ip()) >= self.options.max_sessions_per_ip => {
+                Found::Full
+            }
             None => Found::Room,
         }
     }
@@ -256,6 +277,7 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
             bytes_from_upstream: AtomicU64::new(0),
         });
         map.insert(client, s.clone());
+        *self.per_ip_lock().entry(client.ip()).or_insert(0) += 1;
         drop(map);
         tokio::spawn(self.clone().replies(client, s.clone(), downstream.clone()));
         Some(s)
@@ -294,6 +316,13 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
                     if Duration::from_millis(idle_for) >= limit {
                         if map.get(&client).is_some_and(|x| Arc::ptr_eq(x, &s)) {
                             map.remove(&client);
+                            let mut per_ip = self.per_ip_lock();
+                            if let Some(n) = per_ip.get_mut(&client.ip()) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    per_ip.remove(&client.ip());
+                                }
+                            }
                         }
                         break;
                     }
