@@ -13,6 +13,10 @@
 # same instruction count for nginx as the proxy (1 worker, upstream
 # keep-alive, as in run.sh) under the same load, and the ratio.
 # Installs valgrind, nginx and nghttp2-client if missing. Loopback only.
+#
+# CONN_EACH=1: every request on a connection of its own (`Connection:
+# close`, 10 clients at a time, from a small Python client), so the figure
+# includes accepting, setting up and closing a client connection.
 set -euo pipefail
 N="${1:-5000}"
 WARM="${2:-500}"
@@ -59,6 +63,38 @@ under() {
 }
 load() { # requests
     local out
+    if [ -n "${CONN_EACH:-}" ]; then
+        python3 - "$PORT" "$1" <<'PY'
+import socket, sys, threading
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+left, failed, lock = [n], [0], threading.Lock()
+def client():
+    while True:
+        with lock:
+            if left[0] == 0:
+                return
+            left[0] -= 1
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        s.close()
+        if not got.startswith(b"HTTP/1.1 200"):
+            with lock:
+                failed[0] += 1
+threads = [threading.Thread(target=client) for _ in range(10)]
+for t in threads: t.start()
+for t in threads: t.join()
+if failed[0]:
+    sys.exit(f"{failed[0]} of {n} requests failed")
+PY
+        return
+    fi
     out=$(h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT/")
     grep -q "$1 succeeded, 0 failed" <<<"$out" || { echo "$out" >&2; exit 1; }
 }

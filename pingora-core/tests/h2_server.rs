@@ -171,17 +171,7 @@ async fn read_frame(s: &mut tokio::net::TcpStream) -> Frame {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_beyond_max_concurrent_is_refused() {
     let (port, go) = serve().await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    s.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
-    // The server's SETTINGS come first; acknowledge them.
-    let first = read_frame(&mut s).await;
-    assert_eq!(first.kind, SETTINGS, "{first:?}");
-    s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await.unwrap();
+    let mut s = raw_client(port, &[]).await;
     // HPACK from the static table: :method GET (2), :scheme http (6),
     // then :path as a literal without indexing (name index 4), and
     // :authority likewise (name index 1).
@@ -237,7 +227,8 @@ const GOAWAY: u8 = 0x7;
 const DATA: u8 = 0x0;
 
 /// A raw-frame h2c client past the handshake: preface, our SETTINGS
-/// (`settings` payload), the server's SETTINGS acknowledged.
+/// (`settings` payload), the server's SETTINGS (which come first)
+/// acknowledged.
 async fn raw_client(port: u16, settings: &[u8]) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

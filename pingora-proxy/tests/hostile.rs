@@ -39,6 +39,27 @@ async fn silent_upstream() -> (u16, Arc<AtomicUsize>) {
     (port, open)
 }
 
+/// A raw client connection to the proxy at `port` that has sent `bytes`.
+async fn send(port: u16, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(bytes).await.unwrap();
+    c
+}
+
+/// All the proxy sends on `c` until it closes (within 10 s), as text.
+async fn rest(c: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Send `bytes` on a new connection; everything the proxy answers.
+async fn exchange(port: u16, bytes: &[u8]) -> String {
+    rest(&mut send(port, bytes).await).await
+}
+
 /// Wait up to `limit` for `open` to read `want`; its last value.
 async fn settles(open: &AtomicUsize, want: usize, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
@@ -63,10 +84,7 @@ async fn a_closed_http1_client_aborts_the_upstream_request() {
         b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
     ];
     for (i, req) in requests.iter().enumerate() {
-        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        c.write_all(req).await.unwrap();
+        let c = send(port, req).await;
         assert_eq!(
             settles(&open, 1, Duration::from_secs(5)).await,
             1,
@@ -96,12 +114,7 @@ async fn ignore_client_abort_keeps_the_upstream_request() {
         ..Default::default()
     };
     let (port, _log) = proxy(vec![peer(up, false)], options).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let c = send(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(settles(&open, 1, Duration::from_secs(5)).await, 1);
     drop(c);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,18 +127,7 @@ async fn ignore_client_abort_keeps_the_upstream_request() {
 async fn a_pipelined_request_is_not_a_client_abort() {
     let (up, _) = upstream().await;
     let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&got);
+    let text = exchange(port, b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
 }
 
@@ -358,21 +360,13 @@ async fn a_post_reaches_the_upstream_at_most_once() {
 async fn an_h2c_upgrade_is_never_forwarded() {
     let (up, _) = upstream().await;
     let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(
+    let mut c = send(
+        port,
         b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
           Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&got).to_lowercase();
+    .await;
+    let text = rest(&mut c).await.to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     let hop = text
         .lines()
@@ -389,20 +383,7 @@ async fn an_h2c_upgrade_is_never_forwarded() {
 async fn a_malformed_body_known_in_time_never_reaches_the_upstream() {
     let (up, accepted) = upstream().await;
     let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&got);
+    let text = exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n0\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert_eq!(
         accepted.load(Ordering::Relaxed),
@@ -433,19 +414,14 @@ async fn a_body_malformed_later_aborts_the_upstream_request() {
         let _ = seen_tx.send(all);
     });
     let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(
+    let mut c = send(
+        port,
         b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.write_all(b"ZZ\r\nmore\r\n0\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
-    let text = String::from_utf8_lossy(&got);
+    let text = rest(&mut c).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     let seen = tokio::time::timeout(Duration::from_secs(10), seen_rx)
         .await
@@ -548,14 +524,8 @@ async fn faulty_upstream() -> u16 {
 /// connection closes): the status, and whether the body was whole by the
 /// response's own Content-Length.
 async fn fetch(port: u16, path: &str) -> (u16, bool, String) {
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    c.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
-    let text = String::from_utf8_lossy(&got).to_string();
+    let text = exchange(port, req.as_bytes()).await;
     let status = text
         .split_whitespace()
         .nth(1)

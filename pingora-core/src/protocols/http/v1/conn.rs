@@ -651,14 +651,7 @@ impl Conn {
             if self.eof || complete || self.buf.len() >= max {
                 return Ok(Progress::Readable);
             }
-            let step = conn_timed!(
-                self,
-                limit,
-                WriteTimedout,
-                "write timed out",
-                poll_fn(|cx| self.poll_drive(cx))
-            )?;
-            if step == Progress::Sent {
+            if self.drive_step(limit).await? == Progress::Sent {
                 return Ok(Progress::Sent);
             }
         }
@@ -673,17 +666,22 @@ impl Conn {
             if let Some(step) = self.body_step() {
                 return step.map(Some);
             }
-            let step = conn_timed!(
-                self,
-                limit,
-                WriteTimedout,
-                "write timed out",
-                poll_fn(|cx| self.poll_drive(cx))
-            )?;
-            if step == Progress::Sent {
+            if self.drive_step(limit).await? == Progress::Sent {
                 return Ok(None);
             }
         }
+    }
+
+    /// One wait of [`poll_drive`](Self::poll_drive) under the write
+    /// timeout, on the connection's deadline.
+    async fn drive_step(&mut self, limit: Option<Duration>) -> Result<Progress> {
+        conn_timed!(
+            self,
+            limit,
+            WriteTimedout,
+            "write timed out",
+            poll_fn(|cx| self.poll_drive(cx))
+        )
     }
 
     /// Write what is queued; meanwhile read into the buffer. Ready with

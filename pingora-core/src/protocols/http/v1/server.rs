@@ -20,9 +20,6 @@ const STACK_HEADERS: usize = 64;
 /// Request body bytes we read and drop to keep a connection alive after a
 /// response that did not read the body. Past this, the connection closes.
 const DRAIN_BUDGET: u64 = 64 * 1024;
-/// Lingering close: how long and how much to read after sending FIN.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 
 /// One HTTP/1 server connection, one request at a time.
 ///
@@ -591,27 +588,9 @@ impl HttpSession {
     /// client still sends for a short while, so the kernel does not answer
     /// unread input with a reset that could destroy the response.
     pub async fn close_lingering(&mut self) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        /// Bytes asked for per read while lingering.
-        const LINGER_READ: usize = 4096;
         let _ = self.conn.flush().await;
         let Conn { stream, buf, .. } = &mut self.conn;
-        let linger = async {
-            let _ = stream.shutdown().await;
-            // Into the read buffer, nothing of it kept: no zeroed scratch
-            // buffer per connection (a calloc and a memset of 4 KiB were a
-            // tenth of a short connection's cost).
-            let mut total = 0usize;
-            while total < LINGER_BYTES {
-                buf.clear();
-                buf.reserve(LINGER_READ);
-                match stream.read_buf(buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => total += n,
-                }
-            }
-        };
-        let _ = pingora_timeout::timeout(LINGER_TIME, linger).await;
+        crate::protocols::close_lingering(stream, buf).await;
     }
 
     /// How many requests this connection has carried.

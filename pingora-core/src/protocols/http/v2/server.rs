@@ -95,19 +95,7 @@ impl Drop for Lingering {
             return;
         };
         rt.spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let drain = async {
-                let _ = s.shutdown().await;
-                let mut scratch = vec![0u8; 16 * 1024];
-                let mut total = 0usize;
-                while total < 1 << 20 {
-                    match s.read(&mut scratch).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => total += n,
-                    }
-                }
-            };
-            let _ = pingora_timeout::timeout(Duration::from_secs(2), drain).await;
+            crate::protocols::close_lingering(&mut s, &mut bytes::BytesMut::new()).await;
         });
     }
 }
