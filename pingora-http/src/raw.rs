@@ -171,55 +171,75 @@ fn offset_in(block: &Bytes, part: &[u8]) -> Option<u32> {
 }
 
 impl RawLines {
-    /// The lines httparse found in `block`. `None` when a line is not a
-    /// slice of `block` or breaks a rule of `HeaderName`/`HeaderValue`:
-    /// then the caller builds the map at once, which reports the error.
-    /// With `check` false the name and value bytes
-    /// are not checked again (they come from httparse's own parse with its
-    /// default config, which applies the same byte rules: token names,
-    /// values of HTAB, SP, visible ASCII and obs-text).
-    pub(crate) fn parse_checked(
+    /// The lines httparse found in `block`, written into `slot` in place
+    /// (the lines are not moved again). `false`, with `slot` emptied, when
+    /// a line is not a slice of `block` or breaks a rule of
+    /// `HeaderName`/`HeaderValue`: then the caller builds the map at once,
+    /// which reports the error. With `check` false the name and value
+    /// bytes are not checked again (they come from httparse's own parse
+    /// with its default config, which applies the same byte rules: token
+    /// names, values of HTAB, SP, visible ASCII and obs-text).
+    pub(crate) fn parse_into(
+        slot: &mut Option<RawLines>,
         headers: &[httparse::Header<'_>],
         block: &Bytes,
         check: bool,
-    ) -> Option<Self> {
+    ) -> bool {
         // Offsets and lengths are `u32`s.
         if u32::try_from(block.len()).is_err() {
-            return None;
+            *slot = None;
+            return false;
         }
-        let mut lines = LineVec::with_capacity(headers.len());
-        let mut present = 0;
-        let mut wire_bytes = 0;
-        for h in headers {
+        let n = headers.len();
+        let raw = slot.insert(RawLines {
+            block: block.clone(),
+            lines: LineVec::with_capacity(n),
+            present: 0,
+            wire_bytes: 0,
+        });
+        let lines: &mut [Line] = match &mut raw.lines {
+            LineVec::Inline(k, a) => {
+                *k = n as u8;
+                &mut a[..n]
+            }
+            LineVec::Heap(v) => {
+                v.resize(n, NO_LINE);
+                v
+            }
+        };
+        let (mut present, mut wire_bytes) = (0, 0);
+        for (h, line) in headers.iter().zip(lines) {
             let name = h.name.as_bytes();
+            let value = if h.value.is_empty() {
+                Some(0)
+            } else {
+                offset_in(block, h.value)
+            };
+            let (Some(name_at), Some(value)) = (offset_in(block, name), value) else {
+                *slot = None;
+                return false;
+            };
             if name.is_empty()
                 || name.len() > u16::MAX as usize
                 || (check && (!name.iter().all(|&b| TCHAR[b as usize]) || !valid_value(h.value)))
             {
-                return None;
+                *slot = None;
+                return false;
             }
             let bit = tracked_bit_token(name);
-            let line = Line {
-                name: offset_in(block, name)?,
-                value: if h.value.is_empty() {
-                    0
-                } else {
-                    offset_in(block, h.value)?
-                },
+            *line = Line {
+                name: name_at,
+                value,
                 value_len: h.value.len() as u32,
                 name_len: name.len() as u16,
                 bit,
             };
             present |= bit;
             wire_bytes += line.wire_len();
-            lines.push(line);
         }
-        Some(RawLines {
-            block: block.clone(),
-            lines,
-            present,
-            wire_bytes,
-        })
+        raw.present = present;
+        raw.wire_bytes = wire_bytes;
+        true
     }
 
     #[inline]
@@ -542,13 +562,16 @@ impl<P: PartsHeaders> Lines<P> {
         }
     }
 
-    /// Lines as parsed.
-    pub(crate) fn parsed(raw: RawLines) -> Self {
-        Lines {
-            order: WireOrder::default(),
-            raw: Some(raw),
-            view: std::sync::OnceLock::new(),
-        }
+    /// The lines httparse found in `block`, as parsed, in place of these
+    /// (which must be built and empty); `false` when they must be built
+    /// instead (see [`RawLines::parse_into`]).
+    pub(crate) fn parse_into(
+        &mut self,
+        headers: &[httparse::Header<'_>],
+        block: &Bytes,
+        check: bool,
+    ) -> bool {
+        RawLines::parse_into(&mut self.raw, headers, block, check)
     }
 
     /// The parts with their map, and the wire order: `base` itself once

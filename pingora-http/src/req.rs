@@ -10,7 +10,7 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use crate::case::CaseHeaderName;
 use crate::order::WireOrder;
-use crate::raw::{Lines, RawLines};
+use crate::raw::Lines;
 use crate::{share, version_str};
 
 /// An HTTP request header: method, URI, version and header lines, each
@@ -68,28 +68,34 @@ impl RequestHeader {
     /// that were parsed) are shared, not copied; anything outside `buf` is
     /// copied.
     pub fn from_httparse(req: &httparse::Request<'_, '_>, buf: &Bytes) -> Result<Self> {
-        Self::from_httparse_inner(req, buf, true)
+        let mut slot = None;
+        Self::from_httparse_inner(req, buf, true, &mut slot)?;
+        slot.or_err(ErrorType::InternalError, "request not built")
     }
 
-    /// As [`from_httparse`](Self::from_httparse), for the output of
-    /// `httparse::Request::parse` with httparse's default config only: its
-    /// header names and values already passed the byte rules this type
-    /// enforces, so they are not checked a second time. Anything else
-    /// (headers built by hand, a lenient parser config) must go through
-    /// `from_httparse`. For pingora-core's HTTP/1 server.
+    /// As [`from_httparse`](Self::from_httparse), built in `slot` (not
+    /// moved again), for the output of `httparse::Request::parse` with
+    /// httparse's default config only: its header names and values
+    /// already passed the byte rules this type enforces, so they are not
+    /// checked a second time. Anything else (headers built by hand, a
+    /// lenient parser config) must go through `from_httparse`. For
+    /// pingora-core's HTTP/1 server. `slot` is `None` after an error.
     #[doc(hidden)]
-    pub fn from_httparse_default_config(
+    pub fn from_httparse_default_config<'s>(
         req: &httparse::Request<'_, '_>,
         buf: &Bytes,
-    ) -> Result<Self> {
-        Self::from_httparse_inner(req, buf, false)
+        slot: &'s mut Option<Self>,
+    ) -> Result<&'s mut Self> {
+        Self::from_httparse_inner(req, buf, false, slot)
     }
 
-    fn from_httparse_inner(
+    fn from_httparse_inner<'s>(
         req: &httparse::Request<'_, '_>,
         buf: &Bytes,
         check: bool,
-    ) -> Result<Self> {
+        slot: &'s mut Option<Self>,
+    ) -> Result<&'s mut Self> {
+        *slot = None;
         let method = req
             .method
             .or_err(ErrorType::InvalidHTTPHeader, "request has no method")?;
@@ -99,31 +105,35 @@ impl RequestHeader {
         let method = Method::from_bytes(method.as_bytes())
             .or_err(ErrorType::InvalidHTTPHeader, "invalid method")?;
         let uri = parse_uri(share(buf, path.as_bytes()))?;
-        let (mut base, ()) = http::Request::new(()).into_parts();
-        base.method = method;
-        base.uri = uri;
-        base.version = match req.version {
+        let h = slot.insert(RequestHeader {
+            base: http::Request::new(()).into_parts().0,
+            lines: Lines::built(WireOrder::default()),
+        });
+        h.base.method = method;
+        h.base.uri = uri;
+        h.base.version = match req.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        if let Some(raw) = RawLines::parse_checked(req.headers, buf, check) {
-            return Ok(RequestHeader {
-                base,
-                lines: Lines::parsed(raw),
-            });
+        if h.lines.parse_into(req.headers, buf, check) {
+            return slot
+                .as_mut()
+                .or_err(ErrorType::InternalError, "request not built");
         }
         // A line outside `buf`, or one the map would refuse: build the map
         // now (it names the bad line).
-        let mut order = WireOrder::with_capacity(req.headers.len());
-        base.headers.reserve(req.headers.len());
-        for h in req.headers.iter() {
-            let (name, value) = parsed_header(h, buf)?;
-            order.append(&mut base.headers, name, value);
+        h.base.headers.reserve(req.headers.len());
+        for line in req.headers.iter() {
+            match parsed_header(line, buf) {
+                Ok((name, value)) => h.lines.order.append(&mut h.base.headers, name, value),
+                Err(e) => {
+                    *slot = None;
+                    return Err(e);
+                }
+            }
         }
-        Ok(RequestHeader {
-            base,
-            lines: Lines::built(order),
-        })
+        slot.as_mut()
+            .or_err(ErrorType::InternalError, "request not built")
     }
 
     crate::raw::line_methods!("request");

@@ -8,7 +8,7 @@ use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use crate::order::WireOrder;
-use crate::raw::{Lines, RawLines};
+use crate::raw::Lines;
 use crate::req::parsed_header;
 use crate::version_str;
 
@@ -61,19 +61,20 @@ impl ResponseHeader {
 
     /// Build from a response parsed by `httparse`, sharing slices of `buf`.
     pub fn from_httparse(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Self> {
-        Self::from_httparse_inner(resp, buf, true)
+        Self::from_httparse_inner(resp, buf, true).map(|h| *h)
     }
 
-    /// As [`from_httparse`](Self::from_httparse), for the output of
+    /// As [`from_httparse`](Self::from_httparse), boxed, for the output of
     /// `httparse::Response::parse` with httparse's default config only:
     /// its header names and values already passed the byte rules this
     /// type enforces, so they are not checked a second time. Anything else
-    /// must go through `from_httparse`. For pingora-core's HTTP/1 client.
+    /// must go through `from_httparse`. For pingora-core's HTTP/1 client,
+    /// which keeps the header boxed (it is built in its box, not moved).
     #[doc(hidden)]
     pub fn from_httparse_default_config(
         resp: &httparse::Response<'_, '_>,
         buf: &Bytes,
-    ) -> Result<Self> {
+    ) -> Result<Box<Self>> {
         Self::from_httparse_inner(resp, buf, false)
     }
 
@@ -81,13 +82,11 @@ impl ResponseHeader {
         resp: &httparse::Response<'_, '_>,
         buf: &Bytes,
         check: bool,
-    ) -> Result<Self> {
+    ) -> Result<Box<Self>> {
         let code = resp
             .code
             .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
-        let raw = RawLines::parse_checked(resp.headers, buf, check);
-        let n = if raw.is_some() { 0 } else { resp.headers.len() };
-        let mut h = Self::build(code, Some(n))?;
+        let mut h = Box::new(Self::build(code, Some(0))?);
         h.base.version = match resp.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
@@ -95,12 +94,12 @@ impl ResponseHeader {
         if let Some(reason) = resp.reason {
             h.set_reason_phrase(Some(reason))?;
         }
-        if let Some(raw) = raw {
-            h.lines = Lines::parsed(raw);
+        if h.lines.parse_into(resp.headers, buf, check) {
             return Ok(h);
         }
         // A line outside `buf`, or one the map would refuse: build the map
         // now (it names the bad line).
+        h.base.headers.reserve(resp.headers.len());
         for hdr in resp.headers.iter() {
             let (name, value) = parsed_header(hdr, buf)?;
             h.lines.order.append(&mut h.base.headers, name, value);

@@ -230,10 +230,11 @@ fn peer_host(peer: &HttpPeer) -> String {
 }
 
 /// The downstream request made fit for the upstream `peer`.
-fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<RequestHeader> {
+fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<Box<RequestHeader>> {
     // Everything here reads the request without building the map of a
     // header still as parsed (`method()`, `header_values`, `has_header`).
-    let mut req = session.req_header().clone();
+    // Boxed at once: the header (over 400 bytes) is not moved again.
+    let mut req = Box::new(session.req_header().clone());
     let connect = req.method() == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
     let upgrade = if wants_upgrade {
@@ -362,6 +363,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     self.inner.fail_to_connect(session, &peer, ctx, e)
                 }
                 Ok((upstream, reused)) => {
+                    // Held here and lent out: the session (over 500 bytes)
+                    // is not moved into each step's future.
+                    let mut up = Some(upstream);
                     self.inner
                         .connected_to_upstream(session, reused, &peer, connect_start.elapsed(), ctx)
                         .await?;
@@ -372,7 +376,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     match self
                         .proxy_to_upstream(
                             session,
-                            upstream,
+                            &mut up,
                             &peer,
                             ctx,
                             retry_status,
@@ -413,15 +417,21 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
     }
 
+    /// One attempt at the request over `slot`'s upstream session, which
+    /// `finish_upstream` takes from the slot to release when it can be
+    /// reused.
     async fn proxy_to_upstream(
         &self,
         session: &mut Session,
-        mut up: ClientSession,
+        slot: &mut Option<ClientSession>,
         peer: &HttpPeer,
         ctx: &mut SV::CTX,
         retry_status: bool,
         answered: &mut bool,
     ) -> Result<()> {
+        let Some(up) = slot.as_mut() else {
+            return Error::e_explain(InternalError, "no upstream session");
+        };
         let mut req = upstream_request(session, peer, up.is_http2())?;
         self.inner
             .upstream_request_filter(session, &mut req, ctx)
@@ -438,7 +448,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         let method = req.method().clone();
         let mut req_ended = session.is_body_done() && !session.has_held_body();
-        up.write_request_header(Box::new(req), req_ended).await?;
+        up.write_request_header(req, req_ended).await?;
         if req_ended {
             up.finish_body(None).await?;
         } else {
@@ -450,7 +460,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             while let Some(b) = session.state_mut().read_ahead.pop_front() {
                 req_ended = self
-                    .forward_request_piece(session, &mut up, Some(b), ctx, false)
+                    .forward_request_piece(session, up, Some(b), ctx, false)
                     .await?;
             }
         }
@@ -479,7 +489,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 // is dropped, and its connection with it).
                 chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
+                    req_ended = self.forward_request_piece(session, up, chunk, ctx, true).await?;
                 }
             }
         }
@@ -521,7 +531,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 .write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
-            return self.tunnel(session, &mut up).await;
+            return self.tunnel(session, up).await;
         }
         if up.is_body_done() && up.trailers().is_none() {
             // No body at all: unless the filters make one, the header ends
@@ -541,7 +551,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     resp.insert_header(CONTENT_LENGTH, d.len().to_string())?;
                 }
             }
-            self.finish_upstream(session, up, peer, ctx, req_ended)
+            self.finish_upstream(session, slot, peer, ctx, req_ended)
                 .await?;
             session
                 .write_response_header_eos(resp, data.is_none())
@@ -633,13 +643,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 // is dropped, and its connection with it).
                 chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
                     let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, &mut up, chunk, ctx, true).await?;
+                    req_ended = self.forward_request_piece(session, up, chunk, ctx, true).await?;
                 }
             }
         };
         // The upstream connection goes back to the pool before the client
         // sees the end, so that its next request can have it.
-        self.finish_upstream(session, up, peer, ctx, req_ended)
+        self.finish_upstream(session, slot, peer, ctx, req_ended)
             .await?;
         if let Some(d) = last.filter(|d| !d.is_empty()) {
             session
@@ -655,13 +665,16 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     async fn finish_upstream(
         &self,
         session: &mut Session,
-        mut up: ClientSession,
+        slot: &mut Option<ClientSession>,
         peer: &HttpPeer,
         ctx: &mut SV::CTX,
         mut req_ended: bool,
     ) -> Result<()> {
         #[cfg(feature = "otel")]
         session.trace(|t| t.end("upstream response", false, None));
+        let Some(up) = slot.as_mut() else {
+            return Ok(());
+        };
         if !req_ended && (session.is_body_done() || up.request_length_sent()) {
             // The client's body ended as the response did; or every byte
             // its length promised has gone upstream and only its end (an
@@ -669,11 +682,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             // missing: the upstream request is complete either way, and
             // its connection can be reused.
             req_ended = self
-                .forward_request_piece(session, &mut up, None, ctx, false)
+                .forward_request_piece(session, up, None, ctx, false)
                 .await?;
         }
         if req_ended {
-            self.connector.release_http_session(up, peer);
+            if let Some(up) = slot.take() {
+                self.connector.release_http_session(up, peer);
+            }
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The client side of an HTTP/1 connection, for talking to upstreams.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::{StatusCode, Version};
@@ -195,14 +197,16 @@ impl HttpSession {
         // SAFETY: as in the server session: `split_to(len)` hands the same
         // unmoved bytes to `block`, which outlives every use of the parse.
         let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        // Header slots left uninitialized: httparse writes the ones it uses.
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
         let mut heap;
-        let mut resp = httparse::Response::new(&mut stack[..]);
-        let mut status = resp.parse(raw);
+        let config = httparse::ParserConfig::default();
+        let mut resp = httparse::Response::new(&mut []);
+        let mut status = config.parse_response_with_uninit_headers(&mut resp, raw, &mut stack);
         if matches!(status, Err(httparse::Error::TooManyHeaders)) && max_headers > STACK_HEADERS {
-            heap = vec![httparse::EMPTY_HEADER; max_headers];
-            resp = httparse::Response::new(&mut heap[..]);
-            status = resp.parse(raw);
+            heap = vec![MaybeUninit::uninit(); max_headers];
+            resp = httparse::Response::new(&mut []);
+            status = config.parse_response_with_uninit_headers(&mut resp, raw, &mut heap);
         }
         match status {
             Ok(httparse::Status::Complete(n)) => len = n,
@@ -232,7 +236,7 @@ impl HttpSession {
             self.conn.start_body(Framing::None);
         } else {
             let (framing, clean) =
-                framing::response_framing(&method, status, header.version(), &header)?;
+                framing::response_framing(&method, status, header.version(), &*header)?;
             // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3):
             // the length describes nothing, and must not be forwarded.
             if header.has_tracked(pingora_http::tracked::TRANSFER_ENCODING) {
@@ -243,11 +247,11 @@ impl HttpSession {
                 self.conn.start_write(Framing::UntilClose);
             }
             self.keepalive =
-                self.keepalive && clean && framing::wants_keepalive(header.version(), &header);
+                self.keepalive && clean && framing::wants_keepalive(header.version(), &*header);
             self.conn.start_body(framing);
         }
         self.resp_meta = Some((status, header.version()));
-        self.resp = Some(Box::new(header));
+        self.resp = Some(header);
         Ok(len)
     }
 

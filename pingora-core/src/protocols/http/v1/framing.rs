@@ -95,8 +95,17 @@ pub(crate) fn list_tokens<'a>(values: HeaderValues<'a>) -> impl Iterator<Item = 
 
 /// Whether a list header carries `token` (case-insensitive).
 pub(crate) fn has_token(headers: &impl Fields, name: TrackedName, token: &str) -> bool {
+    let token = token.as_bytes();
     headers.has(name)
-        && list_tokens(headers.values(name)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+        && headers.values(name).any(|v| {
+            // Most lines hold one token: compared whole, without splitting.
+            if v.contains(&b',') {
+                v.split(|&b| b == b',')
+                    .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+            } else {
+                trim_ows(v).eq_ignore_ascii_case(token)
+            }
+        })
 }
 
 /// What Transfer-Encoding says: `None` if absent, `Some(true)` if its last

@@ -1,6 +1,7 @@
 //! The server side of an HTTP/1 connection: read a request, write its
 //! response, then the next request on the same connection.
 
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -171,16 +172,18 @@ impl HttpSession {
         // `block`, which keeps the allocation alive; nothing writes to them
         // in between. The parsed slices are only used while `block` lives.
         let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        // Header slots left uninitialized: httparse writes the ones it uses.
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
         let mut heap;
-        let mut req = httparse::Request::new(&mut stack[..]);
-        let mut status = req.parse(raw);
+        let config = httparse::ParserConfig::default();
+        let mut req = httparse::Request::new(&mut []);
+        let mut status = config.parse_request_with_uninit_headers(&mut req, raw, &mut stack);
         if matches!(status, Err(httparse::Error::TooManyHeaders))
             && opts.max_headers > STACK_HEADERS
         {
-            heap = vec![httparse::EMPTY_HEADER; opts.max_headers];
-            req = httparse::Request::new(&mut heap[..]);
-            status = req.parse(raw);
+            heap = vec![MaybeUninit::uninit(); opts.max_headers];
+            req = httparse::Request::new(&mut []);
+            status = config.parse_request_with_uninit_headers(&mut req, raw, &mut heap);
         }
         match status {
             Ok(httparse::Status::Complete(n)) => len = n,
@@ -202,15 +205,20 @@ impl HttpSession {
             return Error::e_explain(UriTooLong, "request target too long");
         }
         let block: Bytes = self.conn.buf.split_to(len).freeze();
-        let header = RequestHeader::from_httparse_default_config(&req, &block)?;
+        // Built in place, where the session keeps it (not moved again);
+        // gone again if the request is refused.
+        let built =
+            RequestHeader::from_httparse_default_config(&req, &block, &mut self.req).map(|_| ());
         drop(block);
-        self.validate(&header)?;
-        self.start_exchange(header)?;
+        if let Err(e) = built.and_then(|()| self.start_exchange()) {
+            self.req = None;
+            return Err(e);
+        }
         Ok(len)
     }
 
     /// Host rules (RFC 9112 §3.2) and target forms.
-    fn validate(&self, req: &RequestHeader) -> Result<()> {
+    fn validate(req: &RequestHeader) -> Result<()> {
         // (Read without building the map: see `RequestHeader::method`.)
         let hosts = req.tracked_values(pingora_http::tracked::HOST).count();
         if hosts > 1 {
@@ -230,8 +238,13 @@ impl HttpSession {
         Ok(())
     }
 
-    fn start_exchange(&mut self, req: RequestHeader) -> Result<()> {
-        let framing = framing::request_framing(req.version(), &req)?;
+    /// Set up the exchange for the request header just read.
+    fn start_exchange(&mut self) -> Result<()> {
+        let Some(req) = self.req.as_ref() else {
+            return Error::e_explain(InternalError, "no request header");
+        };
+        Self::validate(req)?;
+        let framing = framing::request_framing(req.version(), req)?;
         if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts.max_body_bytes) {
             if n > max {
                 return Error::e_explain(BodyTooLarge, "Content-Length above the limit");
@@ -243,7 +256,7 @@ impl HttpSession {
             // malformed body is refused before any upstream is contacted.
             self.conn.check_buffered_chunks()?;
         }
-        self.keepalive = framing::wants_keepalive(req.version(), &req);
+        self.keepalive = framing::wants_keepalive(req.version(), req);
         self.continue_pending = req.version() == Version::HTTP_11
             && framing != Framing::None
             && req.has_tracked(pingora_http::tracked::EXPECT)
@@ -256,7 +269,6 @@ impl HttpSession {
         self.resp = None;
         self.trailers_out = None;
         self.ext.clear();
-        self.req = Some(req);
         Ok(())
     }
 
