@@ -83,8 +83,9 @@ impl HttpSession {
                 }
             };
         self.keepalive = framing::wants_keepalive(req.version(), &*req);
-        self.conn.pending.reserve(req.h1_len());
-        req.write_h1(&mut self.conn.pending);
+        let pending = self.conn.pending_mut();
+        pending.reserve(req.h1_len());
+        req.write_h1(pending);
         let n = self.conn.pending.len();
         self.conn.start_write(framing);
         self.conn.flush().await.map_err(|e| e.into_up())?;

@@ -37,15 +37,70 @@ const BODY_READ_SIZE: usize = 16 * 1024;
 const INLINE_SLICES: usize = 8;
 /// A written header buffer up to this size is kept for the next one.
 const KEEP_PENDING: usize = 4096;
-/// Spare buffer pairs kept per thread (see [`Conn::keep_buffers_spare`]).
+/// Spare buffers (and deadlines) kept per thread, of each kind (see
+/// [`Spare`]).
 const SPARE_MAX: usize = 16;
+/// A spare buffer that grew past this is dropped rather than kept.
+const SPARE_CAPACITY_MAX: usize = 4 * BODY_READ_SIZE;
+
+/// Read and write buffers of connections that do not need them now (an
+/// upstream connection back in the pool, a keep-alive client between
+/// requests), and deadlines of finished upstream sessions, for the next
+/// connection on this thread: an idle connection holds no buffer, and a
+/// busy proxy does not allocate and free them for every request.
+///
+/// A read buffer may still be shared with a header block that is in use
+/// (the header's fields are slices of it); it is handed out again only
+/// once it is not, so reading into it never allocates, and splitting a
+/// header block off it never allocates a share count either.
+struct Spare {
+    reads: Vec<BytesMut>,
+    writes: Vec<BytesMut>,
+    deadlines: Vec<Deadline>,
+}
 
 thread_local! {
-    /// The empty read and write buffers of upstream connections that went
-    /// back to the pool, for the next upstream session on this thread: a
-    /// pooled connection holds no buffer, and a busy proxy still does not
-    /// allocate (and free) them for every request.
-    static SPARE: RefCell<Vec<(BytesMut, BytesMut, Deadline)>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare { reads: Vec::new(), writes: Vec::new(), deadlines: Vec::new() })
+    };
+}
+
+/// A spare read buffer with room for a first header read, if this thread
+/// has one that is not shared any more (the newest first); else an empty
+/// one (it allocates when first read into).
+fn spare_read_buffer() -> BytesMut {
+    SPARE.with(|s| {
+        let reads = &mut s.borrow_mut().reads;
+        match reads
+            .iter_mut()
+            .rposition(|b| b.try_reclaim(FIRST_HEADER_READ))
+        {
+            Some(i) => reads.swap_remove(i),
+            None => BytesMut::new(),
+        }
+    })
+}
+
+/// A spare write buffer, or an empty one.
+fn spare_write_buffer() -> BytesMut {
+    SPARE.with(|s| s.borrow_mut().writes.pop().unwrap_or_default())
+}
+
+/// Keep `buf` for [`spare_read_buffer`] (or [`spare_write_buffer`] with
+/// `write`) when it is empty, has an allocation and did not grow large;
+/// a full list drops its oldest.
+fn keep_spare_buffer(buf: BytesMut, write: bool) {
+    if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY_MAX {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        let list = if write { &mut s.writes } else { &mut s.reads };
+        if list.len() >= SPARE_MAX {
+            list.remove(0);
+        }
+        list.push(buf);
+    });
 }
 
 /// Run `$fut` under `$limit` on the moving deadline `$deadline` (see
@@ -145,46 +200,53 @@ impl Conn {
         }
     }
 
-    /// A connection that starts with a spare pair of buffers, if this
-    /// thread has one.
+    /// A connection that starts with spare buffers and a spare deadline,
+    /// if this thread has them.
     pub(crate) fn with_spare_buffers(stream: Stream, opts: H1Options) -> Self {
         let mut conn = Conn::new(stream, opts);
-        if let Some((buf, pending, deadline)) = SPARE.with(|s| s.borrow_mut().pop()) {
-            conn.buf = buf;
-            conn.pending = pending;
+        conn.buf = spare_read_buffer();
+        conn.pending = spare_write_buffer();
+        if let Some(deadline) = SPARE.with(|s| s.borrow_mut().deadlines.pop()) {
             conn.deadline = deadline;
         }
         conn
     }
 
     /// The stream, with this connection's buffers left for the next
-    /// [`with_spare_buffers`](Self::with_spare_buffers) on this thread when
-    /// they are empty, with room for a first header read, and not large
-    /// (an allocation still shared with a header block is not copied: the
-    /// buffer allocates anew when it next grows; one that grew for a body
-    /// may pin up to that allocation, 16 pairs per thread at most).
+    /// connection on this thread when they are empty (see [`Spare`]), and
+    /// its deadline for the next [`with_spare_buffers`](Self::with_spare_buffers):
+    /// the deadline's timer goes along, so the next upstream session moves
+    /// it instead of registering its own.
     pub(crate) fn keep_buffers_spare(mut self) -> Stream {
-        if self.buf.is_empty()
-            && self.pending.is_empty()
-            && self.buf.capacity() >= FIRST_HEADER_READ / 2
-            && self.buf.capacity() <= HEADER_READ_SIZE
-            && self.pending.capacity() <= KEEP_PENDING
-        {
-            // The deadline's timer goes along: the next upstream session
-            // on this thread moves it instead of registering its own.
-            let pair = (
-                std::mem::take(&mut self.buf),
-                std::mem::take(&mut self.pending),
-                std::mem::take(&mut self.deadline),
-            );
+        if self.buf.is_empty() && self.pending.is_empty() {
+            keep_spare_buffer(std::mem::take(&mut self.buf), false);
+            keep_spare_buffer(std::mem::take(&mut self.pending), true);
+            let deadline = std::mem::take(&mut self.deadline);
             SPARE.with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < SPARE_MAX {
-                    s.push(pair);
+                let deadlines = &mut s.borrow_mut().deadlines;
+                if deadlines.len() < SPARE_MAX {
+                    deadlines.push(deadline);
                 }
             });
         }
         self.stream
+    }
+
+    /// Make sure the read buffer has an allocation to read into: a spare
+    /// one when it has none.
+    fn refill(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = spare_read_buffer();
+        }
+    }
+
+    /// The write buffer, for a header to be written into: a spare one when
+    /// it has no allocation.
+    pub(crate) fn pending_mut(&mut self) -> &mut BytesMut {
+        if self.pending.capacity() == 0 {
+            self.pending = spare_write_buffer();
+        }
+        &mut self.pending
     }
 
     /// Wait until the peer sends something (at once if bytes are buffered).
@@ -225,6 +287,7 @@ impl Conn {
             Poll::Ready(Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(())) => {}
         }
+        self.refill();
         self.buf.reserve(HEADER_READ_SIZE);
         let spare = self.buf.spare_capacity_mut();
         let room = HEADER_READ_SIZE.min(spare.len());
@@ -248,6 +311,7 @@ impl Conn {
 
     /// Read more bytes into the buffer; returns how many (0 at EOF).
     pub(crate) async fn read_more(&mut self, want: usize) -> Result<usize> {
+        self.refill();
         if self.buf.capacity() - self.buf.len() < want / 2 {
             self.buf.reserve(want);
         }
@@ -457,9 +521,9 @@ impl Conn {
     /// buffers: for a connection about to wait idle.
     pub(crate) fn release_buffer(&mut self) {
         if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+            keep_spare_buffer(std::mem::take(&mut self.buf), false);
         }
-        self.pending = BytesMut::new();
+        keep_spare_buffer(std::mem::take(&mut self.pending), true);
         self.queued = VecDeque::new();
     }
 
@@ -741,6 +805,7 @@ impl Conn {
         if self.eof {
             return Poll::Ready(Ok(Progress::Readable));
         }
+        self.refill();
         self.buf.reserve(BODY_READ_SIZE);
         let mut rb = ReadBuf::uninit(self.buf.spare_capacity_mut());
         match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
@@ -805,29 +870,62 @@ mod tests {
         s
     }
 
+    fn spare_counts() -> (usize, usize, usize) {
+        SPARE.with(|s| {
+            let s = s.borrow();
+            (s.reads.len(), s.writes.len(), s.deadlines.len())
+        })
+    }
+
+    fn clear_spare() {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.reads.clear();
+            s.writes.clear();
+            s.deadlines.clear();
+        });
+    }
+
     #[test]
     fn pooled_connections_leave_their_buffers_to_the_next_session() {
-        SPARE.with(|s| s.borrow_mut().clear());
+        clear_spare();
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         let s = exchange(ok);
         let stream = s.reuse().expect("reusable");
-        assert_eq!(SPARE.with(|s| s.borrow().len()), 1);
+        assert_eq!(spare_counts(), (1, 1, 1));
         // The next session on this thread starts with them.
         let next = Conn::with_spare_buffers(stream, H1Options::default());
         assert!(next.buf.capacity() > 0 && next.buf.is_empty());
         assert!(next.pending.capacity() > 0 && next.pending.is_empty());
-        assert_eq!(SPARE.with(|s| s.borrow().len()), 0);
+        assert_eq!(spare_counts(), (0, 0, 0));
         // A connection that cannot be reused keeps nothing back.
         let s = exchange(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
         assert!(s.reuse().is_none());
-        assert_eq!(SPARE.with(|s| s.borrow().len()), 0);
-        // The list is bounded: many sessions ending at once leave at most
-        // SPARE_MAX pairs.
+        assert_eq!(spare_counts(), (0, 0, 0));
+        // The lists are bounded: many sessions ending at once leave at most
+        // SPARE_MAX of each.
         let done: Vec<_> = (0..SPARE_MAX + 5).map(|_| exchange(ok)).collect();
         for s in done {
             s.reuse().expect("reusable");
         }
-        assert_eq!(SPARE.with(|s| s.borrow().len()), SPARE_MAX);
+        assert_eq!(spare_counts(), (SPARE_MAX, SPARE_MAX, SPARE_MAX));
+    }
+
+    #[test]
+    fn a_shared_spare_buffer_waits_until_its_header_is_gone() {
+        clear_spare();
+        let mut buf = BytesMut::with_capacity(FIRST_HEADER_READ);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let header = buf.split().freeze();
+        keep_spare_buffer(buf, false);
+        // Still shared with `header`: not handed out, a new one instead.
+        assert_eq!(spare_read_buffer().capacity(), 0);
+        assert_eq!(spare_counts().0, 1);
+        drop(header);
+        // Not shared any more: handed out, with room, without allocating.
+        let again = spare_read_buffer();
+        assert!(again.capacity() >= FIRST_HEADER_READ);
+        assert_eq!(spare_counts().0, 0);
     }
 
     #[test]

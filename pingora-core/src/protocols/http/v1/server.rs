@@ -394,8 +394,9 @@ impl HttpSession {
                 }
                 self.continue_pending = false;
             }
-            self.conn.pending.reserve(resp.h1_len());
-            resp.write_h1(&mut self.conn.pending);
+            let pending = self.conn.pending_mut();
+            pending.reserve(resp.h1_len());
+            resp.write_h1(pending);
             self.conn.flush().await?;
             if self.upgraded {
                 self.final_written = true;
@@ -449,8 +450,9 @@ impl HttpSession {
                 resp.insert_header("Connection", "keep-alive")?;
             }
         }
-        self.conn.pending.reserve(resp.h1_len());
-        resp.write_h1(&mut self.conn.pending);
+        let pending = self.conn.pending_mut();
+        pending.reserve(resp.h1_len());
+        resp.write_h1(pending);
         self.conn.start_write(framing);
         self.final_written = true;
         self.resp = Some(resp);
