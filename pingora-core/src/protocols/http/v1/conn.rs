@@ -249,23 +249,55 @@ impl Conn {
         &mut self.pending
     }
 
-    /// Wait until the peer sends something (at once if bytes are buffered).
-    pub(crate) async fn wait_readable(&mut self, limit: Option<Duration>) -> Result<()> {
+    /// Wait until the peer sends something, and read it (nothing to do if
+    /// bytes are buffered): one readiness check per wake-up, where waiting
+    /// for readiness and then reading took two. With `release`, the read
+    /// buffer goes back to the thread's spares whenever the read finds
+    /// nothing, so that a connection waiting idle holds none.
+    pub(crate) async fn read_when_readable(
+        &mut self,
+        limit: Option<Duration>,
+        release: bool,
+    ) -> Result<()> {
         if !self.buf.is_empty() {
             return Ok(());
         }
-        let stream = &self.stream;
-        let wait = async {
-            poll_fn(|cx| stream.poll_read_ready(cx))
-                .await
-                .or_err(ReadError, "waiting for a request")
-        };
+        let (stream, buf, eof) = (&mut self.stream, &mut self.buf, &mut self.eof);
+        let read = poll_fn(move |cx| {
+            if buf.capacity() == 0 {
+                *buf = spare_read_buffer();
+            }
+            if buf.capacity() - buf.len() < FIRST_HEADER_READ / 2 {
+                buf.reserve(FIRST_HEADER_READ);
+            }
+            let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+            let n = match Pin::new(&mut **stream).poll_read(cx, &mut rb) {
+                Poll::Pending => None,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Error::e_because(ReadError, "waiting for a request", e))
+                }
+                Poll::Ready(Ok(())) => Some(rb.filled().len()),
+            };
+            let Some(n) = n else {
+                if release && buf.is_empty() {
+                    keep_spare_buffer(std::mem::take(buf), false);
+                }
+                return Poll::Pending;
+            };
+            // SAFETY: `poll_read` initialized these `n` bytes of the spare
+            // capacity (`filled`).
+            unsafe { buf.set_len(buf.len() + n) };
+            if n == 0 {
+                *eof = true;
+            }
+            Poll::Ready(Ok(()))
+        });
         timed_on!(
             self.deadline,
             limit,
             ReadTimedout,
             "idle connection timed out",
-            wait
+            read
         )
     }
 
@@ -337,6 +369,9 @@ impl Conn {
     ) -> Result<Option<usize>> {
         let max = self.opts.max_header_bytes;
         let mut scanned = 0;
+        if self.eof && self.buf.is_empty() {
+            return Ok(None);
+        }
         loop {
             // Empty lines before a message are skipped (RFC 9112 §2.2).
             while self.buf.first() == Some(&b'\n') || self.buf.starts_with(b"\r\n") {

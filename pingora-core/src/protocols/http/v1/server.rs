@@ -136,11 +136,11 @@ impl HttpSession {
         // A connection that may be parked keeps its buffers until it is
         // (parking frees them with the task): a busy keep-alive client
         // reuses them request after request. Any other gives them back
-        // before it waits.
+        // while it waits.
         if !park {
             self.conn.release_buffer();
         }
-        match self.conn.wait_readable(idle).await {
+        match self.conn.read_when_readable(idle, !park).await {
             Ok(()) => {}
             // Idle keep-alive connections end quietly (or are parked).
             Err(e) if matches!(e.etype(), ReadTimedout) => {
