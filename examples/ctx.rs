@@ -66,7 +66,7 @@ impl ProxyHttp for BetaRouter {
         } else {
             &self.stable
         };
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())?))
+        Ok(Box::new(HttpPeer::try_new(addr, false, String::new())?))
     }
 
     async fn response_filter(

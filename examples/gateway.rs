@@ -84,7 +84,7 @@ impl ProxyHttp for Gateway {
             .0
             .as_deref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())?))
+        Ok(Box::new(HttpPeer::try_new(addr, false, String::new())?))
     }
 }
 

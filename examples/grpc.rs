@@ -52,7 +52,7 @@ impl ProxyHttp for GrpcProxy {
     }
 
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut Call) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(&self.upstream, false, String::new())?;
+        let mut peer = HttpPeer::try_new(&self.upstream, false, String::new())?;
         peer.options.alpn = ALPN::H2; // h2c with prior knowledge
         peer.options.max_h2_streams = 100; // calls share connections
         Ok(Box::new(peer))

@@ -212,6 +212,8 @@ fn main() -> Result<()> {
     let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(&upstreams)?;
     lb.backends_mut().set_health_check(TcpHealthCheck::new());
     lb.health_check_frequency = Some(Duration::from_secs(args.health_check_secs));
+    // Every backend checked at once each round (not one after another).
+    lb.parallel_health_check = true;
     let checks = background_service("health checks", lb);
     let proxy = Lb {
         lb: checks.task(),

@@ -49,7 +49,7 @@ impl ProxyHttp for Rewrite {
     }
 
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut Json) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
+        Ok(Box::new(HttpPeer::try_new(
             &self.upstream,
             false,
             String::new(),

@@ -111,7 +111,7 @@ impl TcpProxyHandler for Lb {
             let sni = self.sni.clone().unwrap_or_else(|| name.to_string());
             BasicPeer::new_tls(&host, sni)?
         } else {
-            BasicPeer::new(&host)?
+            BasicPeer::try_new(&host)?
         };
         peer.options.connection_timeout = Some(Duration::from_secs(3));
         peer.options.ca = self.ca.clone();
@@ -175,6 +175,7 @@ fn main() -> Result<()> {
     let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(&upstreams)?;
     lb.backends_mut().set_health_check(TcpHealthCheck::new());
     lb.health_check_frequency = Some(Duration::from_secs(1));
+    lb.parallel_health_check = true;
     let checks = background_service("health checks", lb);
     let handler = Lb {
         lb: checks.task(),

@@ -50,7 +50,7 @@ impl ProxyHttp for WsProxy {
     // Nothing WebSocket-specific to write: the proxy forwards `Upgrade`
     // and turns the connection into a tunnel on `101`.
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
+        Ok(Box::new(HttpPeer::try_new(
             &self.upstream,
             false,
             String::new(),

@@ -41,6 +41,12 @@ compile_error!(
      `--no-default-features --features boringssl,proxy,lb`."
 );
 
+// Everything of pingora-core at the root, as Pingora's facade has it
+// (`pingora::server`, `pingora::services`, `pingora::upstreams`,
+// `pingora::connectors`, `pingora::protocols`, `pingora::listeners`,
+// `pingora::apps`, `pingora::tls`, `pingora::Result`, `pingora::Error`, …).
+pub use pingora_core::*;
+
 pub use pingora_core as core;
 pub use pingora_error as error;
 pub use pingora_http as http;
@@ -50,12 +56,19 @@ pub use pingora_pool as pool;
 #[cfg(feature = "proxy")]
 pub use pingora_proxy as proxy;
 pub use pingora_timeout as timeout;
+/// The timeouts (pingora-timeout), under the name Pingora gives them.
+pub use pingora_timeout as time;
 
-/// The names most programs need, in one `use`.
+/// The names most programs need, in one `use pingora::prelude::*`: the
+/// server, its options, background services, the HTTP peer, the error
+/// types with `ErrorType`'s variants, the header types, the timeouts, and
+/// (with their features) the proxy's and the load balancer's names.
 pub mod prelude {
-    pub use pingora_error::{
-        BError, Context, Error, ErrorSource, ErrorType, OkOrErr, OrErr, Result,
-    };
-    pub use pingora_http::{RequestHeader, ResponseHeader};
-    pub use pingora_timeout::{sleep, timeout};
+    pub use pingora_core::prelude::*;
+    pub use pingora_http::prelude::*;
+    #[cfg(feature = "lb")]
+    pub use pingora_load_balancing::prelude::*;
+    #[cfg(feature = "proxy")]
+    pub use pingora_proxy::prelude::*;
+    pub use pingora_timeout::*;
 }

@@ -83,6 +83,21 @@ pub mod syslog;
 pub mod upstreams;
 pub mod utils;
 
+// The error types at the crate root, as Pingora has them
+// (`pingora_core::Result`, `pingora_core::Error`, `pingora_core::InternalError`, …).
+pub use pingora_error::{ErrorType::*, *};
+
+/// The names most programs need, in one `use pingora_core::prelude::*`:
+/// the server and its options, background services, the HTTP peer, and
+/// the error types (with `ErrorType`'s variants).
+pub mod prelude {
+    pub use crate::server::configuration::Opt;
+    pub use crate::server::Server;
+    pub use crate::services::background::background_service;
+    pub use crate::upstreams::peer::HttpPeer;
+    pub use pingora_error::{ErrorType::*, *};
+}
+
 /// The TLS library in use: `pingora-openssl` or `pingora-boringssl`,
 /// whichever feature is on. Both have the same API, so code written against
 /// `pingora_core::tls` builds with either.

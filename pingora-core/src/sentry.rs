@@ -186,7 +186,7 @@ fn send(level: &str, kind: &str, msg: &str, place: &str) {
 
 async fn post(dsn: &Dsn, body: String) -> Result<()> {
     let connector = Connector::new(None);
-    let mut peer = HttpPeer::new(
+    let mut peer = HttpPeer::try_new(
         &format!("{}:{}", dsn.host, dsn.port),
         dsn.tls,
         dsn.host.clone(),

@@ -35,7 +35,7 @@ fn ip(s: &str) -> IpAddr {
 #[tokio::test]
 async fn outgoing_connections_leave_from_the_conf_address() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = BasicPeer::new(&l.local_addr().unwrap().to_string()).unwrap();
+    let peer = BasicPeer::try_new(&l.local_addr().unwrap().to_string()).unwrap();
 
     // No conf: the system picks the source, the destination's own address.
     let plain = TransportConnector::new(None);
@@ -70,7 +70,7 @@ async fn each_family_uses_its_own_list() {
     // An IPv6 peer with only an IPv4 source listed: no bind (binding an
     // IPv6 socket to an IPv4 address would fail the connect).
     let l6 = TcpListener::bind("[::1]:0").await.unwrap();
-    let peer6 = BasicPeer::new(&l6.local_addr().unwrap().to_string()).unwrap();
+    let peer6 = BasicPeer::try_new(&l6.local_addr().unwrap().to_string()).unwrap();
     let c = TransportConnector::new(Some(&conf(&["127.0.0.2"], &[])));
     assert_eq!(seen_from(&c, &l6, &peer6).await.ip(), ip("::1"));
 
@@ -78,7 +78,7 @@ async fn each_family_uses_its_own_list() {
     let c = TransportConnector::new(Some(&conf(&["127.0.0.3"], &["::1"])));
     assert_eq!(seen_from(&c, &l6, &peer6).await.ip(), ip("::1"));
     let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer4 = BasicPeer::new(&l4.local_addr().unwrap().to_string()).unwrap();
+    let peer4 = BasicPeer::try_new(&l4.local_addr().unwrap().to_string()).unwrap();
     assert_eq!(seen_from(&c, &l4, &peer4).await.ip(), ip("127.0.0.3"));
 }
 
@@ -86,7 +86,8 @@ async fn each_family_uses_its_own_list() {
 async fn http_connector_binds_too() {
     // The HTTP connector (what the proxy uses) takes the conf's addresses.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = HttpPeer::new(&l.local_addr().unwrap().to_string(), false, String::new()).unwrap();
+    let peer =
+        HttpPeer::try_new(&l.local_addr().unwrap().to_string(), false, String::new()).unwrap();
     let c = Connector::new(Some(&conf(&["127.0.0.5"], &[])));
     let (session, accepted) = tokio::join!(c.get_http_session(&peer), l.accept());
     let (_session, reused) = session.unwrap();

@@ -43,7 +43,7 @@ async fn get(c: &Connector, peer: &HttpPeer, path: &str) -> (String, bool) {
 }
 
 fn peer(n: &Nginx) -> HttpPeer {
-    HttpPeer::new(&format!("127.0.0.1:{}", n.port), false, String::new()).unwrap()
+    HttpPeer::try_new(&format!("127.0.0.1:{}", n.port), false, String::new()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +103,7 @@ async fn connect_errors_and_bind_address() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    let p = HttpPeer::new(&addr.to_string(), false, String::new()).unwrap();
+    let p = HttpPeer::try_new(&addr.to_string(), false, String::new()).unwrap();
     let e = c.get_http_session(&p).await.err().unwrap();
     assert_eq!(e.etype(), &ErrorType::ConnectRefused, "{e}");
 
@@ -125,7 +125,7 @@ async fn connect_errors_and_bind_address() {
         let _ = s.connect(&full_addr.into());
         fillers.push(s);
     }
-    let mut p = HttpPeer::new(&full_addr.to_string(), false, String::new()).unwrap();
+    let mut p = HttpPeer::try_new(&full_addr.to_string(), false, String::new()).unwrap();
     p.options.connection_timeout = Some(Duration::from_millis(200));
     let e = c.get_http_session(&p).await.err().unwrap();
     assert_eq!(e.etype(), &ErrorType::ConnectTimedout, "{e}");
@@ -152,7 +152,8 @@ async fn tls_upstreams_pool_and_verify() {
         ),
     );
     let c = Connector::new(None);
-    let mut p = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
+    let mut p =
+        HttpPeer::try_new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
     p.options.ca = Some(ca_file);
     let (first, _) = get(&c, &p, "/conn").await;
     assert!(first.ends_with(" up.test\n"), "{first}");
@@ -213,7 +214,7 @@ async fn unix_socket_peers_and_tcp_keepalive() {
             });
         }
     });
-    let p = HttpPeer::new(&format!("unix:{}", path.display()), false, String::new()).unwrap();
+    let p = HttpPeer::try_new(&format!("unix:{}", path.display()), false, String::new()).unwrap();
     let (body, _) = get(&c, &p, "/").await;
     assert_eq!(body, "unix");
     let _ = std::fs::remove_file(&path);
@@ -233,7 +234,8 @@ async fn total_timeout_covers_the_tls_handshake_and_fast_open_connects() {
         }
     });
     let c = Connector::new(None);
-    let mut p = HttpPeer::new(&format!("127.0.0.1:{port}"), true, "silent.test".into()).unwrap();
+    let mut p =
+        HttpPeer::try_new(&format!("127.0.0.1:{port}"), true, "silent.test".into()).unwrap();
     p.options.total_connection_timeout = Some(Duration::from_millis(200));
     let e = c.get_http_session(&p).await.err().unwrap();
     assert!(
@@ -320,7 +322,7 @@ async fn write_timeout_to_an_upstream_that_never_reads() {
         }
     });
     let c = Connector::new(None);
-    let mut p = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut p = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     p.options.write_timeout = Some(Duration::from_millis(300));
     let (mut s, _) = c.get_http_session(&p).await.unwrap();
     let total: usize = 256 << 20;
@@ -378,7 +380,8 @@ async fn verify_hostname_off_still_verifies_the_chain() {
         ),
     );
     let c = Connector::new(None);
-    let mut p = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "wrong.test".into()).unwrap();
+    let mut p =
+        HttpPeer::try_new(&format!("127.0.0.1:{}", n.port), true, "wrong.test".into()).unwrap();
     p.options.ca = Some(ca_file);
     let e = c.get_http_session(&p).await.err().unwrap();
     assert_eq!(e.etype(), &ErrorType::CertHostnameMismatch, "{e}");
@@ -417,7 +420,7 @@ async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
         ),
     );
     let conf = ServerConf::load_from_yaml(&conf_path).unwrap();
-    let p = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
+    let p = HttpPeer::try_new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
     assert!(p.options.ca.is_none());
 
     // Without the conf, the system CAs do not know ours.

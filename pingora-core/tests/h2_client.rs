@@ -71,7 +71,8 @@ async fn nginx_over_tls_streams_share_connections() {
         location /proto {{ return 200 "$server_protocol $connection\n"; }}"#
         ),
     );
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
+    let mut peer =
+        HttpPeer::try_new(&format!("127.0.0.1:{}", n.port), true, "up.test".into()).unwrap();
     peer.options.ca = Some(ca_file);
     peer.options.alpn = ALPN::H2H1;
     peer.options.max_h2_streams = 100;
@@ -162,7 +163,7 @@ async fn our_server() -> (u16, Arc<Mutex<Vec<tokio::sync::watch::Sender<bool>>>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_server_trailers_and_goaway() {
     let (port, switches) = our_server().await;
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     peer.options.alpn = ALPN::H2;
     peer.options.max_h2_streams = 10;
     let c = Connector::new(None);
@@ -193,7 +194,7 @@ async fn our_server_trailers_and_goaway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2_upstream_connection_is_closed() {
     let (port, switches) = our_server().await;
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     peer.options.alpn = ALPN::H2;
     peer.options.max_h2_streams = 10;
     peer.options.idle_timeout = Some(Duration::from_millis(200));
@@ -225,7 +226,7 @@ async fn an_idle_h2_upstream_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_streams_finish() {
     let (port, switches) = our_server().await;
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     peer.options.alpn = ALPN::H2;
     peer.options.max_h2_streams = 10;
     let c = Connector::new(None);
@@ -342,7 +343,7 @@ async fn client_ping_keepalive_and_read_timeout() {
         let mut buf = [0u8; 4096];
         while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
     });
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     peer.options.alpn = ALPN::H2;
     peer.options.max_h2_streams = 10;
     peer.options.h2_ping_interval = Some(Duration::from_millis(100));
@@ -451,7 +452,7 @@ async fn peer_max_concurrent_streams_opens_more_connections() {
             });
         }
     });
-    let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     peer.options.alpn = ALPN::H2;
     peer.options.max_h2_streams = 100;
     let c = Arc::new(Connector::new(None));
@@ -507,7 +508,8 @@ async fn an_upstream_allowing_no_stream_fails_within_the_connect_timeout() {
             let mut buf = [0u8; 1024];
             while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
         });
-        let mut peer = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+        let mut peer =
+            HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
         peer.options.alpn = ALPN::H2;
         peer.options.connection_timeout = Some(Duration::from_millis(300));
         let c = Connector::new(None);

@@ -924,7 +924,7 @@ async fn cas_from_memory() {
 
     // Through the HTTP connector: PeerOptions::ca_pem.
     let c = Connector::new(None);
-    let mut hp = HttpPeer::new(&format!("127.0.0.1:{port}"), true, "m.test".into()).unwrap();
+    let mut hp = HttpPeer::try_new(&format!("127.0.0.1:{port}"), true, "m.test".into()).unwrap();
     hp.options.client_cert_key = Some(client);
     let e = c
         .get_http_session(&hp)

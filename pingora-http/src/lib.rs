@@ -27,7 +27,6 @@
 #![warn(missing_docs)]
 
 use bytes::Bytes;
-use http::Version;
 
 mod case;
 mod order;
@@ -41,6 +40,18 @@ pub use order::{tracked, TrackedName};
 pub use raw::HeaderValues;
 pub use req::RequestHeader;
 pub use resp::ResponseHeader;
+
+/// The `http` crate's `Version`, under the name Pingora gives it
+/// (also [`HttpVersion`]).
+pub use http::Version;
+
+/// The `http` crate's header map, under the name Pingora gives it.
+pub type HMap = http::HeaderMap<HeaderValue>;
+
+/// The two header types, in one `use pingora_http::prelude::*`.
+pub mod prelude {
+    pub use crate::{RequestHeader, ResponseHeader};
+}
 
 /// `part` as a `Bytes`: a shared slice of `buf` if it lies inside it (no
 /// copy), else a copy.

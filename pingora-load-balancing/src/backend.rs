@@ -114,6 +114,23 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A backend is an address to connect to, as in Pingora:
+/// `HttpPeer::new(backend, tls, sni)`. A Unix-socket backend resolves to
+/// no internet address (an error); reach it with
+/// `HttpPeer::new_from_sockaddr(backend.addr.clone(), ..)`.
+impl std::net::ToSocketAddrs for Backend {
+    type Iter = std::option::IntoIter<std::net::SocketAddr>;
+    fn to_socket_addrs(&self) -> std::io::Result<Self::Iter> {
+        match self.addr.as_inet() {
+            Some(a) => Ok(Some(*a).into_iter()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("backend {} is not an internet address", self.addr),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -305,26 +305,38 @@ impl Backends {
         }
     }
 
-    /// Run the health check on every backend at once, and apply the
+    /// Run the health check on every backend, all at once when `parallel`
+    /// (each in a task of its own) or one after another, and apply the
     /// results with their thresholds.
-    pub async fn run_health_check(&self) {
+    pub async fn run_health_check(&self, parallel: bool) {
         let Some(hc) = self.health_check.clone() else {
             return;
         };
         let set = self.get();
-        let checks = set.iter().map(|b| {
-            let hc = hc.clone();
-            let b = b.clone();
-            tokio::spawn(async move {
-                let r = hc.check(&b).await;
-                (b, r)
-            })
-        });
-        let checks: Vec<_> = checks.collect();
-        for task in checks {
-            let Ok((b, result)) = task.await else {
-                continue;
-            };
+        let mut results = Vec::with_capacity(set.len());
+        if parallel {
+            let checks: Vec<_> = set
+                .iter()
+                .map(|b| {
+                    let hc = hc.clone();
+                    let b = b.clone();
+                    tokio::spawn(async move {
+                        let r = hc.check(&b).await;
+                        (b, r)
+                    })
+                })
+                .collect();
+            for task in checks {
+                if let Ok(done) = task.await {
+                    results.push(done);
+                }
+            }
+        } else {
+            for b in set.iter() {
+                results.push((b.clone(), hc.check(b).await));
+            }
+        }
+        for (b, result) in results {
             let ok = result.is_ok();
             let health = self.health.load();
             let Some(h) = health.get(&b.hash_key()) else {

@@ -44,3 +44,11 @@ pub mod selection;
 pub use backend::{fnv1a, Backend};
 pub use backends::{Backends, HealthObserver, OutlierEjection};
 pub use load_balancer::LoadBalancer;
+
+/// The names most load-balancing programs need, in one
+/// `use pingora_load_balancing::prelude::*`.
+pub mod prelude {
+    pub use crate::health_check::TcpHealthCheck;
+    pub use crate::selection::RoundRobin;
+    pub use crate::LoadBalancer;
+}

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::backends::Backends;
 use crate::discovery::Static;
+use crate::health_check::HealthCheck;
 use crate::selection::BackendSelection;
 use crate::Backend;
 
@@ -39,6 +40,11 @@ pub struct LoadBalancer<S> {
     /// How often to ask discovery again (none: only once, when the
     /// background service starts).
     pub update_frequency: Option<Duration>,
+    /// Whether a health check round checks every backend at once (each in
+    /// a task of its own) rather than one after another. Off by default,
+    /// as in Pingora: turn it on when there are many backends or slow
+    /// checks.
+    pub parallel_health_check: bool,
 }
 
 impl<S: BackendSelection> LoadBalancer<S> {
@@ -50,6 +56,7 @@ impl<S: BackendSelection> LoadBalancer<S> {
             selector,
             health_check_frequency: None,
             update_frequency: None,
+            parallel_health_check: false,
         }
     }
 
@@ -67,6 +74,13 @@ impl<S: BackendSelection> LoadBalancer<S> {
     /// The backends and their health (to set checks, report results).
     pub fn backends(&self) -> &Backends {
         &self.backends
+    }
+
+    /// Check the backends' health with `hc` (run by the background
+    /// service every `health_check_frequency`), as
+    /// `backends_mut().set_health_check(hc)`.
+    pub fn set_health_check(&mut self, hc: Box<dyn HealthCheck + Send + Sync + 'static>) {
+        self.backends.set_health_check(hc);
     }
 
     /// The backends, to configure before the service starts.
@@ -128,7 +142,9 @@ impl<S: BackendSelection> BackgroundService for LoadBalancer<S> {
             warn!("backend discovery failed: {e}");
         }
         if self.health_check_frequency.is_some() {
-            self.backends.run_health_check().await;
+            self.backends
+                .run_health_check(self.parallel_health_check)
+                .await;
         }
         let now = Instant::now();
         let mut next_update = self.update_frequency.map(|every| now + every);
@@ -151,7 +167,9 @@ impl<S: BackendSelection> BackgroundService for LoadBalancer<S> {
             }
             if let (Some(at), Some(every)) = (next_check, self.health_check_frequency) {
                 if Instant::now() >= at {
-                    self.backends.run_health_check().await;
+                    self.backends
+                        .run_health_check(self.parallel_health_check)
+                        .await;
                     next_check = Some(Instant::now() + every);
                 }
             }

@@ -190,7 +190,7 @@ async fn http_check_wants_the_expected_status_and_validator() {
         }
     }));
     lb.backends_mut().set_health_check(hc);
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     let set = lb.backends().get();
     for b in set.iter() {
         let want = b.addr.to_string() == good.addr.to_string();
@@ -476,7 +476,7 @@ async fn a_backend_down_by_its_checks_stays_down_when_its_ejection_ends() {
         .find(|b| b.addr.to_string() == name)
         .unwrap()
         .clone();
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     assert_eq!(*seen.lock().unwrap(), vec![(name.clone(), false)]);
     // Ejected as well: it was already out, nothing new to say.
     lb.on_done(&x, Duration::from_millis(1), false);
@@ -490,7 +490,7 @@ async fn a_backend_down_by_its_checks_stays_down_when_its_ejection_ends() {
     assert_eq!(*seen.lock().unwrap(), vec![(name.clone(), false)]);
     // Listening again: the check brings it back, once.
     let _back = Upstream::start(&name, 200).await;
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     assert!(lb.backends().ready(&x));
     assert_eq!(gauge(&name), Some(1));
     assert_eq!(
@@ -557,7 +557,7 @@ async fn http_check_thresholds() {
     ];
     for (i, (status, ready)) in rounds.into_iter().enumerate() {
         answer.status.store(status, Ordering::Relaxed);
-        lb.backends().run_health_check().await;
+        lb.backends().run_health_check(true).await;
         assert_eq!(lb.backends().ready(&b), ready, "round {i} ({status})");
     }
     assert_eq!(answer.hosts.lock().unwrap().len(), rounds.len());
@@ -583,7 +583,7 @@ async fn all_backends_are_checked_at_once() {
     lb.backends_mut()
         .set_health_check(HttpHealthCheck::new("health.test", false).unwrap());
     let start = Instant::now();
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     let took = start.elapsed();
     for b in lb.backends().get().iter() {
         assert!(!lb.backends().ready(b), "{} was not checked", b.addr);
@@ -645,7 +645,7 @@ async fn http_check_over_tls_sends_its_host() {
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
     lb.backends_mut().set_health_check(check("health.test"));
     let b = lb.backends().get()[0].clone();
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     assert!(lb.backends().ready(&b));
     assert_eq!(*rec.hosts.lock().unwrap(), vec!["health.test"]);
     assert_eq!(*snis.lock().unwrap(), vec!["health.test"]);
@@ -654,7 +654,7 @@ async fn http_check_over_tls_sends_its_host() {
     // the check fails before any request is sent.
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
     lb.backends_mut().set_health_check(check("other.test"));
-    lb.backends().run_health_check().await;
+    lb.backends().run_health_check(true).await;
     assert!(!lb.backends().ready(&b));
     assert_eq!(rec.hosts.lock().unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);

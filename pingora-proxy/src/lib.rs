@@ -25,7 +25,7 @@
 //!     type CTX = ();
 //!     fn new_ctx(&self) {}
 //!     async fn upstream_peer(&self, _s: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-//!         Ok(Box::new(HttpPeer::new("127.0.0.1:8080", false, String::new())?))
+//!         Ok(Box::new(HttpPeer::try_new("127.0.0.1:8080", false, String::new())?))
 //!     }
 //! }
 //!
@@ -50,8 +50,14 @@ pub mod tcp;
 pub mod udp;
 
 pub use proxy::{
-    error_status, http_proxy_service, http_proxy_service_with_name, is_connect_error, HttpProxy,
-    ProxyOptions,
+    error_status, http_proxy, http_proxy_service, http_proxy_service_with_name, is_connect_error,
+    HttpProxy, ProxyOptions,
 };
 pub use proxy_trait::{PhaseFuture, ProxyHttp};
 pub use session::Session;
+
+/// The names every proxy program needs, in one
+/// `use pingora_proxy::prelude::*`.
+pub mod prelude {
+    pub use crate::{http_proxy, http_proxy_service, ProxyHttp, Session};
+}

@@ -280,7 +280,7 @@ impl Tracer {
             .rsplit_once(':')
             .map_or("", |(h, _)| h)
             .to_string();
-        let mut peer = HttpPeer::new(&with_port, tls, sni).map_err(|_| bad())?;
+        let mut peer = HttpPeer::try_new(&with_port, tls, sni).map_err(|_| bad())?;
         peer.options.connection_timeout = Some(Duration::from_secs(2));
         peer.options.read_timeout = Some(Duration::from_secs(5));
         peer.options.write_timeout = Some(Duration::from_secs(5));

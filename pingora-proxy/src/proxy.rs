@@ -150,6 +150,13 @@ pub fn http_proxy_service<SV: ProxyHttp>(
     http_proxy_service_with_name(conf, inner, "Pingora HTTP Proxy Service")
 }
 
+/// The proxy pipeline around `inner`, with the server's configuration,
+/// for a service built by hand (`HttpServer::new(http_proxy(..))` in a
+/// `listening::Service`); [`http_proxy_service`] does both.
+pub fn http_proxy<SV: ProxyHttp>(conf: &Arc<ServerConf>, inner: SV) -> HttpProxy<SV> {
+    HttpProxy::new(inner, Some(conf))
+}
+
 /// As [`http_proxy_service`], with a name for logs.
 pub fn http_proxy_service_with_name<SV: ProxyHttp>(
     conf: &Arc<ServerConf>,

@@ -25,7 +25,7 @@
 //!     type CTX = ();
 //!     fn new_ctx(&self) {}
 //!     async fn upstream_peer(&self, _s: &TcpSession, _ctx: &mut ()) -> Result<Box<BasicPeer>> {
-//!         Ok(Box::new(BasicPeer::new("127.0.0.1:7")?))
+//!         Ok(Box::new(BasicPeer::try_new("127.0.0.1:7")?))
 //!     }
 //! }
 //!

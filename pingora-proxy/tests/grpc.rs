@@ -143,7 +143,8 @@ async fn grpc_to_a_tls_upstream() {
 
     let (dir, ca_file, cert, key) = localhost_cert("grpc-up");
     let (_server, up) = grpc_server_with(&["tls-server", &cert, &key]).await;
-    let mut tls_peer = HttpPeer::new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
+    let mut tls_peer =
+        HttpPeer::try_new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
     tls_peer.options.alpn = ALPN::H2;
     tls_peer.options.max_h2_streams = 100;
     tls_peer.options.ca = Some(ca_file.clone());
@@ -152,7 +153,7 @@ async fn grpc_to_a_tls_upstream() {
     // Without our CA the upstream's certificate is refused: no call gets
     // through (UNAVAILABLE, as for an unreachable upstream).
     let mut untrusted =
-        HttpPeer::new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
+        HttpPeer::try_new(&format!("127.0.0.1:{up}"), true, "localhost".into()).unwrap();
     untrusted.options.alpn = ALPN::H2;
     let (port, _) = proxy(vec![untrusted], ProxyOptions::default()).await;
     grpc_client_mode("unavailable", &format!("127.0.0.1:{port}"), None).await;

@@ -186,7 +186,7 @@ impl ClientSession {
 /// use pingora_http::RequestHeader;
 ///
 /// let connector = Connector::new(None);
-/// let peer = HttpPeer::new("127.0.0.1:8080", false, String::new())?;
+/// let peer = HttpPeer::try_new("127.0.0.1:8080", false, String::new())?;
 /// let (mut session, _reused) = connector.get_http_session(&peer).await?;
 /// let mut req = RequestHeader::build("GET", b"/", None)?;
 /// req.insert_header("Host", "example.test")?;

@@ -37,6 +37,16 @@ pub struct CertKey {
     id: u64,
 }
 
+/// Shows how many certificates and the id, never the key.
+impl std::fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertKey")
+            .field("certs", &self.certs.len())
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The next [`CertKey`]'s id.
 fn next_cert_key_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -70,7 +70,7 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to connect to a peer and talk to it. Defaults: 10 s connect
 /// timeout, 60 s read and write timeouts, verification on, HTTP/1.1.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PeerOptions {
     /// Time allowed for the TCP (or Unix) connect.
     pub connection_timeout: Option<Duration>,
@@ -148,6 +148,22 @@ impl Default for PeerOptions {
 }
 
 impl PeerOptions {
+    /// The defaults (as `Default`), by Pingora's name for them.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offer HTTP versions `min` to `max` (1 or 2) by ALPN: `(2, 2)` is
+    /// HTTP/2 only, `(2, 1)` HTTP/2 preferred with HTTP/1.1 accepted, and
+    /// anything else HTTP/1.1.
+    pub fn set_http_version(&mut self, max: u8, min: u8) {
+        self.alpn = match (max, min) {
+            (2, 2) => ALPN::H2,
+            (2, _) => ALPN::H2H1,
+            _ => ALPN::H1,
+        };
+    }
+
     fn hash_into<H: Hasher>(&self, h: &mut H) {
         self.verify_cert.hash(h);
         self.verify_hostname.hash(h);
@@ -163,6 +179,22 @@ impl PeerOptions {
         self.client_cert_key.as_ref().map(|c| c.id()).hash(h);
         self.bind_to.hash(h);
         self.proxy_protocol.hash(h);
+    }
+}
+
+/// What `HttpPeer::new` and `LoadBalancer`'s constructors take as an
+/// address: anything std can resolve to socket addresses (`"1.2.3.4:80"`,
+/// `("example.com", 443)`, a `std::net::SocketAddr`), under the name
+/// Pingora gives it.
+pub use std::net::ToSocketAddrs as ToInetSocketAddrs;
+
+/// The first address `address` resolves to. Panics if it resolves to none
+/// (Pingora's infallible constructors do the same; the `try_` forms
+/// return an error instead).
+fn resolve_or_panic<A: ToInetSocketAddrs>(address: A) -> SocketAddr {
+    match address.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(a) => SocketAddr::Inet(a),
+        None => panic!("peer address does not resolve to any socket address"),
     }
 }
 
@@ -200,7 +232,7 @@ macro_rules! impl_peer {
 }
 
 /// An HTTP upstream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HttpPeer {
     /// Where it is.
     pub _address: SocketAddr,
@@ -213,9 +245,17 @@ pub struct HttpPeer {
 }
 
 impl HttpPeer {
+    /// A peer at `address` (anything std resolves: `"1.2.3.4:80"`,
+    /// `("example.com", 443)`, a `std::net::SocketAddr`), with TLS or not,
+    /// and this SNI, as Pingora's. Panics if the address resolves to
+    /// nothing; [`try_new`](Self::try_new) returns an error instead.
+    pub fn new<A: ToInetSocketAddrs>(address: A, tls: bool, sni: String) -> Self {
+        HttpPeer::new_from_sockaddr(resolve_or_panic(address), tls, sni)
+    }
+
     /// A peer at `address` (`host:port`, or `unix:/path`), with TLS or not,
     /// and this SNI. Fails if the address does not parse or resolve.
-    pub fn new(address: &str, tls: bool, sni: String) -> Result<Self> {
+    pub fn try_new(address: &str, tls: bool, sni: String) -> Result<Self> {
         Ok(HttpPeer {
             _address: resolve(address)?,
             tls,
@@ -249,6 +289,11 @@ impl HttpPeer {
         &self._address
     }
 
+    /// Whether to speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Whether connections made for this peer and for another with the
     /// same hash are interchangeable.
     pub fn reuse_hash(&self) -> u64 {
@@ -272,7 +317,7 @@ impl std::fmt::Display for HttpPeer {
 
 /// An L4 (TCP or Unix) upstream, plain or TLS: what a TCP proxy connects
 /// to.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BasicPeer {
     /// Where it is.
     pub _address: SocketAddr,
@@ -286,8 +331,18 @@ pub struct BasicPeer {
 }
 
 impl BasicPeer {
+    /// A plain peer at `address` (`host:port`, or `unix:/path`), as
+    /// Pingora's. Panics if the address does not parse or resolve;
+    /// [`try_new`](Self::try_new) returns an error instead.
+    pub fn new(address: &str) -> Self {
+        match Self::try_new(address) {
+            Ok(p) => p,
+            Err(e) => panic!("invalid peer address: {e}"),
+        }
+    }
+
     /// A plain peer at `address` (`host:port`, or `unix:/path`).
-    pub fn new(address: &str) -> Result<Self> {
+    pub fn try_new(address: &str) -> Result<Self> {
         Ok(BasicPeer {
             _address: resolve(address)?,
             tls: false,
@@ -298,7 +353,7 @@ impl BasicPeer {
 
     /// A TLS peer at `address`, reached by the name `sni`.
     pub fn new_tls(address: &str, sni: String) -> Result<Self> {
-        let mut p = Self::new(address)?;
+        let mut p = Self::try_new(address)?;
         p.tls = true;
         p.sni = sni;
         // No HTTP here: no ALPN unless the user asks for one.
@@ -325,13 +380,13 @@ mod tests {
 
     #[test]
     fn reuse_hash_separates_what_matters() {
-        let a = HttpPeer::new("127.0.0.1:80", true, "a.test".into()).unwrap();
-        let same = HttpPeer::new("127.0.0.1:80", true, "a.test".into()).unwrap();
+        let a = HttpPeer::try_new("127.0.0.1:80", true, "a.test".into()).unwrap();
+        let same = HttpPeer::try_new("127.0.0.1:80", true, "a.test".into()).unwrap();
         assert_eq!(a.reuse_hash(), same.reuse_hash());
         let mut others = vec![
-            HttpPeer::new("127.0.0.1:81", true, "a.test".into()).unwrap(),
-            HttpPeer::new("127.0.0.1:80", false, "a.test".into()).unwrap(),
-            HttpPeer::new("127.0.0.1:80", true, "b.test".into()).unwrap(),
+            HttpPeer::try_new("127.0.0.1:81", true, "a.test".into()).unwrap(),
+            HttpPeer::try_new("127.0.0.1:80", false, "a.test".into()).unwrap(),
+            HttpPeer::try_new("127.0.0.1:80", true, "b.test".into()).unwrap(),
         ];
         let mut p = a.clone();
         p.options.verify_cert = false;
@@ -361,10 +416,10 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_errors() {
-        assert!(HttpPeer::new("not an address", false, String::new()).is_err());
-        assert!(HttpPeer::new("127.0.0.1", false, String::new()).is_err());
+        assert!(HttpPeer::try_new("not an address", false, String::new()).is_err());
+        assert!(HttpPeer::try_new("127.0.0.1", false, String::new()).is_err());
         assert!(matches!(
-            HttpPeer::new("unix:/tmp/x.sock", false, String::new())
+            HttpPeer::try_new("unix:/tmp/x.sock", false, String::new())
                 .unwrap()
                 ._address,
             SocketAddr::Unix(_)

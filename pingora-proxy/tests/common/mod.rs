@@ -388,7 +388,7 @@ pub async fn proxy(peers: Vec<HttpPeer>, options: ProxyOptions) -> (u16, Arc<Mut
 
 /// A peer on loopback; HTTP/2 (prior knowledge) when `h2`.
 pub fn peer(port: u16, h2: bool) -> HttpPeer {
-    let mut p = HttpPeer::new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    let mut p = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
     if h2 {
         p.options.alpn = ALPN::H2;
         p.options.max_h2_streams = 100;

@@ -1,0 +1,119 @@
+//! Pingora 0.8's public names and shapes, used as its documentation uses
+//! them, with behaviour checked where there is some.
+use std::net::{Ipv4Addr, SocketAddr as StdSocketAddr};
+
+use pingora::prelude::*;
+use pingora::upstreams::peer::{BasicPeer, Peer, PeerOptions, ALPN};
+
+#[test]
+fn error_items_at_every_root_pingora_has_them() {
+    // pingora_core's root, pingora's root, and the preludes.
+    let e: Box<pingora_core::Error> = pingora_core::Error::new(pingora_core::InternalError);
+    assert_eq!(e.etype(), &pingora_core::ErrorType::InternalError);
+    let r: pingora::Result<()> = Err(pingora::Error::new(pingora::ErrorType::ReadError));
+    assert!(r.is_err());
+    // `ErrorType`'s variants come with the prelude.
+    let e = Error::explain(ConnectTimedout, "slow");
+    assert_eq!(e.etype(), &ErrorType::ConnectTimedout);
+    let _: pingora_core::BError = e;
+}
+
+#[test]
+fn module_paths_of_pingoras_facade() {
+    // pingora::{server, services, upstreams, connectors, protocols, apps, ...}
+    let conf = pingora::server::configuration::ServerConf::default();
+    let _connector = pingora::connectors::http::Connector::new(Some(&conf));
+    let _: Option<pingora::protocols::SocketAddr> = None;
+    drop(pingora::time::timeout(
+        std::time::Duration::from_secs(1),
+        async {},
+    ));
+    let _ = pingora_http::prelude::RequestHeader::build("GET", b"/", None).unwrap();
+    let _: pingora_http::Version = pingora_http::Version::HTTP_11;
+    let _: pingora_http::HMap = pingora_http::HMap::new();
+    let _ = pingora_proxy::prelude::http_proxy_service::<NoProxy>;
+    let _ = pingora_load_balancing::prelude::TcpHealthCheck::new();
+    let _ = pingora_core::prelude::background_service::<
+        pingora_load_balancing::LoadBalancer<pingora_load_balancing::selection::RoundRobin>,
+    >;
+}
+
+/// A proxy with only the one phase every proxy has.
+struct NoProxy;
+
+#[async_trait::async_trait]
+impl ProxyHttp for NoProxy {
+    type CTX = ();
+    fn new_ctx(&self) {}
+    async fn upstream_peer(&self, _s: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            "127.0.0.1:80",
+            false,
+            String::new(),
+        )))
+    }
+}
+
+#[test]
+fn http_peer_new_takes_any_address_and_turns_tls_on() {
+    // A string, a tuple, a std socket address: infallible, as Pingora's.
+    let a = HttpPeer::new("127.0.0.1:443", true, "one.example".to_string());
+    let b = HttpPeer::new(("127.0.0.1", 443), true, "one.example".to_string());
+    let c = HttpPeer::new(
+        StdSocketAddr::from((Ipv4Addr::LOCALHOST, 443)),
+        true,
+        "one.example".to_string(),
+    );
+    for p in [&a, &b, &c] {
+        assert!(p.is_tls() && p.tls());
+        assert_eq!(p.sni(), "one.example");
+        assert_eq!(p.address().to_string(), "127.0.0.1:443");
+    }
+    assert_eq!(a.reuse_hash(), b.reuse_hash());
+    // Debug, as derived in Pingora.
+    assert!(format!("{a:?}").contains("one.example"));
+    // The fallible form stays, as an addition.
+    assert!(HttpPeer::try_new("not an address", false, String::new()).is_err());
+}
+
+#[test]
+#[should_panic]
+fn http_peer_new_panics_on_an_address_that_resolves_to_nothing() {
+    let _ = HttpPeer::new("not an address", false, String::new());
+}
+
+#[test]
+fn basic_peer_and_peer_options() {
+    let p = BasicPeer::new("127.0.0.1:25");
+    assert!(!p.tls());
+    assert_eq!(p.address().to_string(), "127.0.0.1:25");
+    let mut o = PeerOptions::new();
+    o.set_http_version(2, 1);
+    assert_eq!(o.alpn, ALPN::H2H1);
+    o.set_http_version(2, 2);
+    assert_eq!(o.alpn, ALPN::H2);
+    o.set_http_version(1, 1);
+    assert_eq!(o.alpn, ALPN::H1);
+    let mut peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+    peer.options.set_http_version(2, 2);
+    assert_eq!(peer.options.alpn, ALPN::H2);
+}
+
+#[tokio::test]
+async fn load_balancer_as_pingora_sets_it_up() {
+    let mut upstreams =
+        LoadBalancer::<RoundRobin>::try_from_iter(["127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+    upstreams.set_health_check(TcpHealthCheck::new());
+    upstreams.parallel_health_check = true;
+    // Nothing listens on ports 1 and 2: one round marks both down.
+    upstreams
+        .backends()
+        .run_health_check(upstreams.parallel_health_check)
+        .await;
+    assert!(upstreams.select(b"", 256).is_none());
+    // A backend is an address for `HttpPeer::new`.
+    let all = LoadBalancer::<RoundRobin>::try_from_iter(["127.0.0.1:8080"]).unwrap();
+    let b = all.select(b"", 1).unwrap();
+    let peer = HttpPeer::new(b, false, String::new());
+    assert_eq!(peer.address().to_string(), "127.0.0.1:8080");
+}
