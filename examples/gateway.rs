@@ -70,10 +70,9 @@ impl ProxyHttp for Gateway {
             };
             let mut resp = ResponseHeader::build(status, None)?;
             resp.insert_header("Content-Length", body.len().to_string())?;
-            session.write_response_header(Box::new(resp)).await?;
-            session
-                .write_response_body(Bytes::from_static(body.as_bytes()))
-                .await?;
+            session.write_response_header(Box::new(resp), false).await?;
+            let body = Bytes::from_static(body.as_bytes());
+            session.write_response_body(Some(body), true).await?;
             return Ok(true); // done: nothing goes upstream
         };
         Ok(false)

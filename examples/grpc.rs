@@ -78,12 +78,12 @@ impl ProxyHttp for GrpcProxy {
         _s: &mut Session,
         trailers: &mut http::HeaderMap,
         call: &mut Call,
-    ) -> Result<()> {
+    ) -> Result<Option<bytes::Bytes>> {
         call.0 = trailers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Ok(())
+        Ok(None) // the trailers go on as trailers
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, call: &mut Call) {

@@ -53,7 +53,7 @@ pub use proxy::{
     error_status, http_proxy, http_proxy_service, http_proxy_service_with_name, is_connect_error,
     HttpProxy, ProxyOptions,
 };
-pub use proxy_trait::{PhaseFuture, ProxyHttp};
+pub use proxy_trait::{FailToProxy, PhaseFuture, ProxyHttp};
 pub use session::Session;
 
 /// The names every proxy program needs, in one

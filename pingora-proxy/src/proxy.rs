@@ -236,6 +236,13 @@ fn peer_host(peer: &HttpPeer) -> String {
     }
 }
 
+/// Wait out a body filter's delay, if it asked for one.
+async fn pause(delay: Option<Duration>) {
+    if let Some(d) = delay.filter(|d| !d.is_zero()) {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// The downstream request made fit for the upstream `peer`.
 fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<Box<RequestHeader>> {
     // Everything here reads the request without building the map of a
@@ -342,7 +349,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         if !self.inner.proxy_upstream_filter(session, ctx).await? {
             if session.response_written().is_none() {
-                session.respond_error_with_body(502).await?;
+                session.respond_error_with_text(502).await?;
             }
             return Ok(());
         }
@@ -529,12 +536,15 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         };
         *answered = true;
         let mut resp = downstream_response(upstream_resp);
-        self.inner.upstream_response_filter(session, &mut resp, ctx);
+        self.inner
+            .upstream_response_filter(session, &mut resp, ctx)
+            .await?;
         self.inner.response_filter(session, &mut resp, ctx).await?;
         let tunnel = status == http::StatusCode::SWITCHING_PROTOCOLS
             || (method == Method::CONNECT && status.is_success());
         if tunnel {
             session
+                .as_downstream_mut()
                 .write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
@@ -545,10 +555,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             // the response (one HEADERS frame over HTTP/2, which is how a
             // gRPC error without a message must arrive).
             let mut data = None;
-            self.inner
-                .upstream_response_body_filter(session, &mut data, true, ctx)?;
-            self.inner
-                .response_body_filter(session, &mut data, true, ctx)?;
+            let delay = self.body_filters(session, &mut data, true, ctx)?;
             let data = data.filter(|d| !d.is_empty());
             if let Some(d) = &data {
                 // A body made from nothing: its length replaces the
@@ -565,11 +572,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 .await
                 .map_err(|e| e.into_down())?;
             if let Some(d) = data {
+                pause(delay).await;
                 session
-                    .write_response_body(d)
+                    .write_response_body(Some(d), true)
                     .await
                     .map_err(|e| e.into_down())?;
-                session.finish_body().await.map_err(|e| e.into_down())?;
             }
             return Ok(());
         }
@@ -583,6 +590,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             held = Some(resp);
         } else {
             session
+                .as_downstream_mut()
                 .write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
@@ -592,7 +600,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let (mut bytes_in, mut bytes_out, mut length_sent) = (0usize, 0usize, false);
 
         // Then both directions at once, until the response is complete.
-        let last = loop {
+        let (last, trailer_body, delay) = loop {
             tokio::select! {
                 data = up.read_body_while_sending() => {
                     let Some(mut data) = data? else {
@@ -602,8 +610,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     // says so (and as `None` otherwise).
                     let end = data.is_none() || up.is_body_done();
                     let size_in = data.as_ref().map_or(0, Bytes::len);
-                    self.inner.upstream_response_body_filter(session, &mut data, end, ctx)?;
-                    self.inner.response_body_filter(session, &mut data, end, ctx)?;
+                    let delay = self.body_filters(session, &mut data, end, ctx)?;
                     let size_out = data.as_ref().map_or(0, Bytes::len);
                     bytes_in += size_in;
                     bytes_out += size_out;
@@ -621,6 +628,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             length_sent = true;
                         }
                         session
+                            .as_downstream_mut()
                             .write_response_header(resp)
                             .await
                             .map_err(|e| e.into_down())?;
@@ -634,15 +642,21 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         );
                     }
                     if end {
+                        let mut trailer_body = None;
                         if let Some(t) = up.trailers() {
                             let mut t = t.clone();
-                            self.inner.response_trailer_filter(session, &mut t, ctx).await?;
-                            session.set_response_trailers(t);
+                            self.inner.upstream_response_trailer_filter(session, &mut t, ctx)?;
+                            // Bytes from the filter go instead of the trailers.
+                            trailer_body = self.inner.response_trailer_filter(session, &mut t, ctx).await?;
+                            if trailer_body.is_none() {
+                                session.set_response_trailers(t);
+                            }
                         }
-                        break data;
+                        break (data, trailer_body, delay);
                     }
                     if let Some(d) = data.filter(|d| !d.is_empty()) {
-                        session.write_response_body(d).await.map_err(|e| e.into_down())?;
+                        pause(delay).await;
+                        session.as_downstream_mut().write_response_body(d).await.map_err(|e| e.into_down())?;
                     }
                 }
                 // The client: its next piece of body; once the request is
@@ -658,13 +672,33 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // sees the end, so that its next request can have it.
         self.finish_upstream(session, slot, peer, ctx, req_ended)
             .await?;
-        if let Some(d) = last.filter(|d| !d.is_empty()) {
-            session
-                .write_response_body(d)
-                .await
-                .map_err(|e| e.into_down())?;
+        for d in [last, trailer_body].into_iter().flatten() {
+            if !d.is_empty() {
+                pause(delay).await;
+                session
+                    .as_downstream_mut()
+                    .write_response_body(d)
+                    .await
+                    .map_err(|e| e.into_down())?;
+            }
         }
         session.finish_body().await.map_err(|e| e.into_down())
+    }
+
+    /// A piece of response body through `upstream_response_body_filter`
+    /// and `response_body_filter`; returns the longer delay they asked for.
+    fn body_filters(
+        &self,
+        session: &mut Session,
+        data: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<Option<Duration>> {
+        let up = self
+            .inner
+            .upstream_response_body_filter(session, data, end, ctx)?;
+        let down = self.inner.response_body_filter(session, data, end, ctx)?;
+        Ok(up.max(down))
     }
 
     /// The response is complete: end the request too if its body is all
@@ -775,7 +809,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 },
                 u = up.read_body_while_sending() => match u? {
                     None => {} // the queue went out
-                    Some(Some(u)) => session.write_response_body(u).await.map_err(|e| e.into_down())?,
+                    Some(Some(u)) => session.as_downstream_mut().write_response_body(u).await.map_err(|e| e.into_down())?,
                     Some(None) => {
                         let _ = session.finish_body().await;
                         return Ok(());
@@ -819,8 +853,9 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             // connection (or HTTP/2 stream) must end abruptly, so that the
             // client sees it cut short rather than complete.
             broken = session.response_written().is_some();
-            let code = self.inner.fail_to_proxy(session, e, &mut ctx).await;
-            status = status.or(Some(code));
+            let fail = self.inner.fail_to_proxy(session, e, &mut ctx).await;
+            let code = fail.error_code;
+            status = status.or((code != 0).then_some(code));
             if !self.inner.suppress_error_log(session, &ctx, e) {
                 // Asked for whatever the log level: the user may count on it.
                 let summary = self.inner.request_summary(session, &ctx);
@@ -829,8 +864,12 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
                     start.elapsed()
                 );
             }
-            // A response that broke off cannot be followed by another.
-            session.set_keepalive(false);
+            // A response that broke off cannot be followed by another; an
+            // error answered whole ends the connection unless
+            // `fail_to_proxy` said it may go on.
+            if broken || !fail.can_reuse_downstream {
+                session.set_keepalive(None);
+            }
         }
         crate::metrics::proxy().request_done(
             session.is_http2(),

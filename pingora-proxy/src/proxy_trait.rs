@@ -57,6 +57,18 @@ impl Future for Nothing {
     }
 }
 
+/// What [`ProxyHttp::fail_to_proxy`] did about a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailToProxy {
+    /// The HTTP status sent (or meant: for the log and the metrics); 0 for
+    /// none.
+    pub error_code: u16,
+    /// Whether the client's connection may take another request. Only
+    /// when the error response went out whole; a response that broke off
+    /// always ends the connection.
+    pub can_reuse_downstream: bool,
+}
+
 /// The phases of a proxied request, each with a default that does the
 /// obvious thing; only [`upstream_peer`](Self::upstream_peer) must be
 /// written. See `docs/PHASES.md` for when each runs.
@@ -186,13 +198,22 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Box::pin(Done)
     }
 
-    /// The upstream's response header, as it arrives.
-    fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut Self::CTX,
-    ) {
+    /// The upstream's response header, as it arrives (before
+    /// [`response_filter`](Self::response_filter)).
+    fn upstream_response_filter<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _upstream_response: &'b mut ResponseHeader,
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<()>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Change the response header before it goes to the client.
@@ -212,15 +233,18 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Box::pin(Done)
     }
 
-    /// Each piece of the upstream's response body, as it arrives.
+    /// Each piece of the upstream's response body, as it arrives (before
+    /// [`response_body_filter`](Self::response_body_filter)). A duration
+    /// returned delays sending the piece to the client by that long (a
+    /// rate limit).
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
         _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        Ok(())
+    ) -> Result<Option<Duration>> {
+        Ok(None)
     }
 
     /// Each piece of the response body on its way to the client; may
@@ -234,6 +258,9 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// later piece, after the length went out, ends the response with an
     /// error (cut short, never longer than its length): remove
     /// Content-Length in `response_filter` when that may happen.
+    ///
+    /// A duration returned delays sending the piece by that long (a rate
+    /// limit).
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -244,14 +271,27 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The upstream's response trailers.
-    async fn response_trailer_filter(
+    /// The upstream's response trailers, as they arrive (before
+    /// [`response_trailer_filter`](Self::response_trailer_filter)).
+    fn upstream_response_trailer_filter(
         &self,
         _session: &mut Session,
-        _trailers: &mut HeaderMap,
+        _upstream_trailers: &mut HeaderMap,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// The response trailers on their way to the client. Returning bytes
+    /// sends them as the last piece of the body instead of the trailers
+    /// (how gRPC-web carries trailers, for example).
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_trailers: &mut HeaderMap,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Option<Bytes>> {
+        Ok(None)
     }
 
     /// Called exactly once per request, at the end, with the error if
@@ -308,18 +348,28 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// Answer a request that failed: 502 when no upstream could be
     /// reached, 504 on an upstream timeout, the parser's 4xx, else 500,
     /// with a short plain-text body; a gRPC call over HTTP/2 gets the
-    /// matching `grpc-status` instead. Returns the HTTP status meant.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> u16 {
+    /// matching `grpc-status` instead. Returns the HTTP status meant (0
+    /// for none), and whether the client's connection may take another
+    /// request (never, by default, after an error).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let code = crate::proxy::error_status(e);
         // 499: the client is gone, there is nobody to answer.
         if session.response_written().is_none() && code != 499 {
             let _ = if session.is_http2() && session.is_grpc() {
                 session.respond_grpc_error(code).await
             } else {
-                session.respond_error_with_body(code).await
+                session.respond_error_with_text(code).await
             };
         }
-        code
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     /// Whether to keep this error out of the error log.

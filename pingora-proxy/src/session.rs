@@ -173,22 +173,91 @@ impl Session {
 
     /// Answer with `code` and a short plain-text body naming it; the
     /// connection closes afterwards if it is HTTP/1.
-    pub async fn respond_error_with_body(&mut self, code: u16) -> Result<()> {
+    pub async fn respond_error_with_text(&mut self, code: u16) -> Result<()> {
         let reason = http::StatusCode::from_u16(code)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
         let body = Bytes::from(format!("{code} {reason}\n"));
+        self.respond_error_with_body(code, body).await
+    }
+
+    /// Answer with `code` and `body` (sent as plain text); the connection
+    /// closes afterwards if it is HTTP/1.
+    pub async fn respond_error_with_body(&mut self, code: u16, body: Bytes) -> Result<()> {
         let mut resp = ResponseHeader::build(code, Some(3))?;
         resp.insert_header("Content-Type", "text/plain")?;
         resp.insert_header("Content-Length", body.len().to_string())?;
         if !self.0.is_http2() {
             resp.insert_header("Connection", "close")?;
-            self.0.set_keepalive(false);
+            self.0.set_keepalive(None);
         }
         self.0.write_response_header(Box::new(resp)).await?;
-        self.0.write_response_body(body).await?;
+        if !body.is_empty() {
+            self.0.write_response_body(body).await?;
+        }
         self.0.finish_body().await
+    }
+
+    /// Send the response header; with `end_of_stream`, the response ends
+    /// with it (no body).
+    pub async fn write_response_header(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        self.0.write_response_header_eos(resp, end_of_stream).await
+    }
+
+    /// [`write_response_header`](Self::write_response_header) with a copy
+    /// of `resp`.
+    pub async fn write_response_header_ref(
+        &mut self,
+        resp: &ResponseHeader,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        self.0
+            .write_response_header_eos(Box::new(resp.clone()), end_of_stream)
+            .await
+    }
+
+    /// Send a piece of the response body (if any); with `end_of_stream`,
+    /// the response ends after it.
+    pub async fn write_response_body(
+        &mut self,
+        data: Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            self.0.write_response_body(d).await?;
+        }
+        if end_of_stream {
+            self.0.finish_body().await?;
+        }
+        Ok(())
+    }
+
+    /// The downstream session.
+    pub fn as_downstream(&self) -> &ServerSession {
+        &self.0
+    }
+
+    /// The downstream session, to use its own methods (whose names the
+    /// proxy's session shadows with Pingora's forms).
+    pub fn as_downstream_mut(&mut self) -> &mut ServerSession {
+        &mut self.0
+    }
+}
+
+impl AsRef<ServerSession> for Session {
+    fn as_ref(&self) -> &ServerSession {
+        &self.0
+    }
+}
+
+impl AsMut<ServerSession> for Session {
+    fn as_mut(&mut self) -> &mut ServerSession {
+        &mut self.0
     }
 }
 

@@ -43,6 +43,7 @@ async fn phases_run_in_order() {
         "response_body_filter",
         "upstream_response_body_filter",
         "response_body_filter",
+        "upstream_response_trailer_filter",
         "response_trailer_filter",
         "trailer: yes",
         "logging",

@@ -297,7 +297,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 }
             }
             if *shutdown.borrow() {
-                session.set_keepalive(false);
+                session.set_keepalive(None);
             }
             let result = self.app.process_request(&mut session, &shutdown).await;
             if let Err(e) = result {

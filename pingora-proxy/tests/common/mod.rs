@@ -16,7 +16,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::{HttpPeer, ALPN};
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{HttpProxy, ProxyHttp, ProxyOptions, Session};
+use pingora_proxy::{FailToProxy, HttpProxy, ProxyHttp, ProxyOptions, Session};
 
 /// Serve `app` on a port from the OS; each accepted connection is counted.
 pub async fn serve<A: ServerApp>(app: A, accepted: Arc<AtomicUsize>) -> u16 {
@@ -185,9 +185,9 @@ impl ProxyHttp for Recorder {
         if s.req_header().uri.path() == "/local" {
             let mut resp = ResponseHeader::build(200, None)?;
             resp.insert_header("Content-Length", "6")?;
-            s.write_response_header(Box::new(resp)).await?;
-            s.write_response_body(Bytes::from_static(b"local\n"))
-                .await?;
+            s.write_response_header(Box::new(resp), false).await?;
+            let body = Bytes::from_static(b"local\n");
+            s.write_response_body(Some(body), true).await?;
             return Ok(true);
         }
         if s.req_header().uri.path() == "/route-on-body" {
@@ -281,7 +281,7 @@ impl ProxyHttp for Recorder {
         }
         e
     }
-    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, _: &mut ()) -> u16 {
+    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, _: &mut ()) -> FailToProxy {
         self.note(format!("fail_to_proxy: {:?}", e.etype()));
         // What the default does, with a body of our own for one path.
         let code = pingora_proxy::error_status(e);
@@ -289,17 +289,19 @@ impl ProxyHttp for Recorder {
             if s.req_header().uri.path() == "/no-retry" {
                 let mut resp = ResponseHeader::build(code, None).unwrap();
                 resp.insert_header("Content-Length", "11").unwrap();
-                let _ = s.write_response_header(Box::new(resp)).await;
-                let _ = s
-                    .write_response_body(Bytes::from_static(b"no retries\n"))
-                    .await;
+                let _ = s.write_response_header(Box::new(resp), false).await;
+                let body = Bytes::from_static(b"no retries\n");
+                let _ = s.write_response_body(Some(body), true).await;
             } else if s.is_http2() && s.is_grpc() {
                 let _ = s.respond_grpc_error(code).await;
             } else {
-                let _ = s.respond_error_with_body(code).await;
+                let _ = s.respond_error_with_text(code).await;
             }
         }
-        code
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
     fn suppress_error_log(&self, _s: &Session, _: &(), e: &Error) -> bool {
         self.note(format!("suppress_error_log: {:?}", e.etype()));
@@ -309,8 +311,14 @@ impl ProxyHttp for Recorder {
         self.note("request_summary");
         format!("{} {}", s.req_header().method, s.req_header().uri)
     }
-    fn upstream_response_filter(&self, _s: &mut Session, _r: &mut ResponseHeader, _: &mut ()) {
+    async fn upstream_response_filter(
+        &self,
+        _s: &mut Session,
+        _r: &mut ResponseHeader,
+        _: &mut (),
+    ) -> Result<()> {
         self.note("upstream_response_filter");
+        Ok(())
     }
     async fn response_filter(
         &self,
@@ -327,9 +335,9 @@ impl ProxyHttp for Recorder {
         _b: &mut Option<Bytes>,
         _end: bool,
         _: &mut (),
-    ) -> Result<()> {
+    ) -> Result<Option<Duration>> {
         self.note("upstream_response_body_filter");
-        Ok(())
+        Ok(None)
     }
     fn response_body_filter(
         &self,
@@ -354,17 +362,26 @@ impl ProxyHttp for Recorder {
         }
         Ok(None)
     }
+    fn upstream_response_trailer_filter(
+        &self,
+        _s: &mut Session,
+        _t: &mut http::HeaderMap,
+        _: &mut (),
+    ) -> Result<()> {
+        self.note("upstream_response_trailer_filter");
+        Ok(())
+    }
     async fn response_trailer_filter(
         &self,
         _s: &mut Session,
         t: &mut http::HeaderMap,
         _: &mut (),
-    ) -> Result<()> {
+    ) -> Result<Option<Bytes>> {
         self.note("response_trailer_filter");
         if let Some(v) = t.get("x-up-trailer") {
             self.note(format!("trailer: {}", v.to_str().unwrap()));
         }
-        Ok(())
+        Ok(None)
     }
     async fn logging(&self, _s: &mut Session, e: Option<&Error>, _: &mut ()) {
         self.note("logging");

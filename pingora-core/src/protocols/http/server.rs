@@ -1,8 +1,10 @@
 //! [`ServerSession`]: one request and its response, as apps see them,
 //! whichever HTTP version carried them.
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -186,14 +188,34 @@ impl ServerSession {
         }
     }
 
-    /// Close the connection after this response.
-    pub fn set_keepalive(&mut self, keepalive: bool) {
+    /// Whether the connection may take another request after this one,
+    /// as Pingora's: `None` closes it after this response; `Some(0)` keeps
+    /// it (if the client does too) with no idle limit; `Some(n)` keeps it
+    /// for at most `n` seconds idle. An HTTP/2 stream has no say (the
+    /// connection outlives it).
+    pub fn set_keepalive(&mut self, duration: Option<u64>) {
         match self {
-            ServerSession::H1(s) => s.set_keepalive(keepalive),
+            ServerSession::H1(s) => match duration {
+                None => s.set_keepalive(false),
+                Some(secs) => {
+                    s.set_keepalive_timeout((secs > 0).then(|| Duration::from_secs(secs)))
+                }
+            },
             ServerSession::H2(s) => {
-                let _ = (s, keepalive);
+                let _ = (s, duration);
             }
         }
+    }
+
+    /// The first value of the request's header `name`.
+    pub fn get_header<K: http::header::AsHeaderName>(&self, name: K) -> Option<&HeaderValue> {
+        self.req_header().headers.get(name)
+    }
+
+    /// The bytes of the first value of the request's header `name`; empty
+    /// when there is none.
+    pub fn get_header_bytes<K: http::header::AsHeaderName>(&self, name: K) -> &[u8] {
+        self.get_header(name).map_or(b"", |v| v.as_bytes())
     }
 
     /// Finish the exchange; true if the connection can take another

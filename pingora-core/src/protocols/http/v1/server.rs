@@ -357,6 +357,13 @@ impl HttpSession {
         }
     }
 
+    /// Keep the connection for another request's wait at most `timeout`
+    /// (`None`: no limit), instead of the configured keep-alive timeout.
+    /// The connection still closes when the client or the framing says so.
+    pub fn set_keepalive_timeout(&mut self, timeout: Option<Duration>) {
+        self.conn.opts.keepalive_timeout = timeout;
+    }
+
     /// Whether the connection will be kept for another request.
     pub fn will_keepalive(&self) -> bool {
         self.keepalive
