@@ -179,16 +179,22 @@ impl Session {
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
         let body = Bytes::from(format!("{code} {reason}\n"));
-        self.respond_error_with_body(code, body).await
+        self.respond_error_inner(code, body, true).await
     }
 
-    /// Answer with `code` and `body` (sent as plain text); the connection
-    /// closes afterwards if it is HTTP/1.
+    /// Answer with `code` and `body` (sent as plain text), as Pingora's:
+    /// whether the connection goes on is left to the caller
+    /// (`set_keepalive`; after a failed request, `FailToProxy`'s
+    /// `can_reuse_downstream`).
     pub async fn respond_error_with_body(&mut self, code: u16, body: Bytes) -> Result<()> {
+        self.respond_error_inner(code, body, false).await
+    }
+
+    async fn respond_error_inner(&mut self, code: u16, body: Bytes, close: bool) -> Result<()> {
         let mut resp = ResponseHeader::build(code, Some(3))?;
         resp.insert_header("Content-Type", "text/plain")?;
         resp.insert_header("Content-Length", body.len().to_string())?;
-        if !self.0.is_http2() {
+        if close && !self.0.is_http2() {
             resp.insert_header("Connection", "close")?;
             self.0.set_keepalive(None);
         }

@@ -920,3 +920,92 @@ async fn an_answered_request_is_not_retried() {
         "the answered request went upstream again"
     );
 }
+
+/// Pingora's `response_trailer_filter` form: bytes it returns go to the
+/// client as the body's last piece, in place of the trailers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailer_filter_bytes_end_the_body() {
+    let (up, _) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let r = curl(&[
+        "--data-binary",
+        "hello",
+        &format!("http://127.0.0.1:{port}/trailer-body"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "hello|trailer yes");
+    // Elsewhere the trailers stay trailers.
+    let r = curl(&[
+        "--data-binary",
+        "hello",
+        &format!("http://127.0.0.1:{port}/echo"),
+    ])
+    .await;
+    assert_eq!(r.body, "hello");
+}
+
+/// A duration from `response_body_filter` holds that piece back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_filter_delay_holds_the_piece_back() {
+    let (up, _) = upstream().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let started = Instant::now();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/bytes/10?delay")]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "xxxxxxxxxx"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the piece went out after {:?}",
+        started.elapsed()
+    );
+}
+
+/// `FailToProxy::can_reuse_downstream`: an error answered whole lets the
+/// client's connection go on when the user says so, and ends it otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_to_proxy_decides_whether_the_connection_goes_on() {
+    let (port, _) = proxy(vec![peer(closed_port(), false)], ProxyOptions::default()).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        c.write_all(b"GET /keep-after-error HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut c).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "request {i}: {answer}");
+        assert!(answer.ends_with("\r\n\r\nkept\n"), "request {i}: {answer}");
+    }
+    // The default: the connection ends after the error.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing after the answer");
+}
+
+/// One answer with a Content-Length, read off `c` whole.
+async fn read_answer(c: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if body.len() >= content_length(head).expect("a Content-Length") {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -292,6 +292,14 @@ impl ProxyHttp for Recorder {
                 let _ = s.write_response_header(Box::new(resp), false).await;
                 let body = Bytes::from_static(b"no retries\n");
                 let _ = s.write_response_body(Some(body), true).await;
+            } else if s.req_header().uri.path() == "/keep-after-error" {
+                // Pingora's form: the body given, and the connection kept.
+                let body = Bytes::from_static(b"kept\n");
+                let _ = s.respond_error_with_body(code, body).await;
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: true,
+                };
             } else if s.is_http2() && s.is_grpc() {
                 let _ = s.respond_grpc_error(code).await;
             } else {
@@ -360,7 +368,8 @@ impl ProxyHttp for Recorder {
                 _ => {}
             }
         }
-        Ok(None)
+        // `delay`: each piece held back 300 ms (a rate limit).
+        Ok((query == "delay").then(|| Duration::from_millis(300)))
     }
     fn upstream_response_trailer_filter(
         &self,
@@ -373,13 +382,20 @@ impl ProxyHttp for Recorder {
     }
     async fn response_trailer_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         t: &mut http::HeaderMap,
         _: &mut (),
     ) -> Result<Option<Bytes>> {
         self.note("response_trailer_filter");
         if let Some(v) = t.get("x-up-trailer") {
             self.note(format!("trailer: {}", v.to_str().unwrap()));
+        }
+        // `/trailer-body`: the trailers become the body's last piece.
+        if s.req_header().uri.path() == "/trailer-body" {
+            let v = t
+                .get("x-up-trailer")
+                .map_or("none", |v| v.to_str().unwrap());
+            return Ok(Some(Bytes::from(format!("|trailer {v}"))));
         }
         Ok(None)
     }
