@@ -117,3 +117,53 @@ async fn load_balancer_as_pingora_sets_it_up() {
     let peer = HttpPeer::new(b, false, String::new());
     assert_eq!(peer.address().to_string(), "127.0.0.1:8080");
 }
+
+#[test]
+fn error_api_as_pingora_has_it() {
+    use pingora_error::{ErrorTrait, ImmutStr, OrErr, RetryType};
+    const MY_ERROR: ErrorType = ErrorType::new("MyError");
+    const MY_CODE: ErrorType = ErrorType::new_code("MyCode", 429);
+    let e = Error::new(MY_ERROR).more_context("while testing");
+    assert_eq!(e.etype(), &MY_ERROR);
+    assert_eq!(
+        e.context.as_ref().map(|c| c.as_str()),
+        Some("while testing")
+    );
+    assert_eq!(Error::new(MY_CODE).etype().as_str(), "MyCode");
+    // `or_fail` without a kind: an internal error with the cause kept.
+    let r: std::result::Result<(), std::io::Error> = Err(std::io::Error::other("disk"));
+    let e = r.or_fail().unwrap_err();
+    assert_eq!(e.etype(), &InternalError);
+    assert!(e.root_cause().to_string().contains("disk"));
+    // The source as a string, empty when unset.
+    assert_eq!(Error::new_up(ReadError).source_str(), "Upstream");
+    assert_eq!(Error::new(ReadError).source_str(), "");
+    let mut e = Error::new(ReadError);
+    e.as_down();
+    assert_eq!(e.esource(), &ErrorSource::Downstream);
+    e.set_context(ImmutStr::from("ctx"));
+    assert!(!e.context.as_ref().unwrap().is_owned());
+    let _: &dyn ErrorTrait = &*e;
+    // The root kind under causes.
+    let inner = Error::new(ConnectRefused);
+    let outer = Error::because(ConnectProxyFailure, "via proxy", inner);
+    assert_eq!(outer.root_etype(), &ConnectRefused);
+    let r: Result<()> = Error::err_down(WriteError);
+    assert!(r.is_err());
+    // `ReusedOnly` settled by whether the connection was reused.
+    let mut retry = RetryType::ReusedOnly;
+    retry.decide_reuse(true);
+    assert!(retry.retry());
+    let mut retry = RetryType::ReusedOnly;
+    retry.decide_reuse(false);
+    assert!(!retry.retry());
+}
+
+#[test]
+fn header_helpers_as_pingora_has_them() {
+    let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+    resp.set_content_length(42).unwrap();
+    assert_eq!(resp.headers.get("content-length").unwrap(), "42");
+    let req = RequestHeader::build_no_case("GET", b"/a/b?c=d", None).unwrap();
+    assert_eq!(req.raw_path(), b"/a/b?c=d");
+}

@@ -93,6 +93,16 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// A custom kind named `name` (for `const MY_ERROR: ErrorType = ..`).
+    pub const fn new(name: &'static str) -> Self {
+        ErrorType::Custom(name)
+    }
+
+    /// A custom kind named `name` that answers with HTTP status `code`.
+    pub const fn new_code(name: &'static str, code: u16) -> Self {
+        ErrorType::CustomCode(name, code)
+    }
+
     /// The kind's name, e.g. `"ConnectTimedout"`; custom kinds give their
     /// own name.
     pub fn as_str(&self) -> &'static str {
@@ -180,13 +190,13 @@ pub enum ErrorSource {
 }
 
 impl ErrorSource {
-    /// `"Upstream"`, `"Downstream"`, `"Internal"`, or `None` when unset.
-    pub fn as_str(&self) -> Option<&'static str> {
+    /// `"Upstream"`, `"Downstream"`, `"Internal"`, or `""` when unset.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            ErrorSource::Upstream => Some("Upstream"),
-            ErrorSource::Downstream => Some("Downstream"),
-            ErrorSource::Internal => Some("Internal"),
-            ErrorSource::Unset => None,
+            ErrorSource::Upstream => "Upstream",
+            ErrorSource::Downstream => "Downstream",
+            ErrorSource::Internal => "Internal",
+            ErrorSource::Unset => "",
         }
     }
 }
@@ -205,6 +215,14 @@ impl RetryType {
     /// `true` only for `Decided(true)`.
     pub fn retry(&self) -> bool {
         matches!(self, RetryType::Decided(true))
+    }
+
+    /// Settle `ReusedOnly` now that it is known whether the connection was
+    /// a reused one; a decided retry stays as it is.
+    pub fn decide_reuse(&mut self, reused: bool) {
+        if matches!(self, RetryType::ReusedOnly) {
+            *self = RetryType::Decided(reused);
+        }
     }
 }
 

@@ -40,6 +40,81 @@ use std::fmt;
 mod kind;
 pub use kind::{ErrorSource, ErrorType, RetryType};
 
+/// One of our errors in a cause chain, whether it went in as an `Error`
+/// or as a `BError` (`Error::because(.., e)` with `e: BError` stores the
+/// box itself).
+fn ours<'a>(c: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    c.downcast_ref::<Error>()
+        .or_else(|| c.downcast_ref::<BError>().map(|b| &**b))
+}
+
+/// The standard error trait, under the name Pingora gives it.
+pub use std::error::Error as ErrorTrait;
+
+/// An error's context text: a static string, or one made at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImmutStr {
+    /// A string in the program.
+    Static(&'static str),
+    /// A string made at run time.
+    Owned(Box<str>),
+}
+
+impl ImmutStr {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ImmutStr::Static(s) => s,
+            ImmutStr::Owned(s) => s,
+        }
+    }
+
+    /// Whether the text was made at run time.
+    pub fn is_owned(&self) -> bool {
+        matches!(self, ImmutStr::Owned(_))
+    }
+}
+
+impl std::ops::Deref for ImmutStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for ImmutStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for ImmutStr {
+    fn from(s: &'static str) -> Self {
+        ImmutStr::Static(s)
+    }
+}
+
+impl From<String> for ImmutStr {
+    fn from(s: String) -> Self {
+        ImmutStr::Owned(s.into_boxed_str())
+    }
+}
+
+impl From<Box<str>> for ImmutStr {
+    fn from(s: Box<str>) -> Self {
+        ImmutStr::Owned(s)
+    }
+}
+
+impl From<Cow<'static, str>> for ImmutStr {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => ImmutStr::Static(s),
+            Cow::Owned(s) => s.into(),
+        }
+    }
+}
+
 /// A boxed [`Error`]; the error half of every [`Result`] in the framework.
 ///
 /// Boxed so that `Result<T>` stays one pointer wide on the error path.
@@ -63,14 +138,14 @@ pub struct Error {
     /// The error underneath, if any.
     pub cause: Option<Cause>,
     /// Human readable detail.
-    pub context: Option<Cow<'static, str>>,
+    pub context: Option<ImmutStr>,
 }
 
 impl Error {
     fn build(
         etype: ErrorType,
         esource: ErrorSource,
-        context: Option<Cow<'static, str>>,
+        context: Option<ImmutStr>,
         cause: Option<Cause>,
     ) -> BError {
         let retry = RetryType::Decided(etype.default_retry());
@@ -104,17 +179,17 @@ impl Error {
     }
 
     /// A new error with a context string and no cause.
-    pub fn explain<S: Into<Cow<'static, str>>>(etype: ErrorType, context: S) -> BError {
+    pub fn explain<S: Into<ImmutStr>>(etype: ErrorType, context: S) -> BError {
         Self::build(etype, ErrorSource::Unset, Some(context.into()), None)
     }
 
     /// `Err(Error::explain(..))`, for early returns.
-    pub fn e_explain<T, S: Into<Cow<'static, str>>>(etype: ErrorType, context: S) -> Result<T> {
+    pub fn e_explain<T, S: Into<ImmutStr>>(etype: ErrorType, context: S) -> Result<T> {
         Err(Self::explain(etype, context))
     }
 
     /// A new error with a context string, wrapping `cause`.
-    pub fn because<S: Into<Cow<'static, str>>, E: Into<Cause>>(
+    pub fn because<S: Into<ImmutStr>, E: Into<Cause>>(
         etype: ErrorType,
         context: S,
         cause: E,
@@ -128,7 +203,7 @@ impl Error {
     }
 
     /// `Err(Error::because(..))`, for early returns.
-    pub fn e_because<T, S: Into<Cow<'static, str>>, E: Into<Cause>>(
+    pub fn e_because<T, S: Into<ImmutStr>, E: Into<Cause>>(
         etype: ErrorType,
         context: S,
         cause: E,
@@ -211,8 +286,15 @@ impl Error {
         self
     }
 
-    /// Prepend more context: `"more: old context"`.
-    pub fn more_context<S: Into<Cow<'static, str>>>(&mut self, more: S) {
+    /// Prepend more context: `"more: old context"`; the error comes back
+    /// (as Pingora's: `e.more_context(..)` in a `map_err`).
+    pub fn more_context<S: Into<ImmutStr>>(mut self: BError, more: S) -> BError {
+        self.add_context(more);
+        self
+    }
+
+    /// [`more_context`](Self::more_context) in place.
+    pub fn add_context<S: Into<ImmutStr>>(&mut self, more: S) {
         let more = more.into();
         self.context = Some(match self.context.take() {
             Some(old) => format!("{more}: {old}").into(),
@@ -220,9 +302,92 @@ impl Error {
         });
     }
 
+    /// A new error of every part given (Pingora's general constructor).
+    pub fn create(
+        etype: ErrorType,
+        esource: ErrorSource,
+        context: Option<ImmutStr>,
+        cause: Option<Cause>,
+    ) -> BError {
+        Self::build(etype, esource, context, cause)
+    }
+
+    /// A new error of a custom kind named `s`.
+    pub fn new_str(s: &'static str) -> BError {
+        Self::new(ErrorType::Custom(s))
+    }
+
+    /// `Err(Error::new(etype))`.
+    pub fn err<T>(etype: ErrorType) -> Result<T> {
+        Err(Self::new(etype))
+    }
+
+    /// `Err(Error::new_up(etype))`.
+    pub fn err_up<T>(etype: ErrorType) -> Result<T> {
+        Err(Self::new_up(etype))
+    }
+
+    /// `Err(Error::new_down(etype))`.
+    pub fn err_down<T>(etype: ErrorType) -> Result<T> {
+        Err(Self::new_down(etype))
+    }
+
+    /// `Err(Error::new_in(etype))`.
+    pub fn err_in<T>(etype: ErrorType) -> Result<T> {
+        Err(Self::new_in(etype))
+    }
+
+    /// `Err(self)`.
+    pub fn into_err<T>(self: BError) -> Result<T> {
+        Err(self)
+    }
+
+    /// The source as a string (`""` when unset).
+    pub fn source_str(&self) -> &str {
+        self.esource.as_str()
+    }
+
+    /// Mark the error as the upstream's fault, in place.
+    pub fn as_up(&mut self) {
+        self.esource = ErrorSource::Upstream;
+    }
+
+    /// Mark the error as the downstream client's fault, in place.
+    pub fn as_down(&mut self) {
+        self.esource = ErrorSource::Downstream;
+    }
+
+    /// Mark the error as our own fault, in place.
+    pub fn as_in(&mut self) {
+        self.esource = ErrorSource::Internal;
+    }
+
+    /// Replace the cause.
+    pub fn set_cause<C: Into<Cause>>(&mut self, cause: C) {
+        self.cause = Some(cause.into());
+    }
+
+    /// Replace the context.
+    pub fn set_context<S: Into<ImmutStr>>(&mut self, context: S) {
+        self.context = Some(context.into());
+    }
+
+    /// The kind of the innermost of our errors in the cause chain.
+    pub fn root_etype(&self) -> &ErrorType {
+        let mut root = self;
+        while let Some(inner) = root
+            .cause
+            .as_deref()
+            .and_then(|c| ours(c as &(dyn StdError + 'static)))
+        {
+            root = inner;
+        }
+        &root.etype
+    }
+
     /// Wrap this error as the cause of a new one of kind `etype`; the new
     /// error keeps this one's source and retry decision.
-    pub fn wrap<S: Into<Cow<'static, str>>>(self: BError, etype: ErrorType, context: S) -> BError {
+    pub fn wrap<S: Into<ImmutStr>>(self: BError, etype: ErrorType, context: S) -> BError {
         let esource = self.esource.clone();
         let retry = self.retry;
         let mut e = Self::build(etype, esource, Some(context.into()), Some(self));
@@ -293,8 +458,9 @@ impl<T: fmt::Display + ?Sized> fmt::Display for OneLine<'_, T> {
 impl Error {
     /// Write this error without its cause chain.
     fn fmt_self(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(s) = self.esource.as_str() {
-            write!(f, "{s} ")?;
+        let source = self.esource.as_str();
+        if !source.is_empty() {
+            write!(f, "{source} ")?;
         }
         f.write_str(self.etype.as_str())?;
         if let ErrorType::HTTPStatus(code) | ErrorType::CustomCode(_, code) = self.etype {
@@ -319,7 +485,7 @@ impl fmt::Display for Error {
             .map(|c| c as &(dyn StdError + 'static));
         while let Some(c) = cause {
             f.write_str(" cause: ")?;
-            if let Some(e) = c.downcast_ref::<Error>() {
+            if let Some(e) = ours(c) {
                 e.fmt_self(f)?;
             } else {
                 write!(f, "{}", OneLine(c))?;
@@ -346,7 +512,7 @@ pub trait OrErr<T, E> {
         E: Into<Cause>;
 
     /// Like [`OrErr::or_err`], with the context built only on error.
-    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
         context: F,
@@ -356,14 +522,19 @@ pub trait OrErr<T, E> {
 
     /// Replace the error with a new one of kind `etype`, keeping only the
     /// context (for errors that carry nothing worth keeping).
-    fn explain_err<C: Into<Cow<'static, str>>, F: FnOnce(E) -> C>(
+    fn explain_err<C: Into<ImmutStr>, F: FnOnce(E) -> C>(
         self,
         etype: ErrorType,
         context: F,
     ) -> Result<T>;
 
+    /// Wrap the error as an `InternalError` with no context (Pingora's).
+    fn or_fail(self) -> Result<T>
+    where
+        E: Into<Cause>;
+
     /// Wrap the error with kind `etype` and no context.
-    fn or_fail(self, etype: ErrorType) -> Result<T>
+    fn or_fail_as(self, etype: ErrorType) -> Result<T>
     where
         E: Into<Cause>;
 }
@@ -376,7 +547,7 @@ impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
         self.map_err(|e| Error::because(etype, context, e))
     }
 
-    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
         context: F,
@@ -387,7 +558,7 @@ impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
         self.map_err(|e| Error::because(etype, context(), e))
     }
 
-    fn explain_err<C: Into<Cow<'static, str>>, F: FnOnce(E) -> C>(
+    fn explain_err<C: Into<ImmutStr>, F: FnOnce(E) -> C>(
         self,
         etype: ErrorType,
         context: F,
@@ -395,7 +566,14 @@ impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
         self.map_err(|e| Error::explain(etype, context(e)))
     }
 
-    fn or_fail(self, etype: ErrorType) -> Result<T>
+    fn or_fail(self) -> Result<T>
+    where
+        E: Into<Cause>,
+    {
+        self.or_fail_as(ErrorType::InternalError)
+    }
+
+    fn or_fail_as(self, etype: ErrorType) -> Result<T>
     where
         E: Into<Cause>,
     {
@@ -409,7 +587,7 @@ pub trait OkOrErr<T> {
     fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>;
 
     /// Like [`OkOrErr::or_err`], with the context built only on `None`.
-    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
         context: F,
@@ -421,7 +599,7 @@ impl<T> OkOrErr<T> for Option<T> {
         self.ok_or_else(|| Error::explain(etype, context))
     }
 
-    fn or_err_with<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(
+    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
         context: F,
@@ -433,15 +611,12 @@ impl<T> OkOrErr<T> for Option<T> {
 /// Add context to one of our own errors on its way up.
 pub trait Context<T> {
     /// Prepend context to the error, built only on error.
-    fn err_context<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(self, context: F) -> Result<T>;
+    fn err_context<C: Into<ImmutStr>, F: FnOnce() -> C>(self, context: F) -> Result<T>;
 }
 
 impl<T> Context<T> for Result<T> {
-    fn err_context<C: Into<Cow<'static, str>>, F: FnOnce() -> C>(self, context: F) -> Result<T> {
-        self.map_err(|mut e| {
-            e.more_context(context());
-            e
-        })
+    fn err_context<C: Into<ImmutStr>, F: FnOnce() -> C>(self, context: F) -> Result<T> {
+        self.map_err(|e| e.more_context(context()))
     }
 }
 

@@ -89,7 +89,7 @@ fn or_err_wraps_foreign_error() {
     assert_eq!(e.to_string(), "FileReadError context: file 7 cause: disk");
 
     let r: std::result::Result<(), io::Error> = Err(io::Error::other("x"));
-    let e = r.or_fail(ErrorType::ReadError).unwrap_err();
+    let e = r.or_fail_as(ErrorType::ReadError).unwrap_err();
     assert_eq!(e.to_string(), "ReadError cause: x");
 
     let r: std::result::Result<(), &str> = Err("plain");

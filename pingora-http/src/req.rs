@@ -161,6 +161,28 @@ impl RequestHeader {
         self.lines.changed();
     }
 
+    /// As [`build`](Self::build): Pingora's form for a header whose names
+    /// need not keep their case (ours always keep it).
+    pub fn build_no_case<M>(method: M, path: &[u8], size_hint: Option<usize>) -> Result<Self>
+    where
+        M: TryInto<Method>,
+        <M as TryInto<Method>>::Error: Into<pingora_error::Cause>,
+    {
+        Self::build(method, path, size_hint)
+    }
+
+    /// The request target as it is on the wire (path and query, or the
+    /// whole target in absolute or authority form).
+    pub fn raw_path(&self) -> &[u8] {
+        let uri = &self.base.uri;
+        match (uri.path_and_query(), uri.authority()) {
+            (Some(pq), _) => pq.as_str().as_bytes(),
+            // Authority form (CONNECT host:port).
+            (None, Some(a)) => a.as_str().as_bytes(),
+            (None, None) => b"/",
+        }
+    }
+
     /// Replace the URI from raw bytes (a path or an absolute URI).
     pub fn set_raw_path(&mut self, path: &[u8]) -> Result<()> {
         self.base.uri = parse_uri(Bytes::copy_from_slice(path))?;

@@ -121,6 +121,21 @@ impl ResponseHeader {
         self.base.version
     }
 
+    /// As [`build`](Self::build): Pingora's form for a header whose names
+    /// need not keep their case (ours always keep it).
+    pub fn build_no_case<S>(status: S, size_hint: Option<usize>) -> Result<Self>
+    where
+        S: TryInto<StatusCode>,
+        <S as TryInto<StatusCode>>::Error: Into<pingora_error::Cause>,
+    {
+        Self::build(status, size_hint)
+    }
+
+    /// Set `Content-Length` to `len` (replacing any).
+    pub fn set_content_length(&mut self, len: usize) -> Result<()> {
+        self.insert_header(http::header::CONTENT_LENGTH, len)
+    }
+
     /// Replace the status. A custom reason phrase is dropped.
     pub fn set_status<S>(&mut self, status: S) -> Result<()>
     where

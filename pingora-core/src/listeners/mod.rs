@@ -504,7 +504,7 @@ impl Listeners {
         settings: tls::TlsSettings,
     ) -> Result<()> {
         let acceptor = settings.build().map_err(|mut e| {
-            e.more_context(format!("TLS listener {addr}"));
+            e.add_context(format!("TLS listener {addr}"));
             e
         })?;
         self.addrs.push(ServerAddress::Tcp(addr.into(), opt));

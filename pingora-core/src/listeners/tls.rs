@@ -71,7 +71,7 @@ impl CertKey {
         let key = std::fs::read(key_path)
             .or_err_with(FileReadError, || format!("reading key {key_path}"))?;
         Self::from_pem(&cert, &key).map_err(|mut e| {
-            e.more_context(format!("{cert_path} / {key_path}"));
+            e.add_context(format!("{cert_path} / {key_path}"));
             e
         })
     }
