@@ -340,6 +340,21 @@ impl RawLines {
     }
 
     /// Remove every line named `name` (any case); returns the first value.
+    /// Keep only the lines whose name `keep` says yes to; returns how many
+    /// went.
+    pub(crate) fn retain_names(&mut self, keep: &mut impl FnMut(&[u8]) -> bool) -> usize {
+        let before = self.lines.len();
+        let block = &self.block;
+        self.lines
+            .retain(|l| keep(&block[l.name as usize..l.name as usize + l.name_len as usize]));
+        let gone = before - self.lines.len();
+        if gone > 0 {
+            self.present = self.lines.iter().fold(0, |p, l| p | l.bit);
+            self.wire_bytes = self.lines.iter().map(Line::wire_len).sum();
+        }
+        gone
+    }
+
     pub(crate) fn remove<K: http::header::AsHeaderName + Copy>(
         &mut self,
         name: K,
@@ -661,6 +676,39 @@ impl<P: PartsHeaders> Lines<P> {
         }
     }
 
+    /// Keep only the lines whose name `keep` says yes to; returns how many
+    /// went.
+    pub(crate) fn retain_names(
+        &mut self,
+        map: &mut HeaderMap,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> usize {
+        match &mut self.raw {
+            Some(raw) => {
+                let gone = raw.retain_names(&mut keep);
+                if gone > 0 {
+                    self.changed();
+                }
+                gone
+            }
+            None => {
+                let names: Vec<HeaderName> = map
+                    .keys()
+                    .filter(|n| !keep(n.as_str().as_bytes()))
+                    .cloned()
+                    .collect();
+                names
+                    .iter()
+                    .map(|n| {
+                        let lines = map.get_all(n).iter().count();
+                        self.order.remove(map, n);
+                        lines
+                    })
+                    .sum()
+            }
+        }
+    }
+
     /// Remove the hop-by-hop lines (see `RequestHeader::remove_hop_by_hop`).
     pub(crate) fn remove_hop_by_hop(&mut self, map: &mut HeaderMap) {
         match &mut self.raw {
@@ -820,6 +868,12 @@ macro_rules! line_methods {
             &'a N: http::header::AsHeaderName,
         {
             self.lines.remove(&mut self.base.headers, name)
+        }
+
+        /// Keep only the header lines whose name (as received, any case)
+        /// `keep` says yes to, in order; returns how many lines went.
+        pub fn retain_header_names(&mut self, keep: impl FnMut(&[u8]) -> bool) -> usize {
+            self.lines.retain_names(&mut self.base.headers, keep)
         }
 
         /// Remove every hop-by-hop header (RFC 9110 §7.6.1), as a proxy must

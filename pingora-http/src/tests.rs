@@ -603,3 +603,29 @@ fn tracked_names_answer_as_the_name_lookups() {
         }
     }
 }
+
+#[test]
+fn retain_header_names_as_parsed_and_built() {
+    let wire = Bytes::from_static(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX-Kept: yes\r\nx_low: 2\r\n\r\n",
+    );
+    let mut req = parse_req(&wire);
+    assert!(!req.map_built());
+    assert_eq!(req.retain_header_names(|n| !n.contains(&b'_')), 2);
+    let kept: Vec<Vec<u8>> = req.headers_in_order().map(|(n, _)| n.to_vec()).collect();
+    assert_eq!(kept, vec![b"Host".to_vec(), b"X-Kept".to_vec()]);
+    assert_eq!(req.to_wire().len(), req.h1_len());
+    // The same once the map is built.
+    let mut req = parse_req(&wire);
+    // A value marked sensitive builds the map.
+    let mut v = HeaderValue::from_static("n");
+    v.set_sensitive(true);
+    req.insert_header("x-new", v).unwrap();
+    assert!(req.map_built());
+    assert_eq!(req.retain_header_names(|n| !n.contains(&b'_')), 2);
+    let kept: Vec<Vec<u8>> = req.headers_in_order().map(|(n, _)| n.to_vec()).collect();
+    assert_eq!(
+        kept,
+        vec![b"Host".to_vec(), b"X-Kept".to_vec(), b"x-new".to_vec()]
+    );
+}

@@ -180,7 +180,9 @@ pub fn error_status(e: &Error) -> u16 {
         ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
         | TLSHandshakeFailure | InvalidCert | CertHostnameMismatch | CertExpired
         | CertUnknownCA | BindError | SocketError => 502,
-        HTTPStatus(c) => *c,
+        // An explicit status, or a custom kind that names one (such as
+        // the HTTP/2 connection limit's 503).
+        HTTPStatus(c) | CustomCode(_, c) => *c,
         // The client went away first (nginx's "client closed request").
         ConnectionClosed if *e.esource() == ErrorSource::Downstream => 499,
         t => match t.http_status() {

@@ -581,3 +581,77 @@ async fn faulty_upstreams_get_clear_answers() {
     let (status, whole, _) = fetch(port, "/fine").await;
     assert!(status == 200 && whole);
 }
+
+/// The names the test upstream saw, from its `x-seen-names` answer.
+fn seen_names(r: &Reply) -> String {
+    r.header("x-seen-names").unwrap_or("").to_string()
+}
+
+/// Header lines whose name holds `_` are dropped by default (nginx's
+/// `underscores_in_headers off`), over HTTP/1 and HTTP/2, and kept with
+/// `underscores_in_headers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_are_dropped_unless_allowed() {
+    let (up, _) = upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let url = format!("http://127.0.0.1:{port}/echo");
+    for h2 in [false, true] {
+        let mut args = vec!["-H", "X_Forwarded_For: 6.6.6.6", "-H", "X-Kept: yes"];
+        if h2 {
+            args.push("--http2-prior-knowledge");
+        }
+        args.push(&url);
+        let r = curl(&args).await;
+        assert_eq!(r.status, 200);
+        let names = seen_names(&r);
+        assert!(names.contains("x-kept"), "h2 {h2}: {names}");
+        assert!(!names.contains("x_forwarded_for"), "h2 {h2}: {names}");
+    }
+    let allow = pingora_core::protocols::http::v1::H1Options {
+        underscores_in_headers: true,
+        ..Default::default()
+    };
+    let (port, _log) = proxy_with(vec![peer(up, false)], ProxyOptions::default(), allow).await;
+    let url = format!("http://127.0.0.1:{port}/echo");
+    for h2 in [false, true] {
+        let mut args = vec!["-H", "X_Forwarded_For: 6.6.6.6"];
+        if h2 {
+            args.push("--http2-prior-knowledge");
+        }
+        args.push(&url);
+        let names = seen_names(&curl(&args).await);
+        assert!(names.contains("x_forwarded_for"), "h2 {h2}: {names}");
+    }
+}
+
+/// HTTP/2 connections to one upstream are capped
+/// (`PeerOptions::max_h2_connections`): with every connection's streams
+/// taken, a request that would need one more is answered 503 at once, and
+/// the upstream never sees more connections than the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_connections_per_peer_are_capped() {
+    let (up, accepted) = upstream().await;
+    let mut p = peer(up, true);
+    p.options.max_h2_streams = 1;
+    p.options.max_h2_connections = 2;
+    let (port, _log) = proxy(vec![p], ProxyOptions::default()).await;
+    // Two requests that hold a stream each, for as long as they stay, one
+    // after the other: each on a connection of its own.
+    let mut held = Vec::new();
+    for n in 1..=2 {
+        held.push(send(port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").await);
+        assert_eq!(settles(&accepted, n, Duration::from_secs(10)).await, n);
+    }
+    // Both connections full: the next request is refused at once.
+    let answer = exchange(
+        port,
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        accepted.load(Ordering::Relaxed) <= 2,
+        "{} connections",
+        accepted.load(Ordering::Relaxed)
+    );
+}

@@ -413,6 +413,9 @@ impl<A: HttpServerApp> HttpServer<A> {
                             socket.clone(),
                         ));
                         stream.set_limits(self.options.max_body_bytes, self.options.write_timeout);
+                        if !self.options.underscores_in_headers {
+                            crate::protocols::http::drop_underscore_names(stream.req_header_mut());
+                        }
                         let mut session = ServerSession::H2(stream);
                         let live = open.clone();
                         live.count.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use pingora_error::Result;
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::TransportConnector;
@@ -198,8 +198,18 @@ impl ClientSession {
 /// ```
 pub struct Connector {
     transport: TransportConnector,
-    h2: Mutex<HashMap<u64, Vec<H2Connection>>>,
+    h2: Mutex<HashMap<u64, H2Peer>>,
 }
+
+/// The HTTP/2 connections to one peer, and how many are being opened.
+#[derive(Default)]
+struct H2Peer {
+    conns: Vec<H2Connection>,
+    opening: usize,
+}
+
+/// The HTTP/2 connection limit to a peer was reached (503, not retried).
+pub const H2_CONNECTION_LIMIT: ErrorType = ErrorType::new_code("H2ConnectionLimit", 503);
 
 impl Connector {
     /// A connector sized and configured by the server conf (or defaults).
@@ -219,16 +229,16 @@ impl Connector {
     pub fn h2_connections(&self, peer: &HttpPeer) -> usize {
         let map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&peer.reuse_hash())
-            .map_or(0, |v| v.iter().filter(|c| !c.is_closed()).count())
+            .map_or(0, |p| p.conns.iter().filter(|c| !c.is_closed()).count())
     }
 
     /// A shared connection for `key` with room for a stream now. (The
     /// stream is claimed by `try_new_session`, which checks again.)
     fn shared_h2(&self, key: u64, skip: &[H2Connection]) -> Option<H2Connection> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        let conns = map.get_mut(&key)?;
-        conns.retain(|c| !c.is_closed());
-        conns
+        let peer = map.get_mut(&key)?;
+        peer.conns.retain(|c| !c.is_closed());
+        peer.conns
             .iter()
             .find(|c| c.more_streams_allowed() && !skip.iter().any(|s| s.same(c)))
             .cloned()
@@ -259,6 +269,13 @@ impl Connector {
                 }
             }
         }
+        // A new connection that may become an HTTP/2 one counts against the
+        // peer's cap while it opens (a pooled HTTP/1 one does not).
+        let _opening = if matches!(o.alpn, ALPN::H2 | ALPN::H2H1) {
+            Some(self.reserve_h2(key, o.max_h2_connections)?)
+        } else {
+            None
+        };
         let (stream, reused) = self.transport.get_stream_keyed(peer, key).await?;
         let h2 = match stream.tls_digest() {
             Some(d) => d.is_h2(),
@@ -287,12 +304,34 @@ impl Connector {
             let mut session = conn.new_session().await?;
             session.set_timeouts(o.read_timeout, o.write_timeout);
             let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key).or_default().push(conn);
+            map.entry(key).or_default().conns.push(conn);
             return Ok((ClientSession::H2(session), false));
         }
         let mut session = self.h1_session(stream, peer);
         session.pool_key = Some(key);
         Ok((ClientSession::H1(session), reused))
+    }
+
+    /// Count one more HTTP/2 connection opening to `key`, unless the peer
+    /// already has `max` open or opening; the count goes back when the
+    /// guard drops (the connection, if made, is in the list by then).
+    fn reserve_h2(&self, key: u64, max: usize) -> Result<Opening<'_>> {
+        let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = map.entry(key).or_default();
+        peer.conns.retain(|c| !c.is_closed());
+        if peer.conns.len() + peer.opening >= max {
+            let mut e = Error::explain(
+                H2_CONNECTION_LIMIT,
+                format!("{max} HTTP/2 connections to this peer are open and full"),
+            );
+            e.set_retry(false);
+            return Err(e.into_up());
+        }
+        peer.opening += 1;
+        Ok(Opening {
+            connector: self,
+            key,
+        })
     }
 
     fn h1_session(&self, stream: Stream, peer: &HttpPeer) -> v1::client::HttpSession {
@@ -317,6 +356,21 @@ impl Connector {
                 self.transport
                     .release_stream(stream, key, peer.options.idle_timeout);
             }
+        }
+    }
+}
+
+/// An HTTP/2 connection being opened, counted against its peer's cap.
+struct Opening<'a> {
+    connector: &'a Connector,
+    key: u64,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut map = self.connector.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = map.get_mut(&self.key) {
+            peer.opening = peer.opening.saturating_sub(1);
         }
     }
 }

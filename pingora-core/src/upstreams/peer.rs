@@ -112,6 +112,11 @@ pub struct PeerOptions {
     pub h2_ping_interval: Option<Duration>,
     /// Most concurrent streams this side opens on one HTTP/2 connection.
     pub max_h2_streams: usize,
+    /// Most HTTP/2 connections open (or opening) to this peer at once,
+    /// from one connector. When all are full, a request that needs a new
+    /// one fails with a 503 (as Envoy's connection circuit breaker) rather
+    /// than open connections without bound. Default 128.
+    pub max_h2_connections: usize,
     /// Local address to connect from.
     pub bind_to: Option<std::net::SocketAddr>,
     /// A PROXY protocol header to send first on each new connection
@@ -141,6 +146,7 @@ impl Default for PeerOptions {
             tcp_fast_open: false,
             h2_ping_interval: None,
             max_h2_streams: 1,
+            max_h2_connections: 128,
             bind_to: None,
             proxy_protocol: None,
         }

@@ -113,6 +113,8 @@ impl HttpServerApp for Upstream {
             .collect();
         resp.insert_header("x-seen-hop", hop.join(","))?;
         resp.insert_header("x-seen-version", format!("{:?}", req.version))?;
+        let names: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        resp.insert_header("x-seen-names", names.join(","))?;
         if let Some(x) = req.headers.get("x-forwarded-for") {
             resp.insert_header("x-seen-xff", x.clone())?;
         }
@@ -141,7 +143,12 @@ impl HttpServerApp for Upstream {
 /// port and its count of accepted connections.
 pub async fn upstream() -> (u16, Arc<AtomicUsize>) {
     let accepted = Arc::new(AtomicUsize::new(0));
-    let mut app = HttpServer::new(Upstream);
+    // It reports what it received, underscores and all.
+    let opts = pingora_core::protocols::http::v1::H1Options {
+        underscores_in_headers: true,
+        ..Default::default()
+    };
+    let mut app = HttpServer::with_options(Upstream, opts);
     app.set_h2c(true);
     (serve(app, accepted.clone()).await, accepted)
 }
@@ -415,6 +422,22 @@ pub async fn proxy(peers: Vec<HttpPeer>, options: ProxyOptions) -> (u16, Arc<Mut
         log: log.clone(),
     };
     let mut app = HttpServer::new(HttpProxy::with_options(rec, None, options));
+    app.set_h2c(true);
+    (serve(app, Arc::default()).await, log)
+}
+
+/// As [`proxy`], with these HTTP/1 (and request) options downstream.
+pub async fn proxy_with(
+    peers: Vec<HttpPeer>,
+    options: ProxyOptions,
+    h1: pingora_core::protocols::http::v1::H1Options,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let rec = Recorder {
+        peers,
+        log: log.clone(),
+    };
+    let mut app = HttpServer::with_options(HttpProxy::with_options(rec, None, options), h1);
     app.set_h2c(true);
     (serve(app, Arc::default()).await, log)
 }

@@ -21,3 +21,9 @@ pub(crate) enum Progress {
     Readable,
 }
 pub use v1::H1Options;
+
+/// Drop the request's header lines whose name holds `_` (see
+/// `H1Options::underscores_in_headers`); returns how many went.
+pub(crate) fn drop_underscore_names(req: &mut pingora_http::RequestHeader) -> usize {
+    req.retain_header_names(|name| !name.contains(&b'_'))
+}

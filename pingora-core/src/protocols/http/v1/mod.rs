@@ -46,6 +46,12 @@ pub struct H1Options {
     /// Longest chunk-size line, extensions included; longer is a 400.
     /// Default 4 KiB.
     pub max_chunk_line: usize,
+    /// Whether request header lines whose name holds `_` are kept. Off by
+    /// default, as nginx's `underscores_in_headers off`: such lines are
+    /// dropped before the request is served (over HTTP/1 and HTTP/2), so
+    /// that `X_Forwarded_For` cannot pass for `X-Forwarded-For` at an
+    /// upstream that folds `_` into `-` (CGI-style). Pingora keeps them.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for H1Options {
@@ -61,6 +67,7 @@ impl Default for H1Options {
             write_timeout: min,
             keepalive_timeout: min,
             max_chunk_line: 4096,
+            underscores_in_headers: false,
         }
     }
 }

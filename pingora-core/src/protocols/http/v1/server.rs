@@ -240,6 +240,11 @@ impl HttpSession {
 
     /// Set up the exchange for the request header just read.
     fn start_exchange(&mut self) -> Result<()> {
+        if !self.conn.opts.underscores_in_headers {
+            if let Some(req) = self.req.as_mut() {
+                crate::protocols::http::drop_underscore_names(req);
+            }
+        }
         let Some(req) = self.req.as_ref() else {
             return Error::e_explain(InternalError, "no request header");
         };
