@@ -343,6 +343,10 @@ impl RawLines {
     /// Keep only the lines whose name `keep` says yes to; returns how many
     /// went.
     pub(crate) fn retain_names(&mut self, keep: &mut impl FnMut(&[u8]) -> bool) -> usize {
+        // Usually every line stays: find out without rewriting them.
+        if self.lines.iter().all(|l| keep(self.name(l))) {
+            return 0;
+        }
         let before = self.lines.len();
         let block = &self.block;
         self.lines
