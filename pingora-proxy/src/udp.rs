@@ -116,6 +116,9 @@ struct Session {
     bytes_from_upstream: AtomicU64,
 }
 
+/// Datagrams from a new client kept while its session opens, at most.
+const MAX_QUEUED: usize = 16;
+
 /// What the session map holds for a client.
 enum Found {
     Live(Arc<Session>),
@@ -128,8 +131,13 @@ pub struct UdpProxy<H> {
     handler: H,
     options: UdpProxyOptions,
     sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
-    /// Sessions per client IP address, kept beside `sessions` (locked
-    /// after it).
+    /// Clients whose session is opening (in a task of its own: choosing
+    /// and reaching the upstream never holds up the receive loop), with
+    /// the datagrams that came meanwhile. Locked after `sessions`; counted
+    /// against the caps like sessions.
+    opening: Mutex<HashMap<SocketAddr, Vec<Vec<u8>>>>,
+    /// Sessions (and opening ones) per client IP address, kept beside
+    /// `sessions` (locked after it and `opening`).
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     epoch: Instant,
     draining: watch::Sender<bool>,
@@ -149,6 +157,7 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
             handler,
             options,
             sessions: Mutex::default(),
+            opening: Mutex::default(),
             per_ip: Mutex::default(),
             epoch: Instant::now(),
             draining: watch::channel(false).0,
@@ -170,6 +179,21 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn opening_lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Vec<u8>>>> {
+        self.opening.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One session (or opening one) fewer from `ip`.
+    fn release_ip(&self, ip: std::net::IpAddr) {
+        let mut per_ip = self.per_ip_lock();
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     fn per_ip_lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, usize>> {
@@ -198,7 +222,9 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
                 s.last.store(self.now_ms(), Ordering::Relaxed);
                 Found::Live(s.clone())
             }
-            None if map.len() >= self.options.max_sessions => Found::Full,
+            None if map.len() + self.opening_lock().len() >= self.options.max_sessions => {
+                Found::Full
+            }
             None if self.ip_sessions(client.ip()) >= self.options.max_sessions_per_ip => {
                 Found::Full
             }
@@ -231,41 +257,65 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
         Ok((sock, peer))
     }
 
-    /// The client's session, made if it is new.
-    async fn session(
-        self: &Arc<Self>,
-        client: SocketAddr,
-        downstream: &UdpDownstream,
-    ) -> Option<Arc<Session>> {
-        let found = self.find(&self.lock(), client);
-        match found {
-            Found::Live(s) => return Some(s),
-            Found::Full => {
-                self.drop_datagram(client, "session limit reached");
-                return None;
+    /// Hand `datagram` from `client` on: to its live session, or, for a
+    /// new client, to a session opened by a task of its own (the datagram
+    /// and up to [`MAX_QUEUED`] more wait for it), so that choosing and
+    /// reaching an upstream never holds up the receive loop.
+    async fn forward(self: &Arc<Self>, datagram: &[u8], client: SocketAddr, down: &UdpDownstream) {
+        let s = {
+            let map = self.lock();
+            match self.find(&map, client) {
+                Found::Live(s) => s,
+                Found::Full => {
+                    drop(map);
+                    self.drop_datagram(client, "session limit reached");
+                    return;
+                }
+                Found::Room => {
+                    let mut opening = self.opening_lock();
+                    match opening.get_mut(&client) {
+                        Some(queue) if queue.len() < MAX_QUEUED => queue.push(datagram.to_vec()),
+                        Some(_) => {
+                            drop(opening);
+                            drop(map);
+                            self.drop_datagram(client, "session still opening");
+                        }
+                        None => {
+                            opening.insert(client, vec![datagram.to_vec()]);
+                            *self.per_ip_lock().entry(client.ip()).or_insert(0) += 1;
+                            drop(opening);
+                            drop(map);
+                            tokio::spawn(self.clone().open(client, down.clone()));
+                        }
+                    }
+                    return;
+                }
             }
-            Found::Room => {}
+        };
+        s.from_client.fetch_add(1, Ordering::Relaxed);
+        s.bytes_from_client
+            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        if let Err(e) = s.upstream.send(datagram).await {
+            debug!(%client, "UDP proxy: to upstream {}: {e}", s.peer);
         }
+    }
+
+    /// Open `client`'s session: choose and reach its upstream, send what
+    /// it sent meanwhile, in order, and make the session live.
+    async fn open(self: Arc<Self>, client: SocketAddr, down: UdpDownstream) {
         let (sock, peer) = match self.connect_upstream(client).await {
             Ok(x) => x,
             Err((why, detail)) => {
                 warn!(%client, "UDP proxy: {why}: {detail}");
-                self.drop_datagram(client, why);
-                return None;
+                let queued = self.opening_lock().remove(&client).map_or(0, |q| q.len());
+                self.release_ip(client.ip());
+                for _ in 0..queued {
+                    self.drop_datagram(client, why);
+                }
+                self.ended.notify_waiters();
+                return;
             }
         };
-        let mut map = self.lock();
-        // Another receive loop may have made it, or filled the last place,
-        // meanwhile.
-        match self.find(&map, client) {
-            Found::Live(s) => return Some(s),
-            Found::Full => {
-                drop(map);
-                self.drop_datagram(client, "session limit reached");
-                return None;
-            }
-            Found::Room => {}
-        }
         let s = Arc::new(Session {
             upstream: sock,
             peer,
@@ -276,11 +326,24 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
             bytes_from_client: AtomicU64::new(0),
             bytes_from_upstream: AtomicU64::new(0),
         });
-        map.insert(client, s.clone());
-        *self.per_ip_lock().entry(client.ip()).or_insert(0) += 1;
-        drop(map);
-        tokio::spawn(self.clone().replies(client, s.clone(), downstream.clone()));
-        Some(s)
+        // What came while opening goes first; the queue is taken and the
+        // session made live under the locks, so a datagram that comes
+        // after goes behind them.
+        let queued = {
+            let mut map = self.lock();
+            let queued = self.opening_lock().remove(&client).unwrap_or_default();
+            map.insert(client, s.clone());
+            queued
+        };
+        tokio::spawn(self.clone().replies(client, s.clone(), down));
+        for d in queued {
+            s.from_client.fetch_add(1, Ordering::Relaxed);
+            s.bytes_from_client
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
+            if let Err(e) = s.upstream.send(&d).await {
+                debug!(%client, "UDP proxy: to upstream {}: {e}", s.peer);
+            }
+        }
     }
 
     /// The session's task: replies from the upstream go to the client,
@@ -316,13 +379,7 @@ impl<H: UdpProxyHandler> UdpProxy<H> {
                     if Duration::from_millis(idle_for) >= limit {
                         if map.get(&client).is_some_and(|x| Arc::ptr_eq(x, &s)) {
                             map.remove(&client);
-                            let mut per_ip = self.per_ip_lock();
-                            if let Some(n) = per_ip.get_mut(&client.ip()) {
-                                *n -= 1;
-                                if *n == 0 {
-                                    per_ip.remove(&client.ip());
-                                }
-                            }
+                            self.release_ip(client.ip());
                         }
                         break;
                     }
@@ -352,22 +409,14 @@ impl<H: UdpProxyHandler> UdpApp for UdpProxy<H> {
         client: SocketAddr,
         downstream: &UdpDownstream,
     ) {
-        let Some(s) = self.session(client, downstream).await else {
-            return;
-        };
-        s.from_client.fetch_add(1, Ordering::Relaxed);
-        s.bytes_from_client
-            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-        if let Err(e) = s.upstream.send(datagram).await {
-            debug!(%client, "UDP proxy: to upstream {}: {e}", s.peer);
-        }
+        self.forward(datagram, client, downstream).await;
     }
 
     async fn cleanup(&self) {
         self.draining.send_replace(true);
         loop {
             let ended = self.ended.notified();
-            if self.lock().is_empty() {
+            if self.lock().is_empty() && self.opening_lock().is_empty() {
                 return;
             }
             ended.await;
@@ -378,4 +427,93 @@ impl<H: UdpProxyHandler> UdpApp for UdpProxy<H> {
 /// A UDP proxy service named "UDP proxy", with default options.
 pub fn udp_proxy_service<H: UdpProxyHandler>(handler: H) -> UdpService<UdpProxy<H>> {
     UdpService::new("UDP proxy".into(), UdpProxy::new(handler))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends each client's sessions to `echo`; the session of a client from
+    /// port `slow` takes 2 s to choose.
+    struct SlowFor {
+        slow: u16,
+        echo: SocketAddr,
+    }
+
+    #[async_trait]
+    impl UdpProxyHandler for SlowFor {
+        async fn upstream_peer(&self, client: SocketAddr) -> Result<SocketAddr> {
+            if client.port() == self.slow {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Ok(self.echo)
+        }
+    }
+
+    async fn bound() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// The next datagram on `sock` within `limit`.
+    async fn next(sock: &UdpSocket, limit: Duration) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(limit, sock.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    /// A new client whose upstream is slow to choose holds up nobody: its
+    /// first datagram is handed on at once (the receive loop reads the
+    /// next), another client is served meanwhile, and the slow client's
+    /// datagrams, the one that opened the session and one that came while
+    /// it opened, reach the upstream in order once it is chosen.
+    #[tokio::test]
+    async fn a_slow_new_session_does_not_hold_up_other_clients() {
+        let echo = bound().await;
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+                let _ = echo.send_to(&buf[..n], from).await;
+            }
+        });
+        let service = Arc::new(bound().await);
+        let down = UdpDownstream::new(service.clone());
+        let (slow, fast) = (bound().await, bound().await);
+        let (slow_addr, fast_addr) = (slow.local_addr().unwrap(), fast.local_addr().unwrap());
+        for c in [&slow, &fast] {
+            c.connect(service.local_addr().unwrap()).await.unwrap();
+        }
+        let proxy = Arc::new(UdpProxy::new(SlowFor {
+            slow: slow_addr.port(),
+            echo: echo_addr,
+        }));
+        let quick = Duration::from_millis(500);
+        let handed_on =
+            tokio::time::timeout(quick, proxy.process_datagram(b"s1", slow_addr, &down));
+        assert!(
+            handed_on.await.is_ok(),
+            "the receive loop waited on the slow session"
+        );
+        let handed_on =
+            tokio::time::timeout(quick, proxy.process_datagram(b"s2", slow_addr, &down));
+        assert!(handed_on.await.is_ok());
+        proxy.process_datagram(b"f1", fast_addr, &down).await;
+        assert_eq!(
+            next(&fast, Duration::from_secs(1)).await.as_deref(),
+            Some(&b"f1"[..])
+        );
+        assert_eq!(
+            next(&slow, Duration::from_secs(5)).await.as_deref(),
+            Some(&b"s1"[..])
+        );
+        assert_eq!(
+            next(&slow, Duration::from_secs(1)).await.as_deref(),
+            Some(&b"s2"[..])
+        );
+        assert_eq!(proxy.sessions(), 2);
+        assert_eq!(proxy.dropped(), 0);
+    }
 }

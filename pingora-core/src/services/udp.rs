@@ -64,6 +64,13 @@ pub struct UdpDownstream {
 }
 
 impl UdpDownstream {
+    /// Answers that go out through `socket` (the service makes these for
+    /// its sockets; an app that drives a socket of its own, or a test, can
+    /// too).
+    pub fn new(socket: Arc<UdpSocket>) -> Self {
+        UdpDownstream { socket }
+    }
+
     /// Send one datagram to `peer` from the service's address.
     pub async fn send_to(&self, datagram: &[u8], peer: std::net::SocketAddr) -> io::Result<usize> {
         self.socket.send_to(datagram, peer).await
