@@ -120,7 +120,7 @@ pub struct ServerConf {
 /// Default for `grace_period_seconds`.
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 /// Default for `graceful_shutdown_timeout_seconds`.
-pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 300;
 
 impl Default for ServerConf {
     fn default() -> Self {
