@@ -655,3 +655,108 @@ async fn http2_upstream_connections_per_peer_are_capped() {
         accepted.load(Ordering::Relaxed)
     );
 }
+
+/// An upstream that answers `GET /small` with `ok` and every other request
+/// with a body too large to ever finish (100 MB, written until the proxy
+/// stops taking it), counting the connections it holds open.
+async fn endless_upstream() -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if got.starts_with(b"GET /small ") {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                        )
+                        .await;
+                    count.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n";
+                let block = vec![b'x'; 16 * 1024];
+                let mut w = s.write_all(head).await;
+                while w.is_ok() {
+                    w = s.write_all(&block).await;
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// Clients that vanish at each phase of a request leave nothing behind:
+/// in the middle of the request header (nothing goes upstream), in the
+/// middle of the request body (the upstream request is dropped), and in
+/// the middle of the response body (the upstream connection is closed,
+/// not pooled half-read); the proxy serves the next client after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_at_any_phase_leave_nothing_behind() {
+    // Mid request header: no upstream connection at all.
+    let (up, open) = silent_upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    drop(send(port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Half: ").await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(open.load(Ordering::SeqCst), 0, "an upstream was contacted");
+
+    // Mid request body: the upstream request goes once the client does.
+    let c = send(
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nfirst ten.",
+    )
+    .await;
+    assert_eq!(settles(&open, 1, Duration::from_secs(10)).await, 1);
+    drop(c);
+    assert_eq!(
+        settles(&open, 0, Duration::from_secs(10)).await,
+        0,
+        "upstream request kept"
+    );
+
+    // Mid response body: the half-read upstream connection is closed.
+    let (up, open) = endless_upstream().await;
+    let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let mut c = send(port, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < 256 * 1024 {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("body flowing")
+            .unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+    drop(c);
+    assert_eq!(
+        settles(&open, 0, Duration::from_secs(10)).await,
+        0,
+        "upstream kept reading"
+    );
+
+    // The proxy is still serving.
+    let answer = exchange(
+        port,
+        b"GET /small HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+        "{answer}"
+    );
+}
