@@ -78,3 +78,17 @@ CONF
     PIDS+=($!)
     LAST_PID=$!
 }
+
+# wrk_errors FILE: socket errors (connect, read, write, timeout) plus
+# non-2xx/3xx answers in a wrk report; wrk_requests FILE: requests done.
+wrk_errors() {
+    awk '/Socket errors/ { gsub(",", ""); e = $4 + $6 + $8 + $10 } /Non-2xx/ { n = $NF }
+         END { print e + n }' "$1"
+}
+wrk_requests() { awk '/requests in/ { print $1 }' "$1"; }
+# h2load_failed FILE: requests h2load counts as failed (its "errored" ones
+# are among them) plus non-2xx answers.
+h2load_failed() {
+    awk '/^requests:/ { f = $(NF-5) } /^status codes:/ { n = $(NF-5) + $(NF-3) + $(NF-1) }
+         END { print f + n }' "$1"
+}

@@ -85,18 +85,13 @@ FDS_AFTER=$(fds)
 
 errors=0
 for f in wrk_keepalive wrk_new_conns; do
-    out="$DIR/$f.txt"
-    errs=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
-    non2xx=$(awk '/Non-2xx/ { print $NF }' "$out")
-    reqs=$(awk '/requests in/ { print $1 }' "$out")
-    errors=$((errors + ${errs:-0} + ${non2xx:-0}))
-    echo "$f: ${reqs:-?} requests, ${errs:-0} socket errors, ${non2xx:-0} non-2xx"
+    n=$(wrk_errors "$DIR/$f.txt")
+    errors=$((errors + n))
+    echo "$f: $(wrk_requests "$DIR/$f.txt") requests, $n errors (socket errors and non-2xx)"
 done
-line=$(grep -E '^requests:' "$DIR/h2load.txt" || echo "requests: ?")
-failed=$(awk '/^requests:/ { print $(NF-5) }' "$DIR/h2load.txt")
-non2xx=$(awk '/^status codes:/ { print $(NF-5) + $(NF-3) + $(NF-1) }' "$DIR/h2load.txt")
-errors=$((errors + ${failed:-0} + ${non2xx:-0}))
-echo "h2load: $line; non-2xx ${non2xx:-0}"
+n=$(h2load_failed "$DIR/h2load.txt")
+errors=$((errors + n))
+echo "h2load: $(grep -E '^requests:' "$DIR/h2load.txt" || echo "requests: ?"); $n counted"
 echo "vanishing curl clients: $(cat "$DIR/vanished.txt" 2>/dev/null || echo ?)"
 faults=$(cat "$DIR/faults.txt" 2>/dev/null || echo 0)
 echo "faults injected: $faults; client-visible errors: $errors"

@@ -91,22 +91,14 @@ done
 for p in "${LOADS[@]}"; do wait "$p" || true; done
 
 total=0
-# wrk: socket errors (connect, read, write, timeout) and non-2xx answers.
 for f in wrk_keepalive wrk_new_conns wrk_tls; do
-    out="$DIR/$f.txt"
-    errs=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
-    non2xx=$(awk '/Non-2xx/ { print $NF }' "$out")
-    reqs=$(awk '/requests in/ { print $1 }' "$out")
-    n=$(( ${errs:-0} + ${non2xx:-0} ))
+    n=$(wrk_errors "$DIR/$f.txt")
     total=$((total + n))
-    echo "$f: ${reqs:-?} requests, ${errs:-0} socket errors, ${non2xx:-0} non-2xx"
+    echo "$f: $(wrk_requests "$DIR/$f.txt") requests, $n errors (socket errors and non-2xx)"
 done
-# h2load: failed requests (its "errored" ones are among them).
 for f in h2load_h2c h2load_tls; do
-    out="$DIR/$f.txt"
-    line=$(grep -E '^requests:' "$out" || echo "requests: ? total")
-    failed=$(awk '/^requests:/ { print $(NF-5) }' "$out")
-    total=$((total + ${failed:-0}))
-    echo "$f: $line"
+    n=$(h2load_failed "$DIR/$f.txt")
+    total=$((total + n))
+    echo "$f: $(grep -E '^requests:' "$DIR/$f.txt" || echo "requests: ?"); $n counted"
 done
 echo "client errors across $UPGRADES upgrades: $total"

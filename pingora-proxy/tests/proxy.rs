@@ -813,24 +813,10 @@ async fn get_over(c: &mut tokio::net::TcpStream) -> String {
     c.write_all(b"GET / HTTP/1.1\r\nHost: pp.test\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            assert!(head.starts_with("HTTP/1.1 200"), "{text}");
-            let len = content_length(head).expect("a Content-Length");
-            if body.len() >= len {
-                return body.to_string();
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed early: {text}");
-        got.extend_from_slice(&chunk[..n]);
-    }
+    let text = read_answer(c).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    body.to_string()
 }
 
 /// The HTTP proxy sends a PROXY header (v1 and v2) to the upstream, naming
