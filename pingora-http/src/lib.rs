@@ -33,6 +33,7 @@ mod order;
 mod raw;
 mod req;
 mod resp;
+mod spare;
 
 pub use case::{CaseHeaderName, IntoCaseHeaderName};
 pub use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version as HttpVersion};

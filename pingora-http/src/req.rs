@@ -13,6 +13,12 @@ use crate::order::WireOrder;
 use crate::raw::Lines;
 use crate::{share, version_str};
 
+thread_local! {
+    /// This thread's spare request boxes (see [`RequestHeader::recycle`]).
+    static SPARE: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<RequestHeader>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// An HTTP request header: method, URI, version and header lines, each
 /// line kept in the case and order it was given.
 ///
@@ -62,6 +68,19 @@ impl RequestHeader {
             base,
             lines: Lines::built(WireOrder::with_capacity(n)),
         })
+    }
+
+    /// This header in a box: the box a finished header gave back on this
+    /// thread ([`recycle`](Self::recycle)) if there is one, else a new
+    /// one. For code that boxes a header per request.
+    pub fn boxed(self) -> Box<Self> {
+        crate::spare::boxed(&SPARE, self)
+    }
+
+    /// Done with `header`: what it holds is dropped now, and its box is
+    /// kept (a few per thread) for the next [`boxed`](Self::boxed).
+    pub fn recycle(header: Box<Self>) {
+        crate::spare::recycle(&SPARE, header);
     }
 
     /// Build from a request parsed by `httparse`. Slices of `buf` (the bytes

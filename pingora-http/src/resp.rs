@@ -12,6 +12,12 @@ use crate::raw::Lines;
 use crate::req::parsed_header;
 use crate::version_str;
 
+thread_local! {
+    /// This thread's spare response boxes (see [`ResponseHeader::recycle`]).
+    static SPARE: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<ResponseHeader>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// An HTTP response header: status, reason phrase, version and header
 /// lines, each line kept in the case and order it was given.
 ///
@@ -86,7 +92,7 @@ impl ResponseHeader {
         let code = resp
             .code
             .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
-        let mut h = Box::new(Self::build(code, Some(0))?);
+        let mut h = Self::build(code, Some(0))?.boxed();
         h.base.version = match resp.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
@@ -105,6 +111,19 @@ impl ResponseHeader {
             h.lines.order.append(&mut h.base.headers, name, value);
         }
         Ok(h)
+    }
+
+    /// This header in a box: the box a finished header gave back on this
+    /// thread ([`recycle`](Self::recycle)) if there is one, else a new
+    /// one. For code that boxes a header per request.
+    pub fn boxed(self) -> Box<Self> {
+        crate::spare::boxed(&SPARE, self)
+    }
+
+    /// Done with `header`: what it holds is dropped now, and its box is
+    /// kept (a few per thread) for the next [`boxed`](Self::boxed).
+    pub fn recycle(header: Box<Self>) {
+        crate::spare::recycle(&SPARE, header);
     }
 
     crate::raw::line_methods!("response");

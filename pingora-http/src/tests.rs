@@ -629,3 +629,30 @@ fn retain_header_names_as_parsed_and_built() {
         vec![b"Host".to_vec(), b"X-Kept".to_vec(), b"x-new".to_vec()]
     );
 }
+
+#[test]
+fn a_recycled_box_is_reused_and_its_contents_released() {
+    let wire = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Big: yes\r\n\r\n".to_vec();
+    let buf = bytes::Bytes::from(wire);
+    let mut headers = [httparse::EMPTY_HEADER; 8];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&buf).unwrap();
+    let req = RequestHeader::from_httparse(&parsed, &buf).unwrap().boxed();
+    let at = &*req as *const RequestHeader;
+    RequestHeader::recycle(req);
+    // The header's bytes are no longer shared: the buffer is ours alone.
+    assert!(buf.is_unique());
+    // The next box on this thread is the same allocation, holding the new value.
+    let again = RequestHeader::build("PUT", b"/b", None).unwrap().boxed();
+    assert_eq!(&*again as *const RequestHeader, at);
+    assert_eq!(again.method(), http::Method::PUT);
+    assert_eq!(again.raw_path(), b"/b");
+    assert_eq!(again.headers_in_order().count(), 0);
+
+    let resp = ResponseHeader::build(404, None).unwrap().boxed();
+    let at = &*resp as *const ResponseHeader;
+    ResponseHeader::recycle(resp);
+    let again = ResponseHeader::build(200, None).unwrap().boxed();
+    assert_eq!(&*again as *const ResponseHeader, at);
+    assert_eq!(again.status(), http::StatusCode::OK);
+}

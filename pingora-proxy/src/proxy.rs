@@ -249,8 +249,10 @@ async fn pause(delay: Option<Duration>) {
 fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<Box<RequestHeader>> {
     // Everything here reads the request without building the map of a
     // header still as parsed (`method()`, `header_values`, `has_header`).
-    // Boxed at once: the header (over 400 bytes) is not moved again.
-    let mut req = Box::new(session.req_header().clone());
+    // Boxed at once (in this thread's spare box, given back when the
+    // upstream session is done with it): the header (over 400 bytes) is
+    // not moved again.
+    let mut req = session.req_header().clone().boxed();
     let connect = req.method() == Method::CONNECT;
     let wants_upgrade = session.is_upgrade_req() && !to_h2;
     let upgrade = if wants_upgrade {

@@ -92,7 +92,9 @@ impl HttpSession {
         self.resp = None;
         self.resp_meta = None;
         self.upgraded = false;
-        self.req = Some(req);
+        if let Some(old) = self.req.replace(req) {
+            RequestHeader::recycle(old);
+        }
         Ok(n)
     }
 
@@ -318,7 +320,10 @@ impl HttpSession {
     }
 
     /// The stream back, for the connection pool, if it can be reused.
-    pub fn reuse(self) -> Option<Stream> {
+    pub fn reuse(mut self) -> Option<Stream> {
+        if let Some(req) = self.req.take() {
+            RequestHeader::recycle(req);
+        }
         if self.can_reuse() {
             Some(self.conn.keep_buffers_spare())
         } else {

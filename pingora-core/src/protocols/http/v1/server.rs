@@ -544,7 +544,9 @@ impl HttpSession {
         // response is marked written).
         self.final_written = false;
         self.req = None;
-        self.resp = None;
+        if let Some(resp) = self.resp.take() {
+            ResponseHeader::recycle(resp);
+        }
         Ok(true)
     }
 
