@@ -15,8 +15,7 @@ use crate::{share, version_str};
 
 thread_local! {
     /// This thread's spare request boxes (see [`RequestHeader::recycle`]).
-    static SPARE: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<RequestHeader>>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE: crate::spare::Spares<RequestHeader> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// An HTTP request header: method, URI, version and header lines, each

@@ -14,8 +14,7 @@ use crate::version_str;
 
 thread_local! {
     /// This thread's spare response boxes (see [`ResponseHeader::recycle`]).
-    static SPARE: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<ResponseHeader>>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE: crate::spare::Spares<ResponseHeader> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// An HTTP response header: status, reason phrase, version and header

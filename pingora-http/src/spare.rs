@@ -20,8 +20,13 @@ use std::thread::LocalKey;
 /// How many empty boxes of each kind a thread keeps at most.
 pub(crate) const KEPT: usize = 64;
 
-/// Where one thread keeps its spare (empty) boxes for a `T`.
-pub(crate) type SpareBox<T> = LocalKey<RefCell<Vec<Box<MaybeUninit<T>>>>>;
+/// One thread's spare (empty) boxes for a `T`. (Boxed in the vector on
+/// purpose: each is handed out as the allocation of a `Box<T>`.)
+#[allow(clippy::vec_box)]
+pub(crate) type Spares<T> = RefCell<Vec<Box<MaybeUninit<T>>>>;
+
+/// Where one thread keeps its [`Spares`].
+pub(crate) type SpareBox<T> = LocalKey<Spares<T>>;
 
 /// `value` in one of this thread's spare boxes, or in a new one.
 pub(crate) fn boxed<T: 'static>(spare: &'static SpareBox<T>, value: T) -> Box<T> {
