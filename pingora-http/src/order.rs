@@ -8,6 +8,8 @@
 //! (a new last occurrence) and "remove every occurrence of a name", so the
 //! n-th entry of a name here is always the n-th value of that name there.
 
+use std::collections::HashMap;
+
 use bytes::BufMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -290,6 +292,50 @@ impl WireOrder {
             0
         };
         self.entries.push(Entry { name, nth });
+        self.debug_check(map);
+    }
+
+    /// Bring the lines back in step with `map` after it was edited
+    /// directly (through `DerefMut`): a line whose value is gone goes, the
+    /// values the lines lack are added at the end (spelled as another line
+    /// of that name, else in lowercase), and the bits and lengths are
+    /// counted again. Lines that stayed keep their place and spelling.
+    pub(crate) fn resync(&mut self, map: &HeaderMap) {
+        let mut kept: HashMap<HeaderName, (usize, CaseHeaderName)> = HashMap::new();
+        let mut entries = Vec::with_capacity(map.len());
+        for e in self.entries.drain(..) {
+            let have = map.get_all(e.name.name()).iter().count();
+            let seen = kept
+                .entry(e.name.name().clone())
+                .or_insert_with(|| (0, e.name.clone()));
+            if seen.0 < have {
+                entries.push(Entry {
+                    name: e.name,
+                    nth: seen.0,
+                });
+                seen.0 += 1;
+            }
+        }
+        for name in map.keys() {
+            let have = map.get_all(name).iter().count();
+            let (seen, spelling) = kept
+                .get(name)
+                .map_or((0, None), |(n, s)| (*n, Some(s.clone())));
+            let spelling = spelling.unwrap_or_else(|| CaseHeaderName::from(name.clone()));
+            entries.extend((seen..have).map(|nth| Entry {
+                name: spelling.clone(),
+                nth,
+            }));
+        }
+        self.entries = entries;
+        self.present = map.keys().fold(0, |bits, n| bits | tracked_bit(n));
+        self.wire_bytes = self.iter(map).map(|(n, v)| line_len(n, v)).sum();
+        self.aligned = self.entries.len() == map.len()
+            && self
+                .entries
+                .iter()
+                .zip(map.iter())
+                .all(|(e, (k, _))| e.name.name() == k);
         self.debug_check(map);
     }
 

@@ -532,16 +532,23 @@ impl<'a> Iterator for RawValues<'a> {
 
 /// The `http` crate's request and response parts, for [`Lines`].
 pub(crate) trait PartsHeaders: Clone {
+    fn headers(&self) -> &HeaderMap;
     fn headers_mut(&mut self) -> &mut HeaderMap;
 }
 
 impl PartsHeaders for http::request::Parts {
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
     fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
     }
 }
 
 impl PartsHeaders for http::response::Parts {
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
     fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
     }
@@ -557,6 +564,13 @@ pub(crate) struct Lines<P> {
     pub(crate) order: WireOrder,
     pub(crate) raw: Option<RawLines>,
     view: std::sync::OnceLock<Box<(P, WireOrder)>>,
+    /// The map was edited directly (through `DerefMut`), so `order` may be
+    /// out of step with it: an edit brings it back first ([`sync`](Self::sync)),
+    /// a read uses `synced`.
+    stale: bool,
+    /// While `stale`: the order brought back in step, for reads (built on
+    /// the first one).
+    synced: std::sync::OnceLock<Box<WireOrder>>,
 }
 
 /// A copy leaves the view behind (it is rebuilt if the copy is read):
@@ -567,6 +581,8 @@ impl<P> Clone for Lines<P> {
             order: self.order.clone(),
             raw: self.raw.clone(),
             view: std::sync::OnceLock::new(),
+            stale: self.stale,
+            synced: std::sync::OnceLock::new(),
         }
     }
 }
@@ -578,7 +594,42 @@ impl<P: PartsHeaders> Lines<P> {
             order,
             raw: None,
             view: std::sync::OnceLock::new(),
+            stale: false,
+            synced: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The parts' map is about to be edited directly (`DerefMut`): build
+    /// it, and treat the order as out of step until the next edit of ours
+    /// or read.
+    pub(crate) fn edit_directly(&mut self, base: &mut P) {
+        self.settle(base);
+        self.stale = true;
+        self.synced.take();
+        self.view.take();
+    }
+
+    /// After a direct edit of `map`: bring the order back in step.
+    fn sync(&mut self, map: &HeaderMap) {
+        if self.stale {
+            match self.synced.take() {
+                Some(o) => self.order = *o,
+                None => self.order.resync(map),
+            }
+            self.stale = false;
+        }
+    }
+
+    /// The order to read beside `map` (the parts' built map).
+    fn order_in(&self, map: &HeaderMap) -> &WireOrder {
+        if !self.stale {
+            return &self.order;
+        }
+        self.synced.get_or_init(|| {
+            let mut o = self.order.clone();
+            o.resync(map);
+            Box::new(o)
+        })
     }
 
     /// The lines httparse found in `block`, as parsed, in place of these
@@ -590,6 +641,7 @@ impl<P: PartsHeaders> Lines<P> {
         block: &Bytes,
         check: bool,
     ) -> bool {
+        self.stale = false;
         RawLines::parse_into(&mut self.raw, headers, block, check)
     }
 
@@ -597,7 +649,7 @@ impl<P: PartsHeaders> Lines<P> {
     /// built, else the view (built on the first call).
     pub(crate) fn view<'a>(&'a self, base: &'a P) -> (&'a P, &'a WireOrder) {
         match &self.raw {
-            None => (base, &self.order),
+            None => (base, self.order_in(base.headers())),
             Some(raw) => {
                 let v = self.view.get_or_init(|| {
                     let mut p = base.clone();
@@ -624,6 +676,7 @@ impl<P: PartsHeaders> Lines<P> {
             *base.headers_mut() = map;
             self.order = order;
         }
+        self.sync(base.headers());
         &mut self.order
     }
 
@@ -658,6 +711,7 @@ impl<P: PartsHeaders> Lines<P> {
             self.append(base, name, value);
             return;
         }
+        self.sync(base.headers());
         self.order.insert(base.headers_mut(), name, value);
     }
 
@@ -676,7 +730,10 @@ impl<P: PartsHeaders> Lines<P> {
                 }
                 first
             }
-            None => self.order.remove(map, name),
+            None => {
+                self.sync(map);
+                self.order.remove(map, name)
+            }
         }
     }
 
@@ -696,6 +753,7 @@ impl<P: PartsHeaders> Lines<P> {
                 gone
             }
             None => {
+                self.sync(map);
                 let names: Vec<HeaderName> = map
                     .keys()
                     .filter(|n| !keep(n.as_str().as_bytes()))
@@ -722,15 +780,18 @@ impl<P: PartsHeaders> Lines<P> {
                     self.changed();
                 }
             }
-            None => self.order.remove_hop_by_hop(map),
+            None => {
+                self.sync(map);
+                self.order.remove_hop_by_hop(map)
+            }
         }
     }
 
     /// Whether any hop-by-hop line is present.
-    pub(crate) fn has_hop_by_hop(&self) -> bool {
+    pub(crate) fn has_hop_by_hop(&self, map: &HeaderMap) -> bool {
         match &self.raw {
             Some(raw) => raw.has_hop_by_hop(),
-            None => self.order.has_hop_by_hop(),
+            None => self.order_in(map).has_hop_by_hop(),
         }
     }
 
@@ -738,15 +799,15 @@ impl<P: PartsHeaders> Lines<P> {
     pub(crate) fn contains(&self, map: &HeaderMap, name: &HeaderName) -> bool {
         match &self.raw {
             Some(raw) => raw.contains(name),
-            None => self.order.contains(map, name),
+            None => self.order_in(map).contains(map, name),
         }
     }
 
     /// Whether a line of a tracked name is present: one bit test.
-    pub(crate) fn contains_tracked(&self, name: TrackedName) -> bool {
+    pub(crate) fn contains_tracked(&self, map: &HeaderMap, name: TrackedName) -> bool {
         match &self.raw {
             Some(raw) => raw.present & name.bit != 0,
-            None => self.order.has_bit(name.bit),
+            None => self.order_in(map).has_bit(name.bit),
         }
     }
 
@@ -763,18 +824,18 @@ impl<P: PartsHeaders> Lines<P> {
     }
 
     /// Number of lines.
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn len(&self, map: &HeaderMap) -> usize {
         match &self.raw {
             Some(raw) => raw.len(),
-            None => self.order.len(),
+            None => self.order_in(map).len(),
         }
     }
 
     /// Bytes the lines take on the wire.
-    pub(crate) fn wire_len(&self) -> usize {
+    pub(crate) fn wire_len(&self, map: &HeaderMap) -> usize {
         match &self.raw {
             Some(raw) => raw.wire_len(),
-            None => self.order.wire_len(),
+            None => self.order_in(map).wire_len(),
         }
     }
 
@@ -782,7 +843,7 @@ impl<P: PartsHeaders> Lines<P> {
     pub(crate) fn write_h1<B: BufMut>(&self, map: &HeaderMap, buf: &mut B) {
         match &self.raw {
             Some(raw) => raw.write_h1(buf),
-            None => self.order.write_h1(map, buf),
+            None => self.order_in(map).write_h1(map, buf),
         }
     }
 
@@ -838,8 +899,10 @@ impl<'a> HeaderValues<'a> {
 /// once: both keep their parts in `base` and their lines in `lines`.
 macro_rules! line_methods {
     ($what:literal) => {
-        /// Add a header line at the end, keeping any others of the same name.
-        pub fn append_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<()>
+        /// Add a header line at the end, keeping any others of the same
+        /// name. `Ok(true)` when a line of that name was already there (as
+        /// `HeaderMap::append` and Pingora's).
+        pub fn append_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<bool>
         where
             N: $crate::IntoCaseHeaderName,
             V: TryInto<http::HeaderValue>,
@@ -847,8 +910,9 @@ macro_rules! line_methods {
         {
             let name = name.into_case_header_name()?;
             let value = $crate::raw::header_value(value)?;
+            let existed = self.has_header(name.name());
             self.lines.append(&mut self.base, name, value);
-            Ok(())
+            Ok(existed)
         }
 
         /// Set a header: every line of that name is replaced by one line, at
@@ -894,7 +958,7 @@ macro_rules! line_methods {
         /// Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade), which
         /// a proxy must not forward; answered without a lookup.
         pub fn has_hop_by_hop(&self) -> bool {
-            self.lines.has_hop_by_hop()
+            self.lines.has_hop_by_hop(&self.base.headers)
         }
 
         #[doc = concat!("Whether the ", $what, " has a header of this name. The names HTTP")]
@@ -909,7 +973,7 @@ macro_rules! line_methods {
         /// [`has_header`](Self::has_header) for one of the
         /// [`tracked`]($crate::tracked) names: one bit test.
         pub fn has_tracked(&self, name: $crate::TrackedName) -> bool {
-            self.lines.contains_tracked(name)
+            self.lines.contains_tracked(&self.base.headers, name)
         }
 
         /// [`header_values`](Self::header_values) for one of the
@@ -939,6 +1003,12 @@ macro_rules! line_methods {
             self.lines.map_built()
         }
 
+        #[doc = concat!("A copy of this ", $what, "'s parts (its map built), as Pingora's:")]
+        /// for code that wants an `http` type to keep or hand on.
+        pub fn as_owned_parts(&self) -> <Self as std::ops::Deref>::Target {
+            std::ops::Deref::deref(self).clone()
+        }
+
         /// Build the map in place now (the tests compare both states).
         #[cfg(test)]
         pub(crate) fn build_map_now(&mut self) {
@@ -947,7 +1017,7 @@ macro_rules! line_methods {
 
         /// The number of header lines.
         pub fn header_count(&self) -> usize {
-            self.lines.len()
+            self.lines.len(&self.base.headers)
         }
     };
 }

@@ -1,6 +1,6 @@
 //! The request header.
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
@@ -42,6 +42,19 @@ impl Deref for RequestHeader {
     type Target = Parts;
     fn deref(&self) -> &Parts {
         self.lines.view(&self.base).0
+    }
+}
+
+/// Direct edits of the parts, as Pingora allows (`req.headers.insert(..)`,
+/// `req.uri = ..`): the map is built first, and the wire order follows the
+/// map's edits at the next read or edit (lines that stayed keep their
+/// place and spelling; values added this way go at the end, spelled as
+/// another line of their name or in lowercase). `insert_header` and its
+/// kin keep the spelling given and cost less.
+impl DerefMut for RequestHeader {
+    fn deref_mut(&mut self) -> &mut Parts {
+        self.lines.edit_directly(&mut self.base);
+        &mut self.base
     }
 }
 
@@ -246,7 +259,7 @@ impl RequestHeader {
         let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(1, |p| p.as_str().len());
-        let lines = self.lines.wire_len();
+        let lines = self.lines.wire_len(&self.base.headers);
         self.base.method.as_str().len() + uri_len + 14 + lines
     }
 

@@ -1,6 +1,6 @@
 //! The response header.
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::response::Parts;
@@ -39,6 +39,19 @@ impl Deref for ResponseHeader {
     type Target = Parts;
     fn deref(&self) -> &Parts {
         self.lines.view(&self.base).0
+    }
+}
+
+/// Direct edits of the parts, as Pingora allows (`resp.headers.insert(..)`,
+/// `resp.status = ..`): the map is built first, and the wire order follows the
+/// map's edits at the next read or edit (lines that stayed keep their
+/// place and spelling; values added this way go at the end, spelled as
+/// another line of their name or in lowercase). `insert_header` and its
+/// kin keep the spelling given and cost less.
+impl DerefMut for ResponseHeader {
+    fn deref_mut(&mut self) -> &mut Parts {
+        self.lines.edit_directly(&mut self.base);
+        &mut self.base
     }
 }
 
@@ -221,7 +234,7 @@ impl ResponseHeader {
     /// buffer once.
     pub fn h1_len(&self) -> usize {
         let reason = self.get_reason_phrase().map_or(0, str::len);
-        let lines = self.lines.wire_len();
+        let lines = self.lines.wire_len(&self.base.headers);
         17 + reason + lines
     }
 

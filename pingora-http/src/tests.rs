@@ -656,3 +656,50 @@ fn a_recycled_box_is_reused_and_its_contents_released() {
     assert_eq!(&*again as *const ResponseHeader, at);
     assert_eq!(again.status(), http::StatusCode::OK);
 }
+
+#[test]
+fn direct_edits_through_deref_mut_are_written_in_wire_order() {
+    let wire = Bytes::from_static(
+        b"GET /a HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nX-Two: 2\r\nX-Gone: g\r\nAccept: */*\r\n\r\n",
+    );
+    let mut req = parse_req(&wire);
+    // As a Pingora program writes them: fields of the parts.
+    req.headers.remove("x-gone");
+    req.headers
+        .append("x-two", HeaderValue::from_static("3"));
+    req.headers
+        .insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    req.uri = "/b?c".parse().unwrap();
+    // Reads see the edits: the tracked bits, the count, the length.
+    assert!(req.has_tracked(tracked::TRANSFER_ENCODING));
+    assert_eq!(req.header_count(), 6);
+    let out = req.to_wire();
+    assert_eq!(
+        &out[..],
+        &b"GET /b?c HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nX-Two: 2\r\nAccept: */*\r\nX-Two: 3\r\ntransfer-encoding: chunked\r\n\r\n"[..]
+    );
+    assert_eq!(out.len(), req.h1_len());
+    // Our own edits go on from there.
+    req.insert_header("X-New", "n").unwrap();
+    req.remove_header("Accept");
+    let out = req.to_wire();
+    assert_eq!(
+        &out[..],
+        &b"GET /b?c HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nX-Two: 2\r\nX-Two: 3\r\ntransfer-encoding: chunked\r\nX-New: n\r\n\r\n"[..]
+    );
+    assert_eq!(out.len(), req.h1_len());
+    // A value replaced in place keeps its line.
+    let mut resp = ResponseHeader::build(200, None).unwrap();
+    resp.insert_header("Content-Length", "5").unwrap();
+    resp.insert_header("X-A", "a").unwrap();
+    resp.headers
+        .insert("content-length", HeaderValue::from_static("7"));
+    resp.status = http::StatusCode::CREATED;
+    assert_eq!(
+        &resp.to_wire()[..],
+        &b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\nX-A: a\r\n\r\n"[..]
+    );
+    assert_eq!(resp.as_owned_parts().status, http::StatusCode::CREATED);
+    assert!(resp.append_header("x-a", "b").unwrap());
+    assert!(!resp.append_header("x-b", "b").unwrap());
+}
