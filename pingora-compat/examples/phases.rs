@@ -48,6 +48,27 @@ impl ProxyHttp for Phases {
         )))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut usize,
+    ) -> Result<()> {
+        // Both ends' digests: addresses, and the TLS session if any.
+        let upstream: Option<&pingora::protocols::l4::socket::SocketAddr> = digest
+            .and_then(|d| d.socket_digest.as_ref())
+            .and_then(|s| s.peer_addr());
+        let client_tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|s| s.version.to_string());
+        println!("{peer} fd {fd} reused {reused} at {upstream:?}, client TLS {client_tls:?}");
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,

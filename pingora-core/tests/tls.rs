@@ -35,8 +35,17 @@ impl ServeHttp for Describe {
     async fn response(&self, s: &mut ServerSession) -> http::Response<Vec<u8>> {
         let d = s.tls_digest().cloned().unwrap_or_default();
         let alpn = d.alpn.map(|a| String::from_utf8_lossy(&a).into_owned());
+        // The same session through Pingora's digest.
+        let digest = s.digest().expect("a connection digest");
+        let ssl = digest.ssl_digest.as_ref().expect("a TLS digest");
+        assert_eq!(ssl.version, d.version);
+        assert_eq!(digest.timing_digest.len(), 2, "socket and TLS layers");
+        assert_eq!(
+            digest.socket_digest.as_ref().and_then(|s| s.peer_addr()),
+            s.client_addr()
+        );
         let body = format!(
-            "sni={} alpn={} version={} group={} peer={} sans={} cipher={} handshake_us={}\n",
+            "sni={} alpn={} version={} group={} peer={} sans={} cipher={} handshake_us={} cn={} serial={} certsha={}\n",
             d.sni.unwrap_or_default(),
             alpn.unwrap_or_default(),
             d.version,
@@ -45,6 +54,9 @@ impl ServeHttp for Describe {
             d.peer_sans.join(","),
             d.cipher,
             d.handshake_duration.as_micros(),
+            d.peer_cn.unwrap_or_default(),
+            d.serial_number.is_some_and(|s| !s.is_empty()),
+            d.cert_digest.len(),
         );
         http::Response::new(body.into_bytes())
     }
@@ -251,7 +263,11 @@ impl Mtls {
         let other = TestCa::new("Other CA").unwrap();
         std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
         let (cert, key) = dir.write(&ca.issue(&["localhost"], 30, false).unwrap(), "server");
-        let (ccert, ckey) = dir.write(&ca.issue(&["client.test"], 30, true).unwrap(), "client");
+        let (ccert, ckey) = dir.write(
+            &ca.issue(&["client.test", "spiffe://test.org/client"], 30, true)
+                .unwrap(),
+            "client",
+        );
         let (bcert, bkey) = dir.write(&other.issue(&["client.test"], 30, true).unwrap(), "bad");
         let mut settings = TlsSettings::intermediate(&cert, &key).unwrap();
         settings.set_client_ca_file(&dir.path("ca.crt"), required);
@@ -300,7 +316,12 @@ async fn mtls_accepts_good_client_certs_only() {
     .unwrap();
     assert!(ok, "{out}");
     assert!(
-        out.contains("peer=CN=client.test sans=client.test"),
+        out.contains("peer=CN=client.test sans=client.test,spiffe://test.org/client "),
+        "{out}"
+    );
+    // The certificate's CN alone, its serial number and its SHA-256.
+    assert!(
+        out.contains(" cn=client.test serial=true certsha=32"),
         "{out}"
     );
     let (ok, out) = curl(vec![]).await.unwrap();
@@ -749,7 +770,7 @@ async fn optional_client_certificates() {
         .unwrap();
     assert!(ok, "{out}");
     assert!(
-        out.contains("peer=CN=client.test sans=client.test "),
+        out.contains("peer=CN=client.test sans=client.test,spiffe://test.org/client "),
         "{out}"
     );
     let (ok, out) = curl(vec!["--cert".into(), bcert, "--key".into(), bkey])
@@ -828,8 +849,8 @@ async fn digest_has_cipher_group_and_handshake_time() {
         let us: u128 = line
             .rsplit("handshake_us=")
             .next()
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap()
-            .trim()
             .parse()
             .unwrap();
         assert!(us > 0, "{line}");

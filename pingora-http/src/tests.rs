@@ -665,8 +665,7 @@ fn direct_edits_through_deref_mut_are_written_in_wire_order() {
     let mut req = parse_req(&wire);
     // As a Pingora program writes them: fields of the parts.
     req.headers.remove("x-gone");
-    req.headers
-        .append("x-two", HeaderValue::from_static("3"));
+    req.headers.append("x-two", HeaderValue::from_static("3"));
     req.headers
         .insert("transfer-encoding", HeaderValue::from_static("chunked"));
     req.uri = "/b?c".parse().unwrap();

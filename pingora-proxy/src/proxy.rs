@@ -360,7 +360,6 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let mut attempt = 0;
         loop {
             let peer = self.inner.upstream_peer(session, ctx).await?;
-            let connect_start = Instant::now();
             #[cfg(feature = "otel")]
             session.trace(|t| t.begin("upstream connect", crate::otel::SpanKind::Internal));
             let connected = self.connector.get_http_session(&peer).await;
@@ -385,7 +384,14 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     // is not moved into each step's future.
                     let mut up = Some(upstream);
                     self.inner
-                        .connected_to_upstream(session, reused, &peer, connect_start.elapsed(), ctx)
+                        .connected_to_upstream(
+                            session,
+                            reused,
+                            &peer,
+                            up.as_ref().map_or(-1, ClientSession::fd),
+                            up.as_ref().and_then(ClientSession::digest),
+                            ctx,
+                        )
                         .await?;
                     let retry_status = attempt < self.options.max_retries;
                     // Set once the upstream's response header was taken:

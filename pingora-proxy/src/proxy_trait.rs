@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderMap;
+use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -161,20 +162,24 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ) -> Result<Box<HttpPeer>>;
 
     /// A connection to the upstream is ready: `reused` from the pool (or a
-    /// shared HTTP/2 connection), after `connect_time` (connect and TLS
-    /// handshake when new, the pool lookup when reused).
-    fn connected_to_upstream<'s, 'a, 'b, 'c, 'f>(
+    /// shared HTTP/2 connection); `fd` its socket (-1 when unknown) and
+    /// `digest` what is known of it (addresses, TLS session, set-up times),
+    /// as Pingora's. To time the connect, note the time in
+    /// `upstream_peer` (the connect starts when it returns).
+    fn connected_to_upstream<'s, 'a, 'b, 'd, 'c, 'f>(
         &'s self,
         _session: &'a mut Session,
         _reused: bool,
         _peer: &'b HttpPeer,
-        _connect_time: Duration,
+        _fd: std::os::fd::RawFd,
+        _digest: Option<&'d Digest>,
         _ctx: &'c mut Self::CTX,
     ) -> PhaseFuture<'f, Result<()>>
     where
         's: 'f,
         'a: 'f,
         'b: 'f,
+        'd: 'f,
         'c: 'f,
         Self: 'f,
     {

@@ -30,6 +30,22 @@ pub enum ClientSession {
 }
 
 impl ClientSession {
+    /// The upstream connection's digest in Pingora's shape (socket, TLS
+    /// session, set-up times), kept with the connection.
+    pub fn digest(&self) -> Option<&crate::protocols::Digest> {
+        match self {
+            ClientSession::H1(s) => s.stream().connection_digest(),
+            ClientSession::H2(s) => s.connection().digest(),
+        }
+    }
+
+    /// The upstream socket's file descriptor (-1 when unknown).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .map_or(-1, |s| s.raw_fd)
+    }
+
     /// Send the request header. With `end_of_stream` the request has no
     /// body; otherwise the body follows with `write_body`, ended by
     /// [`finish_body`](Self::finish_body). (HTTP/1 frames the body by the

@@ -14,6 +14,11 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::proxy_protocol::ProxyHeader;
 
+/// Pingora's path to [`SocketAddr`]: `protocols::l4::socket::SocketAddr`.
+pub mod socket {
+    pub use super::SocketAddr;
+}
+
 /// A socket address: IP and port, or a Unix socket path (absent for an
 /// unnamed socket, such as the client end of a Unix connection).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,6 +76,16 @@ pub struct SocketDigest {
 }
 
 impl SocketDigest {
+    /// The other end (Pingora's accessor for the `peer_addr` field).
+    pub fn peer_addr(&self) -> Option<&SocketAddr> {
+        self.peer_addr.as_ref()
+    }
+
+    /// Our end (Pingora's accessor for the `local_addr` field).
+    pub fn local_addr(&self) -> Option<&SocketAddr> {
+        self.local_addr.as_ref()
+    }
+
     /// The original client: the source a PROXY protocol header named, or
     /// else the socket's peer.
     pub fn client_addr(&self) -> Option<&SocketAddr> {
@@ -98,6 +113,8 @@ pub struct L4Stream {
     /// [`L4Stream::poll_read_ready`] must confirm it with a peek. After a
     /// short read the readiness is cleared and any new readiness is real.
     stale_readiness: bool,
+    /// The connection digest in Pingora's shape, once asked for.
+    kept: super::digest::KeptDigest,
 }
 
 /// An idle connection out of the reactor: the socket and what its digest
@@ -194,6 +211,7 @@ impl L4Stream {
             unread: None,
             unread_pos: 0,
             stale_readiness: true,
+            kept: Default::default(),
         }
     }
 
@@ -213,12 +231,18 @@ impl L4Stream {
             unread: None,
             unread_pos: 0,
             stale_readiness: true,
+            kept: Default::default(),
         }
     }
 
     /// The socket digest.
     pub fn digest(&self) -> &SocketDigest {
         &self.digest
+    }
+
+    /// The connection digest in Pingora's shape, built on the first call.
+    pub(crate) fn kept_digest(&self) -> &super::Digest {
+        self.kept.get(Some(&self.digest), None)
     }
 
     /// Give back bytes that were read ahead: the next reads return them

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod digest;
 pub mod http;
 pub mod l4;
 pub mod mem;
@@ -17,6 +18,7 @@ pub mod proxy_protocol;
 pub mod rewind;
 pub mod tls;
 
+pub use digest::{Digest, ProxyDigest, TimingDigest};
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
 pub use tls::TlsDigest;
 
@@ -37,6 +39,13 @@ pub trait IO: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + std::any::A
 
     /// The TLS digest, for a TLS stream.
     fn tls_digest(&self) -> Option<&TlsDigest> {
+        None
+    }
+
+    /// The whole connection's [`Digest`] (Pingora's shape), kept by the
+    /// stream once built. The default has none; sockets and TLS streams
+    /// build theirs on the first call.
+    fn connection_digest(&self) -> Option<&Digest> {
         None
     }
 }
@@ -115,6 +124,10 @@ pub(crate) fn is_parkable(stream: &Stream) -> bool {
 impl IO for L4Stream {
     fn socket_digest(&self) -> Option<&SocketDigest> {
         Some(self.digest())
+    }
+
+    fn connection_digest(&self) -> Option<&Digest> {
+        Some(self.kept_digest())
     }
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

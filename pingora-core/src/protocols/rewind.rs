@@ -93,6 +93,10 @@ impl IO for Rewind {
         self.inner.tls_digest()
     }
 
+    fn connection_digest(&self) -> Option<&super::Digest> {
+        self.inner.connection_digest()
+    }
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             return Poll::Ready(Ok(()));

@@ -138,8 +138,8 @@ impl TestCa {
         })
     }
 
-    /// A certificate for `names` (DNS names or IP addresses; the first is
-    /// also the subject CN), valid from an hour ago for `days` days, for a
+    /// A certificate for `names` (DNS names, IP addresses, or URIs such as
+    /// SPIFFE IDs; the first is also the subject CN), valid from an hour ago for `days` days, for a
     /// server or (`client`) a client.
     pub fn issue(&self, names: &[&str], days: i64, client: bool) -> Result<Issued> {
         let now = now();
@@ -186,6 +186,8 @@ impl TestCa {
             for n in names {
                 if n.parse::<std::net::IpAddr>().is_ok() {
                     san.ip(n);
+                } else if n.contains("://") {
+                    san.uri(n);
                 } else {
                     san.dns(n);
                 }

@@ -237,11 +237,19 @@ impl ProxyHttp for Recorder {
         &self,
         _s: &mut Session,
         reused: bool,
-        _peer: &HttpPeer,
-        connect_time: Duration,
+        peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        digest: Option<&pingora_core::protocols::Digest>,
         _: &mut (),
     ) -> Result<()> {
-        assert!(connect_time < Duration::from_secs(5));
+        // The digest is the upstream connection's: its socket, at the
+        // peer's address.
+        let socket = digest
+            .and_then(|d| d.socket_digest.as_ref())
+            .expect("a socket digest");
+        assert_eq!(socket.raw_fd, fd);
+        assert_eq!(socket.peer_addr.as_ref(), Some(peer.address()));
+        assert!(!digest.unwrap().timing_digest.is_empty());
         self.note("connected_to_upstream");
         self.note(format!("reused: {reused}"));
         Ok(())

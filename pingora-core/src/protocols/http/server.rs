@@ -243,6 +243,15 @@ impl ServerSession {
         }
     }
 
+    /// The connection's digest in Pingora's shape: socket, TLS session,
+    /// set-up times. Built on the first call and kept with the connection.
+    pub fn digest(&self) -> Option<&crate::protocols::Digest> {
+        match self {
+            ServerSession::H1(s) => s.digest(),
+            ServerSession::H2(s) => s.digest(),
+        }
+    }
+
     /// The TLS digest of the connection, if it is TLS.
     pub fn tls_digest(&self) -> Option<&crate::protocols::TlsDigest> {
         match self {

@@ -18,13 +18,26 @@ pub struct TlsDigest {
     pub sni: Option<String>,
     /// The peer certificate's subject, e.g. `CN=client.test`.
     pub peer_subject: Option<String>,
-    /// The peer certificate's DNS names and IP addresses.
+    /// The peer certificate's subject common name (CN) alone.
+    pub peer_cn: Option<String>,
+    /// The peer certificate's subject organization (O), as Pingora's
+    /// `SslDigest::organization`.
+    pub organization: Option<String>,
+    /// The peer certificate's serial number, in hexadecimal.
+    pub serial_number: Option<String>,
+    /// SHA-256 of the peer certificate (DER); empty without one.
+    pub cert_digest: Vec<u8>,
+    /// The peer certificate's DNS names, URI names (SPIFFE IDs) and IP
+    /// addresses.
     pub peer_sans: Vec<String>,
     /// How long the handshake took.
     pub handshake_duration: Duration,
     /// Whether an earlier session was resumed.
     pub session_reused: bool,
 }
+
+/// Pingora's name for the TLS digest.
+pub type SslDigest = TlsDigest;
 
 impl TlsDigest {
     /// Whether ALPN chose HTTP/2.

@@ -138,6 +138,8 @@ impl AsyncWrite for TlsSocket {
 pub struct SslStream {
     inner: TlsStream<TlsSocket>,
     digest: TlsDigest,
+    /// The connection digest in Pingora's shape, once asked for.
+    kept: crate::protocols::digest::KeptDigest,
 }
 
 impl fmt::Debug for SslStream {
@@ -149,6 +151,12 @@ impl fmt::Debug for SslStream {
     }
 }
 
+/// A name entry's value as text.
+fn entry_text(e: &crate::tls::x509::X509NameEntryRef) -> Option<String> {
+    #[allow(deprecated)] // `to_string` is not in BoringSSL's binding
+    e.data().as_utf8().ok().map(|s| s.to_string())
+}
+
 /// Read the digest off a finished handshake.
 pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
     let peer = ssl.peer_certificate();
@@ -157,12 +165,7 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
             .entries()
             .map(|e| {
                 let key = e.object().nid().short_name().unwrap_or("?");
-                #[allow(deprecated)] // `to_string` is not in BoringSSL's binding
-                let value = e
-                    .data()
-                    .as_utf8()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
+                let value = entry_text(e).unwrap_or_default();
                 format!("{key}={value}")
             })
             .collect::<Vec<_>>()
@@ -173,6 +176,9 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
         for n in names.iter() {
             if let Some(d) = n.dnsname() {
                 peer_sans.push(d.to_string());
+            } else if let Some(u) = n.uri() {
+                // URI names, such as SPIFFE IDs (`spiffe://trust/id`).
+                peer_sans.push(u.to_string());
             } else if let Some(ip) = n.ipaddress() {
                 let ip = match ip.len() {
                     4 => <[u8; 4]>::try_from(ip)
@@ -187,6 +193,30 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
             }
         }
     }
+    let peer_cn = peer.as_ref().and_then(|c| {
+        c.subject_name()
+            .entries_by_nid(crate::tls::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(entry_text)
+    });
+    let organization = peer.as_ref().and_then(|c| {
+        c.subject_name()
+            .entries_by_nid(crate::tls::nid::Nid::ORGANIZATIONNAME)
+            .next()
+            .and_then(entry_text)
+    });
+    let serial_number = peer.as_ref().and_then(|c| {
+        c.serial_number()
+            .to_bn()
+            .ok()
+            .and_then(|b| b.to_hex_str().ok())
+            .map(|h| h.to_string())
+    });
+    let cert_digest = peer
+        .as_ref()
+        .and_then(|c| c.digest(crate::tls::hash::MessageDigest::sha256()).ok())
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
     TlsDigest {
         version: ssl.version_str().to_string(),
         cipher: ssl
@@ -197,6 +227,10 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
         alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
         sni: ssl.servername(NameType::HOST_NAME).map(str::to_string),
         peer_subject,
+        peer_cn,
+        organization,
+        serial_number,
+        cert_digest,
         peer_sans,
         handshake_duration,
         session_reused: ssl.session_reused(),
@@ -207,7 +241,11 @@ impl SslStream {
     /// Wrap a finished handshake.
     pub fn new(inner: TlsStream<TlsSocket>, handshake_duration: Duration) -> Self {
         let digest = digest_of(inner.ssl(), handshake_duration);
-        SslStream { inner, digest }
+        SslStream {
+            inner,
+            digest,
+            kept: Default::default(),
+        }
     }
 
     /// The TLS state, for anything the digest does not carry.
@@ -301,6 +339,10 @@ impl IO for SslStream {
 
     fn tls_digest(&self) -> Option<&TlsDigest> {
         Some(&self.digest)
+    }
+
+    fn connection_digest(&self) -> Option<&crate::protocols::Digest> {
+        Some(self.kept.get(self.socket_digest(), Some(&self.digest)))
     }
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

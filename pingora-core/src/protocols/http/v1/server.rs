@@ -655,6 +655,12 @@ impl HttpSession {
         self.conn.stream.tls_digest()
     }
 
+    /// The connection's digest in Pingora's shape (kept by the stream,
+    /// built on the first call); `None` for a stream that keeps none.
+    pub fn digest(&self) -> Option<&crate::protocols::Digest> {
+        self.conn.stream.connection_digest()
+    }
+
     /// The underlying stream.
     pub fn stream(&self) -> &Stream {
         &self.conn.stream

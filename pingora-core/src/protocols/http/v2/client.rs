@@ -40,6 +40,9 @@ pub struct H2Connection {
     max_streams: usize,
     tls: bool,
     authority: Option<Authority>,
+    /// The connection's digest (its socket and TLS session), taken at the
+    /// handshake.
+    digest: Option<Arc<crate::protocols::Digest>>,
 }
 
 impl H2Connection {
@@ -56,6 +59,7 @@ impl H2Connection {
         tls: bool,
         settings_wait: Duration,
     ) -> Result<Self> {
+        let digest = stream.connection_digest().cloned().map(Arc::new);
         let (send, mut conn) = h2::client::Builder::new()
             // The peer's limit is unknown until its SETTINGS arrive: until
             // then the connection counts as full (the stream that opened
@@ -136,7 +140,14 @@ impl H2Connection {
             max_streams: max_streams.max(1),
             tls,
             authority: None,
+            digest,
         })
+    }
+
+    /// The connection's digest (socket, TLS session), if its stream kept
+    /// one.
+    pub fn digest(&self) -> Option<&crate::protocols::Digest> {
+        self.digest.as_deref()
     }
 
     /// The most streams open at once: ours (`max_streams`) or the peer's

@@ -149,6 +149,10 @@ impl IO for Lingering {
         self.0.as_ref()?.tls_digest()
     }
 
+    fn connection_digest(&self) -> Option<&crate::protocols::Digest> {
+        self.0.as_ref()?.connection_digest()
+    }
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match &self.0 {
             Some(s) => s.poll_read_ready(cx),
@@ -187,6 +191,8 @@ pub struct HttpSession {
     ended: bool,
     tls: Option<TlsDigest>,
     socket: Option<SocketDigest>,
+    /// The connection digest in Pingora's shape, once asked for.
+    kept: crate::protocols::digest::KeptDigest,
     ext: http::Extensions,
     /// Largest request body taken (413, or a reset once a response began).
     max_body: Option<u64>,
@@ -219,6 +225,7 @@ impl HttpSession {
             ended: false,
             tls,
             socket,
+            kept: Default::default(),
             ext: http::Extensions::new(),
             max_body: None,
             write_timeout: None,
@@ -525,6 +532,12 @@ impl HttpSession {
     /// The TLS digest of the connection.
     pub fn tls_digest(&self) -> Option<&TlsDigest> {
         self.tls.as_ref()
+    }
+
+    /// The connection's digest in Pingora's shape (built on the first
+    /// call).
+    pub fn digest(&self) -> Option<&crate::protocols::Digest> {
+        Some(self.kept.get(self.socket.as_ref(), self.tls.as_ref()))
     }
 
     /// Break the response off: reset the stream (INTERNAL_ERROR), so the
