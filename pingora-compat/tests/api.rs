@@ -167,3 +167,58 @@ fn header_helpers_as_pingora_has_them() {
     let req = RequestHeader::build_no_case("GET", b"/a/b?c=d", None).unwrap();
     assert_eq!(req.raw_path(), b"/a/b?c=d");
 }
+
+#[test]
+fn http_peer_fields_as_pingora_has_them() {
+    use pingora::upstreams::peer::Scheme;
+    let mut p = HttpPeer::new("127.0.0.1:443", true, "one.example".to_string());
+    assert_eq!(p.scheme, Scheme::HTTPS);
+    assert_eq!(p.scheme.to_string(), "HTTPS");
+    // The scheme is the TLS switch.
+    p.scheme = Scheme::HTTP;
+    assert!(!p.is_tls());
+    // A group key keeps connections apart.
+    let same = p.clone();
+    p.group_key = 1;
+    assert_ne!(p.reuse_hash(), same.reuse_hash());
+    assert!(p.client_cert_key.is_none() && p.proxy.is_none());
+    // Through a CONNECT proxy on a Unix socket.
+    let via = HttpPeer::new_proxy(
+        "/run/proxy.sock",
+        "10.0.0.1".parse().unwrap(),
+        8443,
+        true,
+        "inner.example",
+        std::collections::BTreeMap::new(),
+    );
+    let proxy = via.get_proxy().expect("a proxy");
+    assert_eq!((proxy.host.as_str(), proxy.port), ("10.0.0.1", 8443));
+    assert_eq!(&*proxy.next_hop, std::path::Path::new("/run/proxy.sock"));
+    assert!(via.is_tls());
+    // The options through the trait, as Pingora's.
+    let mut q = HttpPeer::new("127.0.0.1:80", false, String::new());
+    q.get_mut_peer_options().unwrap().idle_timeout = None;
+    assert_eq!(q.get_peer_options().unwrap().idle_timeout, None);
+}
+
+#[test]
+fn header_parts_edited_directly() {
+    use pingora_http::{RequestHeader, ResponseHeader};
+    let mut req = RequestHeader::build("GET", b"/a", None).unwrap();
+    req.insert_header("Host", "example").unwrap();
+    // Pingora programs write the parts through `DerefMut`.
+    req.headers.insert("x-added", "1".parse().unwrap());
+    req.uri = "/b".parse().unwrap();
+    req.method = pingora_http::Method::POST;
+    assert_eq!(
+        &req.to_wire()[..],
+        &b"POST /b HTTP/1.1\r\nHost: example\r\nx-added: 1\r\n\r\n"[..]
+    );
+    assert_eq!(req.as_owned_parts().uri, "/b");
+    let mut resp = ResponseHeader::build(200, None).unwrap();
+    // `append_header` says whether the name was already there.
+    assert!(!resp.append_header("Set-Cookie", "a=1").unwrap());
+    assert!(resp.append_header("Set-Cookie", "b=2").unwrap());
+    resp.status = pingora_http::StatusCode::ACCEPTED;
+    assert_eq!(resp.status(), 202);
+}

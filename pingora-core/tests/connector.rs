@@ -461,3 +461,99 @@ async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
         assert_eq!(c.transport().pool_stats().idle, idle);
     }
 }
+
+/// An HTTP CONNECT proxy on a Unix socket: answers `status` to each
+/// CONNECT, then (for a 2xx) relays the bytes both ways to the target it
+/// was asked for. Sends each request header it got to `seen`.
+async fn connect_proxy(
+    path: &std::path::Path,
+    status: u16,
+    seen: tokio::sync::mpsc::UnboundedSender<String>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap() == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let target = head.split(' ').nth(1).unwrap().to_string();
+                seen.send(head).unwrap();
+                s.write_all(format!("HTTP/1.1 {status} Whatever\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                if status == 200 {
+                    let mut up = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_behind_a_connect_proxy() {
+    let n = nginx("connect-proxy");
+    let sock = n.dir.join("proxy.sock");
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let proxy = connect_proxy(&sock, 200, tx).await;
+    let mut headers = std::collections::BTreeMap::new();
+    headers.insert("X-Tunnel-Token".to_string(), b"t1".to_vec());
+    let p = HttpPeer::new_proxy(
+        sock.to_str().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        n.port,
+        false,
+        "",
+        headers,
+    );
+    let c = Connector::new(None);
+    let (first, reused) = get(&c, &p, "/conn").await;
+    assert!(!reused);
+    let head = seen.recv().await.unwrap();
+    assert!(
+        head.starts_with(&format!(
+            "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n",
+            n.port
+        )),
+        "{head}"
+    );
+    assert!(head.contains("X-Tunnel-Token: t1\r\n"), "{head}");
+    // The tunnel is pooled like any connection...
+    let (again, reused) = get(&c, &p, "/conn").await;
+    assert!(reused);
+    assert_eq!(again, first);
+    // ...and never shared with the same address reached directly, nor
+    // with another group.
+    let (_, reused) = get(&c, &peer(&n), "/conn").await;
+    assert!(!reused);
+    let mut other = p.clone();
+    other.group_key = 7;
+    let (_, reused) = get(&c, &other, "/conn").await;
+    assert!(!reused);
+    assert!(seen.recv().await.is_some());
+    proxy.abort();
+
+    // A proxy that refuses: a clear error naming its answer.
+    let (tx, _seen) = tokio::sync::mpsc::unbounded_channel();
+    let refusing = connect_proxy(&sock, 407, tx).await;
+    // (A new connector: the first one still holds the pooled tunnel.)
+    let e = Connector::new(None)
+        .get_http_session(&p)
+        .await
+        .err()
+        .expect("a refused CONNECT fails");
+    assert_eq!(e.etype(), &ErrorType::ConnectProxyFailure, "{e}");
+    assert!(e.to_string().contains("407"), "{e}");
+    refusing.abort();
+}

@@ -124,12 +124,12 @@ impl HttpHealthCheck {
 #[async_trait]
 impl HealthCheck for HttpHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
-        let peer = HttpPeer {
-            _address: target.addr.clone(),
-            tls: self.tls.is_some(),
-            sni: self.tls.clone().unwrap_or_default(),
-            options: self.options.clone(),
-        };
+        let mut peer = HttpPeer::new_from_sockaddr(
+            target.addr.clone(),
+            self.tls.is_some(),
+            self.tls.clone().unwrap_or_default(),
+        );
+        peer.options = self.options.clone();
         let (mut s, _) = self.connector.get_http_session(&peer).await?;
         s.write_request_header(Box::new(self.req.clone()), true)
             .await?;

@@ -310,7 +310,7 @@ impl Connector {
                 stream,
                 o.max_h2_streams,
                 o.h2_ping_interval,
-                peer.tls,
+                peer.is_tls(),
                 settings_wait,
             )
             .await?;

@@ -108,3 +108,111 @@ pub(crate) fn remaining(
 ) -> Option<std::time::Duration> {
     total.map(|t| t.saturating_sub(start.elapsed()))
 }
+
+/// Most bytes of a CONNECT proxy's response header.
+const MAX_PROXY_HEADER: usize = 16 * 1024;
+
+/// A tunnel to `proxy.host:proxy.port` through the HTTP CONNECT proxy on
+/// the Unix socket `proxy.next_hop` (the peer's connect timeout bounds the
+/// whole exchange): the CONNECT request with the proxy's extra headers, and
+/// a 2xx answer. Anything the proxy sent past its header is kept for the
+/// first read. A refusal fails with `ConnectProxyFailure`, naming the
+/// status.
+pub async fn connect_through_proxy(
+    proxy: &crate::upstreams::peer::Proxy,
+    opts: &PeerOptions,
+) -> Result<L4Stream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hop = SocketAddr::Unix(Some(proxy.next_hop.to_path_buf()));
+    let attempt = async {
+        let mut s = UnixStream::connect(&proxy.next_hop)
+            .await
+            .map(L4Stream::from_unix)
+            .map_err(|e| connect_error(e, &hop))?;
+        let target = if proxy.host.contains(':') {
+            format!("[{}]:{}", proxy.host, proxy.port)
+        } else {
+            format!("{}:{}", proxy.host, proxy.port)
+        };
+        let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+        for (name, value) in &proxy.headers {
+            if httparse::parse_headers(
+                &[name.as_bytes(), b": ", value, b"\r\n\r\n"].concat(),
+                &mut [httparse::EMPTY_HEADER; 1],
+            )
+            .ok()
+            .is_none_or(|s| s.is_partial())
+            {
+                return Error::e_explain(
+                    InvalidInput,
+                    format!("CONNECT proxy header {name:?} is not a valid header line"),
+                );
+            }
+            req.extend_from_slice(name.as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(value);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        s.write_all(&req)
+            .await
+            .or_err_with(ConnectProxyFailure, || format!("sending CONNECT to {hop}"))?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            if buf.len() >= MAX_PROXY_HEADER {
+                return Error::e_explain(
+                    ConnectProxyFailure,
+                    format!("the CONNECT proxy at {hop} sent a header over 16 KiB"),
+                );
+            }
+            let mut chunk = [0u8; 1024];
+            let n = s
+                .read(&mut chunk)
+                .await
+                .or_err_with(ConnectProxyFailure, || {
+                    format!("reading from the CONNECT proxy at {hop}")
+                })?;
+            if n == 0 {
+                return Error::e_explain(
+                    ConnectProxyFailure,
+                    format!("the CONNECT proxy at {hop} closed before answering"),
+                );
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Partial) => continue,
+                Ok(httparse::Status::Complete(end)) => {
+                    let code = resp.code.unwrap_or(0);
+                    if !(200..300).contains(&code) {
+                        return Error::e_explain(
+                            ConnectProxyFailure,
+                            format!("the CONNECT proxy at {hop} answered {code} for {target}"),
+                        );
+                    }
+                    s.unread(buf[end..].to_vec());
+                    return Ok(s);
+                }
+                Err(e) => {
+                    return Error::e_explain(
+                        ConnectProxyFailure,
+                        format!("the CONNECT proxy at {hop} sent a malformed answer: {e}"),
+                    )
+                }
+            }
+        }
+    };
+    match opts.connection_timeout {
+        None => attempt.await,
+        Some(d) => pingora_timeout::timeout(d, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Error::e_explain(
+                    ConnectTimedout,
+                    format!("CONNECT through {hop}: not done within {d:?}"),
+                )
+            }),
+    }
+    .map_err(|e| e.into_up())
+}

@@ -70,7 +70,10 @@ impl TransportConnector {
                 }
                 _ => None,
             };
-            let mut l4 = l4::connect_from(peer.address(), peer.options(), fallback).await?;
+            let mut l4 = match peer.get_proxy() {
+                Some(proxy) => l4::connect_through_proxy(proxy, peer.options()).await?,
+                None => l4::connect_from(peer.address(), peer.options(), fallback).await?,
+            };
             if let Some(h) = &peer.options().proxy_protocol {
                 use tokio::io::AsyncWriteExt;
                 l4.write_all(&h.to_bytes())
@@ -112,7 +115,7 @@ impl TransportConnector {
         t.alternative_cn = o.alternative_cn.clone();
         t.ca_file = o.ca.clone();
         t.ca_pem = o.ca_pem.clone();
-        t.client_cert_key = o.client_cert_key.clone();
+        t.client_cert_key = peer.get_client_cert_key().cloned();
         t.alpn = o.alpn.protocols();
         if let Some(left) = l4::remaining(start, o.total_connection_timeout) {
             t.handshake_timeout = left;

@@ -28,6 +28,24 @@ pub trait Peer: std::fmt::Display + Send + Sync {
     fn sni(&self) -> &str;
     /// How to connect.
     fn options(&self) -> &PeerOptions;
+    /// The client certificate and key to present: the peer's own (as
+    /// Pingora's `HttpPeer::client_cert_key`), else the options'.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    fn get_client_cert_key(&self) -> Option<&Arc<crate::listeners::tls::CertKey>> {
+        self.options().client_cert_key.as_ref()
+    }
+    /// The HTTP CONNECT proxy to reach the peer through, if any.
+    fn get_proxy(&self) -> Option<&Proxy> {
+        None
+    }
+    /// The options, to change them (as Pingora's).
+    fn get_mut_peer_options(&mut self) -> Option<&mut PeerOptions> {
+        None
+    }
+    /// The options (as Pingora's name for [`options`](Self::options)).
+    fn get_peer_options(&self) -> Option<&PeerOptions> {
+        Some(self.options())
+    }
     /// Connections to peers with equal hashes are interchangeable.
     fn reuse_hash(&self) -> u64 {
         let mut h = crate::utils::KeyHasher::default();
@@ -237,15 +255,79 @@ macro_rules! impl_peer {
     };
 }
 
+/// HTTP or HTTPS: whether an [`HttpPeer`] speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain text.
+    HTTP,
+    /// Over TLS.
+    HTTPS,
+}
+
+impl Scheme {
+    /// `HTTPS` for `true`.
+    pub fn from_tls_bool(tls: bool) -> Self {
+        if tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        }
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scheme::HTTP => "HTTP",
+            Scheme::HTTPS => "HTTPS",
+        })
+    }
+}
+
+/// An HTTP CONNECT proxy to reach a peer through: a Unix socket
+/// (`next_hop`) where the proxy listens, and the host and port to ask it
+/// for, with extra request headers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Proxy {
+    /// The proxy's Unix socket path.
+    pub next_hop: Box<std::path::Path>,
+    /// The host to ask for (`CONNECT host:port`).
+    pub host: String,
+    /// The port to ask for.
+    pub port: u16,
+    /// Extra headers for the CONNECT request.
+    pub headers: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "next_hop: {}, host: {}, port: {}",
+            self.next_hop.display(),
+            self.host,
+            self.port
+        )
+    }
+}
+
 /// An HTTP upstream.
 #[derive(Clone, Debug)]
 pub struct HttpPeer {
     /// Where it is.
     pub _address: SocketAddr,
-    /// Whether to speak TLS.
-    pub tls: bool,
+    /// HTTP or HTTPS (TLS).
+    pub scheme: Scheme,
     /// The server name for SNI and certificate checks.
     pub sni: String,
+    /// An HTTP CONNECT proxy to go through.
+    pub proxy: Option<Proxy>,
+    /// The client certificate and key to present (over the options').
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub client_cert_key: Option<Arc<crate::listeners::tls::CertKey>>,
+    /// Set apart connections that would otherwise be shared: peers that
+    /// differ only in `group_key` never share a pooled connection.
+    pub group_key: u64,
     /// How to connect.
     pub options: PeerOptions,
 }
@@ -262,32 +344,64 @@ impl HttpPeer {
     /// A peer at `address` (`host:port`, or `unix:/path`), with TLS or not,
     /// and this SNI. Fails if the address does not parse or resolve.
     pub fn try_new(address: &str, tls: bool, sni: String) -> Result<Self> {
-        Ok(HttpPeer {
-            _address: resolve(address)?,
-            tls,
-            sni,
-            options: PeerOptions::default(),
-        })
+        Ok(HttpPeer::new_from_sockaddr(resolve(address)?, tls, sni))
     }
 
     /// A peer at an address already resolved (no parsing, no lookup).
     pub fn new_from_sockaddr(address: SocketAddr, tls: bool, sni: String) -> Self {
         HttpPeer {
             _address: address,
-            tls,
+            scheme: Scheme::from_tls_bool(tls),
             sni,
+            proxy: None,
+            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            client_cert_key: None,
+            group_key: 0,
             options: PeerOptions::default(),
         }
     }
 
-    /// A peer on a Unix socket.
+    /// A peer on a Unix socket. (Pingora's returns a `Result`; this
+    /// cannot fail.)
     pub fn new_uds(path: &str, tls: bool, sni: String) -> Self {
-        HttpPeer {
-            _address: SocketAddr::Unix(Some(path.into())),
+        HttpPeer::new_from_sockaddr(SocketAddr::Unix(Some(path.into())), tls, sni)
+    }
+
+    /// A TLS peer that presents this client certificate, as Pingora's.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn new_mtls<A: ToInetSocketAddrs>(
+        address: A,
+        sni: String,
+        client_cert_key: Arc<crate::listeners::tls::CertKey>,
+    ) -> Self {
+        let mut p = HttpPeer::new(address, true, sni);
+        p.client_cert_key = Some(client_cert_key);
+        p
+    }
+
+    /// A peer at `ip_addr:port` reached through the HTTP CONNECT proxy
+    /// listening on the Unix socket `next_hop`, which is asked for
+    /// `ip_addr:port` with `headers`; as Pingora's.
+    pub fn new_proxy(
+        next_hop: &str,
+        ip_addr: std::net::IpAddr,
+        port: u16,
+        tls: bool,
+        sni: &str,
+        headers: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        let mut p = HttpPeer::new_from_sockaddr(
+            SocketAddr::Inet((ip_addr, port).into()),
             tls,
-            sni,
-            options: PeerOptions::default(),
-        }
+            sni.to_string(),
+        );
+        p.proxy = Some(Proxy {
+            next_hop: std::path::PathBuf::from(next_hop).into(),
+            host: ip_addr.to_string(),
+            port,
+            headers,
+        });
+        p
     }
 
     /// The address.
@@ -297,7 +411,7 @@ impl HttpPeer {
 
     /// Whether to speak TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls
+        self.scheme == Scheme::HTTPS
     }
 
     /// Whether connections made for this peer and for another with the
@@ -307,17 +421,58 @@ impl HttpPeer {
     }
 }
 
-impl_peer!(HttpPeer);
+impl Peer for HttpPeer {
+    fn address(&self) -> &SocketAddr {
+        &self._address
+    }
+    fn tls(&self) -> bool {
+        self.is_tls()
+    }
+    fn sni(&self) -> &str {
+        &self.sni
+    }
+    fn options(&self) -> &PeerOptions {
+        &self.options
+    }
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    fn get_client_cert_key(&self) -> Option<&Arc<crate::listeners::tls::CertKey>> {
+        self.client_cert_key
+            .as_ref()
+            .or(self.options.client_cert_key.as_ref())
+    }
+    fn get_proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_ref()
+    }
+    fn get_mut_peer_options(&mut self) -> Option<&mut PeerOptions> {
+        Some(&mut self.options)
+    }
+    fn reuse_hash(&self) -> u64 {
+        let mut h = crate::utils::KeyHasher::default();
+        self._address.hash(&mut h);
+        self.is_tls().hash(&mut h);
+        self.sni.hash(&mut h);
+        self.options.hash_into(&mut h);
+        self.proxy.hash(&mut h);
+        self.group_key.hash(&mut h);
+        #[cfg(any(feature = "openssl", feature = "boringssl"))]
+        self.client_cert_key.as_ref().map(|c| c.id()).hash(&mut h);
+        h.finish()
+    }
+}
 
 impl std::fmt::Display for HttpPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{}{} (sni {:?})",
-            if self.tls { "tls://" } else { "" },
+            if self.is_tls() { "tls://" } else { "" },
             self._address,
             self.sni
-        )
+        )?;
+        if let Some(p) = &self.proxy {
+            write!(f, " via {p}")?;
+        }
+        Ok(())
     }
 }
 
