@@ -101,7 +101,7 @@ struct Slow {
 
 #[async_trait]
 impl Service for Slow {
-    async fn start_service(&mut self, ctx: ServiceContext) {
+    async fn run(&mut self, ctx: ServiceContext) {
         record(&self.events, &format!("{} started", self.name));
         tokio::time::sleep(self.ready_after).await;
         record(&self.events, &format!("{} ready", self.name));

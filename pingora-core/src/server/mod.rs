@@ -24,14 +24,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_error::{ErrorType, OrErr, Result};
 use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::listeners::ListenFds;
-use crate::services::{ReadyNotifier, Service, ServiceContext};
+use crate::services::{ReadyNotifier, ServiceContext, ServiceWithDependents};
 
 pub mod configuration;
 mod daemon;
@@ -43,10 +43,17 @@ pub use configuration::{Opt, ServerConf};
 /// Turns `true` when the server begins to shut down.
 pub type ShutdownWatch = watch::Receiver<bool>;
 
+/// How often a service waiting for its dependencies reports it
+/// (`on_startup_delay`).
+const STARTUP_DELAY_REPORT: Duration = Duration::from_secs(10);
+
 /// How long a new process (`-u`) waits for the old one to send its sockets.
 pub const UPGRADE_RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the old process tries to reach the new one on SIGQUIT.
 pub const UPGRADE_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Each service's dependencies, by the service's index.
+type Dependencies = Arc<std::sync::Mutex<Vec<Vec<ServiceHandle>>>>;
 
 /// A service added to a server: use it to declare dependencies.
 #[derive(Debug, Clone)]
@@ -54,6 +61,7 @@ pub struct ServiceHandle {
     id: usize,
     name: String,
     ready: watch::Receiver<bool>,
+    deps: std::sync::Weak<std::sync::Mutex<Vec<Vec<ServiceHandle>>>>,
 }
 
 impl ServiceHandle {
@@ -66,17 +74,124 @@ impl ServiceHandle {
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
     }
+
+    /// Start this service only once `dependency` is ready (as Pingora's).
+    /// A dependency on itself, or one that would close a cycle, is refused
+    /// with an error in the log (the services would never start).
+    pub fn add_dependency(&self, dependency: impl std::borrow::Borrow<ServiceHandle>) {
+        let dependency = dependency.borrow();
+        let Some(deps) = self.deps.upgrade() else {
+            error!(
+                "service {}: the server is gone; dependency ignored",
+                self.name
+            );
+            return;
+        };
+        let mut deps = deps.lock().unwrap_or_else(|p| p.into_inner());
+        // Would `dependency` (transitively) wait for this service?
+        let mut todo = vec![dependency.id];
+        let mut seen = vec![false; deps.len()];
+        while let Some(i) = todo.pop() {
+            if i == self.id {
+                error!(
+                    "service {} cannot depend on {}: that would be a cycle; ignored",
+                    self.name, dependency.name
+                );
+                return;
+            }
+            if i < seen.len() && !std::mem::replace(&mut seen[i], true) {
+                todo.extend(deps[i].iter().map(|d| d.id));
+            }
+        }
+        if let Some(mine) = deps.get_mut(self.id) {
+            mine.push(dependency.clone());
+        }
+    }
+
+    /// [`add_dependency`](Self::add_dependency) for each of `dependencies`.
+    pub fn add_dependencies<D: std::borrow::Borrow<ServiceHandle>>(
+        &self,
+        dependencies: impl IntoIterator<Item = D>,
+    ) {
+        for d in dependencies {
+            self.add_dependency(d);
+        }
+    }
 }
 
 struct Entry {
-    service: Box<dyn Service>,
+    service: Box<dyn ServiceWithDependents>,
     ready: watch::Sender<bool>,
-    deps: Vec<ServiceHandle>,
+}
+
+/// What a shutdown signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownSignal {
+    /// Hand the listening sockets to a new process, then shut down
+    /// gracefully (SIGQUIT).
+    GracefulUpgrade,
+    /// Stop accepting and finish in-flight work (SIGTERM).
+    GracefulTerminate,
+    /// Exit now (SIGINT).
+    FastShutdown,
+}
+
+/// Where a server's shutdown signals come from (as Pingora's): the Unix
+/// signals by default ([`UnixShutdownSignalWatch`]), or a source of the
+/// user's, through [`RunArgs`].
+#[async_trait::async_trait]
+pub trait ShutdownSignalWatch: Send + Sync {
+    /// The next signal.
+    async fn recv(&self) -> ShutdownSignal;
+}
+
+/// SIGQUIT, SIGTERM and SIGINT, as [`ShutdownSignal`]s. The handlers are
+/// installed on the first call to `recv` (which [`Server::run`] makes
+/// before any service starts).
+#[derive(Default)]
+pub struct UnixShutdownSignalWatch {
+    signals: tokio::sync::Mutex<Option<[tokio::signal::unix::Signal; 3]>>,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for UnixShutdownSignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut guard = self.signals.lock().await;
+        if guard.is_none() {
+            let install = |k| signal(k).expect("installing a signal handler");
+            *guard = Some([
+                install(SignalKind::quit()),
+                install(SignalKind::terminate()),
+                install(SignalKind::interrupt()),
+            ]);
+        }
+        let [quit, term, int] = guard.as_mut().expect("installed above");
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// How [`Server::run`] runs (as Pingora's).
+pub struct RunArgs {
+    /// Where shutdown signals come from.
+    pub shutdown_signal: Box<dyn ShutdownSignalWatch>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            shutdown_signal: Box::new(UnixShutdownSignalWatch::default()),
+        }
+    }
 }
 
 /// Runs services until told to stop. See the [module docs](self).
 pub struct Server {
     services: Vec<Entry>,
+    deps: Dependencies,
     /// The loaded configuration.
     pub configuration: Arc<ServerConf>,
     /// The command-line options, if any.
@@ -85,7 +200,16 @@ pub struct Server {
     listen_fds: ListenFds,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: ShutdownWatch,
+    /// `bootstrap_as_a_service` was called: bootstrap when run.
+    bootstrap_pending: bool,
 }
+
+/// The service `bootstrap_as_a_service` returns: the bootstrap itself runs
+/// before any service starts, so this one is ready at once.
+struct BootstrapDone;
+
+#[async_trait::async_trait]
+impl crate::services::background::BackgroundService for BootstrapDone {}
 
 /// How the signal loop ended.
 enum Exit {
@@ -149,12 +273,14 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Server {
             services: vec![],
+            deps: Dependencies::default(),
             configuration: Arc::new(conf),
             options,
             conf_text: None,
             listen_fds: ListenFds::new(),
             shutdown_tx,
             shutdown_rx,
+            bootstrap_pending: false,
         }
     }
 
@@ -221,39 +347,57 @@ impl Server {
         Ok(())
     }
 
-    /// Add a service; returns a handle for declaring dependencies.
-    pub fn add_service<S: Service + 'static>(&mut self, service: S) -> ServiceHandle {
+    /// Add a service (any [`Service`](crate::services::Service) or
+    /// [`ServiceWithDependents`]); returns a handle for declaring
+    /// dependencies.
+    pub fn add_service(&mut self, service: impl ServiceWithDependents + 'static) -> ServiceHandle {
         self.add_boxed_service(Box::new(service))
     }
 
     /// Add a boxed service.
-    pub fn add_boxed_service(&mut self, service: Box<dyn Service>) -> ServiceHandle {
+    pub fn add_boxed_service(&mut self, service: Box<dyn ServiceWithDependents>) -> ServiceHandle {
         let (tx, rx) = watch::channel(false);
         let handle = ServiceHandle {
             id: self.services.len(),
             name: service.name().to_string(),
             ready: rx,
+            deps: Arc::downgrade(&self.deps),
         };
-        self.services.push(Entry {
-            service,
-            ready: tx,
-            deps: vec![],
-        });
+        self.services.push(Entry { service, ready: tx });
+        self.deps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(vec![]);
         handle
     }
 
-    /// Add several boxed services.
-    pub fn add_services(&mut self, services: Vec<Box<dyn Service>>) {
-        for s in services {
-            self.add_boxed_service(s);
-        }
+    /// Add several boxed services; their handles, in order.
+    pub fn add_services(
+        &mut self,
+        services: Vec<Box<dyn ServiceWithDependents>>,
+    ) -> Vec<ServiceHandle> {
+        services
+            .into_iter()
+            .map(|s| self.add_boxed_service(s))
+            .collect()
     }
 
-    /// Start `dependent` only once `dependency` is ready.
+    /// Start `dependent` only once `dependency` is ready (same as
+    /// `dependent.add_dependency(dependency)`).
     pub fn add_dependency(&mut self, dependent: &ServiceHandle, dependency: &ServiceHandle) {
-        if let Some(e) = self.services.get_mut(dependent.id) {
-            e.deps.push(dependency.clone());
-        }
+        dependent.add_dependency(dependency);
+    }
+
+    /// [`bootstrap`](Self::bootstrap) as a service (as Pingora's): the
+    /// start-up steps run when the server runs, and the services that
+    /// depend on the returned handle start after them. Call it instead of
+    /// `bootstrap`.
+    pub fn bootstrap_as_a_service(&mut self) -> ServiceHandle {
+        self.bootstrap_pending = true;
+        self.add_service(crate::services::background::background_service(
+            "bootstrap",
+            BootstrapDone,
+        ))
     }
 
     /// A receiver that turns true when shutdown starts (for code outside
@@ -262,10 +406,21 @@ impl Server {
         self.shutdown_rx.clone()
     }
 
+    /// Run the services until a signal from `run_args` stops the server,
+    /// and return (as Pingora's); on a start-up failure, print it and exit
+    /// 1.
+    pub fn run(self, run_args: RunArgs) {
+        if let Err(e) = self.run_with(run_args) {
+            eprintln!("server failed: {e}");
+            error!("server failed: {e}");
+            std::process::exit(1)
+        }
+    }
+
     /// Run the services until a signal stops the server; then exit the
     /// process (0 after a graceful or fast shutdown or an upgrade).
     pub fn run_forever(self) -> ! {
-        match self.run() {
+        match self.run_with(RunArgs::default()) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
                 eprintln!("server failed: {e}");
@@ -275,22 +430,28 @@ impl Server {
         }
     }
 
-    fn run(mut self) -> Result<()> {
+    fn run_with(mut self, run_args: RunArgs) -> Result<()> {
+        if std::mem::take(&mut self.bootstrap_pending) {
+            self.try_bootstrap()?;
+        }
         let conf = self.configuration.clone();
         let main_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .or_err(ErrorType::InternalError, "main runtime")?;
-        // Take the signals before anything runs, so none is lost to the
-        // default action.
-        let mut signals = main_rt.block_on(async {
-            let s = |k| signal(k).or_err(ErrorType::InternalError, "installing signal handler");
-            Ok::<_, Box<Error>>((
-                s(SignalKind::terminate())?,
-                s(SignalKind::interrupt())?,
-                s(SignalKind::quit())?,
-            ))
-        })?;
+        // Ask for the first signal before anything runs, so that the
+        // watch is in place (the Unix one installs its handlers then) and
+        // none is lost to the default action.
+        let watch = run_args.shutdown_signal;
+        let mut early = main_rt.block_on(async {
+            tokio::select! {
+                biased;
+                s = watch.recv() => Some(s),
+                _ = std::future::ready(()) => None,
+            }
+        });
+        // Resolves once a fast shutdown is asked for.
+        let fast = || async { while watch.recv().await != ShutdownSignal::FastShutdown {} };
 
         for e in &mut self.services {
             let name = e.service.name().to_string();
@@ -307,7 +468,9 @@ impl Server {
 
         let mut running = Vec::new();
         let mut tasks = Vec::new();
-        for e in self.services.drain(..) {
+        let mut all_deps =
+            std::mem::take(&mut *self.deps.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, e) in self.services.drain(..).enumerate() {
             let name = e.service.name().to_string();
             let threads = e.service.threads().unwrap_or(conf.threads).max(1);
             let (rts, handles) = build_runtimes(&name, threads, conf.work_stealing)?;
@@ -316,35 +479,46 @@ impl Server {
                 ready: ReadyNotifier(e.ready),
                 runtimes: handles.clone(),
                 threads,
+                fds: self.listen_fds.clone(),
             };
             let mut service = e.service;
-            let deps = e.deps;
+            let deps = all_deps.get_mut(i).map(std::mem::take).unwrap_or_default();
             tasks.push(handles[0].spawn(async move {
+                let started = std::time::Instant::now();
                 for mut d in deps {
                     if !*d.ready.borrow() {
                         info!("service {name} waits for {}", d.name);
                     }
-                    let _ = d.ready.wait_for(|r| *r).await;
+                    loop {
+                        let wait = d.ready.wait_for(|r| *r);
+                        match tokio::time::timeout(STARTUP_DELAY_REPORT, wait).await {
+                            Ok(_) => break,
+                            Err(_) => service.on_startup_delay(started.elapsed()),
+                        }
+                    }
                 }
-                service.start_service(ctx).await;
+                service.run(ctx).await;
             }));
             running.push(rts);
         }
         info!("server started, pid {}", std::process::id());
 
-        let (term, int, quit) = &mut signals;
         let exit = main_rt.block_on(async {
             loop {
-                tokio::select! {
-                    _ = term.recv() => {
+                let signal = match early.take() {
+                    Some(s) => s,
+                    None => watch.recv().await,
+                };
+                match signal {
+                    ShutdownSignal::GracefulTerminate => {
                         info!("SIGTERM: graceful shutdown");
                         return Exit::Graceful;
                     }
-                    _ = int.recv() => {
+                    ShutdownSignal::FastShutdown => {
                         info!("SIGINT: fast shutdown");
                         return Exit::Fast;
                     }
-                    _ = quit.recv() => {
+                    ShutdownSignal::GracefulUpgrade => {
                         info!("SIGQUIT: handing listening sockets to the new process");
                         let fds = self.listen_fds.own();
                         let sock = conf.upgrade_sock.clone();
@@ -354,7 +528,10 @@ impl Server {
                         .await;
                         match sent {
                             Ok(Ok(())) => {
-                                crate::metrics::core().upgrades.with_label_values(&["sent"]).inc();
+                                crate::metrics::core()
+                                    .upgrades
+                                    .with_label_values(&["sent"])
+                                    .inc();
                                 return Exit::Upgraded;
                             }
                             Ok(Err(e)) => error!("upgrade failed, still serving: {e}"),
@@ -373,7 +550,7 @@ impl Server {
                 main_rt.block_on(async {
                     tokio::select! {
                         _ = tokio::time::sleep(grace) => {}
-                        _ = int.recv() => {
+                        _ = fast() => {
                             info!("SIGINT: fast shutdown");
                             std::process::exit(0);
                         }
@@ -393,7 +570,7 @@ impl Server {
             };
             tokio::select! {
                 r = tokio::time::timeout(timeout, all) => Some(r.is_ok()),
-                _ = int.recv() => None,
+                _ = fast() => None,
             }
         });
         match finished {

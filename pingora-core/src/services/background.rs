@@ -6,21 +6,35 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Service, ServiceContext};
+use super::{Service, ServiceContext, ServiceReadyNotifier};
 use crate::server::ShutdownWatch;
 
 /// A task that runs until shutdown.
 #[async_trait]
 pub trait BackgroundService: Send + Sync + 'static {
-    /// Run; return soon after `shutdown` turns true.
-    async fn start(&self, shutdown: ShutdownWatch);
+    /// Run, saying when ready (services that depend on this one start
+    /// then); return soon after `shutdown` turns true. The default says
+    /// ready at once and runs [`start`](Self::start).
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        ready_notifier.notify_ready();
+        self.start(shutdown).await
+    }
+
+    /// Run; return soon after `shutdown` turns true. The default returns
+    /// at once.
+    async fn start(&self, _shutdown: ShutdownWatch) {}
 }
 
 /// Runs a [`BackgroundService`] as a server [`Service`].
 pub struct GenBackgroundService<A> {
     name: String,
     task: Arc<A>,
-    /// Worker threads; `None` uses the conf's `threads`.
+    /// Worker threads; `None` uses the conf's `threads`. Default 1 (as
+    /// Pingora's): a background task rarely needs more.
     pub threads: Option<usize>,
 }
 
@@ -30,7 +44,7 @@ impl<A> GenBackgroundService<A> {
         GenBackgroundService {
             name,
             task,
-            threads: None,
+            threads: Some(1),
         }
     }
 
@@ -48,10 +62,10 @@ pub fn background_service<A: BackgroundService>(name: &str, task: A) -> GenBackg
 
 #[async_trait]
 impl<A: BackgroundService> Service for GenBackgroundService<A> {
-    async fn start_service(&mut self, ctx: ServiceContext) {
-        // A background task is ready as soon as it runs.
-        ctx.ready.notify_ready();
-        self.task.start(ctx.shutdown).await;
+    async fn run(&mut self, ctx: ServiceContext) {
+        self.task
+            .start_with_ready_notifier(ctx.shutdown, ctx.ready)
+            .await;
     }
 
     fn name(&self) -> &str {

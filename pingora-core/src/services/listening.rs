@@ -506,7 +506,16 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
         Ok(())
     }
 
-    async fn start_service(&mut self, ctx: ServiceContext) {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        super::start_here(self, fds, shutdown).await
+    }
+
+    async fn run(&mut self, ctx: ServiceContext) {
         let mut loops = Vec::new();
         // The original sockets stay open until the loops end: their fds are
         // what a graceful upgrade hands over.

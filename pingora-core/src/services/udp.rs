@@ -52,6 +52,7 @@ use tracing::{debug, error, info};
 
 use super::{Service as ServiceTrait, ServiceContext};
 use crate::listeners::ListenFds;
+use crate::server::ShutdownWatch;
 
 /// The largest datagram a receive loop takes in (the UDP maximum).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -229,7 +230,16 @@ impl<A: UdpApp> ServiceTrait for UdpService<A> {
         Ok(())
     }
 
-    async fn start_service(&mut self, ctx: ServiceContext) {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        super::start_here(self, fds, shutdown).await
+    }
+
+    async fn run(&mut self, ctx: ServiceContext) {
         // One receive loop per worker thread, spread over the runtimes.
         let loops_per_socket = ctx.threads.max(ctx.runtimes.len()).max(1);
         let mut loops = Vec::new();
