@@ -564,13 +564,12 @@ pub(crate) struct Lines<P> {
     pub(crate) order: WireOrder,
     pub(crate) raw: Option<RawLines>,
     view: std::sync::OnceLock<Box<(P, WireOrder)>>,
-    /// The map was edited directly (through `DerefMut`), so `order` may be
-    /// out of step with it: an edit brings it back first ([`sync`](Self::sync)),
-    /// a read uses `synced`.
-    stale: bool,
-    /// While `stale`: the order brought back in step, for reads (built on
-    /// the first one).
-    synced: std::sync::OnceLock<Box<WireOrder>>,
+    /// `Some` once the map was edited directly (through `DerefMut`), so
+    /// that `order` may be out of step with it: an edit of ours brings it
+    /// back first ([`sync`](Self::sync)); a read uses the order brought
+    /// back in step in here (built on the first read). Boxed: nothing to
+    /// drop in the common case.
+    stale: Option<Box<std::sync::OnceLock<WireOrder>>>,
 }
 
 /// A copy leaves the view behind (it is rebuilt if the copy is read):
@@ -581,8 +580,7 @@ impl<P> Clone for Lines<P> {
             order: self.order.clone(),
             raw: self.raw.clone(),
             view: std::sync::OnceLock::new(),
-            stale: self.stale,
-            synced: std::sync::OnceLock::new(),
+            stale: self.stale.as_ref().map(|_| Box::default()),
         }
     }
 }
@@ -594,8 +592,7 @@ impl<P: PartsHeaders> Lines<P> {
             order,
             raw: None,
             view: std::sync::OnceLock::new(),
-            stale: false,
-            synced: std::sync::OnceLock::new(),
+            stale: None,
         }
     }
 
@@ -604,32 +601,32 @@ impl<P: PartsHeaders> Lines<P> {
     /// or read.
     pub(crate) fn edit_directly(&mut self, base: &mut P) {
         self.settle(base);
-        self.stale = true;
-        self.synced.take();
+        self.stale = Some(Box::default());
         self.view.take();
     }
 
     /// After a direct edit of `map`: bring the order back in step.
+    #[inline]
     fn sync(&mut self, map: &HeaderMap) {
-        if self.stale {
-            match self.synced.take() {
-                Some(o) => self.order = *o,
+        if let Some(mut synced) = self.stale.take() {
+            match synced.take() {
+                Some(o) => self.order = o,
                 None => self.order.resync(map),
             }
-            self.stale = false;
         }
     }
 
     /// The order to read beside `map` (the parts' built map).
+    #[inline]
     fn order_in(&self, map: &HeaderMap) -> &WireOrder {
-        if !self.stale {
-            return &self.order;
+        match &self.stale {
+            None => &self.order,
+            Some(synced) => synced.get_or_init(|| {
+                let mut o = self.order.clone();
+                o.resync(map);
+                o
+            }),
         }
-        self.synced.get_or_init(|| {
-            let mut o = self.order.clone();
-            o.resync(map);
-            Box::new(o)
-        })
     }
 
     /// The lines httparse found in `block`, as parsed, in place of these
@@ -641,7 +638,7 @@ impl<P: PartsHeaders> Lines<P> {
         block: &Bytes,
         check: bool,
     ) -> bool {
-        self.stale = false;
+        self.stale = None;
         RawLines::parse_into(&mut self.raw, headers, block, check)
     }
 
@@ -804,6 +801,7 @@ impl<P: PartsHeaders> Lines<P> {
     }
 
     /// Whether a line of a tracked name is present: one bit test.
+    #[inline]
     pub(crate) fn contains_tracked(&self, map: &HeaderMap, name: TrackedName) -> bool {
         match &self.raw {
             Some(raw) => raw.present & name.bit != 0,
@@ -972,6 +970,7 @@ macro_rules! line_methods {
 
         /// [`has_header`](Self::has_header) for one of the
         /// [`tracked`]($crate::tracked) names: one bit test.
+        #[inline]
         pub fn has_tracked(&self, name: $crate::TrackedName) -> bool {
             self.lines.contains_tracked(&self.base.headers, name)
         }
