@@ -22,7 +22,12 @@ fn error_items_at_every_root_pingora_has_them() {
 fn module_paths_of_pingoras_facade() {
     // pingora::{server, services, upstreams, connectors, protocols, apps, ...}
     let conf = pingora::server::configuration::ServerConf::default();
-    let _connector = pingora::connectors::http::Connector::new(Some(&conf));
+    let _connector = pingora::connectors::http::Connector::new(Some(
+        pingora::connectors::ConnectorOptions::from_server_conf(&conf),
+    ));
+    let _ = pingora::connectors::http::Connector::new(Some(
+        pingora::connectors::ConnectorOptions::new(16),
+    ));
     let _: Option<pingora::protocols::SocketAddr> = None;
     drop(pingora::time::timeout(
         std::time::Duration::from_secs(1),
@@ -221,4 +226,58 @@ fn header_parts_edited_directly() {
     assert!(resp.append_header("Set-Cookie", "b=2").unwrap());
     resp.status = pingora_http::StatusCode::ACCEPTED;
     assert_eq!(resp.status(), 202);
+}
+
+/// Pingora's HTTP client, as its docs use it: a request to a local server
+/// of the test's own, the connection pooled with an idle timeout.
+#[tokio::test]
+async fn http_client_with_pingoras_names() {
+    use pingora::connectors::http::Connector;
+    use pingora::connectors::ConnectorOptions;
+    use pingora::protocols::http::client::HttpSession;
+    use pingora_http::RequestHeader;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        for _ in 0..2 {
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                .await
+                .unwrap();
+        }
+    });
+    let connector = Connector::new(Some(ConnectorOptions::new(8)));
+    let peer = HttpPeer::new(("127.0.0.1", port), false, String::new());
+    for round in 0..2 {
+        let (mut session, reused): (HttpSession, bool) =
+            connector.get_http_session(&peer).await.unwrap();
+        assert_eq!(reused, round == 1);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "test").unwrap();
+        session.write_request_header(Box::new(req)).await.unwrap();
+        session.finish_request_body().await.unwrap();
+        session.read_response_header().await.unwrap();
+        assert_eq!(session.response_header().unwrap().status, 200);
+        let body = session.read_response_body().await.unwrap().unwrap();
+        assert_eq!(&body[..], b"hi");
+        assert!(session.read_response_body().await.unwrap().is_none());
+        assert!(session.response_done());
+        assert!(session.as_http1().is_some() && session.stream().is_some());
+        assert_eq!(
+            session.server_addr().map(|a| a.to_string()),
+            Some(format!("127.0.0.1:{port}"))
+        );
+        connector
+            .release_http_session(session, &peer, Some(std::time::Duration::from_secs(5)))
+            .await;
+    }
+    server.await.unwrap();
 }

@@ -208,7 +208,7 @@ async fn post(dsn: &Dsn, body: String) -> Result<()> {
             dsn.key
         ),
     )?;
-    s.write_request_header(Box::new(req), false).await?;
+    s.write_request_header_eos(Box::new(req), false).await?;
     s.write_body(Bytes::from(body)).await?;
     s.finish_body(None).await?;
     s.read_response().await?;

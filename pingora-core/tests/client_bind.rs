@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use pingora_core::connectors::http::Connector;
-use pingora_core::connectors::TransportConnector;
+use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::server::ServerConf;
 use pingora_core::upstreams::peer::{BasicPeer, HttpPeer};
 use tokio::net::TcpListener;
@@ -42,13 +42,19 @@ async fn outgoing_connections_leave_from_the_conf_address() {
     assert_eq!(seen_from(&plain, &l, &peer).await.ip(), ip("127.0.0.1"));
 
     // One address: every connection comes from it.
-    let c = TransportConnector::new(Some(&conf(&["127.0.0.2"], &[])));
+    let c = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&conf(
+        &["127.0.0.2"],
+        &[],
+    ))));
     for _ in 0..3 {
         assert_eq!(seen_from(&c, &l, &peer).await.ip(), ip("127.0.0.2"));
     }
 
     // Several: each is used.
-    let c = TransportConnector::new(Some(&conf(&["127.0.0.2", "127.0.0.3"], &[])));
+    let c = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&conf(
+        &["127.0.0.2", "127.0.0.3"],
+        &[],
+    ))));
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(seen_from(&c, &l, &peer).await.ip());
@@ -71,11 +77,17 @@ async fn each_family_uses_its_own_list() {
     // IPv6 socket to an IPv4 address would fail the connect).
     let l6 = TcpListener::bind("[::1]:0").await.unwrap();
     let peer6 = BasicPeer::try_new(&l6.local_addr().unwrap().to_string()).unwrap();
-    let c = TransportConnector::new(Some(&conf(&["127.0.0.2"], &[])));
+    let c = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&conf(
+        &["127.0.0.2"],
+        &[],
+    ))));
     assert_eq!(seen_from(&c, &l6, &peer6).await.ip(), ip("::1"));
 
     // Both listed: each peer gets its family's address.
-    let c = TransportConnector::new(Some(&conf(&["127.0.0.3"], &["::1"])));
+    let c = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&conf(
+        &["127.0.0.3"],
+        &["::1"],
+    ))));
     assert_eq!(seen_from(&c, &l6, &peer6).await.ip(), ip("::1"));
     let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer4 = BasicPeer::try_new(&l4.local_addr().unwrap().to_string()).unwrap();
@@ -88,7 +100,10 @@ async fn http_connector_binds_too() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer =
         HttpPeer::try_new(&l.local_addr().unwrap().to_string(), false, String::new()).unwrap();
-    let c = Connector::new(Some(&conf(&["127.0.0.5"], &[])));
+    let c = Connector::new(Some(ConnectorOptions::from_server_conf(&conf(
+        &["127.0.0.5"],
+        &[],
+    ))));
     let (session, accepted) = tokio::join!(c.get_http_session(&peer), l.accept());
     let (_session, reused) = session.unwrap();
     assert!(!reused);

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use pingora_core::connectors::http::{ClientSession, Connector};
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
@@ -32,13 +33,15 @@ async fn get(c: &Connector, peer: &HttpPeer, path: &str) -> (String, bool) {
     let (mut s, reused) = c.get_http_session(peer).await.unwrap();
     let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
     req.insert_header("Host", "upstream.test").unwrap();
-    s.write_request_header(Box::new(req), true).await.unwrap();
+    s.write_request_header_eos(Box::new(req), true)
+        .await
+        .unwrap();
     s.read_response().await.unwrap();
     let mut body = Vec::new();
     while let Some(b) = s.read_body_bytes().await.unwrap() {
         body.extend_from_slice(&b);
     }
-    c.release_http_session(s, peer);
+    c.release(s, peer);
     (String::from_utf8(body).unwrap(), reused)
 }
 
@@ -300,7 +303,7 @@ async fn tcp_fast_open_is_set_on_the_socket() {
         );
         let mut req = RequestHeader::build("GET", b"/addr", None).unwrap();
         req.insert_header("Host", "upstream.test").unwrap();
-        sess.write_request_header(Box::new(req), true)
+        sess.write_request_header_eos(Box::new(req), true)
             .await
             .unwrap();
         sess.read_response().await.unwrap();
@@ -330,7 +333,9 @@ async fn write_timeout_to_an_upstream_that_never_reads() {
     req.insert_header("Host", "upstream.test").unwrap();
     req.insert_header("Content-Length", total.to_string())
         .unwrap();
-    s.write_request_header(Box::new(req), false).await.unwrap();
+    s.write_request_header_eos(Box::new(req), false)
+        .await
+        .unwrap();
     let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
     let started = std::time::Instant::now();
     let mut sent = 0;
@@ -432,8 +437,16 @@ async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
     assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
 
     for (c, idle) in [
-        (Connector::new(Some(&conf)), 2),
-        (Connector::new(Some(&ServerConf::default())), 4),
+        (
+            Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
+            2,
+        ),
+        (
+            Connector::new(Some(ConnectorOptions::from_server_conf(
+                &ServerConf::default(),
+            ))),
+            4,
+        ),
     ] {
         let mut sessions = Vec::new();
         for _ in 0..4 {
@@ -450,13 +463,15 @@ async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
             assert!(!reused);
             let mut req = RequestHeader::build("GET", b"/conn", None).unwrap();
             req.insert_header("Host", "up.test").unwrap();
-            s.write_request_header(Box::new(req), true).await.unwrap();
+            s.write_request_header_eos(Box::new(req), true)
+                .await
+                .unwrap();
             s.read_response().await.unwrap();
             while s.read_body_bytes().await.unwrap().is_some() {}
             sessions.push(s);
         }
         for s in sessions {
-            c.release_http_session(s, &p);
+            c.release(s, &p);
         }
         assert_eq!(c.transport().pool_stats().idle, idle);
     }

@@ -34,7 +34,9 @@ async fn request(
         assert!(s.is_http2());
         let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
         req.insert_header("Host", "up.test").unwrap();
-        let mut sent = s.write_request_header(Box::new(req), body.is_none()).await;
+        let mut sent = s
+            .write_request_header_eos(Box::new(req), body.is_none())
+            .await;
         if let (Ok(()), Some((b, trailers))) = (&sent, &body) {
             s.write_body(Bytes::from(b.to_string())).await.unwrap();
             s.finish_body(Some(trailers.clone())).await.unwrap();
@@ -54,7 +56,7 @@ async fn request(
         out.extend_from_slice(&b);
     }
     let trailers = s.trailers().cloned();
-    c.release_http_session(s, peer);
+    c.release(s, peer);
     (status, String::from_utf8(out).unwrap(), reused, trailers)
 }
 
@@ -235,7 +237,9 @@ async fn graceful_shutdown_lets_open_streams_finish() {
     let (mut s, _) = c.get_http_session(&peer).await.unwrap();
     let mut req = RequestHeader::build("POST", b"/", None).unwrap();
     req.insert_header("Host", "up.test").unwrap();
-    s.write_request_header(Box::new(req), false).await.unwrap();
+    s.write_request_header_eos(Box::new(req), false)
+        .await
+        .unwrap();
     s.write_body(Bytes::from_static(b"first half, "))
         .await
         .unwrap();
@@ -352,7 +356,9 @@ async fn client_ping_keepalive_and_read_timeout() {
     let (mut s, _) = c.get_http_session(&peer).await.unwrap();
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     req.insert_header("Host", "silent.test").unwrap();
-    s.write_request_header(Box::new(req), true).await.unwrap();
+    s.write_request_header_eos(Box::new(req), true)
+        .await
+        .unwrap();
     let e = s.read_response().await.unwrap_err();
     assert!(
         matches!(

@@ -957,7 +957,7 @@ async fn cas_from_memory() {
     let (mut sess, _) = c.get_http_session(&hp).await.unwrap();
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     req.insert_header("Host", "m.test").unwrap();
-    sess.write_request_header(Box::new(req), true)
+    sess.write_request_header_eos(Box::new(req), true)
         .await
         .unwrap();
     sess.read_response().await.unwrap();

@@ -131,7 +131,7 @@ impl HealthCheck for HttpHealthCheck {
         );
         peer.options = self.options.clone();
         let (mut s, _) = self.connector.get_http_session(&peer).await?;
-        s.write_request_header(Box::new(self.req.clone()), true)
+        s.write_request_header_eos(Box::new(self.req.clone()), true)
             .await?;
         s.read_response().await?;
         let mut body = Vec::new();
@@ -144,7 +144,7 @@ impl HealthCheck for HttpHealthCheck {
             .resp_header()
             .cloned()
             .ok_or_else(|| Error::explain(H1Error, "no response"))?;
-        self.connector.release_http_session(s, &peer);
+        self.connector.release(s, &peer);
         if resp.status.as_u16() != self.expected_status {
             return Error::e_explain(
                 HTTPStatus(resp.status.as_u16()),

@@ -336,13 +336,13 @@ impl Tracer {
         req.insert_header("Host", self.host.as_str())?;
         req.insert_header("Content-Type", "application/json")?;
         req.insert_header("Content-Length", body.len().to_string())?;
-        s.write_request_header(Box::new(req), false).await?;
+        s.write_request_header_eos(Box::new(req), false).await?;
         s.write_body(Bytes::from(body)).await?;
         s.finish_body(None).await?;
         s.read_response().await?;
         while s.read_body_bytes().await?.is_some() {}
         let status = s.resp_header().map_or(0, |r| r.status.as_u16());
-        self.connector.release_http_session(s, &self.endpoint);
+        self.connector.release(s, &self.endpoint);
         if !(200..300).contains(&status) {
             return Error::e_explain(
                 ErrorType::HTTPStatus(status),

@@ -9,6 +9,7 @@ use http::header::CONTENT_LENGTH;
 use http::Method;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::connectors::http::{ClientSession, Connector};
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::{ServerConf, ShutdownWatch};
 use pingora_core::services::listening::Service;
@@ -120,7 +121,7 @@ impl<SV> HttpProxy<SV> {
     pub fn with_options(inner: SV, conf: Option<&ServerConf>, options: ProxyOptions) -> Self {
         HttpProxy {
             inner,
-            connector: Connector::new(conf),
+            connector: Connector::new(conf.map(ConnectorOptions::from_server_conf)),
             options,
         }
     }
@@ -472,7 +473,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         let method = req.method().clone();
         let mut req_ended = session.is_body_done() && !session.has_held_body();
-        up.write_request_header(req, req_ended).await?;
+        up.write_request_header_eos(req, req_ended).await?;
         if req_ended {
             up.finish_body(None).await?;
         } else {
@@ -738,7 +739,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         if req_ended {
             if let Some(up) = slot.take() {
-                self.connector.release_http_session(up, peer);
+                self.connector.release(up, peer);
             }
         }
         Ok(())

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
-use pingora_core::connectors::TransportConnector;
+use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::{SocketAddr, SocketDigest, Stream, TlsDigest};
 use pingora_core::server::{ServerConf, ShutdownWatch};
 use pingora_core::services::listening::Service;
@@ -188,7 +188,7 @@ impl<H: TcpProxyHandler> TcpProxy<H> {
     pub fn with_options(conf: &Arc<ServerConf>, handler: H, options: TcpProxyOptions) -> Self {
         TcpProxy {
             handler,
-            connector: TransportConnector::new(Some(conf)),
+            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
             options,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -14,7 +15,6 @@ use crate::protocols::http::v1;
 use crate::protocols::http::v1::H1Options;
 use crate::protocols::http::v2::client::{H2Connection, Http2Session, DEFAULT_SETTINGS_WAIT};
 use crate::protocols::Stream;
-use crate::server::ServerConf;
 use crate::upstreams::peer::{HttpPeer, ALPN};
 
 /// A session to an upstream: HTTP/1 (one connection) or HTTP/2 (one stream
@@ -50,7 +50,7 @@ impl ClientSession {
     /// body; otherwise the body follows with `write_body`, ended by
     /// [`finish_body`](Self::finish_body). (HTTP/1 frames the body by the
     /// header's Content-Length or Transfer-Encoding.)
-    pub async fn write_request_header(
+    pub async fn write_request_header_eos(
         &mut self,
         req: Box<RequestHeader>,
         end_of_stream: bool,
@@ -58,6 +58,111 @@ impl ClientSession {
         match self {
             ClientSession::H1(s) => s.write_request_header(req).await.map(|_| ()),
             ClientSession::H2(s) => s.write_request_header(req, end_of_stream).await,
+        }
+    }
+
+    /// Send the request header; a body may follow (Pingora's form: end
+    /// it with [`finish_request_body`](Self::finish_request_body), even
+    /// when empty).
+    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
+        self.write_request_header_eos(req, false).await
+    }
+
+    /// Send request body bytes; `end` ends the body (Pingora's form).
+    pub async fn write_request_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        if !data.is_empty() {
+            self.write_body(data).await?;
+        }
+        if end {
+            self.finish_body(None).await?;
+        }
+        Ok(())
+    }
+
+    /// End the request body (Pingora's form).
+    pub async fn finish_request_body(&mut self) -> Result<()> {
+        self.finish_body(None).await
+    }
+
+    /// Read the response header (Pingora's name for
+    /// [`read_response`](Self::read_response)).
+    pub async fn read_response_header(&mut self) -> Result<()> {
+        self.read_response().await
+    }
+
+    /// The response header, once read (Pingora's name).
+    pub fn response_header(&self) -> Option<&ResponseHeader> {
+        self.resp_header()
+    }
+
+    /// The next piece of the response body (Pingora's name for
+    /// [`read_body_bytes`](Self::read_body_bytes)).
+    pub async fn read_response_body(&mut self) -> Result<Option<Bytes>> {
+        self.read_body_bytes().await
+    }
+
+    /// Whether the response body has been read to its end (Pingora's
+    /// name).
+    pub fn response_done(&mut self) -> bool {
+        self.is_body_done()
+    }
+
+    /// Bound each wait for response bytes.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        match self {
+            ClientSession::H1(s) => s.set_read_timeout(timeout),
+            ClientSession::H2(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Bound each wait to send request bytes.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        match self {
+            ClientSession::H1(s) => s.set_write_timeout(timeout),
+            ClientSession::H2(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    /// Give up the exchange: HTTP/1 closes the connection (it is not
+    /// reused), HTTP/2 resets the stream.
+    pub async fn shutdown(&mut self) {
+        match self {
+            ClientSession::H1(s) => s.shutdown().await,
+            ClientSession::H2(s) => s.abort(),
+        }
+    }
+
+    /// The HTTP/1 session, if it is one.
+    pub fn as_http1(&self) -> Option<&v1::client::HttpSession> {
+        match self {
+            ClientSession::H1(s) => Some(s),
+            ClientSession::H2(_) => None,
+        }
+    }
+
+    /// The HTTP/2 stream, if it is one.
+    pub fn as_http2(&self) -> Option<&Http2Session> {
+        match self {
+            ClientSession::H1(_) => None,
+            ClientSession::H2(s) => Some(s),
+        }
+    }
+
+    /// The upstream's address.
+    pub fn server_addr(&self) -> Option<&crate::protocols::SocketAddr> {
+        self.digest()?.socket_digest.as_ref()?.peer_addr.as_ref()
+    }
+
+    /// Our end's address.
+    pub fn client_addr(&self) -> Option<&crate::protocols::SocketAddr> {
+        self.digest()?.socket_digest.as_ref()?.local_addr.as_ref()
+    }
+
+    /// The stream, for HTTP/1 (an HTTP/2 stream shares its connection).
+    pub fn stream(&self) -> Option<&crate::protocols::Stream> {
+        match self {
+            ClientSession::H1(s) => Some(s.stream()),
+            ClientSession::H2(_) => None,
         }
     }
 
@@ -206,10 +311,11 @@ impl ClientSession {
 /// let (mut session, _reused) = connector.get_http_session(&peer).await?;
 /// let mut req = RequestHeader::build("GET", b"/", None)?;
 /// req.insert_header("Host", "example.test")?;
-/// session.write_request_header(Box::new(req), true).await?;
+/// session.write_request_header(Box::new(req)).await?;
+/// session.finish_request_body().await?;
 /// session.read_response().await?;
 /// while session.read_body_bytes().await?.is_some() {}
-/// connector.release_http_session(session, &peer);
+/// connector.release_http_session(session, &peer, None).await;
 /// # Ok(()) }
 /// ```
 pub struct Connector {
@@ -228,10 +334,11 @@ struct H2Peer {
 pub const H2_CONNECTION_LIMIT: ErrorType = ErrorType::new_code("H2ConnectionLimit", 503);
 
 impl Connector {
-    /// A connector sized and configured by the server conf (or defaults).
-    pub fn new(conf: Option<&ServerConf>) -> Self {
+    /// A connector set up by `options` (or the defaults); see
+    /// [`TransportConnector::new`](super::TransportConnector::new).
+    pub fn new(options: Option<super::ConnectorOptions>) -> Self {
         Connector {
-            transport: TransportConnector::new(conf),
+            transport: TransportConnector::new(options),
             h2: Mutex::default(),
         }
     }
@@ -362,15 +469,30 @@ impl Connector {
     }
 
     /// Done with a session: an HTTP/1 connection goes back to the pool if
-    /// the exchange left it reusable; an HTTP/2 stream just ends (its
-    /// connection stays shared).
-    pub fn release_http_session(&self, session: ClientSession, peer: &HttpPeer) {
+    /// the exchange left it reusable (kept for the peer's idle timeout);
+    /// an HTTP/2 stream just ends (its connection stays shared).
+    pub fn release(&self, session: ClientSession, peer: &HttpPeer) {
+        self.release_with(session, peer, peer.options.idle_timeout)
+    }
+
+    /// [`release`](Self::release) with Pingora's signature: `idle_timeout`
+    /// (instead of the peer's) bounds how long the connection waits in the
+    /// pool.
+    pub async fn release_http_session(
+        &self,
+        session: ClientSession,
+        peer: &HttpPeer,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.release_with(session, peer, idle_timeout)
+    }
+
+    fn release_with(&self, session: ClientSession, peer: &HttpPeer, idle: Option<Duration>) {
         if let ClientSession::H1(s) = session {
             // Back to the bucket it came from (no second hash).
             let key = s.pool_key.unwrap_or_else(|| peer.reuse_hash());
             if let Some(stream) = s.reuse() {
-                self.transport
-                    .release_stream(stream, key, peer.options.idle_timeout);
+                self.transport.release_stream(stream, key, idle);
             }
         }
     }

@@ -20,6 +20,69 @@ pub mod l4;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
 
+/// How a connector is set up (as Pingora's): pool size, CAs, a default
+/// client certificate, source addresses.
+#[derive(Clone, Debug)]
+pub struct ConnectorOptions {
+    /// CA file (PEM) to trust instead of the system's.
+    pub ca_file: Option<String>,
+    /// Client certificate and key files (PEM) presented to TLS peers that
+    /// name none of their own.
+    pub cert_key_file: Option<(String, String)>,
+    /// Accepted for Pingora's sake; no effect here (TLS keys are never
+    /// logged).
+    pub debug_ssl_keylog: bool,
+    /// Most idle connections kept for reuse.
+    pub keepalive_pool_size: usize,
+    /// Accepted for Pingora's sake; no effect here (handshakes run on the
+    /// service's runtimes).
+    pub offload_threadpool: Option<(usize, usize)>,
+    /// IPv4 source addresses to connect from, in turn (the port is the
+    /// system's choice), for peers with no `bind_to` of their own.
+    pub bind_to_v4: Vec<SocketAddr>,
+    /// IPv6 source addresses, as `bind_to_v4`.
+    pub bind_to_v6: Vec<SocketAddr>,
+}
+
+impl ConnectorOptions {
+    /// Defaults, with this pool size.
+    pub fn new(keepalive_pool_size: usize) -> Self {
+        ConnectorOptions {
+            ca_file: None,
+            cert_key_file: None,
+            debug_ssl_keylog: false,
+            keepalive_pool_size,
+            offload_threadpool: None,
+            bind_to_v4: vec![],
+            bind_to_v6: vec![],
+        }
+    }
+
+    /// From the server conf: `upstream_keepalive_pool_size`, `ca_file`,
+    /// `client_bind_to_ipv4`, `client_bind_to_ipv6`.
+    pub fn from_server_conf(conf: &ServerConf) -> Self {
+        let addrs = |list: &[String], v4: bool| -> Vec<SocketAddr> {
+            list.iter()
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+                .filter(|ip| ip.is_ipv4() == v4)
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect()
+        };
+        ConnectorOptions {
+            ca_file: conf.ca_file.clone(),
+            bind_to_v4: addrs(&conf.client_bind_to_ipv4, true),
+            bind_to_v6: addrs(&conf.client_bind_to_ipv6, false),
+            ..Self::new(conf.upstream_keepalive_pool_size)
+        }
+    }
+}
+
+impl Default for ConnectorOptions {
+    fn default() -> Self {
+        Self::new(128)
+    }
+}
+
 /// Makes connections to peers and keeps idle ones for reuse.
 pub struct TransportConnector {
     pool: Arc<ConnectionPool<Stream>>,
@@ -29,30 +92,41 @@ pub struct TransportConnector {
     bind_to: BindTo,
     #[cfg(any(feature = "openssl", feature = "boringssl"))]
     tls: tls::TlsConnector,
+    /// The client certificate for TLS peers that name none.
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    default_cert: Option<Arc<crate::listeners::tls::CertKey>>,
 }
 
 impl TransportConnector {
-    /// A connector with the server conf's pool size
-    /// (`upstream_keepalive_pool_size`), CA file (`ca_file`) and source
-    /// addresses (`client_bind_to_ipv4`, `client_bind_to_ipv6`), or the
-    /// defaults.
+    /// A connector set up by `options` (or the defaults: a pool of 128,
+    /// the system's CAs); [`ConnectorOptions::from_server_conf`] reads
+    /// them from the server conf.
     ///
     /// A peer whose options set no `bind_to` connects from one of the
-    /// conf's addresses of its own family (taken in turn when there are
+    /// options' addresses of its own family (taken in turn when there are
     /// several), with a port chosen by the system; with none listed for
     /// that family, the system picks the source address too.
-    pub fn new(conf: Option<&ServerConf>) -> Self {
-        let size = conf.map_or(128, |c| c.upstream_keepalive_pool_size);
-        #[cfg(any(feature = "openssl", feature = "boringssl"))]
-        let ca = conf.and_then(|c| c.ca_file.clone());
+    ///
+    /// Panics if `cert_key_file` names files that do not load (a start-up
+    /// mistake, as a bad conf file).
+    pub fn new(options: Option<ConnectorOptions>) -> Self {
+        let o = options.unwrap_or_default();
         TransportConnector {
             pool: crate::metrics::watch_pool(Arc::new(ConnectionPool::with_check(
-                size, still_idle,
+                o.keepalive_pool_size,
+                still_idle,
             ))),
             sweeping: Arc::default(),
-            bind_to: conf.map(BindTo::from_conf).unwrap_or_default(),
+            bind_to: BindTo::from_options(&o),
             #[cfg(any(feature = "openssl", feature = "boringssl"))]
-            tls: tls::TlsConnector::new(ca.as_deref()),
+            tls: tls::TlsConnector::new(o.ca_file.as_deref()),
+            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            default_cert: o.cert_key_file.as_ref().map(|(cert, key)| {
+                match crate::listeners::tls::CertKey::from_files(cert, key) {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => panic!("ConnectorOptions::cert_key_file ({cert}, {key}): {e}"),
+                }
+            }),
         }
     }
 
@@ -115,7 +189,10 @@ impl TransportConnector {
         t.alternative_cn = o.alternative_cn.clone();
         t.ca_file = o.ca.clone();
         t.ca_pem = o.ca_pem.clone();
-        t.client_cert_key = peer.get_client_cert_key().cloned();
+        t.client_cert_key = peer
+            .get_client_cert_key()
+            .or(self.default_cert.as_ref())
+            .cloned();
         t.alpn = o.alpn.protocols();
         if let Some(left) = l4::remaining(start, o.total_connection_timeout) {
             t.handshake_timeout = left;
@@ -219,19 +296,16 @@ struct BindTo {
 impl BindTo {
     /// The conf's lists; `ServerConf::validate` has checked each address,
     /// so one that does not parse (a conf built in code) is skipped.
-    fn from_conf(conf: &ServerConf) -> Self {
-        let parse = |list: &[String]| -> Vec<IpAddr> {
-            list.iter().filter_map(|a| a.parse().ok()).collect()
+    fn from_options(o: &ConnectorOptions) -> Self {
+        let ips = |list: &[SocketAddr], v4: bool| -> Vec<IpAddr> {
+            list.iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| ip.is_ipv4() == v4)
+                .collect()
         };
         BindTo {
-            v4: parse(&conf.client_bind_to_ipv4)
-                .into_iter()
-                .filter(IpAddr::is_ipv4)
-                .collect(),
-            v6: parse(&conf.client_bind_to_ipv6)
-                .into_iter()
-                .filter(IpAddr::is_ipv6)
-                .collect(),
+            v4: ips(&o.bind_to_v4, true),
+            v6: ips(&o.bind_to_v6, false),
             next: AtomicUsize::new(0),
         }
     }

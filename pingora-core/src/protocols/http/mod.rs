@@ -5,6 +5,13 @@
 //! what apps see:
 //! one request and its response, whatever protocol carried them.
 
+/// Pingora's path to the client session: `protocols::http::client::HttpSession`
+/// is the connector's [`ClientSession`](crate::connectors::http::ClientSession).
+pub mod client {
+    pub use crate::connectors::http::ClientSession as HttpSession;
+    pub use crate::protocols::http::v1::client::HttpSession as Http1Session;
+    pub use crate::protocols::http::v2::client::Http2Session;
+}
 pub mod server;
 pub mod v1;
 pub mod v2;

@@ -336,6 +336,24 @@ impl HttpSession {
         self.resp_meta.map(|(_, v)| v)
     }
 
+    /// Time allowed for the response header and for each body read.
+    pub fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.conn.opts.header_read_timeout = timeout;
+        self.conn.opts.body_read_timeout = timeout;
+    }
+
+    /// Time allowed for each write.
+    pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.conn.opts.write_timeout = timeout;
+    }
+
+    /// Close the connection (it is never reused after this).
+    pub async fn shutdown(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.keepalive = false;
+        let _ = self.conn.stream.shutdown().await;
+    }
+
     /// The underlying stream.
     pub fn stream(&self) -> &Stream {
         &self.conn.stream

@@ -334,6 +334,28 @@ impl Http2Session {
         self.write_timeout = write;
     }
 
+    /// Time allowed for the response header and for each body read.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Time allowed for each wait for flow-control credit when sending.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_timeout = timeout;
+    }
+
+    /// Give up the stream: reset it (CANCEL) in both directions.
+    pub fn abort(&mut self) {
+        if let Some(out) = self.body_out.as_mut() {
+            out.send_reset(h2::Reason::CANCEL);
+        }
+        self.body_out = None;
+        self.body_in = None;
+        self.response = None;
+        self.sent_all = true;
+        self.body_done = true;
+    }
+
     /// Send the request header; with `end_of_stream`, the request has no
     /// body. The Host header becomes `:authority`.
     pub async fn write_request_header(
