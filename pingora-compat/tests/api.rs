@@ -281,3 +281,62 @@ async fn http_client_with_pingoras_names() {
     }
     server.await.unwrap();
 }
+
+/// A health check written against Pingora's trait: thresholds through
+/// `health_threshold`, state changes reported to `health_status_change`.
+#[tokio::test]
+async fn health_checks_with_pingoras_trait() {
+    use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
+    use pingora_load_balancing::{selection::RoundRobin, Backend, LoadBalancer};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct DownOn81(Arc<Mutex<Vec<(String, bool)>>>);
+
+    #[async_trait::async_trait]
+    impl HealthCheck for DownOn81 {
+        async fn check(&self, target: &Backend) -> Result<()> {
+            if target.addr.to_string().ends_with(":81") {
+                return Error::e_explain(ConnectRefused, "down");
+            }
+            Ok(())
+        }
+        fn health_threshold(&self, _success: bool) -> usize {
+            1
+        }
+        async fn health_status_change(&self, target: &Backend, healthy: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((target.addr.to_string(), healthy));
+        }
+    }
+
+    let changes = Arc::new(Mutex::new(vec![]));
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter(["127.0.0.1:80", "127.0.0.1:81"]).unwrap();
+    lb.set_health_check(Box::new(DownOn81(changes.clone())));
+    lb.health_check_frequency = Some(std::time::Duration::from_secs(1));
+    lb.backends().run_health_check(false).await;
+    for _ in 0..4 {
+        let b = lb.select(b"", 8).unwrap();
+        assert_eq!(b.addr.to_string(), "127.0.0.1:80");
+    }
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![("127.0.0.1:81".to_string(), false)]
+    );
+
+    // Pingora's HTTP check: built infallibly, a header-only validator.
+    let mut hc = HttpHealthCheck::new("example.test", false);
+    hc.validator = Some(Box::new(|resp: &pingora_http::ResponseHeader| {
+        if resp.headers.contains_key("x-ok") {
+            Ok(())
+        } else {
+            Error::e_explain(InternalError, "no x-ok")
+        }
+    }));
+    hc.port_override = Some(8080);
+    assert_eq!(hc.health_threshold(true), 1);
+    lb.set_health_check(Box::new(hc));
+}

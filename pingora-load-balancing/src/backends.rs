@@ -350,10 +350,11 @@ impl Backends {
                     *streak = (ok, 1);
                 }
                 let was = h.healthy.load(Ordering::Relaxed);
-                was != ok && streak.1 >= hc.threshold(ok)
+                was != ok && streak.1 >= hc.health_threshold(ok)
             };
             if flip {
                 h.healthy.store(ok, Ordering::Relaxed);
+                hc.health_status_change(&b, ok).await;
                 let why = match &result {
                     Ok(()) => "health check passed".to_string(),
                     Err(e) => format!("health check failed: {e}"),

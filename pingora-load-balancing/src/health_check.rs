@@ -23,7 +23,15 @@ pub trait HealthCheck: Send + Sync + 'static {
 
     /// Consecutive results needed to change state: successes to become
     /// healthy (`true`), failures to become unhealthy (`false`).
-    fn threshold(&self, success: bool) -> usize;
+    fn health_threshold(&self, success: bool) -> usize;
+
+    /// Called when `target` turns healthy or unhealthy.
+    async fn health_status_change(&self, _target: &Backend, _healthy: bool) {}
+
+    /// How `target` is named in the logs.
+    fn backend_summary(&self, target: &Backend) -> String {
+        format!("{target:?}")
+    }
 }
 
 /// Healthy when a TCP (or Unix) connect succeeds in time.
@@ -63,7 +71,7 @@ impl HealthCheck for TcpHealthCheck {
         l4::connect(&target.addr, &opts).await.map(|_| ())
     }
 
-    fn threshold(&self, success: bool) -> usize {
+    fn health_threshold(&self, success: bool) -> usize {
         if success {
             self.consecutive_success
         } else {
@@ -72,8 +80,11 @@ impl HealthCheck for TcpHealthCheck {
     }
 }
 
-/// Decides whether a response means healthy.
-pub type Validator = Box<dyn Fn(&ResponseHeader, &[u8]) -> Result<()> + Send + Sync>;
+/// Decides whether a response header means healthy (Pingora's).
+pub type Validator = Box<dyn Fn(&ResponseHeader) -> Result<()> + Send + Sync>;
+
+/// Decides whether a response header and body mean healthy.
+pub type BodyValidator = Box<dyn Fn(&ResponseHeader, &[u8]) -> Result<()> + Send + Sync>;
 
 /// Healthy when an HTTP request gets the expected status (and passes the
 /// validator, if any). Over TLS when `tls` is set.
@@ -86,18 +97,35 @@ pub struct HttpHealthCheck {
     pub req: RequestHeader,
     /// The status that means healthy (default 200).
     pub expected_status: u16,
-    /// Extra check of the response header and body (read up to 64 KiB).
+    /// Extra check of the response header (as Pingora's).
     pub validator: Option<Validator>,
+    /// Extra check of the response header and body (read up to 64 KiB).
+    pub body_validator: Option<BodyValidator>,
     /// Speak TLS, with this SNI.
     pub tls: Option<String>,
+    /// Check this port instead of the backend's.
+    pub port_override: Option<u16>,
+    /// Keep the connection for the next check (default false: a new
+    /// connection each time, which also checks that connecting works).
+    pub reuse_connection: bool,
     /// Peer options: timeouts, CA, verification.
     pub options: PeerOptions,
     connector: Arc<Connector>,
 }
 
 impl HttpHealthCheck {
-    /// `GET /` with `Host: host`, expecting 200; TLS if `tls`.
-    pub fn new(host: &str, tls: bool) -> Result<Box<Self>> {
+    /// `GET /` with `Host: host`, expecting 200; TLS if `tls` (with `host`
+    /// as the SNI). Panics if `host` is not a valid header value (as
+    /// Pingora's); [`try_new`](Self::try_new) returns an error instead.
+    pub fn new(host: &str, tls: bool) -> Self {
+        match Self::try_new(host, tls) {
+            Ok(hc) => hc,
+            Err(e) => panic!("HttpHealthCheck::new({host:?}): {e}"),
+        }
+    }
+
+    /// [`new`](Self::new), failing on an invalid `host`.
+    pub fn try_new(host: &str, tls: bool) -> Result<Self> {
         let mut req = RequestHeader::build("GET", b"/", None)?;
         req.insert_header("Host", host)?;
         req.insert_header("User-Agent", "pingora-health-check")?;
@@ -108,24 +136,33 @@ impl HttpHealthCheck {
             write_timeout: Some(Duration::from_secs(2)),
             ..Default::default()
         };
-        Ok(Box::new(HttpHealthCheck {
+        Ok(HttpHealthCheck {
             consecutive_success: 1,
             consecutive_failure: 1,
             req,
             expected_status: 200,
             validator: None,
+            body_validator: None,
             tls: tls.then(|| host.to_string()),
+            port_override: None,
+            reuse_connection: false,
             options,
             connector: Arc::new(Connector::new(None)),
-        }))
+        })
     }
 }
 
 #[async_trait]
 impl HealthCheck for HttpHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
+        let mut addr = target.addr.clone();
+        if let (Some(port), pingora_core::protocols::SocketAddr::Inet(a)) =
+            (self.port_override, &mut addr)
+        {
+            a.set_port(port);
+        }
         let mut peer = HttpPeer::new_from_sockaddr(
-            target.addr.clone(),
+            addr,
             self.tls.is_some(),
             self.tls.clone().unwrap_or_default(),
         );
@@ -144,7 +181,9 @@ impl HealthCheck for HttpHealthCheck {
             .resp_header()
             .cloned()
             .ok_or_else(|| Error::explain(H1Error, "no response"))?;
-        self.connector.release(s, &peer);
+        if self.reuse_connection {
+            self.connector.release(s, &peer);
+        }
         if resp.status.as_u16() != self.expected_status {
             return Error::e_explain(
                 HTTPStatus(resp.status.as_u16()),
@@ -155,13 +194,16 @@ impl HealthCheck for HttpHealthCheck {
                 ),
             );
         }
-        match &self.validator {
+        if let Some(v) = &self.validator {
+            v(&resp)?;
+        }
+        match &self.body_validator {
             Some(v) => v(&resp, &body),
             None => Ok(()),
         }
     }
 
-    fn threshold(&self, success: bool) -> usize {
+    fn health_threshold(&self, success: bool) -> usize {
         if success {
             self.consecutive_success
         } else {

@@ -178,10 +178,10 @@ async fn http_check_wants_the_expected_status_and_validator() {
     let lb: LoadBalancer<RoundRobin> =
         LoadBalancer::try_from_iter([good.addr.to_string(), bad.addr.to_string()]).unwrap();
     let mut lb = lb;
-    let mut hc = HttpHealthCheck::new("health.test", false).unwrap();
+    let mut hc = HttpHealthCheck::new("health.test", false);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    hc.validator = Some(Box::new(move |_resp, body| {
+    hc.body_validator = Some(Box::new(move |_resp, body| {
         c.fetch_add(1, Ordering::Relaxed);
         if body == b"ok" {
             Ok(())
@@ -189,7 +189,7 @@ async fn http_check_wants_the_expected_status_and_validator() {
             pingora_error::Error::e_explain(pingora_error::ErrorType::InvalidInput, "bad body")
         }
     }));
-    lb.backends_mut().set_health_check(hc);
+    lb.backends_mut().set_health_check(Box::new(hc));
     lb.backends().run_health_check(true).await;
     let set = lb.backends().get();
     for b in set.iter() {
@@ -537,10 +537,10 @@ async fn http_check_thresholds() {
     let up = Upstream::with("127.0.0.1:0", answer.clone()).await;
     let mut lb: LoadBalancer<RoundRobin> =
         LoadBalancer::try_from_iter([up.addr.to_string()]).unwrap();
-    let mut hc = HttpHealthCheck::new("health.test", false).unwrap();
+    let mut hc = HttpHealthCheck::new("health.test", false);
     hc.consecutive_failure = 3;
     hc.consecutive_success = 2;
-    lb.backends_mut().set_health_check(hc);
+    lb.backends_mut().set_health_check(Box::new(hc));
     let b = lb.backends().get()[0].clone();
     // (status this round, ready after it)
     let rounds = [
@@ -581,7 +581,7 @@ async fn all_backends_are_checked_at_once() {
     let mut lb: LoadBalancer<RoundRobin> =
         LoadBalancer::try_from_iter(ups.iter().map(|u| u.addr.to_string())).unwrap();
     lb.backends_mut()
-        .set_health_check(HttpHealthCheck::new("health.test", false).unwrap());
+        .set_health_check(Box::new(HttpHealthCheck::new("health.test", false)));
     let start = Instant::now();
     lb.backends().run_health_check(true).await;
     let took = start.elapsed();
@@ -637,13 +637,14 @@ async fn http_check_over_tls_sends_its_host() {
         });
     }
     let check = |host: &str| {
-        let mut hc = HttpHealthCheck::new(host, true).unwrap();
+        let mut hc = HttpHealthCheck::new(host, true);
         hc.options.ca = Some(ca_file.display().to_string());
         hc
     };
 
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
-    lb.backends_mut().set_health_check(check("health.test"));
+    lb.backends_mut()
+        .set_health_check(Box::new(check("health.test")));
     let b = lb.backends().get()[0].clone();
     lb.backends().run_health_check(true).await;
     assert!(lb.backends().ready(&b));
@@ -653,7 +654,8 @@ async fn http_check_over_tls_sends_its_host() {
     // A name the certificate does not carry: the certificate is verified,
     // the check fails before any request is sent.
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter([addr.to_string()]).unwrap();
-    lb.backends_mut().set_health_check(check("other.test"));
+    lb.backends_mut()
+        .set_health_check(Box::new(check("other.test")));
     lb.backends().run_health_check(true).await;
     assert!(!lb.backends().ready(&b));
     assert_eq!(rec.hosts.lock().unwrap().len(), 1);
