@@ -74,6 +74,7 @@ pub mod apps;
 pub mod connectors;
 pub mod listeners;
 pub mod metrics;
+pub mod modules;
 pub mod protocols;
 #[cfg(feature = "sentry")]
 pub mod sentry;

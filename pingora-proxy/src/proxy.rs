@@ -10,6 +10,7 @@ use http::Method;
 use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
 use pingora_core::connectors::http::{ClientSession, Connector};
 use pingora_core::connectors::ConnectorOptions;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::{ServerConf, ShutdownWatch};
 use pingora_core::services::listening::Service;
@@ -71,6 +72,9 @@ pub struct HttpProxy<SV> {
     inner: SV,
     connector: Connector,
     options: ProxyOptions,
+    /// The HTTP modules run on every request: those `init_downstream_modules`
+    /// added, and any added here before the proxy serves.
+    pub downstream_modules: HttpModules,
 }
 
 impl ProxyOptions {
@@ -99,7 +103,7 @@ impl ProxyOptions {
     }
 }
 
-impl<SV> HttpProxy<SV> {
+impl<SV: ProxyHttp> HttpProxy<SV> {
     /// A proxy running `inner` with the options the conf asks for
     /// ([`ProxyOptions::from_conf`]; the defaults without a conf),
     /// connecting with the conf's pool size and CA file.
@@ -119,10 +123,13 @@ impl<SV> HttpProxy<SV> {
 
     /// As [`new`](Self::new), with these options.
     pub fn with_options(inner: SV, conf: Option<&ServerConf>, options: ProxyOptions) -> Self {
+        let mut downstream_modules = HttpModules::new();
+        inner.init_downstream_modules(&mut downstream_modules);
         HttpProxy {
             inner,
             connector: Connector::new(conf.map(ConnectorOptions::from_server_conf)),
             options,
+            downstream_modules,
         }
     }
 
@@ -346,6 +353,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             return Error::e_explain(HTTPStatus(405), "CONNECT is not allowed here");
         }
         self.inner.early_request_filter(session, ctx).await?;
+        if !self.downstream_modules.is_empty() {
+            let mut modules = self.downstream_modules.build_ctx();
+            modules
+                .request_header_filter(session.req_header_mut())
+                .await?;
+            session.state_mut().modules.0 = Some(modules);
+        }
         if self.inner.request_filter(session, ctx).await? {
             if session.response_written().is_some() {
                 session.finish_body().await?;
@@ -551,6 +565,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .upstream_response_filter(session, &mut resp, ctx)
             .await?;
         self.inner.response_filter(session, &mut resp, ctx).await?;
+        if !self.downstream_modules.is_empty() {
+            let eos = up.is_body_done() && up.trailers().is_none();
+            if let Some(m) = session.modules() {
+                m.response_header_filter(&mut resp, eos).await?;
+            }
+        }
         let tunnel = status == http::StatusCode::SWITCHING_PROTOCOLS
             || (method == Method::CONNECT && status.is_success());
         if tunnel {
@@ -659,8 +679,16 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             self.inner.upstream_response_trailer_filter(session, &mut t, ctx)?;
                             // Bytes from the filter go instead of the trailers.
                             trailer_body = self.inner.response_trailer_filter(session, &mut t, ctx).await?;
-                            if trailer_body.is_none() {
-                                session.set_response_trailers(t);
+                            let mut t = Some(Box::new(t));
+                            if !self.downstream_modules.is_empty() {
+                                if let Some(m) = session.modules() {
+                                    if let Some(b) = m.response_trailer_filter(&mut t)? {
+                                        trailer_body = Some(b);
+                                    }
+                                }
+                            }
+                            if let (None, Some(t)) = (&trailer_body, t) {
+                                session.set_response_trailers(*t);
                             }
                         }
                         break (data, trailer_body, delay);
@@ -683,7 +711,20 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // sees the end, so that its next request can have it.
         self.finish_upstream(session, slot, peer, ctx, req_ended)
             .await?;
-        for d in [last, trailer_body].into_iter().flatten() {
+        let mut done_body = None;
+        if !self.downstream_modules.is_empty() {
+            if let Some(m) = session.modules() {
+                done_body = m.response_done_filter()?.filter(|b| !b.is_empty());
+            }
+        }
+        if length_sent && done_body.is_some() {
+            return Error::e_explain(
+                InternalError,
+                "an HTTP module's response_done_filter added body after the Content-Length \
+                 went out; remove Content-Length in its response_header_filter",
+            );
+        }
+        for d in [last, trailer_body, done_body].into_iter().flatten() {
             if !d.is_empty() {
                 pause(delay).await;
                 session
@@ -709,6 +750,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .inner
             .upstream_response_body_filter(session, data, end, ctx)?;
         let down = self.inner.response_body_filter(session, data, end, ctx)?;
+        if !self.downstream_modules.is_empty() {
+            if let Some(m) = session.modules() {
+                m.response_body_filter(data, end)?;
+            }
+        }
         Ok(up.max(down))
     }
 
@@ -765,6 +811,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             let trailers = session.request_trailers().cloned();
             Self::end_request(up, trailers, queue).await?;
             return Ok(true);
+        }
+        if !self.downstream_modules.is_empty() {
+            if let Some(m) = session.modules() {
+                m.request_body_filter(&mut chunk, end).await?;
+            }
         }
         self.inner
             .request_body_filter(session, &mut chunk, end, ctx)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderMap;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
@@ -86,6 +87,10 @@ pub trait ProxyHttp: Send + Sync + 'static {
 
     /// A fresh context for a new request.
     fn new_ctx(&self) -> Self::CTX;
+
+    /// Add the HTTP modules this proxy runs on every request (called once,
+    /// when the proxy is made). The default adds none.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// First thing after the request header is read.
     fn early_request_filter<'s, 'a, 'b, 'f>(

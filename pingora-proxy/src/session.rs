@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use pingora_core::modules::http::HttpModuleCtx;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, Result};
 use pingora_http::ResponseHeader;
@@ -33,13 +34,60 @@ pub(crate) struct ProxyState {
     /// The request's spans, when tracing is on.
     #[cfg(feature = "otel")]
     pub(crate) trace: Option<crate::otel::RequestTrace>,
+    /// The request's HTTP modules, when the proxy runs any.
+    pub(crate) modules: ModulesSlot,
 }
+
+/// Where a request's [`HttpModuleCtx`] is kept. A copy of the state (the
+/// extensions are `Clone`) starts without modules: module instances are
+/// the request's own.
+#[derive(Default)]
+pub(crate) struct ModulesSlot(pub(crate) Option<HttpModuleCtx>);
+
+impl Clone for ModulesSlot {
+    fn clone(&self) -> Self {
+        ModulesSlot(None)
+    }
+}
+
+/// The modules of a request that has none.
+static NO_MODULES: HttpModuleCtx = HttpModuleCtx::empty();
 
 impl Session {
     /// View a server session as a proxy session.
     pub fn from_mut(s: &mut ServerSession) -> &mut Session {
         // SAFETY: `Session` is `repr(transparent)` over `ServerSession`.
         unsafe { &mut *(s as *mut ServerSession as *mut Session) }
+    }
+
+    /// This request's HTTP modules (Pingora's `downstream_modules_ctx`
+    /// field, a method here): find one by type with `get::<T>()` to read
+    /// or (through [`downstream_modules_ctx_mut`](Self::downstream_modules_ctx_mut))
+    /// change its state for this request. Empty when the proxy runs none.
+    pub fn downstream_modules_ctx(&self) -> &HttpModuleCtx {
+        self.state()
+            .and_then(|s| s.modules.0.as_ref())
+            .unwrap_or(&NO_MODULES)
+    }
+
+    /// [`downstream_modules_ctx`](Self::downstream_modules_ctx), to change
+    /// a module's state.
+    pub fn downstream_modules_ctx_mut(&mut self) -> &mut HttpModuleCtx {
+        self.state_mut()
+            .modules
+            .0
+            .get_or_insert_with(HttpModuleCtx::empty)
+    }
+
+    /// The request's modules, if it has any (no state is made for it).
+    pub(crate) fn modules(&mut self) -> Option<&mut HttpModuleCtx> {
+        self.0
+            .extensions_mut()
+            .get_mut::<ProxyState>()?
+            .modules
+            .0
+            .as_mut()
+            .filter(|m| !m.is_empty())
     }
 
     pub(crate) fn state(&self) -> Option<&ProxyState> {
@@ -209,9 +257,12 @@ impl Session {
     /// with it (no body).
     pub async fn write_response_header(
         &mut self,
-        resp: Box<ResponseHeader>,
+        mut resp: Box<ResponseHeader>,
         end_of_stream: bool,
     ) -> Result<()> {
+        if let Some(m) = self.modules() {
+            m.response_header_filter(&mut resp, end_of_stream).await?;
+        }
         self.0.write_response_header_eos(resp, end_of_stream).await
     }
 
@@ -222,8 +273,7 @@ impl Session {
         resp: &ResponseHeader,
         end_of_stream: bool,
     ) -> Result<()> {
-        self.0
-            .write_response_header_eos(Box::new(resp.clone()), end_of_stream)
+        self.write_response_header(Box::new(resp.clone()), end_of_stream)
             .await
     }
 
@@ -231,9 +281,12 @@ impl Session {
     /// the response ends after it.
     pub async fn write_response_body(
         &mut self,
-        data: Option<Bytes>,
+        mut data: Option<Bytes>,
         end_of_stream: bool,
     ) -> Result<()> {
+        if let Some(m) = self.modules() {
+            m.response_body_filter(&mut data, end_of_stream)?;
+        }
         if let Some(d) = data.filter(|d| !d.is_empty()) {
             self.0.write_response_body(d).await?;
         }

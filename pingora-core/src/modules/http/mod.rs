@@ -1,0 +1,298 @@
+//! HTTP modules, as Pingora's: per-request filters that a service
+//! registers once ([`HttpModules::add_module`]) and that run, in order, on
+//! every request's header, body and trailers.
+//!
+//! ```
+//! use std::any::Any;
+//! use async_trait::async_trait;
+//! use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, HttpModules, Module};
+//! use pingora_error::Result;
+//! use pingora_http::ResponseHeader;
+//!
+//! /// Marks every response; counts the body bytes it saw.
+//! #[derive(Default)]
+//! struct Stamp {
+//!     bytes: usize,
+//! }
+//!
+//! #[async_trait]
+//! impl HttpModule for Stamp {
+//!     async fn response_header_filter(&mut self, resp: &mut ResponseHeader, _eos: bool) -> Result<()> {
+//!         resp.insert_header("X-Stamp", "1")
+//!     }
+//!     fn response_body_filter(&mut self, body: &mut Option<bytes::Bytes>, _eos: bool) -> Result<()> {
+//!         self.bytes += body.as_ref().map_or(0, |b| b.len());
+//!         Ok(())
+//!     }
+//!     fn as_any(&self) -> &dyn Any { self }
+//!     fn as_any_mut(&mut self) -> &mut dyn Any { self }
+//! }
+//!
+//! /// Makes a fresh `Stamp` for each request.
+//! struct StampBuilder;
+//!
+//! impl HttpModuleBuilder for StampBuilder {
+//!     fn init(&self) -> Module {
+//!         Box::new(Stamp::default())
+//!     }
+//! }
+//!
+//! let mut modules = HttpModules::new();
+//! modules.add_module(Box::new(StampBuilder));
+//! // The proxy builds one context per request and runs the filters.
+//! let ctx = modules.build_ctx();
+//! assert_eq!(ctx.get::<Stamp>().unwrap().bytes, 0);
+//! ```
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// One module's per-request state and filters. Every filter has a
+/// default that does nothing; `as_any`/`as_any_mut` let the user's
+/// phases find the module by type ([`HttpModuleCtx::get`]).
+#[async_trait]
+pub trait HttpModule {
+    /// The request header, after `early_request_filter` and before
+    /// `request_filter`.
+    async fn request_header_filter(&mut self, _req: &mut RequestHeader) -> Result<()> {
+        Ok(())
+    }
+
+    /// Each piece of the request body, before `request_body_filter`.
+    async fn request_body_filter(
+        &mut self,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The response header, after `response_filter` (or as the user's code
+    /// writes one).
+    async fn response_header_filter(
+        &mut self,
+        _resp: &mut ResponseHeader,
+        _end_of_stream: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Each piece of the response body, after `response_body_filter`.
+    fn response_body_filter(
+        &mut self,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The response trailers; bytes returned go as the last piece of
+    /// body instead.
+    fn response_trailer_filter(
+        &mut self,
+        _trailers: &mut Option<Box<HeaderMap>>,
+    ) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+
+    /// The response is done; bytes returned go out as its last piece.
+    fn response_done_filter(&mut self) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+
+    /// The module, to find it by type.
+    fn as_any(&self) -> &dyn Any;
+
+    /// The module, to find it by type and change it.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// A module instance for one request.
+pub type Module = Box<dyn HttpModule + 'static + Send + Sync>;
+
+/// Makes a module's per-request instance.
+pub trait HttpModuleBuilder {
+    /// Where the module runs among the others: higher first (default 0;
+    /// equal orders run in the order they were added).
+    fn order(&self) -> i16 {
+        0
+    }
+
+    /// A new instance, for one request.
+    fn init(&self) -> Module;
+}
+
+/// A boxed [`HttpModuleBuilder`], as [`HttpModules::add_module`] takes it.
+pub type ModuleBuilder = Box<dyn HttpModuleBuilder + 'static + Send + Sync>;
+
+/// The modules a service runs, as builders.
+#[derive(Default)]
+pub struct HttpModules {
+    modules: Vec<ModuleBuilder>,
+    /// Each module's place by its type, fixed by the first `build_ctx`.
+    index: OnceLock<Arc<HashMap<TypeId, usize>>>,
+}
+
+impl HttpModules {
+    /// No modules.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a module. Panics once a context was built (the set is fixed
+    /// then).
+    pub fn add_module(&mut self, builder: ModuleBuilder) {
+        assert!(
+            self.index.get().is_none(),
+            "HttpModules::add_module after build_ctx"
+        );
+        self.modules.push(builder);
+        // Stable: equal orders keep the order of adding.
+        self.modules.sort_by_key(|m| -m.order());
+    }
+
+    /// Whether no module was added.
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// One instance of each module, for one request. Panics if two
+    /// modules are of the same type (`get` could not tell them apart).
+    pub fn build_ctx(&self) -> HttpModuleCtx {
+        if self.modules.is_empty() {
+            return HttpModuleCtx::empty();
+        }
+        let module_ctx: Vec<Module> = self.modules.iter().map(|b| b.init()).collect();
+        let index = self
+            .index
+            .get_or_init(|| {
+                let mut index = HashMap::with_capacity(module_ctx.len());
+                for (i, m) in module_ctx.iter().enumerate() {
+                    let t = m.as_any().type_id();
+                    assert!(
+                        index.insert(t, i).is_none(),
+                        "two HTTP modules of the same type"
+                    );
+                }
+                Arc::new(index)
+            })
+            .clone();
+        HttpModuleCtx {
+            module_ctx,
+            index: Some(index),
+        }
+    }
+}
+
+/// One request's module instances, in running order.
+#[derive(Default)]
+pub struct HttpModuleCtx {
+    module_ctx: Vec<Module>,
+    index: Option<Arc<HashMap<TypeId, usize>>>,
+}
+
+impl HttpModuleCtx {
+    /// No modules.
+    pub const fn empty() -> Self {
+        HttpModuleCtx {
+            module_ctx: Vec::new(),
+            index: None,
+        }
+    }
+
+    /// Whether there is no module.
+    pub fn is_empty(&self) -> bool {
+        self.module_ctx.is_empty()
+    }
+
+    /// The module of type `T`, if there is one.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        let i = *self.index.as_ref()?.get(&TypeId::of::<T>())?;
+        self.module_ctx.get(i)?.as_any().downcast_ref()
+    }
+
+    /// The module of type `T`, to change it (say, per request, from the
+    /// user's phases).
+    pub fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let i = *self.index.as_ref()?.get(&TypeId::of::<T>())?;
+        self.module_ctx.get_mut(i)?.as_any_mut().downcast_mut()
+    }
+
+    /// Every module's [`HttpModule::request_header_filter`], in order.
+    pub async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
+        for m in &mut self.module_ctx {
+            m.request_header_filter(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Every module's [`HttpModule::request_body_filter`], in order.
+    pub async fn request_body_filter(
+        &mut self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        for m in &mut self.module_ctx {
+            m.request_body_filter(body, end_of_stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Every module's [`HttpModule::response_header_filter`], in order.
+    pub async fn response_header_filter(
+        &mut self,
+        resp: &mut ResponseHeader,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        for m in &mut self.module_ctx {
+            m.response_header_filter(resp, end_of_stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Every module's [`HttpModule::response_body_filter`], in order.
+    pub fn response_body_filter(
+        &mut self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Result<()> {
+        for m in &mut self.module_ctx {
+            m.response_body_filter(body, end_of_stream)?;
+        }
+        Ok(())
+    }
+
+    /// Every module's [`HttpModule::response_trailer_filter`], in order;
+    /// the last bytes one returned.
+    pub fn response_trailer_filter(
+        &mut self,
+        trailers: &mut Option<Box<HeaderMap>>,
+    ) -> Result<Option<Bytes>> {
+        let mut out = None;
+        for m in &mut self.module_ctx {
+            if let Some(b) = m.response_trailer_filter(trailers)? {
+                out = Some(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every module's [`HttpModule::response_done_filter`], in order; the
+    /// last bytes one returned.
+    pub fn response_done_filter(&mut self) -> Result<Option<Bytes>> {
+        let mut out = None;
+        for m in &mut self.module_ctx {
+            if let Some(b) = m.response_done_filter()? {
+                out = Some(b);
+            }
+        }
+        Ok(out)
+    }
+}
