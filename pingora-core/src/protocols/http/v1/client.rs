@@ -166,6 +166,19 @@ impl HttpSession {
     /// the final one). After `101 Switching Protocols` the connection is a
     /// raw tunnel.
     pub async fn read_response(&mut self) -> Result<usize> {
+        // First try what the first read brings (usually the whole header);
+        // only if that is short, wait for the whole header before parsing.
+        if let Some(n) = self.read_response_once(true).await? {
+            return Ok(n);
+        }
+        match self.read_response_once(false).await? {
+            Some(n) => Ok(n),
+            None => Error::e_explain(InvalidHTTPHeader, "malformed response header")
+                .map_err(|e| e.into_up()),
+        }
+    }
+
+    async fn read_response_once(&mut self, optimistic: bool) -> Result<Option<usize>> {
         let opts = self.conn.opts;
         // Nothing of a response has come yet on this connection.
         let first = self.resp_meta.is_none();
@@ -174,7 +187,7 @@ impl HttpSession {
             opts.header_read_timeout,
             ReadTimedout,
             "response header read timed out",
-            self.conn.fill_header(None)
+            self.conn.fill_header(None, optimistic)
         )
         .map_err(|mut e| {
             // Reset before a single response byte: on a reused connection
@@ -192,10 +205,13 @@ impl HttpSession {
             }
             e.into_up()
         })?;
-        self.parse_response(len).map_err(|e| e.into_up())
+        self.parse_response(len, optimistic)
+            .map_err(|e| e.into_up())
     }
 
-    fn parse_response(&mut self, mut len: usize) -> Result<usize> {
+    /// Parse the response header in the first `len` bytes; `None` if they
+    /// hold only part of it and `partial_ok`.
+    fn parse_response(&mut self, mut len: usize, partial_ok: bool) -> Result<Option<usize>> {
         let max_headers = self.conn.opts.max_headers;
         // SAFETY: as in the server session: `split_to(len)` hands the same
         // unmoved bytes to `block`, which outlives every use of the parse.
@@ -213,6 +229,7 @@ impl HttpSession {
         }
         match status {
             Ok(httparse::Status::Complete(n)) => len = n,
+            Ok(httparse::Status::Partial) if partial_ok => return Ok(None),
             Ok(httparse::Status::Partial) => {
                 return Error::e_explain(InvalidHTTPHeader, "malformed response header")
             }
@@ -255,7 +272,7 @@ impl HttpSession {
         }
         self.resp_meta = Some((status, header.version()));
         self.resp = Some(header);
-        Ok(len)
+        Ok(Some(len))
     }
 
     /// The last response header read.

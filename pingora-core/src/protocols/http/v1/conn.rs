@@ -363,9 +363,16 @@ impl Conn {
     /// unfinished past that many bytes a 414. Returns a length that holds
     /// the whole block: its exact end, or (when the buffer ends with an
     /// empty line) the buffer's length; the parser finds the exact end.
+    ///
+    /// With `optimistic`, whatever the first read brought (up to `max`) is
+    /// returned as is, for the parser to try: a response header usually
+    /// arrives whole, with body bytes after it, in one read, and the parser
+    /// finds its end without a separate scan. If the parser finds it
+    /// incomplete, the caller asks again without `optimistic`.
     pub(crate) async fn fill_header(
         &mut self,
         first_line_limit: Option<usize>,
+        optimistic: bool,
     ) -> Result<Option<usize>> {
         let max = self.opts.max_header_bytes;
         let mut scanned = 0;
@@ -383,6 +390,9 @@ impl Conn {
             // after it. The parser finds the exact end; skip the scan.
             if scanned == 0 && self.buf.len() <= max && self.buf.ends_with(b"\r\n\r\n") {
                 return Ok(Some(self.buf.len()));
+            }
+            if optimistic && !self.buf.is_empty() {
+                return Ok(Some(self.buf.len().min(max)));
             }
             if let Some(end) = super::chunked::find_header_end_from(&self.buf, scanned, max) {
                 return Ok(Some(end));

@@ -154,7 +154,7 @@ impl HttpSession {
             opts.header_read_timeout,
             ReadTimedout,
             "request header read timed out",
-            self.conn.fill_header(Some(opts.max_uri_len + 16))
+            self.conn.fill_header(Some(opts.max_uri_len + 16), false)
         )
         .map_err(|e| e.into_down())?;
         let Some(len) = header else {
