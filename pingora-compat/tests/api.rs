@@ -340,3 +340,29 @@ async fn health_checks_with_pingoras_trait() {
     assert_eq!(hc.health_threshold(true), 1);
     lb.set_health_check(Box::new(hc));
 }
+
+/// A custom L4 connector written against Pingora's paths: the connector
+/// asks it (here it refuses), not the kernel.
+#[tokio::test]
+async fn custom_l4_with_pingoras_paths() {
+    use pingora::connectors::L4Connect;
+    use pingora::protocols::l4::socket::SocketAddr;
+    use pingora::protocols::l4::stream::Stream;
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl L4Connect for Nowhere {
+        async fn connect(&self, addr: &SocketAddr) -> Result<Stream> {
+            Error::e_explain(ConnectRefused, format!("nowhere: {addr}"))
+        }
+    }
+
+    let mut peer = HttpPeer::new("127.0.0.1:9", false, String::new());
+    peer.options.custom_l4 = Some(std::sync::Arc::new(Nowhere));
+    let connector = pingora::connectors::http::Connector::new(None);
+    let e = connector.get_http_session(&peer).await.err().unwrap();
+    assert_eq!(e.etype(), &ConnectRefused);
+    assert!(e.to_string().contains("nowhere: 127.0.0.1:9"), "{e}");
+}

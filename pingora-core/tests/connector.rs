@@ -572,3 +572,124 @@ async fn peers_behind_a_connect_proxy() {
     assert!(e.to_string().contains("407"), "{e}");
     refusing.abort();
 }
+
+/// A virtual socket: one end of an in-memory pipe.
+#[derive(Debug)]
+struct Pipe(tokio::io::DuplexStream);
+
+impl tokio::io::AsyncRead for Pipe {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Pipe {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl pingora_core::protocols::l4::virt::VirtualSocket for Pipe {
+    fn set_socket_option(
+        &self,
+        _: pingora_core::protocols::l4::virt::VirtualSockOpt,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn virtual_stream(end: tokio::io::DuplexStream) -> pingora_core::protocols::L4Stream {
+    use pingora_core::protocols::l4::virt::VirtualSocketStream;
+    pingora_core::protocols::L4Stream::from(VirtualSocketStream::new(Box::new(Pipe(end))))
+}
+
+/// Answers with the path it was asked for.
+struct PathEcho;
+
+#[async_trait::async_trait]
+impl pingora_core::apps::http_app::ServeHttp for PathEcho {
+    async fn response(
+        &self,
+        s: &mut pingora_core::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        http::Response::new(format!("in-process {}\n", s.req_header().uri.path()).into_bytes())
+    }
+}
+
+/// A custom L4 connector to an HTTP server in this process, over a pipe
+/// (no socket at all): each connect starts a server session on the other
+/// end.
+struct InProcess {
+    app: std::sync::Arc<pingora_core::apps::http_app::HttpServer<PathEcho>>,
+    connects: std::sync::atomic::AtomicUsize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcess")
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora_core::connectors::L4Connect for InProcess {
+    async fn connect(
+        &self,
+        _addr: &pingora_core::protocols::SocketAddr,
+    ) -> pingora_error::Result<pingora_core::protocols::L4Stream> {
+        use pingora_core::apps::ServerApp;
+        self.connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let (app, rx) = (self.app.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let s: pingora_core::protocols::Stream = Box::new(virtual_stream(far));
+            app.process_new(s, &rx).await;
+        });
+        Ok(virtual_stream(near))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_l4_connector_reaches_an_in_process_server() {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let custom = std::sync::Arc::new(InProcess {
+        app: std::sync::Arc::new(pingora_core::apps::http_app::HttpServer::new(PathEcho)),
+        connects: Default::default(),
+        shutdown: rx,
+    });
+    // An address nothing listens on: the connector never dials it.
+    let mut p = HttpPeer::new("192.0.2.1:80", false, String::new());
+    p.options.custom_l4 = Some(custom.clone());
+    p.options.connection_timeout = Some(Duration::from_secs(2));
+    let c = Connector::new(None);
+    for path in ["/a", "/b"] {
+        let (body, _reused) = get(&c, &p, path).await;
+        assert_eq!(body, format!("in-process {path}\n"));
+    }
+    assert!(custom.connects.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // The digest of a virtual socket: no descriptor, no addresses.
+    let (s, _) = c.get_http_session(&p).await.unwrap();
+    assert_eq!(s.fd(), -1);
+    assert!(s.server_addr().is_none());
+}

@@ -40,6 +40,21 @@ pub async fn connect_from(
     opts: &PeerOptions,
     default_bind: Option<std::net::SocketAddr>,
 ) -> Result<L4Stream> {
+    if let Some(custom) = &opts.custom_l4 {
+        let attempt = custom.connect(addr);
+        return match opts.connection_timeout {
+            None => attempt.await,
+            Some(d) => pingora_timeout::timeout(d, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Error::e_explain(
+                        ConnectTimedout,
+                        format!("custom L4 connect to {addr}: not done within {d:?}"),
+                    )
+                }),
+        }
+        .map_err(|e| e.into_up());
+    }
     let attempt = async {
         match addr {
             SocketAddr::Unix(Some(path)) => UnixStream::connect(path)
@@ -107,6 +122,17 @@ pub(crate) fn remaining(
     total: Option<std::time::Duration>,
 ) -> Option<std::time::Duration> {
     total.map(|t| t.saturating_sub(start.elapsed()))
+}
+
+/// A connector of the user's for the L4 layer (as Pingora's `L4Connect`):
+/// set as `PeerOptions::custom_l4`, it makes the stream to a peer in place
+/// of the TCP or Unix connect (a virtual socket to an in-process service,
+/// a tunnel; see [`virt`](crate::protocols::l4::virt)). TLS and HTTP run
+/// on what it returns as on a socket.
+#[async_trait::async_trait]
+pub trait Connect: std::fmt::Debug {
+    /// A stream to `addr` (the peer's address).
+    async fn connect(&self, addr: &SocketAddr) -> Result<L4Stream>;
 }
 
 /// Most bytes of a CONNECT proxy's response header.

@@ -17,6 +17,7 @@ use crate::upstreams::peer::Peer;
 
 pub mod http;
 pub mod l4;
+pub use l4::Connect as L4Connect;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
 

@@ -19,6 +19,81 @@ pub mod socket {
     pub use super::SocketAddr;
 }
 
+/// Pingora's path to the L4 stream: `protocols::l4::stream::Stream` is
+/// [`L4Stream`].
+pub mod stream {
+    pub use super::L4Stream as Stream;
+}
+
+/// Virtual sockets (as Pingora's): any async byte stream of the user's
+/// (an in-process service, a tunnel) made into an [`L4Stream`], so that a
+/// custom L4 connector (`PeerOptions::custom_l4`) can hand it to the HTTP
+/// layers in place of a kernel socket.
+pub mod virt {
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    use crate::listeners::TcpKeepalive;
+
+    /// A socket option asked of a virtual socket.
+    #[non_exhaustive]
+    #[derive(Debug, Clone)]
+    pub enum VirtualSockOpt {
+        /// Disable Nagle's algorithm.
+        NoDelay,
+        /// TCP keepalive probes.
+        KeepAlive(TcpKeepalive),
+    }
+
+    /// A stream that stands in for a socket.
+    pub trait VirtualSocket:
+        AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug
+    {
+        /// Apply a socket option (or ignore it, if it means nothing here).
+        fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()>;
+    }
+
+    /// A [`VirtualSocket`], boxed, ready to become an
+    /// [`L4Stream`](super::L4Stream) (`L4Stream::from`).
+    #[derive(Debug)]
+    pub struct VirtualSocketStream {
+        pub(crate) socket: Box<dyn VirtualSocket>,
+    }
+
+    impl VirtualSocketStream {
+        /// Wrap `socket`.
+        pub fn new(socket: Box<dyn VirtualSocket>) -> Self {
+            VirtualSocketStream { socket }
+        }
+
+        /// Apply a socket option.
+        pub fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
+            self.socket.set_socket_option(opt)
+        }
+    }
+}
+
+impl From<virt::VirtualSocketStream> for L4Stream {
+    /// A stream over a virtual socket: no file descriptor (-1), no
+    /// addresses, never parked while idle.
+    fn from(v: virt::VirtualSocketStream) -> Self {
+        L4Stream {
+            inner: Inner::Virtual(v.socket),
+            digest: SocketDigest {
+                raw_fd: -1,
+                peer_addr: None,
+                local_addr: None,
+                accepted_at: SystemTime::now(),
+                proxy: None,
+                h2c: None,
+            },
+            unread: None,
+            unread_pos: 0,
+            stale_readiness: true,
+            kept: Default::default(),
+        }
+    }
+}
+
 /// A socket address: IP and port, or a Unix socket path (absent for an
 /// unnamed socket, such as the client end of a Unix connection).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,6 +172,8 @@ impl SocketDigest {
 }
 
 enum Inner {
+    /// A user's stream in place of a socket (see [`virt`]).
+    Virtual(Box<dyn virt::VirtualSocket>),
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -275,6 +352,8 @@ impl L4Stream {
         match &self.inner {
             Inner::Tcp(s) => s.poll_read_ready(cx),
             Inner::Unix(s) => s.poll_read_ready(cx),
+            // No readiness to ask for: a read says.
+            Inner::Virtual(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -285,6 +364,7 @@ impl L4Stream {
         match &self.inner {
             Inner::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, f),
             Inner::Unix(s) => s.try_io(tokio::io::Interest::READABLE, f),
+            Inner::Virtual(_) => f(),
         }
     }
 
@@ -296,7 +376,7 @@ impl L4Stream {
     /// and the wait goes on. After a short read (the usual case) the
     /// readiness was cleared, so a new one is trusted without a syscall.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.unread.is_some() {
+        if self.unread.is_some() || matches!(self.inner, Inner::Virtual(_)) {
             return Poll::Ready(Ok(()));
         }
         if !self.stale_readiness {
@@ -335,7 +415,7 @@ impl L4Stream {
     /// Whether [`into_parked`](Self::into_parked) may take this stream:
     /// not while bytes read ahead wait to be read again.
     pub(crate) fn can_park(&self) -> bool {
-        self.unread.is_none()
+        self.unread.is_none() && !matches!(self.inner, Inner::Virtual(_))
     }
 
     /// Take the socket out of the reactor, to be parked while idle (see
@@ -345,6 +425,12 @@ impl L4Stream {
         let sock = match self.inner {
             Inner::Tcp(s) => ParkedSocket::Tcp(s.into_std()?),
             Inner::Unix(s) => ParkedSocket::Unix(s.into_std()?),
+            Inner::Virtual(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a virtual socket cannot be parked",
+                ))
+            }
         };
         Ok(ParkedL4 {
             sock,
@@ -358,7 +444,7 @@ impl L4Stream {
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
             Inner::Tcp(s) => Some(s),
-            Inner::Unix(_) => None,
+            Inner::Unix(_) | Inner::Virtual(_) => None,
         }
     }
 }
@@ -390,6 +476,9 @@ impl AsyncRead for L4Stream {
         let want = buf.remaining();
         if want == 0 {
             return Poll::Ready(Ok(()));
+        }
+        if let Inner::Virtual(v) = &mut this.inner {
+            return Pin::new(v).poll_read(cx, buf);
         }
         let fd = this.digest.raw_fd;
         loop {
@@ -451,6 +540,7 @@ impl AsyncWrite for L4Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Virtual(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -462,6 +552,7 @@ impl AsyncWrite for L4Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Inner::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Virtual(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -473,6 +564,7 @@ impl AsyncWrite for L4Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
             Inner::Unix(s) => Pin::new(s).poll_flush(cx),
+            Inner::Virtual(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -480,6 +572,7 @@ impl AsyncWrite for L4Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Virtual(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

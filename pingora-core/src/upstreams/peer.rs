@@ -142,6 +142,10 @@ pub struct PeerOptions {
     /// shared: the header is part of the reuse hash. See
     /// [`ProxyHeader::for_client`].
     pub proxy_protocol: Option<ProxyHeader>,
+    /// A connector of the user's for the L4 layer, in place of the TCP or
+    /// Unix connect (see [`L4Connect`](crate::connectors::L4Connect)).
+    /// Connections it made are shared only with peers using the same one.
+    pub custom_l4: Option<Arc<dyn crate::connectors::L4Connect + Send + Sync>>,
 }
 
 impl Default for PeerOptions {
@@ -167,6 +171,7 @@ impl Default for PeerOptions {
             max_h2_connections: 128,
             bind_to: None,
             proxy_protocol: None,
+            custom_l4: None,
         }
     }
 }
@@ -203,6 +208,11 @@ impl PeerOptions {
         self.client_cert_key.as_ref().map(|c| c.id()).hash(h);
         self.bind_to.hash(h);
         self.proxy_protocol.hash(h);
+        // By identity: another connector's streams are not interchangeable.
+        self.custom_l4
+            .as_ref()
+            .map(|c| Arc::as_ptr(c) as *const () as usize)
+            .hash(h);
     }
 }
 
