@@ -366,3 +366,38 @@ async fn custom_l4_with_pingoras_paths() {
     assert_eq!(e.etype(), &ConnectRefused);
     assert!(e.to_string().contains("nowhere: 127.0.0.1:9"), "{e}");
 }
+
+#[test]
+fn server_conf_keys_and_small_entry_points_of_pingora() {
+    use pingora::server::configuration::ServerConf;
+    // A conf written for Pingora, its keys set in code.
+    let conf = ServerConf {
+        threads: 2,
+        max_retries: 5,
+        listener_tasks_per_fd: 1,
+        upstream_debug_ssl_keylog: false,
+        ..Default::default()
+    };
+    assert_eq!(conf.max_retries, 5);
+    assert_eq!(ServerConf::default().max_retries, 16);
+    // ... and a proxy made with it retries that often.
+    let proxy = pingora_proxy::http_proxy(&std::sync::Arc::new(conf), NoProxy);
+    assert_eq!(proxy.options().max_retries, 5);
+    // `HttpServer::new_app`, `Listeners::tls`.
+    struct Hello;
+    #[async_trait::async_trait]
+    impl pingora::apps::http_app::ServeHttp for Hello {
+        async fn response(
+            &self,
+            _: &mut pingora::protocols::http::ServerSession,
+        ) -> http::Response<Vec<u8>> {
+            http::Response::new(b"hi".to_vec())
+        }
+    }
+    let _ = pingora::apps::http_app::HttpServer::new_app(Hello);
+    let e =
+        pingora::listeners::Listeners::tls("127.0.0.1:0", "/nonexistent.crt", "/nonexistent.key")
+            .err()
+            .expect("files that do not exist are refused at once");
+    assert!(e.to_string().contains("nonexistent"), "{e}");
+}

@@ -24,7 +24,8 @@ use crate::{ProxyHttp, Session};
 /// How the proxy pipeline behaves, beyond the user's callbacks.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
-    /// Most retries of one request (default 3).
+    /// Most retries of one request (default 3; from a conf, its
+    /// `max_retries`, 16 unless set).
     pub max_retries: usize,
     /// Request body kept in memory so that a request can be retried after
     /// some of its body went upstream (default 64 KiB). A longer body is
@@ -83,7 +84,10 @@ impl ProxyOptions {
     /// the `otel` feature a set `otel_endpoint` is only warned about.
     pub fn from_conf(conf: &ServerConf) -> Result<ProxyOptions> {
         #[allow(unused_mut)]
-        let mut options = ProxyOptions::default();
+        let mut options = ProxyOptions {
+            max_retries: conf.max_retries,
+            ..ProxyOptions::default()
+        };
         if let Some(endpoint) = &conf.otel_endpoint {
             #[cfg(feature = "otel")]
             {

@@ -115,6 +115,11 @@ impl<A: HttpServerApp> HttpServer<A> {
         Self::with_options(app, H1Options::default())
     }
 
+    /// [`new`](Self::new), under Pingora's name.
+    pub fn new_app(app: A) -> Self {
+        Self::new(app)
+    }
+
     /// Serve `app` with these HTTP/1 limits and timeouts.
     pub fn with_options(app: A, options: H1Options) -> Self {
         HttpServer {

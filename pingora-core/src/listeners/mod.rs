@@ -457,6 +457,14 @@ impl Listeners {
         l
     }
 
+    /// One TLS address serving these PEM files (as Pingora's).
+    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    pub fn tls(addr: &str, cert_path: &str, key_path: &str) -> Result<Self> {
+        let mut l = Self::new();
+        l.add_tls(addr, cert_path, key_path)?;
+        Ok(l)
+    }
+
     /// One Unix socket.
     pub fn uds(path: &str, perm: Option<Permissions>) -> Self {
         let mut l = Self::new();

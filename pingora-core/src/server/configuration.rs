@@ -115,6 +115,23 @@ pub struct ServerConf {
     /// The `service.name` the traces are exported under (default: the
     /// program's file name). (Ours.)
     pub otel_service_name: Option<String>,
+    /// Most retries of one proxied request whose error allows a retry
+    /// (Pingora's key; default 16, its fail-safe). Proxies made with this
+    /// conf take it as `ProxyOptions::max_retries`.
+    pub max_retries: usize,
+    /// Pingora's key for parallel accept loops; accepted, and not needed
+    /// here: every runtime of a service accepts on each listener.
+    pub listener_tasks_per_fd: usize,
+    /// Pingora's key; accepted, no effect (upstream connects run on the
+    /// service's runtimes).
+    pub upstream_connect_offload_threadpools: Option<usize>,
+    /// Pingora's key; accepted, no effect (see above).
+    pub upstream_connect_offload_thread_per_pool: Option<usize>,
+    /// Pingora's key; accepted, no effect: TLS keys are never logged.
+    pub upstream_debug_ssl_keylog: bool,
+    /// Pingora's key; accepted, no effect: the hand-over of sockets to a
+    /// new process is bounded by time (10 s to send, 300 s to receive).
+    pub upgrade_sock_connect_accept_max_retries: Option<usize>,
 }
 
 /// Default for `grace_period_seconds`.
@@ -147,6 +164,12 @@ impl Default for ServerConf {
             sentry_dsn: None,
             otel_endpoint: None,
             otel_service_name: None,
+            max_retries: 16,
+            listener_tasks_per_fd: 1,
+            upstream_connect_offload_threadpools: None,
+            upstream_connect_offload_thread_per_pool: None,
+            upstream_debug_ssl_keylog: false,
+            upgrade_sock_connect_accept_max_retries: None,
         }
     }
 }
