@@ -395,9 +395,10 @@ fn server_conf_keys_and_small_entry_points_of_pingora() {
         }
     }
     let _ = pingora::apps::http_app::HttpServer::new_app(Hello);
-    let e =
-        pingora::listeners::Listeners::tls("127.0.0.1:0", "/nonexistent.crt", "/nonexistent.key")
-            .err()
-            .expect("files that do not exist are refused at once");
+    let tls =
+        pingora::listeners::Listeners::tls("127.0.0.1:0", "/nonexistent.crt", "/nonexistent.key");
+    let Err(e) = tls else {
+        panic!("files that do not exist are refused at once");
+    };
     assert!(e.to_string().contains("nonexistent"), "{e}");
 }
