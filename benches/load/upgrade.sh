@@ -9,14 +9,21 @@
 #     request);
 #   - wrk over TLS, 10 keep-alive connections;
 #   - h2load, 10 h2c connections with 5 streams each;
-#   - h2load over TLS (ALPN h2), 10 connections with 5 streams each.
+#   - h2load over TLS (ALPN h2), 10 connections with 5 streams each;
+#   - benches/h2_retry_client.rs over h2c and over TLS, 50 requests at
+#     once on shared connections (5 streams each): an HTTP/2 client that
+#     sends a request the server refused (GOAWAY past its stream, closed
+#     before any response byte) again on a new connection, as browsers and
+#     curl do (RFC 9113 §8.7).
 # Meanwhile UPGRADES graceful upgrades in a row: a new process started
 # with `-u`, then SIGQUIT to the old one, which hands its sockets over and
 # drains. Prints each load's errors (wrk: socket errors and non-2xx;
 # h2load: failed requests) and the total. The target is 0. (h2load counts
 # as failed each request it could not start on a connection after that
 # connection's GOAWAY, instead of sending it on a new one as browsers and
-# curl do; it does the same against nginx's graceful reload.)
+# curl do; it does the same against nginx's graceful reload. The retrying
+# client shows what clients that do resend see; its resent count is the
+# requests the old process refused unprocessed.)
 #
 # Usage: bash benches/load/upgrade.sh [DURATION (20)] [UPGRADES (2)]
 # Installs what it lacks (nginx, wrk, nghttp2-client, openssl). Loopback
@@ -28,6 +35,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" load_balancer
 ensure_packages nginx wrk nghttp2-client openssl
+RETRY=$(cargo bench --bench h2_retry_client --no-run 2>&1 |
+    sed -n 's/.*Executable .*(\(.*h2_retry_client-[0-9a-f]*\)).*/\1/p' | tail -1)
+[ -x "$RETRY" ] || { echo "could not build benches/h2_retry_client.rs" >&2; exit 1; }
 
 BODY="$(head -c 99 /dev/zero | tr '\0' 'x')"
 UP=$(free_port)
@@ -72,6 +82,10 @@ h2load -c10 -m5 -D "$DURATION" "http://127.0.0.1:$PORT/" >"$DIR/h2load_h2c.txt" 
 LOADS+=($!)
 h2load -c10 -m5 -D "$DURATION" "https://127.0.0.1:$TPORT/" >"$DIR/h2load_tls.txt" 2>&1 &
 LOADS+=($!)
+"$RETRY" "http://127.0.0.1:$PORT/" "$DURATION" 50 >"$DIR/retry_h2c.txt" 2>"$DIR/retry_h2c.err" &
+LOADS+=($!)
+"$RETRY" "https://127.0.0.1:$TPORT/" "$DURATION" 50 >"$DIR/retry_tls.txt" 2>"$DIR/retry_tls.err" &
+LOADS+=($!)
 PIDS+=("${LOADS[@]}")
 
 # The upgrades, spread over the run.
@@ -101,4 +115,12 @@ for f in h2load_h2c h2load_tls; do
     total=$((total + n))
     echo "$f: $(grep -E '^requests:' "$DIR/$f.txt" || echo "requests: ?"); $n counted"
 done
-echo "client errors across $UPGRADES upgrades: $total"
+retrying=0
+for f in retry_h2c retry_tls; do
+    line=$(cat "$DIR/$f.txt")
+    n=$(sed -n 's/.*errors \([0-9]*\).*/\1/p' <<<"$line")
+    retrying=$((retrying + ${n:-1}))
+    echo "$f (resends refused requests): $line"
+    head -3 "$DIR/$f.err"
+done
+echo "client errors across $UPGRADES upgrades: $total (wrk and h2load); $retrying (HTTP/2 clients that resend)"
