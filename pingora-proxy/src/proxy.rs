@@ -362,7 +362,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             modules
                 .request_header_filter(session.req_header_mut())
                 .await?;
-            session.state_mut().modules.0 = Some(modules);
+            session.downstream_modules_ctx = modules;
         }
         if self.inner.request_filter(session, ctx).await? {
             if session.response_written().is_some() {

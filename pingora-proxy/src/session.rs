@@ -34,24 +34,7 @@ pub(crate) struct ProxyState {
     /// The request's spans, when tracing is on.
     #[cfg(feature = "otel")]
     pub(crate) trace: Option<crate::otel::RequestTrace>,
-    /// The request's HTTP modules, when the proxy runs any.
-    pub(crate) modules: ModulesSlot,
 }
-
-/// Where a request's [`HttpModuleCtx`] is kept. A copy of the state (the
-/// extensions are `Clone`) starts without modules: module instances are
-/// the request's own.
-#[derive(Default)]
-pub(crate) struct ModulesSlot(pub(crate) Option<HttpModuleCtx>);
-
-impl Clone for ModulesSlot {
-    fn clone(&self) -> Self {
-        ModulesSlot(None)
-    }
-}
-
-/// The modules of a request that has none.
-static NO_MODULES: HttpModuleCtx = HttpModuleCtx::empty();
 
 impl Session {
     /// View a server session as a proxy session.
@@ -60,34 +43,11 @@ impl Session {
         unsafe { &mut *(s as *mut ServerSession as *mut Session) }
     }
 
-    /// This request's HTTP modules (Pingora's `downstream_modules_ctx`
-    /// field, a method here): find one by type with `get::<T>()` to read
-    /// or (through [`downstream_modules_ctx_mut`](Self::downstream_modules_ctx_mut))
-    /// change its state for this request. Empty when the proxy runs none.
-    pub fn downstream_modules_ctx(&self) -> &HttpModuleCtx {
-        self.state()
-            .and_then(|s| s.modules.0.as_ref())
-            .unwrap_or(&NO_MODULES)
-    }
-
-    /// [`downstream_modules_ctx`](Self::downstream_modules_ctx), to change
-    /// a module's state.
-    pub fn downstream_modules_ctx_mut(&mut self) -> &mut HttpModuleCtx {
-        self.state_mut()
-            .modules
-            .0
-            .get_or_insert_with(HttpModuleCtx::empty)
-    }
-
-    /// The request's modules, if it has any (no state is made for it).
+    /// The request's modules (`downstream_modules_ctx`, Pingora's field,
+    /// which the phases reach through the session), if it has any.
     pub(crate) fn modules(&mut self) -> Option<&mut HttpModuleCtx> {
-        self.0
-            .extensions_mut()
-            .get_mut::<ProxyState>()?
-            .modules
-            .0
-            .as_mut()
-            .filter(|m| !m.is_empty())
+        let m = &mut self.0.downstream_modules_ctx;
+        (!m.is_empty()).then_some(m)
     }
 
     pub(crate) fn state(&self) -> Option<&ProxyState> {

@@ -137,7 +137,7 @@ impl ProxyHttp for WithModules {
         // Per request: `?plain` turns the upper-casing off.
         if session.req_header().uri.query() == Some("plain") {
             session
-                .downstream_modules_ctx_mut()
+                .downstream_modules_ctx
                 .get_mut::<Upper>()
                 .expect("the module is there")
                 .enabled = false;

@@ -23,7 +23,7 @@ use tracing::debug;
 use super::{IdlePolicy, ServerApp};
 use crate::protocols::http::v1::H1Options;
 use crate::protocols::http::v2::server::{self as h2s, H2Options};
-use crate::protocols::http::ServerSession;
+use crate::protocols::http::{ServerSession, ServerSessionKind};
 use crate::protocols::rewind::Rewind;
 use crate::protocols::Stream;
 use crate::server::ShutdownWatch;
@@ -240,7 +240,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             return Box::pin(self.serve_h2(stream, shutdown)).await;
         }
         let mut session = ServerSession::new_http1(stream, self.options);
-        if let ServerSession::H1(h1) = &mut session {
+        if let ServerSessionKind::H1(h1) = &mut session.kind {
             h1.set_park_after(self.park_delay());
         }
         let mut shutdown = shutdown.clone();
@@ -263,7 +263,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                     // that comes is served with `Connection: close`, a
                     // quiet connection closes.
                     None => {
-                        if let ServerSession::H1(h1) = &mut session {
+                        if let ServerSessionKind::H1(h1) = &mut session.kind {
                             h1.set_park_after(None);
                         }
                         let next = session.read_request();
@@ -280,8 +280,8 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                 // Idle for the park delay: hand the connection back to be
                 // parked, freeing this task.
                 Ok(None) => {
-                    return match session {
-                        ServerSession::H1(h1) if h1.wants_park() => h1.into_idle_stream(),
+                    return match session.kind {
+                        ServerSessionKind::H1(h1) if h1.wants_park() => h1.into_idle_stream(),
                         _ => None,
                     }
                 }
@@ -421,13 +421,13 @@ impl<A: HttpServerApp> HttpServer<A> {
                         if !self.options.underscores_in_headers {
                             crate::protocols::http::drop_underscore_names(stream.req_header_mut());
                         }
-                        let mut session = ServerSession::H2(stream);
+                        let mut session = ServerSession::new_http2(stream);
                         let live = open.clone();
                         live.count.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             // Counted down however the task ends.
                             let _open = OpenStream(live);
-                            if let ServerSession::H2(s) = &mut session {
+                            if let ServerSessionKind::H2(s) = &mut session.kind {
                                 if let Some(status) = s.request_error() {
                                     debug!("refused HTTP/2 request: {status}");
                                     let _ = s.respond_error(status).await;
@@ -435,7 +435,7 @@ impl<A: HttpServerApp> HttpServer<A> {
                                 }
                             }
                             let result = app.process_request(&mut session, &watch).await;
-                            if let ServerSession::H2(s) = &mut session {
+                            if let ServerSessionKind::H2(s) = &mut session.kind {
                                 if s.reset_by_client() {
                                     tally.count.fetch_add(1, Ordering::Relaxed);
                                     tally.notify.notify_one();

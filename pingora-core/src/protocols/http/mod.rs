@@ -16,7 +16,7 @@ pub mod server;
 pub mod v1;
 pub mod v2;
 
-pub use server::ServerSession;
+pub use server::{ServerSession, ServerSessionKind};
 
 /// What sending a queued body while reading made happen: the queue went
 /// out, or the peer sent something to read first.
