@@ -18,7 +18,11 @@ struct Hello;
 
 #[async_trait]
 impl ServeHttp for Hello {
-    async fn response(&self, _s: &mut ServerSession) -> http::Response<Vec<u8>> {
+    async fn response(&self, s: &mut ServerSession) -> http::Response<Vec<u8>> {
+        // `/slow` takes a while: a shutdown can begin while it is served.
+        if s.req_header().uri.path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         http::Response::new(b"hi".to_vec())
     }
 }
@@ -105,4 +109,32 @@ async fn a_quiet_connection_closes_after_the_drain_time() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "closed after {took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_progress_when_the_shutdown_begins_gets_connection_close() {
+    let (port, tx) = serve(Duration::from_secs(1)).await;
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // A first request on the connection, so that it is a keep-alive one.
+    let first = get(&mut c).await.expect("served");
+    assert!(!first.contains("connection: close"), "{first}");
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The shutdown begins while `/slow` is being served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tx.send_replace(true);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
 }

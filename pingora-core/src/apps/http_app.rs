@@ -242,6 +242,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
         let mut session = ServerSession::new_http1(stream, self.options);
         if let ServerSessionKind::H1(h1) = &mut session.kind {
             h1.set_park_after(self.park_delay());
+            h1.set_shutdown_watch(shutdown.clone());
         }
         let mut shutdown = shutdown.clone();
         let mut first = true;
@@ -301,9 +302,8 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
                     return None;
                 }
             }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
+            // (A response written once a graceful shutdown began closes the
+            // connection: the session watches the switch.)
             let result = self.app.process_request(&mut session, &shutdown).await;
             if let Err(e) = result {
                 debug!("request failed: {e}");

@@ -66,6 +66,10 @@ pub struct HttpSession {
     /// Between requests, wait this long (instead of the keep-alive
     /// timeout) before giving up the connection to be parked.
     park_after: Option<Duration>,
+    /// The server's shutdown switch: a response written once a graceful
+    /// shutdown began says `Connection: close` (the request was already in
+    /// hand; the client must not send another on this connection).
+    shutdown: Option<crate::server::ShutdownWatch>,
     /// The last idle wait ended at `park_after`: hand the stream back.
     park_now: bool,
 }
@@ -93,6 +97,7 @@ impl HttpSession {
             no_body: false,
             ext: http::Extensions::new(),
             park_after: None,
+            shutdown: None,
             park_now: false,
         }
     }
@@ -103,6 +108,12 @@ impl HttpSession {
     /// Only for connections that [`can_park`](Self::can_park).
     pub(crate) fn set_park_after(&mut self, after: Option<Duration>) {
         self.park_after = after;
+    }
+
+    /// Watch this switch: responses written after it turns true close the
+    /// connection (`Connection: close`).
+    pub(crate) fn set_shutdown_watch(&mut self, shutdown: crate::server::ShutdownWatch) {
+        self.shutdown = Some(shutdown);
     }
 
     /// Whether the last `read_request` ended because the connection was
@@ -453,6 +464,10 @@ impl HttpSession {
         // The client may not send the body it was waiting to send: unless it
         // was read, the connection cannot be trusted for another request.
         if self.continue_pending {
+            self.keepalive = false;
+        }
+        if self.keepalive && self.shutdown.as_ref().is_some_and(|w| *w.borrow()) {
+            // A graceful shutdown began while this request was served.
             self.keepalive = false;
         }
         if !self.upgraded {
