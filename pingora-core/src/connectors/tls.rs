@@ -110,10 +110,23 @@ struct Ctx {
 /// sessions are kept per server name, so later connections resume.
 pub struct TlsConnector {
     default_ca: Option<CaCerts>,
-    contexts: Mutex<HashMap<String, Arc<Ctx>>>,
+    /// Contexts by setting, each with when it was last used (a tick of
+    /// `Contexts::clock`): past [`MAX_CONTEXTS`], the least recently used
+    /// goes.
+    contexts: Mutex<Contexts>,
+}
+
+#[derive(Default)]
+struct Contexts {
+    map: HashMap<String, (Arc<Ctx>, u64)>,
+    clock: u64,
 }
 
 const MAX_SESSIONS: usize = 10_000;
+
+/// Most TLS contexts kept: peers with many distinct client certificates
+/// or CAs (hashed into the key) cannot grow the map without bound.
+pub const MAX_CONTEXTS: usize = 1024;
 
 impl TlsConnector {
     /// A connector that trusts the system's CAs, or those in
@@ -207,13 +220,36 @@ impl TlsConnector {
 
     fn ctx(&self, peer: &TlsPeer) -> Result<Arc<Ctx>> {
         let key = peer.context_key();
-        let mut map = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&key) {
+        let mut all = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        all.clock += 1;
+        let now = all.clock;
+        if let Some((c, used)) = all.map.get_mut(&key) {
+            *used = now;
             return Ok(c.clone());
         }
         let c = Arc::new(self.build_ctx(peer)?);
-        map.insert(key, c.clone());
+        if all.map.len() >= MAX_CONTEXTS {
+            // A scan, only when full: building a context costs far more.
+            if let Some(oldest) = all
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                all.map.remove(&oldest);
+            }
+        }
+        all.map.insert(key, (c.clone(), now));
         Ok(c)
+    }
+
+    /// How many TLS contexts are kept (at most [`MAX_CONTEXTS`]).
+    pub fn context_count(&self) -> usize {
+        self.contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// TLS over a connected stream to `peer`.
@@ -346,7 +382,33 @@ fn dns_matches(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::dns_matches;
+    use super::{dns_matches, TlsConnector, TlsPeer, MAX_CONTEXTS};
+
+    #[test]
+    fn contexts_are_an_lru_with_a_cap() {
+        // A CA in memory (no system store to load), and one context per
+        // distinct ALPN list.
+        let ca = crate::utils::certs::TestCa::new("cap.test").unwrap();
+        let pem: std::sync::Arc<[u8]> = std::sync::Arc::from(ca.ca.cert_pem().as_bytes());
+        let c = TlsConnector::new(None);
+        let peer = |i: usize| {
+            let mut p = TlsPeer::new("cap.test");
+            p.ca_pem = Some(pem.clone());
+            p.alpn = vec![format!("p{i}").into_bytes()];
+            p
+        };
+        let first = c.ctx(&peer(0)).unwrap();
+        for i in 1..MAX_CONTEXTS + 10 {
+            c.ctx(&peer(i)).unwrap();
+            // Keep the first one in use: it is never the least recent.
+            assert!(std::sync::Arc::ptr_eq(&first, &c.ctx(&peer(0)).unwrap()));
+        }
+        assert_eq!(c.context_count(), MAX_CONTEXTS);
+        // The oldest unused ones went: asking again builds anew.
+        let again = c.ctx(&peer(1)).unwrap();
+        assert_eq!(c.context_count(), MAX_CONTEXTS);
+        assert!(std::sync::Arc::ptr_eq(&again, &c.ctx(&peer(1)).unwrap()));
+    }
 
     #[test]
     fn wildcards() {
