@@ -537,3 +537,79 @@ async fn an_upstream_allowing_no_stream_fails_within_the_connect_timeout() {
             .unwrap();
     }
 }
+
+/// An HTTP/2 upstream of raw frames that refuses the first request it
+/// gets, with `refusal` (a whole frame), without processing it.
+async fn refusing_upstream(refusal: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // Our SETTINGS (none: no limits), then the client's preface and
+        // frames until its request's HEADERS.
+        s.write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut at = 24; // past the connection preface
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client went away before its request");
+            got.extend_from_slice(&buf[..n]);
+            let mut headers = false;
+            while got.len() >= at + 9 {
+                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                if got.len() < at + 9 + len {
+                    break;
+                }
+                match got[at + 3] {
+                    // SETTINGS (not an ACK): acknowledge it.
+                    4 if got[at + 4] & 1 == 0 => {
+                        s.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+                            .await
+                            .unwrap();
+                    }
+                    1 => headers = true,
+                    _ => {}
+                }
+                at += 9 + len;
+            }
+            if headers {
+                break;
+            }
+        }
+        s.write_all(refusal).await.unwrap();
+        // Keep the connection open until the client closes it.
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    port
+}
+
+#[tokio::test]
+async fn requests_an_upstream_refused_unprocessed_are_marked_retryable() {
+    // RST_STREAM(1, REFUSED_STREAM); GOAWAY(last stream 0, NO_ERROR).
+    const REFUSED: &[u8] = b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x07";
+    const GOAWAY: &[u8] = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    for (what, frame) in [("REFUSED_STREAM", REFUSED), ("GOAWAY", GOAWAY)] {
+        let port = refusing_upstream(frame).await;
+        let mut peer =
+            HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+        peer.options.alpn = ALPN::H2;
+        let c = Connector::new(None);
+        let (mut s, _) = c.get_http_session(&peer).await.unwrap();
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("Host", "refusing.test").unwrap();
+        let sent = s.write_request_header_eos(Box::new(req), true).await;
+        let e = match sent {
+            Err(e) => e,
+            Ok(()) => tokio::time::timeout(Duration::from_secs(5), s.read_response())
+                .await
+                .expect("the refusal ends the wait")
+                .expect_err("a refused request has no response"),
+        };
+        // Even a POST: the server said it never processed it.
+        assert!(e.retry(), "{what}: {e}");
+    }
+}
