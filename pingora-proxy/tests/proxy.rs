@@ -334,6 +334,38 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_reads_is_a_504() {
+    // An upstream that accepts and never reads: the request body (16 MiB)
+    // fills the socket buffers and the proxy's write waits.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let mut p = peer(up, false);
+    p.options.write_timeout = Some(Duration::from_millis(300));
+    let (port, log) = proxy(vec![p], ProxyOptions::default()).await;
+    let body = std::env::temp_dir().join(format!("pingora-never-reads-{}", std::process::id()));
+    std::fs::write(&body, vec![b'x'; 16 << 20]).unwrap();
+    let start = Instant::now();
+    let r = curl(&[
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("http://127.0.0.1:{port}/count"),
+    ])
+    .await;
+    let _ = std::fs::remove_file(&body);
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(logged(&log, 1)
+        .await
+        .contains(&"logged error: WriteTimedout".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_chosen_statuses_for_idempotent_requests() {
     let (up1, _) = upstream().await;
     let (up2, _) = upstream().await;
