@@ -333,6 +333,75 @@ async fn upstream_timeout_is_504() {
         .contains(&"logged error: ReadTimedout".to_string()));
 }
 
+/// An upstream that answers the first request on each connection (keeping
+/// it open) and closes the connection, unanswered, when a second request
+/// comes on it: a pooled connection that the upstream dropped just as
+/// it was reused. Counts connections and answered requests.
+async fn drops_second_requests() -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, a) = (conns.clone(), answered.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::Relaxed);
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The first request: its header, and its body by its length.
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                        let len = content_length(&head).unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                a.fetch_add(1, Ordering::Relaxed);
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+                    .await
+                    .unwrap();
+                // The next request's first bytes: close without a word.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (port, conns, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_before_any_answer_is_retried_on_a_new_one() {
+    let (up, conns, answered) = drops_second_requests().await;
+    let (port, _) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let r = curl(&[&url]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "one"));
+    // The second request goes out on the pooled connection, which the
+    // upstream closes unanswered: it never saw the request, so even a POST
+    // is sent again, on a new connection.
+    for args in [
+        vec![url.as_str()],
+        vec!["--data-binary", "abc", url.as_str()],
+    ] {
+        let r = curl(&args).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "one"), "{args:?}");
+    }
+    assert_eq!(answered.load(Ordering::Relaxed), 3);
+    assert_eq!(conns.load(Ordering::Relaxed), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_never_reads_is_a_504() {
     // An upstream that accepts and never reads: the request body (16 MiB)
