@@ -33,7 +33,7 @@ use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -117,6 +117,13 @@ impl<S> Slot<S> {
     fn is_taken(&self) -> bool {
         self.state.load(Ordering::Acquire) == TAKEN
     }
+
+    /// Make a retired slot hold `conn` again (its allocation reused).
+    fn refill(&mut self, conn: S, deadline: Option<Instant>) {
+        *self.state.get_mut() = IDLE;
+        *self.conn.get_mut() = Some(conn);
+        self.deadline = deadline;
+    }
 }
 
 /// One key's idle connections.
@@ -154,7 +161,11 @@ pub struct ConnectionPool<S> {
     /// write) only when a new key appears.
     keys: ArcSwap<KeyMap<S>>,
     /// Every put, oldest first, for the global LRU cap (lock-free).
-    order: SegQueue<Weak<Slot<S>>>,
+    order: SegQueue<Arc<Slot<S>>>,
+    /// Slots out of use, kept to hold the next `put`s (a slot leaves use
+    /// when the order list lets go of it and nothing else holds it): no
+    /// allocation per `put` in the steady state.
+    free: ArrayQueue<Arc<Slot<S>>>,
     order_len: AtomicUsize,
     idle: AtomicUsize,
     capacity: usize,
@@ -204,6 +215,9 @@ impl<S: Send + 'static> ConnectionPool<S> {
         ConnectionPool {
             keys: ArcSwap::default(),
             order: SegQueue::new(),
+            // The order list holds up to about 2 × capacity + 64 entries
+            // before it is compacted: enough spares for all of them.
+            free: ArrayQueue::new(2 * capacity.min(1 << 16) + 64),
             order_len: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             capacity,
@@ -269,7 +283,18 @@ impl<S: Send + 'static> ConnectionPool<S> {
             return false;
         }
         let deadline = idle_timeout.and_then(|d| Instant::now().checked_add(d));
-        let slot = Arc::new(Slot::new(conn, deadline));
+        let slot = match self.free.pop() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(s) => {
+                    s.refill(conn, deadline);
+                    spare
+                }
+                // Not ours alone after all (cannot happen: a spare is held
+                // by the free list only); a new one.
+                None => Arc::new(Slot::new(conn, deadline)),
+            },
+            None => Arc::new(Slot::new(conn, deadline)),
+        };
         let q = self.queue_or_insert(key);
         self.idle.fetch_add(1, Ordering::Relaxed);
         let mut pending = slot.clone();
@@ -280,16 +305,15 @@ impl<S: Send + 'static> ConnectionPool<S> {
             }
             pending = back;
         }
-        self.order.push(Arc::downgrade(&slot));
+        self.order.push(slot.clone());
         let len = self.order_len.fetch_add(1, Ordering::Relaxed) + 1;
         while self.idle.load(Ordering::Relaxed) > self.capacity {
             let Some(oldest) = self.order.pop() else {
                 break;
             };
             self.order_len.fetch_sub(1, Ordering::Relaxed);
-            if let Some(old) = oldest.upgrade() {
-                self.evict(&old);
-            }
+            self.evict(&oldest);
+            self.retire(oldest);
         }
         // Keep the order list from growing with entries already taken.
         if len > 2 * self.capacity + 64 {
@@ -297,14 +321,23 @@ impl<S: Send + 'static> ConnectionPool<S> {
                 let Some(w) = self.order.pop() else {
                     break;
                 };
-                if w.upgrade().is_some_and(|s| !s.is_taken()) {
+                if !w.is_taken() {
                     self.order.push(w);
                 } else {
                     self.order_len.fetch_sub(1, Ordering::Relaxed);
+                    self.retire(w);
                 }
             }
         }
         true
+    }
+
+    /// The order list is done with `slot`: if it is out of use and held by
+    /// nothing else (no key queue still lists it), keep it as a spare.
+    fn retire(&self, slot: Arc<Slot<S>>) {
+        if slot.is_taken() && Arc::strong_count(&slot) == 1 {
+            let _ = self.free.push(slot);
+        }
     }
 
     /// Drop this slot's connection if it is still idle. (The slot itself
@@ -332,22 +365,22 @@ impl<S: Send + 'static> ConnectionPool<S> {
             let Some(w) = self.order.pop() else {
                 break;
             };
-            let keep = match w.upgrade() {
-                Some(slot) if !slot.is_taken() => {
-                    let dead = slot
-                        .peek(|c| slot.expired(&mut now) || !(self.check)(c))
-                        .unwrap_or(false);
-                    if dead && self.evict(&slot) {
-                        gone += 1;
-                    }
-                    !slot.is_taken()
+            let keep = if w.is_taken() {
+                false
+            } else {
+                let dead = w
+                    .peek(|c| w.expired(&mut now) || !(self.check)(c))
+                    .unwrap_or(false);
+                if dead && self.evict(&w) {
+                    gone += 1;
                 }
-                _ => false,
+                !w.is_taken()
             };
             if keep {
                 self.order.push(w);
             } else {
                 self.order_len.fetch_sub(1, Ordering::Relaxed);
+                self.retire(w);
             }
         }
         self.drop_empty_keys();

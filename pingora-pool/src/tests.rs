@@ -205,3 +205,28 @@ fn pre_hashed_keys_are_used_as_they_are() {
     }
     assert_eq!(m[&7u64.wrapping_mul(0x9e37_79b9_7f4a_7c15)], 7);
 }
+
+#[test]
+fn slots_are_reused_in_the_steady_state() {
+    let pool: ConnectionPool<u32> = ConnectionPool::new(4);
+    // Put and take, as a proxy does per request: the order list grows
+    // with taken slots until it is compacted, which gives them back.
+    for i in 0..1000 {
+        pool.put(7, i);
+        assert_eq!(pool.get(7), Some(i));
+    }
+    assert!(!pool.free.is_empty(), "no slot came back for reuse");
+    assert!(pool.order_len.load(Ordering::Relaxed) <= 2 * 4 + 64 + 1);
+    // The next put takes a spare instead of allocating.
+    let before = pool.free.len();
+    pool.put(7, 1);
+    assert_eq!(pool.free.len(), before - 1);
+    assert_eq!(pool.get(7), Some(1));
+    // A reused slot behaves as a new one: timeouts and eviction.
+    pool.put_with_timeout(7, 2, Some(std::time::Duration::ZERO));
+    assert_eq!(pool.get(7), None, "expired at once");
+    for i in 0..10 {
+        pool.put(i, i as u32);
+    }
+    assert_eq!(pool.idle_count(), 4);
+}
