@@ -687,7 +687,12 @@ async fn a_custom_l4_connector_reaches_an_in_process_server() {
         let (body, _reused) = get(&c, &p, path).await;
         assert_eq!(body, format!("in-process {path}\n"));
     }
-    assert!(custom.connects.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // Not pooled (a pipe's idleness cannot be checked): one connect each.
+    assert_eq!(
+        custom.connects.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert_eq!(c.transport().pool_stats().idle, 0);
     // The digest of a virtual socket: no descriptor, no addresses.
     let (s, _) = c.get_http_session(&p).await.unwrap();
     assert_eq!(s.fd(), -1);

@@ -591,7 +591,18 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             // gRPC error without a message must arrive).
             let mut data = None;
             let delay = self.body_filters(session, &mut data, true, ctx)?;
-            let data = data.filter(|d| !d.is_empty());
+            let mut data = data.filter(|d| !d.is_empty());
+            // The modules' last word comes with the rest of the body.
+            if !self.downstream_modules.is_empty() {
+                if let Some(m) = session.modules() {
+                    if let Some(done) = m.response_done_filter()?.filter(|b| !b.is_empty()) {
+                        data = Some(match data.take() {
+                            Some(d) => Bytes::from([&d[..], &done[..]].concat()),
+                            None => done,
+                        });
+                    }
+                }
+            }
             if let Some(d) = &data {
                 // A body made from nothing: its length replaces the
                 // upstream's (not for HEAD, where it describes a GET).
@@ -608,10 +619,14 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 .map_err(|e| e.into_down())?;
             if let Some(d) = data {
                 pause(delay).await;
+                // Straight to the client: the filters (the modules' too)
+                // have run on this piece.
                 session
-                    .write_response_body(Some(d), true)
+                    .as_downstream_mut()
+                    .write_response_body(d)
                     .await
                     .map_err(|e| e.into_down())?;
+                session.finish_body().await.map_err(|e| e.into_down())?;
             }
             return Ok(());
         }

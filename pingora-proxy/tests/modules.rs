@@ -191,6 +191,16 @@ async fn modules_see_every_part_of_the_exchange_in_order() {
             "h2 {h2}: {t:?}"
         );
     }
+    // A response without a body: the modules' end piece is the body.
+    for h2 in [false, true] {
+        let status = format!("http://127.0.0.1:{port}/status/200");
+        let mut args = vec![status.as_str()];
+        if h2 {
+            args.insert(0, "--http2-prior-knowledge");
+        }
+        let r = curl(&args).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "<done>"), "h2 {h2}");
+    }
     // One request's module state, changed by a phase.
     let r = curl(&["--data-binary", "abc", &format!("{url}?plain")]).await;
     assert_eq!(r.body, "xbc<done>");

@@ -160,7 +160,11 @@ pub async fn connect_through_proxy(
         } else {
             format!("{}:{}", proxy.host, proxy.port)
         };
-        let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+        let mut req = format!("CONNECT {target} HTTP/1.1\r\n").into_bytes();
+        // A Host of the user's replaces ours.
+        if !proxy.headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
+            req.extend_from_slice(format!("Host: {target}\r\n").as_bytes());
+        }
         for (name, value) in &proxy.headers {
             if httparse::parse_headers(
                 &[name.as_bytes(), b": ", value, b"\r\n\r\n"].concat(),

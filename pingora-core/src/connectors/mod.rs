@@ -257,6 +257,12 @@ impl TransportConnector {
     /// release) sweeps the dead and expired ones out every second, so a
     /// closed connection's socket does not linger.
     pub fn release_stream(&self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
+        // A stream without a socket (a virtual one) cannot be checked for
+        // idleness: it would be evicted at the first check, pushing a real
+        // idle connection out of a full pool on the way in.
+        if stream.socket_digest().is_some_and(|d| d.raw_fd < 0) {
+            return;
+        }
         if self.pool.put_with_timeout(key, stream, idle_timeout)
             && !self.sweeping.load(Ordering::Relaxed)
         {

@@ -166,47 +166,54 @@ impl HttpSession {
     /// the final one). After `101 Switching Protocols` the connection is a
     /// raw tunnel.
     pub async fn read_response(&mut self) -> Result<usize> {
-        // First try what the first read brings (usually the whole header);
-        // only if that is short, wait for the whole header before parsing.
-        if let Some(n) = self.read_response_once(true).await? {
-            return Ok(n);
-        }
-        match self.read_response_once(false).await? {
-            Some(n) => Ok(n),
-            None => Error::e_explain(InvalidHTTPHeader, "malformed response header")
-                .map_err(|e| e.into_up()),
-        }
-    }
-
-    async fn read_response_once(&mut self, optimistic: bool) -> Result<Option<usize>> {
         let opts = self.conn.opts;
         // Nothing of a response has come yet on this connection.
         let first = self.resp_meta.is_none();
-        let len = conn_timed!(
+        // One time limit for the whole header, however many reads it takes.
+        conn_timed!(
             self.conn,
             opts.header_read_timeout,
             ReadTimedout,
             "response header read timed out",
-            self.conn.fill_header(None, optimistic)
+            self.read_response_steps(first)
         )
-        .map_err(|mut e| {
-            // Reset before a single response byte: on a reused connection
-            // the upstream closed it idle as the request went out, and
-            // never saw the request.
-            if first && e.etype() == &ReadError && self.conn.buf.is_empty() {
-                e.retry = RetryType::ReusedOnly;
+        .map_err(|e| e.into_up())
+    }
+
+    /// First parse what the first read brings (usually the whole header,
+    /// often with body bytes after it); only if that is short, wait for
+    /// the whole header block and parse again.
+    async fn read_response_steps(&mut self, first: bool) -> Result<usize> {
+        for optimistic in [true, false] {
+            let len = self
+                .conn
+                .fill_header(None, optimistic)
+                .await
+                .map_err(|mut e| {
+                    // Reset before a single response byte: on a reused
+                    // connection the upstream closed it idle as the request
+                    // went out, and never saw the request.
+                    if first && e.etype() == &ReadError && self.conn.buf.is_empty() {
+                        e.retry = RetryType::ReusedOnly;
+                    }
+                    e.into_up()
+                })?
+                .ok_or_else(|| {
+                    let mut e =
+                        Error::explain(ConnectionClosed, "upstream closed before responding");
+                    if first {
+                        e.retry = RetryType::ReusedOnly;
+                    }
+                    e.into_up()
+                })?;
+            if let Some(n) = self
+                .parse_response(len, optimistic)
+                .map_err(|e| e.into_up())?
+            {
+                return Ok(n);
             }
-            e.into_up()
-        })?
-        .ok_or_else(|| {
-            let mut e = Error::explain(ConnectionClosed, "upstream closed before responding");
-            if first {
-                e.retry = RetryType::ReusedOnly;
-            }
-            e.into_up()
-        })?;
-        self.parse_response(len, optimistic)
-            .map_err(|e| e.into_up())
+        }
+        Error::e_explain(InvalidHTTPHeader, "malformed response header").map_err(|e| e.into_up())
     }
 
     /// Parse the response header in the first `len` bytes; `None` if they
