@@ -648,6 +648,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // Body bytes in from the upstream and out through the filters,
         // while a Content-Length that went out holds them to it.
         let (mut bytes_in, mut bytes_out, mut length_sent) = (0usize, 0usize, false);
+        // Whether any Content-Length went out (the upstream's or a new one).
+        let mut length_out = false;
 
         // Then both directions at once, until the response is complete.
         let (last, trailer_body, delay) = loop {
@@ -669,6 +671,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             if end {
                                 // The whole body, already filtered.
                                 resp.insert_header(CONTENT_LENGTH, size_out.to_string())?;
+                                length_out = true;
                             } else {
                                 resp.remove_header(&CONTENT_LENGTH);
                             }
@@ -676,6 +679,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             // The upstream's length stands: what goes out
                             // must add up to what came in.
                             length_sent = true;
+                            length_out = true;
                         }
                         session
                             .as_downstream_mut()
@@ -736,7 +740,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 done_body = m.response_done_filter()?.filter(|b| !b.is_empty());
             }
         }
-        if length_sent && done_body.is_some() {
+        if length_out && done_body.is_some() {
             return Error::e_explain(
                 InternalError,
                 "an HTTP module's response_done_filter added body after the Content-Length \
