@@ -32,6 +32,9 @@ impl HttpServerApp for Hold {
             let mut go = self.0.clone();
             let _ = tokio::time::timeout(Duration::from_secs(10), go.wait_for(|g| *g)).await;
         }
+        if s.req_header().uri.path() == "/read" {
+            while s.read_request_body().await?.is_some() {}
+        }
         let resp = ResponseHeader::build(200, None)?;
         s.write_response_header(Box::new(resp)).await?;
         s.write_response_body(Bytes::from_static(b"ok\n")).await?;
@@ -389,4 +392,87 @@ async fn a_zero_window_client_is_cut_off_after_the_write_timeout() {
         }
     };
     assert_eq!(reset, 0x2, "INTERNAL_ERROR");
+}
+
+/// curl over h2c: the status it got, or its exit code when the exchange
+/// broke.
+async fn curl_h2(args: Vec<String>, stdin: Option<Vec<u8>>) -> Result<u16, i32> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(b) = stdin {
+            input.write_all(&b).unwrap();
+        }
+        drop(input);
+        let o = child.wait_with_output().unwrap();
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0))
+        } else {
+            Err(o.status.code().unwrap_or(-1))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Limits over HTTP/2, with curl as the client: a declared body over
+/// `max_body_bytes` gets 413, and so does a body streamed without a length
+/// past it (no response had begun); a header list over
+/// `max_header_list_size` gets 431; the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_and_header_limits_over_http2_with_curl() {
+    let h1 = H1Options {
+        max_body_bytes: Some(10),
+        ..Default::default()
+    };
+    let (port, _go) = serve_with(h1).await;
+    let url = format!("http://127.0.0.1:{port}/read");
+    // Declared: 11 bytes.
+    let r = curl_h2(
+        vec!["--data-binary".into(), "0123456789a".into(), url.clone()],
+        None,
+    )
+    .await;
+    assert_eq!(r, Ok(413));
+    // Ten bytes pass.
+    let r = curl_h2(
+        vec!["--data-binary".into(), "0123456789".into(), url.clone()],
+        None,
+    )
+    .await;
+    assert_eq!(r, Ok(200));
+    // Streamed from stdin (no content-length over HTTP/2): 100 bytes.
+    let r = curl_h2(
+        vec!["-T".into(), "-".into(), url.clone()],
+        Some(vec![b'x'; 100]),
+    )
+    .await;
+    assert_eq!(r, Ok(413));
+    // A header list over 32 KiB ([`OPTIONS`]): one 40 KiB field.
+    let big = format!("x-big: {}", "y".repeat(40 * 1024));
+    let r = curl_h2(vec!["-H".into(), big, url.clone()], None).await;
+    assert_eq!(r, Ok(431));
+    // The server goes on.
+    let r = curl_h2(vec![url], None).await;
+    assert_eq!(r, Ok(200));
 }
