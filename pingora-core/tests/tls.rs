@@ -89,10 +89,15 @@ impl Drop for Dir {
 
 /// Serve `Describe` over TLS on a port from the OS; returns the port.
 async fn serve(acceptor: Acceptor) -> u16 {
+    serve_with(acceptor, Default::default()).await
+}
+
+/// [`serve`] with these HTTP limits and timeouts.
+async fn serve_with(acceptor: Acceptor, h1: pingora_core::protocols::http::v1::H1Options) -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let acceptor = Arc::new(acceptor);
-    let app = Arc::new(HttpServer::new(Describe));
+    let app = Arc::new(HttpServer::with_options(Describe, h1));
     let (_tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _keep = _tx;
@@ -973,4 +978,45 @@ async fn cas_from_memory() {
     bad.ca_pem = Some(Arc::from(&b""[..]));
     let e = connector.connect(tcp(port).await, &bad).await.unwrap_err();
     assert_eq!(e.etype(), &ErrorType::InvalidCert, "{e}");
+}
+
+/// HTTP/2 by ALPN, then silence: the HTTP/2 handshake (waiting for the
+/// client's preface) is bounded by `header_read_timeout`, well before the
+/// keep-alive timeout would close the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_that_sends_no_preface_is_closed_after_the_header_timeout() {
+    let ca = TestCa::new("Test CA").unwrap();
+    let cert = ca.issue(&["localhost"], 30, false).unwrap();
+    let mut settings = TlsSettings::with_cert(cert_key(&cert));
+    settings.enable_h2();
+    let h1 = pingora_core::protocols::http::v1::H1Options {
+        header_read_timeout: Some(Duration::from_millis(300)),
+        keepalive_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let port = serve_with(settings.build().unwrap(), h1).await;
+    let mut peer = TlsPeer::new("localhost");
+    peer.verify_cert = false;
+    peer.verify_hostname = false;
+    peer.alpn = vec![b"h2".to_vec()];
+    let mut tls = TlsConnector::new(None)
+        .connect(tcp(port).await, &peer)
+        .await
+        .unwrap();
+    assert!(tls.tls_digest().is_some_and(|d| d.is_h2()), "ALPN chose h2");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    // The server's SETTINGS may come first; then the connection closes.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the silent HTTP/2 client was never closed"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }
