@@ -538,8 +538,8 @@ async fn an_upstream_allowing_no_stream_fails_within_the_connect_timeout() {
     }
 }
 
-/// An HTTP/2 upstream of raw frames that refuses the first request it
-/// gets, with `refusal` (a whole frame), without processing it.
+/// An HTTP/2 upstream of raw frames that answers the first request it
+/// gets with `refusal` (whole frames) once its HEADERS are in.
 async fn refusing_upstream(refusal: &'static [u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -612,4 +612,43 @@ async fn requests_an_upstream_refused_unprocessed_are_marked_retryable() {
         // Even a POST: the server said it never processed it.
         assert!(e.retry(), "{what}: {e}");
     }
+}
+
+/// A server that has sent its whole response may stop the rest of the
+/// request with RST_STREAM(NO_ERROR) (RFC 9113 §8.1; gRPC servers do when a
+/// call ends before the client half-closes). The response stays whole and
+/// the request body that follows is dropped, not an error.
+#[tokio::test]
+async fn an_upstream_stopping_the_request_after_its_response_is_not_an_error() {
+    // HEADERS(1, END_HEADERS, ":status: 200"); DATA(1, END_STREAM, "done");
+    // RST_STREAM(1, NO_ERROR).
+    const DONE: &[u8] = b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88\
+        \x00\x00\x04\x00\x01\x00\x00\x00\x01done\
+        \x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x00";
+    let port = refusing_upstream(DONE).await;
+    let mut peer = HttpPeer::try_new(&format!("127.0.0.1:{port}"), false, String::new()).unwrap();
+    peer.options.alpn = ALPN::H2;
+    let c = Connector::new(None);
+    let (mut s, _) = c.get_http_session(&peer).await.unwrap();
+    let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+    req.insert_header("Host", "stopping.test").unwrap();
+    s.write_request_header_eos(Box::new(req), false)
+        .await
+        .unwrap();
+    s.read_response().await.unwrap();
+    assert_eq!(s.resp_header().unwrap().status.as_u16(), 200);
+    let mut body = Vec::new();
+    while let Some(b) = s.read_body_bytes().await.unwrap() {
+        body.extend_from_slice(&b);
+    }
+    assert_eq!(body, b"done");
+    // The reset is in by now: the request's rest goes nowhere, quietly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_body(Bytes::from_static(b"more of the request"))
+        .await
+        .expect("a body the upstream stopped is dropped");
+    s.queue_body(Bytes::from_static(b"and more")).unwrap();
+    s.queue_finish(None).unwrap();
+    assert!(s.read_body_while_sending().await.unwrap().is_some());
+    s.finish_body(None).await.unwrap();
 }

@@ -417,6 +417,8 @@ impl ProxyHttp for Recorder {
     async fn logging(&self, _s: &mut Session, e: Option<&Error>, _: &mut ()) {
         self.note("logging");
         if let Some(e) = e {
+            // The whole error on stderr: shown when a test fails.
+            eprintln!("proxy logged an error: {e}");
             self.note(format!("logged error: {:?}", e.etype()));
         }
     }

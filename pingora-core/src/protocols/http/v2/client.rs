@@ -253,6 +253,7 @@ impl H2Connection {
             trailers: None,
             body_done: false,
             sent_all: false,
+            stopped: false,
             queued: None,
             finish_queued: None,
             resp_ready: None,
@@ -275,6 +276,9 @@ pub struct Http2Session {
     body_done: bool,
     /// The request side has ended (END_STREAM sent).
     sent_all: bool,
+    /// The upstream reset the stream with NO_ERROR: it wants no more of
+    /// the request; the rest of its body is dropped.
+    stopped: bool,
     /// Request body waiting for flow-control credit (see `drive`).
     queued: Option<Bytes>,
     /// The end of the request (with trailers), to send after `queued`.
@@ -419,7 +423,17 @@ impl Http2Session {
     }
 
     /// Send request body bytes, as the upstream's window allows.
-    pub async fn write_body(&mut self, mut data: Bytes) -> Result<()> {
+    pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        match self.send_body(data).await {
+            Err(e) => self.send_failed(e),
+            ok => ok,
+        }
+    }
+
+    async fn send_body(&mut self, mut data: Bytes) -> Result<()> {
         let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
         while !data.is_empty() {
             send.reserve_capacity(data.len());
@@ -473,18 +487,43 @@ impl Http2Session {
         }
         self.sent_all = true;
         let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
-        match trailers {
+        let sent = match trailers {
             Some(t) => send.send_trailers(t),
             None => send.send_data(Bytes::new(), true),
+        };
+        match sent.or_err(H2Error, "ending the request") {
+            Err(e) => self.send_failed(e.into_up()),
+            Ok(()) => Ok(()),
         }
-        .or_err(H2Error, "ending the request")
-        .map_err(|e| e.into_up())
+    }
+
+    /// Sending the request failed with `e`. Not an error when the upstream
+    /// reset the stream with NO_ERROR: a server that has sent its whole
+    /// response may stop the request that way (RFC 9113 §8.1; gRPC servers
+    /// do when a call ends before the client half-closes). The response
+    /// stays readable and the rest of the request body is dropped.
+    fn send_failed(&mut self, e: Box<Error>) -> Result<()> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let no_error = self.body_out.as_mut().is_some_and(|send| {
+            matches!(
+                send.poll_reset(&mut cx),
+                Poll::Ready(Ok(h2::Reason::NO_ERROR))
+            )
+        });
+        if !no_error {
+            return Err(e);
+        }
+        self.stopped = true;
+        self.sent_all = true;
+        self.queued = None;
+        self.finish_queued = None;
+        Ok(())
     }
 
     /// Queue request body bytes, to be sent by [`drive`](Self::drive) as
     /// the upstream grants flow-control credit, while the response is read.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
-        if data.is_empty() {
+        if data.is_empty() || self.stopped {
             return Ok(());
         }
         if self.queued.is_some() {
@@ -537,7 +576,11 @@ impl Http2Session {
         if self.resp_ready.is_some() || self.data_ready.is_some() {
             return Poll::Ready(Ok(Progress::Readable));
         }
-        if let (Some(data), Some(send)) = (self.queued.as_mut(), self.body_out.as_mut()) {
+        let failed = 'send: {
+            let (Some(data), Some(send)) = (self.queued.as_mut(), self.body_out.as_mut()) else {
+                self.queued = None;
+                return Poll::Ready(Ok(Progress::Sent));
+            };
             while !data.is_empty() {
                 send.reserve_capacity(data.len());
                 match send.poll_capacity(cx) {
@@ -545,24 +588,14 @@ impl Http2Session {
                     Poll::Ready(Some(Ok(n))) => {
                         let chunk = data.split_to(n.min(data.len()));
                         if let Err(e) = send.send_data(chunk, false) {
-                            return Poll::Ready(Err(Error::because(
-                                H2Error,
-                                "sending body data",
-                                e,
-                            )
-                            .into_up()));
+                            break 'send Error::because(H2Error, "sending body data", e);
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Err(Error::because(
-                            H2Error,
-                            "upstream flow control",
-                            e,
-                        )
-                        .into_up()))
+                        break 'send Error::because(H2Error, "upstream flow control", e);
                     }
                     Poll::Ready(None) => {
-                        return Poll::Ready(Error::e_explain(H2Error, "upstream closed the stream"))
+                        break 'send Error::explain(H2Error, "upstream closed the stream");
                     }
                 }
             }
@@ -575,22 +608,23 @@ impl Http2Session {
                 }
                 return Poll::Ready(Ok(Progress::Sent));
             }
-        } else {
-            self.queued = None;
-            return Poll::Ready(Ok(Progress::Sent));
-        }
-        if let Some(fut) = self.response.as_mut() {
-            if let Poll::Ready(r) = Pin::new(fut).poll(cx) {
-                self.resp_ready = Some(Box::new(r));
-                return Poll::Ready(Ok(Progress::Readable));
+            // Waiting for credit: take in the response meanwhile.
+            if let Some(fut) = self.response.as_mut() {
+                if let Poll::Ready(r) = Pin::new(fut).poll(cx) {
+                    self.resp_ready = Some(Box::new(r));
+                    return Poll::Ready(Ok(Progress::Readable));
+                }
+            } else if let (Some(body), false) = (self.body_in.as_mut(), self.body_done) {
+                if let Poll::Ready(d) = body.poll_data(cx) {
+                    self.data_ready = Some(d);
+                    return Poll::Ready(Ok(Progress::Readable));
+                }
             }
-        } else if let (Some(body), false) = (self.body_in.as_mut(), self.body_done) {
-            if let Poll::Ready(d) = body.poll_data(cx) {
-                self.data_ready = Some(d);
-                return Poll::Ready(Ok(Progress::Readable));
-            }
-        }
-        Poll::Pending
+            return Poll::Pending;
+        };
+        // A failed send is the queue's end when the upstream stopped the
+        // request without error.
+        Poll::Ready(self.send_failed(failed.into_up()).map(|_| Progress::Sent))
     }
 
     /// Wait for the response header.
