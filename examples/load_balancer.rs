@@ -16,7 +16,8 @@
 //! conf's `access_log` (a file or `syslog:udp:HOST:PORT`) and
 //! `access_log_format` (`combined` or `json`) turn on the access log.
 //! `--proxy-protocol` reads a PROXY v1/v2 header on `--listen` (behind
-//! HAProxy or a cloud load balancer).
+//! HAProxy or a cloud load balancer). `--rate-limit N` answers a client
+//! address's requests beyond N per second with 429 (the rate-limit module).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use clap::Parser;
 use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
 use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
+use pingora::core::modules::http::{rate_limit::RateLimit, HttpModules};
 use pingora::core::protocols::http::ServerSession;
 use pingora::core::server::{Opt, Server};
 use pingora::core::services::background::background_service;
@@ -78,6 +80,9 @@ struct Args {
     /// Seconds between active health checks of the upstreams.
     #[arg(long, default_value_t = 1)]
     health_check_secs: u64,
+    /// Requests per second allowed from each client address (429 beyond).
+    #[arg(long)]
+    rate_limit: Option<u32>,
 }
 
 /// The proxy: the load balancer and how to reach the upstreams.
@@ -91,6 +96,8 @@ struct Lb {
     timeout: Duration,
     /// A metric of our own, served beside the built-in ones.
     failovers: IntCounter,
+    /// Requests per second per client address, if limited.
+    rate_limit: Option<u32>,
 }
 
 /// Per request: the backends tried (the last one apart, so that a request
@@ -113,6 +120,12 @@ impl ProxyHttp for Lb {
             earlier: Vec::new(),
             begun: now,
             start: now,
+        }
+    }
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        if let Some(n) = self.rate_limit {
+            modules.add_module(Box::new(RateLimit::per_client_addr(n)));
         }
     }
 
@@ -227,6 +240,7 @@ fn main() -> Result<()> {
             "Upstream connects that failed (each is retried on another backend)"
         )
         .map_err(|e| Error::because(ErrorType::InternalError, "metric", e))?,
+        rate_limit: args.rate_limit,
     };
 
     let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));

@@ -959,3 +959,67 @@ fn daemon_mode() {
                 .is_ok_and(|s| s.contains(") Z "))
     });
 }
+
+/// `--rate-limit N`: a client address's requests beyond N per second get
+/// 429 with `Retry-After` and the `RateLimit-*` fields, over HTTP/1.1 (the
+/// connection stays open) and h2c alike; a client that waits as told gets
+/// through again.
+#[test]
+fn rate_limit_flag_answers_429_per_client() {
+    let dir = temp_dir("lb-rate");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_lb, _) = start_lb(&dir, &["--listen", &listen, "--h2c", "--rate-limit", "5"]);
+    wait_listening(port);
+    let url = format!("http://{listen}/r");
+    // Ten requests on one keep-alive connection: status and connects each.
+    let mut args = vec!["-sS", "--max-time", "20"];
+    args.extend(["-w", "%{http_code} %{num_connects}\n"]);
+    for _ in 0..10 {
+        args.extend(["-o", "/dev/null", &url]);
+    }
+    let out = Command::new("curl").args(&args).output().expect("curl");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let codes: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(codes.len(), 10, "{out}");
+    assert!(codes[..5].iter().all(|c| *c == "200"), "{out}");
+    // The window slides: on a slow machine one more may fit.
+    let refused = codes.iter().filter(|c| **c == "429").count();
+    assert!((3..=5).contains(&refused), "{out}");
+    let connects: u32 = out.lines().map(|l| l[4..].parse::<u32>().unwrap()).sum();
+    assert_eq!(connects, 1, "a 429 keeps the connection: {out}");
+    // Over h2c, the same client is still over its limit.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/2 429"), "{head}");
+    for field in [
+        "retry-after: ",
+        "ratelimit-limit: 5",
+        "ratelimit-remaining: 0",
+        "ratelimit-reset: ",
+    ] {
+        assert!(head.contains(field), "{field} in {head}");
+    }
+    let wait: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "{head}");
+    // Waiting as told is enough.
+    std::thread::sleep(Duration::from_secs(wait));
+    assert!(curl(&url).starts_with("hello from demo upstream"));
+}

@@ -14,6 +14,9 @@
 # keep-alive, as in run.sh) under the same load, and the ratio.
 # Installs valgrind, nginx and nghttp2-client if missing. Loopback only.
 #
+# LB_ARGS="...": more flags for our proxy (e.g. "--rate-limit 1000000000"
+# to count what the rate-limit module costs). NO_NGINX=1: skip nginx.
+#
 # CONN_EACH=1: every request on a connection of its own (`Connection:
 # close`, 10 clients at a time, from a small Python client), so the figure
 # includes accepting, setting up and closing a client connection.
@@ -51,7 +54,7 @@ under() {
     else
         LOG="$DIR/vg.log"
         valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
-            --upstream "127.0.0.1:$UP" 2>"$LOG" &
+            --upstream "127.0.0.1:$UP" ${LB_ARGS:-} 2>"$LOG" &
         VG=$!
         PIDS+=($VG)
     fi
@@ -147,6 +150,7 @@ print(f"allocations per request: {calls / int(sys.argv[2]):.1f}")
 PY
 
 # nginx as the proxy, measured the same way, for the ratio.
+[ -n "${NO_NGINX:-}" ] && exit 0
 NGINX_I=$(PROXY=nginx measure nginx)
 echo "nginx instructions per request: $NGINX_I"
 awk -v a="$OURS_I" -v b="$NGINX_I" 'BEGIN { printf "ours / nginx: %.2f\n", a / b }'

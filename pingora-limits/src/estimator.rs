@@ -1,10 +1,12 @@
 //! A lock-free count-min sketch.
 
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 /// Counts per key in fixed memory: `hashes` rows of `slots` atomic
-/// counters. A key adds to one counter in each row; its estimate is the
+/// counters (`slots` rounded up to a power of two). A key adds to one counter in each row; its estimate is the
 /// smallest of those. The estimate never falls below the key's true count
 /// (when counts only go up) and exceeds it by at most about
 /// `e / slots × (all events)` with probability `1 − e^−hashes`.
@@ -39,15 +41,16 @@ impl std::fmt::Debug for Estimator {
 }
 
 impl Estimator {
-    /// A sketch of `hashes` rows of `slots` counters (each at least 1).
+    /// A sketch of `hashes` rows of `slots` counters (each at least 1;
+    /// `slots` rounded up to a power of two).
     pub fn new(hashes: usize, slots: usize) -> Self {
-        Self::with_hasher(hashes, slots, RandomState::new())
+        Self::with_hasher(hashes, slots, RandomState::default())
     }
 
     /// A sketch hashing with `hasher` (two sketches that share one can
     /// take the same hash).
     pub(crate) fn with_hasher(hashes: usize, slots: usize, hasher: RandomState) -> Self {
-        let (hashes, slots) = (hashes.max(1), slots.max(1));
+        let (hashes, slots) = (hashes.max(1), slots.max(1).next_power_of_two());
         Estimator {
             counters: (0..hashes * slots).map(|_| AtomicIsize::new(0)).collect(),
             hashes,
@@ -68,7 +71,7 @@ impl Estimator {
         let h1 = hash as u32 as usize;
         let h2 = ((hash >> 32) as usize) | 1;
         (0..self.hashes).map(move |row| {
-            let slot = h1.wrapping_add(row.wrapping_mul(h2)) % self.slots;
+            let slot = h1.wrapping_add(row.wrapping_mul(h2)) & (self.slots - 1);
             &self.counters[row * self.slots + slot]
         })
     }

@@ -10,9 +10,9 @@
 //! - [`inflight::Inflight`]: how many of something are under way per key;
 //!   the count goes down when the [`inflight::Guard`] drops.
 //!
-//! Keys are hashed with a per-instance random key (SipHash, as std's
-//! `HashMap`), so a client cannot choose keys that collide with another's
-//! counters.
+//! Keys are hashed with a per-instance random seed (foldhash, hashbrown's
+//! default hasher), so a client cannot choose keys that collide with
+//! another's counters; one hash per key gives all of a sketch's rows.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,7 +29,7 @@
 //! // The rate of the last whole interval: none has ended yet.
 //! assert_eq!(rate.rate(&client), 0.0);
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod estimator;

@@ -1,8 +1,10 @@
 //! Events per key over an interval.
 
-use std::hash::{Hash, RandomState};
+use std::hash::Hash;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::estimator::Estimator;
 
@@ -60,7 +62,8 @@ pub struct Rate {
     red_current: AtomicBool,
     /// Milliseconds from `epoch` to the start of the interval under way.
     current_start: AtomicU64,
-    epoch: Instant,
+    /// The clock's reading (ms) when the rate was made.
+    epoch: u64,
     interval_ms: u64,
     interval: Duration,
 }
@@ -72,6 +75,33 @@ impl std::fmt::Debug for Rate {
             .field("sketch", &self.red)
             .finish()
     }
+}
+
+/// The monotonic clock in milliseconds, coarse (to a few ms, Linux's
+/// `CLOCK_MONOTONIC_COARSE`): a fraction of the precise clock's cost, and
+/// plenty for intervals counted in seconds.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration;
+    // the clock id is one Linux always has.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    debug_assert_eq!(r, 0);
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The monotonic clock in milliseconds (from the first call).
+#[cfg(not(target_os = "linux"))]
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Each sketch's shape for [`Rate::new`]: 4 × 1024 counters (32 KiB).
@@ -90,14 +120,14 @@ impl Rate {
     /// A rate over intervals of `interval` with sketches of `hashes` rows
     /// of `slots` counters.
     pub fn new_with_estimator_config(interval: Duration, hashes: usize, slots: usize) -> Self {
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         let interval_ms = (interval.as_millis() as u64).max(1);
         Rate {
             red: Estimator::with_hasher(hashes, slots, hasher.clone()),
             blue: Estimator::with_hasher(hashes, slots, hasher),
             red_current: AtomicBool::new(true),
             current_start: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch: now_ms(),
             interval_ms,
             interval: Duration::from_millis(interval_ms),
         }
@@ -119,7 +149,7 @@ impl Rate {
 
     /// Turn the interval if it is over; milliseconds into the current one.
     fn turn(&self) -> u64 {
-        self.turn_at(self.epoch.elapsed().as_millis() as u64)
+        self.turn_at(now_ms().saturating_sub(self.epoch))
     }
 
     /// [`turn`](Self::turn) at `now` milliseconds from the epoch.
@@ -202,6 +232,41 @@ impl Rate {
         })
     }
 
+    /// Our addition: [`rate_with`](Self::rate_with) and
+    /// [`observe`](Self::observe) in one step, for a limiter (one clock
+    /// read, one hash). `admit` sees the key's counts; `events` are counted
+    /// only if it says yes. Returns the counts it saw and its answer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pingora_limits::rate::Rate;
+    ///
+    /// let rate = Rate::new(Duration::from_secs(1));
+    /// let admit = |c: pingora_limits::rate::RateComponents| c.curr_samples < 2;
+    /// let passed = (0..5).filter(|_| rate.observe_if(&"client", 1, admit).1).count();
+    /// assert_eq!(passed, 2);
+    /// ```
+    pub fn observe_if<K, F>(&self, key: &K, events: isize, admit: F) -> (RateComponents, bool)
+    where
+        K: Hash,
+        F: FnOnce(RateComponents) -> bool,
+    {
+        let past = self.turn();
+        let (current, previous) = self.sketches();
+        let hash = current.hash(key);
+        let c = RateComponents {
+            prev_samples: previous.get_hash(hash),
+            curr_samples: current.get_hash(hash),
+            interval: self.interval,
+            current_interval_fraction: past as f64 / self.interval_ms as f64,
+        };
+        let yes = admit(c);
+        if yes && events != 0 {
+            current.incr_hash(hash, events);
+        }
+        (c, yes)
+    }
+
     /// The memory both sketches take, in bytes (the same for any number
     /// of keys).
     pub fn size_of_counters(&self) -> usize {
@@ -254,7 +319,7 @@ mod tests {
         let rate = Rate::new(Duration::from_millis(500));
         rate.observe(&"k", 7);
         assert_eq!(rate.rate(&"k"), 0.0);
-        rate.turn_at(rate.epoch.elapsed().as_millis() as u64 + 500);
+        rate.turn_at(now_ms() - rate.epoch + 500);
         assert_eq!(rate.rate_with(&"k", |c| c.prev_samples), 7);
     }
 

@@ -359,10 +359,21 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         self.inner.early_request_filter(session, ctx).await?;
         if !self.downstream_modules.is_empty() {
             let mut modules = self.downstream_modules.build_ctx();
+            modules.downstream_session(session.as_downstream());
             modules
                 .request_header_filter(session.req_header_mut())
                 .await?;
+            let early = modules.early_response();
             session.downstream_modules_ctx = modules;
+            if let Some((resp, body)) = early {
+                // A module answered (a rate limit's 429): through the
+                // modules' response filters, and no further.
+                session.write_response_header(resp, body.is_empty()).await?;
+                if !body.is_empty() {
+                    session.write_response_body(Some(body), true).await?;
+                }
+                return Ok(());
+            }
         }
         if self.inner.request_filter(session, ctx).await? {
             if session.response_written().is_some() {

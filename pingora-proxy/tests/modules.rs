@@ -205,3 +205,95 @@ async fn modules_see_every_part_of_the_exchange_in_order() {
     let r = curl(&["--data-binary", "abc", &format!("{url}?plain")]).await;
     assert_eq!(r.body, "xbc<done>");
 }
+
+/// A proxy limiting requests per `x-key` value to one per second.
+struct Limited {
+    upstream: u16,
+}
+
+#[async_trait]
+impl ProxyHttp for Limited {
+    type CTX = ();
+    fn new_ctx(&self) {}
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        use pingora_core::modules::http::rate_limit::RateLimit;
+        modules.add_module(Box::new(RateLimit::per_header(1, "x-key")));
+    }
+    async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(peer(self.upstream, false)))
+    }
+}
+
+/// One HTTP/1.1 response with a Content-Length: its head (lower case)
+/// and body.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = content_length(&head).expect("a Content-Length");
+            while buf.len() < end + 4 + len {
+                let mut more = [0u8; 4096];
+                let n = s.read(&mut more).await.unwrap();
+                assert!(n > 0, "closed inside a body");
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return (head, body);
+        }
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut more))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the connection closed: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+/// A module's early answer (the rate limit's 429) on a keep-alive HTTP/1.1
+/// connection: the refused request's body is read and dropped, never taken
+/// for the next request (its bytes here look like one), and the next
+/// request is served on the same connection.
+#[tokio::test]
+async fn an_early_module_answer_drops_the_refused_body_and_keeps_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let (up, _) = upstream().await;
+    let mut app = HttpServer::new(HttpProxy::new(Limited { upstream: up }, None));
+    app.set_h2c(true);
+    let port = serve(app, Arc::default()).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let post = |key: &str, body: &str| {
+        format!(
+            "POST /status/200 HTTP/1.1\r\nHost: t\r\nx-key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    s.write_all(post("a", "12345").as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Over the limit; its body looks like a request of its own.
+    let inner = "GET /smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+    s.write_all(post("a", inner).as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains("\r\nretry-after: "), "{head}");
+    assert!(head.contains("\r\nratelimit-remaining: 0"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"429 Too Many Requests\n");
+    // Another key passes, on the same connection; nothing was smuggled in
+    // between.
+    s.write_all(post("b", "").as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-upstream-port"), "{head}");
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+}

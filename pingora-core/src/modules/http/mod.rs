@@ -46,7 +46,10 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,34 +57,94 @@ use http::HeaderMap;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::protocols::http::ServerSession;
+
+pub mod rate_limit;
+
+/// The future an async filter returns, as `#[async_trait]` makes it.
+pub type FilterFuture<'f> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'f>>;
+
+/// `Ok(())` at once. Zero-sized, so boxing it as a [`FilterFuture`]
+/// allocates nothing: a filter a module does not override costs no
+/// allocation per request (an `async fn` default would box its
+/// arguments). A filter with nothing to wait for can return it too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Done;
+
+impl Future for Done {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// One module's per-request state and filters. Every filter has a
 /// default that does nothing; `as_any`/`as_any_mut` let the user's
 /// phases find the module by type ([`HttpModuleCtx::get`]).
+///
+/// Implement it with `#[async_trait]` on the `impl` block and `async fn`
+/// filters, as with Pingora. (The async filters' defaults are written out
+/// in the form `#[async_trait]` gives them, so that they need not
+/// allocate; an `async fn` override matches them.)
 #[async_trait]
 pub trait HttpModule {
+    /// Our addition: the client's session (its address, TLS digest), shown
+    /// once before `request_header_filter`, for a module that needs them
+    /// (a per-client rate limit).
+    fn downstream_session(&mut self, _session: &ServerSession) {}
+
     /// The request header, after `early_request_filter` and before
     /// `request_filter`.
-    async fn request_header_filter(&mut self, _req: &mut RequestHeader) -> Result<()> {
-        Ok(())
+    fn request_header_filter<'s, 'a, 'f>(
+        &'s mut self,
+        _req: &'a mut RequestHeader,
+    ) -> FilterFuture<'f>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
+    }
+
+    /// Our addition: a response (header and body) that answers the request
+    /// in place of the proxy, asked after every module's
+    /// `request_header_filter`; the first module with one wins. The
+    /// request goes no further (no `request_filter`, no upstream); the
+    /// response passes the modules' response filters, `logging` runs, and
+    /// the connection stays open. What a rate limit's 429 or an auth
+    /// module's 401 needs.
+    fn early_response(&mut self) -> Option<(Box<ResponseHeader>, Bytes)> {
+        None
     }
 
     /// Each piece of the request body, before `request_body_filter`.
-    async fn request_body_filter(
-        &mut self,
-        _body: &mut Option<Bytes>,
+    fn request_body_filter<'s, 'a, 'f>(
+        &'s mut self,
+        _body: &'a mut Option<Bytes>,
         _end_of_stream: bool,
-    ) -> Result<()> {
-        Ok(())
+    ) -> FilterFuture<'f>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// The response header, after `response_filter` (or as the user's code
     /// writes one).
-    async fn response_header_filter(
-        &mut self,
-        _resp: &mut ResponseHeader,
+    fn response_header_filter<'s, 'a, 'f>(
+        &'s mut self,
+        _resp: &'a mut ResponseHeader,
         _end_of_stream: bool,
-    ) -> Result<()> {
-        Ok(())
+    ) -> FilterFuture<'f>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(Done)
     }
 
     /// Each piece of the response body, after `response_body_filter`.
@@ -169,7 +232,7 @@ impl HttpModules {
         if self.modules.is_empty() {
             return HttpModuleCtx::empty();
         }
-        let module_ctx: Vec<Module> = self.modules.iter().map(|b| b.init()).collect();
+        let module_ctx: Instances = self.modules.iter().map(|b| b.init()).collect();
         let index = self
             .index
             .get_or_init(|| {
@@ -194,15 +257,68 @@ impl HttpModules {
 /// One request's module instances, in running order.
 #[derive(Default)]
 pub struct HttpModuleCtx {
-    module_ctx: Vec<Module>,
+    module_ctx: Instances,
     index: Option<Arc<HashMap<TypeId, usize>>>,
+}
+
+/// The instances of one request, in running order: the first inline, so
+/// that a service with one module allocates no list per request.
+#[derive(Default)]
+struct Instances {
+    first: Option<Module>,
+    rest: Vec<Module>,
+}
+
+impl Instances {
+    fn iter(&self) -> impl Iterator<Item = &Module> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Module> {
+        self.first.iter_mut().chain(self.rest.iter_mut())
+    }
+
+    fn get(&self, i: usize) -> Option<&Module> {
+        match i {
+            0 => self.first.as_ref(),
+            i => self.rest.get(i - 1),
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Module> {
+        match i {
+            0 => self.first.as_mut(),
+            i => self.rest.get_mut(i - 1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl FromIterator<Module> for Instances {
+    fn from_iter<I: IntoIterator<Item = Module>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        Instances {
+            first: iter.next(),
+            rest: iter.collect(),
+        }
+    }
 }
 
 impl HttpModuleCtx {
     /// No modules.
     pub const fn empty() -> Self {
         HttpModuleCtx {
-            module_ctx: Vec::new(),
+            module_ctx: Instances {
+                first: None,
+                rest: Vec::new(),
+            },
             index: None,
         }
     }
@@ -225,9 +341,21 @@ impl HttpModuleCtx {
         self.module_ctx.get_mut(i)?.as_any_mut().downcast_mut()
     }
 
+    /// Every module's [`HttpModule::downstream_session`], in order.
+    pub fn downstream_session(&mut self, session: &ServerSession) {
+        for m in self.module_ctx.iter_mut() {
+            m.downstream_session(session);
+        }
+    }
+
+    /// The first module's [`HttpModule::early_response`], in order.
+    pub fn early_response(&mut self) -> Option<(Box<ResponseHeader>, Bytes)> {
+        self.module_ctx.iter_mut().find_map(|m| m.early_response())
+    }
+
     /// Every module's [`HttpModule::request_header_filter`], in order.
     pub async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             m.request_header_filter(req).await?;
         }
         Ok(())
@@ -239,7 +367,7 @@ impl HttpModuleCtx {
         body: &mut Option<Bytes>,
         end_of_stream: bool,
     ) -> Result<()> {
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             m.request_body_filter(body, end_of_stream).await?;
         }
         Ok(())
@@ -251,7 +379,7 @@ impl HttpModuleCtx {
         resp: &mut ResponseHeader,
         end_of_stream: bool,
     ) -> Result<()> {
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             m.response_header_filter(resp, end_of_stream).await?;
         }
         Ok(())
@@ -263,7 +391,7 @@ impl HttpModuleCtx {
         body: &mut Option<Bytes>,
         end_of_stream: bool,
     ) -> Result<()> {
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             m.response_body_filter(body, end_of_stream)?;
         }
         Ok(())
@@ -276,7 +404,7 @@ impl HttpModuleCtx {
         trailers: &mut Option<Box<HeaderMap>>,
     ) -> Result<Option<Bytes>> {
         let mut out = None;
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             if let Some(b) = m.response_trailer_filter(trailers)? {
                 out = Some(b);
             }
@@ -288,7 +416,7 @@ impl HttpModuleCtx {
     /// last bytes one returned.
     pub fn response_done_filter(&mut self) -> Result<Option<Bytes>> {
         let mut out = None;
-        for m in &mut self.module_ctx {
+        for m in self.module_ctx.iter_mut() {
             if let Some(b) = m.response_done_filter()? {
                 out = Some(b);
             }
