@@ -170,7 +170,7 @@ impl HttpModuleBuilder for RateLimit {
     fn init(&self) -> Module {
         Box::new(RateLimitCtx {
             shared: self.shared.clone(),
-            client: None,
+            client: Client::default(),
             verdict: None,
         })
     }
@@ -179,8 +179,25 @@ impl HttpModuleBuilder for RateLimit {
 /// The module's per-request state: the client's address and the verdict.
 pub struct RateLimitCtx {
     shared: Arc<Shared>,
-    client: Option<SocketAddr>,
+    client: Client,
     verdict: Option<Verdict>,
+}
+
+/// What the key needs of the client: its IP (per-address limits), or its
+/// whole address (for the user's key function).
+#[derive(Default)]
+struct Client {
+    ip: Option<IpAddr>,
+    addr: Option<SocketAddr>,
+}
+
+impl Client {
+    fn of(addr: Option<&SocketAddr>) -> Self {
+        Client {
+            ip: addr.and_then(|a| a.as_inet()).map(|a| a.ip()),
+            addr: addr.cloned(),
+        }
+    }
 }
 
 impl RateLimitCtx {
@@ -242,11 +259,11 @@ pub(crate) fn sliding_verdict(
 }
 
 impl Shared {
-    fn key<'a>(&self, req: &'a RequestHeader, client: Option<&SocketAddr>) -> Option<Key<'a>> {
+    fn key<'a>(&self, req: &'a RequestHeader, client: &Client) -> Option<Key<'a>> {
         match &self.key {
-            KeyKind::ClientIp => client.and_then(|c| c.as_inet()).map(|a| Key::Ip(a.ip())),
+            KeyKind::ClientIp => client.ip.map(Key::Ip),
             KeyKind::Header(name) => req.headers.get(name).map(|v| Key::Bytes(v.as_bytes())),
-            KeyKind::Custom(f) => f(req, client).map(Key::Owned),
+            KeyKind::Custom(f) => f(req, client.addr.as_ref()).map(Key::Owned),
         }
     }
 
@@ -281,8 +298,15 @@ fn add_fields(resp: &mut ResponseHeader, limit: u32, v: &Verdict) -> Result<()> 
 #[async_trait::async_trait]
 impl HttpModule for RateLimitCtx {
     fn downstream_session(&mut self, session: &ServerSession) {
-        if matches!(self.shared.key, KeyKind::ClientIp | KeyKind::Custom(_)) {
-            self.client = session.client_addr().cloned();
+        match self.shared.key {
+            KeyKind::ClientIp => {
+                self.client.ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip())
+            }
+            KeyKind::Custom(_) => self.client = Client::of(session.client_addr()),
+            KeyKind::Header(_) => {}
         }
     }
 
@@ -297,7 +321,7 @@ impl HttpModule for RateLimitCtx {
         'a: 'f,
         Self: 'f,
     {
-        if let Some(key) = self.shared.key(req, self.client.as_ref()) {
+        if let Some(key) = self.shared.key(req, &self.client) {
             self.verdict = Some(self.shared.check(&key));
         }
         Box::pin(Done)
@@ -381,16 +405,25 @@ mod tests {
     fn keys_by_header_and_address() {
         let m = RateLimit::per_header(1, "x-api-key");
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        assert_eq!(m.shared.key(&req, None), None);
+        let none = Client::default();
+        assert_eq!(m.shared.key(&req, &none), None);
         req.insert_header("X-Api-Key", "k1").unwrap();
-        assert_eq!(m.shared.key(&req, None), Some(Key::Bytes(b"k1")));
+        assert_eq!(m.shared.key(&req, &none), Some(Key::Bytes(b"k1")));
         let m = RateLimit::per_client_addr(1);
         let addr = SocketAddr::Inet("192.0.2.1:5000".parse().unwrap());
         assert_eq!(
-            m.shared.key(&req, Some(&addr)),
+            m.shared.key(&req, &Client::of(Some(&addr))),
             Some(Key::Ip("192.0.2.1".parse().unwrap()))
         );
-        assert_eq!(m.shared.key(&req, Some(&SocketAddr::Unix(None))), None);
+        let unix = Client::of(Some(&SocketAddr::Unix(None)));
+        assert_eq!(m.shared.key(&req, &unix), None);
+        let m = RateLimit::per_key(1, |req, addr| {
+            Some(format!("{} {}", req.uri.path(), addr?.as_inet()?.port()))
+        });
+        assert_eq!(
+            m.shared.key(&req, &Client::of(Some(&addr))),
+            Some(Key::Owned("/ 5000".into()))
+        );
     }
 
     #[test]
