@@ -17,7 +17,9 @@
 //! `access_log_format` (`combined` or `json`) turn on the access log.
 //! `--proxy-protocol` reads a PROXY v1/v2 header on `--listen` (behind
 //! HAProxy or a cloud load balancer). `--rate-limit N` answers a client
-//! address's requests beyond N per second with 429 (the rate-limit module).
+//! address's requests beyond N per second with 429 (the rate-limit module);
+//! `--compress` compresses responses worth it (zstd, br or gzip, as the
+//! client accepts).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use clap::Parser;
 use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
 use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
+use pingora::core::modules::http::compression::ResponseCompressionBuilder;
 use pingora::core::modules::http::{rate_limit::RateLimit, HttpModules};
 use pingora::core::protocols::http::ServerSession;
 use pingora::core::server::{Opt, Server};
@@ -83,6 +86,9 @@ struct Args {
     /// Requests per second allowed from each client address (429 beyond).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Compress responses (zstd, br, gzip at level 6) for clients that accept it.
+    #[arg(long)]
+    compress: bool,
 }
 
 /// The proxy: the load balancer and how to reach the upstreams.
@@ -98,6 +104,7 @@ struct Lb {
     failovers: IntCounter,
     /// Requests per second per client address, if limited.
     rate_limit: Option<u32>,
+    compress: bool,
 }
 
 /// Per request: the backends tried (the last one apart, so that a request
@@ -126,6 +133,9 @@ impl ProxyHttp for Lb {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         if let Some(n) = self.rate_limit {
             modules.add_module(Box::new(RateLimit::per_client_addr(n)));
+        }
+        if self.compress {
+            modules.add_module(ResponseCompressionBuilder::enable(6));
         }
     }
 
@@ -241,6 +251,7 @@ fn main() -> Result<()> {
         )
         .map_err(|e| Error::because(ErrorType::InternalError, "metric", e))?,
         rate_limit: args.rate_limit,
+        compress: args.compress,
     };
 
     let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));

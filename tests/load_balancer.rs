@@ -1023,3 +1023,173 @@ fn rate_limit_flag_answers_429_per_client() {
     std::thread::sleep(Duration::from_secs(wait));
     assert!(curl(&url).starts_with("hello from demo upstream"));
 }
+
+/// `curl` with extra arguments; its stdout (bytes).
+fn curl_raw(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Python's own decoder for `coding` (gzip from the standard library,
+/// brotli and zstandard from Debian's python3-brotli and
+/// python3-zstandard) turns `file` back into plain bytes, written to
+/// `file.plain`.
+fn python_decode(coding: &str, file: &std::path::Path) -> Vec<u8> {
+    let script = r#"
+import sys
+coding, path = sys.argv[1], sys.argv[2]
+data = open(path, "rb").read()
+if coding == "gzip":
+    import gzip; plain = gzip.decompress(data)
+elif coding == "br":
+    import brotli; plain = brotli.decompress(data)
+else:
+    import zstandard; plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+open(path + ".plain", "wb").write(plain)
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, coding, &file.to_string_lossy()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 {coding}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(format!("{}.plain", file.display())).unwrap()
+}
+
+/// `--compress` in front of nginx: curl --compressed gets each coding it
+/// offers (zstd preferred) over HTTP/1.1 and h2c; Python's decoders read
+/// gzip, br and zstd back to the file nginx served; a small body and one
+/// already encoded pass as they are; a 1 GiB body streams through
+/// compressed with the proxy's memory bounded.
+#[test]
+fn compress_flag_with_real_clients() {
+    let dir = temp_dir("lb-compress");
+    let ndir = nginx::nginx_dir("lb-compress");
+    let page: Vec<u8> = (0..4000u32)
+        .flat_map(|i| format!("<p>paragraph {i}: the quick brown fox</p>\n").into_bytes())
+        .collect();
+    std::fs::write(ndir.join("www/page.html"), &page).unwrap();
+    std::fs::write(ndir.join("www/small.txt"), b"short\n").unwrap();
+    // 1 GiB of zeros, sparse on disk.
+    let big = std::fs::File::create(ndir.join("www/big.txt")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    drop(big);
+    let n = nginx::start_nginx(
+        ndir.clone(),
+        r#"location = /encoded { add_header Content-Encoding gzip; return 200 "not really gzip"; }"#,
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let up = format!("127.0.0.1:{}", n.port);
+    let (lb, _) = start_lb(
+        &dir,
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            &up,
+            "--h2c",
+            "--compress",
+        ],
+    );
+    wait_listening(port);
+    let url = format!("http://{listen}/page.html");
+
+    for h2 in [false, true] {
+        let proto = if h2 {
+            "--http2-prior-knowledge"
+        } else {
+            "--http1.1"
+        };
+        let head_file = dir.join("head.txt");
+        let body = curl_raw(&[
+            proto,
+            "--compressed",
+            "-D",
+            &head_file.to_string_lossy(),
+            &url,
+        ]);
+        assert!(body == page, "h2 {h2}: the page came back changed");
+        let head = std::fs::read_to_string(&head_file)
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.contains("content-encoding: zstd"), "h2 {h2}: {head}");
+        assert!(head.contains("vary: accept-encoding"), "h2 {h2}: {head}");
+        assert!(!head.contains("content-length"), "h2 {h2}: {head}");
+    }
+    for coding in ["gzip", "br", "zstd"] {
+        let file = dir.join(format!("page.{coding}"));
+        let accept = format!("Accept-Encoding: {coding}");
+        let head = curl_raw(&[
+            "-H",
+            &accept,
+            "-D",
+            "-",
+            "-o",
+            &file.to_string_lossy(),
+            &url,
+        ]);
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-encoding: {coding}")),
+            "{head}"
+        );
+        let coded = std::fs::metadata(&file).unwrap().len() as usize;
+        assert!(
+            coded < page.len() / 4,
+            "{coding}: {coded} of {}",
+            page.len()
+        );
+        assert!(
+            python_decode(coding, &file) == page,
+            "{coding}: decoded differently"
+        );
+    }
+    // Not worth it, or not ours to change.
+    for path in ["/small.txt", "/encoded"] {
+        let head = curl_raw(&[
+            "-H",
+            "Accept-Encoding: gzip, br, zstd",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("http://{listen}{path}"),
+        ]);
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let coded = head
+            .lines()
+            .filter(|l| l.starts_with("content-encoding"))
+            .count();
+        assert_eq!(coded, usize::from(path == "/encoded"), "{path}: {head}");
+    }
+    // A gigabyte, compressed on the way: curl decodes and counts it.
+    let big_url = format!("http://{listen}/big.txt");
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "curl -sS --max-time 300 --compressed -H 'Accept-Encoding: zstd' {big_url} | wc -c"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let count: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(count, 1 << 30);
+    let peak = peak_rss_kib(lb.pid().as_raw());
+    eprintln!("load_balancer peak RSS after compressing 1 GiB: {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB is over 64 MiB");
+    let _ = std::fs::remove_dir_all(&ndir);
+}
