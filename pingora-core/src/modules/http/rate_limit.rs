@@ -259,10 +259,11 @@ pub(crate) fn sliding_verdict(
 }
 
 impl Shared {
-    fn key<'a>(&self, req: &'a RequestHeader, client: &Client) -> Option<Key<'a>> {
+    fn key<'a>(&'a self, req: &'a RequestHeader, client: &Client) -> Option<Key<'a>> {
         match &self.key {
             KeyKind::ClientIp => client.ip.map(Key::Ip),
-            KeyKind::Header(name) => req.headers.get(name).map(|v| Key::Bytes(v.as_bytes())),
+            // From the header lines as parsed: no map is built.
+            KeyKind::Header(name) => req.header_values(name).next().map(Key::Bytes),
             KeyKind::Custom(f) => f(req, client.addr.as_ref()).map(Key::Owned),
         }
     }

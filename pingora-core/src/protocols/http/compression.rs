@@ -289,10 +289,12 @@ struct Accepted {
 }
 
 impl Accepted {
-    fn parse(values: http::header::GetAll<'_, HeaderValue>) -> Self {
+    fn parse<'a>(values: impl Iterator<Item = &'a [u8]>) -> Self {
         let mut a = Accepted::default();
         for v in values {
-            let Ok(v) = v.to_str() else { continue };
+            let Ok(v) = std::str::from_utf8(v) else {
+                continue;
+            };
             for item in v.split(',') {
                 let mut parts = item.split(';');
                 let name = parts.next().unwrap_or("").trim();
@@ -368,24 +370,27 @@ const DEFAULT_TYPES: &[&str] = &[
 /// Whether responses of `content_type` are worth compressing: a type in
 /// `types` (`type/*` matches the whole type), or any `+json`/`+xml`
 /// structured type when the defaults are in use.
-fn compressible(content_type: &str, types: Option<&[String]>) -> bool {
+fn compressible(content_type: &[u8], types: Option<&[String]>) -> bool {
     let t = content_type
-        .split(';')
+        .split(|b| *b == b';')
         .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+        .unwrap_or(b"")
+        .trim_ascii();
+    let major = t.split(|b| *b == b'/').next().unwrap_or(b"");
     let matches = |pattern: &str| match pattern.strip_suffix("/*") {
-        Some(major) => t.split('/').next() == Some(major),
-        None => t == pattern,
+        Some(p) => major.eq_ignore_ascii_case(p.as_bytes()),
+        None => t.eq_ignore_ascii_case(pattern.as_bytes()),
+    };
+    let ends_with = |suffix: &[u8]| {
+        t.len() >= suffix.len() && t[t.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
     match types {
-        Some(list) => list.iter().any(|p| matches(&p.to_ascii_lowercase())),
+        Some(list) => list.iter().any(|p| matches(p)),
         None => {
-            t != "text/event-stream"
+            !t.eq_ignore_ascii_case(b"text/event-stream")
                 && (DEFAULT_TYPES.iter().any(|p| matches(p))
-                    || t.ends_with("+json")
-                    || t.ends_with("+xml"))
+                    || ends_with(b"+json")
+                    || ends_with(b"+xml"))
         }
     }
 }
@@ -528,8 +533,9 @@ impl ResponseCompressionCtx {
         if !self.is_enabled() {
             return;
         }
-        self.head = req.method == Method::HEAD;
-        self.accepted = Some(Accepted::parse(req.headers.get_all(ACCEPT_ENCODING)));
+        // Read from the header lines as parsed: no map is built.
+        self.head = req.method() == Method::HEAD;
+        self.accepted = Some(Accepted::parse(req.header_values(&ACCEPT_ENCODING)));
     }
 
     /// Decide on the response header, and fix it up if its body will be
@@ -541,11 +547,11 @@ impl ResponseCompressionCtx {
         if end || self.head {
             return;
         }
-        let status = resp.status.as_u16();
+        let status = resp.status().as_u16();
         if status < 200 || status == 204 || status == 206 || status == 304 {
             return;
         }
-        if resp.headers.contains_key(CONTENT_RANGE) || no_transform(resp) {
+        if resp.has_header(&CONTENT_RANGE) || no_transform(resp) {
             return;
         }
         let encoded = encodings(resp);
@@ -563,17 +569,16 @@ impl ResponseCompressionCtx {
             return;
         }
         let length = resp
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+            .header_values(&CONTENT_LENGTH)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
         if length.is_some_and(|n| n < self.min_length) {
             return;
         }
         let worth = resp
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .header_values(&CONTENT_TYPE)
+            .next()
             .is_some_and(|t| compressible(t, self.types.as_ref().map(|t| t.as_slice())));
         if !worth {
             return;
@@ -601,10 +606,10 @@ impl ResponseCompressionCtx {
     fn recode(&self, resp: &mut ResponseHeader, alg: Algorithm) {
         resp.remove_header(&CONTENT_LENGTH);
         resp.remove_header(&ACCEPT_RANGES);
-        let varies = resp.headers.get_all(VARY).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding"))
+        let varies = resp.header_values(&VARY).any(|v| {
+            v.split(|b| *b == b',').any(|t| {
+                let t = t.trim_ascii();
+                t == b"*" || t.eq_ignore_ascii_case(b"accept-encoding")
             })
         });
         if !varies {
@@ -612,12 +617,12 @@ impl ResponseCompressionCtx {
         }
         if !self.preserve_etag.0[alg.index()] {
             let strong = resp
-                .headers
-                .get(ETAG)
-                .filter(|e| !e.as_bytes().starts_with(b"W/"))
+                .header_values(&ETAG)
+                .next()
+                .filter(|e| !e.starts_with(b"W/"))
                 .map(|e| {
                     let mut weak = b"W/".to_vec();
-                    weak.extend_from_slice(e.as_bytes());
+                    weak.extend_from_slice(e);
                     weak
                 });
             if let Some(weak) = strong.and_then(|w| HeaderValue::from_bytes(&w).ok()) {
@@ -679,8 +684,8 @@ impl ResponseCompressionCtx {
 /// identity (several codings: the last applied).
 fn encodings(resp: &ResponseHeader) -> Option<String> {
     let mut last = None;
-    for v in resp.headers.get_all(CONTENT_ENCODING) {
-        for t in v.to_str().unwrap_or("x-unknown").split(',') {
+    for v in resp.header_values(&CONTENT_ENCODING) {
+        for t in std::str::from_utf8(v).unwrap_or("x-unknown").split(',') {
             let t = t.trim();
             if !t.is_empty() && !t.eq_ignore_ascii_case("identity") {
                 last = Some(t.to_string());
@@ -692,11 +697,9 @@ fn encodings(resp: &ResponseHeader) -> Option<String> {
 
 /// `Cache-Control: no-transform`: intermediaries must not change the body.
 fn no_transform(resp: &ResponseHeader) -> bool {
-    resp.headers.get_all(CACHE_CONTROL).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        })
+    resp.header_values(&CACHE_CONTROL).any(|v| {
+        v.split(|b| *b == b',')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     })
 }
 
