@@ -17,7 +17,8 @@
 //! `access_log_format` (`combined` or `json`) turn on the access log.
 //! `--proxy-protocol` reads a PROXY v1/v2 header on `--listen` (behind
 //! HAProxy or a cloud load balancer). `--rate-limit N` answers a client
-//! address's requests beyond N per second with 429 (the rate-limit module);
+//! address's requests beyond N per second with 429 (the rate-limit module;
+//! `--rate-limit-redis redis://HOST:PORT` shares the counts between proxies);
 //! `--compress` compresses responses worth it (zstd, br or gzip, as the
 //! client accepts).
 use std::sync::Arc;
@@ -29,7 +30,8 @@ use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
 use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
 use pingora::core::modules::http::compression::ResponseCompressionBuilder;
-use pingora::core::modules::http::{rate_limit::RateLimit, HttpModules};
+use pingora::core::modules::http::rate_limit::{redis::RedisAddr, RateLimit};
+use pingora::core::modules::http::HttpModules;
 use pingora::core::protocols::http::ServerSession;
 use pingora::core::server::{Opt, Server};
 use pingora::core::services::background::background_service;
@@ -86,6 +88,10 @@ struct Args {
     /// Requests per second allowed from each client address (429 beyond).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Keep the rate limit's counts in this Redis (`redis://HOST:PORT[/DB]`),
+    /// shared by every proxy using it (local counts while it is down).
+    #[arg(long, requires = "rate_limit")]
+    rate_limit_redis: Option<String>,
     /// Compress responses (zstd, br, gzip at level 6) for clients that accept it.
     #[arg(long)]
     compress: bool,
@@ -104,6 +110,8 @@ struct Lb {
     failovers: IntCounter,
     /// Requests per second per client address, if limited.
     rate_limit: Option<u32>,
+    /// Where the rate limit's counts are shared, if anywhere.
+    rate_limit_redis: Option<String>,
     compress: bool,
 }
 
@@ -132,7 +140,13 @@ impl ProxyHttp for Lb {
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         if let Some(n) = self.rate_limit {
-            modules.add_module(Box::new(RateLimit::per_client_addr(n)));
+            let mut limit = RateLimit::per_client_addr(n);
+            if let Some(url) = &self.rate_limit_redis {
+                limit = limit
+                    .shared_through_redis(url, Duration::from_millis(50))
+                    .expect("checked in main");
+            }
+            modules.add_module(Box::new(limit));
         }
         if self.compress {
             modules.add_module(ResponseCompressionBuilder::enable(6));
@@ -213,6 +227,12 @@ impl ServeHttp for Demo {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(url) = &args.rate_limit_redis {
+        if let Err(e) = RedisAddr::parse(url) {
+            eprintln!("--rate-limit-redis: {e}");
+            std::process::exit(2);
+        }
+    }
     let mut server = Server::new_or_exit(args.opt);
     server.bootstrap();
 
@@ -251,6 +271,7 @@ fn main() -> Result<()> {
         )
         .map_err(|e| Error::because(ErrorType::InternalError, "metric", e))?,
         rate_limit: args.rate_limit,
+        rate_limit_redis: args.rate_limit_redis,
         compress: args.compress,
     };
 

@@ -1193,3 +1193,134 @@ fn compress_flag_with_real_clients() {
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB is over 64 MiB");
     let _ = std::fs::remove_dir_all(&ndir);
 }
+
+/// One keep-alive HTTP/1.1 client: GET `/`, the status of each answer.
+struct Client(BufReader<TcpStream>);
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client(BufReader::new(s))
+    }
+
+    fn get(&mut self) -> u16 {
+        self.0
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .unwrap();
+        let mut line = String::new();
+        self.0.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .expect("a status line")
+            .parse()
+            .unwrap();
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.0.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.0.read_exact(&mut body).unwrap();
+        status
+    }
+}
+
+/// `--rate-limit-redis`: two proxies share one limit through a real
+/// redis-server (started and stopped here): clients of both, together
+/// over the limit, get through at the limit's rate within 10 % (not
+/// twice it); with Redis gone, each proxy limits on its own and nothing
+/// fails.
+#[test]
+fn rate_limit_shared_through_redis_by_two_proxies() {
+    const LIMIT: u64 = 40;
+    const SECONDS: u64 = 5;
+    let dir = temp_dir("lb-redis");
+    let rport = free_port();
+    let redis = Command::new("redis-server")
+        .args(["--port", &rport.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let mut redis = Proc(Some(redis));
+    wait_listening(rport);
+    let url = format!("redis://127.0.0.1:{rport}");
+    let limit = LIMIT.to_string();
+    let mut ports = Vec::new();
+    let mut lbs = Vec::new();
+    for i in 0..2 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let sub = dir.join(format!("lb{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let args = [
+            "--listen",
+            &listen,
+            "--rate-limit",
+            &limit,
+            "--rate-limit-redis",
+            &url,
+        ];
+        lbs.push(start_lb(&sub, &args).0);
+        ports.push(port);
+    }
+    for p in &ports {
+        wait_listening(*p);
+    }
+    let mut clients: Vec<Client> = ports.iter().map(|p| Client::connect(*p)).collect();
+    // Start on a whole second of the clock Redis counts by (this machine's),
+    // and send twice the limit, half to each proxy, for whole seconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(
+        Duration::from_millis(1000 - u64::from(now.subsec_millis())) + Duration::from_millis(20),
+    );
+    let start = std::time::Instant::now();
+    let step = Duration::from_secs(1) / (2 * LIMIT as u32);
+    let (mut passed, mut refused, mut sent) = (0u64, 0u64, 0u32);
+    while start.elapsed() < Duration::from_secs(SECONDS) {
+        match clients[(sent % 2) as usize].get() {
+            200 => passed += 1,
+            429 => refused += 1,
+            other => panic!("status {other}"),
+        }
+        sent += 1;
+        if let Some(wait) = (step * sent).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let expected = LIMIT * SECONDS;
+    eprintln!("shared limit: {passed} passed, {refused} refused; {expected} expected");
+    assert!(
+        passed.abs_diff(expected) * 10 <= expected,
+        "{passed} passed of {} sent, {expected} expected",
+        passed + refused
+    );
+    // Redis gone: each proxy counts locally; no request fails.
+    redis.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = redis.wait_exit(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut alone = 0;
+    for _ in 0..(3 * LIMIT) {
+        match clients[0].get() {
+            200 => alone += 1,
+            429 => {}
+            other => panic!("status {other} with Redis down"),
+        }
+    }
+    assert!(
+        (LIMIT / 2..=LIMIT + 5).contains(&alone),
+        "{alone} passed with Redis down"
+    );
+}

@@ -16,6 +16,11 @@
 //! modules.add_module(Box::new(RateLimit::per_client_addr(100).headers_on_every_response(true)));
 //! ```
 //!
+//! Across several proxies, the counts can live in Redis instead
+//! ([`RateLimit::shared_through_redis`]): one round trip per request, on the
+//! Redis server's clock, with the local counts as the fallback while Redis
+//! cannot be reached ([`RedisFailure`]).
+//!
 //! Accuracy: the window slides by weighting the previous second's count
 //! by how much of it is still inside the window (the estimate is exact
 //! when requests are spread evenly). Counts are count-min estimates, never
@@ -26,8 +31,9 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderName;
@@ -36,6 +42,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_limits::rate::{Rate, RateComponents};
 
 use super::{Done, FilterFuture, HttpModule, HttpModuleBuilder, Module};
+use redis::{RedisAddr, RedisCounter};
+
+pub mod redis;
 use crate::protocols::http::ServerSession;
 use crate::protocols::SocketAddr;
 
@@ -74,7 +83,6 @@ impl Hash for Key<'_> {
 
 impl Key<'_> {
     /// The key as text (for a shared store).
-    #[allow(dead_code)]
     pub(crate) fn to_text(&self) -> String {
         match self {
             Key::Ip(ip) => ip.to_string(),
@@ -94,6 +102,25 @@ struct Shared {
     key: KeyKind,
     rate: Rate,
     every_response: bool,
+    redis: Option<RedisCounter>,
+    on_redis_failure: RedisFailure,
+    /// Redis is not asked again before this (ms from `epoch`) after a
+    /// failure.
+    redis_down_until: AtomicU64,
+    epoch: Instant,
+}
+
+/// What the limit does while Redis cannot be reached (after a failure it
+/// is tried again each second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisFailure {
+    /// Count locally: each proxy holds the limit on its own (default).
+    #[default]
+    Local,
+    /// Let every request through.
+    Open,
+    /// Refuse every request (503).
+    Closed,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -118,6 +145,10 @@ impl RateLimit {
                 key,
                 rate: Rate::new_with_estimator_config(WINDOW, HASHES, SLOTS),
                 every_response: false,
+                redis: None,
+                on_redis_failure: RedisFailure::Local,
+                redis_down_until: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -151,6 +182,28 @@ impl RateLimit {
     pub fn headers_on_every_response(mut self, on: bool) -> Self {
         if let Some(s) = Arc::get_mut(&mut self.shared) {
             s.every_response = on;
+        }
+        self
+    }
+
+    /// Keep the counts in the Redis server at `url`
+    /// (`redis://[[user]:password@]host[:port][/db]`), shared by every
+    /// proxy pointed at it: one round trip per request, each under
+    /// `timeout`. The error names what is wrong with the URL.
+    pub fn shared_through_redis(mut self, url: &str, timeout: Duration) -> Result<Self> {
+        let addr = RedisAddr::parse(url).map_err(|e| {
+            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, e)
+        })?;
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.redis = Some(RedisCounter::new(addr, timeout, 64));
+        }
+        Ok(self)
+    }
+
+    /// What to do while Redis cannot be reached (default: count locally).
+    pub fn on_redis_failure(mut self, mode: RedisFailure) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.on_redis_failure = mode;
         }
         self
     }
@@ -211,6 +264,8 @@ impl RateLimitCtx {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Verdict {
     pub allowed: bool,
+    /// Refused because the shared store is down (`RedisFailure::Closed`).
+    pub unavailable: bool,
     /// Requests left in the window after this one.
     pub remaining: u64,
     /// Seconds until the window's counts turn (`RateLimit-Reset`), or for
@@ -233,6 +288,7 @@ pub(crate) fn sliding_verdict(
     if used + 1.0 <= limit {
         return Verdict {
             allowed: true,
+            unavailable: false,
             remaining: (limit - used - 1.0).max(0.0) as u64,
             reset: to_turn,
         };
@@ -253,6 +309,7 @@ pub(crate) fn sliding_verdict(
     };
     Verdict {
         allowed: false,
+        unavailable: false,
         remaining: 0,
         reset: (wait.ceil() as u64).max(1),
     }
@@ -282,6 +339,53 @@ impl Shared {
         // Counted only if it passes.
         let (c, _) = self.rate.observe_if(key, 1, |c| verdict(c).allowed);
         verdict(c)
+    }
+
+    /// [`check`](Self::check) against the counts in Redis; while Redis
+    /// cannot be reached, as `on_redis_failure` says.
+    async fn check_shared(&self, redis: &RedisCounter, key: &Key<'_>) -> Verdict {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let interval = WINDOW.as_secs_f64();
+        let limit = self.per_second as f64 * interval;
+        if now >= self.redis_down_until.load(Ordering::Relaxed) {
+            let text = key.to_text();
+            match redis
+                .check(&text, limit as u64, WINDOW.as_millis() as u64)
+                .await
+            {
+                Ok(c) => {
+                    let mut v = sliding_verdict(c.prev, c.curr, c.frac, limit, interval);
+                    // The server's decision stands (it counted by it).
+                    v.allowed = c.passed;
+                    if !c.passed {
+                        v.remaining = 0;
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "rate limit: Redis failed ({e}); {:?} for a second",
+                        self.on_redis_failure
+                    );
+                    self.redis_down_until.store(now + 1000, Ordering::Relaxed);
+                }
+            }
+        }
+        match self.on_redis_failure {
+            RedisFailure::Local => self.check(key),
+            RedisFailure::Open => Verdict {
+                allowed: true,
+                unavailable: false,
+                remaining: self.per_second as u64,
+                reset: 1,
+            },
+            RedisFailure::Closed => Verdict {
+                allowed: false,
+                unavailable: true,
+                remaining: 0,
+                reset: 1,
+            },
+        }
     }
 }
 
@@ -322,6 +426,16 @@ impl HttpModule for RateLimitCtx {
         'a: 'f,
         Self: 'f,
     {
+        if self.shared.redis.is_some() {
+            // A round trip to Redis: the one case that waits.
+            return Box::pin(async move {
+                let shared = &self.shared;
+                if let (Some(redis), Some(key)) = (&shared.redis, shared.key(req, &self.client)) {
+                    self.verdict = Some(shared.check_shared(redis, &key).await);
+                }
+                Ok(())
+            });
+        }
         if let Some(key) = self.shared.key(req, &self.client) {
             self.verdict = Some(self.shared.check(&key));
         }
@@ -332,8 +446,13 @@ impl HttpModule for RateLimitCtx {
         if !self.limited() {
             return None;
         }
-        let body = Bytes::from_static(b"429 Too Many Requests\n");
-        let mut resp = ResponseHeader::build(429, Some(6)).ok()?;
+        let unavailable = self.verdict.is_some_and(|v| v.unavailable);
+        let (status, body) = if unavailable {
+            (503, Bytes::from_static(b"503 Service Unavailable\n"))
+        } else {
+            (429, Bytes::from_static(b"429 Too Many Requests\n"))
+        };
+        let mut resp = ResponseHeader::build(status, Some(6)).ok()?;
         resp.insert_header("Content-Type", "text/plain").ok()?;
         resp.insert_header("Content-Length", body.len().to_string())
             .ok()?;
