@@ -1024,21 +1024,6 @@ fn rate_limit_flag_answers_429_per_client() {
     assert!(curl(&url).starts_with("hello from demo upstream"));
 }
 
-/// `curl` with extra arguments; its stdout (bytes).
-fn curl_raw(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "120"])
-        .args(args)
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// Python's own decoder for `coding` (gzip from the standard library,
 /// brotli and zstandard from Debian's python3-brotli and
 /// python3-zstandard) turns `file` back into plain bytes, written to

@@ -22,17 +22,9 @@ fn start(name: &str, extra: &[&str]) -> (Proc, String) {
 
 /// curl's status line, headers and body, as one string.
 fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = vec!["-i"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&curl_raw(&all)).into_owned()
 }
 
 /// Retry until the demo upstreams (started beside the proxy) answer.

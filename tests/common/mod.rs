@@ -160,3 +160,19 @@ pub fn wait_pid_file(path: &Path) -> i32 {
         .parse()
         .unwrap()
 }
+
+/// `curl -sS` (2 minutes at most) with `args`; its stdout as bytes. Fails
+/// the test if curl fails.
+pub fn curl_raw(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -635,23 +635,12 @@ impl ResponseCompressionCtx {
     /// is not coded (the piece goes as it is); otherwise the coded bytes
     /// (possibly empty: the coder holds them for now).
     pub fn response_body_filter(&mut self, data: Option<&Bytes>, end: bool) -> Option<Bytes> {
-        let coder = self.coder.as_mut()?;
-        let input = data.map_or(&[][..], |d| &d[..]);
-        match coder.encode(input, end) {
-            Ok(out) => {
-                if end {
-                    self.finished();
-                }
-                Some(out)
-            }
-            Err(e) => {
-                // Pingora's form has no error: the body ends here (use
-                // `try_body` to fail the response instead).
-                tracing::warn!("response coding failed: {e}");
-                self.finished();
-                Some(Bytes::new())
-            }
-        }
+        self.try_body(data, end).unwrap_or_else(|e| {
+            // Pingora's form has no error: the body ends here (use
+            // `try_body` to fail the response instead).
+            tracing::warn!("response coding failed: {e}");
+            Some(Bytes::new())
+        })
     }
 
     /// [`response_body_filter`](Self::response_body_filter) with the
