@@ -20,7 +20,9 @@
 //! address's requests beyond N per second with 429 (the rate-limit module;
 //! `--rate-limit-redis redis://HOST:PORT` shares the counts between proxies);
 //! `--compress` compresses responses worth it (zstd, br or gzip, as the
-//! client accepts).
+//! client accepts). `--grpc-web` (with `--upstream-h2`) bridges browsers'
+//! gRPC-web calls to gRPC upstreams; `--grpc-web-cors ORIGIN` (repeatable,
+//! `*` for any) answers their CORS preflights.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
 use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
 use pingora::core::modules::http::compression::ResponseCompressionBuilder;
+use pingora::core::modules::http::grpc_web::{GrpcWebBuilder, GrpcWebCors};
 use pingora::core::modules::http::rate_limit::{redis::RedisAddr, RateLimit};
 use pingora::core::modules::http::HttpModules;
 use pingora::core::protocols::http::ServerSession;
@@ -95,6 +98,14 @@ struct Args {
     /// Compress responses (zstd, br, gzip at level 6) for clients that accept it.
     #[arg(long)]
     compress: bool,
+    /// Bridge gRPC-web requests (binary and text) to the upstreams as gRPC
+    /// (use with --upstream-h2).
+    #[arg(long)]
+    grpc_web: bool,
+    /// An origin whose gRPC-web calls browsers may make (CORS; repeatable,
+    /// `*` for any).
+    #[arg(long, requires = "grpc_web")]
+    grpc_web_cors: Vec<String>,
 }
 
 /// The proxy: the load balancer and how to reach the upstreams.
@@ -113,6 +124,8 @@ struct Lb {
     /// Where the rate limit's counts are shared, if anywhere.
     rate_limit_redis: Option<String>,
     compress: bool,
+    /// The gRPC-web bridge, if on.
+    grpc_web: Option<GrpcWebBuilder>,
 }
 
 /// Per request: the backends tried (the last one apart, so that a request
@@ -150,6 +163,9 @@ impl ProxyHttp for Lb {
         }
         if self.compress {
             modules.add_module(ResponseCompressionBuilder::enable(6));
+        }
+        if let Some(bridge) = &self.grpc_web {
+            modules.add_module(Box::new(bridge.clone()));
         }
     }
 
@@ -233,6 +249,22 @@ fn main() -> Result<()> {
             std::process::exit(2);
         }
     }
+    let grpc_web = args.grpc_web.then(|| {
+        let mut bridge = GrpcWebBuilder::new();
+        let cors = match args.grpc_web_cors.as_slice() {
+            [] => return bridge,
+            [any] if any == "*" => Ok(GrpcWebCors::any_origin()),
+            origins => GrpcWebCors::origins(origins),
+        };
+        match cors {
+            Ok(cors) => bridge = bridge.cors(cors),
+            Err(e) => {
+                eprintln!("--grpc-web-cors: {e}");
+                std::process::exit(2);
+            }
+        }
+        bridge
+    });
     let mut server = Server::new_or_exit(args.opt);
     server.bootstrap();
 
@@ -273,6 +305,7 @@ fn main() -> Result<()> {
         rate_limit: args.rate_limit,
         rate_limit_redis: args.rate_limit_redis,
         compress: args.compress,
+        grpc_web,
     };
 
     let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));

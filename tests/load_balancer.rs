@@ -1309,3 +1309,217 @@ fn rate_limit_shared_through_redis_by_two_proxies() {
         "{alone} passed with Redis down"
     );
 }
+
+/// One gRPC-web call through the proxy with curl, framed by hand as a
+/// browser's client frames it: `messages` as gRPC frames (base64 for
+/// `text`), over HTTP/1.1 or h2c. Returns the response's header block (lower
+/// case) and its frames (flag, payload), the trailer frame last.
+fn grpc_web_call(
+    dir: &std::path::Path,
+    url: &str,
+    text: bool,
+    h2: bool,
+    messages: &[&[u8]],
+) -> (String, Vec<(u8, Vec<u8>)>) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut body = Vec::new();
+    for m in messages {
+        body.push(0);
+        body.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        body.extend_from_slice(m);
+    }
+    if text {
+        body = b64.encode(&body).into_bytes();
+    }
+    let (req, head, out) = (dir.join("req"), dir.join("head"), dir.join("out"));
+    std::fs::write(&req, &body).unwrap();
+    let ct = if text {
+        "content-type: application/grpc-web-text"
+    } else {
+        "content-type: application/grpc-web+proto"
+    };
+    let data = format!("@{}", req.display());
+    curl_raw(&[
+        if h2 {
+            "--http2-prior-knowledge"
+        } else {
+            "--http1.1"
+        },
+        "-H",
+        ct,
+        "-H",
+        "x-grpc-web: 1",
+        "-H",
+        "origin: https://app.example",
+        "--data-binary",
+        &data,
+        "-D",
+        head.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        url,
+    ]);
+    let head = std::fs::read_to_string(&head).unwrap().to_ascii_lowercase();
+    let mut body = std::fs::read(&out).unwrap();
+    if text {
+        body = b64.decode(&body).expect("one padded base64 stream");
+    }
+    let mut frames = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        assert!(rest.len() >= 5, "a cut frame: {rest:?}");
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        frames.push((rest[0], rest[5..5 + len].to_vec()));
+        rest = &rest[5 + len..];
+    }
+    (head, frames)
+}
+
+/// The `grpc-status` of a gRPC-web answer: from its trailer frame, or from
+/// the header of a trailers-only answer.
+fn grpc_web_status(head: &str, frames: &[(u8, Vec<u8>)]) -> String {
+    let trailers = match frames.last() {
+        Some((0x80, t)) => String::from_utf8_lossy(t).into_owned(),
+        _ => head.to_string(),
+    };
+    trailers
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc-status:"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no grpc-status in {head}{frames:?}"))
+}
+
+#[test]
+fn grpc_web_flag_bridges_to_a_real_grpc_server() {
+    let dir = temp_dir("lb-grpc-web");
+    let (_server, upstream) = grpc_peer_server();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_lb, _) = start_lb(
+        &dir,
+        &[
+            "--listen",
+            &listen,
+            "--h2c",
+            "--upstream",
+            &upstream,
+            "--upstream-h2",
+            "--grpc-web",
+            "--grpc-web-cors",
+            "https://app.example",
+        ],
+    );
+    wait_listening(port);
+    let unary = format!("http://{listen}/test.Echo/Unary");
+    for (text, h2) in [(false, false), (true, false), (false, true), (true, true)] {
+        let what = format!("text {text}, h2 {h2}");
+        let (head, frames) = grpc_web_call(&dir, &unary, text, h2, &[b"hi"]);
+        let ct = if text {
+            "content-type: application/grpc-web-text"
+        } else {
+            "content-type: application/grpc-web"
+        };
+        assert!(head.contains(ct), "{what}: {head}");
+        assert!(
+            head.contains("access-control-allow-origin: https://app.example"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("access-control-expose-headers: grpc-status"),
+            "{head}"
+        );
+        assert_eq!(frames.len(), 2, "{what}: {frames:?}");
+        assert_eq!(frames[0], (0, b"echo:hi".to_vec()), "{what}");
+        // The trailers, carried in the body.
+        let trailers = String::from_utf8_lossy(&frames[1].1).into_owned();
+        assert_eq!(frames[1].0, 0x80, "{what}");
+        assert!(trailers.contains("grpc-status:0\r\n"), "{what}: {trailers}");
+        assert!(
+            trailers.contains("x-served-by:grpc-peer\r\n"),
+            "{what}: {trailers}"
+        );
+    }
+    // A megabyte each way in base64, the pieces splitting its groups anywhere.
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for h2 in [false, true] {
+        let (_, frames) = grpc_web_call(&dir, &unary, true, h2, &[&big]);
+        assert_eq!(frames[0].1.len(), big.len() + 5, "h2 {h2}");
+        assert!(frames[0].1.starts_with(b"echo:") && frames[0].1[5..] == big[..]);
+        assert_eq!(grpc_web_status("", &frames), "0");
+    }
+    // Server streaming: every message, then the status.
+    let stream = format!("http://{listen}/test.Echo/ServerStream");
+    let (head, frames) = grpc_web_call(&dir, &stream, false, false, &[b"50"]);
+    assert_eq!(frames.len(), 51, "{head}");
+    assert!((0..50).all(|i| frames[i] == (0, format!("part{i}").into_bytes())));
+    assert_eq!(grpc_web_status(&head, &frames), "0");
+    // Several messages in one request body (client streaming).
+    let collect = format!("http://{listen}/test.Echo/ClientStream");
+    let (_, frames) = grpc_web_call(&dir, &collect, true, false, &[b"a", b"b", b"c"]);
+    assert_eq!(frames[0], (0, b"a+b+c".to_vec()));
+    // A gRPC error reaches the browser as a status, not an HTTP error.
+    for h2 in [false, true] {
+        let (head, frames) = grpc_web_call(&dir, &unary, false, h2, &[b"fail"]);
+        assert!(
+            head.starts_with(if h2 { "http/2 200" } else { "http/1.1 200" }),
+            "{head}"
+        );
+        assert_eq!(grpc_web_status(&head, &frames), "3", "{head}{frames:?}");
+    }
+    // The browser's CORS preflight is answered by the proxy.
+    let preflight = |origin: &str| {
+        let out = curl_raw(&[
+            "-X",
+            "OPTIONS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            &format!("origin: {origin}"),
+            "-H",
+            "access-control-request-method: POST",
+            "-H",
+            "access-control-request-headers: content-type,x-grpc-web,x-user-agent",
+            &unary,
+        ]);
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    };
+    let head = preflight("https://app.example");
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    for field in [
+        "access-control-allow-origin: https://app.example",
+        "access-control-allow-methods: post, options",
+        "access-control-max-age: 86400",
+        "vary: origin",
+    ] {
+        assert!(head.contains(field), "{field} in {head}");
+    }
+    let allowed = head
+        .lines()
+        .find_map(|l| l.strip_prefix("access-control-allow-headers: "))
+        .unwrap_or_default();
+    for h in ["content-type", "x-grpc-web", "x-user-agent"] {
+        assert!(
+            allowed.split(',').any(|a| a.trim() == h),
+            "{h} in {allowed}"
+        );
+    }
+    assert!(preflight("https://evil.example").starts_with("http/1.1 403"));
+    // A -text body that is not base64 is the client's error.
+    let code = curl_raw(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "content-type: application/grpc-web-text",
+        "--data-binary",
+        "AAA*AAJoaQ==",
+        &unary,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&code), "400");
+    // Plain gRPC through the same proxy is untouched.
+    grpc_peer_client("client", &listen);
+}

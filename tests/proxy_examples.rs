@@ -2,7 +2,6 @@
 //! WebSocket client (tokio-tungstenite) and a gRPC client and server
 //! (grpcio, from Debian's python3-grpcio).
 
-use std::process::Command;
 use std::time::Duration;
 
 mod common;
@@ -133,51 +132,14 @@ fn websocket_example_echoes_through_the_proxy() {
     });
 }
 
-const PYTHON: &str = "/usr/bin/python3";
-
-fn grpc_script() -> String {
-    format!(
-        "{}/pingora-proxy/tests/grpc_peer.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 #[test]
 fn grpc_example_proxies_all_call_types() {
-    use std::io::BufRead;
-    let mut server = std::process::Command::new(PYTHON)
-        .args([&grpc_script(), "server"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 with grpcio");
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let upstream = format!("127.0.0.1:{}", line.trim());
-    let server = Proc(Some(server));
+    let (server, upstream) = grpc_peer_server();
     let (_p, addr) = start("grpc", &["--upstream", &upstream]);
-    let out = Command::new(PYTHON)
-        .args([&grpc_script(), "client", &addr])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    grpc_peer_client("client", &addr);
     drop(server);
     // With the upstream gone, calls fail as UNAVAILABLE.
-    let out = Command::new(PYTHON)
-        .args([&grpc_script(), "unavailable", &addr])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    grpc_peer_client("unavailable", &addr);
     // And plain HTTP is refused.
     let plain = curl(&["--http2-prior-knowledge", &format!("http://{addr}/")]);
     assert!(plain.starts_with("HTTP/2 415"), "{plain}");

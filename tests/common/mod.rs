@@ -176,3 +176,45 @@ pub fn curl_raw(args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Debian's python, where python3-grpcio, -brotli and -zstandard are.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// The real gRPC peer script (grpcio) shared with pingora-proxy's tests.
+pub fn grpc_script() -> String {
+    format!(
+        "{}/pingora-proxy/tests/grpc_peer.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `python3 grpc_peer.py CMD`, which prints its port: the server process
+/// and `127.0.0.1:PORT`.
+pub fn grpc_peer_server() -> (Proc, String) {
+    use std::io::BufRead;
+    let mut server = Command::new(PYTHON)
+        .args([&grpc_script(), "server"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with grpcio");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(Some(server)), format!("127.0.0.1:{}", line.trim()))
+}
+
+/// `python3 grpc_peer.py MODE TARGET`: the real gRPC client's checks
+/// (`client`: every call type) pass against `target`.
+pub fn grpc_peer_client(mode: &str, target: &str) {
+    let out = Command::new(PYTHON)
+        .args([&grpc_script(), mode, target])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

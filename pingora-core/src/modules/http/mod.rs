@@ -60,6 +60,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::protocols::http::ServerSession;
 
 pub mod compression;
+pub mod grpc_web;
 pub mod rate_limit;
 
 /// The future an async filter returns, as `#[async_trait]` makes it.

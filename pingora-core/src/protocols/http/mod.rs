@@ -12,6 +12,7 @@ pub mod client {
     pub use crate::protocols::http::v1::client::HttpSession as Http1Session;
     pub use crate::protocols::http::v2::client::Http2Session;
 }
+pub mod bridge;
 pub mod compression;
 pub mod server;
 pub mod v1;
