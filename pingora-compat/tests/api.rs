@@ -402,3 +402,143 @@ fn server_conf_keys_and_small_entry_points_of_pingora() {
     };
     assert!(e.to_string().contains("nonexistent"), "{e}");
 }
+
+/// A selection algorithm written against Pingora's traits (`BackendSelection`
+/// with `Iter` and `Config`, `BackendIter`), and Pingora's names for the
+/// shipped ones, in a load balancer.
+#[tokio::test]
+async fn selection_with_pingoras_traits() {
+    use pingora_load_balancing::selection::{
+        algorithms, weighted::Weighted, BackendIter, BackendSelection, Consistent, FNVHash,
+    };
+    use pingora_load_balancing::{Backend, LoadBalancer};
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    /// Always the highest address first, then downwards.
+    struct Highest(Vec<Backend>);
+    struct Down(Arc<Highest>, usize);
+
+    impl BackendIter for Down {
+        fn next(&mut self) -> Option<&Backend> {
+            let b = self.0 .0.iter().rev().nth(self.1);
+            self.1 += 1;
+            b
+        }
+    }
+
+    impl BackendSelection for Highest {
+        type Iter = Down;
+        type Config = ();
+        fn build(backends: &BTreeSet<Backend>) -> Self {
+            Highest(backends.iter().cloned().collect())
+        }
+        fn iter(self: &Arc<Self>, _key: &[u8]) -> Down {
+            Down(self.clone(), 0)
+        }
+    }
+
+    let addrs = ["127.0.0.1:80", "127.0.0.1:81", "127.0.0.1:82"];
+    let lb: LoadBalancer<Highest> = LoadBalancer::try_from_iter(addrs).unwrap();
+    assert_eq!(lb.select(b"", 3).unwrap().addr.to_string(), "127.0.0.1:82");
+    let next = lb.select_with(b"", 3, |b, _| !b.addr.to_string().ends_with(":82"));
+    assert_eq!(next.unwrap().addr.to_string(), "127.0.0.1:81");
+
+    // Pingora's names for the shipped ones.
+    let ring: LoadBalancer<Consistent> = LoadBalancer::try_from_iter(addrs).unwrap();
+    let pick = ring.select(b"user-1", 3).unwrap();
+    assert_eq!(ring.select(b"user-1", 3).unwrap(), pick);
+    let fnv: LoadBalancer<FNVHash> = LoadBalancer::try_from_iter(addrs).unwrap();
+    assert!(fnv.select(b"user-1", 3).is_some());
+    let rr: LoadBalancer<Weighted<algorithms::RoundRobin>> =
+        LoadBalancer::try_from_iter(addrs).unwrap();
+    let (a, b) = (rr.select(b"", 3).unwrap(), rr.select(b"", 3).unwrap());
+    assert_ne!(a, b);
+}
+
+/// Service discovery written against Pingora's trait: the set and which
+/// backends are enabled; a disabled backend stays but is never picked.
+#[tokio::test]
+async fn discovery_with_enablement() {
+    use pingora_load_balancing::discovery::ServiceDiscovery;
+    use pingora_load_balancing::selection::RoundRobin;
+    use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Two backends; the second is disabled while `drain` is set.
+    struct Registry {
+        drain: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl ServiceDiscovery for Registry {
+        async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+            let a = Backend::new("127.0.0.1:80")?;
+            let b = Backend::new("127.0.0.1:81")?;
+            let enabled = HashMap::from([(b.hash_key(), !self.drain.load(Ordering::Relaxed))]);
+            Ok((BTreeSet::from([a, b]), enabled))
+        }
+    }
+
+    let drain = Arc::new(AtomicBool::new(true));
+    let backends = Backends::new(Box::new(Registry {
+        drain: drain.clone(),
+    }));
+    let lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(backends);
+    lb.update().await.unwrap();
+    assert_eq!(lb.backends().get_backend().len(), 2);
+    for _ in 0..4 {
+        assert_eq!(lb.select(b"", 2).unwrap().addr.to_string(), "127.0.0.1:80");
+    }
+    drain.store(false, Ordering::Relaxed);
+    lb.update().await.unwrap();
+    let picks: BTreeSet<String> = (0..4)
+        .map(|_| lb.select(b"", 2).unwrap().addr.to_string())
+        .collect();
+    assert_eq!(picks.len(), 2, "{picks:?}");
+    // The program may disable one itself.
+    let b = Backend::new("127.0.0.1:80").unwrap();
+    lb.backends().set_enable(&b, false);
+    assert!(!lb.backends().ready(&b));
+    assert_eq!(lb.select(b"", 2).unwrap().addr.to_string(), "127.0.0.1:81");
+}
+
+/// A `HealthObserve` callback on the shipped TCP check, as Pingora's: told
+/// when a backend turns unhealthy (a closed port) and not for a healthy one.
+#[tokio::test]
+async fn health_observe_callback() {
+    use pingora_load_balancing::health_check::{HealthObserve, TcpHealthCheck};
+    use pingora_load_balancing::{selection::RoundRobin, Backend, LoadBalancer};
+    use std::sync::{Arc, Mutex};
+
+    struct Seen(Arc<Mutex<Vec<(String, bool)>>>);
+
+    #[async_trait::async_trait]
+    impl HealthObserve for Seen {
+        async fn observe(&self, target: &Backend, healthy: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((target.addr.to_string(), healthy));
+        }
+    }
+
+    let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (open_addr, closed_addr) = (
+        open.local_addr().unwrap().to_string(),
+        closed.local_addr().unwrap().to_string(),
+    );
+    drop(closed);
+    let seen = Arc::new(Mutex::new(vec![]));
+    let mut hc = TcpHealthCheck::new();
+    hc.health_changed_callback = Some(Box::new(Seen(seen.clone())));
+    let mut lb: LoadBalancer<RoundRobin> =
+        LoadBalancer::try_from_iter([open_addr.as_str(), closed_addr.as_str()]).unwrap();
+    lb.set_health_check(hc);
+    lb.backends().run_health_check(false).await;
+    assert_eq!(*seen.lock().unwrap(), vec![(closed_addr, false)]);
+    assert_eq!(lb.select(b"", 2).unwrap().addr.to_string(), open_addr);
+}

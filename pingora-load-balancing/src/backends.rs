@@ -64,6 +64,8 @@ impl Default for OutlierEjection {
 struct Health {
     /// What the active checks say.
     healthy: AtomicBool,
+    /// Whether discovery (or the program) left it enabled.
+    enabled: AtomicBool,
     /// The current streak: (last result, how many in a row).
     streak: Mutex<(bool, usize)>,
     errors: AtomicUsize,
@@ -89,10 +91,19 @@ impl Health {
     fn new_healthy() -> Self {
         Health {
             healthy: AtomicBool::new(true),
+            enabled: AtomicBool::new(true),
             reported: Mutex::new(true),
             observed: Mutex::new(true),
             ..Default::default()
         }
+    }
+
+    /// Whether it may be picked at `now` (ns since the epoch), as far as
+    /// the checks, discovery and ejections say.
+    fn usable_at(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && self.enabled.load(Ordering::Relaxed)
+            && !self.ejected_at(now)
     }
 
     /// Whether an ejection is in force at `now` (ns since the epoch).
@@ -165,6 +176,12 @@ impl Backends {
         self.set.load_full()
     }
 
+    /// The current set as Pingora gives it (a `BTreeSet`, built for the
+    /// call: [`get`](Self::get) is the cheap form).
+    pub fn get_backend(&self) -> Arc<BTreeSet<Backend>> {
+        Arc::new(self.set.load().iter().cloned().collect())
+    }
+
     /// Health changes reported so far (each change of the
     /// `pingora_backend_healthy` gauge). The observer hears each of them,
     /// except that changes made while it is still being told of an earlier
@@ -197,10 +214,33 @@ impl Backends {
         true
     }
 
-    /// Ask discovery again; returns whether the set changed.
+    /// Ask discovery again; returns whether the set changed. The backends
+    /// discovery enables or disables are set so (see
+    /// [`set_enable`](Self::set_enable)).
     pub async fn update(&self) -> Result<bool> {
-        let found = self.discovery.discover().await?;
-        Ok(self.replace(found))
+        let (found, enablement) = self.discovery.discover().await?;
+        let changed = self.replace(found);
+        if !enablement.is_empty() {
+            for b in self.get().iter() {
+                if let Some(&enabled) = enablement.get(&b.hash_key()) {
+                    self.set_enable(b, enabled);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Enable or disable `backend` (Pingora's): a disabled backend stays
+    /// in the set, keeps being health-checked, and is never picked. Not
+    /// in the set: nothing happens.
+    pub fn set_enable(&self, backend: &Backend, enabled: bool) {
+        let health = self.health.load();
+        if let Some(h) = health.get(&backend.hash_key()) {
+            if h.enabled.swap(enabled, Ordering::Relaxed) != enabled {
+                let why = if enabled { "enabled" } else { "disabled" };
+                self.report_change(backend, h, why);
+            }
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -213,7 +253,9 @@ impl Backends {
         let Some(h) = health.get(&b.hash_key()) else {
             return false;
         };
-        h.healthy.load(Ordering::Relaxed) && !self.still_ejected(b, h)
+        h.healthy.load(Ordering::Relaxed)
+            && h.enabled.load(Ordering::Relaxed)
+            && !self.still_ejected(b, h)
     }
 
     /// Whether `h` (the health of `b`) is ejected now. An ejection found
@@ -253,7 +295,7 @@ impl Backends {
     fn report_change(&self, b: &Backend, h: &Health, why: &str) -> bool {
         let usable = {
             let mut reported = h.reported.lock().unwrap_or_else(|p| p.into_inner());
-            let usable = h.healthy.load(Ordering::Relaxed) && !h.ejected_at(self.now_ns());
+            let usable = h.usable_at(self.now_ns());
             if *reported == usable {
                 return false;
             }

@@ -34,6 +34,19 @@ pub trait HealthCheck: Send + Sync + 'static {
     }
 }
 
+/// Told when a check turns a backend healthy or unhealthy (Pingora's; set
+/// as a check's `health_changed_callback`). The load balancer's own
+/// observer, which also hears of ejections, is
+/// [`Backends::set_health_observer`](crate::Backends::set_health_observer).
+#[async_trait]
+pub trait HealthObserve {
+    /// `target` became healthy (`true`) or unhealthy (`false`).
+    async fn observe(&self, target: &Backend, healthy: bool);
+}
+
+/// A boxed [`HealthObserve`], as the checks hold it.
+pub type HealthObserveCallback = Box<dyn HealthObserve + Send + Sync>;
+
 /// Healthy when a TCP (or Unix) connect succeeds in time.
 pub struct TcpHealthCheck {
     /// Successes in a row to become healthy (default 1).
@@ -42,6 +55,8 @@ pub struct TcpHealthCheck {
     pub consecutive_failure: usize,
     /// Connect timeout (default 1 s).
     pub timeout: Duration,
+    /// Told of each change of health this check finds.
+    pub health_changed_callback: Option<HealthObserveCallback>,
 }
 
 impl Default for TcpHealthCheck {
@@ -50,6 +65,7 @@ impl Default for TcpHealthCheck {
             consecutive_success: 1,
             consecutive_failure: 1,
             timeout: Duration::from_secs(1),
+            health_changed_callback: None,
         }
     }
 }
@@ -76,6 +92,12 @@ impl HealthCheck for TcpHealthCheck {
             self.consecutive_success
         } else {
             self.consecutive_failure
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(cb) = &self.health_changed_callback {
+            cb.observe(target, healthy).await;
         }
     }
 }
@@ -110,6 +132,8 @@ pub struct HttpHealthCheck {
     pub reuse_connection: bool,
     /// Peer options: timeouts, CA, verification.
     pub options: PeerOptions,
+    /// Told of each change of health this check finds.
+    pub health_changed_callback: Option<HealthObserveCallback>,
     connector: Arc<Connector>,
 }
 
@@ -147,6 +171,7 @@ impl HttpHealthCheck {
             port_override: None,
             reuse_connection: false,
             options,
+            health_changed_callback: None,
             connector: Arc::new(Connector::new(None)),
         })
     }
@@ -208,6 +233,12 @@ impl HealthCheck for HttpHealthCheck {
             self.consecutive_success
         } else {
             self.consecutive_failure
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(cb) = &self.health_changed_callback {
+            cb.observe(target, healthy).await;
         }
     }
 }

@@ -13,23 +13,29 @@
 //! * [`LoadBalancer`]: all of it, run as a background service.
 //!
 //! ```
+//! use std::collections::BTreeSet;
 //! use std::sync::Arc;
-//! use pingora_load_balancing::selection::{BackendSelection, Ketama, RoundRobin};
+//! use pingora_load_balancing::selection::{BackendIter, BackendSelection, Ketama, RoundRobin};
 //! use pingora_load_balancing::Backend;
 //!
-//! let backends = vec![
+//! let backends: BTreeSet<Backend> = [
 //!     Backend::new("10.0.0.1:80").unwrap(),
 //!     Backend::new_with_weight("10.0.0.2:80", 2).unwrap(),
-//! ];
+//! ]
+//! .into_iter()
+//! .collect();
 //! // Round robin ignores the key.
 //! let rr = Arc::new(RoundRobin::build(&backends));
-//! let first = rr.iter(b"").next().unwrap();
+//! let first = rr.iter(b"").next().unwrap().clone();
 //! // Consistent hashing: the same key, the same backend; `iter` also
-//! // gives the fallbacks, in order.
+//! // gives the fallbacks, in order (Pingora's `BackendIter`).
 //! let ring = Arc::new(Ketama::build(&backends));
-//! let a = ring.iter(b"user-42").next().unwrap().addr.clone();
+//! let mut walk = ring.iter(b"user-42");
+//! let a = walk.next().unwrap().addr.clone();
+//! let b = walk.next().unwrap().addr.clone();
+//! assert!(walk.next().is_none());
+//! assert_ne!(a, b);
 //! assert_eq!(ring.iter(b"user-42").next().unwrap().addr, a);
-//! assert_eq!(ring.iter(b"user-42").count(), 2);
 //! # let _ = first;
 //! ```
 #![warn(missing_docs)]

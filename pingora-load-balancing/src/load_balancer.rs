@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::backends::Backends;
 use crate::discovery::Static;
 use crate::health_check::HealthCheck;
-use crate::selection::BackendSelection;
+use crate::selection::{BackendIter, BackendSelection, UniqueIterator};
 use crate::Backend;
 
 /// Picks healthy backends with the algorithm `S`.
@@ -31,9 +31,12 @@ use crate::Backend;
 /// let b = lb.select(b"", 8).unwrap();
 /// assert_ne!(a.addr, b.addr);
 /// ```
-pub struct LoadBalancer<S> {
+pub struct LoadBalancer<S: BackendSelection> {
     backends: Backends,
     selector: ArcSwap<S>,
+    /// The selection's configuration, if one was given
+    /// ([`from_backends_with_config`](Self::from_backends_with_config)).
+    config: Option<S::Config>,
     /// How often to run the health check (none: never). The background
     /// service runs the first one as soon as it starts.
     pub health_check_frequency: Option<Duration>,
@@ -47,16 +50,35 @@ pub struct LoadBalancer<S> {
     pub parallel_health_check: bool,
 }
 
-impl<S: BackendSelection> LoadBalancer<S> {
+impl<S> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
     /// A load balancer over `backends`, with its current set.
     pub fn from_backends(backends: Backends) -> Self {
-        let selector = ArcSwap::new(Arc::new(S::build(&backends.get())));
+        Self::from_backends_with_config(backends, None)
+    }
+
+    /// As [`from_backends`](Self::from_backends), the selection built with
+    /// `config` (Pingora's `build_with_config`) when one is given.
+    pub fn from_backends_with_config(backends: Backends, config: Option<S::Config>) -> Self {
+        let selector = ArcSwap::new(Arc::new(Self::build(&backends, config.as_ref())));
         LoadBalancer {
             backends,
             selector,
+            config,
             health_check_frequency: None,
             update_frequency: None,
             parallel_health_check: false,
+        }
+    }
+
+    /// The selection for the backends' current set.
+    fn build(backends: &Backends, config: Option<&S::Config>) -> S {
+        match config {
+            Some(c) => S::build_with_config(&backends.get().iter().cloned().collect(), c),
+            None => S::build_sorted(&backends.get()),
         }
     }
 
@@ -92,7 +114,7 @@ impl<S: BackendSelection> LoadBalancer<S> {
     pub async fn update(&self) -> Result<()> {
         if self.backends.update().await? {
             self.selector
-                .store(Arc::new(S::build(&self.backends.get())));
+                .store(Arc::new(Self::build(&self.backends, self.config.as_ref())));
         }
         Ok(())
     }
@@ -110,12 +132,26 @@ impl<S: BackendSelection> LoadBalancer<S> {
     where
         F: Fn(&Backend, bool) -> bool,
     {
+        if S::WALKS {
+            // The shipped algorithms: a walk on the current selection, no
+            // `Arc` clone, no set of backends seen.
+            let selector = self.selector.load();
+            let state = selector.start(key);
+            return (0..max_iterations)
+                .map_while(|step| selector.candidate(state, step))
+                .find(|b| accept(b, self.backends.ready(b)))
+                .cloned();
+        }
+        // A selection of the user's, through Pingora's iterator: each
+        // backend once.
         let selector = self.selector.load_full();
-        selector
-            .iter(key)
-            .take(max_iterations)
-            .find(|b| accept(b, self.backends.ready(b)))
-            .cloned()
+        let mut candidates = UniqueIterator::new(selector.iter(key), max_iterations);
+        while let Some(b) = candidates.get_next() {
+            if accept(&b, self.backends.ready(&b)) {
+                return Some(b);
+            }
+        }
+        None
     }
 
     /// A request to `b` started (for load-aware algorithms).
@@ -136,7 +172,12 @@ impl<S: BackendSelection> LoadBalancer<S> {
 /// each on its own interval. Each tick also ends the outlier ejections
 /// whose cooling period is over, reporting those backends back.
 #[async_trait]
-impl<S: BackendSelection> BackgroundService for LoadBalancer<S> {
+impl<S> BackgroundService for LoadBalancer<S>
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+    S::Config: Send + Sync,
+{
     async fn start(&self, mut shutdown: ShutdownWatch) {
         if let Err(e) = self.update().await {
             warn!("backend discovery failed: {e}");

@@ -3,12 +3,13 @@
 //! carried through to the pick.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{
-    BackendSelection, FnvHash, Ketama, LeastConnection, Maglev, PeakEwma, Random, RoundRobin,
+    algorithms, weighted::Weighted, BackendIter, BackendSelection, FnvHash, Ketama,
+    LeastConnection, Maglev, PeakEwma, Random, RoundRobin,
 };
 use pingora_load_balancing::{Backend, Backends, LoadBalancer, OutlierEjection};
 
@@ -81,7 +82,11 @@ struct Zone(String);
 /// Picks with `S` over four backends of weights 1 to 4, each carrying a
 /// [`Zone`]: every pick comes with its own; and, when `all` is set, every
 /// backend is picked at least once in 200.
-async fn metadata_carried<S: BackendSelection>(name: &str, all: bool) {
+async fn metadata_carried<S>(name: &str, all: bool)
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
     let set: BTreeSet<Backend> = addrs(4)
         .iter()
         .enumerate()
@@ -117,7 +122,70 @@ async fn user_metadata_is_carried_through_selection() {
     metadata_carried::<FnvHash>("fnv", true).await;
     metadata_carried::<Maglev>("maglev", true).await;
     metadata_carried::<LeastConnection>("least connections", true).await;
+    metadata_carried::<Weighted<algorithms::RoundRobin>>("weighted round robin", true).await;
+    metadata_carried::<Weighted<std::collections::hash_map::DefaultHasher>>("weighted hash", true)
+        .await;
     // The power of two choices compares load per unit of weight: the
     // lightest backend loses every draw while all are idle.
     metadata_carried::<PeakEwma>("peak ewma", false).await;
+}
+
+/// A selection of the user's, written as for Pingora: the backends in
+/// order, each offered twice; its configuration skips the first ones.
+struct InOrder(Vec<Backend>);
+
+/// [`InOrder`]'s candidates.
+struct InOrderIter {
+    selection: Arc<InOrder>,
+    step: usize,
+}
+
+impl BackendIter for InOrderIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let b = self.selection.0.get(self.step / 2);
+        self.step += 1;
+        b
+    }
+}
+
+impl BackendSelection for InOrder {
+    type Iter = InOrderIter;
+    type Config = usize;
+
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        InOrder(backends.iter().cloned().collect())
+    }
+
+    fn build_with_config(backends: &BTreeSet<Backend>, skip: &usize) -> Self {
+        InOrder(backends.iter().skip(*skip).cloned().collect())
+    }
+
+    fn iter(self: &Arc<Self>, _key: &[u8]) -> InOrderIter {
+        InOrderIter {
+            selection: self.clone(),
+            step: 0,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_selection_written_for_pingora() {
+    let set: BTreeSet<Backend> = addrs(3).iter().map(|a| Backend::new(a).unwrap()).collect();
+    let lb = LoadBalancer::<InOrder>::from_backends(Backends::new(Static::new(set.clone())));
+    lb.update().await.unwrap();
+    let pick = |lb: &LoadBalancer<InOrder>, max, skip: &str| {
+        lb.select_with(b"", max, |b, ready| ready && b.addr.to_string() != skip)
+            .map(|b| b.addr.to_string())
+    };
+    assert_eq!(pick(&lb, 4, "").as_deref(), Some("10.3.0.1:80"));
+    // Past a refused backend, each one once; repeats count as steps.
+    assert_eq!(pick(&lb, 3, "10.3.0.1:80").as_deref(), Some("10.3.0.2:80"));
+    assert_eq!(pick(&lb, 2, "10.3.0.1:80"), None);
+    // Built with its configuration.
+    let lb = LoadBalancer::<InOrder>::from_backends_with_config(
+        Backends::new(Static::new(set)),
+        Some(2),
+    );
+    lb.update().await.unwrap();
+    assert_eq!(pick(&lb, 4, "").as_deref(), Some("10.3.0.3:80"));
 }

@@ -119,7 +119,7 @@ impl Dns {
 
 #[async_trait]
 impl ServiceDiscovery for Dns {
-    async fn discover(&self) -> Result<BTreeSet<Backend>> {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let mut set = BTreeSet::new();
         match &self.query {
             DnsQuery::Host { name, port } => {
@@ -173,7 +173,7 @@ impl ServiceDiscovery for Dns {
                 }
             }
         }
-        Ok(set)
+        Ok((set, HashMap::new()))
     }
 }
 

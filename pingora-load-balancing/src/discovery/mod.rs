@@ -2,7 +2,7 @@
 //! changed at run time), DNS ([`Dns`]: A/AAAA, or SRV with weights and
 //! ports), or the user's own [`ServiceDiscovery`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,11 +15,14 @@ mod dns;
 pub use dns::{Dns, DnsQuery};
 
 /// A source of backends, asked again on the load balancer's update
-/// interval.
+/// interval, as Pingora's trait.
 #[async_trait]
 pub trait ServiceDiscovery: Send + Sync + 'static {
-    /// The backends now.
-    async fn discover(&self) -> Result<BTreeSet<Backend>>;
+    /// The backends now, and which of them to enable (`true`) or disable
+    /// (`false`), by [`Backend::hash_key`]; backends the map does not name
+    /// keep their state (enabled when new). A disabled backend stays in the
+    /// set but is never picked.
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)>;
 }
 
 /// A fixed list that the program may replace while running.
@@ -71,8 +74,8 @@ impl Static {
 
 #[async_trait]
 impl ServiceDiscovery for Static {
-    async fn discover(&self) -> Result<BTreeSet<Backend>> {
-        Ok(BTreeSet::clone(&self.backends.load()))
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok((BTreeSet::clone(&self.backends.load()), HashMap::new()))
     }
 }
 
@@ -80,7 +83,7 @@ impl ServiceDiscovery for Static {
 /// [`Static`] list, say) and change it while the load balancer runs.
 #[async_trait]
 impl<T: ServiceDiscovery> ServiceDiscovery for Arc<T> {
-    async fn discover(&self) -> Result<BTreeSet<Backend>> {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         T::discover(self).await
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{random_u64, BackendSelection};
+use super::{random_u64, walked_selection, BackendSelection};
 use crate::Backend;
 
 fn index_of(backends: &[Backend]) -> HashMap<u64, usize> {
@@ -34,7 +34,9 @@ impl LeastConnection {
 }
 
 impl BackendSelection for LeastConnection {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         LeastConnection {
             backends: backends.to_vec(),
             index: index_of(backends),
@@ -121,7 +123,9 @@ impl PeakEwma {
 }
 
 impl BackendSelection for PeakEwma {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         PeakEwma {
             backends: backends.to_vec(),
             index: index_of(backends),

@@ -1,6 +1,6 @@
 //! Hashing algorithms: Ketama consistent hashing, and plain FNV modulo.
 
-use super::BackendSelection;
+use super::{walked_selection, BackendSelection};
 use crate::backend::{fnv1a, mix};
 use crate::Backend;
 
@@ -17,7 +17,9 @@ pub struct Ketama {
 }
 
 impl BackendSelection for Ketama {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         let mut ring = Vec::new();
         for (i, b) in backends.iter().enumerate() {
             let id = b.hash_key();
@@ -74,7 +76,9 @@ pub struct FnvHash {
 }
 
 impl BackendSelection for FnvHash {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         let weighted = backends
             .iter()
             .enumerate()

@@ -2,7 +2,7 @@
 //! each backend's own permutation, so keys spread evenly and few move when
 //! the set changes.
 
-use super::BackendSelection;
+use super::{walked_selection, BackendSelection};
 use crate::backend::{fnv1a, mix};
 use crate::Backend;
 
@@ -17,7 +17,9 @@ pub struct Maglev {
 }
 
 impl BackendSelection for Maglev {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         let n = backends.len();
         let mut table = vec![u32::MAX; if n == 0 { 0 } else { TABLE }];
         if n > 0 {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{random_u64, BackendSelection};
+use super::{random_u64, walked_selection, BackendSelection};
 use crate::Backend;
 
 /// Most entries in a precomputed weighted sequence; larger weight sums are
@@ -44,7 +44,9 @@ pub struct RoundRobin {
 }
 
 impl BackendSelection for RoundRobin {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         let weights = reduced_weights(backends);
         let total: i64 = weights.iter().sum::<u64>() as i64;
         let mut current = vec![0i64; weights.len()];
@@ -89,7 +91,9 @@ pub struct Random {
 }
 
 impl BackendSelection for Random {
-    fn build(backends: &[Backend]) -> Self {
+    walked_selection!();
+
+    fn build_sorted(backends: &[Backend]) -> Self {
         let uniform = backends.windows(2).all(|w| w[0].weight == w[1].weight);
         let cumulative = if uniform {
             vec![]

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pingora_core::protocols::SocketAddr;
@@ -17,11 +17,11 @@ fn backends(weights: &[usize]) -> Vec<Backend> {
 
 /// Share of picks per backend over `n` picks with distinct keys.
 fn shares<S: BackendSelection>(b: &[Backend], n: usize) -> HashMap<SocketAddr, f64> {
-    let s = Arc::new(S::build(b));
+    let s = Arc::new(S::build_sorted(b));
     let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
     for i in 0..n {
         let key = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
-        let pick = s.iter(&key).next().unwrap();
+        let pick = s.candidate(s.start(&key), 0).unwrap();
         *counts.entry(pick.addr.clone()).or_default() += 1;
     }
     counts
@@ -82,9 +82,9 @@ fn random_without_weights_is_uniform() {
 #[test]
 fn smooth_round_robin_interleaves() {
     let b = backends(&[3, 1]);
-    let rr = Arc::new(RoundRobin::build(&b));
+    let rr = Arc::new(RoundRobin::build_sorted(&b));
     let picks: Vec<String> = (0..8)
-        .map(|_| rr.iter(b"").next().unwrap().addr.to_string())
+        .map(|_| rr.candidate(rr.start(b""), 0).unwrap().addr.to_string())
         .collect();
     // Never three of the heavy one in a row across the cycle boundary.
     let heavy = b[0].addr.to_string();
@@ -104,13 +104,16 @@ fn assert_minimal_movement<S: BackendSelection>(name: &str) {
         .filter(|b| b.addr != all[3].addr)
         .cloned()
         .collect();
-    let (a, b) = (Arc::new(S::build(&all)), Arc::new(S::build(&fewer)));
+    let (a, b) = (
+        Arc::new(S::build_sorted(&all)),
+        Arc::new(S::build_sorted(&fewer)),
+    );
     let keys = 100_000;
     let mut moved = 0;
     for i in 0..keys {
         let key = format!("key-{i}");
-        let before = &a.iter(key.as_bytes()).next().unwrap().addr;
-        let after = &b.iter(key.as_bytes()).next().unwrap().addr;
+        let before = &a.candidate(a.start(key.as_bytes()), 0).unwrap().addr;
+        let after = &b.candidate(b.start(key.as_bytes()), 0).unwrap().addr;
         if before != after {
             moved += 1;
         }
@@ -129,8 +132,12 @@ fn consistent_hashing_moves_few_keys() {
 fn walks_visit_every_backend_once() {
     let b = backends(&[1, 2, 3, 1, 1]);
     fn check<S: BackendSelection>(b: &[Backend]) {
-        let s = Arc::new(S::build(b));
-        let mut seen: Vec<String> = s.iter(b"some key").map(|x| x.addr.to_string()).collect();
+        let s = Arc::new(S::build_sorted(b));
+        let state = s.start(b"some key");
+        let mut seen: Vec<String> = (0..)
+            .map_while(|step| s.candidate(state, step))
+            .map(|x| x.addr.to_string())
+            .collect();
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), b.len());
@@ -143,14 +150,20 @@ fn walks_visit_every_backend_once() {
     check::<LeastConnection>(&b);
     check::<PeakEwma>(&b);
     // Empty sets give nothing.
-    assert!(Arc::new(Maglev::build(&[])).iter(b"k").next().is_none());
-    assert!(Arc::new(RoundRobin::build(&[])).iter(b"").next().is_none());
+    assert!(Arc::new(Maglev::build(&BTreeSet::new()))
+        .iter(b"k")
+        .next()
+        .is_none());
+    assert!(Arc::new(RoundRobin::build(&BTreeSet::new()))
+        .iter(b"")
+        .next()
+        .is_none());
 }
 
 #[test]
 fn least_connections_avoids_busy_backends() {
     let b = backends(&[1, 1, 1]);
-    let s = Arc::new(LeastConnection::build(&b));
+    let s = Arc::new(LeastConnection::build_sorted(&b));
     s.on_start(&b[0]);
     s.on_start(&b[0]);
     s.on_start(&b[1]);
@@ -164,7 +177,7 @@ fn least_connections_avoids_busy_backends() {
 #[test]
 fn peak_ewma_sends_less_to_a_slow_backend() {
     let b = backends(&[1, 1]);
-    let s = Arc::new(PeakEwma::build(&b));
+    let s = Arc::new(PeakEwma::build_sorted(&b));
     s.on_start(&b[0]);
     s.on_done(&b[0], Duration::from_millis(200));
     s.on_start(&b[1]);
