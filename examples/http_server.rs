@@ -178,7 +178,7 @@ fn main() {
     }
     server.add_service(service);
     if let Some(addr) = &args.metrics {
-        let mut metrics = pingora::core::metrics::prometheus_http_service();
+        let mut metrics = pingora_prometheus::prometheus_http_service();
         metrics.add_tcp(addr);
         server.add_service(metrics);
     }

@@ -321,7 +321,7 @@ fn main() -> Result<()> {
         service.add_tls_with_settings(addr, None, tls)?;
     }
     // Prometheus metrics: ours and any the program registers itself.
-    let mut metrics = pingora::core::metrics::prometheus_http_service();
+    let mut metrics = pingora_prometheus::prometheus_http_service();
     metrics.add_tcp(&args.metrics);
     server.add_service(metrics);
 

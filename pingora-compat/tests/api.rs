@@ -542,3 +542,20 @@ async fn health_observe_callback() {
     assert_eq!(*seen.lock().unwrap(), vec![(closed_addr, false)]);
     assert_eq!(lb.select(b"", 2).unwrap().addr.to_string(), open_addr);
 }
+
+/// Pingora's `pingora-prometheus` crate: the service and its parts, as its
+/// documentation builds them (served for real by the load_balancer
+/// example's `metrics_count_known_traffic` test).
+#[test]
+fn prometheus_crate() {
+    use pingora_core::services::listening::Service;
+    let mut service = pingora_prometheus::prometheus_http_service();
+    service.add_tcp("127.0.0.1:6150");
+    let mut named = Service::new(
+        "Prometheus HTTP".to_string(),
+        pingora_prometheus::new_prometheus_server(),
+    );
+    named.add_tcp("127.0.0.1:6151");
+    let _app: pingora_prometheus::PrometheusHttpApp = Default::default();
+    let _ = pingora_prometheus::prometheus::gather();
+}

@@ -1,18 +1,20 @@
 //! The built-in Prometheus metrics, in the `prometheus` crate's default
-//! registry (so that a user's own metrics appear beside them), and the
-//! service that serves them.
+//! registry (so that a user's own metrics appear beside them).
 //!
 //! Every layer counts what operators need: this module has the server's
 //! and the connectors' metrics; `pingora-proxy` adds requests, durations,
 //! retries and upstream errors, `pingora-load-balancing` the health of each
-//! backend. Serve them all with [`prometheus_http_service`]:
+//! backend. The `pingora-prometheus` crate serves them all over HTTP (as
+//! Pingora's does); any other exporter gathers the default registry after
+//! [`refresh_gauges`]:
 //!
 //! ```
-//! use pingora_core::metrics::prometheus_http_service;
+//! use pingora_core::metrics::{core, prometheus, refresh_gauges};
 //!
-//! let mut metrics = prometheus_http_service();
-//! metrics.add_tcp("127.0.0.1:6192");
-//! // server.add_service(metrics);
+//! core().pool_hits.inc();
+//! refresh_gauges();
+//! let families = prometheus::gather();
+//! assert!(families.iter().any(|f| f.name() == "pingora_upstream_pool_hits_total"));
 //! ```
 
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -22,16 +24,10 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 /// `prometheus::register_int_counter!`), they are served beside ours.
 pub use prometheus;
 
-use async_trait::async_trait;
 use prometheus::{
     register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    TextEncoder,
+    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
-
-use crate::apps::http_app::{HttpServer, ServeHttp};
-use crate::protocols::http::ServerSession;
-use crate::services::listening::Service;
 
 /// The server's and the connectors' metrics.
 pub struct CoreMetrics {
@@ -137,7 +133,9 @@ pub(crate) fn watch_pool(
     pool
 }
 
-fn update_pool_idle() {
+/// Bring the gauges that are read rather than counted (the pool's idle
+/// connections) up to date; an exporter calls it before gathering.
+pub fn refresh_gauges() {
     let pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
     let idle: usize = pools
         .iter()
@@ -150,50 +148,4 @@ fn update_pool_idle() {
 /// The core metrics (registered on first use).
 pub fn core() -> &'static CoreMetrics {
     &CORE
-}
-
-/// Serves the default registry's metrics in Prometheus's text format at
-/// `/metrics` (any other path: 404).
-pub struct PrometheusServer;
-
-#[async_trait]
-impl ServeHttp for PrometheusServer {
-    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
-        if session.req_header().uri.path() != "/metrics" {
-            let mut r = http::Response::new(b"not found; metrics are at /metrics\n".to_vec());
-            *r.status_mut() = http::StatusCode::NOT_FOUND;
-            return r;
-        }
-        // The built-in metrics exist even before first use; the pool
-        // gauge is read now.
-        update_pool_idle();
-        let mut body = Vec::with_capacity(16 * 1024);
-        let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&prometheus::gather(), &mut body) {
-            let mut r = http::Response::new(format!("encoding metrics: {e}\n").into_bytes());
-            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            return r;
-        }
-        let mut r = http::Response::new(body);
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        r
-    }
-}
-
-/// A listening service (add a listener) that serves `/metrics`.
-pub fn prometheus_http_service() -> Service<HttpServer<PrometheusServer>> {
-    Service::new(
-        "Prometheus metric exporter".to_string(),
-        HttpServer::new(PrometheusServer),
-    )
-}
-
-impl Service<HttpServer<PrometheusServer>> {
-    /// The Prometheus exporter service (Pingora's name for it).
-    pub fn prometheus_http_service() -> Self {
-        prometheus_http_service()
-    }
 }

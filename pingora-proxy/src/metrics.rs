@@ -1,5 +1,5 @@
 //! The proxy's Prometheus metrics (in the default registry, served by
-//! `pingora_core::metrics::prometheus_http_service`).
+//! the `pingora-prometheus` crate's `prometheus_http_service`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
