@@ -209,11 +209,37 @@ impl PeerOptions {
         self.bind_to.hash(h);
         self.proxy_protocol.hash(h);
         // By identity: another connector's streams are not interchangeable.
-        self.custom_l4
-            .as_ref()
-            .map(|c| Arc::as_ptr(c) as *const () as usize)
-            .hash(h);
+        self.custom_l4.as_ref().map(connector_id).hash(h);
     }
+}
+
+/// A custom L4 connector, as the registry of ids keeps it.
+type L4Connector = dyn crate::connectors::L4Connect + Send + Sync;
+
+/// Ids of the custom L4 connectors in use, by their address. Each entry
+/// keeps a weak handle, so that the connector's memory (and so its address)
+/// is not reused while the entry lives; entries of dropped connectors are
+/// pruned, and a connector later made at a pruned address gets a new id.
+/// The pool key holds the id, never the address: the pooled streams of a
+/// dropped connector are never handed to another.
+static L4_IDS: std::sync::Mutex<Vec<(usize, std::sync::Weak<L4Connector>, u64)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The id of `connector` (see [`L4_IDS`]).
+fn connector_id(connector: &Arc<L4Connector>) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let addr = Arc::as_ptr(connector) as *const () as usize;
+    let mut ids = L4_IDS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, _, id)) = ids.iter().find(|(a, _, _)| *a == addr) {
+        return *id;
+    }
+    // A few connectors in a program: a short list, pruned as it grows.
+    if ids.len() >= 16 && ids.len().is_power_of_two() {
+        ids.retain(|(_, w, _)| w.strong_count() > 0);
+    }
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ids.push((addr, Arc::downgrade(connector), id));
+    id
 }
 
 /// What `HttpPeer::new` and `LoadBalancer`'s constructors take as an
@@ -575,6 +601,33 @@ mod tests {
         let mut p = a.clone();
         p.options.read_timeout = Some(Duration::from_secs(1));
         assert_eq!(a.reuse_hash(), p.reuse_hash());
+    }
+
+    /// A custom connector that makes nothing (only its identity matters).
+    #[derive(Debug)]
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl crate::connectors::L4Connect for Nowhere {
+        async fn connect(&self, _addr: &SocketAddr) -> Result<crate::protocols::l4::L4Stream> {
+            Error::e_explain(ConnectRefused, "nowhere")
+        }
+    }
+
+    #[test]
+    fn a_new_custom_connector_never_shares_a_dropped_ones_pool_key() {
+        let key = || {
+            let mut p = HttpPeer::try_new("127.0.0.1:80", false, String::new()).unwrap();
+            p.options.custom_l4 = Some(Arc::new(Nowhere));
+            let k = p.reuse_hash();
+            assert_eq!(k, p.reuse_hash(), "the same connector, the same key");
+            k
+        };
+        // Each connector is dropped before the next is made, so the
+        // allocator would hand the next one the same address: keyed by
+        // address, they would share pooled streams.
+        let keys: std::collections::HashSet<u64> = (0..100).map(|_| key()).collect();
+        assert_eq!(keys.len(), 100);
     }
 
     #[test]
