@@ -58,3 +58,76 @@ pub fn disable_session_tickets(builder: &mut SslContextBuilder) -> Result<(), Er
     builder.set_options(boring::ssl::SslOptions::NO_TICKET);
     Ok(())
 }
+
+/// Serve `cert` on this connection (in a certificate callback).
+pub fn ssl_use_certificate(
+    ssl: &mut SslRef,
+    cert: &boring::x509::X509Ref,
+) -> Result<(), ErrorStack> {
+    ssl.set_certificate(cert)
+}
+
+/// Sign with `key` on this connection (in a certificate callback).
+pub fn ssl_use_private_key<T: boring::pkey::HasPrivate>(
+    ssl: &mut SslRef,
+    key: &boring::pkey::PKeyRef<T>,
+) -> Result<(), ErrorStack> {
+    ssl.set_private_key(key)
+}
+
+/// Send `cert` after the leaf, as part of the chain (in a certificate
+/// callback).
+pub fn ssl_add_chain_cert(
+    ssl: &mut SslRef,
+    cert: &boring::x509::X509Ref,
+) -> Result<(), ErrorStack> {
+    ssl.add_chain_cert(cert)
+}
+
+/// An async certificate callback: given the connection in the middle of
+/// a server handshake (the client's hello read, its SNI known), it sets
+/// the certificate and key with [`ssl_use_certificate`] and
+/// [`ssl_use_private_key`], taking as long as it needs; the handshake
+/// goes on when its future is done.
+pub type CertificateCallback = std::sync::Arc<
+    dyn for<'a> Fn(
+            &'a mut SslRef,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>
+        + Send
+        + Sync,
+>;
+
+/// The connection, carried into the certificate future.
+struct SslPtr(*mut SslRef);
+
+// SAFETY: the pointer is only used by the handshake's own task, while
+// BoringSSL waits for the future (nothing else touches the connection).
+unsafe impl Send for SslPtr {}
+
+impl SslPtr {
+    fn get(self) -> *mut SslRef {
+        self.0
+    }
+}
+
+/// Run `callback` in every server handshake on contexts built from
+/// `builder`, after the client's hello: the handshake waits for its
+/// future (BoringSSL's asynchronous certificate selection, driven by the
+/// handshake in [`stream::accept`](crate::stream::accept)).
+pub fn set_async_certificate_callback(
+    builder: &mut SslContextBuilder,
+    callback: CertificateCallback,
+) {
+    builder.set_async_select_certificate_callback(move |hello| {
+        let ssl = SslPtr(hello.ssl_mut() as *mut SslRef);
+        let callback = callback.clone();
+        Ok(Box::pin(async move {
+            // SAFETY: the connection outlives its handshake, which is
+            // paused on this future; see `SslPtr`.
+            let ssl = unsafe { &mut *ssl.get() };
+            callback(ssl).await;
+            Ok(Box::new(|_: boring::ssl::ClientHello<'_>| Ok(()))
+                as boring::ssl::BoxSelectCertFinish)
+        }))
+    });
+}

@@ -559,3 +559,47 @@ fn prometheus_crate() {
     let _app: pingora_prometheus::PrometheusHttpApp = Default::default();
     let _ = pingora_prometheus::prometheus::gather();
 }
+
+/// TLS as Pingora programs write it: async `TlsAccept` callbacks through
+/// `pingora_core::listeners`, the library's builder through `Deref`, the
+/// `ext` helpers, and the digest's extension (served for real in
+/// pingora-core's `tests/tls.rs`, with curl, over both TLS libraries).
+#[test]
+fn tls_settings_and_callbacks() {
+    use async_trait::async_trait;
+    use pingora_core::listeners::tls::TlsSettings;
+    use pingora_core::listeners::{TlsAccept, TlsAcceptCallbacks};
+    use pingora_core::protocols::tls::{SslDigest, TlsRef};
+    use pingora_core::tls::ext;
+    use pingora_core::tls::ssl::{NameType, SslVersion};
+    use std::any::Any;
+    use std::sync::Arc;
+
+    struct Certs(pingora_core::tls::x509::X509);
+
+    #[async_trait]
+    impl TlsAccept for Certs {
+        async fn certificate_callback(&self, ssl: &mut TlsRef) {
+            if ssl.servername(NameType::HOST_NAME) == Some("example.test") {
+                let _ = ext::ssl_use_certificate(ssl, &self.0);
+            }
+        }
+
+        async fn handshake_complete_callback(
+            &self,
+            _ssl: &TlsRef,
+        ) -> Option<Arc<dyn Any + Send + Sync>> {
+            Some(Arc::new(7u32))
+        }
+    }
+
+    let ca = pingora_core::utils::certs::TestCa::new("ca").unwrap();
+    let cert = pingora_core::tls::x509::X509::from_pem(ca.ca.cert_pem().as_bytes()).unwrap();
+    let callbacks: TlsAcceptCallbacks = Box::new(Certs(cert));
+    let mut tls = TlsSettings::with_callbacks(callbacks).unwrap();
+    tls.enable_h2();
+    tls.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    assert!(tls.build().is_ok());
+    let digest = SslDigest::default();
+    assert!(digest.extension.get::<u32>().is_none());
+}

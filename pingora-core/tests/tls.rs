@@ -20,8 +20,10 @@ use pingora_core::listeners::tls::{
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::tls::SslStream;
+use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{L4Stream, IO};
 use pingora_core::tls::ext;
+use pingora_core::tls::{pkey::PKey, ssl::NameType, x509::X509};
 use pingora_core::utils::certs::{Issued, TestCa};
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
@@ -45,7 +47,7 @@ impl ServeHttp for Describe {
             s.client_addr()
         );
         let body = format!(
-            "sni={} alpn={} version={} group={} peer={} sans={} cipher={} handshake_us={} cn={} serial={} certsha={}\n",
+            "sni={} alpn={} version={} group={} peer={} sans={} cipher={} handshake_us={} cn={} serial={} certsha={} ext={}\n",
             d.sni.unwrap_or_default(),
             alpn.unwrap_or_default(),
             d.version,
@@ -57,6 +59,7 @@ impl ServeHttp for Describe {
             d.peer_cn.unwrap_or_default(),
             d.serial_number.is_some_and(|s| !s.is_empty()),
             d.cert_digest.len(),
+            d.extension.get::<String>().cloned().unwrap_or_default(),
         );
         http::Response::new(body.into_bytes())
     }
@@ -146,6 +149,100 @@ fn run(cmd: &mut Command) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Pingora's callbacks: the pair for the SNI looked up asynchronously
+/// (after a wait, as a store or a fetch would take), and a value attached
+/// to the connection once the handshake is done.
+struct Lookup {
+    a: Issued,
+    b: Issued,
+}
+
+#[async_trait]
+impl TlsAccept for Lookup {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pair = match ssl.servername(NameType::HOST_NAME) {
+            Some("b.test") => &self.b,
+            _ => &self.a,
+        };
+        let cert = X509::from_pem(pair.cert_pem().as_bytes()).unwrap();
+        let key = PKey::private_key_from_pem(pair.key_pem().as_bytes()).unwrap();
+        ext::ssl_use_certificate(ssl, &cert).unwrap();
+        ext::ssl_use_private_key(ssl, &key).unwrap();
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = ssl.servername(NameType::HOST_NAME).unwrap_or("-");
+        Some(Arc::new(format!("seen-{name}")))
+    }
+}
+
+/// curl with `args` (and `--cacert`, `--resolve` for `name`) against
+/// `https://name:port/`; whether it succeeded, and what it printed.
+async fn curl_to(dir: &Dir, name: &str, port: u16, args: &[&str]) -> (bool, String) {
+    let cafile = dir.path("ca.crt");
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let url = format!("https://{name}:{port}/");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        run(Command::new("curl")
+            .args([
+                "-sS",
+                "--http1.1",
+                "--cacert",
+                &cafile,
+                "--resolve",
+                &resolve,
+            ])
+            .args(&args)
+            .arg(&url))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingoras_async_certificate_callback_and_handshake_data() {
+    let dir = Dir::new("async-cert");
+    let ca = TestCa::new("Test CA").unwrap();
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let a = ca.issue(&["a.test"], 30, false).unwrap();
+    let b = ca.issue(&["b.test"], 30, false).unwrap();
+    let settings = TlsSettings::with_callbacks(Box::new(Lookup { a, b })).unwrap();
+    let port = serve(settings.build().unwrap()).await;
+    for name in ["a.test", "b.test"] {
+        // curl checks that the certificate names the host it asked for.
+        let (ok, out) = curl_to(&dir, name, port, &[]).await;
+        assert!(ok, "{out}");
+        assert!(out.starts_with(&format!("sni={name} ")), "{out}");
+        assert!(
+            out.trim_end().ends_with(&format!("ext=seen-{name}")),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_reach_the_library_builder_through_deref() {
+    let dir = Dir::new("deref");
+    let ca = TestCa::new("Test CA").unwrap();
+    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let a = ca.issue(&["a.test"], 30, false).unwrap();
+    let mut settings = TlsSettings::with_cert(cert_key(&a));
+    // The library's own call, as Pingora programs make it.
+    settings
+        .set_min_proto_version(Some(pingora_core::tls::ssl::SslVersion::TLS1_3))
+        .unwrap();
+    let port = serve(settings.build().unwrap()).await;
+    let (ok, out) = curl_to(&dir, "a.test", port, &["--tls-max", "1.2"]).await;
+    assert!(!ok, "TLS 1.2 got through: {out}");
+    let (ok, out) = curl_to(&dir, "a.test", port, &[]).await;
+    assert!(ok && out.contains("version=TLSv1.3"), "{out}");
 }
 
 /// Two certificates on one port, chosen by SNI.

@@ -94,3 +94,117 @@ pub fn disable_session_tickets(builder: &mut SslContextBuilder) -> Result<(), Er
     builder.set_options(openssl::ssl::SslOptions::NO_TICKET);
     builder.set_num_tickets(0)
 }
+
+/// Serve `cert` on this connection (in a certificate callback).
+pub fn ssl_use_certificate(
+    ssl: &mut SslRef,
+    cert: &openssl::x509::X509Ref,
+) -> Result<(), ErrorStack> {
+    ssl.set_certificate(cert)
+}
+
+/// Sign with `key` on this connection (in a certificate callback).
+pub fn ssl_use_private_key<T: openssl::pkey::HasPrivate>(
+    ssl: &mut SslRef,
+    key: &openssl::pkey::PKeyRef<T>,
+) -> Result<(), ErrorStack> {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: both are live objects; OpenSSL takes its own reference to
+    // the key.
+    let r = unsafe { openssl_sys::SSL_use_PrivateKey(ssl.as_ptr(), key.as_ptr()) };
+    if r > 0 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// Send `cert` after the leaf, as part of the chain (in a certificate
+/// callback).
+pub fn ssl_add_chain_cert(
+    ssl: &mut SslRef,
+    cert: &openssl::x509::X509Ref,
+) -> Result<(), ErrorStack> {
+    ssl.add_chain_cert(cert.to_owned())
+}
+
+/// An async certificate callback: given the connection in the middle of
+/// a server handshake (the client's hello read, its SNI known), it sets
+/// the certificate and key with [`ssl_use_certificate`] and
+/// [`ssl_use_private_key`], taking as long as it needs; the handshake
+/// goes on when its future is done.
+pub type CertificateCallback = std::sync::Arc<
+    dyn for<'a> Fn(
+            &'a mut SslRef,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>
+        + Send
+        + Sync,
+>;
+
+/// Where a context keeps its certificate callback.
+fn callback_index() -> openssl::ex_data::Index<SslContext, CertificateCallback> {
+    static INDEX: std::sync::OnceLock<openssl::ex_data::Index<SslContext, CertificateCallback>> =
+        std::sync::OnceLock::new();
+    *INDEX.get_or_init(|| SslContext::new_ex_index().expect("a context ex_data index"))
+}
+
+/// Marks a connection whose certificate callback has run.
+fn resumed_index() -> openssl::ex_data::Index<openssl::ssl::Ssl, ()> {
+    static INDEX: std::sync::OnceLock<openssl::ex_data::Index<openssl::ssl::Ssl, ()>> =
+        std::sync::OnceLock::new();
+    *INDEX.get_or_init(|| openssl::ssl::Ssl::new_ex_index().expect("an ssl ex_data index"))
+}
+
+extern "C" {
+    // In libssl (1.0.2 and later); openssl-sys does not declare it.
+    fn SSL_CTX_set_cert_cb(
+        ctx: *mut openssl_sys::SSL_CTX,
+        cb: Option<unsafe extern "C" fn(*mut openssl_sys::SSL, *mut libc::c_void) -> libc::c_int>,
+        arg: *mut libc::c_void,
+    );
+}
+
+/// OpenSSL's certificate hook: pause the handshake (the accept returns
+/// `WANT_X509_LOOKUP`) until the async callback has run for this
+/// connection, then go on.
+unsafe extern "C" fn pause_for_certificate(
+    ssl: *mut openssl_sys::SSL,
+    _arg: *mut libc::c_void,
+) -> libc::c_int {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: OpenSSL calls this with the live SSL object of the handshake.
+    let ssl = unsafe { SslRef::from_ptr(ssl) };
+    if ssl.ex_data(resumed_index()).is_some() {
+        1
+    } else {
+        -1
+    }
+}
+
+/// Run `callback` in every server handshake on contexts built from
+/// `builder`, after the client's hello: the handshake waits for its
+/// future (see [`CertificateCallback`]); [`stream::accept`](crate::stream::accept)
+/// drives it.
+pub fn set_async_certificate_callback(
+    builder: &mut SslContextBuilder,
+    callback: CertificateCallback,
+) {
+    builder.set_ex_data(callback_index(), callback);
+    // SAFETY: installs a hook on a context being built; the hook only reads
+    // this crate's ex_data.
+    unsafe {
+        SSL_CTX_set_cert_cb(
+            builder.as_ptr(),
+            Some(pause_for_certificate),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// The certificate callback of `ssl`'s context, marked as run for `ssl`
+/// (so the handshake goes on when resumed); `None` if it has none.
+pub(crate) fn take_certificate_callback(ssl: &mut SslRef) -> Option<CertificateCallback> {
+    let cb = ssl.ssl_context().ex_data(callback_index())?.clone();
+    ssl.set_ex_data(resumed_index(), ());
+    Some(cb)
+}

@@ -50,14 +50,29 @@ where
         verify_code: None,
         io: None,
     })?;
-    let r = if server {
-        Pin::new(&mut s).accept().await
-    } else {
-        Pin::new(&mut s).connect().await
-    };
-    match r {
-        Ok(()) => Ok(TlsStream(s)),
-        Err(e) => Err(failure(e, s.ssl())),
+    if !server {
+        return match Pin::new(&mut s).connect().await {
+            Ok(()) => Ok(TlsStream(s)),
+            Err(e) => Err(failure(e, s.ssl())),
+        };
+    }
+    loop {
+        match Pin::new(&mut s).accept().await {
+            Ok(()) => return Ok(TlsStream(s)),
+            // Paused for the context's async certificate callback
+            // (`ext::set_async_certificate_callback`): run it, then resume.
+            Err(e) if e.code().as_raw() == openssl_sys::SSL_ERROR_WANT_X509_LOOKUP => {
+                use foreign_types::ForeignTypeRef;
+                // SAFETY: `s` is ours alone and no handshake step runs while
+                // the callback has the connection.
+                let ssl = unsafe { SslRef::from_ptr_mut(s.ssl().as_ptr()) };
+                match crate::ext::take_certificate_callback(ssl) {
+                    Some(cb) => cb(ssl).await,
+                    None => return Err(failure(e, s.ssl())),
+                }
+            }
+            Err(e) => return Err(failure(e, s.ssl())),
+        }
     }
 }
 

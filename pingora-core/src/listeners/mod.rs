@@ -19,6 +19,9 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
+/// Pingora's paths to the TLS accept hooks.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub use tls::{TlsAccept, TlsAcceptCallbacks};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// TCP keepalive probes on accepted connections.

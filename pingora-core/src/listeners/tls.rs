@@ -9,21 +9,55 @@
 //! tls.enable_h2();
 //! // listening_service.add_tls_with_settings("0.0.0.0:443", None, tls);
 //! ```
+//!
+//! As with Pingora, [`TlsSettings`] dereferences to the TLS library's
+//! acceptor builder for anything not offered here, and [`TlsAccept`]'s
+//! async `certificate_callback` may pick the certificate in the middle of
+//! the handshake, taking as long as it needs:
+//!
+//! ```no_run
+//! use async_trait::async_trait;
+//! use pingora_core::listeners::tls::{TlsAccept, TlsSettings};
+//! use pingora_core::protocols::tls::TlsRef;
+//! use pingora_core::tls::{ext, pkey::PKey, ssl::NameType, x509::X509};
+//!
+//! struct FromStore;
+//!
+//! #[async_trait]
+//! impl TlsAccept for FromStore {
+//!     async fn certificate_callback(&self, ssl: &mut TlsRef) {
+//!         let name = ssl.servername(NameType::HOST_NAME).unwrap_or("default").to_string();
+//!         // Look the pair up (a file here; a store or a fetch as well).
+//!         let cert = X509::from_pem(&std::fs::read(format!("{name}.crt")).unwrap()).unwrap();
+//!         let key = PKey::private_key_from_pem(&std::fs::read(format!("{name}.key")).unwrap()).unwrap();
+//!         ext::ssl_use_certificate(ssl, &cert).unwrap();
+//!         ext::ssl_use_private_key(ssl, &key).unwrap();
+//!     }
+//! }
+//!
+//! let mut tls = TlsSettings::with_callbacks(Box::new(FromStore)).unwrap();
+//! // The library's own builder, through `Deref`.
+//! tls.set_session_cache_size(10_000);
+//! ```
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use tracing::info;
 
-use crate::protocols::tls::{SslStream, TlsSocket};
+use crate::protocols::tls::{SslStream, TlsRef, TlsSocket};
 use crate::protocols::L4Stream;
 use crate::tls::ext;
 use crate::tls::pkey::{PKey, Private};
 use crate::tls::ssl::{
-    AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContext, SslContextBuilder,
-    SslMethod, SslMode, SslRef, SslVerifyMode, SslVersion,
+    AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAcceptorBuilder, SslAlert, SslContext,
+    SslContextBuilder, SslMethod, SslMode, SslRef, SslVerifyMode, SslVersion,
 };
 use crate::tls::x509::X509;
 
@@ -134,14 +168,40 @@ impl CaCerts {
     }
 }
 
-/// Chooses the certificate for each handshake, by the server name the
-/// client asked for. Many certificates can be served on one port this way.
-pub trait TlsAccept: Send + Sync + 'static {
-    /// The certificate for `sni` (absent when the client sent none).
-    /// `None` falls back to the settings' default certificate, if there is
-    /// one, and otherwise fails the handshake.
-    fn certificate(&self, sni: Option<&str>) -> Option<Arc<CertKey>>;
+/// Hooks into each server handshake: choose its certificate (many can be
+/// served on one port this way), and attach data to the connection when
+/// it is done. Pingora's two async callbacks, and ours, `certificate`,
+/// which names a [`CertKey`] by SNI. Each has a default that does nothing.
+#[async_trait]
+pub trait TlsAccept: Send + Sync {
+    /// Ours: the certificate for `sni` (absent when the client sent none);
+    /// its context is built once and kept. `None` leaves the settings'
+    /// default certificate, or what `certificate_callback` sets; a
+    /// handshake left with no certificate fails.
+    fn certificate(&self, _sni: Option<&str>) -> Option<Arc<CertKey>> {
+        None
+    }
+
+    /// Pingora's: called in the middle of the handshake, once the client's
+    /// hello is read (`ssl.servername(..)` is known): set the certificate
+    /// and key with `tls::ext::ssl_use_certificate` and
+    /// `ssl_use_private_key` (and `ssl_add_chain_cert`). The handshake
+    /// waits for it, within its timeout.
+    async fn certificate_callback(&self, _ssl: &mut TlsRef) {}
+
+    /// Pingora's: called once the handshake is done; a value returned is
+    /// attached to the connection's digest (`SslDigest::extension`), where
+    /// the phases can read it.
+    async fn handshake_complete_callback(
+        &self,
+        _ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
 }
+
+/// Pingora's name for boxed [`TlsAccept`] callbacks.
+pub type TlsAcceptCallbacks = Box<dyn TlsAccept + Send + Sync>;
 
 /// Lowest TLS version to accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,14 +212,22 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// How a TLS listener behaves.
+/// How a TLS listener behaves. Dereferences to the TLS library's acceptor
+/// builder (Mozilla's "intermediate" profile to start with), as Pingora's:
+/// what is set there applies to the listener's main context, and the
+/// settings here are applied on top when the listener is built.
+/// Certificates chosen by [`TlsAccept::certificate`] get contexts built
+/// from these settings alone.
 pub struct TlsSettings {
+    /// The library's builder, until `build` takes it.
+    builder: Option<SslAcceptorBuilder>,
     default_cert: Option<Arc<CertKey>>,
-    callbacks: Option<Arc<dyn TlsAccept>>,
+    callbacks: Option<Arc<dyn TlsAccept + Send + Sync>>,
     alpn: Vec<Vec<u8>>,
     client_ca: Option<CaCerts>,
     client_cert_required: bool,
-    min_version: TlsVersion,
+    /// Set by `set_min_version`; otherwise the builder's stands.
+    min_version: Option<TlsVersion>,
     session_tickets: bool,
     handshake_timeout: Duration,
     groups: Option<String>,
@@ -169,39 +237,67 @@ pub struct TlsSettings {
 const DEFAULT_GROUPS_PQ: &str = "X25519MLKEM768:X25519:P-256:P-384";
 const DEFAULT_GROUPS: &str = "X25519:P-256:P-384";
 
+impl Deref for TlsSettings {
+    type Target = SslAcceptorBuilder;
+
+    fn deref(&self) -> &SslAcceptorBuilder {
+        self.builder
+            .as_ref()
+            .expect("the builder is kept until build")
+    }
+}
+
+impl DerefMut for TlsSettings {
+    fn deref_mut(&mut self) -> &mut SslAcceptorBuilder {
+        self.builder
+            .as_mut()
+            .expect("the builder is kept until build")
+    }
+}
+
+/// A builder with Mozilla's "intermediate" profile (TLS 1.2 and 1.3,
+/// modern ciphers).
+fn intermediate_builder() -> Result<SslAcceptorBuilder> {
+    SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+        .or_err(InternalError, "creating a TLS context")
+}
+
 impl TlsSettings {
-    fn base() -> Self {
-        TlsSettings {
+    fn base() -> Result<Self> {
+        Ok(TlsSettings {
+            builder: Some(intermediate_builder()?),
             default_cert: None,
             callbacks: None,
             alpn: vec![b"http/1.1".to_vec()],
             client_ca: None,
             client_cert_required: false,
-            min_version: TlsVersion::Tls12,
+            min_version: None,
             session_tickets: true,
             handshake_timeout: Duration::from_secs(10),
             groups: None,
-        }
+        })
     }
 
     /// Serve the certificate and key in these PEM files, with Mozilla's
     /// "intermediate" profile (TLS 1.2 and 1.3, modern ciphers).
     pub fn intermediate(cert_path: &str, key_path: &str) -> Result<Self> {
-        let mut s = Self::base();
+        let mut s = Self::base()?;
         s.default_cert = Some(Arc::new(CertKey::from_files(cert_path, key_path)?));
         Ok(s)
     }
 
-    /// Serve one certificate already loaded.
+    /// Serve one certificate already loaded. Panics only if the TLS
+    /// library cannot create a context at all (out of memory).
     pub fn with_cert(cert: Arc<CertKey>) -> Self {
-        let mut s = Self::base();
+        let mut s = Self::base().expect("creating a TLS context");
         s.default_cert = Some(cert);
         s
     }
 
-    /// Choose the certificate per handshake with `callbacks`.
-    pub fn with_callbacks(callbacks: Box<dyn TlsAccept>) -> Result<Self> {
-        let mut s = Self::base();
+    /// Choose the certificate per handshake with `callbacks` (Pingora's
+    /// `with_callbacks`, taking its `TlsAcceptCallbacks`).
+    pub fn with_callbacks(callbacks: TlsAcceptCallbacks) -> Result<Self> {
+        let mut s = Self::base()?;
         s.callbacks = Some(Arc::from(callbacks));
         Ok(s)
     }
@@ -241,7 +337,7 @@ impl TlsSettings {
 
     /// The lowest TLS version accepted (TLS 1.2 by default).
     pub fn set_min_version(&mut self, v: TlsVersion) {
-        self.min_version = v;
+        self.min_version = Some(v);
     }
 
     /// Issue session tickets for resumption (on by default). Off, no
@@ -273,12 +369,14 @@ impl TlsSettings {
         // retried after "would block" comes from another address (the
         // Mozilla profile sets this already; it must stay set).
         b.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER);
-        let min = match self.min_version {
-            TlsVersion::Tls12 => SslVersion::TLS1_2,
-            TlsVersion::Tls13 => SslVersion::TLS1_3,
-        };
-        b.set_min_proto_version(Some(min))
-            .or_err(InternalError, "setting the TLS version")?;
+        if let Some(v) = self.min_version {
+            let min = match v {
+                TlsVersion::Tls12 => SslVersion::TLS1_2,
+                TlsVersion::Tls13 => SslVersion::TLS1_3,
+            };
+            b.set_min_proto_version(Some(min))
+                .or_err(InternalError, "setting the TLS version")?;
+        }
         ext::set_groups(b, groups).or_err_with(ConfError, || {
             format!("unsupported key-exchange groups {groups:?}")
         })?;
@@ -320,14 +418,13 @@ impl TlsSettings {
 
     /// A context with every setting, serving `cert` if given.
     fn context(&self, cert: Option<&CertKey>, groups: &str) -> Result<SslContext> {
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .or_err(InternalError, "creating a TLS context")?;
+        let mut b = intermediate_builder()?;
         self.configure(&mut b, cert, groups)?;
         Ok(b.build().into_context())
     }
 
     /// Build the acceptor; errors name what is wrong with the settings.
-    pub fn build(self) -> Result<Acceptor> {
+    pub fn build(mut self) -> Result<Acceptor> {
         let groups = match &self.groups {
             Some(g) => g.clone(),
             None if ext::group_supported(ext::PQ_HYBRID_GROUP) => DEFAULT_GROUPS_PQ.to_string(),
@@ -340,45 +437,58 @@ impl TlsSettings {
                 DEFAULT_GROUPS.to_string()
             }
         };
+        let mut b = self
+            .builder
+            .take()
+            .expect("the builder is kept until build");
+        let timeout = self.handshake_timeout;
         let Some(cb) = self.callbacks.clone() else {
             let cert = self.default_cert.as_deref().or_err(
                 ConfError,
                 "TLS listener has no certificate and no callbacks",
             )?;
+            self.configure(&mut b, Some(cert), &groups)?;
             return Ok(Acceptor {
-                ctx: self.context(Some(cert), &groups)?,
-                timeout: self.handshake_timeout,
+                ctx: b.build().into_context(),
+                timeout,
+                callbacks: None,
             });
         };
-        let default_cert = self.default_cert.clone();
-        let timeout = self.handshake_timeout;
+        self.configure(&mut b, self.default_cert.as_deref(), &groups)?;
+        // Pingora's async callback, in the middle of each handshake.
+        let pingoras = cb.clone();
+        ext::set_async_certificate_callback(
+            &mut b,
+            Arc::new(move |ssl| {
+                let cb = pingoras.clone();
+                Box::pin(async move { cb.certificate_callback(ssl).await })
+            }),
+        );
         let sni = Arc::new(SniContexts {
             settings: self,
             groups,
             cache: Mutex::default(),
         });
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .or_err(InternalError, "creating a TLS context")?;
-        sni.settings
-            .configure(&mut b, default_cert.as_deref(), &sni.groups)?;
-        let has_default = default_cert.is_some();
         let contexts = sni.clone();
-        // Runs early in the handshake: switch to the chosen certificate's
-        // context (same settings, that certificate).
+        let ours = cb.clone();
+        // Ours, early in the handshake: a certificate named for the SNI
+        // switches the connection to that certificate's context (same
+        // settings); none leaves the default, or what Pingora's callback
+        // sets (a handshake with no certificate at all fails).
         b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
             let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            match cb.certificate(name.as_deref()) {
+            match ours.certificate(name.as_deref()) {
                 Some(ck) => match contexts.context_for(&ck) {
                     Some(ctx) => ssl.set_ssl_context(&ctx).map_err(|_| SniError::ALERT_FATAL),
                     None => Err(SniError::ALERT_FATAL),
                 },
-                None if has_default => Ok(()),
-                None => Err(SniError::ALERT_FATAL),
+                None => Ok(()),
             }
         });
         Ok(Acceptor {
             ctx: b.build().into_context(),
             timeout,
+            callbacks: Some(cb),
         })
     }
 }
@@ -470,6 +580,8 @@ impl SniContexts {
 pub struct Acceptor {
     ctx: SslContext,
     timeout: Duration,
+    /// For `handshake_complete_callback`.
+    callbacks: Option<Arc<dyn TlsAccept + Send + Sync>>,
 }
 
 impl Acceptor {
@@ -488,7 +600,15 @@ impl Acceptor {
             Ok(Err(f)) => {
                 Err(Error::because(TLSHandshakeFailure, "TLS handshake failed", f).into_down())
             }
-            Ok(Ok(s)) => Ok(SslStream::new(s, start.elapsed())),
+            Ok(Ok(s)) => {
+                let mut s = SslStream::new(s, start.elapsed());
+                if let Some(cb) = &self.callbacks {
+                    if let Some(v) = cb.handshake_complete_callback(s.ssl()).await {
+                        s.set_extension(v);
+                    }
+                }
+                Ok(s)
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! TLS on top of an L4 stream: the [`TlsDigest`] apps can read, and (with
 //! a TLS feature on) the [`SslStream`] that carries it.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What is known about a TLS connection once its handshake is done.
@@ -34,7 +36,53 @@ pub struct TlsDigest {
     pub handshake_duration: Duration,
     /// Whether an earlier session was resumed.
     pub session_reused: bool,
+    /// What the program attached to the connection when its handshake
+    /// completed (`TlsAccept::handshake_complete_callback`).
+    pub extension: SslDigestExtension,
 }
+
+/// A value the program attached to a TLS connection (Pingora's), read back
+/// by its type from the digest.
+#[derive(Clone, Default)]
+pub struct SslDigestExtension(Option<Arc<dyn Any + Send + Sync>>);
+
+impl SslDigestExtension {
+    /// Holding `value`.
+    pub fn new(value: Arc<dyn Any + Send + Sync>) -> Self {
+        SslDigestExtension(Some(value))
+    }
+
+    /// The value, if one of type `T` is attached.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.as_deref()?.downcast_ref()
+    }
+
+    /// Attach `value` (replacing any earlier one).
+    pub fn set(&mut self, value: Arc<dyn Any + Send + Sync>) {
+        self.0 = Some(value);
+    }
+}
+
+/// Shows whether a value is attached (its type is not known here).
+impl std::fmt::Debug for SslDigestExtension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.is_some() { "attached" } else { "none" };
+        f.debug_tuple("SslDigestExtension").field(&state).finish()
+    }
+}
+
+/// Equal when both hold nothing or the same value.
+impl PartialEq for SslDigestExtension {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SslDigestExtension {}
 
 /// Pingora's name for the TLS digest.
 pub type SslDigest = TlsDigest;
@@ -50,3 +98,8 @@ impl TlsDigest {
 mod stream;
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub use stream::{digest_of, SslStream, TlsSocket};
+
+/// A TLS connection as the TLS library shows it (Pingora's name), for
+/// `TlsAccept`'s callbacks.
+#[cfg(any(feature = "openssl", feature = "boringssl"))]
+pub type TlsRef = crate::tls::ssl::SslRef;

@@ -234,6 +234,7 @@ pub fn digest_of(ssl: &SslRef, handshake_duration: Duration) -> TlsDigest {
         peer_sans,
         handshake_duration,
         session_reused: ssl.session_reused(),
+        extension: Default::default(),
     }
 }
 
@@ -248,6 +249,12 @@ impl SslStream {
         }
     }
 
+    /// Attach what `TlsAccept::handshake_complete_callback` returned to
+    /// the digest.
+    pub(crate) fn set_extension(&mut self, value: std::sync::Arc<dyn std::any::Any + Send + Sync>) {
+        self.digest.extension.set(value);
+    }
+
     /// The TLS state, for anything the digest does not carry.
     pub fn ssl(&self) -> &SslRef {
         self.inner.ssl()
@@ -257,7 +264,9 @@ impl SslStream {
     /// the handshake, when tickets arrive).
     pub fn refresh_digest(&mut self) {
         let d = self.digest.handshake_duration;
+        let extension = std::mem::take(&mut self.digest.extension);
         self.digest = digest_of(self.inner.ssl(), d);
+        self.digest.extension = extension;
     }
 }
 
