@@ -19,10 +19,10 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Pingora's paths to the TLS accept hooks.
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub use tls::{TlsAccept, TlsAcceptCallbacks};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// TCP keepalive probes on accepted connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
