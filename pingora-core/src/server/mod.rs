@@ -47,6 +47,10 @@ pub type ShutdownWatch = watch::Receiver<bool>;
 /// (`on_startup_delay`).
 const STARTUP_DELAY_REPORT: Duration = Duration::from_secs(10);
 
+/// How long after start-up inherited listening sockets that no listener
+/// took and no service looked up (`ListenFds::lock().get`) are closed.
+const UNCLAIMED_FDS_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a new process (`-u`) waits for the old one to send its sockets.
 pub const UPGRADE_RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the old process tries to reach the new one on SIGQUIT.
@@ -459,12 +463,6 @@ impl Server {
                 .bind(&self.listen_fds)
                 .map_err(|err| err.wrap(ErrorType::BindError, format!("service {name}")))?;
         }
-        for key in self.listen_fds.unclaimed() {
-            warn!("inherited listener {key} is not in this configuration; closing it");
-            if let Some(fd) = self.listen_fds.take_inherited(&key) {
-                let _ = nix::unistd::close(fd);
-            }
-        }
 
         let mut running = Vec::new();
         let mut tasks = Vec::new();
@@ -503,6 +501,19 @@ impl Server {
         }
         info!("server started, pid {}", std::process::id());
 
+        // Inherited sockets nobody took are closed (a client must not wait
+        // on a socket nobody accepts on), once services of the user's that
+        // look theirs up in `start_service` (Pingora's way) have had time to.
+        let fds = self.listen_fds.clone();
+        main_rt.spawn(async move {
+            tokio::time::sleep(UNCLAIMED_FDS_WAIT).await;
+            for key in fds.unclaimed() {
+                warn!("inherited listener {key} is not in this configuration; closing it");
+                if let Some(fd) = fds.take_inherited(&key) {
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+        });
         let exit = main_rt.block_on(async {
             loop {
                 let signal = match early.take() {
