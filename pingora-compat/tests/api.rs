@@ -598,6 +598,7 @@ fn tls_settings_and_callbacks() {
     let callbacks: TlsAcceptCallbacks = Box::new(Certs(cert));
     let mut tls = TlsSettings::with_callbacks(callbacks).unwrap();
     tls.enable_h2();
+    tls.set_alpn(pingora_core::listeners::ALPN::H2H1);
     tls.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     assert!(tls.build().is_ok());
     let digest = SslDigest::default();

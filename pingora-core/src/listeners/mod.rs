@@ -19,6 +19,8 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 #[cfg(any(feature = "openssl", feature = "boringssl"))]
 pub mod tls;
+/// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
+pub use crate::upstreams::peer::ALPN;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Pingora's paths to the TLS accept hooks.
 #[cfg(any(feature = "openssl", feature = "boringssl"))]

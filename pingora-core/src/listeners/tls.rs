@@ -313,8 +313,15 @@ impl TlsSettings {
         self.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
 
-    /// The ALPN protocols to accept, most preferred first (empty: no ALPN).
-    pub fn set_alpn(&mut self, protocols: &[&[u8]]) {
+    /// Which HTTP versions to agree on by ALPN (Pingora's): `H2H1` prefers
+    /// HTTP/2, `H1` or `H2` allows one, `None` answers no ALPN.
+    pub fn set_alpn(&mut self, alpn: crate::upstreams::peer::ALPN) {
+        self.alpn = alpn.protocols();
+    }
+
+    /// Ours: the ALPN protocols to accept by name, most preferred first
+    /// (empty: no ALPN), for protocols other than HTTP.
+    pub fn set_alpn_protocols(&mut self, protocols: &[&[u8]]) {
         self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
     }
 

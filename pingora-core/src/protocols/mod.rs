@@ -18,6 +18,8 @@ pub mod proxy_protocol;
 pub mod rewind;
 pub mod tls;
 
+/// Pingora's path to the ALPN choice.
+pub use crate::upstreams::peer::ALPN;
 pub use digest::{Digest, ProxyDigest, TimingDigest};
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
 pub use tls::TlsDigest;
