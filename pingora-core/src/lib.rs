@@ -70,6 +70,14 @@ compile_error!(
      (or `cargo build --no-default-features --features boringssl,proxy,lb`)."
 );
 
+// `any_tls` is on with either TLS feature: the one name the TLS-dependent
+// code is gated on. Turned on alone it has no library to use.
+#[cfg(all(
+    feature = "any_tls",
+    not(any(feature = "openssl", feature = "boringssl"))
+))]
+compile_error!("pingora-core: `any_tls` is internal; turn on `openssl` or `boringssl` instead.");
+
 pub mod apps;
 pub mod connectors;
 pub mod listeners;

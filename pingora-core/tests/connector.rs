@@ -140,7 +140,7 @@ async fn connect_errors_and_bind_address() {
     assert_eq!(body, "127.0.0.2\n");
 }
 
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_upstreams_pool_and_verify() {
     let dir = nginx_dir("tls");
@@ -223,7 +223,7 @@ async fn unix_socket_peers_and_tcp_keepalive() {
     let _ = std::fs::remove_file(&path);
 }
 
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn total_timeout_covers_the_tls_handshake_and_fast_open_connects() {
     // A listener that accepts and then says nothing: TCP connects, the TLS
@@ -368,7 +368,7 @@ async fn write_timeout_to_an_upstream_that_never_reads() {
 /// `verify_hostname = false` alone: a certificate for another name is
 /// accepted as long as its chain verifies (an unknown CA is still
 /// refused); with it on, the wrong name is refused.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_hostname_off_still_verifies_the_chain() {
     use pingora_core::utils::certs::TestCa;
@@ -403,7 +403,7 @@ async fn verify_hostname_off_still_verifies_the_chain() {
 /// the connector built from it: a TLS upstream signed by that CA is
 /// trusted with no CA on the peer, and of 4 connections released at once
 /// only 2 stay idle (4 with the default size).
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conf_file_pool_size_and_ca_file_reach_the_connector() {
     use pingora_core::server::ServerConf;

@@ -1,7 +1,7 @@
 //! The HTTP/2 client and connector: against a real nginx (HTTP/2 over TLS)
 //! and against our own h2 server (prior knowledge): streams shared on one
 //! connection, a new connection when one is full, trailers, GOAWAY.
-#![cfg(any(feature = "openssl", feature = "boringssl"))]
+#![cfg(feature = "any_tls")]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! curl and `openssl s_client` against the listener, and our connector
 //! against listeners with good and bad certificates. Certificates are made
 //! at test time; no key is committed.
-#![cfg(any(feature = "openssl", feature = "boringssl"))]
+#![cfg(feature = "any_tls")]
 
 use std::path::PathBuf;
 use std::process::Command;

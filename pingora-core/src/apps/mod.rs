@@ -3,6 +3,7 @@
 //! [`ServerApp`] handles raw streams; [`http_app`] runs HTTP apps on top.
 
 pub mod http_app;
+pub mod prometheus_http_app;
 
 use std::sync::Arc;
 

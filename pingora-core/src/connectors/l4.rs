@@ -116,7 +116,7 @@ pub async fn connect_from(
 }
 
 /// The remaining time of a total budget started at `start`.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub(crate) fn remaining(
     start: std::time::Instant,
     total: Option<std::time::Duration>,

@@ -18,7 +18,7 @@ use crate::upstreams::peer::Peer;
 pub mod http;
 pub mod l4;
 pub use l4::Connect as L4Connect;
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub mod tls;
 
 /// How a connector is set up (as Pingora's): pool size, CAs, a default
@@ -91,10 +91,10 @@ pub struct TransportConnector {
     sweeping: Arc<AtomicBool>,
     /// Source addresses for peers without a `bind_to` of their own.
     bind_to: BindTo,
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     tls: tls::TlsConnector,
     /// The client certificate for TLS peers that name none.
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     default_cert: Option<Arc<crate::listeners::tls::CertKey>>,
 }
 
@@ -119,9 +119,9 @@ impl TransportConnector {
             ))),
             sweeping: Arc::default(),
             bind_to: BindTo::from_options(&o),
-            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            #[cfg(feature = "any_tls")]
             tls: tls::TlsConnector::new(o.ca_file.as_deref()),
-            #[cfg(any(feature = "openssl", feature = "boringssl"))]
+            #[cfg(feature = "any_tls")]
             default_cert: o.cert_key_file.as_ref().map(|(cert, key)| {
                 match crate::listeners::tls::CertKey::from_files(cert, key) {
                     Ok(c) => Arc::new(c),
@@ -176,7 +176,7 @@ impl TransportConnector {
         }
     }
 
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     async fn tls_on<P: Peer + ?Sized>(
         &self,
         l4: crate::protocols::L4Stream,
@@ -201,7 +201,7 @@ impl TransportConnector {
         Ok(Box::new(self.tls.connect(l4, &t).await?))
     }
 
-    #[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+    #[cfg(not(feature = "any_tls"))]
     async fn tls_on<P: Peer + ?Sized>(
         &self,
         _l4: crate::protocols::L4Stream,

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub mod tls;
 /// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
 pub use crate::upstreams::peer::ALPN;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Pingora's paths to the TLS accept hooks.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub use tls::{TlsAccept, TlsAcceptCallbacks};
 
 /// TCP keepalive probes on accepted connections.
@@ -263,14 +263,14 @@ fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {
 }
 
 /// The TLS handshake of a listener, if it has one.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub type TlsHandshake = Option<Arc<tls::Acceptor>>;
 /// The TLS handshake of a listener: always none without a TLS feature.
-#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+#[cfg(not(feature = "any_tls"))]
 pub type TlsHandshake = Option<Arc<NoTls>>;
 
 /// Stands for a TLS acceptor in builds without TLS; never constructed.
-#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+#[cfg(not(feature = "any_tls"))]
 #[derive(Debug)]
 pub enum NoTls {}
 
@@ -463,7 +463,7 @@ impl Listeners {
     }
 
     /// One TLS address serving these PEM files (as Pingora's).
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     pub fn tls(addr: &str, cert_path: &str, key_path: &str) -> Result<Self> {
         let mut l = Self::new();
         l.add_tls(addr, cert_path, key_path)?;
@@ -500,7 +500,7 @@ impl Listeners {
 
     /// Add a TLS listener on a TCP address, serving the certificate and
     /// key in these PEM files with default settings.
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         let settings = tls::TlsSettings::intermediate(cert_path, key_path)?;
         self.add_tls_with_settings(addr, None, settings)
@@ -509,7 +509,7 @@ impl Listeners {
     /// Add a TLS listener on a TCP address with these socket options and
     /// TLS settings. Errors (a bad certificate, an unknown group) are
     /// reported here, at start-up.
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,

@@ -18,6 +18,8 @@ pub mod proxy_protocol;
 pub mod rewind;
 pub mod tls;
 
+/// Pingora's path to the TCP keepalive settings.
+pub use crate::listeners::TcpKeepalive;
 /// Pingora's path to the ALPN choice.
 pub use crate::upstreams::peer::ALPN;
 pub use digest::{Digest, ProxyDigest, TimingDigest};

@@ -30,7 +30,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::listeners::ListenFds;
+/// The listening sockets handed over in a graceful upgrade (Pingora's path).
+pub use crate::listeners::ListenFds;
 use crate::services::{ReadyNotifier, ServiceContext, ServiceWithDependents};
 
 pub mod configuration;

@@ -56,7 +56,7 @@ impl<A> GenBackgroundService<A> {
 }
 
 /// Wrap `task` as a service named `name`.
-pub fn background_service<A: BackgroundService>(name: &str, task: A) -> GenBackgroundService<A> {
+pub fn background_service<A>(name: &str, task: A) -> GenBackgroundService<A> {
     GenBackgroundService::new(name.to_string(), Arc::new(task))
 }
 

@@ -77,14 +77,14 @@ impl<A: ServerApp> Service<A> {
 
     /// Listen with TLS on a TCP address, with this certificate and key
     /// (PEM files).
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         self.listeners.add_tls(addr, cert_path, key_path)
     }
 
     /// Listen with TLS on a TCP address, with socket options and TLS
     /// settings (SNI callbacks, ALPN, mTLS, …).
-    #[cfg(any(feature = "openssl", feature = "boringssl"))]
+    #[cfg(feature = "any_tls")]
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,
@@ -241,7 +241,7 @@ async fn prepare(
 }
 
 /// The stream to serve: TLS after a handshake, or as accepted.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
     let Some(acceptor) = tls else {
         return Some(Box::new(stream));
@@ -260,7 +260,7 @@ async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
 }
 
 /// The stream to serve, as accepted (no TLS in this build).
-#[cfg(not(any(feature = "openssl", feature = "boringssl")))]
+#[cfg(not(feature = "any_tls"))]
 async fn handshake(_tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
     Some(Box::new(stream))
 }

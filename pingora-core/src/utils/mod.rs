@@ -1,6 +1,6 @@
 //! Utilities that do not belong to one layer.
 
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub mod certs;
 
 use pingora_error::{ErrorType, OrErr, Result};

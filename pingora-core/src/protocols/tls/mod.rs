@@ -94,12 +94,12 @@ impl TlsDigest {
     }
 }
 
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 mod stream;
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub use stream::{digest_of, SslStream, TlsSocket};
 
 /// A TLS connection as the TLS library shows it (Pingora's name), for
 /// `TlsAccept`'s callbacks.
-#[cfg(any(feature = "openssl", feature = "boringssl"))]
+#[cfg(feature = "any_tls")]
 pub type TlsRef = crate::tls::ssl::SslRef;
