@@ -183,6 +183,7 @@ async fn unix_socket_peers_and_tcp_keepalive() {
         idle: Duration::from_secs(30),
         interval: Duration::from_secs(5),
         count: 3,
+        user_timeout: Duration::ZERO,
     });
     let s = c.transport().new_stream(&p).await.unwrap();
     let fd = s.socket_digest().unwrap().raw_fd;

@@ -1,16 +1,18 @@
 //! [`HttpProxy`]: runs the [`ProxyHttp`] phases for each request, over
 //! HTTP/1 or HTTP/2 on either side.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::Method;
-use pingora_core::apps::http_app::{HttpServer, HttpServerApp};
+use pingora_core::apps::http_app::{HttpServerApp, HttpServerSettings};
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::connectors::http::{ClientSession, Connector};
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::modules::http::HttpModules;
+use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::{ServerConf, ShutdownWatch};
 use pingora_core::services::listening::Service;
@@ -76,6 +78,18 @@ pub struct HttpProxy<SV> {
     /// The HTTP modules run on every request: those `init_downstream_modules`
     /// added, and any added here before the proxy serves.
     pub downstream_modules: HttpModules,
+    /// Pingora's: transport options (`h2c`), read when the proxy serves as
+    /// its own app (a service from [`http_proxy_service`]).
+    pub server_options: Option<HttpServerOptions>,
+    /// Pingora's: HTTP/2 settings for downstream connections, read as
+    /// `server_options` is.
+    pub h2_options: Option<H2Options>,
+    /// How connections are served when the proxy is its own app; inside
+    /// an `HttpServer`, that server's settings apply instead.
+    settings: HttpServerSettings,
+    /// `settings` with `server_options` and `h2_options` applied, fixed by
+    /// the first connection.
+    serving: OnceLock<HttpServerSettings>,
 }
 
 impl ProxyOptions {
@@ -134,7 +148,38 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             connector: Connector::new(conf.map(ConnectorOptions::from_server_conf)),
             options,
             downstream_modules,
+            server_options: None,
+            h2_options: None,
+            settings: HttpServerSettings::default(),
+            serving: OnceLock::new(),
         }
+    }
+
+    /// Accept HTTP/2 with prior knowledge (h2c) on plain connections, when
+    /// the proxy is its own app (see [`HttpServerSettings::set_h2c`]).
+    pub fn set_h2c(&mut self, on: bool) {
+        self.settings.set_h2c(on);
+    }
+
+    /// How connections are served when the proxy is its own app: HTTP/1
+    /// limits, HTTP/2 settings, parking, drain time.
+    pub fn server_settings_mut(&mut self) -> &mut HttpServerSettings {
+        &mut self.settings
+    }
+
+    /// The settings connections are served with: `settings` with
+    /// Pingora's `server_options` and `h2_options` on top.
+    fn serving(&self) -> &HttpServerSettings {
+        self.serving.get_or_init(|| {
+            let mut s = self.settings.clone();
+            if self.server_options.as_ref().is_some_and(|o| o.h2c) {
+                s.set_h2c(true);
+            }
+            if let Some(h2) = self.h2_options {
+                s.set_h2_options(h2);
+            }
+            s
+        })
     }
 
     /// The user's callbacks.
@@ -158,7 +203,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
 pub fn http_proxy_service<SV: ProxyHttp>(
     conf: &Arc<ServerConf>,
     inner: SV,
-) -> Service<HttpServer<HttpProxy<SV>>> {
+) -> Service<HttpProxy<SV>> {
     http_proxy_service_with_name(conf, inner, "Pingora HTTP Proxy Service")
 }
 
@@ -174,11 +219,8 @@ pub fn http_proxy_service_with_name<SV: ProxyHttp>(
     conf: &Arc<ServerConf>,
     inner: SV,
     name: &str,
-) -> Service<HttpServer<HttpProxy<SV>>> {
-    Service::new(
-        name.to_string(),
-        HttpServer::new(HttpProxy::new(inner, Some(conf))),
-    )
+) -> Service<HttpProxy<SV>> {
+    Service::new(name.to_string(), HttpProxy::new(inner, Some(conf)))
 }
 
 /// The status for an error that ends a request: 502 when no upstream could
@@ -919,7 +961,6 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
     }
 }
-
 impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
     async fn process_request(
         self: &Arc<Self>,
@@ -983,5 +1024,11 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             Err(e) if broken => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Served by itself (as [`http_proxy_service`] does, Pingora's shape):
+    /// its settings with `server_options` and `h2_options` on top.
+    fn server_settings(&self) -> Option<&HttpServerSettings> {
+        Some(self.serving())
     }
 }

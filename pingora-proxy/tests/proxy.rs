@@ -1096,3 +1096,52 @@ async fn read_answer(c: &mut tokio::net::TcpStream) -> String {
         got.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// The proxy as its own app, as `http_proxy_service` serves it (Pingora's
+/// shape: `Service<HttpProxy<_>>`): Pingora's `server_options.h2c` turns on
+/// HTTP/2 with prior knowledge, and HTTP/1 is served as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_serves_as_its_own_app_with_pingoras_server_options() {
+    use pingora_core::apps::HttpServerOptions;
+    use pingora_core::server::configuration::ServerConf;
+    use pingora_core::services::listening::Service;
+    use pingora_proxy::HttpProxy;
+
+    let (up, _) = upstream().await;
+    let rec = |log: &Arc<std::sync::Mutex<Vec<String>>>| Recorder {
+        peers: vec![peer(up, false)],
+        log: log.clone(),
+    };
+    let log = Arc::default();
+    // The service's type, as Pingora programs name it.
+    let conf = Arc::new(ServerConf::default());
+    let _svc: Service<HttpProxy<Recorder>> = pingora_proxy::http_proxy_service(&conf, rec(&log));
+
+    let mut app = HttpProxy::with_options(rec(&log), None, ProxyOptions::default());
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    app.server_options = Some(options);
+    let port = serve(app, Arc::default()).await;
+    let url = format!("http://127.0.0.1:{port}/echo");
+    for proto in ["--http2-prior-knowledge", "--http1.1"] {
+        let reply = curl(&[proto, "--data-binary", "hello", &url]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "hello"),
+            "{proto}"
+        );
+    }
+    // Without the option, h2c is not taken.
+    let plain = HttpProxy::with_options(rec(&log), None, ProxyOptions::default());
+    let port = serve(plain, Arc::default()).await;
+    let url = format!("http://127.0.0.1:{port}/echo");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--http2-prior-knowledge", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "h2c got through without server_options"
+    );
+}

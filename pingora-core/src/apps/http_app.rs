@@ -43,6 +43,43 @@ pub trait HttpServerApp: Send + Sync + 'static {
         session: &mut ServerSession,
         shutdown: &ShutdownWatch,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// How connections are served when the app is a [`ServerApp`] by
+    /// itself (as Pingora's are: `Service::new(name, app)` with no
+    /// [`HttpServer`] around it): `None`, the defaults. Inside an
+    /// `HttpServer`, that server's settings apply instead.
+    fn server_settings(&self) -> Option<&HttpServerSettings> {
+        None
+    }
+}
+
+/// The settings of an app that has none of its own.
+static DEFAULT_SETTINGS: std::sync::LazyLock<HttpServerSettings> =
+    std::sync::LazyLock::new(HttpServerSettings::default);
+
+fn settings_of<A: HttpServerApp + ?Sized>(app: &A) -> &HttpServerSettings {
+    app.server_settings().unwrap_or(&DEFAULT_SETTINGS)
+}
+
+/// Every HTTP app is a [`ServerApp`] by itself, as in Pingora: served with
+/// its [`server_settings`](HttpServerApp::server_settings).
+#[async_trait]
+impl<A: HttpServerApp> ServerApp for A {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        settings_of(&**self).serve(self, stream, shutdown).await
+    }
+
+    fn idle_policy(&self) -> IdlePolicy {
+        settings_of(self).idle_policy()
+    }
+
+    fn shutdown_drain(&self) -> Duration {
+        settings_of(self).shutdown_drain()
+    }
 }
 
 /// The simplest HTTP app: a request in, a whole response out.
@@ -97,11 +134,27 @@ impl<S: ServeHttp> HttpServerApp for S {
 /// ```
 pub struct HttpServer<A> {
     app: Arc<A>,
+    settings: HttpServerSettings,
+}
+
+/// How HTTP connections are served: HTTP/1 limits and timeouts, HTTP/2
+/// settings, h2c, parking of idle keep-alive connections, the drain time
+/// at shutdown. What an [`HttpServer`] holds beside its app; an app that is
+/// its own [`ServerApp`] (the proxy) holds one too and serves with
+/// [`serve`](Self::serve).
+#[derive(Debug, Clone)]
+pub struct HttpServerSettings {
     options: H1Options,
     h2_options: H2Options,
     h2c: bool,
     park_after: Option<Duration>,
     shutdown_drain: Duration,
+}
+
+impl Default for HttpServerSettings {
+    fn default() -> Self {
+        Self::new(H1Options::default())
+    }
 }
 
 /// How long a keep-alive connection waits in its task before it is parked.
@@ -124,12 +177,67 @@ impl<A: HttpServerApp> HttpServer<A> {
     pub fn with_options(app: A, options: H1Options) -> Self {
         HttpServer {
             app: Arc::new(app),
+            settings: HttpServerSettings::new(options),
+        }
+    }
+
+    /// See [`HttpServerSettings::set_shutdown_drain`].
+    pub fn set_shutdown_drain(&mut self, drain: Duration) {
+        self.settings.set_shutdown_drain(drain);
+    }
+
+    /// See [`HttpServerSettings::set_park_idle_after`].
+    pub fn set_park_idle_after(&mut self, after: Option<Duration>) {
+        self.settings.set_park_idle_after(after);
+    }
+
+    /// See [`HttpServerSettings::set_h2_options`].
+    pub fn set_h2_options(&mut self, options: H2Options) {
+        self.settings.set_h2_options(options);
+    }
+
+    /// See [`HttpServerSettings::set_h2c`].
+    pub fn set_h2c(&mut self, on: bool) {
+        self.settings.set_h2c(on);
+    }
+
+    /// The app.
+    pub fn app(&self) -> &Arc<A> {
+        &self.app
+    }
+
+    /// The limits and timeouts in force.
+    pub fn options(&self) -> &H1Options {
+        &self.settings.options
+    }
+
+    /// How connections are served, to change.
+    pub fn settings_mut(&mut self) -> &mut HttpServerSettings {
+        &mut self.settings
+    }
+}
+
+impl HttpServerSettings {
+    /// These HTTP/1 limits and timeouts; HTTP/2 defaults, no h2c, idle
+    /// keep-alive connections parked after 1 s, 1 s drain at shutdown.
+    pub fn new(options: H1Options) -> Self {
+        HttpServerSettings {
             options,
             h2_options: H2Options::default(),
             h2c: false,
             park_after: Some(PARK_AFTER),
             shutdown_drain: SHUTDOWN_DRAIN,
         }
+    }
+
+    /// The HTTP/1 limits and timeouts, to change.
+    pub fn options_mut(&mut self) -> &mut H1Options {
+        &mut self.options
+    }
+
+    /// The limits and timeouts in force.
+    pub fn options(&self) -> &H1Options {
+        &self.options
     }
 
     /// How long a keep-alive connection that is between requests when a
@@ -184,14 +292,19 @@ impl<A: HttpServerApp> HttpServer<A> {
             .unwrap_or(self.h2c)
     }
 
-    /// The app.
-    pub fn app(&self) -> &Arc<A> {
-        &self.app
+    /// What a [`ServerApp`] serving with these settings answers to
+    /// [`ServerApp::idle_policy`].
+    pub fn idle_policy(&self) -> IdlePolicy {
+        match self.park_delay() {
+            // Parked for what is left of the keep-alive timeout.
+            Some(after) => IdlePolicy::Park(self.options.keepalive_timeout.map(|k| k - after)),
+            None => IdlePolicy::CallAgain,
+        }
     }
 
-    /// The limits and timeouts in force.
-    pub fn options(&self) -> &H1Options {
-        &self.options
+    /// The drain time at shutdown ([`ServerApp::shutdown_drain`]).
+    pub fn shutdown_drain(&self) -> Duration {
+        self.shutdown_drain
     }
 }
 
@@ -203,19 +316,30 @@ fn error_status(etype: &ErrorType) -> u16 {
 #[async_trait]
 impl<A: HttpServerApp> ServerApp for HttpServer<A> {
     fn shutdown_drain(&self) -> Duration {
-        self.shutdown_drain
+        self.settings.shutdown_drain()
     }
 
     fn idle_policy(&self) -> IdlePolicy {
-        match self.park_delay() {
-            // Parked for what is left of the keep-alive timeout.
-            Some(after) => IdlePolicy::Park(self.options.keepalive_timeout.map(|k| k - after)),
-            None => IdlePolicy::CallAgain,
-        }
+        self.settings.idle_policy()
     }
 
     async fn process_new(
         self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.settings.serve(&self.app, stream, shutdown).await
+    }
+}
+
+impl HttpServerSettings {
+    /// Serve one connection for `app`: HTTP/1 requests one after another
+    /// (parked when idle, drained at shutdown), or HTTP/2 streams (by ALPN,
+    /// or by prior knowledge when h2c is on). What [`HttpServer`] does; an
+    /// app that is its own [`ServerApp`] calls it from `process_new`.
+    pub async fn serve<A: HttpServerApp>(
+        &self,
+        app: &Arc<A>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
@@ -229,7 +353,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             // and stops is closed.
             let sniff = Box::pin(sniff_preface(stream));
             match within(self.options.header_read_timeout, sniff).await {
-                Some(Some((true, s))) => return Box::pin(self.serve_h2(s, shutdown)).await,
+                Some(Some((true, s))) => return Box::pin(self.serve_h2(app, s, shutdown)).await,
                 Some(Some((false, s))) => s,
                 _ => return None,
             }
@@ -237,7 +361,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             stream
         };
         if h2 {
-            return Box::pin(self.serve_h2(stream, shutdown)).await;
+            return Box::pin(self.serve_h2(app, stream, shutdown)).await;
         }
         let mut session = ServerSession::new_http1(stream, self.options);
         if let ServerSessionKind::H1(h1) = &mut session.kind {
@@ -304,7 +428,7 @@ impl<A: HttpServerApp> ServerApp for HttpServer<A> {
             }
             // (A response written once a graceful shutdown began closes the
             // connection: the session watches the switch.)
-            let result = self.app.process_request(&mut session, &shutdown).await;
+            let result = app.process_request(&mut session, &shutdown).await;
             if let Err(e) = result {
                 debug!("request failed: {e}");
                 if session.response_written().is_none() {
@@ -359,12 +483,13 @@ async fn sniff_preface(mut stream: Stream) -> Option<(bool, Stream)> {
     Some((is_h2, Box::new(Rewind::new(buf.into(), stream))))
 }
 
-impl<A: HttpServerApp> HttpServer<A> {
+impl HttpServerSettings {
     /// Serve an HTTP/2 connection: each stream in its own task, the
     /// connection driven here; GOAWAY on graceful shutdown, then the open
     /// streams finish; PING keepalive if configured.
-    async fn serve_h2(
-        self: &Arc<Self>,
+    async fn serve_h2<A: HttpServerApp>(
+        &self,
+        app: &Arc<A>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
@@ -408,7 +533,7 @@ impl<A: HttpServerApp> HttpServer<A> {
                 next = conn.accept() => match next {
                     Some(Ok((request, respond))) => {
                         opened = opened.saturating_add(1);
-                        let app = self.app.clone();
+                        let app = app.clone();
                         let watch = for_streams.clone();
                         let tally = resets.clone();
                         let mut stream = Box::new(h2s::HttpSession::new(

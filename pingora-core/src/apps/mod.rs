@@ -47,6 +47,24 @@ pub trait ServerApp: Send + Sync + 'static {
     async fn cleanup(&self) {}
 }
 
+/// How an HTTP service handles some transports (Pingora's): set as
+/// `HttpProxy::server_options` before the service serves. `h2c` turns on
+/// HTTP/2 with prior knowledge on plain connections; the others are
+/// accepted and have no effect here (CONNECT is proxied as the proxy's own
+/// rules say; there is no per-connection request limit).
+#[non_exhaustive]
+#[derive(Debug, Default, Clone)]
+pub struct HttpServerOptions {
+    /// Accept HTTP/2 with prior knowledge (h2c) on plain connections.
+    pub h2c: bool,
+    /// Pingora's; no effect here.
+    pub allow_connect_method_proxying: bool,
+    #[doc(hidden)]
+    pub force_custom: bool,
+    /// Pingora's; no effect here.
+    pub keepalive_request_limit: Option<u32>,
+}
+
 /// What a listening service does with a connection its app handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdlePolicy {

@@ -85,8 +85,7 @@ pub async fn connect_from(
                         .or_err_with(BindError, || format!("binding to {local}"))?;
                 }
                 if let Some(ka) = &opts.tcp_keepalive {
-                    socket2::SockRef::from(&socket)
-                        .set_tcp_keepalive(&ka.params())
+                    ka.apply(socket2::SockRef::from(&socket))
                         .or_err(SocketError, "setting TCP keepalive")?;
                 }
                 if opts.tcp_fast_open {

@@ -35,15 +35,23 @@ pub struct TcpKeepalive {
     pub interval: Duration,
     /// Unanswered probes before the connection is dropped.
     pub count: u32,
+    /// How long sent data may stay unacknowledged before the connection is
+    /// dropped (`TCP_USER_TIMEOUT`); zero leaves the system's default.
+    pub user_timeout: Duration,
 }
 
 impl TcpKeepalive {
-    /// As socket2's parameters.
-    pub(crate) fn params(&self) -> socket2::TcpKeepalive {
-        socket2::TcpKeepalive::new()
+    /// Set these on `socket`.
+    pub(crate) fn apply(&self, socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+        let params = socket2::TcpKeepalive::new()
             .with_time(self.idle)
             .with_interval(self.interval)
-            .with_retries(self.count)
+            .with_retries(self.count);
+        socket.set_tcp_keepalive(&params)?;
+        if !self.user_timeout.is_zero() {
+            socket.set_tcp_user_timeout(Some(self.user_timeout))?;
+        }
+        Ok(())
     }
 }
 
@@ -193,8 +201,7 @@ fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener>
             .or_err_with(ErrorType::BindError, || ctx("SO_REUSEPORT"))?;
     }
     if let Some(ka) = &opt.tcp_keepalive {
-        socket
-            .set_tcp_keepalive(&ka.params())
+        ka.apply(socket2::SockRef::from(&socket))
             .or_err_with(ErrorType::BindError, || ctx("TCP keepalive"))?;
     }
     if let Some(qlen) = opt.tcp_fastopen {
@@ -724,6 +731,7 @@ mod tests {
                 idle: Duration::from_secs(30),
                 interval: Duration::from_secs(5),
                 count: 3,
+                user_timeout: Duration::from_secs(20),
             }),
             ..Default::default()
         };
@@ -736,6 +744,10 @@ mod tests {
         assert!(sock.reuse_port().unwrap());
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(fds.own(), vec![("127.0.0.1:0".to_string(), l.as_raw_fd())]);
 
         // A second table that inherited the fd takes it instead of binding.
