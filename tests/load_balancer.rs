@@ -960,6 +960,54 @@ fn daemon_mode() {
     });
 }
 
+/// `daemon_wait_for_ready`: the command returns once the daemon listens
+/// (no polling needed), and fails when the daemon never gets there.
+#[test]
+fn daemon_waits_for_ready() {
+    let dir = temp_dir("lb-daemon-ready");
+    let pid_file = dir.join("lb.pid");
+    let conf = dir.join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "version: 1\npid_file: {}\nerror_log: {}\nupgrade_sock: {}\ndaemon_wait_for_ready: true\ndaemon_ready_timeout_seconds: 2\n",
+            pid_file.display(),
+            dir.join("error.log").display(),
+            dir.join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |metrics: &str| {
+        Command::new(example("load_balancer"))
+            .args(["-d", "-c", conf.to_str().unwrap()])
+            .args(["--listen", &listen, "--metrics", metrics])
+            .status()
+            .unwrap()
+    };
+    let status = run(&format!("127.0.0.1:{}", free_port()));
+    assert!(status.success());
+    // Ready means listening: the first request is answered at once.
+    let body = curl(&format!("http://{listen}/"));
+    assert!(body.starts_with("hello from demo upstream "), "{body}");
+    let pid = nix::unistd::Pid::from_raw(wait_pid_file(&pid_file));
+    // A second daemon on the same port cannot bind: never ready.
+    let started = std::time::Instant::now();
+    let status = run(&format!("127.0.0.1:{}", free_port()));
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited its timeout"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    poll_until(Duration::from_secs(30), "the daemon to exit", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+}
+
 /// `--rate-limit N`: a client address's requests beyond N per second get
 /// 429 with `Retry-After` and the `RateLimit-*` fields, over HTTP/1.1 (the
 /// connection stays open) and h2c alike; a client that waits as told gets

@@ -67,6 +67,16 @@ pub struct ServerConf {
     pub upgrade_sock: String,
     /// Run in the background, as with `-d`.
     pub daemon: bool,
+    /// In daemon mode, the process started by the command waits for the
+    /// daemon to be ready before it exits: listening, or (with `-u`)
+    /// waiting for the old process's sockets. It exits 0 then, or 1 if
+    /// the daemon did not get there within `daemon_ready_timeout_seconds`.
+    /// So a supervisor (systemd's `ExecReload`) goes on, e.g. to send the
+    /// old process SIGQUIT, only once the new one can take over. Off by
+    /// default: the command exits as soon as the daemon is forked.
+    pub daemon_wait_for_ready: bool,
+    /// How long `daemon_wait_for_ready` waits (default 600 s).
+    pub daemon_ready_timeout_seconds: Option<std::num::NonZeroU64>,
     /// Append logs (and, in daemon mode, stderr) to this file.
     pub error_log: Option<String>,
     /// In daemon mode, switch to this user after start-up.
@@ -148,6 +158,8 @@ impl Default for ServerConf {
             pid_file: "/tmp/pingora.pid".into(),
             upgrade_sock: "/tmp/pingora_upgrade.sock".into(),
             daemon: false,
+            daemon_wait_for_ready: false,
+            daemon_ready_timeout_seconds: None,
             error_log: None,
             user: None,
             group: None,

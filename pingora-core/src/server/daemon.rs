@@ -12,9 +12,18 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use super::configuration::ServerConf;
 
+/// Default of `daemon_ready_timeout_seconds`.
+const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 600;
+
+/// The signal a daemon sends the process that started it once it is
+/// ready (`daemon_wait_for_ready`).
+const READY_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
+
 /// Fork into the background. Must run before any thread is started: only
-/// the calling thread survives a fork. The parent process exits 0.
-pub fn daemonize(conf: &ServerConf) -> Result<()> {
+/// the calling thread survives a fork. The parent process exits 0 (with
+/// `daemon_wait_for_ready`: once the daemon says it is ready, see
+/// [`notify_ready`]). Returns the process to tell, if one waits.
+pub fn daemonize(conf: &ServerConf) -> Result<Option<nix::unistd::Pid>> {
     // Look everything up and open files first, so that errors still reach
     // the terminal.
     let log = match &conf.error_log {
@@ -55,10 +64,26 @@ pub fn daemonize(conf: &ServerConf) -> Result<()> {
         None => None,
     };
 
+    // With `daemon_wait_for_ready`, the ready signal is blocked before the
+    // fork, so that it cannot arrive before the parent waits for it.
+    let starter = conf.daemon_wait_for_ready.then(nix::unistd::getpid);
+    let mut ready = nix::sys::signal::SigSet::empty();
+    ready.add(READY_SIGNAL);
+    if starter.is_some() {
+        ready
+            .thread_block()
+            .or_err(ErrorType::InternalError, "blocking SIGUSR1")?;
+    }
     // SAFETY: called before the server starts any thread.
     match unsafe { fork() }.or_err(ErrorType::InternalError, "fork")? {
+        ForkResult::Parent { .. } if starter.is_some() => wait_for_ready(conf, &ready),
         ForkResult::Parent { .. } => std::process::exit(0),
         ForkResult::Child => {}
+    }
+    if starter.is_some() {
+        ready
+            .thread_unblock()
+            .or_err(ErrorType::InternalError, "unblocking SIGUSR1")?;
     }
     setsid().or_err(ErrorType::InternalError, "setsid")?;
     // Fork again so the daemon, not being a session leader, can never
@@ -111,5 +136,42 @@ pub fn daemonize(conf: &ServerConf) -> Result<()> {
         dup2(from, to)
             .map_err(|e| Error::because(ErrorType::InternalError, "redirect stdio", e))?;
     }
-    Ok(())
+    Ok(starter)
+}
+
+/// The starting process: wait for the daemon's ready signal, then exit 0;
+/// exit 1 if it does not come in time.
+fn wait_for_ready(conf: &ServerConf, ready: &nix::sys::signal::SigSet) -> ! {
+    let secs = conf
+        .daemon_ready_timeout_seconds
+        .map_or(DEFAULT_READY_TIMEOUT_SECONDS, |s| s.get());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            eprintln!(
+                "the daemon did not report ready within daemon_ready_timeout_seconds ({secs} s)"
+            );
+            std::process::exit(1);
+        }
+        let timeout = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: waits on a valid signal set with a valid timeout; no
+        // info is asked for.
+        let got = unsafe { libc::sigtimedwait(ready.as_ref(), std::ptr::null_mut(), &timeout) };
+        if got == READY_SIGNAL as libc::c_int {
+            std::process::exit(0);
+        }
+        // Interrupted (EINTR) or timed out (EAGAIN): the loop decides.
+    }
+}
+
+/// In the daemon: tell the process that started it (`daemonize`'s answer)
+/// that the daemon is ready, so that it exits 0.
+pub fn notify_ready(starter: nix::unistd::Pid) {
+    if let Err(e) = nix::sys::signal::kill(starter, READY_SIGNAL) {
+        tracing::warn!("telling the starting process the daemon is ready: {e}");
+    }
 }

@@ -203,6 +203,9 @@ pub struct Server {
     pub options: Option<Opt>,
     conf_text: Option<(String, String)>,
     listen_fds: ListenFds,
+    /// The process that started the daemon, waiting to hear it is ready
+    /// (`daemon_wait_for_ready`).
+    ready_starter: Option<nix::unistd::Pid>,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: ShutdownWatch,
     /// `bootstrap_as_a_service` was called: bootstrap when run.
@@ -283,6 +286,7 @@ impl Server {
             options,
             conf_text: None,
             listen_fds: ListenFds::new(),
+            ready_starter: None,
             shutdown_tx,
             shutdown_rx,
             bootstrap_pending: false,
@@ -330,7 +334,7 @@ impl Server {
             self.configuration.log_level.as_deref(),
         )?;
         if self.configuration.daemon {
-            daemon::daemonize(&self.configuration)?;
+            self.ready_starter = daemon::daemonize(&self.configuration)?;
         }
         if let Some(dsn) = &self.configuration.sentry_dsn {
             #[cfg(feature = "sentry")]
@@ -339,6 +343,12 @@ impl Server {
             tracing::warn!("sentry_dsn {dsn} is set, but this build has no `sentry` feature");
         }
         if self.options.as_ref().is_some_and(|o| o.upgrade) {
+            // The starting process may go on now (a supervisor sends the
+            // old process SIGQUIT next, which is what makes it send its
+            // sockets); the old process retries while the socket appears.
+            if let Some(starter) = self.ready_starter.take() {
+                daemon::notify_ready(starter);
+            }
             let sock = Path::new(&self.configuration.upgrade_sock);
             info!("waiting for listening sockets on {}", sock.display());
             let fds = transfer_fd::receive_fds(sock, UPGRADE_RECEIVE_TIMEOUT)?;
@@ -502,6 +512,10 @@ impl Server {
         }
         info!("server started, pid {}", std::process::id());
 
+        // Listening: a starting process that waits may go on.
+        if let Some(starter) = self.ready_starter.take() {
+            daemon::notify_ready(starter);
+        }
         // Inherited sockets nobody took are closed (a client must not wait
         // on a socket nobody accepts on), once services of the user's that
         // look theirs up in `start_service` (Pingora's way) have had time to.
