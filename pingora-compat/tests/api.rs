@@ -604,3 +604,23 @@ fn tls_settings_and_callbacks() {
     let digest = SslDigest::default();
     assert!(digest.extension.get::<u32>().is_none());
 }
+
+/// Pingora's digest traits on a stream: a connected socket's digest and
+/// its one timing layer.
+#[tokio::test]
+async fn digest_traits_on_streams() {
+    use pingora_core::protocols::l4::L4Stream;
+    use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, Stream};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream: Stream = Box::new(L4Stream::from_tcp(client));
+    let socket = stream.get_socket_digest().expect("a socket digest");
+    assert_eq!(
+        socket.peer_addr().and_then(|a| a.as_inet().copied()),
+        Some(addr)
+    );
+    assert_eq!(stream.get_timing_digest().len(), 1);
+    assert!(stream.get_proxy_digest().is_none());
+}

@@ -101,3 +101,60 @@ impl KeptDigest {
         self.0.get_or_init(|| Box::new(Digest::new(socket, tls)))
     }
 }
+
+/// Pingora's: a stream's socket digest, shared.
+pub trait GetSocketDigest {
+    /// The socket's digest, if the stream has a socket.
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>>;
+    /// Pingora's setter; streams here make their digest themselves, so it
+    /// does nothing.
+    fn set_socket_digest(&mut self, _socket_digest: SocketDigest) {}
+}
+
+/// Pingora's: when each layer of a stream was set up.
+pub trait GetTimingDigest {
+    /// One entry per layer, from the socket up.
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>>;
+    /// Time spent waiting to read (not tracked here: zero).
+    fn get_read_pending_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// Time spent waiting to write (not tracked here: zero).
+    fn get_write_pending_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Pingora's: what a CONNECT proxy answered for this stream.
+pub trait GetProxyDigest {
+    /// The proxy's digest, for a stream through one.
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>>;
+    /// Pingora's setter; does nothing here.
+    fn set_proxy_digest(&mut self, _digest: ProxyDigest) {}
+}
+
+/// The digest a stream keeps, or one built now.
+fn digest_of<T: IO + ?Sized>(stream: &T) -> std::borrow::Cow<'_, Digest> {
+    match stream.connection_digest() {
+        Some(d) => std::borrow::Cow::Borrowed(d),
+        None => std::borrow::Cow::Owned(Digest::new(stream.socket_digest(), stream.tls_digest())),
+    }
+}
+
+impl<T: IO + ?Sized> GetSocketDigest for T {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        digest_of(self).socket_digest.clone()
+    }
+}
+
+impl<T: IO + ?Sized> GetTimingDigest for T {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        digest_of(self).timing_digest.clone()
+    }
+}
+
+impl<T: IO + ?Sized> GetProxyDigest for T {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        digest_of(self).proxy_digest.clone()
+    }
+}

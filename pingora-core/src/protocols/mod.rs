@@ -22,7 +22,9 @@ pub mod tls;
 pub use crate::listeners::TcpKeepalive;
 /// Pingora's path to the ALPN choice.
 pub use crate::upstreams::peer::ALPN;
-pub use digest::{Digest, ProxyDigest, TimingDigest};
+pub use digest::{
+    Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, ProxyDigest, TimingDigest,
+};
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
 pub use tls::TlsDigest;
 
