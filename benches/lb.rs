@@ -2,6 +2,8 @@
 //! and with two threads picking at once (1,000 backends): the walk the
 //! load balancer takes (`start`, then the first `candidate`), without the
 //! `Arc` clone of Pingora's `iter`.
+// criterion's macros make public functions that carry no docs.
+#![allow(missing_docs)]
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 

@@ -39,7 +39,7 @@ struct BetaRouter {
 }
 
 /// One request's own state.
-pub struct Ctx {
+struct Ctx {
     beta_user: bool,
     number: usize,
 }

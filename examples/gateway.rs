@@ -38,7 +38,7 @@ struct Gateway {
 }
 
 /// Which upstream a request goes to, decided in `request_filter`.
-pub struct Route(Option<String>);
+struct Route(Option<String>);
 
 #[async_trait]
 impl ProxyHttp for Gateway {

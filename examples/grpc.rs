@@ -35,7 +35,7 @@ struct GrpcProxy {
 }
 
 /// The call's status, from the upstream's trailers (or headers).
-pub struct Call(Option<String>);
+struct Call(Option<String>);
 
 #[async_trait]
 impl ProxyHttp for GrpcProxy {

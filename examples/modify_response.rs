@@ -39,7 +39,7 @@ struct Rewrite {
 }
 
 /// The upstream body so far, when it is JSON.
-pub struct Json(Option<BytesMut>);
+struct Json(Option<BytesMut>);
 
 #[async_trait]
 impl ProxyHttp for Rewrite {

@@ -31,6 +31,7 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 #[cfg(all(feature = "openssl", feature = "boringssl"))]
 compile_error!(

@@ -13,7 +13,7 @@ use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
 
 /// Bridges browsers' gRPC-web calls to one gRPC server.
-pub struct Bridge;
+struct Bridge;
 
 #[async_trait]
 impl ProxyHttp for Bridge {

@@ -13,7 +13,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::FailToProxy;
 
 /// The proxy; its per-request state counts body bytes.
-pub struct Phases;
+struct Phases;
 
 #[async_trait]
 impl ProxyHttp for Phases {

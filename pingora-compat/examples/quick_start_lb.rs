@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 
 /// The proxy: picks the next healthy origin for each request.
-pub struct Lb(Arc<LoadBalancer<RoundRobin>>);
+struct Lb(Arc<LoadBalancer<RoundRobin>>);
 
 #[async_trait]
 impl ProxyHttp for Lb {

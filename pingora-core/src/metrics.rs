@@ -29,6 +29,13 @@ use prometheus::{
     register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for CoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreMetrics").finish_non_exhaustive()
+    }
+}
+
 /// The server's and the connectors' metrics.
 pub struct CoreMetrics {
     /// `pingora_downstream_connections_accepted_total{service}`.

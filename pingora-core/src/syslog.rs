@@ -64,6 +64,13 @@ enum Sock {
     Unix(UnixDatagram),
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Syslog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syslog").finish_non_exhaustive()
+    }
+}
+
 /// Sends RFC 5424 messages (facility local0) to a syslog target.
 pub struct Syslog {
     sock: Sock,
@@ -188,6 +195,13 @@ pub fn utc_parts(at: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 pub fn rfc3339(at: SystemTime) -> String {
     let (y, mo, d, h, mi, s, us) = utc_parts(at);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for SyslogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyslogWriter").finish_non_exhaustive()
+    }
 }
 
 /// A `Write` that sends each write as one syslog message (the error log's

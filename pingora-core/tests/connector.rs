@@ -567,8 +567,7 @@ async fn peers_behind_a_connect_proxy() {
     let e = Connector::new(None)
         .get_http_session(&p)
         .await
-        .err()
-        .expect("a refused CONNECT fails");
+        .expect_err("a refused CONNECT fails");
     assert_eq!(e.etype(), &ErrorType::ConnectProxyFailure, "{e}");
     assert!(e.to_string().contains("407"), "{e}");
     refusing.abort();

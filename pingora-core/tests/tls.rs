@@ -570,8 +570,7 @@ async fn post_quantum_key_exchange() {
         );
         let e = settings
             .build()
-            .err()
-            .expect("an unsupported group is refused");
+            .expect_err("an unsupported group is refused");
         assert_eq!(e.etype(), &ErrorType::ConfError, "{e}");
         // The default offers what the library has.
         let port = serve(TlsSettings::with_cert(cert).build().unwrap()).await;
@@ -1052,8 +1051,7 @@ async fn cas_from_memory() {
     let e = c
         .get_http_session(&hp)
         .await
-        .err()
-        .expect("system CAs do not know ours");
+        .expect_err("system CAs do not know ours");
     assert_eq!(e.etype(), &ErrorType::CertUnknownCA, "{e}");
     hp.options.ca_pem = Some(ca_pem);
     let (mut sess, _) = c.get_http_session(&hp).await.unwrap();
@@ -1069,7 +1067,7 @@ async fn cas_from_memory() {
     // connect (connector).
     let mut s = TlsSettings::with_cert(cert_key(&ca.issue(&["m.test"], 30, false).unwrap()));
     s.set_client_ca_pem(b"not a certificate", false);
-    let e = s.build().err().expect("an empty CA PEM is refused");
+    let e = s.build().expect_err("an empty CA PEM is refused");
     assert_eq!(e.etype(), &ErrorType::InvalidCert, "{e}");
     let mut bad = TlsPeer::new("m.test");
     bad.ca_pem = Some(Arc::from(&b""[..]));

@@ -32,6 +32,7 @@
 //! assert!(err.to_string().contains("invalid digit"));
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
@@ -411,6 +412,13 @@ impl Error {
     /// `std::io::Error` deep inside a TLS error.
     pub fn find_cause<E: StdError + 'static>(&self) -> Option<&E> {
         self.chain().find_map(|e| e.downcast_ref::<E>())
+    }
+}
+
+/// Names the type; its state is not shown.
+impl<'a> std::fmt::Debug for Chain<'a> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").finish_non_exhaustive()
     }
 }
 

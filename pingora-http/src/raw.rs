@@ -859,6 +859,13 @@ impl<P: PartsHeaders> Lines<P> {
     }
 }
 
+/// Names the type; its state is not shown.
+impl<'a> std::fmt::Debug for HeaderValues<'a> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderValues").finish_non_exhaustive()
+    }
+}
+
 /// The values of one header name, in order, as bytes: see
 /// [`RequestHeader::header_values`](crate::RequestHeader::header_values).
 pub struct HeaderValues<'a>(ValuesInner<'a>);

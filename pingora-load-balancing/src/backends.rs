@@ -116,6 +116,13 @@ impl Health {
 /// the checks and not ejected; false: down or ejected).
 pub type HealthObserver = Box<dyn Fn(&Backend, bool) + Send + Sync>;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
+    }
+}
+
 /// The backends of a load balancer and what is known of their health.
 /// Readers never take a lock: the set and the health map are swapped
 /// whole.

@@ -47,6 +47,13 @@ pub trait HealthObserve {
 /// A boxed [`HealthObserve`], as the checks hold it.
 pub type HealthObserveCallback = Box<dyn HealthObserve + Send + Sync>;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TcpHealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpHealthCheck").finish_non_exhaustive()
+    }
+}
+
 /// Healthy when a TCP (or Unix) connect succeeds in time.
 pub struct TcpHealthCheck {
     /// Successes in a row to become healthy (default 1).
@@ -107,6 +114,13 @@ pub type Validator = Box<dyn Fn(&ResponseHeader) -> Result<()> + Send + Sync>;
 
 /// Decides whether a response header and body mean healthy.
 pub type BodyValidator = Box<dyn Fn(&ResponseHeader, &[u8]) -> Result<()> + Send + Sync>;
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpHealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHealthCheck").finish_non_exhaustive()
+    }
+}
 
 /// Healthy when an HTTP request gets the expected status (and passes the
 /// validator, if any). Over TLS when `tls` is set.

@@ -39,6 +39,7 @@
 //! # let _ = first;
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backend;
 mod backends;

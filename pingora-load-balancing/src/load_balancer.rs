@@ -19,6 +19,13 @@ use crate::health_check::HealthCheck;
 use crate::selection::{BackendIter, BackendSelection, UniqueIterator};
 use crate::Backend;
 
+/// Names the type; its state is not shown.
+impl<S: BackendSelection> std::fmt::Debug for LoadBalancer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadBalancer").finish_non_exhaustive()
+    }
+}
+
 /// Picks healthy backends with the algorithm `S`.
 ///
 /// ```

@@ -59,6 +59,7 @@ struct Slot<S> {
 // transition (see `take` and `peek`), so sharing a `Slot` is as safe as
 // sending an `S`.
 unsafe impl<S: Send> Send for Slot<S> {}
+// SAFETY: as for `Send` above.
 unsafe impl<S: Send> Sync for Slot<S> {}
 
 impl<S> Slot<S> {
@@ -154,6 +155,13 @@ impl Hasher for PreHashed {
 pub type BuildPreHashed = BuildHasherDefault<PreHashed>;
 
 type KeyMap<S> = HashMap<u64, Arc<KeyQueue<S>>, BuildPreHashed>;
+
+/// Names the type; its state is not shown.
+impl<S> std::fmt::Debug for ConnectionPool<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPool").finish_non_exhaustive()
+    }
+}
 
 /// A pool of idle connections of type `S`, keyed by `u64`.
 pub struct ConnectionPool<S> {

@@ -18,6 +18,7 @@
 //! // server.add_service(metrics);
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use pingora_core::services::listening::Service;
 

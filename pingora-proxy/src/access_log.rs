@@ -40,6 +40,13 @@ enum Sink {
     Syslog(Syslog),
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog").finish_non_exhaustive()
+    }
+}
+
 /// Writes one line per request.
 pub struct AccessLog {
     format: AccessLogFormat,

@@ -9,6 +9,13 @@ use prometheus::{
     HistogramVec, IntCounter, IntCounterVec,
 };
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for ProxyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyMetrics").finish_non_exhaustive()
+    }
+}
+
 /// The proxy's metrics.
 pub struct ProxyMetrics {
     /// `pingora_http_requests_total{protocol, status_class}`, with handles

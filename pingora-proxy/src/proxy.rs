@@ -70,6 +70,13 @@ impl Default for ProxyOptions {
     }
 }
 
+/// Names the type; its state is not shown.
+impl<SV> std::fmt::Debug for HttpProxy<SV> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProxy").finish_non_exhaustive()
+    }
+}
+
 /// Runs the user's [`ProxyHttp`] for every request of an HTTP service.
 pub struct HttpProxy<SV> {
     inner: SV,

@@ -10,6 +10,13 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, Result};
 use pingora_http::ResponseHeader;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
 /// The downstream request being proxied: a [`ServerSession`] (HTTP/1 or
 /// HTTP/2, through `Deref`) plus what the proxy knows about it.
 #[repr(transparent)]

@@ -110,6 +110,13 @@ impl Default for TcpProxyOptions {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TcpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpSession").finish_non_exhaustive()
+    }
+}
+
 /// One proxied connection, as the callbacks see it.
 pub struct TcpSession {
     downstream: Stream,
@@ -168,6 +175,13 @@ impl TcpSession {
     /// Time since the connection was handed to the proxy.
     pub fn duration(&self) -> Duration {
         self.start.elapsed()
+    }
+}
+
+/// Names the type; its state is not shown.
+impl<H> std::fmt::Debug for TcpProxy<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpProxy").finish_non_exhaustive()
     }
 }
 

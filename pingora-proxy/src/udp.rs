@@ -126,6 +126,13 @@ enum Found {
     Room,
 }
 
+/// Names the type; its state is not shown.
+impl<H> std::fmt::Debug for UdpProxy<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpProxy").finish_non_exhaustive()
+    }
+}
+
 /// The UDP proxy app.
 pub struct UdpProxy<H> {
     handler: H,

@@ -59,6 +59,13 @@ impl<F: Future> Future for Timeout<F> {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleep").finish_non_exhaustive()
+    }
+}
+
 /// A future that completes once its duration has passed; see [`sleep`].
 pub struct Sleep {
     duration: Duration,

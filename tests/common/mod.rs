@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: example binaries as child
 //! processes, free ports, temp dirs, polling with a deadline.
-#![allow(dead_code)]
+// Test helpers: `pub` for the test files, which are crates of their own.
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

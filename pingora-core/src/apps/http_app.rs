@@ -112,6 +112,13 @@ impl<S: ServeHttp> HttpServerApp for S {
     }
 }
 
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for HttpServer<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer").finish_non_exhaustive()
+    }
+}
+
 /// Runs an [`HttpServerApp`] on every connection of a listening service.
 ///
 /// ```

@@ -17,6 +17,13 @@ use crate::protocols::http::v2::client::{H2Connection, Http2Session, DEFAULT_SET
 use crate::protocols::Stream;
 use crate::upstreams::peer::{HttpPeer, ALPN};
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession").finish_non_exhaustive()
+    }
+}
+
 /// A session to an upstream: HTTP/1 (one connection) or HTTP/2 (one stream
 /// of a shared connection). The methods are the same for both.
 // One per request in flight, moved rarely: boxing a variant would cost an
@@ -293,6 +300,13 @@ impl ClientSession {
     /// Whether this is an HTTP/2 stream.
     pub fn is_http2(&self) -> bool {
         matches!(self, ClientSession::H2(_))
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
     }
 }
 

@@ -84,6 +84,13 @@ impl Default for ConnectorOptions {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TransportConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConnector").finish_non_exhaustive()
+    }
+}
+
 /// Makes connections to peers and keeps idle ones for reuse.
 pub struct TransportConnector {
     pool: Arc<ConnectionPool<Stream>>,

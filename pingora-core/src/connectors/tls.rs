@@ -32,6 +32,13 @@ use crate::tls::ssl::{
 use crate::tls::stream::HandshakeFailure;
 use crate::tls::x509::X509Ref;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TlsPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPeer").finish_non_exhaustive()
+    }
+}
+
 /// How to reach one TLS upstream.
 #[derive(Clone)]
 pub struct TlsPeer {
@@ -103,6 +110,13 @@ impl TlsPeer {
 struct Ctx {
     ctx: SslContext,
     sessions: Arc<Mutex<HashMap<String, SslSession>>>,
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").finish_non_exhaustive()
+    }
 }
 
 /// Makes TLS connections to upstreams. Contexts (CA store, client

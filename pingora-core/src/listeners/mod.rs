@@ -101,9 +101,11 @@ impl ServerAddress {
             // process for exactly this key, is a listening socket of this
             // kind, and is owned by nobody else in this process.
             (ServerAddress::Tcp(..), Some(fd)) => {
+                // SAFETY: see above.
                 BoundListener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) })
             }
             (ServerAddress::Uds(..), Some(fd)) => {
+                // SAFETY: see above.
                 BoundListener::Unix(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
             }
             (ServerAddress::Tcp(addr, opt), None) => bind_tcp(addr, opt.as_ref())?,
@@ -280,6 +282,13 @@ pub type TlsHandshake = Option<Arc<NoTls>>;
 #[cfg(not(feature = "any_tls"))]
 #[derive(Debug)]
 pub enum NoTls {}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for AcceptOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptOptions").finish_non_exhaustive()
+    }
+}
 
 /// What happens to each connection a listener accepts, before the app
 /// sees it.

@@ -212,6 +212,13 @@ pub enum TlsVersion {
     Tls13,
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").finish_non_exhaustive()
+    }
+}
+
 /// How a TLS listener behaves. Dereferences to the TLS library's acceptor
 /// builder (Mozilla's "intermediate" profile to start with), as Pingora's:
 /// what is set there applies to the listener's main context, and the
@@ -580,6 +587,13 @@ impl SniContexts {
         let ctx = self.settings.context(Some(ck), &self.groups).ok()?;
         cache.insert(key, ck.clone(), ctx.clone(), SNI_CONTEXTS_MAX);
         Some(ctx)
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor").finish_non_exhaustive()
     }
 }
 

@@ -23,7 +23,7 @@ const READY_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1
 /// the calling thread survives a fork. The parent process exits 0 (with
 /// `daemon_wait_for_ready`: once the daemon says it is ready, see
 /// [`notify_ready`]). Returns the process to tell, if one waits.
-pub fn daemonize(conf: &ServerConf) -> Result<Option<nix::unistd::Pid>> {
+pub(crate) fn daemonize(conf: &ServerConf) -> Result<Option<nix::unistd::Pid>> {
     // Look everything up and open files first, so that errors still reach
     // the terminal.
     let log = match &conf.error_log {
@@ -170,7 +170,7 @@ fn wait_for_ready(conf: &ServerConf, ready: &nix::sys::signal::SigSet) -> ! {
 
 /// In the daemon: tell the process that started it (`daemonize`'s answer)
 /// that the daemon is ready, so that it exits 0.
-pub fn notify_ready(starter: nix::unistd::Pid) {
+pub(crate) fn notify_ready(starter: nix::unistd::Pid) {
     if let Err(e) = nix::sys::signal::kill(starter, READY_SIGNAL) {
         tracing::warn!("telling the starting process the daemon is ready: {e}");
     }

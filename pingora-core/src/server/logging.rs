@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::syslog::{Syslog, SyslogTarget, SyslogWriter};
 
 /// Install the global subscriber, unless the program installed its own.
-pub fn init(error_log: Option<&str>, log_level: Option<&str>) -> Result<()> {
+pub(crate) fn init(error_log: Option<&str>, log_level: Option<&str>) -> Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .ok()
         .or_else(|| log_level.and_then(|l| EnvFilter::try_new(l).ok()))

@@ -150,6 +150,14 @@ pub trait ShutdownSignalWatch: Send + Sync {
     async fn recv(&self) -> ShutdownSignal;
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for UnixShutdownSignalWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixShutdownSignalWatch")
+            .finish_non_exhaustive()
+    }
+}
+
 /// SIGQUIT, SIGTERM and SIGINT, as [`ShutdownSignal`]s. The handlers are
 /// installed on the first call to `recv` (which [`Server::run`] makes
 /// before any service starts).
@@ -179,6 +187,13 @@ impl ShutdownSignalWatch for UnixShutdownSignalWatch {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for RunArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunArgs").finish_non_exhaustive()
+    }
+}
+
 /// How [`Server::run`] runs (as Pingora's).
 pub struct RunArgs {
     /// Where shutdown signals come from.
@@ -190,6 +205,13 @@ impl Default for RunArgs {
         RunArgs {
             shutdown_signal: Box::new(UnixShutdownSignalWatch::default()),
         }
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
     }
 }
 

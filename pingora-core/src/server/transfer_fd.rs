@@ -232,9 +232,11 @@ mod tests {
         assert_eq!(got[0].0, "a");
         // The received fd is the same socket: it has the same address.
         use std::os::fd::FromRawFd;
+        // SAFETY: a socket received for this test and owned by nothing else.
         let r1 = unsafe { TcpListener::from_raw_fd(got[0].1) };
         assert_eq!(r1.local_addr().unwrap(), a1);
         assert_ne!(got[0].1, l1.as_raw_fd());
+        // SAFETY: as above.
         let _r2 = unsafe { TcpListener::from_raw_fd(got[1].1) };
     }
 

@@ -29,6 +29,14 @@ pub trait BackgroundService: Send + Sync + 'static {
     async fn start(&self, _shutdown: ShutdownWatch) {}
 }
 
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for GenBackgroundService<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenBackgroundService")
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs a [`BackgroundService`] as a server [`Service`].
 pub struct GenBackgroundService<A> {
     name: String,

@@ -30,6 +30,13 @@ use crate::listeners::{
 use crate::protocols::{into_parkable, proxy_protocol, L4Stream, Stream};
 use crate::server::ShutdownWatch;
 
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for Service<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
 /// A listening service: accepts on its listeners, hands each connection to
 /// the app.
 pub struct Service<A> {
@@ -585,6 +592,8 @@ mod tests {
             // The digest describes the accepted socket.
             let d = io.socket_digest().expect("L4 stream has a digest");
             // A real, open socket fd.
+            // SAFETY: the fd of the stream this test holds, open for the
+            // borrow's whole use.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(d.raw_fd) };
             assert!(socket2::SockRef::from(&fd).local_addr().is_ok());
             let local = d.local_addr.clone().expect("local address");

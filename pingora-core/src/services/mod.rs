@@ -54,6 +54,13 @@ impl Drop for ReadyNotifier {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceContext").finish_non_exhaustive()
+    }
+}
+
 /// What a service gets when it starts.
 pub struct ServiceContext {
     /// Turns true when the server shuts down.

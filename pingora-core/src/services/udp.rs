@@ -102,6 +102,13 @@ pub trait UdpApp: Send + Sync + 'static {
     async fn cleanup(&self) {}
 }
 
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for UdpService<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpService").finish_non_exhaustive()
+    }
+}
+
 /// A UDP service: sockets plus a [`UdpApp`].
 pub struct UdpService<A> {
     name: String,

@@ -27,6 +27,13 @@ use crate::tls::x509::extension::{
 };
 use crate::tls::x509::{X509Builder, X509Name, X509NameBuilder, X509};
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued").finish_non_exhaustive()
+    }
+}
+
 /// A certificate and its private key.
 #[derive(Clone)]
 pub struct Issued {
@@ -55,6 +62,13 @@ impl Issued {
         std::fs::write(&cert, self.cert_pem()).or_err(FileWriteError, "writing a certificate")?;
         std::fs::write(&key, self.key_pem()).or_err(FileWriteError, "writing a key")?;
         Ok((cert.display().to_string(), key.display().to_string()))
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
     }
 }
 

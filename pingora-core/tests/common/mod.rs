@@ -1,6 +1,7 @@
 //! Helpers shared by pingora-core's integration tests: a real nginx with
 //! its own conf in a temp dir, on a port from the OS.
-#![allow(dead_code)]
+// Test helpers: `pub` for the test files, which are crates of their own.
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

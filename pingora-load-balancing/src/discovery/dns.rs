@@ -35,6 +35,13 @@ pub enum DnsQuery {
     },
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dns").finish_non_exhaustive()
+    }
+}
+
 /// Backends from DNS.
 pub struct Dns {
     query: DnsQuery,

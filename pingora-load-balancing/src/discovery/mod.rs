@@ -25,6 +25,13 @@ pub trait ServiceDiscovery: Send + Sync + 'static {
     async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)>;
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Static {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Static").finish_non_exhaustive()
+    }
+}
+
 /// A fixed list that the program may replace while running.
 #[derive(Default)]
 pub struct Static {

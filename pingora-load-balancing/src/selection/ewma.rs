@@ -16,6 +16,13 @@ fn index_of(backends: &[Backend]) -> HashMap<u64, usize> {
         .collect()
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for LeastConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeastConnection").finish_non_exhaustive()
+    }
+}
+
 /// The backend with the fewest requests in flight (per unit of weight);
 /// ties are broken at random. A pick scans all backends.
 pub struct LeastConnection {
@@ -90,6 +97,13 @@ impl BackendSelection for LeastConnection {
 const DECAY: Duration = Duration::from_secs(10);
 /// The latency assumed for a backend not yet measured.
 const DEFAULT_RTT_NS: f64 = 1_000_000.0;
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for PeakEwma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeakEwma").finish_non_exhaustive()
+    }
+}
 
 /// Power of two choices over a peak-EWMA of latency: two backends at
 /// random, and the one whose (latency × (in flight + 1)) / weight is lower.

@@ -7,6 +7,13 @@ use crate::Backend;
 /// Points on the ring per unit of weight.
 const POINTS_PER_WEIGHT: usize = 160;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Ketama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ketama").finish_non_exhaustive()
+    }
+}
+
 /// Consistent hashing on a ring (Ketama): each backend owns many points in
 /// proportion to its weight; a key goes to the first point at or after its
 /// hash. When a backend leaves, only its keys move.
@@ -63,6 +70,13 @@ impl BackendSelection for Ketama {
             i = (i + 1) % len;
         }
         None
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for FnvHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnvHash").finish_non_exhaustive()
     }
 }
 

@@ -9,6 +9,13 @@ use crate::Backend;
 /// Table size: a prime well above 100 × the largest expected backend count.
 const TABLE: usize = 65_537;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Maglev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maglev").finish_non_exhaustive()
+    }
+}
+
 /// Maglev consistent hashing, weighted by giving heavier backends more
 /// turns while the table fills.
 pub struct Maglev {

@@ -140,6 +140,13 @@ impl<H: std::hash::Hasher + Default> SelectionAlgorithm for H {
     }
 }
 
+/// Names the type; its state is not shown.
+impl<S: BackendSelection> std::fmt::Debug for SelectionIter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectionIter").finish_non_exhaustive()
+    }
+}
+
 /// The candidates of one of the shipped algorithms for one key, best
 /// first (a [`BackendIter`]; it holds the selection it walks).
 pub struct SelectionIter<S: BackendSelection> {
@@ -186,6 +193,13 @@ macro_rules! walked_selection {
     };
 }
 pub(crate) use walked_selection;
+
+/// Names the type; its state is not shown.
+impl<I: BackendIter> std::fmt::Debug for UniqueIterator<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UniqueIterator").finish_non_exhaustive()
+    }
+}
 
 /// Pingora's wrapper of a [`BackendIter`]: each backend once, and at most
 /// `max_iterations` steps (repeats count).

@@ -33,6 +33,13 @@ fn reduced_weights(backends: &[Backend]) -> Vec<u64> {
     w
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for RoundRobin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundRobin").finish_non_exhaustive()
+    }
+}
+
 /// Smooth weighted round robin, as nginx does it: a backend of weight 3
 /// next to one of weight 1 gets `a a b a`, not `a a a b`. The whole cycle is
 /// computed when the set is built, so a pick is one atomic increment.
@@ -80,6 +87,13 @@ impl BackendSelection for RoundRobin {
         }
         let first = self.sequence[(state % self.sequence.len() as u64) as usize] as usize;
         self.backends.get((first + step) % n)
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Random {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Random").finish_non_exhaustive()
     }
 }
 

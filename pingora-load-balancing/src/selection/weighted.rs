@@ -27,6 +27,13 @@ use crate::Backend;
 /// roughly (every backend keeps at least one slot).
 const MAX_SLOTS: usize = 1 << 16;
 
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for Weighted<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weighted").finish_non_exhaustive()
+    }
+}
+
 /// Backends picked by `A`: the first candidate from a table where each
 /// backend appears as often as its weight, the next ones from `A` again
 /// over the backends alone (so a walk past an unhealthy backend is not
@@ -66,6 +73,13 @@ impl<A: SelectionAlgorithm> BackendSelection for Weighted<A> {
             selection: self.clone(),
             first: true,
         }
+    }
+}
+
+/// Names the type; its state is not shown.
+impl<A> std::fmt::Debug for WeightedIterator<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightedIterator").finish_non_exhaustive()
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the proxy tests share: an upstream that reports what it saw, a
 //! proxy that records its phases, and curl.
-#![allow(dead_code)]
+// Test helpers: `pub` for the test files, which are crates of their own.
+#![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -197,6 +197,13 @@ pub trait HttpModuleBuilder {
 /// A boxed [`HttpModuleBuilder`], as [`HttpModules::add_module`] takes it.
 pub type ModuleBuilder = Box<dyn HttpModuleBuilder + 'static + Send + Sync>;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpModules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpModules").finish_non_exhaustive()
+    }
+}
+
 /// The modules a service runs, as builders.
 #[derive(Default)]
 pub struct HttpModules {
@@ -253,6 +260,13 @@ impl HttpModules {
             module_ctx,
             index: Some(index),
         }
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpModuleCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpModuleCtx").finish_non_exhaustive()
     }
 }
 

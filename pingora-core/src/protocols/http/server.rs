@@ -11,6 +11,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::{v1, v2};
 use crate::protocols::{SocketAddr, Stream};
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for ServerSessionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSessionKind").finish_non_exhaustive()
+    }
+}
+
 /// Which protocol a [`ServerSession`] speaks.
 // The HTTP/1 session stays inline: it lives for the whole connection in
 // the connection's own task. HTTP/2 streams are boxed, one per stream.
@@ -20,6 +27,13 @@ pub enum ServerSessionKind {
     H1(v1::server::HttpSession),
     /// One stream of an HTTP/2 connection.
     H2(Box<v2::server::HttpSession>),
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSession").finish_non_exhaustive()
+    }
 }
 
 /// A downstream HTTP session: an HTTP/1.x connection, or one HTTP/2

@@ -229,6 +229,13 @@ impl HttpModuleBuilder for RateLimit {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for RateLimitCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitCtx").finish_non_exhaustive()
+    }
+}
+
 /// The module's per-request state: the client's address and the verdict.
 pub struct RateLimitCtx {
     shared: Arc<Shared>,

@@ -16,6 +16,13 @@ use crate::protocols::Stream;
 
 const STACK_HEADERS: usize = 64;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSession").finish_non_exhaustive()
+    }
+}
+
 /// One HTTP/1 client connection: write a request, read its response, and
 /// learn whether the connection may carry another request.
 ///

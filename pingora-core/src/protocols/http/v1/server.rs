@@ -22,6 +22,13 @@ const STACK_HEADERS: usize = 64;
 /// response that did not read the body. Past this, the connection closes.
 const DRAIN_BUDGET: u64 = 64 * 1024;
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSession").finish_non_exhaustive()
+    }
+}
+
 /// One HTTP/1 server connection, one request at a time.
 ///
 /// ```no_run

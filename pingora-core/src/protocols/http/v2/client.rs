@@ -23,6 +23,13 @@ use crate::protocols::Stream;
 /// options set no connect timeout.
 pub const DEFAULT_SETTINGS_WAIT: Duration = Duration::from_secs(10);
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for H2Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Connection").finish_non_exhaustive()
+    }
+}
+
 /// An HTTP/2 connection to an upstream, shared by requests. Its driver
 /// runs in its own task; a PING keepalive runs beside it if asked for.
 #[derive(Clone)]
@@ -261,6 +268,13 @@ impl H2Connection {
             read_timeout: None,
             write_timeout: None,
         })
+    }
+}
+
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for Http2Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http2Session").finish_non_exhaustive()
     }
 }
 

@@ -174,6 +174,13 @@ fn strip_connection_headers(h: &mut ResponseHeader) {
     }
 }
 
+/// Names the type; its state is not shown.
+impl std::fmt::Debug for HttpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSession").finish_non_exhaustive()
+    }
+}
+
 /// One HTTP/2 stream: a request and its response.
 pub struct HttpSession {
     req: Box<RequestHeader>,
