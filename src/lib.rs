@@ -31,6 +31,7 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 #[cfg(all(feature = "openssl", feature = "boringssl"))]
@@ -52,9 +53,11 @@ pub use pingora_core as core;
 pub use pingora_error as error;
 pub use pingora_http as http;
 #[cfg(feature = "lb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lb")))]
 pub use pingora_load_balancing as lb;
 pub use pingora_pool as pool;
 #[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
 pub use pingora_proxy as proxy;
 pub use pingora_timeout as timeout;
 /// The timeouts (pingora-timeout), under the name Pingora gives them.

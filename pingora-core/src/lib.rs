@@ -60,6 +60,7 @@
 //! server.run_forever();
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(all(feature = "openssl", feature = "boringssl"))]
 compile_error!(
@@ -85,6 +86,7 @@ pub mod metrics;
 pub mod modules;
 pub mod protocols;
 #[cfg(feature = "sentry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
 pub mod sentry;
 pub mod server;
 pub mod services;

@@ -37,11 +37,13 @@
 //! server.run_forever();
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod access_log;
 pub mod forwarded;
 pub mod metrics;
 #[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
 mod proxy;
 mod proxy_trait;

@@ -7,7 +7,7 @@
 //!   trailers, 1xx responses and upgrades.
 //!
 //! Either is run by wrapping it in [`HttpServer`], which is a
-//! [`ServerApp`](super::ServerApp) for a listening service.
+//! [`ServerApp`] for a listening service.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;

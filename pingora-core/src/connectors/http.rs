@@ -240,7 +240,7 @@ impl ClientSession {
         }
     }
 
-    /// Queue request body bytes to be sent by [`drive`](Self::drive),
+    /// Queue request body bytes to be sent by [`read_body_while_sending`](Self::read_body_while_sending),
     /// instead of waiting for them to go out: the way to stream a body up
     /// while the response streams down, without either side waiting on
     /// the other.

@@ -18,12 +18,14 @@ use std::time::Duration;
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 #[cfg(feature = "any_tls")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
 pub mod tls;
 /// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
 pub use crate::upstreams::peer::ALPN;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Pingora's paths to the TLS accept hooks.
 #[cfg(feature = "any_tls")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
 pub use tls::{TlsAccept, TlsAcceptCallbacks};
 
 /// TCP keepalive probes on accepted connections.
@@ -273,6 +275,7 @@ fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {
 
 /// The TLS handshake of a listener, if it has one.
 #[cfg(feature = "any_tls")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
 pub type TlsHandshake = Option<Arc<tls::Acceptor>>;
 /// The TLS handshake of a listener: always none without a TLS feature.
 #[cfg(not(feature = "any_tls"))]

@@ -14,7 +14,7 @@ use super::{SocketDigest, IO};
 
 /// A stream whose peer "sent" a fixed byte string, delivered at most
 /// `step` bytes per read, then EOF. Everything written is kept in a buffer
-/// shared with [`MemStream::written`].
+/// shared with `MemStream::written`.
 ///
 /// ```
 /// use pingora_core::protocols::mem::MemStream;

@@ -25,7 +25,7 @@ const READ_AHEAD: usize = 1024;
 /// The TLS library asks for a record's 5-byte header, then for its body,
 /// and after the last record for more: each a system call of its own, and
 /// reads that fill their buffer leave the reactor's readiness in doubt (a
-/// peek later). This reads what the socket has, up to [`READ_AHEAD`]
+/// peek later). This reads what the socket has, up to `READ_AHEAD`
 /// bytes, in one call and serves those asks from it; a large ask (a big
 /// record's body) reads straight into the library's buffer. The buffer
 /// exists only while it holds bytes, so an idle connection keeps none.
@@ -298,7 +298,7 @@ impl AsyncWrite for SslStream {
     /// Several slices become one TLS record where they fit: the HTTP/1
     /// layer writes a response header and a small body as two slices,
     /// which would otherwise be two records and two system calls. Up to
-    /// [`COALESCE`] bytes from the front are copied into one record (on
+    /// `COALESCE` bytes from the front are copied into one record (on
     /// the stack); a first slice that large is written as it is.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,

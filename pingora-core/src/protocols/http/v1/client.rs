@@ -110,7 +110,7 @@ impl HttpSession {
         self.conn.write_body(data).await.map_err(|e| e.into_up())
     }
 
-    /// Queue request body bytes, to be sent by [`drive`](Self::drive)
+    /// Queue request body bytes, to be sent by [`read_body_while_sending`](Self::read_body_while_sending)
     /// while the response is read: neither direction then waits on the
     /// other (an upstream that echoes a large body as it reads it).
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {

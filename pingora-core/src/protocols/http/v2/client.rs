@@ -534,7 +534,7 @@ impl Http2Session {
         Ok(())
     }
 
-    /// Queue request body bytes, to be sent by [`drive`](Self::drive) as
+    /// Queue request body bytes, to be sent by [`read_body_while_sending`](Self::read_body_while_sending) as
     /// the upstream grants flow-control credit, while the response is read.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() || self.stopped {
