@@ -624,3 +624,27 @@ async fn digest_traits_on_streams() {
     assert_eq!(stream.get_timing_digest().len(), 1);
     assert!(stream.get_proxy_digest().is_none());
 }
+
+/// A `ServeHttp` app served without an `HttpServer` around it, as Pingora
+/// programs write it (`Service::new(name, app)`), with listeners added.
+#[test]
+fn serve_http_apps_are_services_by_themselves() {
+    use async_trait::async_trait;
+    use pingora_core::apps::http_app::ServeHttp;
+    use pingora_core::protocols::http::ServerSession;
+    use pingora_core::services::listening::Service;
+
+    struct Hello;
+
+    #[async_trait]
+    impl ServeHttp for Hello {
+        async fn response(&self, _session: &mut ServerSession) -> http::Response<Vec<u8>> {
+            http::Response::new(b"hello\n".to_vec())
+        }
+    }
+
+    let mut service = Service::new("hello".to_string(), Hello);
+    service.add_tcp("127.0.0.1:0");
+    use pingora_core::services::Service as _;
+    assert_eq!(service.name(), "hello");
+}
