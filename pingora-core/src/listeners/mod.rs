@@ -7,21 +7,25 @@
 //! instead of being bound again, so no connection attempt meets a closed
 //! port.
 
-use std::collections::HashMap;
 use std::fs::Permissions;
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
+mod fds;
+mod filter;
 #[cfg(feature = "any_tls")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
 pub mod tls;
+
 /// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
 pub use crate::upstreams::peer::ALPN;
+pub use fds::{FdsGuard, ListenFds};
+pub use filter::{AddressFilter, ConnectionFilter};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Pingora's paths to the TLS accept hooks.
 #[cfg(feature = "any_tls")]
@@ -322,132 +326,6 @@ impl Default for AcceptOptions {
     }
 }
 
-/// Decides, right after accept and before any byte is read (so before a
-/// TLS handshake), whether to serve a connection, by its peer address.
-///
-/// `addr` is `None` for a Unix-socket peer. A refused connection is
-/// closed at once.
-#[async_trait::async_trait]
-pub trait ConnectionFilter: std::fmt::Debug + Send + Sync {
-    /// Serve a connection from `addr`?
-    async fn should_accept(&self, addr: Option<&std::net::SocketAddr>) -> bool;
-}
-
-/// A [`ConnectionFilter`] by address ranges, like nginx's `allow` and
-/// `deny`: rules are checked in order, the first that matches decides, and
-/// an address no rule matches gets the default.
-///
-/// ```
-/// use pingora_core::listeners::AddressFilter;
-/// // Only loopback and 10.0.0.0/8, except 10.0.0.1.
-/// let f = AddressFilter::new(false)
-///     .deny("10.0.0.1")
-///     .unwrap()
-///     .allow("127.0.0.0/8")
-///     .unwrap()
-///     .allow("10.0.0.0/8")
-///     .unwrap();
-/// assert!(f.allows(Some(&"10.2.3.4:80".parse().unwrap())));
-/// assert!(!f.allows(Some(&"10.0.0.1:80".parse().unwrap())));
-/// assert!(!f.allows(Some(&"192.0.2.1:80".parse().unwrap())));
-/// ```
-#[derive(Debug, Clone)]
-pub struct AddressFilter {
-    rules: Vec<(std::net::IpAddr, u8, bool)>,
-    default_allow: bool,
-}
-
-impl AddressFilter {
-    /// No rules yet; addresses no rule matches are allowed if
-    /// `default_allow`.
-    pub fn new(default_allow: bool) -> Self {
-        AddressFilter {
-            rules: vec![],
-            default_allow,
-        }
-    }
-
-    fn rule(mut self, cidr: &str, allow: bool) -> Result<Self> {
-        let (ip, len) = match cidr.split_once('/') {
-            Some((ip, len)) => (ip, Some(len)),
-            None => (cidr, None),
-        };
-        let ip: std::net::IpAddr = ip.parse().or_err_with(ErrorType::InvalidInput, || {
-            format!("bad address range {cidr:?}")
-        })?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => max,
-            Some(l) => l
-                .parse::<u8>()
-                .ok()
-                .filter(|l| *l <= max)
-                .or_err_with(ErrorType::InvalidInput, || {
-                    format!("bad prefix length in address range {cidr:?}")
-                })?,
-        };
-        self.rules.push((ip, len, allow));
-        Ok(self)
-    }
-
-    /// Allow `cidr` (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
-    pub fn allow(self, cidr: &str) -> Result<Self> {
-        self.rule(cidr, true)
-    }
-
-    /// Deny `cidr`.
-    pub fn deny(self, cidr: &str) -> Result<Self> {
-        self.rule(cidr, false)
-    }
-
-    /// The decision for `addr` (`None`: a Unix-socket peer, which gets the
-    /// default).
-    pub fn allows(&self, addr: Option<&std::net::SocketAddr>) -> bool {
-        let Some(addr) = addr else {
-            return self.default_allow;
-        };
-        // An IPv4-mapped IPv6 peer is matched as IPv4.
-        let ip = match addr.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        for (net, len, allow) in &self.rules {
-            let hit = match (net, ip) {
-                (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
-                    prefix_eq(&n.octets(), &a.octets(), *len)
-                }
-                (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
-                    prefix_eq(&n.octets(), &a.octets(), *len)
-                }
-                _ => false,
-            };
-            if hit {
-                return *allow;
-            }
-        }
-        self.default_allow
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let full = (bits / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    let rest = bits % 8;
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        a[full] & mask == b[full] & mask
-    }
-}
-
-#[async_trait::async_trait]
-impl ConnectionFilter for AddressFilter {
-    async fn should_accept(&self, addr: Option<&std::net::SocketAddr>) -> bool {
-        self.allows(addr)
-    }
-}
-
 /// A set of addresses to listen on, each plain or TLS, each optionally
 /// reading the PROXY protocol, all behind an optional connection filter.
 #[derive(Clone, Default)]
@@ -610,124 +488,6 @@ impl Listeners {
     }
 }
 
-#[derive(Debug, Default)]
-struct FdTable {
-    /// Listening sockets of this process, by key, for handing over.
-    own: HashMap<String, RawFd>,
-    /// Sockets received from the previous process and not yet taken.
-    inherited: HashMap<String, RawFd>,
-    /// Inherited sockets a service looked up with [`FdsGuard::get`]
-    /// (Pingora's way: the socket stays in the table): in use, so never
-    /// closed as unclaimed, and handed on at the next upgrade.
-    looked_up: std::cell::RefCell<std::collections::HashSet<String>>,
-}
-
-/// The table as Pingora's `Fds` shows it, from [`ListenFds::lock`]: for a
-/// service of the user's that takes its listening sockets itself in
-/// `start_service` (`fds.lock().get(addr)` for one inherited in an
-/// upgrade; `add` for one it bound).
-#[derive(Debug)]
-pub struct FdsGuard<'a>(std::sync::MutexGuard<'a, FdTable>);
-
-impl FdsGuard<'_> {
-    /// The socket for `bind`: this process's own, or one inherited from
-    /// the previous process (which then counts as in use).
-    pub fn get(&self, bind: &str) -> Option<&RawFd> {
-        if let Some(fd) = self.0.own.get(bind) {
-            return Some(fd);
-        }
-        let fd = self.0.inherited.get(bind)?;
-        self.0.looked_up.borrow_mut().insert(bind.to_string());
-        Some(fd)
-    }
-
-    /// Record a socket this process bound for `bind`, to hand over at the
-    /// next upgrade.
-    pub fn add(&mut self, bind: String, fd: RawFd) {
-        self.0.own.insert(bind, fd);
-    }
-
-    /// Whether the table holds no socket at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.own.is_empty() && self.0.inherited.is_empty()
-    }
-
-    /// The sockets an upgrade hands over, as (keys, fds).
-    pub fn serialize(&self) -> (Vec<String>, Vec<RawFd>) {
-        own_sockets(&self.0).into_iter().unzip()
-    }
-}
-
-/// This process's sockets in `t`, by key: its own and the inherited ones
-/// in use.
-fn own_sockets(t: &FdTable) -> Vec<(String, RawFd)> {
-    let looked_up = t.looked_up.borrow();
-    let mut v: Vec<_> = t
-        .own
-        .iter()
-        .chain(t.inherited.iter().filter(|(k, _)| looked_up.contains(*k)))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The listening sockets of this process, by key: what a graceful upgrade
-/// sends to the new process, and what the new process received.
-#[derive(Debug, Clone, Default)]
-pub struct ListenFds(Arc<Mutex<FdTable>>);
-
-impl ListenFds {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, FdTable> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The table as Pingora's `Fds` (see [`FdsGuard`]), held until the
-    /// guard drops.
-    pub fn lock(&self) -> FdsGuard<'_> {
-        FdsGuard(self.table())
-    }
-
-    /// Record one of this process's listening sockets.
-    pub fn add(&self, key: String, fd: RawFd) {
-        self.table().own.insert(key, fd);
-    }
-
-    /// Add sockets received from the previous process.
-    pub fn set_inherited(&self, fds: Vec<(String, RawFd)>) {
-        self.table().inherited.extend(fds);
-    }
-
-    /// Take an inherited socket for `key`, if one was received.
-    pub fn take_inherited(&self, key: &str) -> Option<RawFd> {
-        let mut t = self.table();
-        t.looked_up.get_mut().remove(key);
-        t.inherited.remove(key)
-    }
-
-    /// This process's listening sockets, for handing over.
-    pub fn own(&self) -> Vec<(String, RawFd)> {
-        own_sockets(&self.table())
-    }
-
-    /// Inherited sockets no listener took and no service looked up (the
-    /// new conf dropped them).
-    pub fn unclaimed(&self) -> Vec<String> {
-        let t = self.table();
-        let looked_up = t.looked_up.borrow();
-        t.inherited
-            .keys()
-            .filter(|k| !looked_up.contains(*k))
-            .cloned()
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,27 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn sockets_looked_up_pingoras_way_are_kept_and_handed_on() {
-        let fds = ListenFds::new();
-        fds.set_inherited(vec![("a:1".into(), 7), ("b:2".into(), 8)]);
-        assert_eq!(fds.unclaimed().len(), 2);
-        // A service of the user's takes "a:1" as Pingora's do.
-        assert_eq!(fds.lock().get("a:1"), Some(&7));
-        assert_eq!(fds.lock().get("c:3"), None);
-        fds.lock().add("c:3".into(), 9);
-        assert_eq!(fds.unclaimed(), vec!["b:2".to_string()]);
-        assert_eq!(
-            fds.own(),
-            vec![("a:1".to_string(), 7), ("c:3".to_string(), 9)]
-        );
-        assert_eq!(
-            fds.lock().serialize(),
-            (vec!["a:1".to_string(), "c:3".to_string()], vec![7, 9])
-        );
-        assert!(!fds.lock().is_empty());
-    }
-
-    #[test]
     fn binds_ipv6_only() {
         let fds = ListenFds::new();
         let opt = TcpSocketOptions {
@@ -835,31 +574,6 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("not a socket"));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn address_filter_rules() {
-        let f = AddressFilter::new(true)
-            .deny("192.0.2.0/25")
-            .unwrap()
-            .deny("2001:db8::/32")
-            .unwrap();
-        let ok = |s: &str| f.allows(Some(&s.parse().unwrap()));
-        assert!(!ok("192.0.2.1:1"));
-        assert!(!ok("192.0.2.127:1"));
-        assert!(ok("192.0.2.128:1"));
-        assert!(!ok("[2001:db8:1::5]:1"));
-        assert!(ok("[2001:db9::5]:1"));
-        // IPv4-mapped IPv6 is matched as IPv4.
-        assert!(!ok("[::ffff:192.0.2.9]:1"));
-        assert!(f.allows(None));
-        let all = AddressFilter::new(false).allow("0.0.0.0/0").unwrap();
-        assert!(all.allows(Some(&"8.8.8.8:1".parse().unwrap())));
-        assert!(!all.allows(Some(&"[::2]:1".parse().unwrap())));
-        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x"] {
-            let e = AddressFilter::new(true).allow(bad).unwrap_err();
-            assert!(e.to_string().contains(bad), "{e}");
-        }
     }
 
     #[test]
