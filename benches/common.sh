@@ -92,3 +92,10 @@ h2load_failed() {
     awk '/^requests:/ { f = $(NF-5) } /^status codes:/ { n = $(NF-5) + $(NF-3) + $(NF-1) }
          END { print f + n }' "$1"
 }
+
+# self_signed: a throwaway certificate for localhost in $DIR/cert.pem and
+# $DIR/key.pem (one day, RSA 2048).
+self_signed() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+        -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
+}

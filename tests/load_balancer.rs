@@ -921,37 +921,39 @@ fn tls_upstreams_over_h2_and_http1() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
 }
 
-/// The server's own `-d` works for the load balancer too: it detaches,
-/// writes its pid file, serves, and stops on SIGTERM.
-#[test]
-fn daemon_mode() {
-    let dir = temp_dir("lb-daemon");
+/// A conf for a daemonized load balancer in `dir` (pid file, error log,
+/// upgrade socket there), with `extra` keys; returns its path and the pid
+/// file's.
+fn daemon_conf(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let pid_file = dir.join("lb.pid");
     let conf = dir.join("conf.yaml");
     std::fs::write(
         &conf,
         format!(
-            "version: 1\nthreads: 1\npid_file: {}\nerror_log: {}\nupgrade_sock: {}\n",
+            "version: 1\nthreads: 1\npid_file: {}\nerror_log: {}\nupgrade_sock: {}\n{extra}",
             pid_file.display(),
             dir.join("error.log").display(),
             dir.join("upgrade.sock").display()
         ),
     )
     .unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    (conf, pid_file)
+}
+
+/// `load_balancer -d -c conf --listen listen`, a metrics port of its own;
+/// the starting command's exit status.
+fn run_daemon(conf: &std::path::Path, listen: &str) -> std::process::ExitStatus {
     let metrics = format!("127.0.0.1:{}", free_port());
-    let status = Command::new(example("load_balancer"))
+    Command::new(example("load_balancer"))
         .args(["-d", "-c", conf.to_str().unwrap()])
-        .args(["--listen", &listen, "--metrics", &metrics])
+        .args(["--listen", listen, "--metrics", &metrics])
         .status()
-        .unwrap();
-    assert!(status.success());
-    let pid = wait_pid_file(&pid_file);
+        .unwrap()
+}
+
+/// SIGTERM to the daemon `pid`, and wait until it is gone.
+fn stop_daemon(pid: i32) {
     let pid = nix::unistd::Pid::from_raw(pid);
-    wait_listening(port);
-    let body = curl(&format!("http://{listen}/"));
-    assert!(body.starts_with("hello from demo upstream "), "{body}");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     poll_until(Duration::from_secs(30), "the daemon to exit", || {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -960,52 +962,45 @@ fn daemon_mode() {
     });
 }
 
+/// The server's own `-d` works for the load balancer too: it detaches,
+/// writes its pid file, serves, and stops on SIGTERM.
+#[test]
+fn daemon_mode() {
+    let dir = temp_dir("lb-daemon");
+    let (conf, pid_file) = daemon_conf(&dir, "");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    assert!(run_daemon(&conf, &listen).success());
+    let pid = wait_pid_file(&pid_file);
+    wait_listening(port);
+    let body = curl(&format!("http://{listen}/"));
+    assert!(body.starts_with("hello from demo upstream "), "{body}");
+    stop_daemon(pid);
+}
+
 /// `daemon_wait_for_ready`: the command returns once the daemon listens
 /// (no polling needed), and fails when the daemon never gets there.
 #[test]
 fn daemon_waits_for_ready() {
     let dir = temp_dir("lb-daemon-ready");
-    let pid_file = dir.join("lb.pid");
-    let conf = dir.join("conf.yaml");
-    std::fs::write(
-        &conf,
-        format!(
-            "version: 1\npid_file: {}\nerror_log: {}\nupgrade_sock: {}\ndaemon_wait_for_ready: true\ndaemon_ready_timeout_seconds: 2\n",
-            pid_file.display(),
-            dir.join("error.log").display(),
-            dir.join("upgrade.sock").display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let run = |metrics: &str| {
-        Command::new(example("load_balancer"))
-            .args(["-d", "-c", conf.to_str().unwrap()])
-            .args(["--listen", &listen, "--metrics", metrics])
-            .status()
-            .unwrap()
-    };
-    let status = run(&format!("127.0.0.1:{}", free_port()));
-    assert!(status.success());
+    let (conf, pid_file) = daemon_conf(
+        &dir,
+        "daemon_wait_for_ready: true\ndaemon_ready_timeout_seconds: 2\n",
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    assert!(run_daemon(&conf, &listen).success());
     // Ready means listening: the first request is answered at once.
     let body = curl(&format!("http://{listen}/"));
     assert!(body.starts_with("hello from demo upstream "), "{body}");
-    let pid = nix::unistd::Pid::from_raw(wait_pid_file(&pid_file));
+    let pid = wait_pid_file(&pid_file);
     // A second daemon on the same port cannot bind: never ready.
     let started = std::time::Instant::now();
-    let status = run(&format!("127.0.0.1:{}", free_port()));
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(run_daemon(&conf, &listen).code(), Some(1));
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "it waited its timeout"
     );
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    poll_until(Duration::from_secs(30), "the daemon to exit", || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z "))
-    });
+    stop_daemon(pid);
 }
 
 /// `--rate-limit N`: a client address's requests beyond N per second get

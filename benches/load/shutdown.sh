@@ -39,8 +39,7 @@ nginx_start upstream "server { listen 127.0.0.1:$UP;
     location = /big { alias $DIR/big; limit_rate 4m; } }"
 wait_port "$UP"
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
-    -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
+self_signed
 PORT=$(free_port)
 TPORT=$(free_port)
 MPORT=$(free_port)

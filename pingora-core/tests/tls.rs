@@ -79,6 +79,13 @@ impl Dir {
         issued.write(&self.0, name).unwrap()
     }
 
+    /// A test CA, its certificate written as `ca.crt` here (for curl).
+    fn ca(&self) -> TestCa {
+        let ca = TestCa::new("Test CA").unwrap();
+        std::fs::write(self.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+        ca
+    }
+
     fn path(&self, name: &str) -> String {
         self.0.join(name).display().to_string()
     }
@@ -209,8 +216,7 @@ async fn curl_to(dir: &Dir, name: &str, port: u16, args: &[&str]) -> (bool, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pingoras_async_certificate_callback_and_handshake_data() {
     let dir = Dir::new("async-cert");
-    let ca = TestCa::new("Test CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let ca = dir.ca();
     let a = ca.issue(&["a.test"], 30, false).unwrap();
     let b = ca.issue(&["b.test"], 30, false).unwrap();
     let settings = TlsSettings::with_callbacks(Box::new(Lookup { a, b })).unwrap();
@@ -230,8 +236,7 @@ async fn pingoras_async_certificate_callback_and_handshake_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_reach_the_library_builder_through_deref() {
     let dir = Dir::new("deref");
-    let ca = TestCa::new("Test CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let ca = dir.ca();
     let a = ca.issue(&["a.test"], 30, false).unwrap();
     let mut settings = TlsSettings::with_cert(cert_key(&a));
     // The library's own call, as Pingora programs make it.
@@ -268,8 +273,7 @@ fn cert_key(i: &Issued) -> Arc<CertKey> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_and_alpn_with_curl_and_s_client() {
     let dir = Dir::new("sni");
-    let ca = TestCa::new("Test CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let ca = dir.ca();
     let a = ca.issue(&["a.test"], 30, false).unwrap();
     let b = ca.issue(&["b.test"], 30, false).unwrap();
     let mut settings = TlsSettings::with_callbacks(Box::new(BySni {
@@ -281,23 +285,8 @@ async fn sni_and_alpn_with_curl_and_s_client() {
     let port = serve(settings.build().unwrap()).await;
 
     for name in ["a.test", "b.test"] {
-        let cafile = dir.path("ca.crt");
-        let resolve = format!("{name}:{port}:127.0.0.1");
-        let url = format!("https://{name}:{port}/");
         // curl checks that the certificate names the host it asked for.
-        let (ok, out) = tokio::task::spawn_blocking(move || {
-            run(Command::new("curl").args([
-                "-sS",
-                "--http1.1",
-                "--cacert",
-                &cafile,
-                "--resolve",
-                &resolve,
-                &url,
-            ]))
-        })
-        .await
-        .unwrap();
+        let (ok, out) = curl_to(&dir, name, port, &[]).await;
         assert!(ok, "{out}");
         assert!(
             out.starts_with(&format!("sni={name} alpn=http/1.1 version=TLSv1.3")),
@@ -330,15 +319,8 @@ async fn sni_and_alpn_with_curl_and_s_client() {
         );
         assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
     }
-    let cafile = dir.path("ca.crt");
     // An unknown name gets no certificate: the handshake fails.
-    let resolve = format!("c.test:{port}:127.0.0.1");
-    let url = format!("https://c.test:{port}/");
-    let (ok, _) = tokio::task::spawn_blocking(move || {
-        run(Command::new("curl").args(["-sS", "--cacert", &cafile, "--resolve", &resolve, &url]))
-    })
-    .await
-    .unwrap();
+    let (ok, _) = curl_to(&dir, "c.test", port, &[]).await;
     assert!(!ok);
 }
 
@@ -785,8 +767,7 @@ async fn minimum_protocol_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_tickets_can_be_turned_off() {
     let dir = Dir::new("tickets");
-    let ca = TestCa::new("Test CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let ca = dir.ca();
     let cert = cert_key(&ca.issue(&["t.test"], 30, false).unwrap());
     for tickets in [true, false] {
         let mut s = TlsSettings::with_cert(cert.clone());
@@ -893,8 +874,7 @@ async fn optional_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_has_cipher_group_and_handshake_time() {
     let dir = Dir::new("digest");
-    let ca = TestCa::new("Test CA").unwrap();
-    std::fs::write(dir.path("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let ca = dir.ca();
     let cert = cert_key(&ca.issue(&["d.test"], 30, false).unwrap());
     let started = std::time::Instant::now();
     for (min, proto) in [(None, "TLSv1.3"), (Some("-tls1_2"), "TLSv1.2")] {

@@ -38,7 +38,7 @@ use http::{header, HeaderMap, HeaderValue, Method};
 use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::{Done, FilterFuture, HttpModule, HttpModuleBuilder, Module};
+use super::{finished, FilterFuture, HttpModule, HttpModuleBuilder, Module};
 use crate::protocols::http::bridge::grpc_web::{Encoding, GrpcWebCtx, TextDecoder, TextEncoder};
 
 /// What gRPC-web clients send beside the standard headers (grpc-web's
@@ -256,10 +256,7 @@ impl HttpModule for GrpcWebBridge {
         'a: 'f,
         Self: 'f,
     {
-        match self.request(req) {
-            Ok(()) => Box::pin(Done),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        finished(self.request(req))
     }
 
     fn early_response(&mut self) -> Option<(Box<ResponseHeader>, Bytes)> {
@@ -276,10 +273,7 @@ impl HttpModule for GrpcWebBridge {
         'a: 'f,
         Self: 'f,
     {
-        match self.request_body(body, end_of_stream) {
-            Ok(()) => Box::pin(Done),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        finished(self.request_body(body, end_of_stream))
     }
 
     fn response_header_filter<'s, 'a, 'f>(
@@ -292,10 +286,7 @@ impl HttpModule for GrpcWebBridge {
         'a: 'f,
         Self: 'f,
     {
-        match self.response(resp) {
-            Ok(()) => Box::pin(Done),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        finished(self.response(resp))
     }
 
     fn response_body_filter(&mut self, body: &mut Option<Bytes>, _end: bool) -> Result<()> {

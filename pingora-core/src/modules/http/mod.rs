@@ -80,6 +80,16 @@ impl Future for Done {
     }
 }
 
+/// A filter's answer when it had nothing to wait for: `Ok` as the
+/// zero-sized [`Done`], an error as a ready future (no allocation either
+/// way). For filters written out in the [`FilterFuture`] form.
+pub fn finished<'f>(result: Result<()>) -> FilterFuture<'f> {
+    match result {
+        Ok(()) => Box::pin(Done),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
 /// One module's per-request state and filters. Every filter has a
 /// default that does nothing; `as_any`/`as_any_mut` let the user's
 /// phases find the module by type ([`HttpModuleCtx::get`]).

@@ -41,7 +41,7 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_limits::rate::{Rate, RateComponents};
 
-use super::{Done, FilterFuture, HttpModule, HttpModuleBuilder, Module};
+use super::{finished, Done, FilterFuture, HttpModule, HttpModuleBuilder, Module};
 use redis::{RedisAddr, RedisCounter};
 
 pub mod redis;
@@ -478,8 +478,7 @@ impl HttpModule for RateLimitCtx {
     {
         match &self.verdict {
             Some(v) if !v.allowed || self.shared.every_response => {
-                let added = add_fields(resp, self.shared.per_second, v);
-                Box::pin(std::future::ready(added))
+                finished(add_fields(resp, self.shared.per_second, v))
             }
             _ => Box::pin(Done),
         }
