@@ -29,6 +29,7 @@
 use bytes::Bytes;
 
 mod case;
+mod h1;
 mod order;
 mod raw;
 mod req;

@@ -24,12 +24,12 @@ use crate::order::{
 /// One line: where its name and value are in the block, and the tracked
 /// bit of its name (0 for other names).
 #[derive(Debug, Clone, Copy)]
-struct Line {
-    name: u32,
-    value: u32,
-    value_len: u32,
-    name_len: u16,
-    bit: u16,
+pub(crate) struct Line {
+    pub(crate) name: u32,
+    pub(crate) value: u32,
+    pub(crate) value_len: u32,
+    pub(crate) name_len: u16,
+    pub(crate) bit: u16,
 }
 
 impl Line {
@@ -44,7 +44,7 @@ const INLINE_LINES: usize = 8;
 
 /// The lines: inline while few, else on the heap.
 #[derive(Debug, Clone)]
-enum LineVec {
+pub(crate) enum LineVec {
     Inline(u8, [Line; INLINE_LINES]),
     Heap(Vec<Line>),
 }
@@ -58,7 +58,7 @@ const NO_LINE: Line = Line {
 };
 
 impl LineVec {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         if n <= INLINE_LINES {
             LineVec::Inline(0, [NO_LINE; INLINE_LINES])
         } else {
@@ -66,7 +66,7 @@ impl LineVec {
         }
     }
 
-    fn push(&mut self, l: Line) {
+    pub(crate) fn push(&mut self, l: Line) {
         match self {
             LineVec::Inline(n, a) if (*n as usize) < INLINE_LINES => {
                 a[*n as usize] = l;
@@ -120,36 +120,6 @@ pub(crate) struct RawLines {
     wire_bytes: usize,
 }
 
-/// The bytes that may appear in a header name: RFC 9110 token characters,
-/// the set `HeaderName::from_bytes` accepts.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
-
 /// Whether every byte of `v` may appear in a header value (the set
 /// `HeaderValue` accepts: visible ASCII, space, tab, and obs-text). No
 /// early exit, so that the loop vectorizes.
@@ -171,19 +141,48 @@ fn offset_in(block: &Bytes, part: &[u8]) -> Option<u32> {
 }
 
 impl RawLines {
+    /// No lines and no block yet: for [`crate::h1`] to fill in place
+    /// ([`push_parsed`](Self::push_parsed), then
+    /// [`set_block`](Self::set_block)).
+    pub(crate) fn empty() -> Self {
+        RawLines {
+            block: Bytes::new(),
+            lines: LineVec::Inline(0, [NO_LINE; INLINE_LINES]),
+            present: 0,
+            wire_bytes: 0,
+        }
+    }
+
+    /// Add a line just parsed (its offsets into the block to come).
+    #[inline]
+    pub(crate) fn push_parsed(&mut self, l: Line) {
+        self.present |= l.bit;
+        self.wire_bytes += l.wire_len();
+        self.lines.push(l);
+    }
+
+    /// The block the parsed lines point into.
+    pub(crate) fn set_block(&mut self, block: Bytes) {
+        self.block = block;
+        self.debug_check();
+    }
+
+    /// The lines, in order.
+    #[cfg(test)]
+    pub(crate) fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+
     /// The lines httparse found in `block`, written into `slot` in place
     /// (the lines are not moved again). `false`, with `slot` emptied, when
     /// a line is not a slice of `block` or breaks a rule of
     /// `HeaderName`/`HeaderValue`: then the caller builds the map at once,
-    /// which reports the error. With `check` false the name and value
-    /// bytes are not checked again (they come from httparse's own parse
-    /// with its default config, which applies the same byte rules: token
-    /// names, values of HTAB, SP, visible ASCII and obs-text).
+    /// which reports the error (for `from_httparse`, whose input may come
+    /// from any parser config; pingora-core parses with [`crate::h1`]).
     pub(crate) fn parse_into(
         slot: &mut Option<RawLines>,
         headers: &[httparse::Header<'_>],
         block: &Bytes,
-        check: bool,
     ) -> bool {
         // Offsets and lengths are `u32`s.
         if u32::try_from(block.len()).is_err() {
@@ -221,7 +220,8 @@ impl RawLines {
             };
             if name.is_empty()
                 || name.len() > u16::MAX as usize
-                || (check && (!name.iter().all(|&b| TCHAR[b as usize]) || !valid_value(h.value)))
+                || !name.iter().all(|&b| crate::h1::TCHAR[b as usize])
+                || !valid_value(h.value)
             {
                 *slot = None;
                 return false;
@@ -632,14 +632,16 @@ impl<P: PartsHeaders> Lines<P> {
     /// The lines httparse found in `block`, as parsed, in place of these
     /// (which must be built and empty); `false` when they must be built
     /// instead (see [`RawLines::parse_into`]).
-    pub(crate) fn parse_into(
-        &mut self,
-        headers: &[httparse::Header<'_>],
-        block: &Bytes,
-        check: bool,
-    ) -> bool {
+    pub(crate) fn parse_into(&mut self, headers: &[httparse::Header<'_>], block: &Bytes) -> bool {
         self.stale = None;
-        RawLines::parse_into(&mut self.raw, headers, block, check)
+        RawLines::parse_into(&mut self.raw, headers, block)
+    }
+
+    /// An empty table for [`crate::h1`] to parse into, in place of these
+    /// lines (which must be built and empty).
+    pub(crate) fn parse_in_place(&mut self) -> &mut RawLines {
+        self.stale = None;
+        self.raw.insert(RawLines::empty())
     }
 
     /// The parts with their map, and the wire order: `base` itself once

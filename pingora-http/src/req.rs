@@ -100,30 +100,90 @@ impl RequestHeader {
     /// copied.
     pub fn from_httparse(req: &httparse::Request<'_, '_>, buf: &Bytes) -> Result<Self> {
         let mut slot = None;
-        Self::from_httparse_inner(req, buf, true, &mut slot)?;
+        Self::from_httparse_inner(req, buf, &mut slot)?;
         slot.or_err(ErrorType::InternalError, "request not built")
     }
 
-    /// As [`from_httparse`](Self::from_httparse), built in `slot` (not
-    /// moved again), for the output of `httparse::Request::parse` with
-    /// httparse's default config only: its header names and values
-    /// already passed the byte rules this type enforces, so they are not
-    /// checked a second time. Anything else (headers built by hand, a
-    /// lenient parser config) must go through `from_httparse`. For
-    /// pingora-core's HTTP/1 server. `slot` is `None` after an error.
+    /// Parse the HTTP/1 request head at the start of `buf[..limit]`, with
+    /// at most `max_headers` field lines and a target of at most
+    /// `max_target` bytes, into `slot` (built in place, not moved again).
+    /// The head's bytes are split off `buf` and shared by the header, not
+    /// copied. Returns the head's length, or `None` (and `buf` untouched)
+    /// if the bytes end inside the head. For pingora-core's HTTP/1 server;
+    /// `slot` is `None` after an error.
+    ///
+    /// # Errors
+    ///
+    /// `HeaderTooLarge` for too many lines, `UriTooLong` for a long
+    /// target, `InvalidHTTPHeader` for anything malformed (the rules are
+    /// in `h1.rs`).
     #[doc(hidden)]
-    pub fn from_httparse_default_config<'s>(
-        req: &httparse::Request<'_, '_>,
-        buf: &Bytes,
-        slot: &'s mut Option<Self>,
-    ) -> Result<&'s mut Self> {
-        Self::from_httparse_inner(req, buf, false, slot)
+    pub fn parse_h1_into(
+        buf: &mut BytesMut,
+        limit: usize,
+        max_headers: usize,
+        max_target: usize,
+        slot: &mut Option<Self>,
+    ) -> Result<Option<usize>> {
+        *slot = None;
+        let raw = &buf[..limit.min(buf.len())];
+        if u32::try_from(raw.len()).is_err() {
+            return Error::e_explain(ErrorType::HeaderTooLarge, "header block too large");
+        }
+        let h = slot.insert(RequestHeader {
+            base: http::Request::new(()).into_parts().0,
+            lines: Lines::built(WireOrder::default()),
+        });
+        // The lines go straight into the header's table.
+        let head = match crate::h1::request(raw, max_headers, h.lines.parse_in_place()) {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                *slot = None;
+                return Ok(None);
+            }
+            Err(e) => {
+                *slot = None;
+                return Err(crate::h1::error(e));
+            }
+        };
+        let built = h.finish_h1(buf, &head, max_target);
+        if built.is_err() {
+            *slot = None;
+        }
+        built.map(|()| Some(head.len))
+    }
+
+    /// Method, target and version of a head just parsed from `buf`, whose
+    /// bytes are then split off and shared.
+    fn finish_h1(
+        &mut self,
+        buf: &mut BytesMut,
+        head: &crate::h1::Head<crate::h1::RequestLine>,
+        max_target: usize,
+    ) -> Result<()> {
+        let (t0, t1) = head.start.target;
+        if t1 - t0 > max_target {
+            return Error::e_explain(ErrorType::UriTooLong, "request target too long");
+        }
+        let (m0, m1) = head.start.method;
+        self.base.method = Method::from_bytes(&buf[m0..m1])
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid method")?;
+        let block = buf.split_to(head.len).freeze();
+        self.base.uri = parse_uri(block.slice(t0..t1))?;
+        self.base.version = if head.start.minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        if let Some(raw) = self.lines.raw.as_mut() {
+            raw.set_block(block);
+        }
+        Ok(())
     }
 
     fn from_httparse_inner<'s>(
         req: &httparse::Request<'_, '_>,
         buf: &Bytes,
-        check: bool,
         slot: &'s mut Option<Self>,
     ) -> Result<&'s mut Self> {
         *slot = None;
@@ -146,7 +206,7 @@ impl RequestHeader {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        if h.lines.parse_into(req.headers, buf, check) {
+        if h.lines.parse_into(req.headers, buf) {
             return slot
                 .as_mut()
                 .or_err(ErrorType::InternalError, "request not built");

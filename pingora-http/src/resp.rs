@@ -79,28 +79,56 @@ impl ResponseHeader {
 
     /// Build from a response parsed by `httparse`, sharing slices of `buf`.
     pub fn from_httparse(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Self> {
-        Self::from_httparse_inner(resp, buf, true).map(|h| *h)
+        Self::from_httparse_inner(resp, buf).map(|h| *h)
     }
 
-    /// As [`from_httparse`](Self::from_httparse), boxed, for the output of
-    /// `httparse::Response::parse` with httparse's default config only:
-    /// its header names and values already passed the byte rules this
-    /// type enforces, so they are not checked a second time. Anything else
-    /// must go through `from_httparse`. For pingora-core's HTTP/1 client,
-    /// which keeps the header boxed (it is built in its box, not moved).
+    /// Parse the HTTP/1 response head at the start of `buf[..limit]`,
+    /// with at most `max_headers` field lines, into a box (see
+    /// [`boxed`](Self::boxed)). The head's bytes are split off `buf` and
+    /// shared by the header, not copied. Returns the header and the
+    /// head's length, or `None` (and `buf` untouched) if the bytes end
+    /// inside the head. For pingora-core's HTTP/1 client.
+    ///
+    /// # Errors
+    ///
+    /// `HeaderTooLarge` for too many lines, `InvalidHTTPHeader` for
+    /// anything malformed (the rules are in `h1.rs`).
     #[doc(hidden)]
-    pub fn from_httparse_default_config(
-        resp: &httparse::Response<'_, '_>,
-        buf: &Bytes,
-    ) -> Result<Box<Self>> {
-        Self::from_httparse_inner(resp, buf, false)
+    pub fn parse_h1(
+        buf: &mut BytesMut,
+        limit: usize,
+        max_headers: usize,
+    ) -> Result<Option<(Box<Self>, usize)>> {
+        let raw = &buf[..limit.min(buf.len())];
+        if u32::try_from(raw.len()).is_err() {
+            return Error::e_explain(ErrorType::HeaderTooLarge, "header block too large");
+        }
+        // The box first, so that the lines go straight into its table.
+        let mut h = Self::build(StatusCode::OK, Some(0))?.boxed();
+        let head = match crate::h1::response(raw, max_headers, h.lines.parse_in_place()) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(crate::h1::error(e)),
+        };
+        h.base.status = StatusCode::from_u16(head.start.code)
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid status code")?;
+        h.base.version = if head.start.minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let block = buf.split_to(head.len).freeze();
+        let (r0, r1) = head.start.reason;
+        // Checked by the parse: HTAB, SP and VCHAR only.
+        let reason = std::str::from_utf8(&block[r0..r1]).unwrap_or_default();
+        h.set_reason_phrase(Some(reason))?;
+        if let Some(raw) = h.lines.raw.as_mut() {
+            raw.set_block(block);
+        }
+        Ok(Some((h, head.len)))
     }
 
-    fn from_httparse_inner(
-        resp: &httparse::Response<'_, '_>,
-        buf: &Bytes,
-        check: bool,
-    ) -> Result<Box<Self>> {
+    fn from_httparse_inner(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Box<Self>> {
         let code = resp
             .code
             .or_err(ErrorType::InvalidHTTPHeader, "response has no status")?;
@@ -112,7 +140,7 @@ impl ResponseHeader {
         if let Some(reason) = resp.reason {
             h.set_reason_phrase(Some(reason))?;
         }
-        if h.lines.parse_into(resp.headers, buf, check) {
+        if h.lines.parse_into(resp.headers, buf) {
             return Ok(h);
         }
         // A line outside `buf`, or one the map would refuse: build the map

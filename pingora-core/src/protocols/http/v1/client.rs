@@ -1,7 +1,5 @@
 //! The client side of an HTTP/1 connection, for talking to upstreams.
 
-use std::mem::MaybeUninit;
-
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::{StatusCode, Version};
@@ -13,8 +11,6 @@ use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::http::Progress;
 use crate::protocols::Stream;
-
-const STACK_HEADERS: usize = 64;
 
 /// Names the type; its state is not shown.
 impl std::fmt::Debug for HttpSession {
@@ -43,7 +39,10 @@ impl std::fmt::Debug for HttpSession {
 /// # Ok(()) }
 /// ```
 pub struct HttpSession {
-    conn: Conn,
+    /// Boxed: the session moves between the connector, the proxy and the
+    /// pool on every request, and a pointer moves for free where the
+    /// whole connection state (~500 bytes) cost a copy each time.
+    conn: Box<Conn>,
     req: Option<Box<RequestHeader>>,
     resp: Option<Box<ResponseHeader>>,
     /// Status and version of the last response header read (kept when the
@@ -225,36 +224,16 @@ impl HttpSession {
 
     /// Parse the response header in the first `len` bytes; `None` if they
     /// hold only part of it and `partial_ok`.
-    fn parse_response(&mut self, mut len: usize, partial_ok: bool) -> Result<Option<usize>> {
+    fn parse_response(&mut self, len: usize, partial_ok: bool) -> Result<Option<usize>> {
         let max_headers = self.conn.opts.max_headers;
-        // SAFETY: as in the server session: `split_to(len)` hands the same
-        // unmoved bytes to `block`, which outlives every use of the parse.
-        let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
-        // Header slots left uninitialized: httparse writes the ones it uses.
-        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let config = httparse::ParserConfig::default();
-        let mut resp = httparse::Response::new(&mut []);
-        let mut status = config.parse_response_with_uninit_headers(&mut resp, raw, &mut stack);
-        if matches!(status, Err(httparse::Error::TooManyHeaders)) && max_headers > STACK_HEADERS {
-            heap = vec![MaybeUninit::uninit(); max_headers];
-            resp = httparse::Response::new(&mut []);
-            status = config.parse_response_with_uninit_headers(&mut resp, raw, &mut heap);
-        }
-        match status {
-            Ok(httparse::Status::Complete(n)) => len = n,
-            Ok(httparse::Status::Partial) if partial_ok => return Ok(None),
-            Ok(httparse::Status::Partial) => {
-                return Error::e_explain(InvalidHTTPHeader, "malformed response header")
-            }
-            Err(httparse::Error::TooManyHeaders) => {
-                return Error::e_explain(HeaderTooLarge, "too many response header fields")
-            }
-            Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed response header", e),
-        }
-        let block: Bytes = self.conn.buf.split_to(len).freeze();
-        let mut header = ResponseHeader::from_httparse_default_config(&resp, &block)?;
-        drop(block);
+        // Parsed in one pass; the head's bytes are split off the buffer
+        // and shared by the header.
+        let (mut header, len) =
+            match ResponseHeader::parse_h1(&mut self.conn.buf, len, max_headers)? {
+                Some(parsed) => parsed,
+                None if partial_ok => return Ok(None),
+                None => return Error::e_explain(InvalidHTTPHeader, "malformed response header"),
+            };
         let method = self
             .req
             .as_deref()

@@ -45,9 +45,10 @@ const SPARE_CAPACITY_MAX: usize = 4 * BODY_READ_SIZE;
 
 /// Read and write buffers of connections that do not need them now (an
 /// upstream connection back in the pool, a keep-alive client between
-/// requests), and deadlines of finished upstream sessions, for the next
-/// connection on this thread: an idle connection holds no buffer, and a
-/// busy proxy does not allocate and free them for every request.
+/// requests), and the state of finished upstream sessions (boxed, with
+/// their write buffer and deadline), for the next connection on this
+/// thread: an idle connection holds no buffer, and a busy proxy does not
+/// allocate and free them for every request.
 ///
 /// A read buffer may still be shared with a header block that is in use
 /// (the header's fields are slices of it); it is handed out again only
@@ -56,13 +57,58 @@ const SPARE_CAPACITY_MAX: usize = 4 * BODY_READ_SIZE;
 struct Spare {
     reads: Vec<BytesMut>,
     writes: Vec<BytesMut>,
-    deadlines: Vec<Deadline>,
+    /// Finished upstream sessions' state, its stream [`Detached`].
+    #[allow(clippy::vec_box)] // each is handed out as the session's box
+    conns: Vec<Box<Conn>>,
 }
 
 thread_local! {
     static SPARE: RefCell<Spare> = const {
-        RefCell::new(Spare { reads: Vec::new(), writes: Vec::new(), deadlines: Vec::new() })
+        RefCell::new(Spare { reads: Vec::new(), writes: Vec::new(), conns: Vec::new() })
     };
+}
+
+/// The stream of a spare [`Conn`], which has none: reads end at once,
+/// writes fail. Zero-sized, so boxing it as a `Stream` allocates nothing.
+#[derive(Debug)]
+struct Detached;
+
+impl tokio::io::AsyncRead for Detached {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Detached {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl crate::protocols::IO for Detached {
+    fn socket_digest(&self) -> Option<&crate::protocols::SocketDigest> {
+        None
+    }
 }
 
 /// A spare read buffer with room for a first header read, if this thread
@@ -200,36 +246,57 @@ impl Conn {
         }
     }
 
-    /// A connection that starts with spare buffers and a spare deadline,
-    /// if this thread has them.
-    pub(crate) fn with_spare_buffers(stream: Stream, opts: H1Options) -> Self {
-        let mut conn = Conn::new(stream, opts);
+    /// A boxed connection for an upstream session: a finished session's
+    /// box if this thread has one (with its write buffer and deadline),
+    /// else a new one with spare buffers; either way with a spare read
+    /// buffer.
+    pub(crate) fn with_spare_buffers(stream: Stream, opts: H1Options) -> Box<Self> {
+        let mut conn = match SPARE.with(|s| s.borrow_mut().conns.pop()) {
+            Some(mut conn) => {
+                conn.stream = stream;
+                conn.opts = opts;
+                conn
+            }
+            None => {
+                let mut conn = Box::new(Conn::new(stream, opts));
+                conn.pending = spare_write_buffer();
+                conn
+            }
+        };
         conn.buf = spare_read_buffer();
-        conn.pending = spare_write_buffer();
-        if let Some(deadline) = SPARE.with(|s| s.borrow_mut().deadlines.pop()) {
-            conn.deadline = deadline;
-        }
         conn
     }
 
-    /// The stream, with this connection's buffers left for the next
-    /// connection on this thread when they are empty (see [`Spare`]), and
-    /// its deadline for the next [`with_spare_buffers`](Self::with_spare_buffers):
-    /// the deadline's timer goes along, so the next upstream session moves
-    /// it instead of registering its own.
-    pub(crate) fn keep_buffers_spare(mut self) -> Stream {
-        if self.buf.is_empty() && self.pending.is_empty() {
-            keep_spare_buffer(std::mem::take(&mut self.buf), false);
-            keep_spare_buffer(std::mem::take(&mut self.pending), true);
-            let deadline = std::mem::take(&mut self.deadline);
-            SPARE.with(|s| {
-                let deadlines = &mut s.borrow_mut().deadlines;
-                if deadlines.len() < SPARE_MAX {
-                    deadlines.push(deadline);
-                }
-            });
+    /// The stream. When this connection's buffers are empty, its read
+    /// buffer is left for the next connection on this thread (see
+    /// [`Spare`]) and the rest (box, write buffer, deadline) for the next
+    /// [`with_spare_buffers`](Self::with_spare_buffers): the deadline's
+    /// timer goes along, so the next upstream session moves it instead of
+    /// registering its own.
+    pub(crate) fn keep_buffers_spare(mut self: Box<Self>) -> Stream {
+        if !self.buf.is_empty() || !self.pending.is_empty() {
+            return self.stream;
         }
-        self.stream
+        keep_spare_buffer(std::mem::take(&mut self.buf), false);
+        if self.pending.capacity() > SPARE_CAPACITY_MAX {
+            self.pending = BytesMut::new();
+        }
+        let stream = std::mem::replace(&mut self.stream, Box::new(Detached));
+        self.reader = BodyReader::Done;
+        self.writer = BodyWriter::Done;
+        self.queued.clear();
+        self.body_read = 0;
+        self.body_written = 0;
+        self.trailers = None;
+        self.read_limit = None;
+        self.eof = false;
+        SPARE.with(|s| {
+            let conns = &mut s.borrow_mut().conns;
+            if conns.len() < SPARE_MAX {
+                conns.push(self);
+            }
+        });
+        stream
     }
 
     /// Make sure the read buffer has an allocation to read into: a spare
@@ -918,7 +985,7 @@ mod tests {
     fn spare_counts() -> (usize, usize, usize) {
         SPARE.with(|s| {
             let s = s.borrow();
-            (s.reads.len(), s.writes.len(), s.deadlines.len())
+            (s.reads.len(), s.writes.len(), s.conns.len())
         })
     }
 
@@ -927,7 +994,7 @@ mod tests {
             let mut s = s.borrow_mut();
             s.reads.clear();
             s.writes.clear();
-            s.deadlines.clear();
+            s.conns.clear();
         });
     }
 
@@ -937,7 +1004,8 @@ mod tests {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         let s = exchange(ok);
         let stream = s.reuse().expect("reusable");
-        assert_eq!(spare_counts(), (1, 1, 1));
+        // The read buffer on its own; the box keeps the write buffer.
+        assert_eq!(spare_counts(), (1, 0, 1));
         // The next session on this thread starts with them.
         let next = Conn::with_spare_buffers(stream, H1Options::default());
         assert!(next.buf.capacity() > 0 && next.buf.is_empty());
@@ -953,7 +1021,7 @@ mod tests {
         for s in done {
             s.reuse().expect("reusable");
         }
-        assert_eq!(spare_counts(), (SPARE_MAX, SPARE_MAX, SPARE_MAX));
+        assert_eq!(spare_counts(), (SPARE_MAX, 0, SPARE_MAX));
     }
 
     #[test]

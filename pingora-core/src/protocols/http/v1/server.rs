@@ -1,7 +1,6 @@
 //! The server side of an HTTP/1 connection: read a request, write its
 //! response, then the next request on the same connection.
 
-use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +14,6 @@ use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::{SocketAddr, Stream};
 
-/// Header slots parsed on the stack; requests with more fields fall back to
-/// a heap array sized by the limit.
-const STACK_HEADERS: usize = 64;
 /// Request body bytes we read and drop to keep a connection alive after a
 /// response that did not read the body. Past this, the connection closes.
 const DRAIN_BUDGET: u64 = 64 * 1024;
@@ -183,52 +179,25 @@ impl HttpSession {
         Ok(Some(len))
     }
 
-    fn parse_request(&mut self, mut len: usize) -> Result<usize> {
+    fn parse_request(&mut self, len: usize) -> Result<usize> {
         let opts = self.conn.opts;
-        // SAFETY: the slice covers `len` initialized bytes of the buffer.
-        // `split_to(len)` below hands out exactly those bytes, unmoved, to
-        // `block`, which keeps the allocation alive; nothing writes to them
-        // in between. The parsed slices are only used while `block` lives.
-        let raw: &[u8] = unsafe { std::slice::from_raw_parts(self.conn.buf.as_ptr(), len) };
-        // Header slots left uninitialized: httparse writes the ones it uses.
-        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let config = httparse::ParserConfig::default();
-        let mut req = httparse::Request::new(&mut []);
-        let mut status = config.parse_request_with_uninit_headers(&mut req, raw, &mut stack);
-        if matches!(status, Err(httparse::Error::TooManyHeaders))
-            && opts.max_headers > STACK_HEADERS
-        {
-            heap = vec![MaybeUninit::uninit(); opts.max_headers];
-            req = httparse::Request::new(&mut []);
-            status = config.parse_request_with_uninit_headers(&mut req, raw, &mut heap);
-        }
-        match status {
-            Ok(httparse::Status::Complete(n)) => len = n,
-            Ok(httparse::Status::Partial) => {
-                return Error::e_explain(InvalidHTTPHeader, "malformed request header")
-            }
-            Err(httparse::Error::TooManyHeaders) => {
-                return Error::e_explain(HeaderTooLarge, "too many header fields")
-            }
-            Err(httparse::Error::Version) => {
-                return Error::e_explain(InvalidHTTPHeader, "unsupported HTTP version")
-            }
-            Err(e) => return Error::e_because(InvalidHTTPHeader, "malformed request header", e),
-        }
-        if req.headers.len() > opts.max_headers {
-            return Error::e_explain(HeaderTooLarge, "too many header fields");
-        }
-        if req.path.map_or(0, str::len) > opts.max_uri_len {
-            return Error::e_explain(UriTooLong, "request target too long");
-        }
-        let block: Bytes = self.conn.buf.split_to(len).freeze();
-        // Built in place, where the session keeps it (not moved again);
-        // gone again if the request is refused.
-        let built =
-            RequestHeader::from_httparse_default_config(&req, &block, &mut self.req).map(|_| ());
-        drop(block);
-        if let Err(e) = built.and_then(|()| self.start_exchange()) {
+        // Parsed in one pass into the header, built where the session
+        // keeps it (not moved again); the head's bytes are split off the
+        // buffer and shared by it. The whole head is there: `fill_header`
+        // found its end.
+        let parsed = RequestHeader::parse_h1_into(
+            &mut self.conn.buf,
+            len,
+            opts.max_headers,
+            opts.max_uri_len,
+            &mut self.req,
+        );
+        let len = match parsed {
+            Ok(Some(n)) => n,
+            Ok(None) => return Error::e_explain(InvalidHTTPHeader, "malformed request header"),
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = self.start_exchange() {
             self.req = None;
             return Err(e);
         }

@@ -250,7 +250,7 @@ impl H2Connection {
                 );
             }
         };
-        Ok(Http2Session {
+        Ok(Http2Session(Box::new(StreamState {
             send_req: Some(send),
             conn: self.clone(),
             response: None,
@@ -267,7 +267,7 @@ impl H2Connection {
             data_ready: None,
             read_timeout: None,
             write_timeout: None,
-        })
+        })))
     }
 }
 
@@ -278,8 +278,14 @@ impl std::fmt::Debug for Http2Session {
     }
 }
 
-/// One request and its response on an [`H2Connection`].
-pub struct Http2Session {
+/// One request and its response on an [`H2Connection`]. The state is
+/// boxed: a session moves between the connector, the proxy and its end
+/// on every request, and [`ClientSession`](super::super::client::HttpSession)
+/// (which holds one) is only as small as its largest kind.
+pub struct Http2Session(Box<StreamState>);
+
+/// What an [`Http2Session`] keeps.
+struct StreamState {
     send_req: Option<SendRequest<Bytes>>,
     conn: H2Connection,
     response: Option<ResponseFuture>,
@@ -307,7 +313,7 @@ pub struct Http2Session {
 
 impl Drop for Http2Session {
     fn drop(&mut self) {
-        self.conn.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.conn.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -348,30 +354,30 @@ impl Http2Session {
     /// Time allowed for the response header and for each body read, and
     /// for each wait for flow-control credit when sending.
     pub fn set_timeouts(&mut self, read: Option<Duration>, write: Option<Duration>) {
-        self.read_timeout = read;
-        self.write_timeout = write;
+        self.0.read_timeout = read;
+        self.0.write_timeout = write;
     }
 
     /// Time allowed for the response header and for each body read.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        self.read_timeout = timeout;
+        self.0.read_timeout = timeout;
     }
 
     /// Time allowed for each wait for flow-control credit when sending.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.write_timeout = timeout;
+        self.0.write_timeout = timeout;
     }
 
     /// Give up the stream: reset it (CANCEL) in both directions.
     pub fn abort(&mut self) {
-        if let Some(out) = self.body_out.as_mut() {
+        if let Some(out) = self.0.body_out.as_mut() {
             out.send_reset(h2::Reason::CANCEL);
         }
-        self.body_out = None;
-        self.body_in = None;
-        self.response = None;
-        self.sent_all = true;
-        self.body_done = true;
+        self.0.body_out = None;
+        self.0.body_in = None;
+        self.0.response = None;
+        self.0.sent_all = true;
+        self.0.body_done = true;
     }
 
     /// Send the request header; with `end_of_stream`, the request has no
@@ -382,6 +388,7 @@ impl Http2Session {
         end_of_stream: bool,
     ) -> Result<()> {
         let mut send = self
+            .0
             .send_req
             .take()
             .or_err(H2Error, "request header already sent")?;
@@ -394,7 +401,7 @@ impl Http2Session {
         let mut parts = req.into_parts();
         // The request's own Host or authority first; the connection's
         // default only for a request that has neither.
-        let authority = match (&host, parts.uri.authority(), &self.conn.authority) {
+        let authority = match (&host, parts.uri.authority(), &self.0.conn.authority) {
             (Some(h), _, _) => h
                 .to_str()
                 .ok()
@@ -407,7 +414,7 @@ impl Http2Session {
             }
         };
         let mut uri = parts.uri.clone().into_parts();
-        uri.scheme = Some(if self.conn.tls {
+        uri.scheme = Some(if self.0.conn.tls {
             Scheme::HTTPS
         } else {
             Scheme::HTTP
@@ -422,7 +429,7 @@ impl Http2Session {
         let (response, body) = send.send_request(request, end_of_stream).map_err(|e| {
             let go_away = e.is_go_away();
             if go_away {
-                self.conn.closed.store(true, Ordering::Release);
+                self.0.conn.closed.store(true, Ordering::Release);
             }
             let mut e = Error::because(H2Error, "sending the request", e).into_up();
             // The GOAWAY came after this stream was handed out: nothing
@@ -430,15 +437,15 @@ impl Http2Session {
             e.set_retry(go_away);
             e
         })?;
-        self.response = Some(response);
-        self.body_out = Some(body);
-        self.sent_all = end_of_stream;
+        self.0.response = Some(response);
+        self.0.body_out = Some(body);
+        self.0.sent_all = end_of_stream;
         Ok(())
     }
 
     /// Send request body bytes, as the upstream's window allows.
     pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
-        if self.stopped {
+        if self.0.stopped {
             return Ok(());
         }
         match self.send_body(data).await {
@@ -448,12 +455,16 @@ impl Http2Session {
     }
 
     async fn send_body(&mut self, mut data: Bytes) -> Result<()> {
-        let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
+        let send = self
+            .0
+            .body_out
+            .as_mut()
+            .or_err(H2Error, "no request sent")?;
         while !data.is_empty() {
             send.reserve_capacity(data.len());
             let credit = poll_fn(|cx| send.poll_capacity(cx));
             let n = match within(
-                self.write_timeout,
+                self.0.write_timeout,
                 WriteTimedout,
                 "upstream gave no flow-control credit",
                 credit,
@@ -480,7 +491,7 @@ impl Http2Session {
     /// End the request body, with `trailers` if given (nothing to do if the
     /// header already ended the request).
     pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
-        if self.queued.is_some() {
+        if self.0.queued.is_some() {
             return Error::e_explain(H2Error, "request body still queued");
         }
         self.end_stream(trailers)
@@ -488,19 +499,23 @@ impl Http2Session {
 
     /// End the request once the queued body is out (at once if none is).
     pub fn queue_finish(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
-        if self.queued.is_some() {
-            self.finish_queued = Some(trailers);
+        if self.0.queued.is_some() {
+            self.0.finish_queued = Some(trailers);
             return Ok(());
         }
         self.end_stream(trailers)
     }
 
     fn end_stream(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
-        if self.sent_all {
+        if self.0.sent_all {
             return Ok(());
         }
-        self.sent_all = true;
-        let send = self.body_out.as_mut().or_err(H2Error, "no request sent")?;
+        self.0.sent_all = true;
+        let send = self
+            .0
+            .body_out
+            .as_mut()
+            .or_err(H2Error, "no request sent")?;
         let sent = match trailers {
             Some(t) => send.send_trailers(t),
             None => send.send_data(Bytes::new(), true),
@@ -518,7 +533,7 @@ impl Http2Session {
     /// stays readable and the rest of the request body is dropped.
     fn send_failed(&mut self, e: Box<Error>) -> Result<()> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let no_error = self.body_out.as_mut().is_some_and(|send| {
+        let no_error = self.0.body_out.as_mut().is_some_and(|send| {
             matches!(
                 send.poll_reset(&mut cx),
                 Poll::Ready(Ok(h2::Reason::NO_ERROR))
@@ -527,29 +542,29 @@ impl Http2Session {
         if !no_error {
             return Err(e);
         }
-        self.stopped = true;
-        self.sent_all = true;
-        self.queued = None;
-        self.finish_queued = None;
+        self.0.stopped = true;
+        self.0.sent_all = true;
+        self.0.queued = None;
+        self.0.finish_queued = None;
         Ok(())
     }
 
     /// Queue request body bytes, to be sent by [`read_body_while_sending`](Self::read_body_while_sending) as
     /// the upstream grants flow-control credit, while the response is read.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
-        if data.is_empty() || self.stopped {
+        if data.is_empty() || self.0.stopped {
             return Ok(());
         }
-        if self.queued.is_some() {
+        if self.0.queued.is_some() {
             return Error::e_explain(H2Error, "request body already queued");
         }
-        self.queued = Some(data);
+        self.0.queued = Some(data);
         Ok(())
     }
 
     /// Whether queued request body bytes are still to be sent.
     pub fn has_queued(&self) -> bool {
-        self.queued.is_some()
+        self.0.queued.is_some()
     }
 
     /// Read the response header while sending the queued body. `false`:
@@ -575,7 +590,7 @@ impl Http2Session {
     /// `Sent` when the queue is out, `Readable` when the response header
     /// or a piece of its body can be read without waiting.
     async fn drive(&mut self) -> Result<Progress> {
-        let limit = self.write_timeout;
+        let limit = self.0.write_timeout;
         let step = poll_fn(|cx| self.poll_drive(cx));
         within(
             limit,
@@ -587,12 +602,13 @@ impl Http2Session {
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress>> {
-        if self.resp_ready.is_some() || self.data_ready.is_some() {
+        if self.0.resp_ready.is_some() || self.0.data_ready.is_some() {
             return Poll::Ready(Ok(Progress::Readable));
         }
         let failed = 'send: {
-            let (Some(data), Some(send)) = (self.queued.as_mut(), self.body_out.as_mut()) else {
-                self.queued = None;
+            let (Some(data), Some(send)) = (self.0.queued.as_mut(), self.0.body_out.as_mut())
+            else {
+                self.0.queued = None;
                 return Poll::Ready(Ok(Progress::Sent));
             };
             while !data.is_empty() {
@@ -614,8 +630,8 @@ impl Http2Session {
                 }
             }
             if data.is_empty() {
-                self.queued = None;
-                if let Some(trailers) = self.finish_queued.take() {
+                self.0.queued = None;
+                if let Some(trailers) = self.0.finish_queued.take() {
                     if let Err(e) = self.end_stream(trailers) {
                         return Poll::Ready(Err(e));
                     }
@@ -623,14 +639,14 @@ impl Http2Session {
                 return Poll::Ready(Ok(Progress::Sent));
             }
             // Waiting for credit: take in the response meanwhile.
-            if let Some(fut) = self.response.as_mut() {
+            if let Some(fut) = self.0.response.as_mut() {
                 if let Poll::Ready(r) = Pin::new(fut).poll(cx) {
-                    self.resp_ready = Some(Box::new(r));
+                    self.0.resp_ready = Some(Box::new(r));
                     return Poll::Ready(Ok(Progress::Readable));
                 }
-            } else if let (Some(body), false) = (self.body_in.as_mut(), self.body_done) {
+            } else if let (Some(body), false) = (self.0.body_in.as_mut(), self.0.body_done) {
                 if let Poll::Ready(d) = body.poll_data(cx) {
-                    self.data_ready = Some(d);
+                    self.0.data_ready = Some(d);
                     return Poll::Ready(Ok(Progress::Readable));
                 }
             }
@@ -645,12 +661,16 @@ impl Http2Session {
     pub async fn read_response(&mut self) -> Result<()> {
         // Polled in place (not taken) so that a caller may drop this future
         // and call again, e.g. from a `select!`.
-        let resp = match self.resp_ready.take() {
+        let resp = match self.0.resp_ready.take() {
             Some(r) => *r,
             None => {
-                let fut = self.response.as_mut().or_err(H2Error, "no request sent")?;
+                let fut = self
+                    .0
+                    .response
+                    .as_mut()
+                    .or_err(H2Error, "no request sent")?;
                 within(
-                    self.read_timeout,
+                    self.0.read_timeout,
                     ReadTimedout,
                     "upstream response header timed out",
                     fut,
@@ -661,7 +681,7 @@ impl Http2Session {
         let resp = resp.map_err(|e| {
             let go_away = e.is_go_away();
             if go_away {
-                self.conn.closed.store(true, Ordering::Release);
+                self.0.conn.closed.store(true, Ordering::Release);
             }
             let refused = e.reason() == Some(h2::Reason::REFUSED_STREAM);
             let mut e = Error::because(H2Error, "reading the response", e).into_up();
@@ -671,36 +691,40 @@ impl Http2Session {
             e.set_retry(go_away || refused);
             e
         })?;
-        self.response = None;
+        self.0.response = None;
         let (parts, body) = resp.into_parts();
-        self.body_done = body.is_end_stream();
-        self.body_in = Some(body);
-        self.resp = Some(Box::new(ResponseHeader::from_parts(parts)));
+        self.0.body_done = body.is_end_stream();
+        self.0.body_in = Some(body);
+        self.0.resp = Some(Box::new(ResponseHeader::from_parts(parts)));
         Ok(())
     }
 
     /// The response header, once read.
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
-        self.resp.as_deref()
+        self.0.resp.as_deref()
     }
 
     /// Take the response header, to forward it without a copy;
     /// `resp_header` is `None` after this.
     pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
-        self.resp.take()
+        self.0.resp.take()
     }
 
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        if self.body_done {
+        if self.0.body_done {
             return Ok(None);
         }
-        let body = self.body_in.as_mut().or_err(H2Error, "no response read")?;
-        let next = match self.data_ready.take() {
+        let body = self
+            .0
+            .body_in
+            .as_mut()
+            .or_err(H2Error, "no response read")?;
+        let next = match self.0.data_ready.take() {
             Some(n) => n,
             None => {
                 within(
-                    self.read_timeout,
+                    self.0.read_timeout,
                     ReadTimedout,
                     "upstream body read timed out",
                     body.data(),
@@ -717,14 +741,14 @@ impl Http2Session {
             None => {
                 // Done only once the trailers are in: a caller that drops
                 // this future before then calls again and gets them.
-                self.data_ready = Some(None);
-                self.trailers = body
+                self.0.data_ready = Some(None);
+                self.0.trailers = body
                     .trailers()
                     .await
                     .or_err(H2Error, "reading response trailers")
                     .map_err(|e| e.into_up())?;
-                self.data_ready = None;
-                self.body_done = true;
+                self.0.data_ready = None;
+                self.0.body_done = true;
                 Ok(None)
             }
         }
@@ -732,16 +756,16 @@ impl Http2Session {
 
     /// Whether the response body has been read to its end.
     pub fn is_body_done(&self) -> bool {
-        self.body_done
+        self.0.body_done
     }
 
     /// The response's trailers, once its body has been read.
     pub fn trailers(&self) -> Option<&HeaderMap> {
-        self.trailers.as_ref()
+        self.0.trailers.as_ref()
     }
 
     /// The connection this stream is on.
     pub fn connection(&self) -> &H2Connection {
-        &self.conn
+        &self.0.conn
     }
 }
