@@ -14,6 +14,8 @@
 # keep-alive, as in run.sh) under the same load, and the ratio.
 # Installs valgrind, nginx and nghttp2-client if missing. Loopback only.
 #
+# VG_EXTRA="--dump-instr=yes": more valgrind flags (instruction-level
+# profiles with KEEP=1).
 # LB_ARGS="...": more flags for our proxy (e.g. "--rate-limit 1000000000"
 # to count what the rate-limit module costs). NO_NGINX=1: skip nginx.
 #
@@ -110,7 +112,7 @@ stop() {
 # into $DIR/NAME; prints the count.
 measure() {
     mkdir -p "$DIR/$1"
-    under --tool=callgrind --callgrind-out-file="$DIR/$1/cg.%p"
+    under --tool=callgrind --callgrind-out-file="$DIR/$1/cg.%p" ${VG_EXTRA:-}
     load "$WARM"
     callgrind_control -z "$VG" >/dev/null 2>&1
     load "$N"

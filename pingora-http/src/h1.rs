@@ -136,14 +136,44 @@ fn scan(b: &[u8], mut i: usize, n: u8) -> usize {
     i
 }
 
-/// The first byte at or after `i` that is not a token byte, or `b.len()`.
+/// The high bit of each byte of `x` that is not an ASCII letter, digit or
+/// `-` (what nearly every field name is made of), exactly: the sums stay
+/// within their bytes, so no byte's answer depends on another's.
 #[inline(always)]
-fn token_end(b: &[u8], i: usize) -> usize {
-    let rest = b.get(i..).unwrap_or_default();
-    i + rest
-        .iter()
-        .position(|&c| !TCHAR[c as usize])
-        .unwrap_or(rest.len())
+fn not_name_fast(x: u64) -> u64 {
+    let a = x & !HI;
+    let folded = a | (LO * 0x20);
+    let alpha = folded.wrapping_add(LO * (0x80 - b'a' as u64))
+        & !folded.wrapping_add(LO * (0x80 - b'z' as u64 - 1));
+    let digit =
+        a.wrapping_add(LO * (0x80 - b'0' as u64)) & !a.wrapping_add(LO * (0x80 - b'9' as u64 - 1));
+    let dash = !(a ^ (LO * b'-' as u64)).wrapping_add(LO * 0x7f);
+    !((alpha | digit | dash) & !x) & HI
+}
+
+/// The first byte at or after `i` that is not a token byte, or `b.len()`:
+/// eight bytes at a time while they are letters, digits and `-`.
+#[inline(always)]
+fn token_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0; 8];
+        w.copy_from_slice(chunk);
+        let m = not_name_fast(u64::from_le_bytes(w));
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        i += (m.trailing_zeros() / 8) as usize;
+        // Another token byte (`_`, `.`, …) goes on; anything else ends it.
+        if !TCHAR[b[i] as usize] {
+            return i;
+        }
+        i += 1;
+    }
+    while i < b.len() && TCHAR[b[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// The position after the line end at `i` (CRLF or LF); `err` for
@@ -410,6 +440,21 @@ pub(crate) static TCHAR: [bool; 256] = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_scan_stops_at_the_first_non_token_byte() {
+        for c in 0..=255u8 {
+            let fast = c.is_ascii_alphanumeric() || c == b'-';
+            let x = u64::from_le_bytes([b'a', c, b'Z', b'0', b'-', b'9', b'z', b'A']);
+            assert_eq!(not_name_fast(x), if fast { 0 } else { 0x8000 }, "{c:#x}");
+            for at in 0..20 {
+                let mut v = vec![b'n'; 20];
+                v[at] = c;
+                let end = if TCHAR[c as usize] { 20 } else { at };
+                assert_eq!(token_end(&v, 0), end, "{c:#x} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn scan_finds_the_first_control_byte() {

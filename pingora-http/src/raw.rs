@@ -66,6 +66,7 @@ impl LineVec {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, l: Line) {
         match self {
             LineVec::Inline(n, a) if (*n as usize) < INLINE_LINES => {
@@ -101,6 +102,7 @@ impl LineVec {
 
 impl std::ops::Deref for LineVec {
     type Target = [Line];
+    #[inline]
     fn deref(&self) -> &[Line] {
         match self {
             LineVec::Inline(n, a) => &a[..*n as usize],
