@@ -151,6 +151,19 @@ fn not_name_fast(x: u64) -> u64 {
     !((alpha | digit | dash) & !x) & HI
 }
 
+/// The end of a field value or reason phrase from `i`: the first control
+/// byte other than a tab (or DEL); `None` if the bytes end first.
+#[inline(always)]
+fn text_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i = scan(b, i, 0x20);
+        match b.get(i)? {
+            b'\t' => i += 1,
+            _ => return Some(i),
+        }
+    }
+}
+
 /// The first byte at or after `i` that is not a token byte, or `b.len()`:
 /// eight bytes at a time while they are letters, digits and `-`.
 #[inline(always)]
@@ -256,15 +269,11 @@ fn fields(b: &[u8], mut i: usize, max: usize, out: &mut RawLines) -> Step<usize>
             i += 1;
         }
         let value_at = i;
-        // The value, to the first control byte; a tab is stepped over.
-        loop {
-            i = scan(b, i, 0x20);
-            match b.get(i) {
-                Some(b'\t') => i += 1,
-                Some(_) => break,
-                None => return Ok(None),
-            }
-        }
+        // The value, to the first control byte.
+        let Some(end) = text_end(b, i) else {
+            return Ok(None);
+        };
+        i = end;
         let mut value_end = i;
         let Some(next) = newline(b, i, Bad::Value)? else {
             return Ok(None);
@@ -373,14 +382,10 @@ pub(crate) fn response(b: &[u8], max: usize, out: &mut RawLines) -> Step<Head<St
         Some(b' ') => {
             i += 1;
             let at = i;
-            loop {
-                i = scan(b, i, 0x20);
-                match b.get(i) {
-                    Some(b'\t') => i += 1,
-                    Some(_) => break,
-                    None => return Ok(None),
-                }
-            }
+            let Some(end) = text_end(b, i) else {
+                return Ok(None);
+            };
+            i = end;
             reason = if b[at..i].is_ascii() { (at, i) } else { (i, i) };
             let Some(next) = newline(b, i, Bad::Status)? else {
                 return Ok(None);
