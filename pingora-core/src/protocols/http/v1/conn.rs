@@ -277,19 +277,36 @@ impl Conn {
         if !self.buf.is_empty() || !self.pending.is_empty() {
             return self.stream;
         }
-        keep_spare_buffer(std::mem::take(&mut self.buf), false);
-        if self.pending.capacity() > SPARE_CAPACITY_MAX {
-            self.pending = BytesMut::new();
+        // Every field named (no `..`): a field added later must be reset
+        // here too, or this stops compiling.
+        let Conn {
+            stream,
+            buf,
+            pending,
+            queued,
+            opts: _,
+            reader,
+            writer,
+            body_read,
+            body_written,
+            trailers,
+            read_limit,
+            eof,
+            deadline: _,
+        } = &mut *self;
+        keep_spare_buffer(std::mem::take(buf), false);
+        if pending.capacity() > SPARE_CAPACITY_MAX {
+            *pending = BytesMut::new();
         }
-        let stream = std::mem::replace(&mut self.stream, Box::new(Detached));
-        self.reader = BodyReader::Done;
-        self.writer = BodyWriter::Done;
-        self.queued.clear();
-        self.body_read = 0;
-        self.body_written = 0;
-        self.trailers = None;
-        self.read_limit = None;
-        self.eof = false;
+        let stream = std::mem::replace(stream, Box::new(Detached));
+        *reader = BodyReader::Done;
+        *writer = BodyWriter::Done;
+        queued.clear();
+        *body_read = 0;
+        *body_written = 0;
+        *trailers = None;
+        *read_limit = None;
+        *eof = false;
         SPARE.with(|s| {
             let conns = &mut s.borrow_mut().conns;
             if conns.len() < SPARE_MAX {
