@@ -725,6 +725,44 @@ mod tests {
         }
     }
 
+    /// Lines written out (runs of lines that came as `Name: value\r\n`
+    /// copied whole from the block) are the lines, one by one, as
+    /// `Name: value\r\n`, whatever the spacing they came with.
+    #[test]
+    fn lines_are_written_as_name_colon_space_value() {
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        let mut written = 0;
+        for i in 0..20_000 {
+            let v = head(&mut r, i % 2 == 0);
+            let mut lines = RawLines::empty();
+            let done = if i % 2 == 0 {
+                request(&v, 8, &mut lines).map(|h| h.map(|h| h.len))
+            } else {
+                response(&v, 8, &mut lines).map(|h| h.map(|h| h.len))
+            };
+            let Ok(Some(_)) = done else { continue };
+            lines.set_block(bytes::Bytes::copy_from_slice(&v));
+            if i % 3 == 0 {
+                // Gaps between runs, as removing hop-by-hop lines leaves.
+                lines.retain_names(&mut |n| !n.eq_ignore_ascii_case(b"host"));
+            }
+            let mut expect = Vec::new();
+            for l in lines.lines() {
+                let n = l.name as usize;
+                expect.extend_from_slice(&v[n..n + l.name_len as usize]);
+                expect.extend_from_slice(b": ");
+                let at = l.value as usize;
+                expect.extend_from_slice(&v[at..at + l.value_len as usize]);
+                expect.extend_from_slice(b"\r\n");
+            }
+            let mut out = Vec::new();
+            lines.write_h1(&mut out);
+            assert_eq!(out, expect, "{:?}", String::from_utf8_lossy(&v));
+            written += 1;
+        }
+        assert!(written > 5_000, "{written}");
+    }
+
     /// The one-pass parser and httparse (default config) agree on every
     /// generated head and every prefix of it: complete with the same
     /// parts and length, partial, or refused.

@@ -471,13 +471,40 @@ impl RawLines {
     }
 
     /// Write the lines as HTTP/1 `Name: value\r\n`, spelled as received.
+    ///
+    /// A line that arrived in exactly that form (one space after the
+    /// colon, CRLF) is copied from the block as it came, and a run of such
+    /// lines next to each other in one copy: a message forwarded with only
+    /// its hop-by-hop lines removed goes out in a copy or two.
     pub(crate) fn write_h1<B: BufMut>(&self, buf: &mut B) {
+        let block = &self.block[..];
+        // The bytes of the block still to copy in one go: [from, to).
+        let (mut from, mut to) = (0, 0);
         for l in self.lines.iter() {
-            buf.put_slice(self.name(l));
-            buf.put_slice(b": ");
-            buf.put_slice(self.value(l));
-            buf.put_slice(b"\r\n");
+            let name = l.name as usize;
+            let colon = name + l.name_len as usize;
+            let value = l.value as usize;
+            let end = value + l.value_len as usize;
+            let as_written = l.value_len > 0
+                && value == colon + 2
+                && block.get(colon..value) == Some(b": ")
+                && block.get(end..end + 2) == Some(b"\r\n");
+            if as_written && name == to {
+                to = end + 2;
+                continue;
+            }
+            buf.put_slice(&block[from..to]);
+            if as_written {
+                (from, to) = (name, end + 2);
+            } else {
+                (from, to) = (0, 0);
+                buf.put_slice(&block[name..colon]);
+                buf.put_slice(b": ");
+                buf.put_slice(self.value(l));
+                buf.put_slice(b"\r\n");
+            }
         }
+        buf.put_slice(&block[from..to]);
     }
 
     /// The map and wire order these lines make.
