@@ -425,7 +425,11 @@ impl Backends {
         // The clock is read only when something needs it: a success with
         // no error share to count costs nothing more.
         if ok && self.outlier.error_percent.is_none() {
-            h.errors.store(0, Ordering::Relaxed);
+            // Read first: every thread writing the shared line on every
+            // request would move it between their caches for nothing.
+            if h.errors.load(Ordering::Relaxed) != 0 {
+                h.errors.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let now = self.now_ns();

@@ -163,13 +163,17 @@ where
 
     /// A request to `b` started (for load-aware algorithms).
     pub fn on_start(&self, b: &Backend) {
-        self.selector.load().on_start(b);
+        if S::TRACKS_LOAD {
+            self.selector.load().on_start(b);
+        }
     }
 
     /// A request to `b` ended after `latency`, well or not: feeds the
     /// load-aware algorithms and outlier ejection.
     pub fn on_done(&self, b: &Backend, latency: Duration, ok: bool) {
-        self.selector.load().on_done(b, latency);
+        if S::TRACKS_LOAD {
+            self.selector.load().on_done(b, latency);
+        }
         self.backends.report(b, ok);
     }
 }
@@ -223,5 +227,36 @@ where
             }
             self.backends.end_ejections();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::{LeastConnection, RoundRobin};
+
+    /// A load-tracking algorithm still hears of each request through the
+    /// balancer (the others skip the selection read for it).
+    #[test]
+    fn requests_in_flight_reach_a_load_tracking_algorithm() {
+        assert!(LeastConnection::TRACKS_LOAD && !RoundRobin::TRACKS_LOAD);
+        let lb: LoadBalancer<LeastConnection> =
+            LoadBalancer::try_from_iter(["127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+        let busy = lb.select(b"", 8).unwrap();
+        for _ in 0..3 {
+            lb.on_start(&busy);
+        }
+        // The other one has none in flight: it is chosen, every time.
+        let other = lb.select(b"", 8).unwrap();
+        assert_ne!(other, busy);
+        for _ in 0..4 {
+            assert_eq!(lb.select(b"", 8).unwrap(), other);
+        }
+        for _ in 0..3 {
+            lb.on_done(&busy, Duration::from_millis(1), true);
+        }
+        lb.on_start(&other);
+        // Now `busy` is the idle one.
+        assert_eq!(lb.select(b"", 8).unwrap(), busy);
     }
 }

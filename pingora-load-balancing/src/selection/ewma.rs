@@ -41,7 +41,7 @@ impl LeastConnection {
 }
 
 impl BackendSelection for LeastConnection {
-    walked_selection!();
+    walked_selection!(tracks_load);
 
     fn build_sorted(backends: &[Backend]) -> Self {
         LeastConnection {
@@ -137,7 +137,7 @@ impl PeakEwma {
 }
 
 impl BackendSelection for PeakEwma {
-    walked_selection!();
+    walked_selection!(tracks_load);
 
     fn build_sorted(backends: &[Backend]) -> Self {
         PeakEwma {

@@ -85,6 +85,14 @@ pub trait BackendSelection: Sized {
     /// algorithms that track load or latency).
     fn on_done(&self, _backend: &Backend, _latency: Duration) {}
 
+    /// Whether [`on_start`](Self::on_start) and [`on_done`](Self::on_done)
+    /// do anything: when not, the load balancer does not read the current
+    /// selection to call them (an `ArcSwap` load each, twice a request).
+    /// True unless an algorithm says otherwise, so that a user's own
+    /// `on_start`/`on_done` are always called.
+    #[doc(hidden)]
+    const TRACKS_LOAD: bool = true;
+
     /// Whether [`start`](Self::start) and [`candidate`](Self::candidate)
     /// walk the candidates (the shipped algorithms); otherwise the load
     /// balancer goes through [`iter`](Self::iter).
@@ -176,9 +184,17 @@ impl<S: BackendSelection> BackendIter for SelectionIter<S> {
 
 /// The [`BackendSelection`] items of a shipped algorithm that walks its
 /// candidates with `start` and `candidate` (and builds from a sorted slice
-/// with `build_sorted`).
+/// with `build_sorted`); `tracks_load` for one with its own `on_start` and
+/// `on_done`.
 macro_rules! walked_selection {
     () => {
+        const TRACKS_LOAD: bool = false;
+        $crate::selection::walked_selection!(@walks);
+    };
+    (tracks_load) => {
+        $crate::selection::walked_selection!(@walks);
+    };
+    (@walks) => {
         type Iter = $crate::selection::SelectionIter<Self>;
         type Config = ();
         const WALKS: bool = true;

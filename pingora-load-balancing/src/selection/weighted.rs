@@ -48,6 +48,7 @@ pub struct Weighted<A> {
 impl<A: SelectionAlgorithm> BackendSelection for Weighted<A> {
     type Iter = WeightedIterator<A>;
     type Config = ();
+    const TRACKS_LOAD: bool = false;
 
     fn build(backends: &BTreeSet<Backend>) -> Self {
         let total: usize = backends.iter().map(|b| b.weight.max(1)).sum();
