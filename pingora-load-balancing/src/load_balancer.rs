@@ -239,7 +239,7 @@ mod tests {
     /// balancer (the others skip the selection read for it).
     #[test]
     fn requests_in_flight_reach_a_load_tracking_algorithm() {
-        assert!(LeastConnection::TRACKS_LOAD && !RoundRobin::TRACKS_LOAD);
+        const { assert!(LeastConnection::TRACKS_LOAD && !RoundRobin::TRACKS_LOAD) };
         let lb: LoadBalancer<LeastConnection> =
             LoadBalancer::try_from_iter(["127.0.0.1:1", "127.0.0.1:2"]).unwrap();
         let busy = lb.select(b"", 8).unwrap();
