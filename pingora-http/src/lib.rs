@@ -30,6 +30,7 @@ use bytes::Bytes;
 
 mod case;
 mod h1;
+mod lines;
 mod order;
 mod raw;
 mod req;
@@ -38,8 +39,8 @@ mod spare;
 
 pub use case::{CaseHeaderName, IntoCaseHeaderName};
 pub use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version as HttpVersion};
+pub use lines::HeaderValues;
 pub use order::{tracked, TrackedName};
-pub use raw::HeaderValues;
 pub use req::RequestHeader;
 pub use resp::ResponseHeader;
 

@@ -9,8 +9,8 @@ use http::{Method, Uri, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
 use crate::case::CaseHeaderName;
+use crate::lines::Lines;
 use crate::order::WireOrder;
-use crate::raw::Lines;
 use crate::{share, version_str};
 
 thread_local! {
@@ -227,7 +227,7 @@ impl RequestHeader {
             .or_err(ErrorType::InternalError, "request not built")
     }
 
-    crate::raw::line_methods!("request");
+    crate::lines::line_methods!("request");
 
     /// The method (as `req.method`, without building a parsed header's
     /// map).

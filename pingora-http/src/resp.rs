@@ -7,8 +7,8 @@ use http::response::Parts;
 use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 
+use crate::lines::Lines;
 use crate::order::WireOrder;
-use crate::raw::Lines;
 use crate::req::parsed_header;
 use crate::version_str;
 
@@ -166,7 +166,7 @@ impl ResponseHeader {
         crate::spare::recycle(&SPARE, header);
     }
 
-    crate::raw::line_methods!("response");
+    crate::lines::line_methods!("response");
 
     /// The status (as `resp.status`, without building a parsed header's
     /// map).
