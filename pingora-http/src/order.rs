@@ -131,6 +131,7 @@ pub(crate) fn tracked_bit_str(name: &str) -> u16 {
 /// token characters that is exact against these names, which hold only
 /// lowercase letters and `-`: `b | 0x20` equals a letter only for that
 /// letter in either case, and equals `-` only for `-` or a CR.
+#[inline]
 pub(crate) fn tracked_bit_token(name: &[u8]) -> u16 {
     let i = match name.len() {
         14 => 0,
