@@ -60,6 +60,16 @@ pub(crate) fn content_length(headers: &impl Fields) -> Result<Option<u64>> {
     }
     let mut found: Option<u64> = None;
     for value in headers.values(CONTENT_LENGTH) {
+        // The usual value, one number alone, without splitting (the same
+        // answer as the general path below gives it).
+        if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+            let n = value.iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
+            match found {
+                Some(m) if m != n => return Err(bad("differing Content-Length values")),
+                _ => found = Some(n),
+            }
+            continue;
+        }
         for part in value.split(|&b| b == b',') {
             let part = trim_ows(part);
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
