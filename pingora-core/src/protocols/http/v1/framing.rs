@@ -313,6 +313,28 @@ mod tests {
         assert!(response_framing(&get, ok, v11, &h(&[("content-length", "1, 2")])).is_err());
     }
 
+    /// The one-number fast path answers as the general path: the longest
+    /// number taken, one digit more refused, leading zeros read, and a
+    /// fast-path value compared with a listed one.
+    #[test]
+    fn content_length_values() {
+        let cl = |vs: &[&'static str]| {
+            let lines: Vec<_> = vs.iter().map(|v| ("content-length", *v)).collect();
+            content_length(&h(&lines))
+        };
+        assert_eq!(
+            cl(&["9999999999999999999"]).unwrap(),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert!(cl(&["99999999999999999999"]).is_err());
+        assert_eq!(cl(&["007"]).unwrap(), Some(7));
+        assert_eq!(cl(&["0"]).unwrap(), Some(0));
+        assert_eq!(cl(&["7", "7, 07"]).unwrap(), Some(7));
+        assert!(cl(&["7", "8"]).is_err());
+        assert!(cl(&["7", "7, 8"]).is_err());
+        assert!(cl(&["-7"]).is_err());
+    }
+
     #[test]
     fn keepalive() {
         assert!(wants_keepalive(Version::HTTP_11, &h(&[])));
