@@ -132,22 +132,32 @@ echo "instructions per request: $OURS_I"
 # Allocations: the calls into Rust's allocator entry points in the same
 # dump (whatever the global allocator is: the example keeps the system's,
 # but a user's mimalloc or jemalloc would be counted the same way). A
-# realloc counts as one.
+# realloc counts as one. With LTO (the workspace's release profile) those
+# entry points are inlined away; then the calls into the C allocator from
+# outside it are counted instead (the example's allocator is the system's).
 python3 - "$DIR"/ours/cg.*.1 "$N" <<'PY'
 import re, sys
-names, calls, cfn = {}, 0, None
+names, rust, libc, fn, cfn = {}, 0, 0, None, None
 entry = re.compile(r"__rust_(alloc|alloc_zeroed|realloc)$")
+c_entry = re.compile(r"^(malloc|calloc|realloc|posix_memalign|aligned_alloc|memalign)$")
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
     if m:
         if m.group(2):
             names[m.group(1)] = m.group(2).strip()
-        cfn = m.group(1) if line.startswith("cfn=") else None
+        if line.startswith("cfn="):
+            cfn = m.group(1)
+        else:
+            fn, cfn = m.group(1), None
         continue
     if line.startswith("calls=") and cfn is not None:
-        if entry.search(names.get(cfn, "")):
-            calls += int(line.split()[0][6:])
+        n, callee = int(line.split()[0][6:]), names.get(cfn, "")
+        if entry.search(callee):
+            rust += n
+        elif c_entry.match(callee) and not c_entry.match(names.get(fn, "")):
+            libc += n
         cfn = None
+calls = rust or libc
 print(f"allocations per request: {calls / int(sys.argv[2]):.1f}")
 PY
 
