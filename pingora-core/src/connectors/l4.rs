@@ -114,15 +114,6 @@ pub async fn connect_from(
     }
 }
 
-/// The remaining time of a total budget started at `start`.
-#[cfg(feature = "any_tls")]
-pub(crate) fn remaining(
-    start: std::time::Instant,
-    total: Option<std::time::Duration>,
-) -> Option<std::time::Duration> {
-    total.map(|t| t.saturating_sub(start.elapsed()))
-}
-
 /// A connector of the user's for the L4 layer (as Pingora's `L4Connect`):
 /// set as `PeerOptions::custom_l4`, it makes the stream to a peer in place
 /// of the TCP or Unix connect (a virtual socket to an in-process service,

@@ -20,6 +20,10 @@ pub mod l4;
 pub use l4::Connect as L4Connect;
 #[cfg(feature = "any_tls")]
 pub mod tls;
+// The same names without a TLS library: connecting with TLS is an error.
+#[cfg(not(feature = "any_tls"))]
+#[path = "no_tls.rs"]
+pub mod tls;
 
 /// How a connector is set up (as Pingora's): pool size, CAs, a default
 /// client certificate, source addresses.
@@ -98,10 +102,8 @@ pub struct TransportConnector {
     sweeping: Arc<AtomicBool>,
     /// Source addresses for peers without a `bind_to` of their own.
     bind_to: BindTo,
-    #[cfg(feature = "any_tls")]
     tls: tls::TlsConnector,
     /// The client certificate for TLS peers that name none.
-    #[cfg(feature = "any_tls")]
     default_cert: Option<Arc<crate::listeners::tls::CertKey>>,
 }
 
@@ -126,9 +128,7 @@ impl TransportConnector {
             ))),
             sweeping: Arc::default(),
             bind_to: BindTo::from_options(&o),
-            #[cfg(feature = "any_tls")]
             tls: tls::TlsConnector::new(o.ca_file.as_deref()),
-            #[cfg(feature = "any_tls")]
             default_cert: o.cert_key_file.as_ref().map(|(cert, key)| {
                 match crate::listeners::tls::CertKey::from_files(cert, key) {
                     Ok(c) => Arc::new(c),
@@ -183,42 +183,14 @@ impl TransportConnector {
         }
     }
 
-    #[cfg(feature = "any_tls")]
     async fn tls_on<P: Peer + ?Sized>(
         &self,
         l4: crate::protocols::L4Stream,
         peer: &P,
         start: Instant,
     ) -> Result<Stream> {
-        let o = peer.options();
-        let mut t = tls::TlsPeer::new(peer.sni());
-        t.verify_cert = o.verify_cert;
-        t.verify_hostname = o.verify_hostname;
-        t.alternative_cn = o.alternative_cn.clone();
-        t.ca_file = o.ca.clone();
-        t.ca_pem = o.ca_pem.clone();
-        t.client_cert_key = peer
-            .get_client_cert_key()
-            .or(self.default_cert.as_ref())
-            .cloned();
-        t.alpn = o.alpn.protocols();
-        if let Some(left) = l4::remaining(start, o.total_connection_timeout) {
-            t.handshake_timeout = left;
-        }
-        Ok(Box::new(self.tls.connect(l4, &t).await?))
-    }
-
-    #[cfg(not(feature = "any_tls"))]
-    async fn tls_on<P: Peer + ?Sized>(
-        &self,
-        _l4: crate::protocols::L4Stream,
-        peer: &P,
-        _start: Instant,
-    ) -> Result<Stream> {
-        Error::e_explain(
-            InternalError,
-            format!("{peer} wants TLS, but this build has no TLS library"),
-        )
+        let default_cert = self.default_cert.as_ref();
+        self.tls.connect_peer(l4, peer, default_cert, start).await
     }
 
     /// An idle pooled connection to `peer` if there is one (`true`), else a

@@ -31,6 +31,7 @@ use crate::tls::ssl::{
 };
 use crate::tls::stream::HandshakeFailure;
 use crate::tls::x509::X509Ref;
+use crate::upstreams::peer::Peer;
 
 /// Names the type; its state is not shown.
 impl std::fmt::Debug for TlsPeer {
@@ -264,6 +265,32 @@ impl TlsConnector {
             .unwrap_or_else(|p| p.into_inner())
             .map
             .len()
+    }
+
+    /// TLS over a connected stream to the peer as its options ask:
+    /// verification, CA, ALPN, its client certificate (else
+    /// `default_cert`), and what is left of its total connection timeout
+    /// since `start` as the handshake's limit.
+    pub(crate) async fn connect_peer<P: Peer + ?Sized>(
+        &self,
+        stream: L4Stream,
+        peer: &P,
+        default_cert: Option<&Arc<CertKey>>,
+        start: Instant,
+    ) -> Result<crate::protocols::Stream> {
+        let o = peer.options();
+        let mut t = TlsPeer::new(peer.sni());
+        t.verify_cert = o.verify_cert;
+        t.verify_hostname = o.verify_hostname;
+        t.alternative_cn = o.alternative_cn.clone();
+        t.ca_file = o.ca.clone();
+        t.ca_pem = o.ca_pem.clone();
+        t.client_cert_key = peer.get_client_cert_key().or(default_cert).cloned();
+        t.alpn = o.alpn.protocols();
+        if let Some(total) = o.total_connection_timeout {
+            t.handshake_timeout = total.saturating_sub(start.elapsed());
+        }
+        Ok(Box::new(self.connect(stream, &t).await?))
     }
 
     /// TLS over a connected stream to `peer`.

@@ -19,7 +19,10 @@ use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 mod fds;
 mod filter;
 #[cfg(feature = "any_tls")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
+pub mod tls;
+// The same names without a TLS library: every constructor an error.
+#[cfg(not(feature = "any_tls"))]
+#[path = "no_tls.rs"]
 pub mod tls;
 
 /// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
@@ -277,18 +280,9 @@ fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {
     Ok(BoundListener::Unix(l))
 }
 
-/// The TLS handshake of a listener, if it has one.
-#[cfg(feature = "any_tls")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
+/// The TLS handshake of a listener, if it has one (always none in a build
+/// without a TLS library).
 pub type TlsHandshake = Option<Arc<tls::Acceptor>>;
-/// The TLS handshake of a listener: always none without a TLS feature.
-#[cfg(not(feature = "any_tls"))]
-pub type TlsHandshake = Option<Arc<NoTls>>;
-
-/// Stands for a TLS acceptor in builds without TLS; never constructed.
-#[cfg(not(feature = "any_tls"))]
-#[derive(Debug)]
-pub enum NoTls {}
 
 /// Names the type; its state is not shown.
 impl std::fmt::Debug for AcceptOptions {
@@ -360,7 +354,6 @@ impl Listeners {
     }
 
     /// One TLS address serving these PEM files (as Pingora's).
-    #[cfg(feature = "any_tls")]
     pub fn tls(addr: &str, cert_path: &str, key_path: &str) -> Result<Self> {
         let mut l = Self::new();
         l.add_tls(addr, cert_path, key_path)?;
@@ -397,7 +390,6 @@ impl Listeners {
 
     /// Add a TLS listener on a TCP address, serving the certificate and
     /// key in these PEM files with default settings.
-    #[cfg(feature = "any_tls")]
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         let settings = tls::TlsSettings::intermediate(cert_path, key_path)?;
         self.add_tls_with_settings(addr, None, settings)
@@ -406,7 +398,6 @@ impl Listeners {
     /// Add a TLS listener on a TCP address with these socket options and
     /// TLS settings. Errors (a bad certificate, an unknown group) are
     /// reported here, at start-up.
-    #[cfg(feature = "any_tls")]
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,

@@ -84,14 +84,12 @@ impl<A: ServerApp> Service<A> {
 
     /// Listen with TLS on a TCP address, with this certificate and key
     /// (PEM files).
-    #[cfg(feature = "any_tls")]
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         self.listeners.add_tls(addr, cert_path, key_path)
     }
 
     /// Listen with TLS on a TCP address, with socket options and TLS
     /// settings (SNI callbacks, ALPN, mTLS, …).
-    #[cfg(feature = "any_tls")]
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,
@@ -248,7 +246,6 @@ async fn prepare(
 }
 
 /// The stream to serve: TLS after a handshake, or as accepted.
-#[cfg(feature = "any_tls")]
 async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
     let Some(acceptor) = tls else {
         return Some(Box::new(stream));
@@ -264,12 +261,6 @@ async fn handshake(tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
             None
         }
     }
-}
-
-/// The stream to serve, as accepted (no TLS in this build).
-#[cfg(not(feature = "any_tls"))]
-async fn handshake(_tls: TlsHandshake, stream: L4Stream) -> Option<Stream> {
-    Some(Box::new(stream))
 }
 
 /// An open connection, as the service counts it: in the tracker that

@@ -30,7 +30,6 @@ pub trait Peer: std::fmt::Display + Send + Sync {
     fn options(&self) -> &PeerOptions;
     /// The client certificate and key to present: the peer's own (as
     /// Pingora's `HttpPeer::client_cert_key`), else the options'.
-    #[cfg(feature = "any_tls")]
     fn get_client_cert_key(&self) -> Option<&Arc<crate::listeners::tls::CertKey>> {
         self.options().client_cert_key.as_ref()
     }
@@ -120,7 +119,6 @@ pub struct PeerOptions {
     /// for each request, so keep it to the CAs needed).
     pub ca_pem: Option<Arc<[u8]>>,
     /// Client certificate and key to present.
-    #[cfg(feature = "any_tls")]
     pub client_cert_key: Option<Arc<crate::listeners::tls::CertKey>>,
     /// TCP keepalive probes.
     pub tcp_keepalive: Option<TcpKeepalive>,
@@ -162,7 +160,6 @@ impl Default for PeerOptions {
             alpn: ALPN::H1,
             ca: None,
             ca_pem: None,
-            #[cfg(feature = "any_tls")]
             client_cert_key: None,
             tcp_keepalive: None,
             tcp_fast_open: false,
@@ -204,7 +201,6 @@ impl PeerOptions {
         // handed to a peer with another that was later allocated at the
         // same address.
         self.ca_pem.as_deref().hash(h);
-        #[cfg(feature = "any_tls")]
         self.client_cert_key.as_ref().map(|c| c.id()).hash(h);
         self.bind_to.hash(h);
         self.proxy_protocol.hash(h);
@@ -359,7 +355,6 @@ pub struct HttpPeer {
     /// An HTTP CONNECT proxy to go through.
     pub proxy: Option<Proxy>,
     /// The client certificate and key to present (over the options').
-    #[cfg(feature = "any_tls")]
     pub client_cert_key: Option<Arc<crate::listeners::tls::CertKey>>,
     /// Set apart connections that would otherwise be shared: peers that
     /// differ only in `group_key` never share a pooled connection.
@@ -390,7 +385,6 @@ impl HttpPeer {
             scheme: Scheme::from_tls_bool(tls),
             sni,
             proxy: None,
-            #[cfg(feature = "any_tls")]
             client_cert_key: None,
             group_key: 0,
             options: PeerOptions::default(),
@@ -404,7 +398,6 @@ impl HttpPeer {
     }
 
     /// A TLS peer that presents this client certificate, as Pingora's.
-    #[cfg(feature = "any_tls")]
     pub fn new_mtls<A: ToInetSocketAddrs>(
         address: A,
         sni: String,
@@ -470,7 +463,6 @@ impl Peer for HttpPeer {
     fn options(&self) -> &PeerOptions {
         &self.options
     }
-    #[cfg(feature = "any_tls")]
     fn get_client_cert_key(&self) -> Option<&Arc<crate::listeners::tls::CertKey>> {
         self.client_cert_key
             .as_ref()
@@ -490,7 +482,6 @@ impl Peer for HttpPeer {
         self.options.hash_into(&mut h);
         self.proxy.hash(&mut h);
         self.group_key.hash(&mut h);
-        #[cfg(feature = "any_tls")]
         self.client_cert_key.as_ref().map(|c| c.id()).hash(&mut h);
         h.finish()
     }
