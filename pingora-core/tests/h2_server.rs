@@ -453,6 +453,10 @@ async fn nghttp_status(url: String, body: Vec<u8>, declare_length: bool) -> Opti
         drop(input);
         let o = child.wait_with_output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
+        // The upload went as asked: with its length declared, or without.
+        let declared = format!("content-length: {}", body.len());
+        let sent = out.lines().any(|l| l.trim_start().starts_with(&declared));
+        assert_eq!(sent, declare_length, "{out}");
         let status = out
             .lines()
             .filter(|l| l.contains("recv (stream_id="))
