@@ -6,7 +6,7 @@ use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::conn::{conn_timed, BodyReader, BodyWriter, Conn};
+use super::conn::{conn_timed, BodyWriter, Conn};
 use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::http::Progress;
@@ -92,7 +92,7 @@ impl HttpSession {
         let pending = self.conn.pending_mut();
         pending.reserve(req.h1_len());
         req.write_h1(pending);
-        let n = self.conn.pending.len();
+        let n = self.conn.pending_len();
         self.conn.start_write(framing);
         self.conn.flush().await.map_err(|e| e.into_up())?;
         self.resp = None;
@@ -118,7 +118,7 @@ impl HttpSession {
 
     /// Queue the end of the request body (last chunk and trailers).
     pub fn queue_finish(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
-        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
+        if self.conn.owes_body() {
             self.keepalive = false;
         }
         self.conn.queue_finish(trailers).map_err(|e| e.into_up())
@@ -132,7 +132,7 @@ impl HttpSession {
     /// Whether a request body framed by Content-Length has gone out whole:
     /// ending it ([`finish_body`](Self::finish_body)) then writes nothing.
     pub fn request_length_sent(&self) -> bool {
-        self.conn.writer == BodyWriter::Length(0) && !self.conn.has_queued()
+        self.conn.writer() == BodyWriter::Length(0) && !self.conn.has_queued()
     }
 
     /// Read the response header while sending the queued body. `false`:
@@ -158,7 +158,7 @@ impl HttpSession {
 
     /// End the request body (last chunk and `trailers` when chunked).
     pub async fn finish_body(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
-        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
+        if self.conn.owes_body() {
             self.keepalive = false;
         }
         self.conn
@@ -172,7 +172,7 @@ impl HttpSession {
     /// the final one). After `101 Switching Protocols` the connection is a
     /// raw tunnel.
     pub async fn read_response(&mut self) -> Result<usize> {
-        let opts = self.conn.opts;
+        let opts = *self.conn.opts();
         // Nothing of a response has come yet on this connection.
         let first = self.resp_meta.is_none();
         // One time limit for the whole header, however many reads it takes.
@@ -199,7 +199,7 @@ impl HttpSession {
                     // Reset before a single response byte: on a reused
                     // connection the upstream closed it idle as the request
                     // went out, and never saw the request.
-                    if first && e.etype() == &ReadError && self.conn.buf.is_empty() {
+                    if first && e.etype() == &ReadError && self.conn.buf().is_empty() {
                         e.retry = RetryType::ReusedOnly;
                     }
                     e.into_up()
@@ -225,11 +225,11 @@ impl HttpSession {
     /// Parse the response header in the first `len` bytes; `None` if they
     /// hold only part of it and `partial_ok`.
     fn parse_response(&mut self, len: usize, partial_ok: bool) -> Result<Option<usize>> {
-        let max_headers = self.conn.opts.max_headers;
+        let max_headers = self.conn.opts().max_headers;
         // Parsed in one pass; the head's bytes are split off the buffer
         // and shared by the header.
         let (mut header, len) =
-            match ResponseHeader::parse_h1(&mut self.conn.buf, len, max_headers)? {
+            match ResponseHeader::parse_h1(self.conn.buf_mut(), len, max_headers)? {
                 Some(parsed) => parsed,
                 None if partial_ok => return Ok(None),
                 None => return Error::e_explain(InvalidHTTPHeader, "malformed response header"),
@@ -306,12 +306,12 @@ impl HttpSession {
 
     /// Response body bytes read so far.
     pub fn body_bytes_read(&self) -> u64 {
-        self.conn.body_read
+        self.conn.body_read()
     }
 
     /// The response's trailer fields, after its chunked body was read.
     pub fn trailers(&self) -> Option<&HeaderMap> {
-        self.conn.trailers.as_deref()
+        self.conn.trailers()
     }
 
     /// Whether the connection may carry another request: both sides allow
@@ -322,11 +322,11 @@ impl HttpSession {
             && self.resp_meta.is_some()
             && !self.is_interim()
             && self.conn.body_done()
-            && matches!(self.conn.reader, BodyReader::Done)
-            && self.conn.writer == BodyWriter::Done
+            && self.conn.body_done()
+            && self.conn.writer() == BodyWriter::Done
             && !self.conn.has_queued()
-            && self.conn.buf.is_empty()
-            && !self.conn.eof
+            && self.conn.buf().is_empty()
+            && !self.conn.eof()
     }
 
     /// The stream back, for the connection pool, if it can be reused.
@@ -348,24 +348,24 @@ impl HttpSession {
 
     /// Time allowed for the response header and for each body read.
     pub fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) {
-        self.conn.opts.header_read_timeout = timeout;
-        self.conn.opts.body_read_timeout = timeout;
+        self.conn.opts_mut().header_read_timeout = timeout;
+        self.conn.opts_mut().body_read_timeout = timeout;
     }
 
     /// Time allowed for each write.
     pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
-        self.conn.opts.write_timeout = timeout;
+        self.conn.opts_mut().write_timeout = timeout;
     }
 
     /// Close the connection (it is never reused after this).
     pub async fn shutdown(&mut self) {
         use tokio::io::AsyncWriteExt;
         self.keepalive = false;
-        let _ = self.conn.stream.shutdown().await;
+        let _ = self.conn.stream_mut().shutdown().await;
     }
 
     /// The underlying stream.
     pub fn stream(&self) -> &Stream {
-        &self.conn.stream
+        self.conn.stream()
     }
 }

@@ -9,10 +9,12 @@ use http::{Method, StatusCode, Version};
 use pingora_error::{Error, ErrorType::*, OkOrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::conn::{conn_timed, BodyReader, BodyWriter, Conn};
+use super::conn::{conn_timed, BodyWriter, Conn};
 use super::framing::{self, Framing};
 use super::H1Options;
 use crate::protocols::{SocketAddr, Stream};
+
+mod respond;
 
 /// Request body bytes we read and drop to keep a connection alive after a
 /// response that did not read the body. Past this, the connection closes.
@@ -86,7 +88,7 @@ impl HttpSession {
     /// A session with the given limits and timeouts.
     pub fn new_with_options(stream: Stream, opts: H1Options) -> Self {
         let mut conn = Conn::new(stream, opts);
-        conn.read_limit = opts.max_body_bytes;
+        conn.set_read_limit(opts.max_body_bytes);
         HttpSession {
             conn,
             req: None,
@@ -127,7 +129,7 @@ impl HttpSession {
 
     /// The limits and timeouts in force.
     pub fn options(&self) -> &H1Options {
-        &self.conn.opts
+        self.conn.opts()
     }
 
     /// Read the next request header. `Ok(None)` means the client closed the
@@ -136,7 +138,7 @@ impl HttpSession {
     /// 413, 414, 431 or 501; then call [`respond_error`](Self::respond_error)
     /// and close.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
-        let opts = self.conn.opts;
+        let opts = *self.conn.opts();
         // Between requests: the keep-alive timeout, or the park delay
         // when the connection may be parked (one wait either way).
         let park = self.requests > 0 && self.park_after.is_some() && self.can_park();
@@ -180,13 +182,13 @@ impl HttpSession {
     }
 
     fn parse_request(&mut self, len: usize) -> Result<usize> {
-        let opts = self.conn.opts;
+        let opts = *self.conn.opts();
         // Parsed in one pass into the header, built where the session
         // keeps it (not moved again); the head's bytes are split off the
         // buffer and shared by it. The whole head is there: `fill_header`
         // found its end.
         let parsed = RequestHeader::parse_h1_into(
-            &mut self.conn.buf,
+            self.conn.buf_mut(),
             len,
             opts.max_headers,
             opts.max_uri_len,
@@ -227,7 +229,7 @@ impl HttpSession {
 
     /// Set up the exchange for the request header just read.
     fn start_exchange(&mut self) -> Result<()> {
-        if !self.conn.opts.underscores_in_headers {
+        if !self.conn.opts().underscores_in_headers {
             if let Some(req) = self.req.as_mut() {
                 crate::protocols::http::drop_underscore_names(req);
             }
@@ -237,13 +239,13 @@ impl HttpSession {
         };
         Self::validate(req)?;
         let framing = framing::request_framing(req.version(), req)?;
-        if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts.max_body_bytes) {
+        if let (Framing::Length(n), Some(max)) = (framing, self.conn.opts().max_body_bytes) {
             if n > max {
                 return Error::e_explain(BodyTooLarge, "Content-Length above the limit");
             }
         }
         self.conn.start_body(framing);
-        if framing == Framing::Chunked && !self.conn.buf.is_empty() {
+        if framing == Framing::Chunked && !self.conn.buf().is_empty() {
             // Body bytes that came with the header are checked now, so a
             // malformed body is refused before any upstream is contacted.
             self.conn.check_buffered_chunks()?;
@@ -333,12 +335,12 @@ impl HttpSession {
 
     /// Request body bytes read so far.
     pub fn body_bytes_read(&self) -> u64 {
-        self.conn.body_read
+        self.conn.body_read()
     }
 
     /// The request's trailer fields, once its chunked body has been read.
     pub fn trailers(&self) -> Option<&HeaderMap> {
-        self.conn.trailers.as_deref()
+        self.conn.trailers()
     }
 
     /// Force the connection to close after this response (sends
@@ -353,7 +355,7 @@ impl HttpSession {
     /// (`None`: no limit), instead of the configured keep-alive timeout.
     /// The connection still closes when the client or the framing says so.
     pub fn set_keepalive_timeout(&mut self, timeout: Option<Duration>) {
-        self.conn.opts.keepalive_timeout = timeout;
+        self.conn.opts_mut().keepalive_timeout = timeout;
     }
 
     /// Whether the connection will be kept for another request.
@@ -361,191 +363,21 @@ impl HttpSession {
         self.keepalive
     }
 
-    /// Write a response header. 1xx headers go out at once; a `101`
-    /// turns the connection into a tunnel. For a final header the body
-    /// framing follows its Content-Length or Transfer-Encoding; with
-    /// neither, chunked is added for HTTP/1.1 clients and the body is
-    /// close-delimited for HTTP/1.0.
-    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
-        if self.final_written {
-            return Error::e_explain(H1Error, "response header already written");
-        }
-        let req = self
-            .req
-            .as_ref()
-            .or_err(H1Error, "no request to respond to")?;
-        let method = req.method().clone();
-        let req_version = req.version();
-        let status = resp.status();
-        resp.set_version(Version::HTTP_11);
-        if status.is_informational() {
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                if !self.is_upgrade_req() {
-                    return Error::e_explain(
-                        H1Error,
-                        "101 to a request that did not ask to upgrade",
-                    );
-                }
-                self.become_tunnel();
-            } else if status == StatusCode::CONTINUE {
-                if !self.continue_pending {
-                    return Ok(()); // not asked for, or already sent
-                }
-                self.continue_pending = false;
-            }
-            let pending = self.conn.pending_mut();
-            pending.reserve(resp.h1_len());
-            resp.write_h1(pending);
-            self.conn.flush().await?;
-            if self.upgraded {
-                self.final_written = true;
-                self.resp = Some(resp);
-            }
-            return Ok(());
-        }
-        self.no_body = method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let framing = if method == Method::CONNECT && status.is_success() {
-            resp.remove_header(&CONTENT_LENGTH);
-            resp.remove_header(&TRANSFER_ENCODING);
-            self.become_tunnel();
-            Framing::UntilClose
-        } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            if status == StatusCode::NO_CONTENT {
-                resp.remove_header(&CONTENT_LENGTH);
-            }
-            resp.remove_header(&TRANSFER_ENCODING);
-            Framing::None
-        } else if method == Method::HEAD {
-            Framing::None
-        } else if resp.has_tracked(pingora_http::tracked::TRANSFER_ENCODING)
-            && req_version == Version::HTTP_11
-        {
-            resp.remove_header(&CONTENT_LENGTH);
-            resp.insert_header("Transfer-Encoding", "chunked")?;
-            Framing::Chunked
-        } else if let Some(n) = framing::content_length(&*resp)? {
-            resp.remove_header(&TRANSFER_ENCODING);
-            Framing::Length(n)
-        } else if req_version == Version::HTTP_11 {
-            resp.remove_header(&TRANSFER_ENCODING);
-            resp.insert_header("Transfer-Encoding", "chunked")?;
-            Framing::Chunked
-        } else {
-            resp.remove_header(&TRANSFER_ENCODING);
-            self.keepalive = false;
-            Framing::UntilClose
-        };
-        // The client may not send the body it was waiting to send: unless it
-        // was read, the connection cannot be trusted for another request.
-        if self.continue_pending {
-            self.keepalive = false;
-        }
-        if self.keepalive && self.shutdown.as_ref().is_some_and(|w| *w.borrow()) {
-            // A graceful shutdown began while this request was served.
-            self.keepalive = false;
-        }
-        if !self.upgraded {
-            if !self.keepalive {
-                resp.insert_header("Connection", "close")?;
-            } else if req_version == Version::HTTP_10 {
-                resp.insert_header("Connection", "keep-alive")?;
-            }
-        }
-        let pending = self.conn.pending_mut();
-        pending.reserve(resp.h1_len());
-        resp.write_h1(pending);
-        self.conn.start_write(framing);
-        self.final_written = true;
-        self.resp = Some(resp);
-        if self.upgraded {
-            // A tunnel's first bytes may come from either side: the client
-            // must see the answer now.
-            self.conn.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn become_tunnel(&mut self) {
-        self.upgraded = true;
-        self.keepalive = false;
-        self.continue_pending = false;
-        self.conn.reader = BodyReader::UntilClose;
-        self.conn.read_limit = None;
-        self.conn.start_write(Framing::UntilClose);
-    }
-
     /// The response header written, if any.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.resp.as_deref()
     }
 
-    /// Write response body bytes (raw tunnel bytes after an upgrade). For a
-    /// response that has no body (to HEAD, 204, 304) they are dropped.
-    pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
-        if self.no_body && self.final_written {
-            return Ok(());
-        }
-        self.conn.write_body(data).await.map_err(|e| e.into_down())
-    }
-
-    /// Trailer fields to send after a chunked response body.
-    pub fn set_response_trailers(&mut self, trailers: HeaderMap) {
-        self.trailers_out = Some(Box::new(trailers));
-    }
-
     /// Response body bytes written so far.
     pub fn body_bytes_sent(&self) -> u64 {
-        self.conn.body_written
-    }
-
-    /// End the response body (last chunk and trailers) and flush.
-    pub async fn finish_body(&mut self) -> Result<()> {
-        if !self.final_written {
-            return Error::e_explain(H1Error, "no response header written");
-        }
-        let trailers = self.trailers_out.take();
-        if matches!(self.conn.writer, BodyWriter::Length(n) if n > 0) {
-            self.keepalive = false;
-        }
-        self.conn.finish_body(trailers.as_deref()).await
-    }
-
-    /// Finish this request: end the response body if needed, read and drop
-    /// what is left of the request body (up to a bound), and get ready for
-    /// the next request. Returns whether the connection may carry another
-    /// request; if not, the caller should drop the session.
-    pub async fn finish(&mut self) -> Result<bool> {
-        if self.final_written && self.conn.writer != BodyWriter::Done {
-            self.finish_body().await?;
-        } else {
-            self.conn.flush().await?;
-        }
-        if !self.final_written || self.upgraded || !self.keepalive {
-            self.keepalive = false;
-            return Ok(false);
-        }
-        if !self.conn.body_done() && !self.conn.drain_body(DRAIN_BUDGET).await {
-            self.keepalive = false;
-            return Ok(false);
-        }
-        // The exchange is over: an error in reading the next request must
-        // be answered (`respond_error` writes nothing once a final
-        // response is marked written).
-        self.final_written = false;
-        self.req = None;
-        if let Some(resp) = self.resp.take() {
-            ResponseHeader::recycle(resp);
-        }
-        Ok(true)
+        self.conn.body_written()
     }
 
     /// The stream, if the connection is between requests with nothing read
     /// ahead and its socket can be parked.
     pub(crate) fn into_idle_stream(self) -> Option<Stream> {
         if self.can_park() {
-            Some(self.conn.stream)
+            Some(self.conn.into_parts().0)
         } else {
             None
         }
@@ -554,62 +386,7 @@ impl HttpSession {
     /// Whether [`into_idle_stream`](Self::into_idle_stream) would give the
     /// stream back now.
     pub(crate) fn can_park(&self) -> bool {
-        self.conn.buf.is_empty() && crate::protocols::is_parkable(&self.conn.stream)
-    }
-
-    /// Answer with an error status and an empty body, and mark the
-    /// connection to close. Used for requests that fail to parse.
-    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
-        if self.final_written {
-            return Ok(());
-        }
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error");
-        let line =
-            format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        self.keepalive = false;
-        self.final_written = true;
-        self.conn.writer = BodyWriter::Done;
-        self.conn.write_parts(&[line.as_bytes()]).await?;
-        self.conn.flush().await
-    }
-
-    /// Shut the connection down cleanly (FIN after what was written).
-    pub async fn shutdown(&mut self) {
-        use tokio::io::AsyncWriteExt;
-        let _ = self.conn.flush().await;
-        let fut = self.conn.stream.shutdown();
-        let _ = pingora_timeout::timeout(Duration::from_secs(1), fut).await;
-    }
-
-    /// Close after a complete exchange (a `Connection: close` response):
-    /// lingering ([`close_lingering`](Self::close_lingering)) only when the
-    /// client may still be sending (its request body not read to the end,
-    /// bytes read ahead, or input waiting on the socket now), as nginx's
-    /// `lingering_close on` decides; otherwise a FIN at once, without the
-    /// read and timer a lingering close costs.
-    pub async fn close(&mut self) {
-        let quiet = self.conn.body_done() && self.conn.buf.is_empty() && !self.upgraded && {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            self.conn.stream.poll_read_ready(&mut cx).is_pending()
-        };
-        if quiet {
-            self.shutdown().await;
-        } else {
-            self.close_lingering().await;
-        }
-    }
-
-    /// Close after an error or a `Connection: close` response without
-    /// losing what was written: send FIN, then read and drop what the
-    /// client still sends for a short while, so the kernel does not answer
-    /// unread input with a reset that could destroy the response.
-    pub async fn close_lingering(&mut self) {
-        let _ = self.conn.flush().await;
-        let Conn { stream, buf, .. } = &mut self.conn;
-        crate::protocols::close_lingering(stream, buf).await;
+        self.conn.buf().is_empty() && crate::protocols::is_parkable(self.conn.stream())
     }
 
     /// How many requests this connection has carried.
@@ -621,12 +398,12 @@ impl HttpSession {
     /// protocol header, when the connection came with one, else the
     /// socket's peer.
     pub fn client_addr(&self) -> Option<&SocketAddr> {
-        self.conn.stream.socket_digest()?.client_addr()
+        self.conn.stream().socket_digest()?.client_addr()
     }
 
     /// The local address the client connected to.
     pub fn server_addr(&self) -> Option<&SocketAddr> {
-        self.conn.stream.socket_digest()?.local_addr.as_ref()
+        self.conn.stream().socket_digest()?.local_addr.as_ref()
     }
 
     /// Per-request data for the layers above (a proxy keeps its state
@@ -643,22 +420,23 @@ impl HttpSession {
     /// The TLS digest of the connection (version, cipher, group, ALPN,
     /// SNI, client certificate), if it is TLS.
     pub fn tls_digest(&self) -> Option<&crate::protocols::TlsDigest> {
-        self.conn.stream.tls_digest()
+        self.conn.stream().tls_digest()
     }
 
     /// The connection's digest in Pingora's shape (kept by the stream,
     /// built on the first call); `None` for a stream that keeps none.
     pub fn digest(&self) -> Option<&crate::protocols::Digest> {
-        self.conn.stream.connection_digest()
+        self.conn.stream().connection_digest()
     }
 
     /// The underlying stream.
     pub fn stream(&self) -> &Stream {
-        &self.conn.stream
+        self.conn.stream()
     }
 
     /// Take the stream back, with any bytes already read but not consumed.
     pub fn into_inner(self) -> (Stream, Bytes) {
-        (self.conn.stream, self.conn.buf.freeze())
+        let (stream, buf) = self.conn.into_parts();
+        (stream, buf.freeze())
     }
 }
