@@ -4,24 +4,27 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::Method;
 use pingora_core::apps::http_app::{HttpServerApp, HttpServerSettings};
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::connectors::http::{ClientSession, Connector};
+use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::{ServerConf, ShutdownWatch};
 use pingora_core::services::listening::Service;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, ErrorType::*, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
 use tracing::{error, warn};
 
 use crate::{ProxyHttp, Session};
+
+mod attempt;
+mod body;
+mod headers;
+
+use attempt::Attempt;
+use body::pause;
 
 /// How the proxy pipeline behaves, beyond the user's callbacks.
 #[derive(Clone, Debug)]
@@ -287,119 +290,6 @@ fn retry_if_safe(e: &mut Error, reused: bool, method: &Method) {
     }
 }
 
-/// The name of `peer` for a Host header: its SNI when set, else its
-/// address (`localhost` for a Unix socket).
-fn peer_host(peer: &HttpPeer) -> String {
-    if !peer.sni.is_empty() {
-        return peer.sni.clone();
-    }
-    match peer.address() {
-        pingora_core::protocols::l4::SocketAddr::Inet(a) => a.to_string(),
-        pingora_core::protocols::l4::SocketAddr::Unix(_) => "localhost".to_string(),
-    }
-}
-
-/// Wait out a body filter's delay, if it asked for one.
-async fn pause(delay: Option<Duration>) {
-    if let Some(d) = delay.filter(|d| !d.is_zero()) {
-        tokio::time::sleep(d).await;
-    }
-}
-
-/// The downstream request made fit for the upstream `peer`.
-fn upstream_request(session: &Session, peer: &HttpPeer, to_h2: bool) -> Result<Box<RequestHeader>> {
-    // Everything here reads the request without building the map of a
-    // header still as parsed (`method()`, `header_values`, `has_header`).
-    // Boxed at once (in this thread's spare box, given back when the
-    // upstream session is done with it): the header (over 400 bytes) is
-    // not moved again.
-    let mut req = session.req_header().clone().boxed();
-    let connect = req.method() == Method::CONNECT;
-    let wants_upgrade = session.is_upgrade_req() && !to_h2;
-    let upgrade = if wants_upgrade {
-        req.tracked_values(pingora_http::tracked::UPGRADE)
-            .next()
-            .and_then(|v| http::HeaderValue::from_bytes(v).ok())
-    } else {
-        None
-    };
-    let te_trailers = req.has_tracked(pingora_http::tracked::TE)
-        && req.tracked_values(pingora_http::tracked::TE).any(|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-        });
-    req.remove_hop_by_hop();
-    if te_trailers {
-        req.insert_header("TE", "trailers")?;
-    }
-    if to_h2 {
-        return Ok(req);
-    }
-    // HTTP/1 upstream: Host from :authority, origin-form target, framing.
-    if !req.has_tracked(pingora_http::tracked::HOST) {
-        // HTTP/1.1 requires Host (RFC 9112 §3.2): from the target's
-        // authority, else (an HTTP/1.0 client that sent none, an HTTP/2
-        // request without :authority) the upstream's name, as nginx's
-        // default `$proxy_host`. `upstream_request_filter` may change it.
-        let host = match req.uri().authority() {
-            Some(a) => a.to_string(),
-            None => peer_host(peer),
-        };
-        req.insert_header("Host", host)?;
-    }
-    if req.uri().scheme().is_some() && !connect {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        req.set_raw_path(pq.as_bytes())?;
-    }
-    req.set_version(http::Version::HTTP_11);
-    if wants_upgrade {
-        if let Some(u) = upgrade {
-            req.insert_header("Connection", "Upgrade")?;
-            req.insert_header("Upgrade", u)?;
-        }
-    }
-    Ok(req)
-}
-
-/// HTTP/1 framing for a request body of unknown length: chunked, unless
-/// the request has no body or a Content-Length (which the user's
-/// `upstream_request_filter` may have removed after changing the body).
-fn frame_h1_request(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    let body_follows = !session.is_body_done() || session.has_held_body();
-    if body_follows
-        && req.method() != Method::CONNECT
-        && !req.has_tracked(pingora_http::tracked::CONTENT_LENGTH)
-        && !req.has_tracked(pingora_http::tracked::TRANSFER_ENCODING)
-    {
-        req.insert_header("Transfer-Encoding", "chunked")?;
-    }
-    Ok(())
-}
-
-/// The upstream's response made fit for the client.
-fn downstream_response(mut out: Box<ResponseHeader>) -> Box<ResponseHeader> {
-    let switching = out.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    let upgrade = if switching {
-        out.tracked_values(pingora_http::tracked::UPGRADE)
-            .next()
-            .and_then(|v| http::HeaderValue::from_bytes(v).ok())
-    } else {
-        None
-    };
-    out.remove_hop_by_hop();
-    if switching {
-        let _ = out.insert_header("Connection", "Upgrade");
-        if let Some(u) = upgrade {
-            let _ = out.insert_header("Upgrade", u);
-        }
-    }
-    out
-}
-
 impl<SV: ProxyHttp> HttpProxy<SV> {
     async fn run(&self, session: &mut Session, ctx: &mut SV::CTX) -> Result<()> {
         if session.req_header().method() == Method::CONNECT && !self.options.allow_connect {
@@ -459,32 +349,22 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     self.inner.fail_to_connect(session, &peer, ctx, e)
                 }
                 Ok((upstream, reused)) => {
-                    // Held here and lent out: the session (over 500 bytes)
-                    // is not moved into each step's future.
-                    let mut up = Some(upstream);
                     self.inner
                         .connected_to_upstream(
                             session,
                             reused,
                             &peer,
-                            up.as_ref().map_or(-1, ClientSession::fd),
-                            up.as_ref().and_then(ClientSession::digest),
+                            upstream.fd(),
+                            upstream.digest(),
                             ctx,
                         )
                         .await?;
                     let retry_status = attempt < self.options.max_retries;
-                    // Set once the upstream's response header was taken:
-                    // the request was answered, and is never sent again.
-                    let mut answered = false;
+                    // Held here and lent out: the session (over 500 bytes)
+                    // is not moved into each step's future.
+                    let mut att = Attempt::new(upstream, &peer);
                     match self
-                        .proxy_to_upstream(
-                            session,
-                            &mut up,
-                            &peer,
-                            ctx,
-                            retry_status,
-                            &mut answered,
-                        )
+                        .proxy_to_upstream(session, &mut att, ctx, retry_status)
                         .await
                     {
                         Ok(()) => return Ok(()),
@@ -499,7 +379,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             }
                             let e = self.inner.error_while_proxy(&peer, session, e, ctx, reused);
                             let lost = session.state().is_some_and(|s| s.sent_lost);
-                            if lost || answered || session.response_written().is_some() {
+                            if lost || att.answered || session.response_written().is_some() {
                                 return Err(e);
                             }
                             e
@@ -519,455 +399,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             state.previous_error = Some(Arc::from(e));
         }
     }
-
-    /// One attempt at the request over `slot`'s upstream session, which
-    /// `finish_upstream` takes from the slot to release when it can be
-    /// reused.
-    async fn proxy_to_upstream(
-        &self,
-        session: &mut Session,
-        slot: &mut Option<ClientSession>,
-        peer: &HttpPeer,
-        ctx: &mut SV::CTX,
-        retry_status: bool,
-        answered: &mut bool,
-    ) -> Result<()> {
-        let Some(up) = slot.as_mut() else {
-            return Error::e_explain(InternalError, "no upstream session");
-        };
-        let mut req = upstream_request(session, peer, up.is_http2())?;
-        self.inner
-            .upstream_request_filter(session, &mut req, ctx)
-            .await?;
-        if !up.is_http2() {
-            frame_h1_request(session, &mut req)?;
-        }
-        #[cfg(feature = "otel")]
-        if let Some(tp) =
-            session.trace(|t| t.begin("upstream request", crate::otel::SpanKind::Client))
-        {
-            // The upstream's spans become children of this one.
-            req.insert_header("traceparent", tp)?;
-        }
-        let method = req.method().clone();
-        let mut req_ended = session.is_body_done() && !session.has_held_body();
-        up.write_request_header_eos(req, req_ended).await?;
-        if req_ended {
-            up.finish_body(None).await?;
-        } else {
-            // What an earlier attempt sent (already filtered), then what
-            // was read ahead.
-            let sent = session.state().map(|s| s.sent.clone()).unwrap_or_default();
-            for b in sent {
-                up.write_body(b).await?;
-            }
-            while let Some(b) = session.state_mut().read_ahead.pop_front() {
-                req_ended = self
-                    .forward_request_piece(session, up, Some(b), ctx, false)
-                    .await?;
-            }
-        }
-
-        // Until the response header arrives, the request body streams up.
-        // Body pieces are queued and sent while the upstream is also read,
-        // so neither side ever waits on the other.
-        loop {
-            tokio::select! {
-                // The upstream first: it is pending until the header comes,
-                // and the body branch is off while anything is queued.
-                biased;
-                r = up.read_response_while_sending() => {
-                    if !r? {
-                        continue; // the queue went out; no header yet
-                    }
-                    let status = up.resp_header().map(|r| r.status());
-                    // Interim 100s are ours to send (or not), not the upstream's.
-                    if status.is_some_and(|s| s.is_informational() && s != http::StatusCode::SWITCHING_PROTOCOLS) {
-                        continue;
-                    }
-                    break;
-                }
-                // The client: its next piece of body; once the request is
-                // all sent, whether it went away (then the upstream request
-                // is dropped, and its connection with it).
-                chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
-                    let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, up, chunk, ctx, true).await?;
-                }
-            }
-        }
-
-        let status = up
-            .resp_header()
-            .ok_or_else(|| Error::explain(InvalidHTTPHeader, "no response"))?
-            .status();
-        #[cfg(feature = "otel")]
-        session.trace(|t| {
-            let code = Some(("http.response.status_code", i64::from(status.as_u16())));
-            t.end("upstream request", status.is_server_error(), code);
-            t.begin("upstream response", crate::otel::SpanKind::Internal);
-        });
-        if retry_status
-            && self.options.retry_on_status.contains(&status.as_u16())
-            && idempotent(&method)
-        {
-            let mut e = Error::explain(
-                HTTPStatus(status.as_u16()),
-                format!("upstream answered {status}"),
-            )
-            .into_up();
-            e.set_retry(true);
-            return Err(e);
-        }
-        // Taken, not copied: the upstream session has no further use for it.
-        let Some(upstream_resp) = up.take_resp_header() else {
-            return Error::e_explain(InvalidHTTPHeader, "no response");
-        };
-        *answered = true;
-        let mut resp = downstream_response(upstream_resp);
-        self.inner
-            .upstream_response_filter(session, &mut resp, ctx)
-            .await?;
-        self.inner.response_filter(session, &mut resp, ctx).await?;
-        if !self.downstream_modules.is_empty() {
-            let eos = up.is_body_done() && up.trailers().is_none();
-            if let Some(m) = session.modules() {
-                m.response_header_filter(&mut resp, eos).await?;
-            }
-        }
-        let tunnel = status == http::StatusCode::SWITCHING_PROTOCOLS
-            || (method == Method::CONNECT && status.is_success());
-        if tunnel {
-            session
-                .as_downstream_mut()
-                .write_response_header(resp)
-                .await
-                .map_err(|e| e.into_down())?;
-            return self.tunnel(session, up).await;
-        }
-        if up.is_body_done() && up.trailers().is_none() {
-            // No body at all: unless the filters make one, the header ends
-            // the response (one HEADERS frame over HTTP/2, which is how a
-            // gRPC error without a message must arrive).
-            let mut data = None;
-            let delay = self.body_filters(session, &mut data, true, ctx)?;
-            let mut data = data.filter(|d| !d.is_empty());
-            // The modules' last word comes with the rest of the body.
-            if !self.downstream_modules.is_empty() {
-                if let Some(m) = session.modules() {
-                    if let Some(done) = m.response_done_filter()?.filter(|b| !b.is_empty()) {
-                        data = Some(match data.take() {
-                            Some(d) => Bytes::from([&d[..], &done[..]].concat()),
-                            None => done,
-                        });
-                    }
-                }
-            }
-            if let Some(d) = &data {
-                // A body made from nothing: its length replaces the
-                // upstream's (not for HEAD, where it describes a GET).
-                if method != Method::HEAD && resp.has_tracked(pingora_http::tracked::CONTENT_LENGTH)
-                {
-                    resp.insert_header(CONTENT_LENGTH, d.len().to_string())?;
-                }
-            }
-            self.finish_upstream(session, slot, peer, ctx, req_ended)
-                .await?;
-            session
-                .write_response_header_eos(resp, data.is_none())
-                .await
-                .map_err(|e| e.into_down())?;
-            if let Some(d) = data {
-                pause(delay).await;
-                // Straight to the client: the filters (the modules' too)
-                // have run on this piece.
-                session
-                    .as_downstream_mut()
-                    .write_response_body(d)
-                    .await
-                    .map_err(|e| e.into_down())?;
-                session.finish_body().await.map_err(|e| e.into_down())?;
-            }
-            return Ok(());
-        }
-        // A header with a Content-Length waits for the first piece of body
-        // to come through the filters, so that a filter that changes the
-        // body's size cannot leave a wrong length on it: when that piece
-        // is the whole body its new length is set, otherwise the length is
-        // removed (the response goes chunked over HTTP/1).
-        let mut held = None;
-        if resp.has_tracked(pingora_http::tracked::CONTENT_LENGTH) && method != Method::HEAD {
-            held = Some(resp);
-        } else {
-            session
-                .as_downstream_mut()
-                .write_response_header(resp)
-                .await
-                .map_err(|e| e.into_down())?;
-        }
-        // Body bytes in from the upstream and out through the filters,
-        // while a Content-Length that went out holds them to it.
-        let (mut bytes_in, mut bytes_out, mut length_sent) = (0usize, 0usize, false);
-        // Whether any Content-Length went out (the upstream's or a new one).
-        let mut length_out = false;
-
-        // Then both directions at once, until the response is complete.
-        let (last, trailer_body, delay) = loop {
-            tokio::select! {
-                data = up.read_body_while_sending() => {
-                    let Some(mut data) = data? else {
-                        continue; // the queue went out; nothing read yet
-                    };
-                    // The end comes with the last piece when the framing
-                    // says so (and as `None` otherwise).
-                    let end = data.is_none() || up.is_body_done();
-                    let size_in = data.as_ref().map_or(0, Bytes::len);
-                    let delay = self.body_filters(session, &mut data, end, ctx)?;
-                    let size_out = data.as_ref().map_or(0, Bytes::len);
-                    bytes_in += size_in;
-                    bytes_out += size_out;
-                    if let Some(mut resp) = held.take() {
-                        if size_out != size_in {
-                            if end {
-                                // The whole body, already filtered.
-                                resp.insert_header(CONTENT_LENGTH, size_out.to_string())?;
-                                length_out = true;
-                            } else {
-                                resp.remove_header(&CONTENT_LENGTH);
-                            }
-                        } else {
-                            // The upstream's length stands: what goes out
-                            // must add up to what came in.
-                            length_sent = true;
-                            length_out = true;
-                        }
-                        session
-                            .as_downstream_mut()
-                            .write_response_header(resp)
-                            .await
-                            .map_err(|e| e.into_down())?;
-                    }
-                    if length_sent && (bytes_out > bytes_in || (end && bytes_out != bytes_in)) {
-                        return Error::e_explain(
-                            InternalError,
-                            "a body filter changed the response's size after its Content-Length \
-                             went out; remove Content-Length in response_filter when a filter \
-                             may change the body after its first piece",
-                        );
-                    }
-                    if end {
-                        let mut trailer_body = None;
-                        if let Some(t) = up.trailers() {
-                            let mut t = t.clone();
-                            self.inner.upstream_response_trailer_filter(session, &mut t, ctx)?;
-                            // Bytes from the filter go instead of the trailers.
-                            trailer_body = self.inner.response_trailer_filter(session, &mut t, ctx).await?;
-                            let mut t = Some(Box::new(t));
-                            if !self.downstream_modules.is_empty() {
-                                if let Some(m) = session.modules() {
-                                    if let Some(b) = m.response_trailer_filter(&mut t)? {
-                                        trailer_body = Some(b);
-                                    }
-                                }
-                            }
-                            if let (None, Some(t)) = (&trailer_body, t) {
-                                session.set_response_trailers(*t);
-                            }
-                        }
-                        break (data, trailer_body, delay);
-                    }
-                    if let Some(d) = data.filter(|d| !d.is_empty()) {
-                        pause(delay).await;
-                        session.as_downstream_mut().write_response_body(d).await.map_err(|e| e.into_down())?;
-                    }
-                }
-                // The client: its next piece of body; once the request is
-                // all sent, whether it went away (then the upstream request
-                // is dropped, and its connection with it).
-                chunk = session.body_or_gone(req_ended, self.options.ignore_client_abort), if req_ended || !up.has_queued() => {
-                    let chunk = chunk.map_err(|e| e.into_down())?;
-                    req_ended = self.forward_request_piece(session, up, chunk, ctx, true).await?;
-                }
-            }
-        };
-        // The upstream connection goes back to the pool before the client
-        // sees the end, so that its next request can have it.
-        self.finish_upstream(session, slot, peer, ctx, req_ended)
-            .await?;
-        let mut done_body = None;
-        if !self.downstream_modules.is_empty() {
-            if let Some(m) = session.modules() {
-                done_body = m.response_done_filter()?.filter(|b| !b.is_empty());
-            }
-        }
-        if length_out && done_body.is_some() {
-            return Error::e_explain(
-                InternalError,
-                "an HTTP module's response_done_filter added body after the Content-Length \
-                 went out; remove Content-Length in its response_header_filter",
-            );
-        }
-        for d in [last, trailer_body, done_body].into_iter().flatten() {
-            if !d.is_empty() {
-                pause(delay).await;
-                session
-                    .as_downstream_mut()
-                    .write_response_body(d)
-                    .await
-                    .map_err(|e| e.into_down())?;
-            }
-        }
-        session.finish_body().await.map_err(|e| e.into_down())
-    }
-
-    /// A piece of response body through `upstream_response_body_filter`
-    /// and `response_body_filter`; returns the longer delay they asked for.
-    fn body_filters(
-        &self,
-        session: &mut Session,
-        data: &mut Option<Bytes>,
-        end: bool,
-        ctx: &mut SV::CTX,
-    ) -> Result<Option<Duration>> {
-        let up = self
-            .inner
-            .upstream_response_body_filter(session, data, end, ctx)?;
-        let down = self.inner.response_body_filter(session, data, end, ctx)?;
-        if !self.downstream_modules.is_empty() {
-            if let Some(m) = session.modules() {
-                m.response_body_filter(data, end)?;
-            }
-        }
-        Ok(up.max(down))
-    }
-
-    /// The response is complete: end the request too if its body is all
-    /// in, and give the upstream connection back for reuse when it can be.
-    async fn finish_upstream(
-        &self,
-        session: &mut Session,
-        slot: &mut Option<ClientSession>,
-        peer: &HttpPeer,
-        ctx: &mut SV::CTX,
-        mut req_ended: bool,
-    ) -> Result<()> {
-        #[cfg(feature = "otel")]
-        session.trace(|t| t.end("upstream response", false, None));
-        let Some(up) = slot.as_mut() else {
-            return Ok(());
-        };
-        if !req_ended && (session.is_body_done() || up.request_length_sent()) {
-            // The client's body ended as the response did; or every byte
-            // its length promised has gone upstream and only its end (an
-            // HTTP/2 END_STREAM, which may come after the response) is
-            // missing: the upstream request is complete either way, and
-            // its connection can be reused.
-            req_ended = self
-                .forward_request_piece(session, up, None, ctx, false)
-                .await?;
-        }
-        if req_ended {
-            if let Some(up) = slot.take() {
-                self.connector.release(up, peer);
-            }
-        }
-        Ok(())
-    }
-
-    /// One piece of request body (or its end, `None`) from downstream to
-    /// upstream, through `request_body_filter`, kept for a retry while it
-    /// fits; `queue`d for `drive` to send, or written at once. Returns
-    /// whether the request body is complete.
-    async fn forward_request_piece(
-        &self,
-        session: &mut Session,
-        up: &mut ClientSession,
-        mut chunk: Option<Bytes>,
-        ctx: &mut SV::CTX,
-        queue: bool,
-    ) -> Result<bool> {
-        // The end comes with the last piece when the body's length says so
-        // (and as `None` otherwise).
-        let end = chunk.is_none() || (session.is_body_done() && !session.has_read_ahead());
-        if end && session.state().is_some_and(|s| s.end_filtered) {
-            // A retry: the filter has seen the end already.
-            let trailers = session.request_trailers().cloned();
-            Self::end_request(up, trailers, queue).await?;
-            return Ok(true);
-        }
-        if !self.downstream_modules.is_empty() {
-            if let Some(m) = session.modules() {
-                m.request_body_filter(&mut chunk, end).await?;
-            }
-        }
-        self.inner
-            .request_body_filter(session, &mut chunk, end, ctx)
-            .await?;
-        let limit = self.options.retry_buffer_size;
-        let state = session.state_mut();
-        state.end_filtered |= end;
-        if let Some(d) = chunk.filter(|d| !d.is_empty()) {
-            if !state.sent_lost && state.sent_len + d.len() <= limit {
-                state.sent_len += d.len();
-                state.sent.push(d.clone());
-            } else {
-                state.sent_lost = true;
-                state.sent = Vec::new();
-            }
-            if queue {
-                up.queue_body(d)?;
-            } else {
-                up.write_body(d).await?;
-            }
-        }
-        if end {
-            let trailers = session.request_trailers().cloned();
-            Self::end_request(up, trailers, queue).await?;
-        }
-        Ok(end)
-    }
-
-    async fn end_request(
-        up: &mut ClientSession,
-        trailers: Option<http::HeaderMap>,
-        queue: bool,
-    ) -> Result<()> {
-        if queue {
-            up.queue_finish(trailers)
-        } else {
-            up.finish_body(trailers).await
-        }
-    }
-
-    /// After a 101 (or a 2xx to CONNECT): copy raw bytes both ways until
-    /// either side closes or nothing moves for the idle timeout.
-    async fn tunnel(&self, session: &mut Session, up: &mut ClientSession) -> Result<()> {
-        let idle = self.options.tunnel_idle_timeout;
-        loop {
-            tokio::select! {
-                d = session.read_request_body(), if !up.has_queued() => match d.map_err(|e| e.into_down())? {
-                    Some(d) => up.queue_body(d)?,
-                    None => {
-                        let _ = up.finish_body(None).await;
-                        return Ok(());
-                    }
-                },
-                u = up.read_body_while_sending() => match u? {
-                    None => {} // the queue went out
-                    Some(Some(u)) => session.as_downstream_mut().write_response_body(u).await.map_err(|e| e.into_down())?,
-                    Some(None) => {
-                        let _ = session.finish_body().await;
-                        return Ok(());
-                    }
-                },
-                _ = tokio::time::sleep(idle) => {
-                    let _ = session.finish_body().await;
-                    return Ok(());
-                }
-            }
-        }
-    }
 }
+
 impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
     async fn process_request(
         self: &Arc<Self>,
