@@ -38,7 +38,9 @@ use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 
+mod convert;
 mod kind;
+pub use convert::{Context, OkOrErr, OrErr};
 pub use kind::{ErrorSource, ErrorType, RetryType};
 
 /// One of our errors in a cause chain, whether it went in as an `Error`
@@ -509,122 +511,6 @@ impl StdError for Error {
         self.cause
             .as_deref()
             .map(|c| c as &(dyn StdError + 'static))
-    }
-}
-
-/// Turn a foreign `Result` into ours, with a kind and context, in one call.
-pub trait OrErr<T, E> {
-    /// Wrap the error as the cause of a new error of kind `etype`.
-    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>
-    where
-        E: Into<Cause>;
-
-    /// Like [`OrErr::or_err`], with the context built only on error.
-    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T>
-    where
-        E: Into<Cause>;
-
-    /// Replace the error with a new one of kind `etype`, keeping only the
-    /// context (for errors that carry nothing worth keeping).
-    fn explain_err<C: Into<ImmutStr>, F: FnOnce(E) -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T>;
-
-    /// Wrap the error as an `InternalError` with no context (Pingora's).
-    fn or_fail(self) -> Result<T>
-    where
-        E: Into<Cause>;
-
-    /// Wrap the error with kind `etype` and no context.
-    fn or_fail_as(self, etype: ErrorType) -> Result<T>
-    where
-        E: Into<Cause>;
-}
-
-impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
-    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>
-    where
-        E: Into<Cause>,
-    {
-        self.map_err(|e| Error::because(etype, context, e))
-    }
-
-    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T>
-    where
-        E: Into<Cause>,
-    {
-        self.map_err(|e| Error::because(etype, context(), e))
-    }
-
-    fn explain_err<C: Into<ImmutStr>, F: FnOnce(E) -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T> {
-        self.map_err(|e| Error::explain(etype, context(e)))
-    }
-
-    fn or_fail(self) -> Result<T>
-    where
-        E: Into<Cause>,
-    {
-        self.or_fail_as(ErrorType::InternalError)
-    }
-
-    fn or_fail_as(self, etype: ErrorType) -> Result<T>
-    where
-        E: Into<Cause>,
-    {
-        self.map_err(|e| Error::build(etype, ErrorSource::Unset, None, Some(e.into())))
-    }
-}
-
-/// Turn an `Option` into a `Result` with a kind and context.
-pub trait OkOrErr<T> {
-    /// `None` becomes an error of kind `etype` with this context.
-    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>;
-
-    /// Like [`OkOrErr::or_err`], with the context built only on `None`.
-    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T>;
-}
-
-impl<T> OkOrErr<T> for Option<T> {
-    fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T> {
-        self.ok_or_else(|| Error::explain(etype, context))
-    }
-
-    fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
-        self,
-        etype: ErrorType,
-        context: F,
-    ) -> Result<T> {
-        self.ok_or_else(|| Error::explain(etype, context()))
-    }
-}
-
-/// Add context to one of our own errors on its way up.
-pub trait Context<T> {
-    /// Prepend context to the error, built only on error.
-    fn err_context<C: Into<ImmutStr>, F: FnOnce() -> C>(self, context: F) -> Result<T>;
-}
-
-impl<T> Context<T> for Result<T> {
-    fn err_context<C: Into<ImmutStr>, F: FnOnce() -> C>(self, context: F) -> Result<T> {
-        self.map_err(|e| e.more_context(context()))
     }
 }
 

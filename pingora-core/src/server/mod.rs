@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use pingora_error::{ErrorType, OrErr, Result};
 use tokio::runtime::Handle;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -36,10 +35,15 @@ use crate::services::{ReadyNotifier, ServiceContext, ServiceWithDependents};
 
 pub mod configuration;
 mod daemon;
+mod handle;
 mod logging;
+mod signal;
 pub mod transfer_fd;
 
 pub use configuration::{Opt, ServerConf};
+use handle::Dependencies;
+pub use handle::ServiceHandle;
+pub use signal::{RunArgs, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
 
 /// Turns `true` when the server begins to shut down.
 pub type ShutdownWatch = watch::Receiver<bool>;
@@ -57,155 +61,9 @@ pub const UPGRADE_RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the old process tries to reach the new one on SIGQUIT.
 pub const UPGRADE_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Each service's dependencies, by the service's index.
-type Dependencies = Arc<std::sync::Mutex<Vec<Vec<ServiceHandle>>>>;
-
-/// A service added to a server: use it to declare dependencies.
-#[derive(Debug, Clone)]
-pub struct ServiceHandle {
-    id: usize,
-    name: String,
-    ready: watch::Receiver<bool>,
-    deps: std::sync::Weak<std::sync::Mutex<Vec<Vec<ServiceHandle>>>>,
-}
-
-impl ServiceHandle {
-    /// The service's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether the service is ready (listening, or started).
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    /// Start this service only once `dependency` is ready (as Pingora's).
-    /// A dependency on itself, or one that would close a cycle, is refused
-    /// with an error in the log (the services would never start).
-    pub fn add_dependency(&self, dependency: impl std::borrow::Borrow<ServiceHandle>) {
-        let dependency = dependency.borrow();
-        let Some(deps) = self.deps.upgrade() else {
-            error!(
-                "service {}: the server is gone; dependency ignored",
-                self.name
-            );
-            return;
-        };
-        let mut deps = deps.lock().unwrap_or_else(|p| p.into_inner());
-        // Would `dependency` (transitively) wait for this service?
-        let mut todo = vec![dependency.id];
-        let mut seen = vec![false; deps.len()];
-        while let Some(i) = todo.pop() {
-            if i == self.id {
-                error!(
-                    "service {} cannot depend on {}: that would be a cycle; ignored",
-                    self.name, dependency.name
-                );
-                return;
-            }
-            if i < seen.len() && !std::mem::replace(&mut seen[i], true) {
-                todo.extend(deps[i].iter().map(|d| d.id));
-            }
-        }
-        if let Some(mine) = deps.get_mut(self.id) {
-            mine.push(dependency.clone());
-        }
-    }
-
-    /// [`add_dependency`](Self::add_dependency) for each of `dependencies`.
-    pub fn add_dependencies<D: std::borrow::Borrow<ServiceHandle>>(
-        &self,
-        dependencies: impl IntoIterator<Item = D>,
-    ) {
-        for d in dependencies {
-            self.add_dependency(d);
-        }
-    }
-}
-
 struct Entry {
     service: Box<dyn ServiceWithDependents>,
     ready: watch::Sender<bool>,
-}
-
-/// What a shutdown signal asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownSignal {
-    /// Hand the listening sockets to a new process, then shut down
-    /// gracefully (SIGQUIT).
-    GracefulUpgrade,
-    /// Stop accepting and finish in-flight work (SIGTERM).
-    GracefulTerminate,
-    /// Exit now (SIGINT).
-    FastShutdown,
-}
-
-/// Where a server's shutdown signals come from (as Pingora's): the Unix
-/// signals by default ([`UnixShutdownSignalWatch`]), or a source of the
-/// user's, through [`RunArgs`].
-#[async_trait::async_trait]
-pub trait ShutdownSignalWatch: Send + Sync {
-    /// The next signal.
-    async fn recv(&self) -> ShutdownSignal;
-}
-
-/// Names the type; its state is not shown.
-impl std::fmt::Debug for UnixShutdownSignalWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnixShutdownSignalWatch")
-            .finish_non_exhaustive()
-    }
-}
-
-/// SIGQUIT, SIGTERM and SIGINT, as [`ShutdownSignal`]s. The handlers are
-/// installed on the first call to `recv` (which [`Server::run`] makes
-/// before any service starts).
-#[derive(Default)]
-pub struct UnixShutdownSignalWatch {
-    signals: tokio::sync::Mutex<Option<[tokio::signal::unix::Signal; 3]>>,
-}
-
-#[async_trait::async_trait]
-impl ShutdownSignalWatch for UnixShutdownSignalWatch {
-    async fn recv(&self) -> ShutdownSignal {
-        let mut guard = self.signals.lock().await;
-        if guard.is_none() {
-            let install = |k| signal(k).expect("installing a signal handler");
-            *guard = Some([
-                install(SignalKind::quit()),
-                install(SignalKind::terminate()),
-                install(SignalKind::interrupt()),
-            ]);
-        }
-        let [quit, term, int] = guard.as_mut().expect("installed above");
-        tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-            _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-        }
-    }
-}
-
-/// Names the type; its state is not shown.
-impl std::fmt::Debug for RunArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunArgs").finish_non_exhaustive()
-    }
-}
-
-/// How [`Server::run`] runs (as Pingora's).
-pub struct RunArgs {
-    /// Where shutdown signals come from.
-    pub shutdown_signal: Box<dyn ShutdownSignalWatch>,
-}
-
-impl Default for RunArgs {
-    fn default() -> Self {
-        RunArgs {
-            shutdown_signal: Box::new(UnixShutdownSignalWatch::default()),
-        }
-    }
 }
 
 /// Names the type; its state is not shown.
