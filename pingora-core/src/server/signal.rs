@@ -33,7 +33,7 @@ impl std::fmt::Debug for UnixShutdownSignalWatch {
 }
 
 /// SIGQUIT, SIGTERM and SIGINT, as [`ShutdownSignal`]s. The handlers are
-/// installed on the first call to `recv` (which [`Server::run`] makes
+/// installed on the first call to `recv` (which [`Server::run`](super::Server::run) makes
 /// before any service starts).
 #[derive(Default)]
 pub struct UnixShutdownSignalWatch {
@@ -68,7 +68,7 @@ impl std::fmt::Debug for RunArgs {
     }
 }
 
-/// How [`Server::run`] runs (as Pingora's).
+/// How [`Server::run`](super::Server::run) runs (as Pingora's).
 pub struct RunArgs {
     /// Where shutdown signals come from.
     pub shutdown_signal: Box<dyn ShutdownSignalWatch>,

@@ -11,7 +11,7 @@ impl std::fmt::Debug for Http2Session {
 
 /// One request and its response on an [`H2Connection`]. The state is
 /// boxed: a session moves between the connector, the proxy and its end
-/// on every request, and [`ClientSession`](super::super::client::HttpSession)
+/// on every request, and [`ClientSession`](crate::protocols::http::client::HttpSession)
 /// (which holds one) is only as small as its largest kind.
 pub struct Http2Session(Box<StreamState>);
 
