@@ -503,6 +503,41 @@ macro_rules! line_methods {
             self.lines.settle(&mut self.base);
         }
 
+        /// This header in a box: the box a finished header gave back on
+        /// this thread ([`recycle`](Self::recycle)) if there is one, else a
+        /// new one. For code that boxes a header per request.
+        pub fn boxed(self) -> Box<Self> {
+            $crate::spare::boxed(&SPARE, self)
+        }
+
+        /// Done with `header`: what it holds is dropped now, and its box is
+        /// kept (a few per thread) for the next [`boxed`](Self::boxed).
+        pub fn recycle(header: Box<Self>) {
+            $crate::spare::recycle(&SPARE, header);
+        }
+
+        /// Replace the HTTP version.
+        pub fn set_version(&mut self, version: http::Version) {
+            if self.base.version == version {
+                return;
+            }
+            self.base.version = version;
+            self.lines.changed();
+        }
+
+        /// [`write_h1`](Self::write_h1) into a new buffer of the right size.
+        pub fn to_wire(&self) -> bytes::Bytes {
+            let mut buf = bytes::BytesMut::with_capacity(self.h1_len());
+            self.write_h1(&mut buf);
+            buf.freeze()
+        }
+
+        /// Turn into the `http` crate's parts (spelling and order are lost).
+        pub fn into_parts(mut self) -> Parts {
+            self.lines.settle(&mut self.base);
+            self.base
+        }
+
         /// The number of header lines.
         pub fn header_count(&self) -> usize {
             self.lines.len(&self.base.headers)
@@ -510,6 +545,35 @@ macro_rules! line_methods {
     };
 }
 pub(crate) use line_methods;
+
+/// `Deref` to the parts for a header type (reads see the map as edited),
+/// and `DerefMut` for direct edits of the parts, as Pingora allows
+/// (`req.headers.insert(..)`, `resp.status = ..`): the map is built
+/// first, and the wire order follows the map's edits at the next read or
+/// edit (lines that stayed keep their place and spelling; values added
+/// this way go at the end, spelled as another line of their name or in
+/// lowercase). `insert_header` and its kin keep the spelling given and
+/// cost less.
+macro_rules! header_deref {
+    ($ty:ident) => {
+        impl std::ops::Deref for $ty {
+            type Target = Parts;
+            fn deref(&self) -> &Parts {
+                self.lines.view(&self.base).0
+            }
+        }
+
+        /// Direct edits of the parts: see the crate's `header_deref!`
+        /// (the map is built first; the wire order follows its edits).
+        impl std::ops::DerefMut for $ty {
+            fn deref_mut(&mut self) -> &mut Parts {
+                self.lines.edit_directly(&mut self.base);
+                &mut self.base
+            }
+        }
+    };
+}
+pub(crate) use header_deref;
 
 /// A header value from anything that converts to one; the error names it.
 pub(crate) fn header_value<V>(value: V) -> pingora_error::Result<HeaderValue>

@@ -1,7 +1,5 @@
 //! The request header.
 
-use std::ops::{Deref, DerefMut};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
@@ -38,25 +36,7 @@ pub struct RequestHeader {
     lines: Lines<Parts>,
 }
 
-impl Deref for RequestHeader {
-    type Target = Parts;
-    fn deref(&self) -> &Parts {
-        self.lines.view(&self.base).0
-    }
-}
-
-/// Direct edits of the parts, as Pingora allows (`req.headers.insert(..)`,
-/// `req.uri = ..`): the map is built first, and the wire order follows the
-/// map's edits at the next read or edit (lines that stayed keep their
-/// place and spelling; values added this way go at the end, spelled as
-/// another line of their name or in lowercase). `insert_header` and its
-/// kin keep the spelling given and cost less.
-impl DerefMut for RequestHeader {
-    fn deref_mut(&mut self) -> &mut Parts {
-        self.lines.edit_directly(&mut self.base);
-        &mut self.base
-    }
-}
+crate::lines::header_deref!(RequestHeader);
 
 impl RequestHeader {
     /// A new HTTP/1.1 request for `path` (an origin-form path such as
@@ -80,19 +60,6 @@ impl RequestHeader {
             base,
             lines: Lines::built(WireOrder::with_capacity(n)),
         })
-    }
-
-    /// This header in a box: the box a finished header gave back on this
-    /// thread ([`recycle`](Self::recycle)) if there is one, else a new
-    /// one. For code that boxes a header per request.
-    pub fn boxed(self) -> Box<Self> {
-        crate::spare::boxed(&SPARE, self)
-    }
-
-    /// Done with `header`: what it holds is dropped now, and its box is
-    /// kept (a few per thread) for the next [`boxed`](Self::boxed).
-    pub fn recycle(header: Box<Self>) {
-        crate::spare::recycle(&SPARE, header);
     }
 
     /// Build from a request parsed by `httparse`. Slices of `buf` (the bytes
@@ -290,15 +257,6 @@ impl RequestHeader {
         self.lines.changed();
     }
 
-    /// Replace the HTTP version.
-    pub fn set_version(&mut self, version: Version) {
-        if self.base.version == version {
-            return;
-        }
-        self.base.version = version;
-        self.lines.changed();
-    }
-
     /// The request line and header lines as HTTP/1 wire bytes, ending with
     /// the blank line.
     pub fn write_h1<B: BufMut>(&self, buf: &mut B) {
@@ -321,19 +279,6 @@ impl RequestHeader {
             + uri.path_and_query().map_or(1, |p| p.as_str().len());
         let lines = self.lines.wire_len(&self.base.headers);
         self.base.method.as_str().len() + uri_len + 14 + lines
-    }
-
-    /// [`RequestHeader::write_h1`] into a new buffer of the right size.
-    pub fn to_wire(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.h1_len());
-        self.write_h1(&mut buf);
-        buf.freeze()
-    }
-
-    /// Turn into the `http` crate's parts (spelling and order are lost).
-    pub fn into_parts(mut self) -> Parts {
-        self.lines.settle(&mut self.base);
-        self.base
     }
 
     /// From the `http` crate's parts (as HTTP/2 delivers them): names are

@@ -1,7 +1,5 @@
 //! The response header.
 
-use std::ops::{Deref, DerefMut};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::response::Parts;
 use http::{StatusCode, Version};
@@ -35,25 +33,7 @@ pub struct ResponseHeader {
     reason: Option<Box<str>>,
 }
 
-impl Deref for ResponseHeader {
-    type Target = Parts;
-    fn deref(&self) -> &Parts {
-        self.lines.view(&self.base).0
-    }
-}
-
-/// Direct edits of the parts, as Pingora allows (`resp.headers.insert(..)`,
-/// `resp.status = ..`): the map is built first, and the wire order follows the
-/// map's edits at the next read or edit (lines that stayed keep their
-/// place and spelling; values added this way go at the end, spelled as
-/// another line of their name or in lowercase). `insert_header` and its
-/// kin keep the spelling given and cost less.
-impl DerefMut for ResponseHeader {
-    fn deref_mut(&mut self) -> &mut Parts {
-        self.lines.edit_directly(&mut self.base);
-        &mut self.base
-    }
-}
+crate::lines::header_deref!(ResponseHeader);
 
 impl ResponseHeader {
     /// A new HTTP/1.1 response with this status. `size_hint` is the number
@@ -153,19 +133,6 @@ impl ResponseHeader {
         Ok(h)
     }
 
-    /// This header in a box: the box a finished header gave back on this
-    /// thread ([`recycle`](Self::recycle)) if there is one, else a new
-    /// one. For code that boxes a header per request.
-    pub fn boxed(self) -> Box<Self> {
-        crate::spare::boxed(&SPARE, self)
-    }
-
-    /// Done with `header`: what it holds is dropped now, and its box is
-    /// kept (a few per thread) for the next [`boxed`](Self::boxed).
-    pub fn recycle(header: Box<Self>) {
-        crate::spare::recycle(&SPARE, header);
-    }
-
     crate::lines::line_methods!("response");
 
     /// The status (as `resp.status`, without building a parsed header's
@@ -236,15 +203,6 @@ impl ResponseHeader {
             .or_else(|| self.base.status.canonical_reason())
     }
 
-    /// Replace the HTTP version.
-    pub fn set_version(&mut self, version: Version) {
-        if self.base.version == version {
-            return;
-        }
-        self.base.version = version;
-        self.lines.changed();
-    }
-
     /// The status line and header lines as HTTP/1 wire bytes, ending with
     /// the blank line.
     pub fn write_h1<B: BufMut>(&self, buf: &mut B) {
@@ -264,19 +222,6 @@ impl ResponseHeader {
         let reason = self.get_reason_phrase().map_or(0, str::len);
         let lines = self.lines.wire_len(&self.base.headers);
         17 + reason + lines
-    }
-
-    /// [`ResponseHeader::write_h1`] into a new buffer of the right size.
-    pub fn to_wire(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.h1_len());
-        self.write_h1(&mut buf);
-        buf.freeze()
-    }
-
-    /// Turn into the `http` crate's parts (spelling and order are lost).
-    pub fn into_parts(mut self) -> Parts {
-        self.lines.settle(&mut self.base);
-        self.base
     }
 
     /// From the `http` crate's parts (as HTTP/2 delivers them): names are

@@ -24,7 +24,6 @@
 //! // server.add_service(exporter); HttpProxy::with_options(app, conf, options) ...
 //! ```
 
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,32 +93,8 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok()
-    {
-        return u64::from_le_bytes(b) | 1;
-    }
-    (now_ns() as u64) | 1
-}
-
-/// A random 64-bit number (xorshift64*, seeded per thread).
-fn random() -> u64 {
-    RNG.with(|r| {
-        let mut x = r.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        r.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
-}
+// A random 64-bit number (ids of traces and spans).
+use pingora_core::utils::random_u64 as random;
 
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);

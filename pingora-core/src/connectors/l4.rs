@@ -42,17 +42,13 @@ pub async fn connect_from(
 ) -> Result<L4Stream> {
     if let Some(custom) = &opts.custom_l4 {
         let attempt = custom.connect(addr);
-        return match opts.connection_timeout {
-            None => attempt.await,
-            Some(d) => pingora_timeout::timeout(d, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Error::e_explain(
-                        ConnectTimedout,
-                        format!("custom L4 connect to {addr}: not done within {d:?}"),
-                    )
-                }),
-        }
+        return super::connect_within(
+            opts.connection_timeout,
+            "custom L4 connect to",
+            &addr,
+            attempt,
+        )
+        .await
         .map_err(|e| e.into_up());
     }
     let attempt = async {
@@ -101,17 +97,7 @@ pub async fn connect_from(
             }
         }
     };
-    match opts.connection_timeout {
-        None => attempt.await,
-        Some(d) => match pingora_timeout::timeout(d, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::explain(
-                ConnectTimedout,
-                format!("connecting to {addr}: no answer within {d:?}"),
-            )
-            .into_up()),
-        },
-    }
+    super::connect_within(opts.connection_timeout, "connecting to", &addr, attempt).await
 }
 
 /// A connector of the user's for the L4 layer (as Pingora's `L4Connect`):
@@ -223,16 +209,7 @@ pub async fn connect_through_proxy(
             }
         }
     };
-    match opts.connection_timeout {
-        None => attempt.await,
-        Some(d) => pingora_timeout::timeout(d, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Error::e_explain(
-                    ConnectTimedout,
-                    format!("CONNECT through {hop}: not done within {d:?}"),
-                )
-            }),
-    }
-    .map_err(|e| e.into_up())
+    super::connect_within(opts.connection_timeout, "CONNECT through", &hop, attempt)
+        .await
+        .map_err(|e| e.into_up())
 }

@@ -170,17 +170,13 @@ impl TransportConnector {
             }
             self.tls_on(l4, peer, start).await
         };
-        match peer.options().total_connection_timeout {
-            None => attempt.await,
-            Some(d) => match pingora_timeout::timeout(d, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::explain(
-                    ConnectTimedout,
-                    format!("connecting to {peer}: not done within {d:?}"),
-                )
-                .into_up()),
-            },
-        }
+        connect_within(
+            peer.options().total_connection_timeout,
+            "connecting to",
+            &peer,
+            attempt,
+        )
+        .await
     }
 
     async fn tls_on<P: Peer + ?Sized>(
@@ -311,6 +307,27 @@ impl BindTo {
 
 /// How often idle upstream connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// `attempt` (`what` `target`: "connecting to 127.0.0.1:80") within
+/// `limit`, if any; past it, an upstream `ConnectTimedout` that says so.
+pub(crate) async fn connect_within<T>(
+    limit: Option<Duration>,
+    what: &'static str,
+    target: &(dyn std::fmt::Display + Sync),
+    attempt: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(d) = limit else {
+        return attempt.await;
+    };
+    match pingora_timeout::timeout(d, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::explain(
+            ConnectTimedout,
+            format!("{what} {target}: not done within {d:?}"),
+        )
+        .into_up()),
+    }
+}
 
 /// The pool's check: an idle connection is still good while a read would
 /// block (no EOF, no bytes nobody asked for). A readiness look with a

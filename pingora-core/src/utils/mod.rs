@@ -125,6 +125,40 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// A fast pseudo-random number (xorshift64*, one state per thread, seeded
+/// from `/dev/urandom`, else the clock): for load-balancing choices and
+/// trace ids, never for secrets.
+pub fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(random_seed());
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// A non-zero seed for [`random_u64`].
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    if read.is_ok() {
+        return u64::from_le_bytes(b) | 1;
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    // Threads seeded in the same nanosecond still differ by their stack.
+    let addr = std::ptr::addr_of!(b) as u64;
+    (t ^ addr.rotate_left(32)) | 1
+}
+
 #[cfg(test)]
 mod key_hasher_tests {
     use super::KeyHasher;

@@ -8,12 +8,60 @@ use std::time::{Duration, Instant};
 use super::{random_u64, walked_selection, BackendSelection};
 use crate::Backend;
 
-fn index_of(backends: &[Backend]) -> HashMap<u64, usize> {
-    backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.hash_key(), i))
-        .collect()
+/// The backends with their requests in flight: what both algorithms keep
+/// and update alike.
+struct InFlight {
+    backends: Vec<Backend>,
+    /// Backend (by hash key) to its place in `backends`.
+    index: HashMap<u64, usize>,
+    counts: Vec<AtomicUsize>,
+}
+
+impl InFlight {
+    fn new(backends: &[Backend]) -> Self {
+        InFlight {
+            backends: backends.to_vec(),
+            index: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.hash_key(), i))
+                .collect(),
+            counts: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Requests in flight to backend `i`.
+    fn load(&self, i: usize) -> usize {
+        self.counts[i].load(Ordering::Relaxed)
+    }
+
+    /// The walk from the chosen backend `state`: the others in order.
+    fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
+        let n = self.backends.len();
+        if step >= n {
+            return None;
+        }
+        self.backends.get((state as usize + step) % n)
+    }
+
+    /// A request to `backend` started.
+    fn start(&self, backend: &Backend) {
+        if let Some(&i) = self.index.get(&backend.hash_key()) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request to `backend` ended; its index, if it is one of ours.
+    fn done(&self, backend: &Backend) -> Option<usize> {
+        let &i = self.index.get(&backend.hash_key())?;
+        let _ =
+            self.counts[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        Some(i)
+    }
 }
 
 /// Names the type; its state is not shown.
@@ -26,17 +74,16 @@ impl std::fmt::Debug for LeastConnection {
 /// The backend with the fewest requests in flight (per unit of weight);
 /// ties are broken at random. A pick scans all backends.
 pub struct LeastConnection {
-    backends: Vec<Backend>,
-    index: HashMap<u64, usize>,
-    inflight: Vec<AtomicUsize>,
+    inflight: InFlight,
 }
 
 impl LeastConnection {
     /// Requests in flight to `backend` now.
     pub fn in_flight(&self, backend: &Backend) -> usize {
-        self.index
+        let index = &self.inflight.index;
+        index
             .get(&backend.hash_key())
-            .map_or(0, |&i| self.inflight[i].load(Ordering::Relaxed))
+            .map_or(0, |&i| self.inflight.load(i))
     }
 }
 
@@ -45,14 +92,12 @@ impl BackendSelection for LeastConnection {
 
     fn build_sorted(backends: &[Backend]) -> Self {
         LeastConnection {
-            backends: backends.to_vec(),
-            index: index_of(backends),
-            inflight: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            inflight: InFlight::new(backends),
         }
     }
 
     fn start(&self, _key: &[u8]) -> u64 {
-        let n = self.backends.len();
+        let n = self.inflight.len();
         if n == 0 {
             return 0;
         }
@@ -61,8 +106,7 @@ impl BackendSelection for LeastConnection {
         let mut best_load = f64::MAX;
         for k in 0..n {
             let i = (offset + k) % n;
-            let load =
-                self.inflight[i].load(Ordering::Relaxed) as f64 / self.backends[i].weight as f64;
+            let load = self.inflight.load(i) as f64 / self.inflight.backends[i].weight as f64;
             if load < best_load {
                 best = i;
                 best_load = load;
@@ -72,24 +116,15 @@ impl BackendSelection for LeastConnection {
     }
 
     fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
-        let n = self.backends.len();
-        if step >= n {
-            return None;
-        }
-        self.backends.get((state as usize + step) % n)
+        self.inflight.candidate(state, step)
     }
 
     fn on_start(&self, backend: &Backend) {
-        if let Some(&i) = self.index.get(&backend.hash_key()) {
-            self.inflight[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.inflight.start(backend);
     }
 
     fn on_done(&self, backend: &Backend, _latency: Duration) {
-        if let Some(&i) = self.index.get(&backend.hash_key()) {
-            let _ = self.inflight[i]
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-        }
+        self.inflight.done(backend);
     }
 }
 
@@ -110,9 +145,7 @@ impl std::fmt::Debug for PeakEwma {
 /// A slow backend's estimate jumps to each slow sample at once (peak) and
 /// decays slowly, so it gets less traffic until it is fast again.
 pub struct PeakEwma {
-    backends: Vec<Backend>,
-    index: HashMap<u64, usize>,
-    inflight: Vec<AtomicUsize>,
+    inflight: InFlight,
     /// f64 bits: the latency estimate, ns.
     ewma: Vec<AtomicU64>,
     /// ns since `epoch` of the last update.
@@ -123,13 +156,13 @@ pub struct PeakEwma {
 impl PeakEwma {
     fn cost(&self, i: usize) -> f64 {
         let rtt = f64::from_bits(self.ewma[i].load(Ordering::Relaxed));
-        let load = self.inflight[i].load(Ordering::Relaxed) as f64 + 1.0;
-        rtt * load / self.backends[i].weight as f64
+        let load = self.inflight.load(i) as f64 + 1.0;
+        rtt * load / self.inflight.backends[i].weight as f64
     }
 
     /// The current latency estimate of `backend`.
     pub fn latency(&self, backend: &Backend) -> Option<Duration> {
-        let i = *self.index.get(&backend.hash_key())?;
+        let i = *self.inflight.index.get(&backend.hash_key())?;
         Some(Duration::from_nanos(
             f64::from_bits(self.ewma[i].load(Ordering::Relaxed)) as u64,
         ))
@@ -141,9 +174,7 @@ impl BackendSelection for PeakEwma {
 
     fn build_sorted(backends: &[Backend]) -> Self {
         PeakEwma {
-            backends: backends.to_vec(),
-            index: index_of(backends),
-            inflight: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            inflight: InFlight::new(backends),
             ewma: backends
                 .iter()
                 .map(|_| AtomicU64::new(DEFAULT_RTT_NS.to_bits()))
@@ -154,7 +185,7 @@ impl BackendSelection for PeakEwma {
     }
 
     fn start(&self, _key: &[u8]) -> u64 {
-        let n = self.backends.len() as u64;
+        let n = self.inflight.len() as u64;
         if n < 2 {
             return 0;
         }
@@ -172,25 +203,17 @@ impl BackendSelection for PeakEwma {
     }
 
     fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
-        let n = self.backends.len();
-        if step >= n {
-            return None;
-        }
-        self.backends.get((state as usize + step) % n)
+        self.inflight.candidate(state, step)
     }
 
     fn on_start(&self, backend: &Backend) {
-        if let Some(&i) = self.index.get(&backend.hash_key()) {
-            self.inflight[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.inflight.start(backend);
     }
 
     fn on_done(&self, backend: &Backend, latency: Duration) {
-        let Some(&i) = self.index.get(&backend.hash_key()) else {
+        let Some(i) = self.inflight.done(backend) else {
             return;
         };
-        let _ = self.inflight[i]
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         let now = self.epoch.elapsed().as_nanos() as u64;
         let last = self.updated[i].swap(now, Ordering::Relaxed);
         let sample = latency.as_nanos() as f64;

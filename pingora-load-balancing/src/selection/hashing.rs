@@ -109,11 +109,6 @@ impl BackendSelection for FnvHash {
     }
 
     fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
-        let n = self.backends.len();
-        if step >= n || self.weighted.is_empty() {
-            return None;
-        }
-        let first = self.weighted[(state % self.weighted.len() as u64) as usize] as usize;
-        self.backends.get((first + step) % n)
+        super::walk_table(&self.backends, &self.weighted, state, step)
     }
 }

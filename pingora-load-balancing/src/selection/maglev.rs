@@ -70,11 +70,6 @@ impl BackendSelection for Maglev {
     }
 
     fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
-        let n = self.backends.len();
-        if step >= n || self.table.is_empty() {
-            return None;
-        }
-        let first = self.table[(state % self.table.len() as u64) as usize] as usize;
-        self.backends.get((first + step) % n)
+        super::walk_table(&self.backends, &self.table, state, step)
     }
 }

@@ -250,28 +250,26 @@ impl<I: BackendIter> UniqueIterator<I> {
     }
 }
 
-/// A cheap per-thread random number (xorshift64*), for the random and
-/// two-choices algorithms.
-pub(crate) fn random_u64() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            let addr = &t as *const u64 as u64;
-            crate::backend::mix(t ^ addr) | 1
-        });
+/// The walk of a table-driven algorithm: `state` picks a slot of `table`
+/// (backend indexes, each as often as its weight or place says), and the
+/// walk goes on from that backend through the others in order, each once.
+pub(crate) fn walk_table<'a>(
+    backends: &'a [Backend],
+    table: &[u32],
+    state: u64,
+    step: usize,
+) -> Option<&'a Backend> {
+    let n = backends.len();
+    if step >= n || table.is_empty() {
+        return None;
     }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
+    let first = table[(state % table.len() as u64) as usize] as usize;
+    backends.get((first + step) % n)
 }
+
+/// A cheap per-thread random number, for the random and two-choices
+/// algorithms.
+pub(crate) use pingora_core::utils::random_u64;
 
 #[cfg(test)]
 mod tests;

@@ -81,12 +81,7 @@ impl BackendSelection for RoundRobin {
     }
 
     fn candidate(&self, state: u64, step: usize) -> Option<&Backend> {
-        let n = self.backends.len();
-        if step >= n || self.sequence.is_empty() {
-            return None;
-        }
-        let first = self.sequence[(state % self.sequence.len() as u64) as usize] as usize;
-        self.backends.get((first + step) % n)
+        super::walk_table(&self.backends, &self.sequence, state, step)
     }
 }
 

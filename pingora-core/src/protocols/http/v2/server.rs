@@ -432,7 +432,7 @@ impl HttpSession {
 
     /// Send response body bytes, as the client's flow-control window
     /// allows: this waits for credit rather than buffering without bound.
-    pub async fn write_body(&mut self, mut data: Bytes) -> Result<()> {
+    pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
         if self.no_body || data.is_empty() {
             return Ok(());
         }
@@ -440,35 +440,8 @@ impl HttpSession {
             .body_out
             .as_mut()
             .or_err(H2Error, "no response header written")?;
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let credit = poll_fn(|cx| send.poll_capacity(cx));
-            let credit = match self.write_timeout {
-                Some(limit) => pingora_timeout::timeout(limit, credit).await.map_err(|_| {
-                    Error::explain(WriteTimedout, "no flow-control credit from the client")
-                        .into_down()
-                })?,
-                None => credit.await,
-            };
-            let granted = match credit {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => {
-                    return Err(
-                        Error::because(H2Error, "waiting for flow-control credit", e).into_down(),
-                    )
-                }
-                None => return Error::e_explain(H2Error, "stream closed by the client"),
-            };
-            if granted == 0 {
-                continue;
-            }
-            let chunk = data.split_to(granted.min(data.len()));
-            self.body_sent += chunk.len() as u64;
-            send.send_data(chunk, false)
-                .or_err(H2Error, "sending body data")
-                .map_err(|e| e.into_down())?;
-        }
-        Ok(())
+        let to = super::Receiver::Client;
+        super::send_with_credit(send, data, self.write_timeout, to, &mut self.body_sent).await
     }
 
     /// Trailers to send after the body (gRPC status, for one).

@@ -208,38 +208,13 @@ impl Http2Session {
         }
     }
 
-    async fn send_body(&mut self, mut data: Bytes) -> Result<()> {
-        let send = self
-            .0
-            .body_out
-            .as_mut()
-            .or_err(H2Error, "no request sent")?;
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let credit = poll_fn(|cx| send.poll_capacity(cx));
-            let n = match within(
-                self.0.write_timeout,
-                WriteTimedout,
-                "upstream gave no flow-control credit",
-                credit,
-            )
-            .await?
-            {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => {
-                    return Err(Error::because(H2Error, "upstream flow control", e).into_up())
-                }
-                None => return Error::e_explain(H2Error, "upstream closed the stream"),
-            };
-            if n == 0 {
-                continue;
-            }
-            let chunk = data.split_to(n.min(data.len()));
-            send.send_data(chunk, false)
-                .or_err(H2Error, "sending request data")
-                .map_err(|e| e.into_up())?;
-        }
-        Ok(())
+    async fn send_body(&mut self, data: Bytes) -> Result<()> {
+        let state = &mut *self.0;
+        let send = state.body_out.as_mut().or_err(H2Error, "no request sent")?;
+        let to = crate::protocols::http::v2::Receiver::Upstream;
+        let mut sent = 0;
+        crate::protocols::http::v2::send_with_credit(send, data, state.write_timeout, to, &mut sent)
+            .await
     }
 
     /// End the request body, with `trailers` if given (nothing to do if the
