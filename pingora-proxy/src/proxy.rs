@@ -24,7 +24,6 @@ mod body;
 mod headers;
 
 use attempt::Attempt;
-use body::pause;
 
 /// How the proxy pipeline behaves, beyond the user's callbacks.
 #[derive(Clone, Debug)]

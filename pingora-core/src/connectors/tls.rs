@@ -196,14 +196,7 @@ impl TlsConnector {
             b.set_verify(SslVerifyMode::NONE);
         }
         if let Some(ck) = &peer.client_cert_key {
-            b.set_certificate(ck.leaf())
-                .or_err(InvalidCert, "using the client certificate")?;
-            for c in ck.chain() {
-                b.add_extra_chain_cert(c.clone())
-                    .or_err(InvalidCert, "adding a chain certificate")?;
-            }
-            b.set_private_key(ck.key())
-                .or_err(InvalidCert, "using the client key")?;
+            ck.install(&mut b)?;
         }
         if !peer.alpn.is_empty() {
             let mut wire = Vec::new();

@@ -177,16 +177,21 @@ impl BoundListener {
     }
 }
 
-fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener> {
-    let sock_addr = addr
-        .to_socket_addrs()
+/// The one socket address a listen address (`host:port`) names: its
+/// first, if a name resolves to several.
+pub(crate) fn resolve_listen_addr(addr: &str) -> Result<std::net::SocketAddr> {
+    addr.to_socket_addrs()
         .or_err_with(ErrorType::BindError, || {
             format!("invalid listen address {addr:?}")
         })?
         .next()
         .or_err_with(ErrorType::BindError, || {
             format!("{addr:?} resolves to no address")
-        })?;
+        })
+}
+
+fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener> {
+    let sock_addr = resolve_listen_addr(addr)?;
     let ctx = |what: &str| format!("{what} on listener {addr}");
     let socket = Socket::new(
         Domain::for_address(sock_addr),
@@ -416,21 +421,28 @@ impl Listeners {
         Ok(())
     }
 
-    /// Read a PROXY protocol header (v1 or v2) at the start of every
-    /// connection to the listener at `addr` (as it was added), before any
-    /// TLS handshake. Connections without a valid header within `timeout`
-    /// are closed with a logged reason.
-    pub fn enable_proxy_protocol(&mut self, addr: &str, timeout: Option<Duration>) -> Result<()> {
+    /// The accept options of the listener at `addr` (as it was added); an
+    /// error naming `addr` and `what` was to be done if there is none.
+    fn accept_of(&mut self, addr: &str, what: &str) -> Result<&mut AcceptOptions> {
         let i = self
             .addrs
             .iter()
             .position(|a| a.key() == addr)
             .or_err_with(ErrorType::InvalidInput, || {
-                format!("no listener {addr:?} to enable the PROXY protocol on")
+                format!("no listener {addr:?} {what}")
             })?;
-        self.accept[i].proxy_protocol = true;
+        Ok(&mut self.accept[i])
+    }
+
+    /// Read a PROXY protocol header (v1 or v2) at the start of every
+    /// connection to the listener at `addr` (as it was added), before any
+    /// TLS handshake. Connections without a valid header within `timeout`
+    /// are closed with a logged reason.
+    pub fn enable_proxy_protocol(&mut self, addr: &str, timeout: Option<Duration>) -> Result<()> {
+        let accept = self.accept_of(addr, "to enable the PROXY protocol on")?;
+        accept.proxy_protocol = true;
         if let Some(t) = timeout {
-            self.accept[i].proxy_protocol_timeout = t;
+            accept.proxy_protocol_timeout = t;
         }
         Ok(())
     }
@@ -440,14 +452,7 @@ impl Listeners {
     /// default (`HttpServer::set_h2c`) for its connections. Over TLS,
     /// HTTP/2 is chosen by ALPN and this does not apply.
     pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
-        let i = self
-            .addrs
-            .iter()
-            .position(|a| a.key() == addr)
-            .or_err_with(ErrorType::InvalidInput, || {
-                format!("no listener {addr:?} to set h2c on")
-            })?;
-        self.accept[i].h2c = Some(on);
+        self.accept_of(addr, "to set h2c on")?.h2c = Some(on);
         Ok(())
     }
 

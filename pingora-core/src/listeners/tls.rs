@@ -292,18 +292,7 @@ impl TlsSettings {
             format!("unsupported key-exchange groups {groups:?}")
         })?;
         if let Some(ck) = cert {
-            b.set_certificate(ck.leaf())
-                .or_err(InvalidCert, "using the certificate")?;
-            for c in ck.chain() {
-                b.add_extra_chain_cert(c.clone())
-                    .or_err(InvalidCert, "adding a chain certificate")?;
-            }
-            b.set_private_key(ck.key())
-                .or_err(InvalidCert, "using the private key")?;
-            b.check_private_key().or_err(
-                InvalidCert,
-                "the private key does not match the certificate",
-            )?;
+            ck.install(b)?;
         }
         if !self.alpn.is_empty() {
             let ours = self.alpn.clone();

@@ -19,6 +19,25 @@ const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 600;
 /// ready (`daemon_wait_for_ready`).
 const READY_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
 
+/// The `kind` (`user` or `group`) named by the conf key of that name, if
+/// set; an error naming the key when there is none of that name.
+fn lookup<T>(
+    name: Option<&str>,
+    kind: &str,
+    find: impl FnOnce(&str) -> nix::Result<Option<T>>,
+) -> Result<Option<T>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let found =
+        find(name).or_err_with(ErrorType::ConfError, || format!("looking up {kind} {name}"))?;
+    found
+        .or_err_with(ErrorType::ConfError, || {
+            format!("{kind}: no {kind} named {name:?}")
+        })
+        .map(Some)
+}
+
 /// Fork into the background. Must run before any thread is started: only
 /// the calling thread survives a fork. The parent process exits 0 (with
 /// `daemon_wait_for_ready`: once the daemon says it is ready, see
@@ -43,26 +62,8 @@ pub(crate) fn daemonize(conf: &ServerConf) -> Result<Option<nix::unistd::Pid>> {
         .write(true)
         .open("/dev/null")
         .or_err(ErrorType::FileOpenError, "/dev/null")?;
-    let group = match &conf.group {
-        Some(g) => Some(
-            Group::from_name(g)
-                .or_err_with(ErrorType::ConfError, || format!("looking up group {g}"))?
-                .or_err_with(ErrorType::ConfError, || {
-                    format!("group: no group named {g:?}")
-                })?,
-        ),
-        None => None,
-    };
-    let user = match &conf.user {
-        Some(u) => Some(
-            User::from_name(u)
-                .or_err_with(ErrorType::ConfError, || format!("looking up user {u}"))?
-                .or_err_with(ErrorType::ConfError, || {
-                    format!("user: no user named {u:?}")
-                })?,
-        ),
-        None => None,
-    };
+    let group = lookup(conf.group.as_deref(), "group", Group::from_name)?;
+    let user = lookup(conf.user.as_deref(), "user", User::from_name)?;
 
     // With `daemon_wait_for_ready`, the ready signal is blocked before the
     // fork, so that it cannot arrive before the parent waits for it.

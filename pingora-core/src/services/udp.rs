@@ -40,12 +40,11 @@
 //! ```
 
 use std::io;
-use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora_error::{ErrorType, OkOrErr, OrErr, Result};
+use pingora_error::{ErrorType, OrErr, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info};
@@ -165,15 +164,7 @@ pub fn bind_udp(addr: &str, fds: &ListenFds) -> Result<std::net::UdpSocket> {
         // (a bound UDP socket), owned by nobody else in this process.
         Some(fd) => unsafe { std::net::UdpSocket::from_raw_fd(fd) },
         None => {
-            let sa = addr
-                .to_socket_addrs()
-                .or_err_with(ErrorType::BindError, || {
-                    format!("invalid UDP address {addr:?}")
-                })?
-                .next()
-                .or_err_with(ErrorType::BindError, || {
-                    format!("{addr:?} resolves to no address")
-                })?;
+            let sa = crate::listeners::resolve_listen_addr(addr)?;
             let s = Socket::new(Domain::for_address(sa), Type::DGRAM, Some(Protocol::UDP))
                 .or_err_with(ErrorType::BindError, || format!("UDP socket for {addr}"))?;
             s.set_reuse_address(true)

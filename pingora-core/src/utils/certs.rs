@@ -25,7 +25,7 @@ use crate::tls::pkey::{PKey, Private};
 use crate::tls::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
-use crate::tls::x509::{X509Builder, X509Name, X509NameBuilder, X509};
+use crate::tls::x509::{X509Builder, X509Name, X509NameBuilder, X509NameRef, X509};
 
 /// Names the type; its state is not shown.
 impl std::fmt::Debug for Issued {
@@ -107,6 +107,28 @@ fn serial() -> Result<Asn1Integer> {
         .map_err(tls_err("serial number"))
 }
 
+/// The fields every certificate here has: X.509 v3, serial, subject and
+/// issuer, public key, and validity between two Unix times.
+fn start_cert(
+    b: &mut X509Builder,
+    serial: &Asn1Integer,
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    key: &PKey<Private>,
+    not_before: i64,
+    not_after: i64,
+) -> std::result::Result<(), crate::tls::error::ErrorStack> {
+    b.set_version(2)?;
+    b.set_serial_number(serial)?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(issuer)?;
+    b.set_pubkey(key)?;
+    let not_before = Asn1Time::from_unix(not_before as _)?;
+    let not_after = Asn1Time::from_unix(not_after as _)?;
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,22 +139,13 @@ impl TestCa {
     /// A new self-signed CA named `cn`, valid for ten years.
     pub fn new(cn: &str) -> Result<Self> {
         let key = new_key()?;
-        let mut b = X509Builder::new().map_err(tls_err("X509 builder"))?;
         let n = name(cn)?;
         let e = tls_err::<crate::tls::error::ErrorStack>("building the CA certificate");
         let sn = serial()?;
+        let now = now();
+        let mut b = X509Builder::new().map_err(tls_err("X509 builder"))?;
         (|| -> std::result::Result<(), crate::tls::error::ErrorStack> {
-            b.set_version(2)?;
-            b.set_serial_number(&sn)?;
-            b.set_subject_name(&n)?;
-            b.set_issuer_name(&n)?;
-            b.set_pubkey(&key)?;
-            let (nb, na) = (
-                Asn1Time::from_unix(now() - 3600)?,
-                Asn1Time::days_from_now(3650)?,
-            );
-            b.set_not_before(&nb)?;
-            b.set_not_after(&na)?;
+            start_cert(&mut b, &sn, &n, &n, &key, now - 3600, now + 3650 * 86400)?;
             let basic = BasicConstraints::new().critical().ca().build()?;
             add_ext(&mut b, &basic)?;
             let usage = KeyUsage::new()
@@ -170,22 +183,13 @@ impl TestCa {
         client: bool,
     ) -> Result<Issued> {
         let key = new_key()?;
-        let mut b = X509Builder::new().map_err(tls_err("X509 builder"))?;
         let subject = name(names.first().copied().unwrap_or("localhost"))?;
         let e = tls_err::<crate::tls::error::ErrorStack>("building a certificate");
         let sn = serial()?;
+        let mut b = X509Builder::new().map_err(tls_err("X509 builder"))?;
         (|| -> std::result::Result<(), crate::tls::error::ErrorStack> {
-            b.set_version(2)?;
-            b.set_serial_number(&sn)?;
-            b.set_subject_name(&subject)?;
-            b.set_issuer_name(self.ca.cert.subject_name())?;
-            b.set_pubkey(&key)?;
-            let (nb, na) = (
-                Asn1Time::from_unix(not_before as _)?,
-                Asn1Time::from_unix(not_after as _)?,
-            );
-            b.set_not_before(&nb)?;
-            b.set_not_after(&na)?;
+            let issuer = self.ca.cert.subject_name();
+            start_cert(&mut b, &sn, &subject, issuer, &key, not_before, not_after)?;
             let basic = BasicConstraints::new().build()?;
             add_ext(&mut b, &basic)?;
             let mut usage = ExtendedKeyUsage::new();

@@ -26,8 +26,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::ResponseHeader;
 
+use super::body::send_down;
 use super::headers::{downstream_response, frame_h1_request, upstream_request};
-use super::{idempotent, pause, HttpProxy};
+use super::{idempotent, HttpProxy};
 use crate::{ProxyHttp, Session};
 
 /// The state of one attempt: the upstream session (held by the caller's
@@ -274,14 +275,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             .await
             .map_err(|e| e.into_down())?;
         if let Some(d) = data {
-            pause(delay).await;
-            // Straight to the client: the filters (the modules' too) have
-            // run on this piece.
-            session
-                .as_downstream_mut()
-                .write_response_body(d)
-                .await
-                .map_err(|e| e.into_down())?;
+            send_down(session, d, delay).await?;
             session.finish_body().await.map_err(|e| e.into_down())?;
         }
         Ok(())

@@ -16,11 +16,22 @@ use super::attempt::{upstream, Attempt};
 use super::HttpProxy;
 use crate::{ProxyHttp, Session};
 
-/// Wait out a body filter's delay, if it asked for one.
-pub(super) async fn pause(delay: Option<Duration>) {
+/// A piece of response body, already through the filters (the modules'
+/// too), straight to the client once a body filter's delay, if it asked
+/// for one, is waited out.
+pub(super) async fn send_down(
+    session: &mut Session,
+    piece: Bytes,
+    delay: Option<Duration>,
+) -> Result<()> {
     if let Some(d) = delay.filter(|d| !d.is_zero()) {
         tokio::time::sleep(d).await;
     }
+    session
+        .as_downstream_mut()
+        .write_response_body(piece)
+        .await
+        .map_err(|e| e.into_down())
 }
 
 /// Keeps a response's Content-Length true while body filters may change
@@ -142,8 +153,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         break (data, trailer_body, delay);
                     }
                     if let Some(d) = data.filter(|d| !d.is_empty()) {
-                        pause(delay).await;
-                        session.as_downstream_mut().write_response_body(d).await.map_err(|e| e.into_down())?;
+                        send_down(session, d, delay).await?;
                     }
                 }
                 // The client: its next piece of body; once the request is
@@ -171,12 +181,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         for d in [last, trailer_body, done_body].into_iter().flatten() {
             if !d.is_empty() {
-                pause(delay).await;
-                session
-                    .as_downstream_mut()
-                    .write_response_body(d)
-                    .await
-                    .map_err(|e| e.into_down())?;
+                send_down(session, d, delay).await?;
             }
         }
         session.finish_body().await.map_err(|e| e.into_down())

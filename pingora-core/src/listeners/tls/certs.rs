@@ -79,6 +79,23 @@ impl CertKey {
     pub(crate) fn key(&self) -> &PKey<Private> {
         &self.key
     }
+
+    /// Make `b` present this certificate, its chain and key; an error if
+    /// the key does not match the certificate.
+    pub(crate) fn install(&self, b: &mut SslContextBuilder) -> Result<()> {
+        b.set_certificate(self.leaf())
+            .or_err(InvalidCert, "using the certificate")?;
+        for c in self.chain() {
+            b.add_extra_chain_cert(c.clone())
+                .or_err(InvalidCert, "adding a chain certificate")?;
+        }
+        b.set_private_key(self.key())
+            .or_err(InvalidCert, "using the private key")?;
+        b.check_private_key().or_err(
+            InvalidCert,
+            "the private key does not match the certificate",
+        )
+    }
 }
 
 /// CA certificates to trust: a PEM file, or PEM bytes already in memory.

@@ -56,6 +56,19 @@ use negotiation::{compressible, Accepted};
 #[derive(Debug, Clone, Copy, Default)]
 struct PerAlgorithm<T>([T; 4]);
 
+impl<T: Copy> PerAlgorithm<T> {
+    /// Set `algorithm`'s value; `Any`: every algorithm's.
+    fn set(&mut self, algorithm: Algorithm, value: T) {
+        if algorithm != Algorithm::Any {
+            self.0[algorithm.index()] = value;
+            return;
+        }
+        for a in PREFERENCE {
+            self.0[a.index()] = value;
+        }
+    }
+}
+
 /// One response's compression: settings, the client's `Accept-Encoding`,
 /// and the coder once the response header decided on one.
 pub struct ResponseCompressionCtx {
@@ -128,47 +141,34 @@ impl ResponseCompressionCtx {
     /// Every algorithm's level (0: no compression). Only before the
     /// response header.
     pub fn adjust_level(&mut self, new_level: u32) {
-        for a in PREFERENCE {
-            self.level.0[a.index()] = new_level;
-        }
+        self.level.set(Algorithm::Any, new_level);
     }
 
     /// One algorithm's level (0: never that one).
     pub fn adjust_algorithm_level(&mut self, algorithm: Algorithm, new_level: u32) {
-        if algorithm == Algorithm::Any {
-            return self.adjust_level(new_level);
-        }
-        self.level.0[algorithm.index()] = new_level;
+        self.level.set(algorithm, new_level);
     }
 
     /// Decode every algorithm for clients that do not accept it.
     pub fn adjust_decompression(&mut self, enabled: bool) {
-        for a in PREFERENCE {
-            self.decompress.0[a.index()] = enabled;
-        }
+        self.decompress.set(Algorithm::Any, enabled);
     }
 
     /// Decode one algorithm for clients that do not accept it.
     pub fn adjust_algorithm_decompression(&mut self, algorithm: Algorithm, enabled: bool) {
-        if algorithm == Algorithm::Any {
-            return self.adjust_decompression(enabled);
-        }
-        self.decompress.0[algorithm.index()] = enabled;
+        self.decompress.set(algorithm, enabled);
     }
 
     /// Keep strong `ETag`s on coded responses (default: made weak, as the
     /// coded bytes differ from the original's).
     pub fn adjust_preserve_etag(&mut self, enabled: bool) {
-        self.preserve_etag.0 = [enabled; 4];
+        self.preserve_etag.set(Algorithm::Any, enabled);
     }
 
     /// [`adjust_preserve_etag`](Self::adjust_preserve_etag) for one
     /// algorithm.
     pub fn adjust_algorithm_preserve_etag(&mut self, algorithm: Algorithm, enabled: bool) {
-        if algorithm == Algorithm::Any {
-            return self.adjust_preserve_etag(enabled);
-        }
-        self.preserve_etag.0[algorithm.index()] = enabled;
+        self.preserve_etag.set(algorithm, enabled);
     }
 
     /// Ours: leave responses whose `Content-Length` is below `bytes`

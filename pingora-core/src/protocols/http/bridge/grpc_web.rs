@@ -243,41 +243,77 @@ fn decode_groups(input: &[u8], out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// A stream of pieces regrouped into whole groups of `N` bytes (base64's
+/// 4 characters, or the 3 bytes they stand for): a group split between
+/// pieces waits here for the rest.
+#[derive(Debug)]
+struct Groups<const N: usize> {
+    held: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Groups<N> {
+    fn default() -> Self {
+        Groups {
+            held: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Groups<N> {
+    /// Whole groups of `piece` (a waiting group first, once this piece
+    /// completes it) to `emit`; a partial group at the end waits.
+    fn feed<E>(
+        &mut self,
+        mut piece: &[u8],
+        mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.len > 0 {
+            let take = (N - self.len).min(piece.len());
+            self.held[self.len..self.len + take].copy_from_slice(&piece[..take]);
+            self.len += take;
+            piece = &piece[take..];
+            if self.len < N {
+                return Ok(());
+            }
+            self.len = 0;
+            emit(&self.held)?;
+        }
+        let whole = piece.len() / N * N;
+        emit(&piece[..whole])?;
+        let rest = &piece[whole..];
+        self.held[..rest.len()].copy_from_slice(rest);
+        self.len = rest.len();
+        Ok(())
+    }
+
+    /// The bytes of a partial group, taken.
+    fn take_rest(&mut self) -> &[u8] {
+        let len = std::mem::take(&mut self.len);
+        &self.held[..len]
+    }
+}
+
 /// A `-text` request body, decoded piece by piece: the pieces may split
 /// base64's 4-character groups anywhere, and the stream may be several
 /// padded runs joined (as clients that encode each message send it).
 #[derive(Debug, Default)]
 pub struct TextDecoder {
-    held: [u8; 4],
-    len: usize,
+    groups: Groups<4>,
 }
 
 impl TextDecoder {
     /// The bytes this piece completes (a partial group waits for the next).
-    pub fn decode(&mut self, mut piece: &[u8]) -> Result<Bytes> {
-        let mut out = Vec::with_capacity((self.len + piece.len()) / 4 * 3);
-        if self.len > 0 {
-            let take = (4 - self.len).min(piece.len());
-            self.held[self.len..self.len + take].copy_from_slice(&piece[..take]);
-            self.len += take;
-            piece = &piece[take..];
-            if self.len < 4 {
-                return Ok(Bytes::new());
-            }
-            self.len = 0;
-            decode_groups(&self.held, &mut out)?;
-        }
-        let whole = piece.len() / 4 * 4;
-        decode_groups(&piece[..whole], &mut out)?;
-        let rest = &piece[whole..];
-        self.held[..rest.len()].copy_from_slice(rest);
-        self.len = rest.len();
+    pub fn decode(&mut self, piece: &[u8]) -> Result<Bytes> {
+        let mut out = Vec::with_capacity((self.groups.len + piece.len()) / 4 * 3);
+        self.groups.feed(piece, |g| decode_groups(g, &mut out))?;
         Ok(out.into())
     }
 
     /// The body ended: an error if it stopped inside a group.
     pub fn finish(&self) -> Result<()> {
-        if self.len == 0 {
+        if self.groups.len == 0 {
             Ok(())
         } else {
             Err(bad_text(
@@ -291,48 +327,34 @@ impl TextDecoder {
 /// up to two bytes wait for the next piece, and the end is padded.
 #[derive(Debug, Default)]
 pub struct TextEncoder {
-    held: [u8; 3],
-    len: usize,
+    groups: Groups<3>,
 }
 
 impl TextEncoder {
     /// The base64 of this piece's whole 3-byte groups (with what waited).
     pub fn encode(&mut self, piece: &[u8]) -> Bytes {
-        let mut out = String::with_capacity((self.len + piece.len()) / 3 * 4);
+        let mut out = String::with_capacity((self.groups.len + piece.len()) / 3 * 4);
         self.encode_into(piece, &mut out);
         out.into()
     }
 
-    fn encode_into(&mut self, mut piece: &[u8], out: &mut String) {
-        if self.len > 0 {
-            let take = (3 - self.len).min(piece.len());
-            self.held[self.len..self.len + take].copy_from_slice(&piece[..take]);
-            self.len += take;
-            piece = &piece[take..];
-            if self.len < 3 {
-                return;
-            }
-            self.len = 0;
-            STANDARD.encode_string(self.held, out);
-        }
-        let whole = piece.len() / 3 * 3;
-        STANDARD.encode_string(&piece[..whole], out);
-        let rest = &piece[whole..];
-        self.held[..rest.len()].copy_from_slice(rest);
-        self.len = rest.len();
+    fn encode_into(&mut self, piece: &[u8], out: &mut String) {
+        let _ = self.groups.feed(piece, |g| {
+            STANDARD.encode_string(g, out);
+            Ok::<(), std::convert::Infallible>(())
+        });
     }
 
     /// Whether bytes wait for [`finish`](Self::finish).
     pub fn is_holding(&self) -> bool {
-        self.len > 0
+        self.groups.len > 0
     }
 
     /// The base64 of what waited and this last piece, padded.
     pub fn finish(&mut self, last: &[u8]) -> Bytes {
-        let mut out = String::with_capacity((self.len + last.len()).div_ceil(3) * 4);
+        let mut out = String::with_capacity((self.groups.len + last.len()).div_ceil(3) * 4);
         self.encode_into(last, &mut out);
-        STANDARD.encode_string(&self.held[..self.len], &mut out);
-        self.len = 0;
+        STANDARD.encode_string(self.groups.take_rest(), &mut out);
         out.into()
     }
 }
