@@ -29,103 +29,18 @@
 //! ```
 #![warn(missing_docs)]
 
-use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 
-/// Slot states.
-const IDLE: u8 = 0;
-/// A sweep is looking at the connection (a few instructions).
-const PEEKING: u8 = 1;
-const TAKEN: u8 = 2;
+mod slot;
 
-/// One idle connection's place in the pool. The state word decides who
-/// may touch the connection: whoever moves it from `IDLE` to `TAKEN` owns
-/// it; a sweep borrows it only between `IDLE` → `PEEKING` → `IDLE`.
-struct Slot<S> {
-    state: AtomicU8,
-    conn: UnsafeCell<Option<S>>,
-    /// When its idle time is up, if it has a limit.
-    deadline: Option<Instant>,
-}
-
-// SAFETY: `conn` is only accessed by the thread that won the state
-// transition (see `take` and `peek`), so sharing a `Slot` is as safe as
-// sending an `S`.
-unsafe impl<S: Send> Send for Slot<S> {}
-// SAFETY: as for `Send` above.
-unsafe impl<S: Send> Sync for Slot<S> {}
-
-impl<S> Slot<S> {
-    fn new(conn: S, deadline: Option<Instant>) -> Self {
-        Slot {
-            state: AtomicU8::new(IDLE),
-            conn: UnsafeCell::new(Some(conn)),
-            deadline,
-        }
-    }
-
-    fn expired(&self, now: &mut Option<Instant>) -> bool {
-        self.deadline
-            .is_some_and(|d| d <= *now.get_or_insert_with(Instant::now))
-    }
-
-    /// Take the connection if it is still idle. Lock-free, except that it
-    /// waits out a sweep's peek in progress (a few instructions).
-    fn take(&self) -> Option<S> {
-        loop {
-            match self
-                .state
-                .compare_exchange(IDLE, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    // SAFETY: we moved the state to TAKEN: nobody else
-                    // touches `conn` any more.
-                    return unsafe { (*self.conn.get()).take() };
-                }
-                Err(TAKEN) => return None,
-                Err(_) => std::hint::spin_loop(),
-            }
-        }
-    }
-
-    /// Look at the idle connection, if it is still idle.
-    fn peek<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
-        if self
-            .state
-            .compare_exchange(IDLE, PEEKING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return None;
-        }
-        struct Back<'a>(&'a AtomicU8);
-        impl Drop for Back<'_> {
-            fn drop(&mut self) {
-                self.0.store(IDLE, Ordering::Release);
-            }
-        }
-        let _back = Back(&self.state);
-        // SAFETY: PEEKING keeps `take` away until `_back` resets the state.
-        unsafe { (*self.conn.get()).as_ref().map(f) }
-    }
-
-    fn is_taken(&self) -> bool {
-        self.state.load(Ordering::Acquire) == TAKEN
-    }
-
-    /// Make a retired slot hold `conn` again (its allocation reused).
-    fn refill(&mut self, conn: S, deadline: Option<Instant>) {
-        *self.state.get_mut() = IDLE;
-        *self.conn.get_mut() = Some(conn);
-        self.deadline = deadline;
-    }
-}
+use slot::Slot;
 
 /// One key's idle connections.
 type KeyQueue<S> = ArrayQueue<Arc<Slot<S>>>;

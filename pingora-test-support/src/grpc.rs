@@ -43,8 +43,8 @@ pub fn grpc_peer_server() -> (Proc, String) {
 }
 
 /// `python3 grpc_peer.py MODE TARGET`: the real gRPC client's checks pass
-/// against `target` (`client`: every call type; `unavailable`: each call
-/// fails with UNAVAILABLE).
+/// against `target` (`client`: every call type answered; `unavailable`: a
+/// call through a proxy whose upstream is down ends in UNAVAILABLE).
 pub fn grpc_peer_client(mode: &str, target: &str) {
     let out = Command::new(PYTHON)
         .args([grpc_script(), mode, target])

@@ -39,8 +39,7 @@ pub fn closed_port() -> u16 {
 /// picks that port as the source): that is not a listener, so it does not
 /// count.
 pub fn connects(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port))
-        .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+    TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 /// Wait (30 s at most) until something listens on `port` on 127.0.0.1.

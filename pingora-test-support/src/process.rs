@@ -113,16 +113,12 @@ impl Proc {
     }
 
     fn child(&self) -> &Child {
-        self.0
-            .as_ref()
-            .expect("the process was already waited for")
+        self.0.as_ref().expect("the process was already waited for")
     }
 
     /// The [`Child`]; panics once the process was waited for.
     pub(crate) fn child_mut(&mut self) -> &mut Child {
-        self.0
-            .as_mut()
-            .expect("the process was already waited for")
+        self.0.as_mut().expect("the process was already waited for")
     }
 }
 
