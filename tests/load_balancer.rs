@@ -22,17 +22,9 @@ fn start_lb(dir: &std::path::Path, args: &[&str]) -> (Proc, String) {
     (p, metrics)
 }
 
+/// The body at `url`.
 fn curl(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", url])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    curl_text(&[url])
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn start(name: &str, extra: &[&str]) -> (Proc, String) {
 fn curl(args: &[&str]) -> String {
     let mut all = vec!["-i"];
     all.extend_from_slice(args);
-    String::from_utf8_lossy(&curl_raw(&all)).into_owned()
+    curl_text(&all)
 }
 
 /// Retry until the demo upstreams (started beside the proxy) answer.

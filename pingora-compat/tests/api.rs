@@ -526,12 +526,10 @@ async fn health_observe_callback() {
     }
 
     let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (open_addr, closed_addr) = (
         open.local_addr().unwrap().to_string(),
-        closed.local_addr().unwrap().to_string(),
+        format!("127.0.0.1:{}", pingora_test_support::closed_port()),
     );
-    drop(closed);
     let seen = Arc::new(Mutex::new(vec![]));
     let mut hc = TcpHealthCheck::new();
     hc.health_changed_callback = Some(Box::new(Seen(seen.clone())));

@@ -4,8 +4,13 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use pingora_test_support::{free_port, poll_until, temp_dir, Proc, Signal};
+
+/// How long each step may take.
+const LIMIT: Duration = Duration::from_secs(20);
 
 /// The example binary, beside this test's.
 fn example() -> PathBuf {
@@ -17,24 +22,6 @@ fn example() -> PathBuf {
     p.join("examples").join("fd_service")
 }
 
-/// Killed when dropped (a failing test leaves nothing running).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn hello(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     let mut out = String::new();
@@ -44,13 +31,8 @@ fn hello(addr: &str) -> Option<String> {
 
 #[test]
 fn a_service_that_takes_its_own_socket_keeps_it_across_an_upgrade() {
-    let dir = std::env::temp_dir().join(format!("pingora-compat-fds-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let dir = temp_dir("compat-fds");
+    let addr = format!("127.0.0.1:{}", free_port());
     let conf = dir.join("conf.yaml");
     let sock = dir.join("upgrade.sock");
     std::fs::write(
@@ -68,37 +50,34 @@ fn a_service_that_takes_its_own_socket_keeps_it_across_an_upgrade() {
             cmd.arg("-u");
         }
         let log = std::fs::File::create(dir.join(log)).unwrap();
-        Proc(
+        Proc::spawn(
             cmd.env("HELLO_ADDR", &addr)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("the fd_service example (built by cargo test)"),
+                .stderr(log),
         )
     };
     let mut old = start("old.log", false);
-    until("the old process to answer", || hello(&addr).is_some());
-    let old_pid = old.0.id();
-    assert_eq!(hello(&addr).unwrap(), format!("hello from {old_pid}\n"));
+    poll_until(LIMIT, "the old process to answer", || {
+        hello(&addr).is_some()
+    });
+    assert_eq!(hello(&addr).unwrap(), format!("hello from {}\n", old.pid()));
 
     let new = start("new.log", true);
-    until("the new process's upgrade socket", || sock.exists());
-    let quit = Command::new("kill")
-        .args(["-QUIT", &old_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(quit.success());
-    // Connections keep being answered through the hand-over.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let from_new = format!("hello from {}\n", new.pid());
+    poll_until(LIMIT, "the new process's upgrade socket", || sock.exists());
+    old.signal(Signal::SIGQUIT);
+    // Connections keep being answered through the hand-over: asked without
+    // a pause, so that a moment with the port closed would be met.
+    let deadline = Instant::now() + LIMIT;
     loop {
         let got = hello(&addr).expect("every connection is answered");
-        if got == format!("hello from {}\n", new.0.id()) {
+        if got == from_new {
             break;
         }
         assert!(Instant::now() < deadline, "the new process never answered");
     }
-    assert!(old.0.wait().unwrap().success());
+    assert_eq!(old.wait_exit(LIMIT), Some(0));
     let log = std::fs::read_to_string(dir.join("new.log")).unwrap();
     assert!(
         log.contains(&format!("listening on {addr} (inherited)")),
@@ -106,10 +85,7 @@ fn a_service_that_takes_its_own_socket_keeps_it_across_an_upgrade() {
     );
     // Past the wait for unclaimed sockets, the one in use is still open.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(
-        hello(&addr).unwrap(),
-        format!("hello from {}\n", new.0.id())
-    );
+    assert_eq!(hello(&addr).unwrap(), from_new);
     drop(new);
     let _ = std::fs::remove_dir_all(&dir);
 }

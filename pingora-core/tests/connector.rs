@@ -103,10 +103,8 @@ async fn connect_errors_and_bind_address() {
     let c = Connector::new(None);
 
     // Nothing listens there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    let p = HttpPeer::try_new(&addr.to_string(), false, String::new()).unwrap();
+    let addr = format!("127.0.0.1:{}", pingora_test_support::closed_port());
+    let p = HttpPeer::try_new(&addr, false, String::new()).unwrap();
     let e = c.get_http_session(&p).await.err().unwrap();
     assert_eq!(e.etype(), &ErrorType::ConnectRefused, "{e}");
 

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use pingora_test_support::{free_port, temp_dir, Proc};
+
 /// One HTTP request from the listener: (request line, headers, body); the
 /// answer is 200.
 fn receive(l: &TcpListener) -> (String, Vec<String>, String) {
@@ -131,13 +133,8 @@ fn sentry_conf_child() {
 fn sentry_dsn_in_the_conf_reports_a_panic() {
     let dsn = TcpListener::bind("127.0.0.1:0").unwrap();
     let dsn_port = dsn.local_addr().unwrap().port();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("pingora-sentry-conf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let dir = temp_dir("sentry-conf");
     let conf = dir.join("conf.yaml");
     std::fs::write(
         &conf,
@@ -147,24 +144,16 @@ fn sentry_dsn_in_the_conf_reports_a_panic() {
         ),
     )
     .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(
+    let _child = Proc::spawn(
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "sentry_conf_child", "--nocapture"])
             .env(CHILD_CONF, &conf)
             .env(CHILD_PORT, port.to_string())
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("child.stderr")).unwrap())
-            .spawn()
-            .unwrap(),
+            .stderr(std::fs::File::create(dir.join("child.stderr")).unwrap()),
     );
-    // Connect (the server panics on it) once it listens.
+    // Connect (the server panics on it) once it listens: not with
+    // `wait_listening`, whose probe would be a panic and a report too.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut c = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {

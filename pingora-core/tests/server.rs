@@ -23,6 +23,9 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::{Opt, Server, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::{Service, ServiceContext};
+use pingora_test_support::{
+    connects, free_port, poll_until, temp_dir, wait_listening, wait_pid_file, Proc,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Which server the child builds (unset: not a child).
@@ -189,46 +192,6 @@ fn run_child(role: &str) -> ! {
 
 // -------------------------------------------------------------- helpers --
 
-/// A child server process, killed if a test fails before it stopped.
-struct Proc(Option<std::process::Child>);
-
-impl Proc {
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.0.as_ref().unwrap().id() as i32)
-    }
-
-    fn signal(&self, s: Signal) {
-        kill(self.pid(), s).unwrap();
-    }
-
-    /// Wait for exit, up to `limit`; returns the exit code (`None`: killed
-    /// by a signal).
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        let child = self.0.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.0 = None;
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {limit:?}"
-            );
-            std::thread::park_timeout(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// This binary, ready to run the `child` test as server `role` with the
 /// server command line `args`, listening on `listen`.
 fn child_command(role: &str, args: &[&str], listen: &str) -> Command {
@@ -254,14 +217,7 @@ fn start(role: &str, args: &[&str], listen: &str, log: &Path, env: &[(&str, &Pat
     for (k, v) in env {
         c.env(k, v);
     }
-    Proc(Some(c.spawn().unwrap()))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pingora-core-srv-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    Proc::spawn(&mut c)
 }
 
 /// A conf file in `dir` with its own pid file and upgrade socket.
@@ -274,44 +230,6 @@ fn write_conf(dir: &Path, extra: &str) -> PathBuf {
     );
     std::fs::write(&conf, text).unwrap();
     conf
-}
-
-/// A port the OS just gave out, never one already given to another test
-/// of this process.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
-fn poll_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(5));
-    }
-}
-
-/// Connected to a listener (not to itself: a connect to a free port in
-/// the ephemeral range can meet its own socket).
-fn connects(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
-}
-
-fn wait_listening(port: u16) {
-    poll_until(Duration::from_secs(30), "the server to listen", || {
-        connects(port)
-    });
 }
 
 /// A connection in the middle of its work: one round trip done, open.
@@ -595,11 +513,7 @@ fn daemon_drops_groups_changes_directory_and_logs_stderr() {
         .status()
         .unwrap();
     assert!(status.success());
-    let pid_file = dir.join("server.pid");
-    poll_until(Duration::from_secs(20), "the pid file", || {
-        text(&pid_file).ends_with('\n')
-    });
-    let pid: i32 = text(&pid_file).trim().parse().unwrap();
+    let pid = wait_pid_file(&dir.join("server.pid"));
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let status_line = |key: &str| -> Option<String> {
         let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;

@@ -10,17 +10,11 @@ use std::sync::Arc;
 
 use pingora_core::apps::http_app::HttpServer;
 use pingora_proxy::{HttpProxy, ProxyOptions};
+use pingora_test_support::{grpc_script, PYTHON};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod common;
 use common::*;
-
-fn script() -> String {
-    format!("{}/tests/grpc_peer.py", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Debian's python, where python3-grpcio is installed.
-const PYTHON: &str = "/usr/bin/python3";
 
 /// The gRPC server, killed when dropped; and its port.
 async fn grpc_server() -> (tokio::process::Child, u16) {
@@ -30,7 +24,7 @@ async fn grpc_server() -> (tokio::process::Child, u16) {
 /// The gRPC server started with these arguments to the script.
 async fn grpc_server_with(args: &[&str]) -> (tokio::process::Child, u16) {
     let mut child = tokio::process::Command::new(PYTHON)
-        .arg(script())
+        .arg(grpc_script())
         .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -51,7 +45,7 @@ async fn grpc_client(target: &str, ca: Option<&str>) {
 
 async fn grpc_client_mode(mode: &str, target: &str, ca: Option<&str>) {
     let mut cmd = tokio::process::Command::new(PYTHON);
-    cmd.args([&script(), mode, target]);
+    cmd.args([grpc_script(), mode, target]);
     if let Some(ca) = ca {
         cmd.arg(ca);
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use pingora_proxy::ProxyOptions;
+use pingora_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -76,14 +77,10 @@ async fn ten_thousand_messages_through_the_proxy() {
     let mut tx = sender.await.unwrap();
     tx.send(Message::Close(None)).await.unwrap();
     // The proxy ends the request once the tunnel closes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !log.lock().unwrap().contains(&"logging".to_string()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the tunnel never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), "the tunnel to end", || {
+        log.lock().unwrap().contains(&"logging".to_string())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

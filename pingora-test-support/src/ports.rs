@@ -27,10 +27,25 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A port where nothing listens, so that connecting to it is refused: a
-/// [`free_port`], which no other test of this process will be given.
+/// A port where nothing listens, so that connecting to it is refused,
+/// for as long as this process runs: the port stays bound (by a socket
+/// that never listens, without `SO_REUSEADDR`), so the OS cannot hand it
+/// to another test's listener, whose connections a "closed" peer would
+/// then reach.
 pub fn closed_port() -> u16 {
-    free_port()
+    use socket2::{Domain, Socket, Type};
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("a port from the OS");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address")
+        .port();
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+    port
 }
 
 /// Whether a connection to `port` on 127.0.0.1 reaches a listener. A

@@ -1,7 +1,8 @@
 //! What the proxy tests share: an upstream that reports what it saw, a
 //! proxy that records its phases, and curl.
-// Test helpers: `pub` for the test files, which are crates of their own.
-#![allow(dead_code, unreachable_pub)]
+// Test helpers: `pub` for the test files, which are crates of their own;
+// each uses some of them.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,14 +155,8 @@ pub async fn upstream() -> (u16, Arc<AtomicUsize>) {
     (serve(app, accepted.clone()).await, accepted)
 }
 
-/// A port where nothing listens (connections are refused).
-pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// A port where nothing listens (connections are refused).
+pub use pingora_test_support::closed_port;
 
 /// A proxy that goes to `peers[retries]` (the last one once they run out)
 /// and writes down each phase it runs.
