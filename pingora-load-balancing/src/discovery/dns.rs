@@ -1,21 +1,28 @@
-//! DNS discovery: A/AAAA records of a name (with a fixed port), or SRV
-//! records (each target's port and weight), asked of a resolver over UDP
-//! each time the load balancer updates.
+//! DNS discovery through `hickory-resolver`: A and AAAA records of a name
+//! (with a fixed port), or SRV records (each target's port and weight).
+//!
+//! The resolver is the field's (not ours): it caches each answer for its
+//! TTL, so the load balancer's updates ask the DNS server again only once
+//! the records may have changed (TTL-driven refresh); it retries over TCP
+//! when a UDP answer is truncated; and [`Dns::with_system_resolver`] reads
+//! `/etc/resolv.conf` (name servers, search domains, `ndots`, timeouts).
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use tokio::net::UdpSocket;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+use pingora_error::{Error, ErrorType::*, Result};
 
 use super::ServiceDiscovery;
 use crate::Backend;
-
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_SRV: u16 = 33;
 
 /// What to look up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,83 +52,140 @@ impl std::fmt::Debug for Dns {
 /// Backends from DNS.
 pub struct Dns {
     query: DnsQuery,
-    resolver: SocketAddr,
-    timeout: Duration,
+    /// Where the resolver comes from; it is built again when an option
+    /// changes.
+    config: ResolverConfig,
+    options: ResolverOpts,
+    resolver: TokioResolver,
+}
+
+/// The options we set on top of the resolver's (or resolv.conf's).
+fn our_options(mut options: ResolverOpts) -> ResolverOpts {
+    // Both families: a backend set is every address the name has.
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    // Backends come from DNS only, not from /etc/hosts.
+    options.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    options
 }
 
 impl Dns {
-    /// Look `query` up at `resolver` (a DNS server's address).
+    /// Look `query` up at `resolver` (a DNS server's address), over UDP
+    /// with TCP when an answer is truncated; 2 s per query.
     pub fn new(query: DnsQuery, resolver: SocketAddr) -> Box<Self> {
-        Box::new(Dns {
-            query,
-            resolver,
-            timeout: Duration::from_secs(2),
-        })
+        let mut udp = ConnectionConfig::udp();
+        udp.port = resolver.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = resolver.port();
+        let server = NameServerConfig::new(resolver.ip(), true, vec![udp, tcp]);
+        let config = ResolverConfig::from_parts(None, vec![], vec![server]);
+        let mut options = our_options(ResolverOpts::default());
+        options.timeout = Duration::from_secs(2);
+        Box::new(Self::build(query, config, options))
     }
 
-    /// Look `query` up at the first `nameserver` of `/etc/resolv.conf`.
+    /// Look `query` up as the system does: the name servers, search
+    /// domains and options of `/etc/resolv.conf`.
     pub fn with_system_resolver(query: DnsQuery) -> Result<Box<Self>> {
-        let conf = std::fs::read_to_string("/etc/resolv.conf")
-            .or_err(FileReadError, "reading /etc/resolv.conf")?;
-        let ip: IpAddr = conf
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .find_map(|v| v.trim().parse().ok())
-            .ok_or_else(|| Error::explain(ConfError, "no nameserver in /etc/resolv.conf"))?;
-        Ok(Self::new(query, SocketAddr::new(ip, 53)))
+        let (config, options) = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| Error::because(ConfError, "reading /etc/resolv.conf", e))?;
+        Ok(Box::new(Self::build(query, config, our_options(options))))
+    }
+
+    fn build(query: DnsQuery, config: ResolverConfig, options: ResolverOpts) -> Self {
+        let resolver = resolver(&config, &options);
+        Dns {
+            query,
+            config,
+            options,
+            resolver,
+        }
     }
 
     /// Time allowed for each query (2 s by default).
     pub fn set_timeout(&mut self, t: Duration) {
-        self.timeout = t;
+        self.options.timeout = t;
+        self.resolver = resolver(&self.config, &self.options);
     }
 
-    async fn ask(&self, name: &str, qtype: u16) -> Result<Vec<Record>> {
-        let bind: SocketAddr = if self.resolver.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = UdpSocket::bind(bind)
-            .await
-            .or_err(SocketError, "DNS socket")?;
-        let id = (crate::selection::random_u64() & 0xffff) as u16;
-        let q = query(id, name, qtype)?;
-        sock.send_to(&q, self.resolver)
-            .await
-            .or_err(WriteError, "sending a DNS query")?;
-        let mut buf = vec![0u8; 4096];
-        let exchange = async {
-            loop {
-                let (n, from) = sock
-                    .recv_from(&mut buf)
-                    .await
-                    .or_err(ReadError, "DNS reply")?;
-                // Only the resolver's answer to this query counts.
-                if from == self.resolver && n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                    return parse(&buf[..n]);
-                }
-            }
-        };
-        match pingora_timeout::timeout(self.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Error::e_explain(ReadTimedout, format!("no DNS answer for {name}")),
-        }
+    /// The longest an answer is kept, whatever its TTL (the TTL by default,
+    /// up to a day): a bound on how long a removed backend stays in use.
+    pub fn set_max_ttl(&mut self, ttl: Duration) {
+        self.options.positive_max_ttl = Some(ttl);
+        self.options.negative_max_ttl = Some(ttl);
+        self.resolver = resolver(&self.config, &self.options);
     }
 
+    /// Every address of `name` (none if it has none or does not exist).
     async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>> {
-        let mut out = Vec::new();
-        for qtype in [TYPE_A, TYPE_AAAA] {
-            for r in self.ask(name, qtype).await? {
-                if let Record::Addr(n, ip) = r {
-                    if n.eq_ignore_ascii_case(name.trim_end_matches('.')) {
-                        out.push(ip);
-                    }
-                }
+        match self.resolver.lookup_ip(name).await {
+            Ok(found) => Ok(found.iter().collect()),
+            Err(e) => none_or_error(e, name),
+        }
+    }
+
+    /// The SRV records of `name` with the lowest priority value, and the
+    /// addresses the answer gave for their targets.
+    async fn srv(&self, name: &str) -> Result<(Vec<Srv>, HashMap<String, Vec<IpAddr>>)> {
+        let found = match self.resolver.lookup(name, RecordType::SRV).await {
+            Ok(found) => found,
+            Err(e) => return none_or_error::<()>(e, name).map(|_| (vec![], HashMap::new())),
+        };
+        let mut records = Vec::new();
+        let mut known: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for r in found.answers().iter().chain(found.additionals()) {
+            let owner = || r.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+            match &r.data {
+                RData::SRV(srv) => records.push(Srv {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: srv
+                        .target
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                }),
+                RData::A(a) => known.entry(owner()).or_default().push(IpAddr::V4(a.0)),
+                RData::AAAA(a) => known.entry(owner()).or_default().push(IpAddr::V6(a.0)),
+                _ => {}
             }
         }
-        Ok(out)
+        let best = records.iter().map(|r| r.priority).min();
+        records.retain(|r| Some(r.priority) == best);
+        Ok((records, known))
     }
+}
+
+/// A resolver with these settings.
+fn resolver(config: &ResolverConfig, options: &ResolverOpts) -> TokioResolver {
+    let mut builder =
+        TokioResolver::builder_with_config(config.clone(), TokioRuntimeProvider::default());
+    *builder.options_mut() = options.clone();
+    builder
+        .build()
+        .expect("a resolver without TLS or DNSSEC settings always builds")
+}
+
+/// "No such name" and "no such records" mean no backends; anything else
+/// (no answer, a server failure) is an error, so that the last good set
+/// stays in use.
+fn none_or_error<T>(e: NetError, name: &str) -> Result<Vec<T>> {
+    if e.is_no_records_found() {
+        return Ok(vec![]);
+    }
+    let kind = match &e {
+        NetError::Timeout => ReadTimedout,
+        _ => ConnectError,
+    };
+    Err(Error::because(kind, format!("DNS lookup of {name}"), e))
+}
+
+/// An SRV record we use.
+struct Srv {
+    priority: u16,
+    weight: u16,
+    port: u16,
+    target: String,
 }
 
 #[async_trait]
@@ -135,47 +199,16 @@ impl ServiceDiscovery for Dns {
                 }
             }
             DnsQuery::Srv { name } => {
-                let records = self.ask(name, TYPE_SRV).await?;
-                // Addresses given in the same answer, by name.
-                let mut known: HashMap<String, Vec<IpAddr>> = HashMap::new();
-                for r in &records {
-                    if let Record::Addr(n, ip) = r {
-                        known.entry(n.to_ascii_lowercase()).or_default().push(*ip);
-                    }
-                }
-                let srv: Vec<&Record> = records
-                    .iter()
-                    .filter(|r| matches!(r, Record::Srv { .. }))
-                    .collect();
-                let best = srv
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Srv { priority, .. } => Some(*priority),
-                        _ => None,
-                    })
-                    .min();
-                for r in srv {
-                    let Record::Srv {
-                        priority,
-                        weight,
-                        port,
-                        target,
-                    } = r
-                    else {
-                        continue;
-                    };
-                    if Some(*priority) != best {
-                        continue;
-                    }
-                    let ips = match known.get(&target.to_ascii_lowercase()) {
+                let (records, known) = self.srv(name).await?;
+                for r in records {
+                    // Addresses the answer gave; else asked for.
+                    let ips = match known.get(&r.target) {
                         Some(ips) => ips.clone(),
-                        None => self.addresses(target).await?,
+                        None => self.addresses(&r.target).await?,
                     };
                     for ip in ips {
-                        set.insert(backend(
-                            SocketAddr::new(ip, *port),
-                            (*weight).max(1) as usize,
-                        )?);
+                        let weight = usize::from(r.weight.max(1));
+                        set.insert(backend(SocketAddr::new(ip, r.port), weight)?);
                     }
                 }
             }
@@ -186,140 +219,4 @@ impl ServiceDiscovery for Dns {
 
 fn backend(addr: SocketAddr, weight: usize) -> Result<Backend> {
     Backend::new_with_weight(&addr.to_string(), weight)
-}
-
-/// A record we use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Record {
-    Addr(String, IpAddr),
-    Srv {
-        priority: u16,
-        weight: u16,
-        port: u16,
-        target: String,
-    },
-    Other,
-}
-
-/// A standard query for `name`, type `qtype`, recursion desired.
-fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>> {
-    let mut q = Vec::with_capacity(32 + name.len());
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Error::e_explain(InvalidInput, format!("invalid DNS name {name:?}"));
-        }
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    Ok(q)
-}
-
-fn bad(what: &'static str) -> Box<Error> {
-    Error::explain(InvalidInput, what)
-}
-
-/// Read a (possibly compressed) name at `pos`; returns it and the position
-/// after it in the original stream.
-fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize)> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut end = None;
-    for _ in 0..128 {
-        let len = *msg
-            .get(pos)
-            .ok_or_else(|| bad("DNS name runs past the message"))? as usize;
-        if len == 0 {
-            return Ok((labels.join("."), end.unwrap_or(pos + 1)));
-        }
-        if len & 0xc0 == 0xc0 {
-            let lo = *msg
-                .get(pos + 1)
-                .ok_or_else(|| bad("truncated DNS pointer"))? as usize;
-            end.get_or_insert(pos + 2);
-            pos = ((len & 0x3f) << 8) | lo;
-            continue;
-        }
-        let label = msg
-            .get(pos + 1..pos + 1 + len)
-            .ok_or_else(|| bad("truncated DNS label"))?;
-        labels.push(String::from_utf8_lossy(label).into_owned());
-        pos += 1 + len;
-    }
-    Err(bad("DNS name with too many labels or a pointer loop"))
-}
-
-fn u16_at(msg: &[u8], pos: usize) -> Result<u16> {
-    msg.get(pos..pos + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .ok_or_else(|| bad("truncated DNS message"))
-}
-
-/// Every record in the answer and additional sections.
-fn parse(msg: &[u8]) -> Result<Vec<Record>> {
-    if msg.len() < 12 {
-        return Err(bad("DNS message too short"));
-    }
-    let rcode = msg[3] & 0x0f;
-    if rcode == 3 {
-        return Ok(vec![]); // NXDOMAIN: no backends
-    }
-    if rcode != 0 {
-        return Error::e_explain(InvalidInput, format!("DNS error code {rcode}"));
-    }
-    let qd = u16_at(msg, 4)? as usize;
-    let records = u16_at(msg, 6)? as usize + u16_at(msg, 8)? as usize + u16_at(msg, 10)? as usize;
-    let mut pos = 12;
-    for _ in 0..qd {
-        pos = read_name(msg, pos)?.1 + 4;
-    }
-    let mut out = Vec::with_capacity(records);
-    for _ in 0..records {
-        let (name, p) = read_name(msg, pos)?;
-        let rtype = u16_at(msg, p)?;
-        let rdlen = u16_at(msg, p + 8)? as usize;
-        let rdata = p + 10;
-        let data = msg
-            .get(rdata..rdata + rdlen)
-            .ok_or_else(|| bad("truncated DNS record"))?;
-        out.push(match (rtype, rdlen) {
-            (TYPE_A, 4) => Record::Addr(
-                name,
-                IpAddr::from(<[u8; 4]>::try_from(data).unwrap_or_default()),
-            ),
-            (TYPE_AAAA, 16) => Record::Addr(
-                name,
-                IpAddr::from(<[u8; 16]>::try_from(data).unwrap_or_default()),
-            ),
-            (TYPE_SRV, 7..) => Record::Srv {
-                priority: u16_at(msg, rdata)?,
-                weight: u16_at(msg, rdata + 2)?,
-                port: u16_at(msg, rdata + 4)?,
-                target: read_name(msg, rdata + 6)?.0,
-            },
-            _ => Record::Other,
-        });
-        pos = rdata + rdlen;
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_and_hostile_replies() {
-        let q = query(7, "a.example.", TYPE_A).unwrap();
-        assert_eq!(&q[12..], b"\x01a\x07example\x00\x00\x01\x00\x01");
-        assert!(query(1, "a..b", TYPE_A).is_err());
-        // A pointer to itself must not loop.
-        let mut m = vec![0, 7, 0x81, 0x80, 0, 0, 0, 1, 0, 0, 0, 0];
-        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
-        assert!(parse(&m).is_err());
-        assert!(parse(&[0; 5]).is_err());
-    }
 }

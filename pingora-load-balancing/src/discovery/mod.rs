@@ -11,7 +11,10 @@ use pingora_error::Result;
 
 use crate::Backend;
 
+#[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{Dns, DnsQuery};
 
 /// A source of backends, asked again on the load balancer's update
