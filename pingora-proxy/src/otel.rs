@@ -1,339 +1,311 @@
 //! OpenTelemetry tracing (feature `otel`): a span per proxied request with
 //! child spans for the upstream connect, the upstream request and the
 //! upstream response; the W3C `traceparent` read from the client and
-//! passed to the upstream; spans exported over OTLP/HTTP (JSON encoding)
-//! to a collector.
+//! passed to the upstream; spans exported over OTLP to a collector.
 //!
-//! A small implementation of our own (no OpenTelemetry crates): spans are
-//! collected in a bounded buffer and posted in batches by [`Tracer`].
+//! Built on the field's crates: `opentelemetry` for spans and the W3C
+//! trace-context propagator, `opentelemetry_sdk` for the batch processor
+//! (a bounded queue, batches sent from a thread of its own), and
+//! `opentelemetry-otlp` for the wire formats: OTLP/HTTP with protobuf
+//! (the default) or JSON, and OTLP/gRPC. OTLP/HTTP goes through this
+//! framework's own HTTP client (TLS by the OpenSSL or BoringSSL the proxy
+//! is built with), not a second HTTP stack; gRPC through tonic (h2c).
 //!
-//! The simplest way on is the conf: `otel_endpoint` (and
-//! `otel_service_name`) make every HTTP proxy built with that conf
-//! ([`http_proxy_service`](crate::http_proxy_service), `HttpProxy::new`)
-//! trace its requests; the tracer then sends its batches from a task it
-//! starts on the first request, and a last batch when the server begins
-//! shutting down. Or build one by hand and run it as a background service:
+//! The simplest way on is the conf: `otel_endpoint` (with
+//! `otel_service_name` and `otel_protocol`) make every HTTP proxy built
+//! with that conf ([`http_proxy_service`](crate::http_proxy_service),
+//! `HttpProxy::new`) trace its requests; a last batch goes when the server
+//! begins shutting down. Or build one by hand:
 //!
 //! ```no_run
-//! use pingora_core::services::background::background_service;
-//! use pingora_proxy::otel::Tracer;
+//! use std::sync::Arc;
+//! use pingora_proxy::otel::{OtlpProtocol, Tracer};
 //! use pingora_proxy::ProxyOptions;
 //!
-//! let exporter = background_service("otlp", Tracer::new("http://127.0.0.1:4318/v1/traces", "my-proxy").unwrap());
-//! let options = ProxyOptions { otel: Some(exporter.task()), ..Default::default() };
-//! // server.add_service(exporter); HttpProxy::with_options(app, conf, options) ...
+//! let tracer = Tracer::with_protocol("http://127.0.0.1:4317", "my-proxy", OtlpProtocol::Grpc).unwrap();
+//! let options = ProxyOptions { otel: Some(Arc::new(tracer)), ..Default::default() };
+//! // HttpProxy::with_options(app, conf, options) ...
 //! ```
 
-use std::fmt::Write as _;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
+use opentelemetry_sdk::Resource;
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::json_str;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 use pingora_http::RequestHeader;
 
-/// Most spans held before the oldest are dropped (a collector that is down
-/// must not grow the proxy's memory).
-const MAX_BUFFERED: usize = 8192;
+pub use opentelemetry::trace::SpanKind;
+
+/// Most spans queued before new ones are dropped (a collector that is
+/// down must not grow the proxy's memory).
+const MAX_QUEUED: usize = 8192;
 /// A batch is sent at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Time allowed for one export.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of a collector's answer read.
+const MAX_ANSWER: usize = 64 * 1024;
 
-/// Span kinds, as OTLP numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpanKind {
-    /// Work inside the proxy.
-    Internal = 1,
-    /// The request from the client.
-    Server = 2,
-    /// The request to the upstream.
-    Client = 3,
+/// How spans travel to the collector, as OTLP's
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP, protobuf body (`http/protobuf`; the default).
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP, JSON body (`http/json`).
+    HttpJson,
+    /// OTLP/gRPC over HTTP/2 without TLS (`grpc`).
+    Grpc,
 }
 
-/// One finished or running span.
-#[derive(Debug, Clone)]
-pub struct Span {
-    /// The trace it belongs to.
-    pub trace_id: [u8; 16],
-    /// Its own id.
-    pub span_id: [u8; 8],
-    /// Its parent's id (the client's span for the root, if it sent one).
-    pub parent: Option<[u8; 8]>,
-    /// What it is.
-    pub name: &'static str,
-    /// Server, client or internal.
-    pub kind: SpanKind,
-    start: u128,
-    end: u128,
-    /// `key = value` attributes (strings or integers).
-    pub attributes: Vec<(&'static str, AttrValue)>,
-    /// The span ended in error.
-    pub error: bool,
-}
-
-/// An attribute's value.
-#[derive(Debug, Clone)]
-pub enum AttrValue {
-    /// A string.
-    Str(String),
-    /// An integer.
-    Int(i64),
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
-}
-
-// A random 64-bit number (ids of traces and spans).
-use pingora_core::utils::random_u64 as random;
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+impl FromStr for OtlpProtocol {
+    type Err = Box<Error>;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            "http/json" => Ok(OtlpProtocol::HttpJson),
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            _ => Error::e_explain(
+                ErrorType::InvalidInput,
+                format!("OTLP protocol {s:?}: one of http/protobuf, http/json, grpc"),
+            ),
+        }
     }
-    s
 }
 
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+/// Whether `v` has a `traceparent`'s exact shape (W3C trace context §3.2):
+/// `VV-TRACEID-SPANID-FF` in lowercase hex of 2, 32, 16 and 2 digits,
+/// version `ff` never, nothing after the flags in version 00. The
+/// propagator itself takes shorter ids; a malformed header must be
+/// ignored, not read as some other trace.
+fn well_formed(v: &str) -> bool {
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && (parts[0] != "00" || parts.len() == 4)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 /// A W3C `traceparent` (version 00): trace id, parent span id, flags.
 pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], u8)> {
-    let mut parts = v.trim().split('-');
-    let version = parts.next()?;
-    let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+    if !well_formed(v) {
         return None;
     }
-    let trace = unhex::<16>(trace).filter(|t| t.iter().any(|&b| b != 0))?;
-    let span = unhex::<8>(span).filter(|s| s.iter().any(|&b| b != 0))?;
-    let flags = unhex::<1>(flags)?[0];
-    Some((trace, span, flags))
+    let cx = TraceContextPropagator::new().extract(&One("traceparent", v));
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        (
+            sc.trace_id().to_bytes(),
+            sc.span_id().to_bytes(),
+            sc.trace_flags().to_u8(),
+        )
+    })
 }
 
-impl Span {
-    fn new(
-        trace_id: [u8; 16],
-        parent: Option<[u8; 8]>,
-        name: &'static str,
-        kind: SpanKind,
-    ) -> Span {
-        Span {
-            trace_id,
-            span_id: random().to_le_bytes(),
-            parent,
-            name,
-            kind,
-            start: now_ns(),
-            end: 0,
-            attributes: Vec::new(),
-            error: false,
-        }
-    }
+/// One header, as the propagator reads them.
+struct One<'a>(&'static str, &'a str);
 
-    /// Add a string attribute.
-    pub fn set_str(&mut self, key: &'static str, value: impl Into<String>) {
-        self.attributes.push((key, AttrValue::Str(value.into())));
+impl Extractor for One<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == self.0).then_some(self.1)
     }
-
-    /// Add an integer attribute.
-    pub fn set_int(&mut self, key: &'static str, value: i64) {
-        self.attributes.push((key, AttrValue::Int(value)));
-    }
-
-    /// The `traceparent` that makes a downstream span a child of this one.
-    pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", hex(&self.trace_id), hex(&self.span_id))
-    }
-
-    fn to_json(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "{{\"traceId\":\"{}\",\"spanId\":\"{}\",",
-            hex(&self.trace_id),
-            hex(&self.span_id)
-        );
-        if let Some(p) = self.parent {
-            let _ = write!(out, "\"parentSpanId\":\"{}\",", hex(&p));
-        }
-        let _ = write!(
-            out,
-            "\"name\":\"{}\",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
-            self.name, self.kind as u8, self.start, self.end
-        );
-        for (i, (k, v)) in self.attributes.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match v {
-                AttrValue::Str(s) => {
-                    let _ = write!(
-                        out,
-                        "{{\"key\":\"{k}\",\"value\":{{\"stringValue\":{}}}}}",
-                        json_str(s)
-                    );
-                }
-                AttrValue::Int(n) => {
-                    let _ = write!(
-                        out,
-                        "{{\"key\":\"{k}\",\"value\":{{\"intValue\":\"{n}\"}}}}"
-                    );
-                }
-            }
-        }
-        let _ = write!(
-            out,
-            "],\"status\":{{\"code\":{}}}}}",
-            if self.error { 2 } else { 1 }
-        );
+    fn keys(&self) -> Vec<&str> {
+        vec![self.0]
     }
 }
 
-/// Collects finished spans and exports them to an OTLP/HTTP collector.
-/// Run it as a background service (it sends a batch every second).
+/// A request header's fields, as the propagator reads them (without
+/// building the map of a header still as parsed).
+struct FromRequest<'a>(&'a RequestHeader);
+
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+impl Extractor for FromRequest<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let name = match key {
+            "traceparent" => &TRACEPARENT,
+            "tracestate" => &TRACESTATE,
+            _ => return None,
+        };
+        let v = self.0.header_values(name).first_str()?;
+        (*name != TRACEPARENT || well_formed(v)).then_some(v)
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// The `traceparent` the propagator writes.
+#[derive(Default)]
+struct Traceparent(Option<String>);
+
+impl Injector for Traceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
+}
+
+/// Exports the spans of traced requests to an OTLP collector.
 pub struct Tracer {
-    endpoint: HttpPeer,
-    path: String,
-    host: String,
-    service: String,
-    spans: Mutex<Vec<Span>>,
-    connector: Connector,
-    /// Whether a task sends the batches (a background service, or the
-    /// task [`ensure_flushing`](Tracer::ensure_flushing) started).
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    propagator: TraceContextPropagator,
+    endpoint: String,
+    protocol: OtlpProtocol,
+    /// Whether a task waits to send the last batch at shutdown.
     flushing: AtomicBool,
+    /// The exporter's I/O runs here: the batch processor exports from a
+    /// thread of its own, outside the server's runtimes. Dropped last.
+    _io: Arc<tokio::runtime::Runtime>,
 }
 
 impl Tracer {
-    /// Export to `endpoint` (e.g. `http://127.0.0.1:4318/v1/traces`), with
-    /// `service` as the resource's `service.name`.
+    /// Export over OTLP/HTTP (protobuf) to `endpoint` (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`; `/v1/traces` when no path is
+    /// given), with `service` as the resource's `service.name`.
     pub fn new(endpoint: &str, service: &str) -> Result<Tracer> {
-        let bad = || {
+        Self::with_protocol(endpoint, service, OtlpProtocol::HttpProtobuf)
+    }
+
+    /// Export to `endpoint` over `protocol`: for gRPC the collector's
+    /// address (`http://HOST:4317`).
+    pub fn with_protocol(endpoint: &str, service: &str, protocol: OtlpProtocol) -> Result<Tracer> {
+        let bad = |why: &str| {
             Error::explain(
                 ErrorType::InvalidInput,
-                format!("OTLP endpoint {endpoint:?}: not http(s)://HOST:PORT/PATH"),
+                format!("OTLP endpoint {endpoint:?}: {why}"),
             )
         };
-        let (tls, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = endpoint.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(bad());
-        };
-        let (hostport, path) = rest
-            .split_once('/')
-            .map_or((rest, "/v1/traces".to_string()), |(h, p)| {
-                (h, format!("/{p}"))
-            });
-        let with_port = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:{}", if tls { 443 } else { 4318 })
-        };
-        let sni = with_port
-            .rsplit_once(':')
-            .map_or("", |(h, _)| h)
-            .to_string();
-        let mut peer = HttpPeer::try_new(&with_port, tls, sni).map_err(|_| bad())?;
-        peer.options.connection_timeout = Some(Duration::from_secs(2));
-        peer.options.read_timeout = Some(Duration::from_secs(5));
-        peer.options.write_timeout = Some(Duration::from_secs(5));
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .ok_or_else(|| bad("not an http:// or https:// URL"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad("no host"));
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-export")
+            .enable_all()
+            .build()
+            .or_err(ErrorType::InternalError, "a runtime for the OTLP exporter")?;
+        let io = Arc::new(io);
+        let exporter = match protocol {
+            OtlpProtocol::Grpc => {
+                if endpoint.starts_with("https://") {
+                    return Err(bad("gRPC is supported without TLS only (http://)"));
+                }
+                // tonic's channel lives on the runtime it was made in.
+                let _in = io.enter();
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()
+            }
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                let url = if rest.contains('/') && !rest.ends_with('/') {
+                    endpoint.to_string()
+                } else {
+                    format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+                };
+                let wire = if protocol == OtlpProtocol::HttpJson {
+                    opentelemetry_otlp::Protocol::HttpJson
+                } else {
+                    opentelemetry_otlp::Protocol::HttpBinary
+                };
+                let client = OtlpHttp {
+                    connector: Arc::new(Connector::new(None)),
+                    io: io.handle().clone(),
+                };
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(client)
+                    .with_protocol(wire)
+                    .with_endpoint(url)
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()
+            }
+        }
+        .map_err(|e| Error::because(ErrorType::InvalidInput, "building the OTLP exporter", e))?;
+        let batches = BatchConfigBuilder::default()
+            .with_max_queue_size(MAX_QUEUED)
+            .with_scheduled_delay(FLUSH_EVERY)
+            .build();
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batches)
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(
+                Resource::builder_empty()
+                    .with_service_name(service.to_string())
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer_with_scope(
+            opentelemetry::InstrumentationScope::builder("pingora-proxy")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
         Ok(Tracer {
-            endpoint: peer,
-            path,
-            host: hostport.to_string(),
-            service: service.to_string(),
-            spans: Mutex::new(Vec::new()),
-            connector: Connector::new(None),
+            provider,
+            tracer,
+            propagator: TraceContextPropagator::new(),
+            endpoint: endpoint.to_string(),
+            protocol,
             flushing: AtomicBool::new(false),
+            _io: io,
         })
     }
 
-    fn record(&self, spans: impl IntoIterator<Item = Span>) {
-        let mut buf = self.spans.lock().unwrap_or_else(|p| p.into_inner());
-        buf.extend(spans);
-        if buf.len() > MAX_BUFFERED {
-            let extra = buf.len() - MAX_BUFFERED;
-            buf.drain(..extra);
-        }
-    }
-
-    /// The OTLP/HTTP JSON body for `spans`.
-    fn body(&self, spans: &[Span]) -> String {
-        let mut out = String::with_capacity(256 + spans.len() * 400);
-        let _ = write!(
-            out,
-            "{{\"resourceSpans\":[{{\"resource\":{{\"attributes\":[{{\"key\":\"service.name\",\"value\":{{\"stringValue\":{}}}}}]}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"pingora-proxy\",\"version\":\"{}\"}},\"spans\":[",
-            json_str(&self.service),
-            env!("CARGO_PKG_VERSION")
-        );
-        for (i, s) in spans.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            s.to_json(&mut out);
-        }
-        out.push_str("]}]}]}");
-        out
-    }
-
-    /// Send what is buffered now. Spans that cannot be sent are dropped
-    /// (and the failure logged).
+    /// Send what is queued now (the batch processor also sends every
+    /// second on its own).
     pub async fn flush(&self) -> Result<()> {
-        let spans = std::mem::take(&mut *self.spans.lock().unwrap_or_else(|p| p.into_inner()));
-        if spans.is_empty() {
-            return Ok(());
-        }
-        let body = self.body(&spans);
-        let (mut s, _) = self.connector.get_http_session(&self.endpoint).await?;
-        let mut req = RequestHeader::build("POST", self.path.as_bytes(), None)?;
-        req.insert_header("Host", self.host.as_str())?;
-        req.insert_header("Content-Type", "application/json")?;
-        req.insert_header("Content-Length", body.len().to_string())?;
-        s.write_request_header_eos(Box::new(req), false).await?;
-        s.write_body(Bytes::from(body)).await?;
-        s.finish_body(None).await?;
-        s.read_response().await?;
-        while s.read_body_bytes().await?.is_some() {}
-        let status = s.resp_header().map_or(0, |r| r.status.as_u16());
-        self.connector.release(s, &self.endpoint);
-        if !(200..300).contains(&status) {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(status),
-                "the OTLP collector refused the spans",
-            );
-        }
-        Ok(())
+        let provider = self.provider.clone();
+        // The processor's flush blocks until its thread is done.
+        let flushed = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::spawn_blocking(move || provider.force_flush())
+                .await
+                .or_err(ErrorType::InternalError, "flushing spans")?,
+            Err(_) => provider.force_flush(),
+        };
+        flushed.map_err(|e| Error::because(ErrorType::WriteError, "exporting spans", e))
     }
-}
 
-impl Tracer {
-    /// Start the task that sends the batches (every second, and once more
-    /// when `shutdown` turns true) on the current runtime, unless one runs
-    /// already (this tracer's background service, or an earlier call).
-    /// The proxy calls it for each traced request: after the first, it
-    /// costs one atomic load.
+    /// Start the task that sends the last batch when `shutdown` turns true
+    /// (batches before then go every second on their own), on the current
+    /// runtime, unless one runs already. The proxy calls it for each traced
+    /// request: after the first, it costs one atomic load.
     pub fn ensure_flushing(self: &Arc<Self>, shutdown: &ShutdownWatch) {
         if self.flushing.load(Ordering::Relaxed) || self.flushing.swap(true, Ordering::AcqRel) {
             return;
@@ -342,8 +314,7 @@ impl Tracer {
             Ok(rt) => {
                 let (tracer, shutdown) = (self.clone(), shutdown.clone());
                 rt.spawn(async move {
-                    // However the task ends (its last flush at shutdown,
-                    // or its runtime going away), the next traced request
+                    // However the task ends, the next traced request
                     // starts another: spans of requests that finish during
                     // a graceful shutdown are still sent.
                     struct Done<'a>(&'a AtomicBool);
@@ -353,28 +324,19 @@ impl Tracer {
                         }
                     }
                     let _done = Done(&tracer.flushing);
-                    tracer.flush_until(shutdown).await
+                    tracer.flush_at(shutdown).await
                 });
             }
             Err(_) => self.flushing.store(false, Ordering::Release),
         }
     }
 
-    /// Send a batch every second until `shutdown`, then the last one.
-    async fn flush_until(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            let stop = tokio::select! {
-                _ = tokio::time::sleep(FLUSH_EVERY) => false,
-                // Shutdown, or no server left to tell us of one.
-                _ = shutdown.wait_for(|s| *s) => true,
-            };
-            if stop {
-                let _ = self.flush().await;
-                return;
-            }
-            if let Err(e) = self.flush().await {
-                tracing::warn!("exporting spans: {e}");
-            }
+    /// Wait for `shutdown`, then send what is queued.
+    async fn flush_at(&self, mut shutdown: ShutdownWatch) {
+        // Shutdown, or no server left to tell us of one.
+        let _ = shutdown.wait_for(|s| *s).await;
+        if let Err(e) = self.flush().await {
+            tracing::warn!("exporting spans: {e}");
         }
     }
 }
@@ -383,66 +345,130 @@ impl Tracer {
 impl BackgroundService for Tracer {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.flushing.store(true, Ordering::Release);
-        self.flush_until(shutdown).await
+        self.flush_at(shutdown).await
     }
 }
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tracer({}{}, service {})",
-            self.host, self.path, self.service
-        )
+        write!(f, "Tracer({} over {:?})", self.endpoint, self.protocol)
     }
 }
 
-/// The spans of one proxied request.
+/// OTLP/HTTP's transport: this framework's HTTP client, on the exporter's
+/// runtime.
+#[derive(Debug)]
+struct OtlpHttp {
+    connector: Arc<Connector>,
+    io: tokio::runtime::Handle,
+}
+
+#[async_trait]
+impl opentelemetry_http::HttpClient for OtlpHttp {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> std::result::Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let connector = self.connector.clone();
+        // The batch processor's thread has no runtime: the exchange runs
+        // on ours, and this waits for it.
+        let answer = self
+            .io
+            .spawn(async move { post(&connector, request).await });
+        Ok(answer.await??)
+    }
+}
+
+/// `request` to its URL over `connector`; the answer with its body.
+async fn post(
+    connector: &Connector,
+    request: http::Request<Bytes>,
+) -> Result<http::Response<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let uri = &parts.uri;
+    let tls = uri.scheme_str() == Some("https");
+    let host = uri
+        .host()
+        .or_err(ErrorType::InvalidInput, "an OTLP URL without a host")?;
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut peer = HttpPeer::try_new(&format!("{host}:{port}"), tls, host.to_string())?;
+    peer.options.connection_timeout = Some(Duration::from_secs(2));
+    peer.options.read_timeout = Some(EXPORT_TIMEOUT);
+    peer.options.write_timeout = Some(EXPORT_TIMEOUT);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = RequestHeader::build(parts.method.as_str(), path.as_bytes(), None)?;
+    req.insert_header("Host", uri.authority().map_or(host, |a| a.as_str()))?;
+    for (name, value) in &parts.headers {
+        req.append_header(name.clone(), value.clone())?;
+    }
+    req.insert_header("Content-Length", body.len().to_string())?;
+    let (mut s, _) = connector.get_http_session(&peer).await?;
+    s.write_request_header_eos(Box::new(req), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        s.write_body(body).await?;
+    }
+    s.finish_body(None).await?;
+    s.read_response().await?;
+    let mut got = Vec::new();
+    while let Some(piece) = s.read_body_bytes().await? {
+        if got.len() + piece.len() > MAX_ANSWER {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "an OTLP answer too large");
+        }
+        got.extend_from_slice(&piece);
+    }
+    let status = s.resp_header().map_or(0, |r| r.status.as_u16());
+    connector.release(s, &peer);
+    http::Response::builder()
+        .status(status)
+        .body(Bytes::from(got))
+        .or_err(ErrorType::InvalidHTTPHeader, "the OTLP collector's answer")
+}
+
+/// The spans of one proxied request, each held in a context (which the
+/// request's state can clone).
 #[derive(Clone)]
 pub(crate) struct RequestTrace {
     tracer: Arc<Tracer>,
-    pub(crate) root: Span,
-    done: Vec<Span>,
+    /// The root span (the request), in the context its children start in.
+    root: Context,
     /// Connect, upstream request or upstream response, while running.
-    open: Vec<Span>,
+    open: Vec<(&'static str, Context)>,
 }
 
 impl RequestTrace {
     /// The root span, a child of the client's `traceparent` if it sent a
     /// valid one.
     pub(crate) fn start(tracer: &Arc<Tracer>, req: &RequestHeader) -> RequestTrace {
-        // (The accessors do not build the map of a header still as parsed.)
-        let traceparent = http::HeaderName::from_static("traceparent");
-        let parent = req
-            .header_values(&traceparent)
-            .first_str()
-            .and_then(parse_traceparent);
-        let (trace_id, parent_id) = match parent {
-            Some((t, s, _)) => (t, Some(s)),
-            None => {
-                let mut t = [0u8; 16];
-                t[..8].copy_from_slice(&random().to_le_bytes());
-                t[8..].copy_from_slice(&random().to_le_bytes());
-                (t, None)
-            }
-        };
-        let mut root = Span::new(trace_id, parent_id, "proxy request", SpanKind::Server);
-        root.set_str("http.request.method", req.method().as_str());
-        root.set_str("url.path", req.uri().path());
+        let parent = tracer.propagator.extract(&FromRequest(req));
+        let root = tracer
+            .tracer
+            .span_builder("proxy request")
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", req.method().as_str().to_string()),
+                KeyValue::new("url.path", req.uri().path().to_string()),
+            ])
+            .start_with_context(&tracer.tracer, &parent);
         RequestTrace {
             tracer: tracer.clone(),
-            root,
-            done: Vec::new(),
+            root: parent.with_span(root),
             open: Vec::new(),
         }
     }
 
     /// Start a child span of the root; returns its `traceparent`.
     pub(crate) fn begin(&mut self, name: &'static str, kind: SpanKind) -> String {
-        let span = Span::new(self.root.trace_id, Some(self.root.span_id), name, kind);
-        let tp = span.traceparent();
-        self.open.push(span);
-        tp
+        let t = &self.tracer.tracer;
+        let span = t
+            .span_builder(name)
+            .with_kind(kind)
+            .start_with_context(t, &self.root);
+        let cx = Context::new().with_span(span);
+        let mut tp = Traceparent::default();
+        self.tracer.propagator.inject_context(&cx, &mut tp);
+        self.open.push((name, cx));
+        tp.0.unwrap_or_default()
     }
 
     /// End the running child span `name`, if any.
@@ -452,33 +478,37 @@ impl RequestTrace {
         error: bool,
         attr: Option<(&'static str, i64)>,
     ) {
-        if let Some(i) = self.open.iter().position(|s| s.name == name) {
-            let mut span = self.open.swap_remove(i);
-            span.end = now_ns();
-            span.error = error;
+        if let Some(i) = self.open.iter().position(|(n, _)| *n == name) {
+            let (_, cx) = self.open.swap_remove(i);
+            let span = cx.span();
             if let Some((k, v)) = attr {
-                span.set_int(k, v);
+                span.set_attribute(KeyValue::new(k, v));
             }
-            self.done.push(span);
+            if error {
+                span.set_status(Status::error(""));
+            }
+            span.end();
         }
     }
 
-    /// End the root (and whatever is still running) and hand every span to
-    /// the exporter.
+    /// End the root (and whatever is still running); the batch processor
+    /// sends them.
     pub(crate) fn finish(mut self, status: u16, error: bool) {
-        let now = now_ns();
-        for mut span in std::mem::take(&mut self.open) {
-            span.end = now;
-            span.error = error;
-            self.done.push(span);
+        for (_, cx) in std::mem::take(&mut self.open) {
+            if error {
+                cx.span().set_status(Status::error(""));
+            }
+            cx.span().end();
         }
-        self.root
-            .set_int("http.response.status_code", i64::from(status));
-        self.root.end = now;
-        self.root.error = error;
-        let mut spans = std::mem::take(&mut self.done);
-        spans.push(self.root);
-        self.tracer.record(spans);
+        let root = self.root.span();
+        root.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if error {
+            root.set_status(Status::error(""));
+        }
+        root.end();
     }
 }
 
@@ -490,8 +520,9 @@ mod tests {
     fn traceparents() {
         let (t, s, f) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(hex(&s), "00f067aa0ba902b7");
+        assert_eq!(t[0], 0x4b);
+        assert_eq!(t[15], 0x36);
+        assert_eq!(s, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         assert_eq!(f, 1);
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -499,12 +530,20 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "garbage",
         ] {
             assert!(parse_traceparent(bad).is_none(), "{bad}");
         }
-        let span = Span::new(t, Some(s), "x", SpanKind::Client);
-        let (t2, s2, _) = parse_traceparent(&span.traceparent()).unwrap();
-        assert_eq!((t2, s2), (t, span.span_id));
+    }
+
+    #[test]
+    fn protocols_by_name() {
+        assert_eq!("grpc".parse::<OtlpProtocol>().unwrap(), OtlpProtocol::Grpc);
+        assert_eq!(
+            "http/json".parse::<OtlpProtocol>().unwrap(),
+            OtlpProtocol::HttpJson
+        );
+        assert!("thrift".parse::<OtlpProtocol>().is_err());
     }
 }

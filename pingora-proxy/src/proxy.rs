@@ -120,7 +120,11 @@ impl ProxyOptions {
                         .and_then(|a| a.rsplit('/').next().map(str::to_string))
                         .unwrap_or_else(|| "pingora".into())
                 });
-                let tracer = crate::otel::Tracer::new(endpoint, &service)?;
+                let protocol = match &conf.otel_protocol {
+                    Some(p) => p.parse()?,
+                    None => crate::otel::OtlpProtocol::default(),
+                };
+                let tracer = crate::otel::Tracer::with_protocol(endpoint, &service, protocol)?;
                 options.otel = Some(Arc::new(tracer));
             }
             #[cfg(not(feature = "otel"))]

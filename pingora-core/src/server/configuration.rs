@@ -125,6 +125,11 @@ pub struct ServerConf {
     /// The `service.name` the traces are exported under (default: the
     /// program's file name). (Ours.)
     pub otel_service_name: Option<String>,
+    /// How traces go to `otel_endpoint`, as OTLP's
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (the default),
+    /// `http/json` or `grpc` (the endpoint is then the collector's gRPC
+    /// address, `http://HOST:4317`). (Ours.)
+    pub otel_protocol: Option<String>,
     /// Most retries of one proxied request whose error allows a retry
     /// (Pingora's key; default 16, its fail-safe). Proxies made with this
     /// conf take it as `ProxyOptions::max_retries`.
@@ -176,6 +181,7 @@ impl Default for ServerConf {
             sentry_dsn: None,
             otel_endpoint: None,
             otel_service_name: None,
+            otel_protocol: None,
             max_retries: 16,
             listener_tasks_per_fd: 1,
             upstream_connect_offload_threadpools: None,
@@ -352,6 +358,14 @@ impl ServerConf {
         if self.otel_service_name.as_deref() == Some("") {
             return Err(("otel_service_name", "must not be empty".into()));
         }
+        if let Some(p) = &self.otel_protocol {
+            if !["http/protobuf", "http/json", "grpc"].contains(&p.as_str()) {
+                return Err((
+                    "otel_protocol",
+                    format!("{p:?} is not one of http/protobuf, http/json, grpc"),
+                ));
+            }
+        }
         if let Some(d) = &self.working_directory {
             if !Path::new(d).is_dir() {
                 return Err(("working_directory", format!("{d:?} is not a directory")));
@@ -438,6 +452,13 @@ mod tests {
             Some("http://127.0.0.1:4318/v1/traces")
         );
         assert_eq!(c.otel_service_name.as_deref(), Some("edge"));
+        let c = ServerConf::from_yaml("otel_protocol: grpc\n").unwrap();
+        assert_eq!(c.otel_protocol.as_deref(), Some("grpc"));
+        let e = ServerConf::from_yaml("version: 1\notel_protocol: thrift\n").unwrap_err();
+        assert!(
+            e.to_string().contains("key `otel_protocol` (line 2)"),
+            "{e}"
+        );
         for bad in ["127.0.0.1:4318", "http://", "grpc://collector:4317"] {
             let e =
                 ServerConf::from_yaml(&format!("version: 1\notel_endpoint: {bad}\n")).unwrap_err();
