@@ -29,13 +29,10 @@ fn curl(args: &[&str]) -> String {
 /// Retry until the demo upstreams (started beside the proxy) answer.
 fn curl_ok(args: &[&str]) -> String {
     let mut last = String::new();
-    for _ in 0..100 {
+    poll_until(Duration::from_secs(30), "the demo upstreams", || {
         last = curl(args);
-        if !last.starts_with("HTTP/1.1 502") {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        !last.starts_with("HTTP/1.1 502")
+    });
     last
 }
 

@@ -12,6 +12,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::{Service, ServiceReadyNotifier, ServiceWithDependents};
 use pingora_core::listeners::ListenFds;
 use pingora_core::server::Server;
+use pingora_test_support::poll_until;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -119,20 +120,24 @@ fn services_start_in_dependency_order_and_run_returns() {
     let waiter = {
         let log = log.clone();
         std::thread::spawn(move || {
-            // Stop once the last service is up.
-            for _ in 0..100 {
-                if log.lock().unwrap().iter().any(|l| l == "plain started") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            // Stop once the last service is up; stop all the same if it
+            // never is (`run` would wait for good), and fail after `run`
+            // returns.
+            let up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                poll_until(Duration::from_secs(30), "the last service to start", || {
+                    log.lock().unwrap().iter().any(|l| l == "plain started")
+                })
+            }));
             tx.send(ShutdownSignal::GracefulTerminate).unwrap();
+            up
         })
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(watch),
     });
-    waiter.join().unwrap();
+    if let Err(panic) = waiter.join().unwrap() {
+        std::panic::resume_unwind(panic);
+    }
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,

@@ -262,8 +262,14 @@ fn text(path: &Path) -> String {
 #[test]
 fn sigint_exits_at_once_even_during_a_drain() {
     let dir = temp_dir("sigint");
-    // A long drain allowance: a fast exit cannot be the drain timing out.
-    let conf = write_conf(&dir, "graceful_shutdown_timeout_seconds: 60\n");
+    // Long allowances (60 s of drain, and of grace period should an exit
+    // ever wait for one): a fast exit cannot be either running out, and
+    // one that waited cannot pass for fast, even with the generous waits
+    // below.
+    let conf = write_conf(
+        &dir,
+        "grace_period_seconds: 60\ngraceful_shutdown_timeout_seconds: 60\n",
+    );
     let conf = conf.to_str().unwrap();
     let log = dir.join("server.log");
 
@@ -273,11 +279,10 @@ fn sigint_exits_at_once_even_during_a_drain() {
     let mut p = start("echo", &["-c", conf], &listen, &log, &[]);
     wait_listening(port);
     let mut c = in_flight(port);
-    let sent = Instant::now();
     p.signal(Signal::SIGINT);
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
-    let took = sent.elapsed();
-    assert!(took < Duration::from_secs(3), "SIGINT exit took {took:?}");
+    // At once: well within the 60 s allowances (a busy machine may take
+    // seconds to tear a process down).
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(closed_by_server(&mut c));
     assert!(
         text(&log).contains("SIGINT: fast shutdown"),
@@ -297,11 +302,8 @@ fn sigint_exits_at_once_even_during_a_drain() {
         !connects(port)
     });
     round_trip(&mut c, b"still served;");
-    let sent = Instant::now();
     p.signal(Signal::SIGINT);
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
-    let took = sent.elapsed();
-    assert!(took < Duration::from_secs(3), "SIGINT exit took {took:?}");
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(closed_by_server(&mut c));
     assert!(
         text(&log).contains("SIGINT during the graceful shutdown"),
@@ -367,14 +369,16 @@ fn graceful_shutdown_timeout_cuts_stuck_connections() {
     // It is still served during the drain...
     round_trip(&mut stuck, b"more, never the end;");
     // ...until the limit: then the process exits 0 all the same.
-    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
     let took = sent.elapsed();
     assert!(
         took >= Duration::from_secs(1),
         "exited after {took:?}, before the 1 s allowance"
     );
+    // Without the limit the drain would wait 300 s (the default): a bound
+    // far below that, with room for a busy machine.
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(20),
         "exited after {took:?}: the 1 s limit was not applied"
     );
     assert!(closed_by_server(&mut stuck));

@@ -3,6 +3,7 @@
 //! close`), and a quiet connection closes after the drain time, never
 //! under a request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,29 +12,42 @@ use pingora_core::apps::http_app::{HttpServer, ServeHttp};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::L4Stream;
+use pingora_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Hello;
+struct Hello {
+    /// Set once `/slow` is being served.
+    slow_started: Arc<AtomicBool>,
+    /// The shutdown switch, which `/slow` waits for.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
 
 #[async_trait]
 impl ServeHttp for Hello {
     async fn response(&self, s: &mut ServerSession) -> http::Response<Vec<u8>> {
-        // `/slow` takes a while: a shutdown can begin while it is served.
+        // `/slow` is answered only once a shutdown began: the shutdown
+        // begins while it is served, however slow the machine.
         if s.req_header().uri.path() == "/slow" {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.slow_started.store(true, Ordering::SeqCst);
+            let mut shutdown = self.shutdown.clone();
+            let _ = shutdown.wait_for(|on| *on).await;
         }
         http::Response::new(b"hi".to_vec())
     }
 }
 
 /// Our HTTP server on a port from the OS, every connection watching the
-/// returned shutdown switch.
-async fn serve(drain: Duration) -> (u16, tokio::sync::watch::Sender<bool>) {
-    let mut http = HttpServer::new(Hello);
+/// returned shutdown switch; the flag says when `/slow` is being served.
+async fn serve(drain: Duration) -> (u16, tokio::sync::watch::Sender<bool>, Arc<AtomicBool>) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let slow_started = Arc::new(AtomicBool::new(false));
+    let mut http = HttpServer::new(Hello {
+        slow_started: slow_started.clone(),
+        shutdown: rx.clone(),
+    });
     http.set_shutdown_drain(drain);
     let app = Arc::new(http);
-    let (tx, rx) = tokio::sync::watch::channel(false);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -44,7 +58,7 @@ async fn serve(drain: Duration) -> (u16, tokio::sync::watch::Sender<bool>) {
             });
         }
     });
-    (port, tx)
+    (port, tx, slow_started)
 }
 
 /// Send a GET and read its whole response (2-byte body); the response
@@ -74,12 +88,16 @@ async fn get(c: &mut TcpStream) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_racing_a_graceful_shutdown_is_served_then_the_connection_closes() {
-    let (port, shutdown) = serve(Duration::from_millis(500)).await;
+    // A drain far longer than the moment below: a busy machine that
+    // stretches the moment still gets the request in within the drain.
+    let (port, shutdown, _) = serve(Duration::from_secs(5)).await;
     let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let first = get(&mut c).await.expect("the first answer");
     assert!(!first.contains("connection: close"), "{first}");
     // The shutdown begins while the connection is idle; the client's next
-    // request, sent a moment later, is still answered, and told to close.
+    // request, sent a moment later (the server most likely saw the switch
+    // by then: nothing outside shows when it has), is still answered, and
+    // told to close.
     shutdown.send_replace(true);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = get(&mut c)
@@ -94,7 +112,7 @@ async fn a_request_racing_a_graceful_shutdown_is_served_then_the_connection_clos
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_connection_closes_after_the_drain_time() {
-    let (port, shutdown) = serve(Duration::from_millis(300)).await;
+    let (port, shutdown, _) = serve(Duration::from_millis(300)).await;
     let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert!(get(&mut c).await.is_some());
     let start = Instant::now();
@@ -113,7 +131,7 @@ async fn a_quiet_connection_closes_after_the_drain_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_progress_when_the_shutdown_begins_gets_connection_close() {
-    let (port, tx) = serve(Duration::from_secs(1)).await;
+    let (port, tx, slow_started) = serve(Duration::from_secs(1)).await;
     let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // A first request on the connection, so that it is a keep-alive one.
     let first = get(&mut c).await.expect("served");
@@ -121,8 +139,11 @@ async fn a_request_in_progress_when_the_shutdown_begins_gets_connection_close() 
     c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    // The shutdown begins while `/slow` is being served.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The shutdown begins while `/slow` is being served (it waits for it).
+    eventually(Duration::from_secs(10), "`/slow` to be served", || {
+        slow_started.load(Ordering::SeqCst)
+    })
+    .await;
     tx.send_replace(true);
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];

@@ -3,11 +3,12 @@
 //! stream resets, a rapid-reset storm), and upstream responses framed
 //! ambiguously.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_proxy::ProxyOptions;
+use pingora_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
@@ -400,6 +401,9 @@ async fn a_body_malformed_later_aborts_the_upstream_request() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = l.local_addr().unwrap().port();
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    // Set once the body's first chunk is at the upstream.
+    let body_began = Arc::new(AtomicBool::new(false));
+    let began = body_began.clone();
     tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
         let mut all = Vec::new();
@@ -410,6 +414,9 @@ async fn a_body_malformed_later_aborts_the_upstream_request() {
                 break;
             }
             all.extend_from_slice(&buf[..n]);
+            if all.windows(5).any(|w| w == b"hello") {
+                began.store(true, Ordering::SeqCst);
+            }
         }
         let _ = seen_tx.send(all);
     });
@@ -419,7 +426,11 @@ async fn a_body_malformed_later_aborts_the_upstream_request() {
         b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The rest, malformed, only once the upstream request began.
+    eventually(Duration::from_secs(10), "the body upstream", || {
+        body_began.load(Ordering::SeqCst)
+    })
+    .await;
     c.write_all(b"ZZ\r\nmore\r\n0\r\n\r\n").await.unwrap();
     let text = rest(&mut c).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
@@ -709,8 +720,12 @@ async fn clients_that_vanish_at_any_phase_leave_nothing_behind() {
     // Mid request header: no upstream connection at all.
     let (up, open) = silent_upstream().await;
     let (port, _log) = proxy(vec![peer(up, false)], ProxyOptions::default()).await;
-    drop(send(port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Half: ").await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = send(port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Half: ").await;
+    // The client's end (the FIN a vanishing client sends), then the proxy
+    // closing the connection: it is done with it, and contacted no one.
+    let _ = c.shutdown().await;
+    let _ = rest(&mut c).await;
+    drop(c);
     assert_eq!(open.load(Ordering::SeqCst), 0, "an upstream was contacted");
 
     // Mid request body: the upstream request goes once the client does.
