@@ -90,6 +90,7 @@ pub mod protocols;
 pub mod sentry;
 pub mod server;
 pub mod services;
+pub mod shutdown;
 pub mod syslog;
 pub mod upstreams;
 pub mod utils;

@@ -26,7 +26,7 @@ use crate::protocols::http::v2::server::{self as h2s, H2Options};
 use crate::protocols::http::{ServerSession, ServerSessionKind};
 use crate::protocols::rewind::Rewind;
 use crate::protocols::Stream;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 mod h2_conn;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::protocols::Stream;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// Handles accepted connections.
 ///

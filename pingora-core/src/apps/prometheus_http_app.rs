@@ -17,7 +17,6 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::apps::http_app::{HttpServer, ServeHttp};
 use crate::protocols::http::ServerSession;
-use crate::services::listening::Service;
 
 /// The app: the default registry's metrics at `/metrics` (any other path:
 /// 404).
@@ -55,15 +54,4 @@ pub type PrometheusServer = HttpServer<PrometheusHttpApp>;
 /// is taken here by `HttpServer::new(app)`, which every `HttpServer` has.)
 pub fn new_prometheus_server() -> PrometheusServer {
     HttpServer::new(PrometheusHttpApp)
-}
-
-impl Service<PrometheusServer> {
-    /// A listening service serving the metrics (add a listener to it),
-    /// as Pingora 0.8's.
-    pub fn prometheus_http_service() -> Self {
-        Service::new(
-            "Prometheus metric exporter".to_string(),
-            new_prometheus_server(),
-        )
-    }
 }

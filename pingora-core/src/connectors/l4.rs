@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use tokio::net::{TcpSocket, UnixStream};
 
-use crate::listeners::{set_sock_int, set_tcp_int};
+use crate::protocols::sockopt::{set_sock_int, set_tcp_int};
 use crate::protocols::{L4Stream, SocketAddr};
 use crate::upstreams::peer::PeerOptions;
 

@@ -25,6 +25,9 @@ pub mod tls;
 #[path = "no_tls.rs"]
 pub mod tls;
 
+use crate::protocols::sockopt::set_tcp_int;
+/// Where the TCP keepalive settings live (shared with the connectors).
+pub use crate::protocols::sockopt::TcpKeepalive;
 /// Pingora's path to the ALPN choice (`TlsSettings::set_alpn`).
 pub use crate::upstreams::peer::ALPN;
 pub use fds::{FdsGuard, ListenFds};
@@ -34,35 +37,6 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 #[cfg(feature = "any_tls")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "openssl", feature = "boringssl"))))]
 pub use tls::{TlsAccept, TlsAcceptCallbacks};
-
-/// TCP keepalive probes on accepted connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpKeepalive {
-    /// Idle time before the first probe.
-    pub idle: Duration,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Unanswered probes before the connection is dropped.
-    pub count: u32,
-    /// How long sent data may stay unacknowledged before the connection is
-    /// dropped (`TCP_USER_TIMEOUT`); zero leaves the system's default.
-    pub user_timeout: Duration,
-}
-
-impl TcpKeepalive {
-    /// Set these on `socket`.
-    pub(crate) fn apply(&self, socket: socket2::SockRef<'_>) -> std::io::Result<()> {
-        let params = socket2::TcpKeepalive::new()
-            .with_time(self.idle)
-            .with_interval(self.interval)
-            .with_retries(self.count);
-        socket.set_tcp_keepalive(&params)?;
-        if !self.user_timeout.is_zero() {
-            socket.set_tcp_user_timeout(Some(self.user_timeout))?;
-        }
-        Ok(())
-    }
-}
 
 /// Per-listener TCP options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -232,36 +206,6 @@ fn bind_tcp(addr: &str, opt: Option<&TcpSocketOptions>) -> Result<BoundListener>
         .listen(backlog)
         .or_err_with(ErrorType::BindError, || format!("listen {addr}"))?;
     Ok(BoundListener::Tcp(socket.into()))
-}
-
-/// Set an integer `IPPROTO_TCP` option (`TCP_FASTOPEN`,
-/// `TCP_FASTOPEN_CONNECT`) on a socket.
-pub(crate) fn set_tcp_int(fd: RawFd, name: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
-    set_sock_int(fd, libc::IPPROTO_TCP, name, v)
-}
-
-/// Set an integer socket option at `level` (`IPPROTO_TCP`, `IPPROTO_IP`, …).
-pub(crate) fn set_sock_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: a valid socket fd, and a pointer to a c_int of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn bind_uds(path: &str, perm: Option<Permissions>) -> Result<BoundListener> {

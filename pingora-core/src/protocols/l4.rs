@@ -32,7 +32,7 @@ pub mod stream {
 pub mod virt {
     use tokio::io::{AsyncRead, AsyncWrite};
 
-    use crate::listeners::TcpKeepalive;
+    use crate::protocols::sockopt::TcpKeepalive;
 
     /// A socket option asked of a virtual socket.
     #[non_exhaustive]

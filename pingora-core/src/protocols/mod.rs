@@ -16,16 +16,17 @@ pub mod l4;
 pub mod mem;
 pub mod proxy_protocol;
 pub mod rewind;
+pub mod sockopt;
 pub mod tls;
 
-/// Pingora's path to the TCP keepalive settings.
-pub use crate::listeners::TcpKeepalive;
 /// Pingora's path to the ALPN choice.
 pub use crate::upstreams::peer::ALPN;
 pub use digest::{
     Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, ProxyDigest, TimingDigest,
 };
 pub use l4::{L4Stream, SocketAddr, SocketDigest};
+/// Pingora's path to the TCP keepalive settings.
+pub use sockopt::TcpKeepalive;
 pub use tls::TlsDigest;
 
 /// What every stream handed to an app can do: async read and write, and

@@ -45,8 +45,9 @@ use handle::Dependencies;
 pub use handle::ServiceHandle;
 pub use signal::{RunArgs, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
 
-/// Turns `true` when the server begins to shut down.
-pub type ShutdownWatch = watch::Receiver<bool>;
+/// Turns `true` when the server begins to shut down (defined in the leaf
+/// module [`shutdown`](crate::shutdown); here as Pingora has it).
+pub use crate::shutdown::ShutdownWatch;
 
 /// How often a service waiting for its dependencies reports it
 /// (`on_startup_delay`).

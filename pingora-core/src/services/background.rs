@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Service, ServiceContext, ServiceReadyNotifier};
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// A task that runs until shutdown.
 #[async_trait]

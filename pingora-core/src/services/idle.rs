@@ -27,7 +27,7 @@ use tracing::debug;
 
 use crate::protocols::l4::ParkedL4;
 use crate::protocols::L4Stream;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// Parked connections, each with a token `T` that lives as long as the
 /// connection does (the service's count of open connections).

@@ -28,7 +28,7 @@ use crate::listeners::{
     TlsHandshake,
 };
 use crate::protocols::{into_parkable, proxy_protocol, L4Stream, Stream};
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// Names the type; its state is not shown.
 impl<A> std::fmt::Debug for Service<A> {
@@ -561,6 +561,17 @@ impl<A: ServerApp> ServiceTrait for Service<A> {
 
     fn threads(&self) -> Option<usize> {
         self.threads
+    }
+}
+
+impl Service<crate::apps::prometheus_http_app::PrometheusServer> {
+    /// A listening service serving the metrics (add a listener to it),
+    /// as Pingora 0.8's.
+    pub fn prometheus_http_service() -> Self {
+        Service::new(
+            "Prometheus metric exporter".to_string(),
+            crate::apps::prometheus_http_app::new_prometheus_server(),
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::listeners::ListenFds;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 pub mod background;
 mod idle;

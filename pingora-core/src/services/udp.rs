@@ -51,7 +51,7 @@ use tracing::{debug, error, info};
 
 use super::{Service as ServiceTrait, ServiceContext};
 use crate::listeners::ListenFds;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// The largest datagram a receive loop takes in (the UDP maximum).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -183,7 +183,7 @@ pub fn bind_udp(addr: &str, fds: &ListenFds) -> Result<std::net::UdpSocket> {
 async fn receive_loop<A: UdpApp>(
     sock: std::net::UdpSocket,
     app: Arc<A>,
-    mut shutdown: crate::server::ShutdownWatch,
+    mut shutdown: crate::shutdown::ShutdownWatch,
     name: String,
 ) {
     let sock = match UdpSocket::from_std(sock) {

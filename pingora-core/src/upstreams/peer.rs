@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 
-use crate::listeners::TcpKeepalive;
 use crate::protocols::proxy_protocol::ProxyHeader;
+use crate::protocols::sockopt::TcpKeepalive;
 use crate::protocols::SocketAddr;
 
 /// What a connector needs to know about any upstream: where it is, whether

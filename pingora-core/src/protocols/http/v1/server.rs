@@ -74,7 +74,7 @@ pub struct HttpSession {
     /// The server's shutdown switch: a response written once a graceful
     /// shutdown began says `Connection: close` (the request was already in
     /// hand; the client must not send another on this connection).
-    shutdown: Option<crate::server::ShutdownWatch>,
+    shutdown: Option<crate::shutdown::ShutdownWatch>,
     /// The last idle wait ended at `park_after`: hand the stream back.
     park_now: bool,
 }
@@ -117,7 +117,7 @@ impl HttpSession {
 
     /// Watch this switch: responses written after it turns true close the
     /// connection (`Connection: close`).
-    pub(crate) fn set_shutdown_watch(&mut self, shutdown: crate::server::ShutdownWatch) {
+    pub(crate) fn set_shutdown_watch(&mut self, shutdown: crate::shutdown::ShutdownWatch) {
         self.shutdown = Some(shutdown);
     }
 
