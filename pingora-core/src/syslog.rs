@@ -1,6 +1,11 @@
 //! Syslog output (RFC 5424) over UDP or a Unix datagram socket, for the
 //! error log and the access log.
 //!
+//! Our own, on purpose: the maintained `syslog` crate (7.0) writes the
+//! RFC 5424 MSGID as a number (`u32`), where the RFC's is a name (ours are
+//! `error` and `access`, which collectors filter on), and it would bring
+//! the `time` crate for a timestamp this file formats in a dozen lines.
+//!
 //! A target is written `syslog:udp:HOST:PORT` or `syslog:unix:PATH` (for
 //! example `syslog:unix:/dev/log`) wherever a log destination is asked for
 //! (`error_log`, `access_log`).
@@ -84,6 +89,12 @@ const FACILITY: u8 = 16;
 
 impl Syslog {
     /// Open a socket to `target`; `app` is the APP-NAME field.
+    ///
+    /// # Errors
+    ///
+    /// `BindError` or `SocketError` if no socket can be made; `ConnectError`
+    /// if it cannot be connected (a UDP address that does not resolve, a
+    /// Unix socket path nobody listens on).
     pub fn connect(target: &SyslogTarget, app: &str) -> Result<Syslog> {
         let sock = match target {
             SyslogTarget::Udp(addr) => {
