@@ -8,6 +8,11 @@ pub const PQ_HYBRID_GROUP: &str = "X25519MLKEM768";
 
 /// Set the key-exchange groups offered or accepted, most preferred first,
 /// as a colon-separated list (`"X25519MLKEM768:X25519:P-256"`).
+///
+/// # Errors
+///
+/// `ErrorStack` if BoringSSL does not know a group in the list, or
+/// `groups` holds a NUL byte.
 pub fn set_groups(builder: &mut SslContextBuilder, groups: &str) -> Result<(), ErrorStack> {
     builder.set_curves_list(groups)
 }
@@ -25,6 +30,10 @@ pub fn negotiated_group(ssl: &SslRef) -> Option<String> {
 }
 
 /// Add an extension to a certificate being built.
+///
+/// # Errors
+///
+/// `ErrorStack` if BoringSSL cannot add the extension (`X509_add_ext` fails).
 pub fn add_x509_extension(
     builder: &mut boring::x509::X509Builder,
     extension: &boring::x509::X509ExtensionRef,
@@ -42,6 +51,11 @@ pub fn keep_session_on_drop(_ssl: &SslRef) {}
 /// chain in a client context, client certificates in a server context.
 /// Adds to what the context already trusts. Returns how many
 /// certificates were added (0 when `pem` holds none).
+///
+/// # Errors
+///
+/// `ErrorStack` if `pem` does not parse as PEM certificates, or the
+/// store refuses one (those added before it stay trusted).
 pub fn add_ca_pem(builder: &mut SslContextBuilder, pem: &[u8]) -> Result<usize, ErrorStack> {
     let certs = boring::x509::X509::stack_from_pem(pem)?;
     let n = certs.len();
@@ -54,12 +68,21 @@ pub fn add_ca_pem(builder: &mut SslContextBuilder, pem: &[u8]) -> Result<usize, 
 /// Issue no session tickets: none in TLS 1.2 (no ticket extension) and
 /// no NewSessionTicket messages after a TLS 1.3 handshake (BoringSSL
 /// sends TLS 1.3 tickets only when tickets are on).
+///
+/// # Errors
+///
+/// None: always `Ok` here (the `Result` matches the OpenSSL backend).
 pub fn disable_session_tickets(builder: &mut SslContextBuilder) -> Result<(), ErrorStack> {
     builder.set_options(boring::ssl::SslOptions::NO_TICKET);
     Ok(())
 }
 
 /// Serve `cert` on this connection (in a certificate callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if BoringSSL cannot use the certificate's public key (an
+/// unsupported type, or an EC certificate whose key usage forbids signing).
 pub fn ssl_use_certificate(
     ssl: &mut SslRef,
     cert: &boring::x509::X509Ref,
@@ -68,6 +91,10 @@ pub fn ssl_use_certificate(
 }
 
 /// Sign with `key` on this connection (in a certificate callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if `key` does not match the certificate already set.
 pub fn ssl_use_private_key<T: boring::pkey::HasPrivate>(
     ssl: &mut SslRef,
     key: &boring::pkey::PKeyRef<T>,
@@ -77,6 +104,10 @@ pub fn ssl_use_private_key<T: boring::pkey::HasPrivate>(
 
 /// Send `cert` after the leaf, as part of the chain (in a certificate
 /// callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if BoringSSL cannot append the certificate (out of memory).
 pub fn ssl_add_chain_cert(
     ssl: &mut SslRef,
     cert: &boring::x509::X509Ref,

@@ -52,6 +52,12 @@ fn failure<S>(e: tokio_boring::HandshakeError<S>) -> HandshakeFailure {
 }
 
 /// Run the server side of the handshake on `stream`.
+///
+/// # Errors
+///
+/// `HandshakeFailure` if the handshake fails: a TLS protocol error, a client
+/// certificate that fails verification (`verify_code` set), or an I/O error
+/// on `stream` (`io` set).
 pub async fn accept<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -64,6 +70,12 @@ where
 }
 
 /// Run the client side of the handshake on `stream`.
+///
+/// # Errors
+///
+/// `HandshakeFailure` if the handshake fails: a TLS protocol error, a server
+/// certificate that fails verification (`verify_code` set), or an I/O error
+/// on `stream` (`io` set).
 pub async fn connect<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -27,6 +27,11 @@ static GUARD: OnceLock<sentry::ClientInitGuard> = OnceLock::new();
 /// Report to `dsn` from now on: panics (the panic hook already installed
 /// still runs after ours) and [`capture_error`] / [`capture_message`]. A
 /// second call keeps the first DSN. An invalid DSN is an error naming it.
+///
+/// # Errors
+///
+/// `InvalidInput` if `dsn` does not parse as a Sentry DSN (checked on every
+/// call, even when a DSN is already set).
 pub fn init(dsn: &str) -> Result<()> {
     let parsed: sentry::types::Dsn = dsn.parse().map_err(|e| {
         Error::because(

@@ -6,11 +6,19 @@ use crate::{Cause, Error, ErrorSource, ErrorType, ImmutStr, Result};
 /// Turn a foreign `Result` into ours, with a kind and context, in one call.
 pub trait OrErr<T, E> {
     /// Wrap the error as the cause of a new error of kind `etype`.
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: an `etype` error with `context`, `e` as its cause.
     fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>
     where
         E: Into<Cause>;
 
     /// Like [`OrErr::or_err`], with the context built only on error.
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: an `etype` error with `context()`, `e` as its cause.
     fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
@@ -21,6 +29,10 @@ pub trait OrErr<T, E> {
 
     /// Replace the error with a new one of kind `etype`, keeping only the
     /// context (for errors that carry nothing worth keeping).
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: an `etype` error with `context(e)` and no cause.
     fn explain_err<C: Into<ImmutStr>, F: FnOnce(E) -> C>(
         self,
         etype: ErrorType,
@@ -28,11 +40,19 @@ pub trait OrErr<T, E> {
     ) -> Result<T>;
 
     /// Wrap the error as an `InternalError` with no context (Pingora's).
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: an `InternalError` with `e` as its cause.
     fn or_fail(self) -> Result<T>
     where
         E: Into<Cause>;
 
     /// Wrap the error with kind `etype` and no context.
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: an `etype` error with `e` as its cause.
     fn or_fail_as(self, etype: ErrorType) -> Result<T>
     where
         E: Into<Cause>;
@@ -83,9 +103,17 @@ impl<T, E> OrErr<T, E> for std::result::Result<T, E> {
 /// Turn an `Option` into a `Result` with a kind and context.
 pub trait OkOrErr<T> {
     /// `None` becomes an error of kind `etype` with this context.
+    ///
+    /// # Errors
+    ///
+    /// On `None`: an `etype` error with `context`.
     fn or_err(self, etype: ErrorType, context: &'static str) -> Result<T>;
 
     /// Like [`OkOrErr::or_err`], with the context built only on `None`.
+    ///
+    /// # Errors
+    ///
+    /// On `None`: an `etype` error with `context()`.
     fn or_err_with<C: Into<ImmutStr>, F: FnOnce() -> C>(
         self,
         etype: ErrorType,
@@ -110,6 +138,10 @@ impl<T> OkOrErr<T> for Option<T> {
 /// Add context to one of our own errors on its way up.
 pub trait Context<T> {
     /// Prepend context to the error, built only on error.
+    ///
+    /// # Errors
+    ///
+    /// On `Err(e)`: `e`, its kind unchanged, with `context()` prepended.
     fn err_context<C: Into<ImmutStr>, F: FnOnce() -> C>(self, context: F) -> Result<T>;
 }
 

@@ -187,6 +187,10 @@ impl Error {
     }
 
     /// `Err(Error::explain(..))`, for early returns.
+    ///
+    /// # Errors
+    ///
+    /// Always: an `etype` error with `context`, source unset.
     pub fn e_explain<T, S: Into<ImmutStr>>(etype: ErrorType, context: S) -> Result<T> {
         Err(Self::explain(etype, context))
     }
@@ -206,6 +210,10 @@ impl Error {
     }
 
     /// `Err(Error::because(..))`, for early returns.
+    ///
+    /// # Errors
+    ///
+    /// Always: an `etype` error with `context`, wrapping `cause`, source unset.
     pub fn e_because<T, S: Into<ImmutStr>, E: Into<Cause>>(
         etype: ErrorType,
         context: S,
@@ -215,6 +223,10 @@ impl Error {
     }
 
     /// `Err(Error::new(..))`, for early returns.
+    ///
+    /// # Errors
+    ///
+    /// Always: a bare `etype` error, source unset.
     pub fn e_new<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new(etype))
     }
@@ -321,26 +333,46 @@ impl Error {
     }
 
     /// `Err(Error::new(etype))`.
+    ///
+    /// # Errors
+    ///
+    /// Always: a bare `etype` error, source unset.
     pub fn err<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new(etype))
     }
 
     /// `Err(Error::new_up(etype))`.
+    ///
+    /// # Errors
+    ///
+    /// Always: a bare `etype` error, source `Upstream`.
     pub fn err_up<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_up(etype))
     }
 
     /// `Err(Error::new_down(etype))`.
+    ///
+    /// # Errors
+    ///
+    /// Always: a bare `etype` error, source `Downstream`.
     pub fn err_down<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_down(etype))
     }
 
     /// `Err(Error::new_in(etype))`.
+    ///
+    /// # Errors
+    ///
+    /// Always: a bare `etype` error, source `Internal`.
     pub fn err_in<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_in(etype))
     }
 
     /// `Err(self)`.
+    ///
+    /// # Errors
+    ///
+    /// Always: this error, unchanged.
     pub fn into_err<T>(self: BError) -> Result<T> {
         Err(self)
     }

@@ -15,6 +15,10 @@ pub struct CaseHeaderName {
 
 impl CaseHeaderName {
     /// A name spelled as in `raw`; fails if `raw` is not a valid token.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `raw` is not a valid header name.
     pub fn from_bytes(raw: Bytes) -> Result<Self> {
         let name = HeaderName::from_bytes(&raw)
             .or_err_with(ErrorType::InvalidHTTPHeader, || {
@@ -63,6 +67,11 @@ impl CaseHeaderName {
 /// `String`s keep their spelling; a [`HeaderName`] is written in lowercase.
 pub trait IntoCaseHeaderName {
     /// Convert, keeping the spelling.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if a string is not a valid header name
+    /// (a `HeaderName` or `CaseHeaderName` never fails).
     fn into_case_header_name(self) -> Result<CaseHeaderName>;
 }
 

@@ -389,6 +389,11 @@ macro_rules! line_methods {
         /// Add a header line at the end, keeping any others of the same
         /// name. `Ok(true)` when a line of that name was already there (as
         /// `HeaderMap::append` and Pingora's).
+        ///
+        /// # Errors
+        ///
+        /// `InvalidHTTPHeader` if the name or value is not valid in a header;
+        /// nothing is added then.
         pub fn append_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<bool>
         where
             N: $crate::IntoCaseHeaderName,
@@ -404,6 +409,11 @@ macro_rules! line_methods {
 
         /// Set a header: every line of that name is replaced by one line, at
         /// the end.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidHTTPHeader` if the name or value is not valid in a header;
+        /// the existing lines stay then.
         pub fn insert_header<N, V>(&mut self, name: N, value: V) -> pingora_error::Result<()>
         where
             N: $crate::IntoCaseHeaderName,

@@ -42,6 +42,11 @@ impl RequestHeader {
     /// A new HTTP/1.1 request for `path` (an origin-form path such as
     /// `/a?b`, or an absolute URI). `size_hint` is the number of header
     /// lines to make room for.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `method` is not a valid method or `path` not a
+    /// valid request target.
     pub fn build<M>(method: M, path: &[u8], size_hint: Option<usize>) -> Result<Self>
     where
         M: TryInto<Method>,
@@ -65,6 +70,11 @@ impl RequestHeader {
     /// Build from a request parsed by `httparse`. Slices of `buf` (the bytes
     /// that were parsed) are shared, not copied; anything outside `buf` is
     /// copied.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `req` has no method or path (a partial parse),
+    /// or its method, target, or a header name or value is not valid.
     pub fn from_httparse(req: &httparse::Request<'_, '_>, buf: &Bytes) -> Result<Self> {
         let mut slot = None;
         Self::from_httparse_inner(req, buf, &mut slot)?;
@@ -221,6 +231,11 @@ impl RequestHeader {
 
     /// As [`build`](Self::build): Pingora's form for a header whose names
     /// need not keep their case (ours always keep it).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build): `InvalidHTTPHeader` for an invalid method
+    /// or request target.
     pub fn build_no_case<M>(method: M, path: &[u8], size_hint: Option<usize>) -> Result<Self>
     where
         M: TryInto<Method>,
@@ -242,6 +257,10 @@ impl RequestHeader {
     }
 
     /// Replace the URI from raw bytes (a path or an absolute URI).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `path` is not a valid URI; the old one stays.
     pub fn set_raw_path(&mut self, path: &[u8]) -> Result<()> {
         self.base.uri = parse_uri(Bytes::copy_from_slice(path))?;
         self.lines.changed();

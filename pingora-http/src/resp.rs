@@ -38,6 +38,10 @@ crate::lines::header_deref!(ResponseHeader);
 impl ResponseHeader {
     /// A new HTTP/1.1 response with this status. `size_hint` is the number
     /// of header lines to make room for.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `status` is not a valid status code (100 to 999).
     pub fn build<S>(status: S, size_hint: Option<usize>) -> Result<Self>
     where
         S: TryInto<StatusCode>,
@@ -58,6 +62,11 @@ impl ResponseHeader {
     }
 
     /// Build from a response parsed by `httparse`, sharing slices of `buf`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `resp` has no status (a partial parse), or its
+    /// status, reason phrase, or a header name or value is not valid.
     pub fn from_httparse(resp: &httparse::Response<'_, '_>, buf: &Bytes) -> Result<Self> {
         Self::from_httparse_inner(resp, buf).map(|h| *h)
     }
@@ -149,6 +158,10 @@ impl ResponseHeader {
 
     /// As [`build`](Self::build): Pingora's form for a header whose names
     /// need not keep their case (ours always keep it).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build): `InvalidHTTPHeader` for an invalid status.
     pub fn build_no_case<S>(status: S, size_hint: Option<usize>) -> Result<Self>
     where
         S: TryInto<StatusCode>,
@@ -158,11 +171,20 @@ impl ResponseHeader {
     }
 
     /// Set `Content-Length` to `len` (replacing any).
+    ///
+    /// # Errors
+    ///
+    /// None in practice: a number is always a valid header value.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)
     }
 
     /// Replace the status. A custom reason phrase is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `status` is not a valid status code; nothing
+    /// changes then.
     pub fn set_status<S>(&mut self, status: S) -> Result<()>
     where
         S: TryInto<StatusCode>,
@@ -178,6 +200,11 @@ impl ResponseHeader {
 
     /// Set the reason phrase; `None` means the status code's canonical one.
     /// Fails on control characters other than tab.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `reason` holds a control character other than
+    /// tab (DEL included); the old phrase stays.
     pub fn set_reason_phrase(&mut self, reason: Option<&str>) -> Result<()> {
         let Some(reason) = reason else {
             self.reason = None;

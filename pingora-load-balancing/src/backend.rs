@@ -19,11 +19,21 @@ pub struct Backend {
 
 impl Backend {
     /// A backend at `addr` (`host:port`, or `unix:/path`) with weight 1.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `addr` is neither `unix:/path` nor an `ip:port`
+    /// socket address (a host name is not resolved).
     pub fn new(addr: &str) -> Result<Self> {
         Self::new_with_weight(addr, 1)
     }
 
     /// A backend at `addr` with this weight.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `addr` is neither `unix:/path` nor an `ip:port`
+    /// socket address, or `weight` is 0.
     pub fn new_with_weight(addr: &str, weight: usize) -> Result<Self> {
         let addr = if let Some(path) = addr.strip_prefix("unix:") {
             SocketAddr::Unix(Some(path.into()))

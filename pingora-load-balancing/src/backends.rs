@@ -224,6 +224,11 @@ impl Backends {
     /// Ask discovery again; returns whether the set changed. The backends
     /// discovery enables or disables are set so (see
     /// [`set_enable`](Self::set_enable)).
+    ///
+    /// # Errors
+    ///
+    /// Whatever discovery's [`discover`](ServiceDiscovery::discover) returns;
+    /// the set is left as it was then.
     pub async fn update(&self) -> Result<bool> {
         let (found, enablement) = self.discovery.discover().await?;
         let changed = self.replace(found);

@@ -155,6 +155,11 @@ impl HttpHealthCheck {
     /// `GET /` with `Host: host`, expecting 200; TLS if `tls` (with `host`
     /// as the SNI). Panics if `host` is not a valid header value (as
     /// Pingora's); [`try_new`](Self::try_new) returns an error instead.
+    ///
+    /// # Panics
+    ///
+    /// If `host` is not a valid header value: anything but visible ASCII,
+    /// spaces and tabs.
     pub fn new(host: &str, tls: bool) -> Self {
         match Self::try_new(host, tls) {
             Ok(hc) => hc,
@@ -163,6 +168,10 @@ impl HttpHealthCheck {
     }
 
     /// [`new`](Self::new), failing on an invalid `host`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `host` is not a valid header value.
     pub fn try_new(host: &str, tls: bool) -> Result<Self> {
         let mut req = RequestHeader::build("GET", b"/", None)?;
         req.insert_header("Host", host)?;

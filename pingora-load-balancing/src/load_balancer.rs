@@ -90,6 +90,11 @@ where
     }
 
     /// A load balancer over a static list of `host:port` addresses.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for the first address that is not a valid backend
+    /// address (see [`Backend::new`]).
     pub fn try_from_iter<A: AsRef<str>, I: IntoIterator<Item = A>>(addrs: I) -> Result<Self> {
         let set = addrs
             .into_iter()
@@ -118,6 +123,11 @@ where
     }
 
     /// Ask discovery again, and rebuild the selection if the set changed.
+    ///
+    /// # Errors
+    ///
+    /// Whatever discovery returns (see [`Backends::update`]); the set and
+    /// the selection stay as they were.
     pub async fn update(&self) -> Result<()> {
         if self.backends.update().await? {
             self.selector

@@ -8,6 +8,11 @@ pub const PQ_HYBRID_GROUP: &str = "X25519MLKEM768";
 
 /// Set the key-exchange groups offered or accepted, most preferred first,
 /// as a colon-separated list (`"X25519MLKEM768:X25519:P-256"`).
+///
+/// # Errors
+///
+/// `ErrorStack` if OpenSSL does not know a group in the list, or the list
+/// is malformed.
 pub fn set_groups(builder: &mut SslContextBuilder, groups: &str) -> Result<(), ErrorStack> {
     builder.set_groups_list(groups)
 }
@@ -51,6 +56,10 @@ pub fn negotiated_group(ssl: &SslRef) -> Option<String> {
 }
 
 /// Add an extension to a certificate being built.
+///
+/// # Errors
+///
+/// `ErrorStack` if OpenSSL cannot add the extension (`X509_add_ext` fails).
 pub fn add_x509_extension(
     builder: &mut openssl::x509::X509Builder,
     extension: &openssl::x509::X509ExtensionRef,
@@ -78,6 +87,11 @@ pub fn keep_session_on_drop(ssl: &SslRef) {
 /// chain in a client context, client certificates in a server context.
 /// Adds to what the context already trusts. Returns how many
 /// certificates were added (0 when `pem` holds none).
+///
+/// # Errors
+///
+/// `ErrorStack` if `pem` does not parse as PEM certificates, or the
+/// store refuses one (those added before it stay trusted).
 pub fn add_ca_pem(builder: &mut SslContextBuilder, pem: &[u8]) -> Result<usize, ErrorStack> {
     let certs = openssl::x509::X509::stack_from_pem(pem)?;
     let n = certs.len();
@@ -90,12 +104,23 @@ pub fn add_ca_pem(builder: &mut SslContextBuilder, pem: &[u8]) -> Result<usize, 
 /// Issue no session tickets: none in TLS 1.2 (no ticket extension) and
 /// no NewSessionTicket messages after a TLS 1.3 handshake (OpenSSL would
 /// otherwise send stateful tickets even with `NO_TICKET`).
+///
+/// # Errors
+///
+/// `ErrorStack` if setting the TLS 1.3 ticket count fails, which
+/// `SSL_CTX_set_num_tickets` never does in current OpenSSL.
 pub fn disable_session_tickets(builder: &mut SslContextBuilder) -> Result<(), ErrorStack> {
     builder.set_options(openssl::ssl::SslOptions::NO_TICKET);
     builder.set_num_tickets(0)
 }
 
 /// Serve `cert` on this connection (in a certificate callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if OpenSSL cannot use the certificate: an unsupported public
+/// key type, an EC key that cannot sign, or a key or signature too weak for
+/// the security level.
 pub fn ssl_use_certificate(
     ssl: &mut SslRef,
     cert: &openssl::x509::X509Ref,
@@ -104,6 +129,11 @@ pub fn ssl_use_certificate(
 }
 
 /// Sign with `key` on this connection (in a certificate callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if OpenSSL does not support the key's type, or `key` does
+/// not match the certificate already set.
 pub fn ssl_use_private_key<T: openssl::pkey::HasPrivate>(
     ssl: &mut SslRef,
     key: &openssl::pkey::PKeyRef<T>,
@@ -121,6 +151,11 @@ pub fn ssl_use_private_key<T: openssl::pkey::HasPrivate>(
 
 /// Send `cert` after the leaf, as part of the chain (in a certificate
 /// callback).
+///
+/// # Errors
+///
+/// `ErrorStack` if `cert`'s key or signature is too weak for the security
+/// level.
 pub fn ssl_add_chain_cert(
     ssl: &mut SslRef,
     cert: &openssl::x509::X509Ref,

@@ -77,6 +77,12 @@ where
 }
 
 /// Run the server side of the handshake on `stream`.
+///
+/// # Errors
+///
+/// `HandshakeFailure` if the handshake fails: a TLS protocol error, a client
+/// certificate that fails verification (`verify_code` set), an I/O error on
+/// `stream` (`io` set), or a certificate lookup with no callback installed.
 pub async fn accept<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -85,6 +91,12 @@ where
 }
 
 /// Run the client side of the handshake on `stream`.
+///
+/// # Errors
+///
+/// `HandshakeFailure` if the handshake fails: a TLS protocol error, a server
+/// certificate that fails verification (`verify_code` set), or an I/O error
+/// on `stream` (`io` set).
 pub async fn connect<S>(ssl: Ssl, stream: S) -> Result<TlsStream<S>, HandshakeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,

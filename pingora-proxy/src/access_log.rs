@@ -83,6 +83,11 @@ fn clf_quoted(s: Option<&str>) -> String {
 impl AccessLog {
     /// The access log the conf asks for (`access_log`, `access_log_format`),
     /// or `None` when `access_log` is unset.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if `access_log_format` is not `combined` or `json`;
+    /// otherwise those of [`open`](Self::open).
     pub fn from_conf(conf: &ServerConf) -> Result<Option<AccessLog>> {
         let Some(dest) = &conf.access_log else {
             return Ok(None);
@@ -102,6 +107,12 @@ impl AccessLog {
 
     /// An access log to `dest` (a file path, appended to, or a syslog
     /// target such as `syslog:udp:127.0.0.1:514`).
+    ///
+    /// # Errors
+    ///
+    /// `FileOpenError` if the file cannot be opened for appending. For a
+    /// `syslog:` target: `InvalidInput` if it is malformed, `BindError`,
+    /// `SocketError` or `ConnectError` if no socket can be set up.
     pub fn open(dest: &str, format: AccessLogFormat) -> Result<AccessLog> {
         let sink = if SyslogTarget::is_syslog(dest) {
             Sink::Syslog(Syslog::connect(&dest.parse()?, "pingora-access")?)

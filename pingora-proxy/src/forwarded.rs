@@ -23,6 +23,10 @@ fn append_list(req: &mut RequestHeader, name: &'static str, item: &str) -> Resul
 
 /// Add the client's IP to `X-Forwarded-For` (after the addresses earlier
 /// proxies put there). Nothing is added for a Unix-socket client.
+///
+/// # Errors
+///
+/// None in practice: an IP address always makes a valid header value.
 pub fn append_x_forwarded_for(session: &Session, req: &mut RequestHeader) -> Result<()> {
     match client_ip(session) {
         Some(ip) => append_list(req, "X-Forwarded-For", &ip.to_string()),
@@ -54,6 +58,11 @@ pub fn forwarded_element(client: Option<IpAddr>, tls: bool, host: Option<&str>) 
 
 /// Add this hop to the `Forwarded` header (RFC 7239): the client's
 /// address, whether it came over TLS, and the host it asked for.
+///
+/// # Errors
+///
+/// None in practice: the element is built from an address and from a host
+/// that is already a valid header value.
 pub fn append_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
     let down = session.req_header();
     let host = down
@@ -71,6 +80,11 @@ pub fn append_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()
 
 /// Add this hop to `Via`: the client's protocol version and `pseudonym`
 /// (e.g. the proxy's host name).
+///
+/// # Errors
+///
+/// `InvalidHTTPHeader` if `pseudonym` holds a control character other than
+/// tab; `Via` is left as it was.
 pub fn append_via(session: &Session, req: &mut RequestHeader, pseudonym: &str) -> Result<()> {
     let version = match session.req_header().version() {
         http::Version::HTTP_10 => "1.0",

@@ -192,12 +192,23 @@ impl Tracer {
     /// Export over OTLP/HTTP (protobuf) to `endpoint` (e.g.
     /// `http://127.0.0.1:4318/v1/traces`; `/v1/traces` when no path is
     /// given), with `service` as the resource's `service.name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_protocol`](Self::with_protocol): `InvalidInput` for an
+    /// endpoint that is not an `http://` or `https://` URL with a host.
     pub fn new(endpoint: &str, service: &str) -> Result<Tracer> {
         Self::with_protocol(endpoint, service, OtlpProtocol::HttpProtobuf)
     }
 
     /// Export to `endpoint` over `protocol`: for gRPC the collector's
     /// address (`http://HOST:4317`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `endpoint` is not an `http://` or `https://` URL with
+    /// a host, is `https://` for gRPC, or the exporter cannot be built from it.
+    /// `InternalError` if the exporter's runtime cannot be started.
     pub fn with_protocol(endpoint: &str, service: &str, protocol: OtlpProtocol) -> Result<Tracer> {
         let bad = |why: &str| {
             Error::explain(
@@ -290,6 +301,12 @@ impl Tracer {
 
     /// Send what is queued now (the batch processor also sends every
     /// second on its own).
+    ///
+    /// # Errors
+    ///
+    /// `WriteError` if the spans could not be exported (the collector
+    /// unreachable or refusing them, or a timeout); `InternalError` if the
+    /// blocking flush task failed.
     pub async fn flush(&self) -> Result<()> {
         let provider = self.provider.clone();
         // The processor's flush blocks until its thread is done.

@@ -105,6 +105,12 @@ impl ProxyOptions {
     /// The defaults, with what the conf turns on: tracing to the conf's
     /// `otel_endpoint` (under `otel_service_name`) when it is set. Without
     /// the `otel` feature a set `otel_endpoint` is only warned about.
+    ///
+    /// # Errors
+    ///
+    /// With the `otel` feature and `otel_endpoint` set: `InvalidInput` for an
+    /// unknown `otel_protocol` or a bad endpoint, `InternalError` if the
+    /// exporter's runtime cannot start (see `Tracer::with_protocol`).
     pub fn from_conf(conf: &ServerConf) -> Result<ProxyOptions> {
         #[allow(unused_mut)]
         let mut options = ProxyOptions {

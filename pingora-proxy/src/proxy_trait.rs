@@ -247,6 +247,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// [`response_body_filter`](Self::response_body_filter)). A duration
     /// returned delays sending the piece to the client by that long (a
     /// rate limit).
+    ///
+    /// # Errors
+    ///
+    /// The default never fails. An error ends the request (no retry): it goes
+    /// to [`error_while_proxy`](Self::error_while_proxy) and
+    /// [`fail_to_proxy`](Self::fail_to_proxy); a response already begun is cut short.
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -271,6 +277,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///
     /// A duration returned delays sending the piece by that long (a rate
     /// limit).
+    ///
+    /// # Errors
+    ///
+    /// The default never fails. An error ends the request (no retry): it goes
+    /// to [`error_while_proxy`](Self::error_while_proxy) and
+    /// [`fail_to_proxy`](Self::fail_to_proxy); a response already begun is cut short.
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -283,6 +295,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
 
     /// The upstream's response trailers, as they arrive (before
     /// [`response_trailer_filter`](Self::response_trailer_filter)).
+    ///
+    /// # Errors
+    ///
+    /// The default never fails. An error ends the request (no retry): it goes
+    /// to [`error_while_proxy`](Self::error_while_proxy) and
+    /// [`fail_to_proxy`](Self::fail_to_proxy); a response already begun is cut short.
     fn upstream_response_trailer_filter(
         &self,
         _session: &mut Session,

@@ -85,6 +85,13 @@ impl Session {
     /// bytes are held. Returns what has been read ahead so far (the whole
     /// body when [`is_body_done`](ServerSession::is_body_done)); all of it
     /// still goes upstream, through `request_body_filter`.
+    ///
+    /// # Errors
+    ///
+    /// A failed read of the client's body: `ReadError`, `ReadTimedout`,
+    /// `ConnectionClosed` (cut short), `BodyTooLarge` (over the limit),
+    /// `InvalidHTTPHeader` (bad chunking) or `H2Error`; `WriteError` or
+    /// `WriteTimedout` if an awaited `100 Continue` cannot be sent.
     pub async fn read_body_ahead(&mut self, limit: usize) -> Result<Bytes> {
         let mut held: usize = self
             .state()
@@ -168,6 +175,12 @@ impl Session {
     /// header block that ends the stream ("Trailers-Only"), the status
     /// mapped as gRPC's HTTP mapping says (502/503 → UNAVAILABLE, 504 →
     /// DEADLINE_EXCEEDED, …).
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` or `H2Error` if a response header was already written (or
+    /// the HTTP/2 stream failed); `WriteError` or `WriteTimedout` if writing
+    /// to the client fails.
     pub async fn respond_grpc_error(&mut self, code: u16) -> Result<()> {
         let (status, message) = match code {
             400 => (13, "bad request"),
@@ -188,6 +201,13 @@ impl Session {
 
     /// Answer with `code` and a short plain-text body naming it; the
     /// connection closes afterwards if it is HTTP/1.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `code` is not a valid status (100 to 999);
+    /// `H1Error` or `H2Error` if a response header was already written (or
+    /// the HTTP/2 stream failed); `WriteError` or `WriteTimedout` if writing
+    /// to the client fails.
     pub async fn respond_error_with_text(&mut self, code: u16) -> Result<()> {
         let reason = http::StatusCode::from_u16(code)
             .ok()
@@ -201,6 +221,12 @@ impl Session {
     /// whether the connection goes on is left to the caller
     /// (`set_keepalive`; after a failed request, `FailToProxy`'s
     /// `can_reuse_downstream`).
+    ///
+    /// # Errors
+    ///
+    /// As [`respond_error_with_text`](Self::respond_error_with_text):
+    /// `InvalidHTTPHeader` for an invalid `code`, `H1Error` or `H2Error`,
+    /// `WriteError` or `WriteTimedout`.
     pub async fn respond_error_with_body(&mut self, code: u16, body: Bytes) -> Result<()> {
         self.respond_error_inner(code, body, false).await
     }
@@ -222,6 +248,13 @@ impl Session {
 
     /// Send the response header; with `end_of_stream`, the response ends
     /// with it (no body).
+    ///
+    /// # Errors
+    ///
+    /// Whatever an HTTP module's `response_header_filter` returns. `H1Error`
+    /// or `H2Error` if a final header was already written, a 101 is not
+    /// allowed here, or the HTTP/2 stream failed; `InvalidHTTPHeader` for a
+    /// bad Content-Length; `WriteError` or `WriteTimedout` if writing fails.
     pub async fn write_response_header(
         &mut self,
         mut resp: Box<ResponseHeader>,
@@ -235,6 +268,10 @@ impl Session {
 
     /// [`write_response_header`](Self::write_response_header) with a copy
     /// of `resp`.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_response_header`](Self::write_response_header).
     pub async fn write_response_header_ref(
         &mut self,
         resp: &ResponseHeader,
@@ -246,6 +283,13 @@ impl Session {
 
     /// Send a piece of the response body (if any); with `end_of_stream`,
     /// the response ends after it.
+    ///
+    /// # Errors
+    ///
+    /// Whatever an HTTP module's `response_body_filter` returns. `H1Error` or
+    /// `H2Error` if no header was written yet or the HTTP/2 stream failed;
+    /// `H1Error` if the body is longer (or, at its end, shorter) than its
+    /// Content-Length; `WriteError` or `WriteTimedout` if writing fails.
     pub async fn write_response_body(
         &mut self,
         mut data: Option<Bytes>,

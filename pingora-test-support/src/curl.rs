@@ -4,6 +4,11 @@ use std::process::Command;
 
 /// `curl -sS` (2 minutes at most) with `args`; its stdout as bytes. Fails
 /// the test, with curl's message, if curl fails.
+///
+/// # Panics
+///
+/// If curl cannot be run (not installed), or exits with a failure status
+/// (an error, or the 2-minute limit passed).
 pub fn curl_raw(args: &[&str]) -> Vec<u8> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "120"])

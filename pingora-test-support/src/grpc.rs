@@ -21,6 +21,11 @@ pub fn grpc_script() -> &'static str {
 
 /// `python3 grpc_peer.py server`, which prints its port: the server
 /// process (killed on drop) and `127.0.0.1:PORT`.
+///
+/// # Panics
+///
+/// If python3 cannot be started, or the script's first line of output
+/// cannot be read or is not a port (python3-grpcio missing, say).
 pub fn grpc_peer_server() -> (Proc, String) {
     let mut server = Proc::spawn(
         Command::new(PYTHON)
@@ -45,6 +50,11 @@ pub fn grpc_peer_server() -> (Proc, String) {
 /// `python3 grpc_peer.py MODE TARGET`: the real gRPC client's checks pass
 /// against `target` (`client`: every call type answered; `unavailable`: a
 /// call through a proxy whose upstream is down ends in UNAVAILABLE).
+///
+/// # Panics
+///
+/// If python3 cannot be run, or the client's checks fail (a failure exit
+/// status); the message carries its output.
 pub fn grpc_peer_client(mode: &str, target: &str) {
     let out = Command::new(PYTHON)
         .args([grpc_script(), mode, target])

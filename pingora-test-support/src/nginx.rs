@@ -41,6 +41,10 @@ fn nginx_bin() -> &'static str {
 
 /// A fresh directory for one nginx, with an empty `www` (the document
 /// root) for the test to fill.
+///
+/// # Panics
+///
+/// If the directory cannot be created.
 pub fn nginx_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pingora-nginx-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -58,6 +62,12 @@ pub fn nginx_dir(tag: &str) -> PathBuf {
 /// binding it: nginx then fails to bind and exits, and we try a new port.
 /// nginx is ready once it wrote its pid file (after binding) and the port
 /// answers.
+///
+/// # Panics
+///
+/// If nginx is not installed, `nginx.conf` cannot be written, nginx exits
+/// for another reason than a taken port (with its error log), it is not
+/// ready within 20 s, or no port could be bound in 5 tries.
 pub fn start_nginx(dir: PathBuf, server: &str) -> Nginx {
     for _ in 0..5 {
         if let Some(n) = try_start_nginx(&dir, server) {

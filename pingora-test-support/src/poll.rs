@@ -9,6 +9,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(5);
 
 /// Call `f` until it returns true, sleeping briefly between calls; panics
 /// with `what` once `limit` has passed.
+///
+/// # Panics
+///
+/// If `f` has not returned true by `limit`; the message names `what`.
 pub fn poll_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -24,6 +28,10 @@ pub fn poll_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// without blocking the runtime, so that the tasks it waits for (on a
 /// current-thread runtime, on this very thread) can run. Panics with
 /// `what` once `limit` has passed.
+///
+/// # Panics
+///
+/// If `f` has not returned true by `limit`; the message names `what`.
 pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {

@@ -12,6 +12,10 @@ use crate::poll::poll_until;
 /// already handed to another test of this process: pingora's listeners use
 /// SO_REUSEPORT, so two tests' servers given the same port would both bind
 /// it and share its connections.
+///
+/// # Panics
+///
+/// If no port can be bound on 127.0.0.1.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
@@ -32,6 +36,10 @@ pub fn free_port() -> u16 {
 /// that never listens, without `SO_REUSEADDR`), so the OS cannot hand it
 /// to another test's listener, whose connections a "closed" peer would
 /// then reach.
+///
+/// # Panics
+///
+/// If no socket can be made, or none bound on 127.0.0.1.
 pub fn closed_port() -> u16 {
     use socket2::{Domain, Socket, Type};
     static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());

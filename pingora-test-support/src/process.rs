@@ -27,6 +27,10 @@ pub struct Proc(
 impl Proc {
     /// Spawn `cmd` as set up by the caller (arguments, environment,
     /// stdio); panics, naming the command, if it cannot start.
+    ///
+    /// # Panics
+    ///
+    /// If `cmd` cannot be started (the program missing, say).
     pub fn spawn(cmd: &mut Command) -> Proc {
         match cmd.spawn() {
             Ok(child) => Proc(Some(child)),
@@ -38,6 +42,10 @@ impl Proc {
     /// or removed (`None`): stdin and stdout empty, stderr appended to
     /// `log` (created if missing), where a failing test's message can
     /// point.
+    ///
+    /// # Panics
+    ///
+    /// If `log` cannot be opened for appending, or `program` cannot be started.
     pub fn start_logged(
         program: impl AsRef<OsStr>,
         args: &[&str],
@@ -71,6 +79,10 @@ impl Proc {
     /// Send signal `s`. The process must not have been reaped yet (by
     /// [`wait_exit`](Self::wait_exit) or [`try_exit`](Self::try_exit)):
     /// its pid could be another process's by then.
+    ///
+    /// # Panics
+    ///
+    /// If the process was already waited for, or the signal cannot be sent.
     pub fn signal(&self, s: Signal) {
         let pid = self.pid();
         nix::sys::signal::kill(pid, s).unwrap_or_else(|e| panic!("{s} to process {pid}: {e}"));
@@ -78,6 +90,11 @@ impl Proc {
 
     /// Wait for the process to exit, `limit` at most (then panic); its exit
     /// code, `None` if a signal ended it.
+    ///
+    /// # Panics
+    ///
+    /// If the process has not exited within `limit`, was already waited for,
+    /// or cannot be waited for.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
@@ -95,6 +112,10 @@ impl Proc {
 
     /// The exit status if the process has exited (it is then reaped),
     /// `None` while it runs.
+    ///
+    /// # Panics
+    ///
+    /// If the process was already waited for, or cannot be waited for.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         self.child_mut()
             .try_wait()
@@ -137,6 +158,10 @@ impl Drop for Proc {
 
 /// Wait (20 s at most) until a daemon has written its pid file, a full
 /// line; the pid in it.
+///
+/// # Panics
+///
+/// If no full line appears within 20 s, or the line is not a number.
 pub fn wait_pid_file(path: &Path) -> i32 {
     let read = || std::fs::read_to_string(path).unwrap_or_default();
     poll_until(Duration::from_secs(20), "the pid file", || {

@@ -57,6 +57,12 @@ impl ClientSession {
     /// body; otherwise the body follows with `write_body`, ended by
     /// [`finish_body`](Self::finish_body). (HTTP/1 frames the body by the
     /// header's Content-Length or Transfer-Encoding.)
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `InvalidHTTPHeader` for a bad Content-Length, `WriteError` or
+    /// `WriteTimedout` if sending fails. HTTP/2: `InvalidHTTPHeader` if there is
+    /// no valid authority, `H2Error` if sending fails (retryable after GOAWAY).
     pub async fn write_request_header_eos(
         &mut self,
         req: Box<RequestHeader>,
@@ -71,11 +77,23 @@ impl ClientSession {
     /// Send the request header; a body may follow (Pingora's form: end
     /// it with [`finish_request_body`](Self::finish_request_body), even
     /// when empty).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write_request_header_eos`](Self::write_request_header_eos):
+    /// `InvalidHTTPHeader`, `WriteError` or `WriteTimedout` (HTTP/1);
+    /// `InvalidHTTPHeader` or `H2Error` (HTTP/2).
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
         self.write_request_header_eos(req, false).await
     }
 
     /// Send request body bytes; `end` ends the body (Pingora's form).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write_body`](Self::write_body) and, with `end`,
+    /// [`finish_body`](Self::finish_body): `H1Error`, `WriteError` or
+    /// `WriteTimedout` (HTTP/1); `H2Error` or `WriteTimedout` (HTTP/2).
     pub async fn write_request_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         if !data.is_empty() {
             self.write_body(data).await?;
@@ -87,12 +105,24 @@ impl ClientSession {
     }
 
     /// End the request body (Pingora's form).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`finish_body`](Self::finish_body): `H1Error` for a short
+    /// Content-Length body, `WriteError` or `WriteTimedout` (HTTP/1); `H2Error`
+    /// (HTTP/2).
     pub async fn finish_request_body(&mut self) -> Result<()> {
         self.finish_body(None).await
     }
 
     /// Read the response header (Pingora's name for
     /// [`read_response`](Self::read_response)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read_response`](Self::read_response): `ReadTimedout`;
+    /// `ReadError`, `ConnectionClosed`, `InvalidHTTPHeader` or `HeaderTooLarge`
+    /// (HTTP/1); `H2Error` (HTTP/2).
     pub async fn read_response_header(&mut self) -> Result<()> {
         self.read_response().await
     }
@@ -104,6 +134,12 @@ impl ClientSession {
 
     /// The next piece of the response body (Pingora's name for
     /// [`read_body_bytes`](Self::read_body_bytes)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read_body_bytes`](Self::read_body_bytes): `ReadTimedout`;
+    /// `ReadError`, `ConnectionClosed` or `InvalidHTTPHeader` (HTTP/1); `H2Error`
+    /// (HTTP/2).
     pub async fn read_response_body(&mut self) -> Result<Option<Bytes>> {
         self.read_body_bytes().await
     }
@@ -174,6 +210,13 @@ impl ClientSession {
     }
 
     /// Send request body bytes.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if the request has no body (or it has ended) or `data`
+    /// runs past the Content-Length, `WriteError` or `WriteTimedout` if the
+    /// write fails. HTTP/2: `H2Error` if the stream fails, `WriteTimedout` if
+    /// no flow-control credit comes within the write timeout.
     pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.write_body(&data).await,
@@ -182,6 +225,12 @@ impl ClientSession {
     }
 
     /// End the request, with trailers if given.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if a body framed by Content-Length is short,
+    /// `WriteError` or `WriteTimedout` if the flush fails. HTTP/2: `H2Error` if
+    /// body bytes are still queued or the end cannot be sent.
     pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.finish_body(trailers.as_ref()).await,
@@ -191,6 +240,13 @@ impl ClientSession {
 
     /// Read the response header (HTTP/1: 1xx interim responses come first;
     /// see `is_interim`).
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if no header comes within the read timeout. HTTP/1:
+    /// `ReadError`, `ConnectionClosed`, `InvalidHTTPHeader` or `HeaderTooLarge`.
+    /// HTTP/2: `H2Error` if the stream fails (retryable if the upstream did
+    /// not process it).
     pub async fn read_response(&mut self) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.read_response().await.map(|_| ()),
@@ -216,6 +272,13 @@ impl ClientSession {
     }
 
     /// The next piece of the response body; `None` at its end.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if a read waits past the read timeout. HTTP/1:
+    /// `ReadError`, `ConnectionClosed` inside a delimited body, or
+    /// `InvalidHTTPHeader` for bad chunked framing. HTTP/2: `H2Error` if the
+    /// stream fails.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         match self {
             ClientSession::H1(s) => s.read_body_bytes().await,
@@ -244,6 +307,12 @@ impl ClientSession {
     /// instead of waiting for them to go out: the way to stream a body up
     /// while the response streams down, without either side waiting on
     /// the other.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if the request has no body (or it has ended), or if
+    /// `data` runs past the Content-Length. HTTP/2: `H2Error` if body bytes are
+    /// already queued.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.queue_body(data),
@@ -253,6 +322,11 @@ impl ClientSession {
 
     /// End the request body (with trailers) once the queue is out; HTTP/1
     /// queues the last chunk, HTTP/2 needs no credit to end a stream.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if a body framed by Content-Length is short. HTTP/2:
+    /// `H2Error` if no request was sent or the end cannot be sent.
     pub fn queue_finish(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
         match self {
             ClientSession::H1(s) => s.queue_finish(trailers.as_ref()),
@@ -280,6 +354,12 @@ impl ClientSession {
 
     /// Read the response header while sending the queued body. `false`:
     /// the queue went out first and no header is in yet (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `WriteTimedout` if nothing moves within the
+    /// write timeout, `WriteError` or `ReadError` (HTTP/1), `H2Error` (HTTP/2).
+    /// Then the errors of [`read_response`](Self::read_response).
     pub async fn read_response_while_sending(&mut self) -> Result<bool> {
         match self {
             ClientSession::H1(s) => s.read_response_while_sending().await,
@@ -290,6 +370,12 @@ impl ClientSession {
     /// The next piece of response body (`Some(None)` at its end), sending
     /// the queued body meanwhile. `None`: the queue went out first and
     /// nothing was read (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `WriteTimedout` if nothing moves within the
+    /// write timeout, `WriteError` or `ReadError` (HTTP/1), `H2Error` (HTTP/2).
+    /// Then the errors of [`read_body_bytes`](Self::read_body_bytes).
     pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
         match self {
             ClientSession::H1(s) => s.read_body_while_sending().await,
@@ -383,6 +469,13 @@ impl Connector {
 
     /// A session to `peer`, and whether it rides on a connection that was
     /// already open.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`TransportConnector::get_stream`] for a new connection;
+    /// [`H2_CONNECTION_LIMIT`] (503, not retried) if the peer already has
+    /// `max_h2_connections` open or opening; for a new HTTP/2 connection,
+    /// `H2Error`, `ConnectionClosed` or `ConnectTimedout` (no SETTINGS in time).
     pub async fn get_http_session(&self, peer: &HttpPeer) -> Result<(ClientSession, bool)> {
         let key = peer.reuse_hash();
         let o = &peer.options;

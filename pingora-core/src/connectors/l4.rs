@@ -23,6 +23,11 @@ fn connect_error(e: io::Error, addr: &SocketAddr) -> Box<Error> {
 }
 
 /// Connect to `addr` with `opts`' L4 settings.
+///
+/// # Errors
+///
+/// As [`connect_from`]: `ConnectTimedout`, `ConnectRefused`, `ConnectNoRoute`,
+/// `ConnectError`, `BindError`, `SocketError`, `InvalidInput`.
 pub async fn connect(addr: &SocketAddr, opts: &PeerOptions) -> Result<L4Stream> {
     connect_from(addr, opts, None).await
 }
@@ -35,6 +40,14 @@ pub async fn connect(addr: &SocketAddr, opts: &PeerOptions) -> Result<L4Stream> 
 /// A source bound with port 0 gets `IP_BIND_ADDRESS_NO_PORT`, so the port
 /// is chosen at connect time for the whole 4-tuple: binding does not use
 /// up the address's ephemeral ports.
+///
+/// # Errors
+///
+/// `ConnectTimedout` past `opts.connection_timeout`; `ConnectRefused`,
+/// `ConnectNoRoute`, else `ConnectError`, as the connect fails; `BindError` if
+/// the source address cannot be bound; `SocketError` if the socket or one of
+/// its options fails; `InvalidInput` for an unnamed Unix socket. A
+/// `custom_l4` connector's own errors come back as they are.
 pub async fn connect_from(
     addr: &SocketAddr,
     opts: &PeerOptions,
@@ -120,6 +133,13 @@ const MAX_PROXY_HEADER: usize = 16 * 1024;
 /// a 2xx answer. Anything the proxy sent past its header is kept for the
 /// first read. A refusal fails with `ConnectProxyFailure`, naming the
 /// status.
+///
+/// # Errors
+///
+/// `ConnectTimedout` past the connect timeout; `ConnectRefused` or
+/// `ConnectError` if the proxy's socket cannot be reached; `InvalidInput` for
+/// an extra header that is not a valid header line; `ConnectProxyFailure` if
+/// the exchange fails, or the answer is not 2xx, is malformed or over 16 KiB.
 pub async fn connect_through_proxy(
     proxy: &crate::upstreams::peer::Proxy,
     opts: &PeerOptions,

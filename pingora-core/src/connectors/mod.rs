@@ -117,8 +117,10 @@ impl TransportConnector {
     /// several), with a port chosen by the system; with none listed for
     /// that family, the system picks the source address too.
     ///
-    /// Panics if `cert_key_file` names files that do not load (a start-up
-    /// mistake, as a bad conf file).
+    /// # Panics
+    ///
+    /// If `cert_key_file` names files that cannot be read or do not hold a
+    /// PEM certificate and key (a start-up mistake, as a bad conf file).
     pub fn new(options: Option<ConnectorOptions>) -> Self {
         let o = options.unwrap_or_default();
         TransportConnector {
@@ -143,6 +145,14 @@ impl TransportConnector {
     ///
     /// A PROXY protocol header in the peer's options is sent first, before
     /// TLS.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectTimedout` past the total connection timeout; the connect's
+    /// errors ([`l4::connect_from`], or [`l4::connect_through_proxy`] for a
+    /// proxied peer); `WriteError` if the PROXY header cannot be sent; the TLS
+    /// handshake's errors (`TLSHandshakeFailure`, `TLSHandshakeTimedout`,
+    /// `InvalidCert` and the other certificate kinds). All are the upstream's.
     pub async fn new_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<Stream> {
         let start = Instant::now();
         let attempt = async {
@@ -191,6 +201,12 @@ impl TransportConnector {
 
     /// An idle pooled connection to `peer` if there is one (`true`), else a
     /// new one (`false`).
+    ///
+    /// # Errors
+    ///
+    /// Only when a new connection is made: those of
+    /// [`new_stream`](Self::new_stream) (`ConnectTimedout`, `ConnectRefused`,
+    /// `TLSHandshakeFailure`, `InvalidCert`, ...).
     pub async fn get_stream<P: Peer + ?Sized>(&self, peer: &P) -> Result<(Stream, bool)> {
         self.get_stream_keyed(peer, peer.reuse_hash()).await
     }

@@ -287,6 +287,14 @@ impl TlsConnector {
     }
 
     /// TLS over a connected stream to `peer`.
+    ///
+    /// # Errors
+    ///
+    /// `TLSHandshakeTimedout` past `handshake_timeout`; `CertExpired`,
+    /// `CertUnknownCA`, `CertHostnameMismatch` or `InvalidCert` when the
+    /// certificate fails a check; `TLSHandshakeFailure` for any other failed
+    /// handshake. Before it: `FileReadError` or `InvalidCert` for a CA or
+    /// client certificate that does not load, `ConfError` for unknown `groups`.
     pub async fn connect(&self, stream: L4Stream, peer: &TlsPeer) -> Result<SslStream> {
         let ctx = self.ctx(peer)?;
         let mut ssl = Ssl::new(&ctx.ctx).or_err(InternalError, "creating a TLS session")?;

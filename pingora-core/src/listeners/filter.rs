@@ -72,11 +72,20 @@ impl AddressFilter {
     }
 
     /// Allow `cidr` (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the address does not parse, or the prefix length is
+    /// not a number up to 32 (IPv4) or 128 (IPv6).
     pub fn allow(self, cidr: &str) -> Result<Self> {
         self.rule(cidr, true)
     }
 
     /// Deny `cidr`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` as for [`allow`](Self::allow).
     pub fn deny(self, cidr: &str) -> Result<Self> {
         self.rule(cidr, false)
     }

@@ -77,6 +77,12 @@ impl ServerAddress {
 
     /// Take this listener from `fds` if it was inherited, else bind it, and
     /// record it in `fds` for a later hand-over.
+    ///
+    /// # Errors
+    ///
+    /// `BindError` if the address does not resolve, a socket option, `bind` or
+    /// `listen` fails, or a Unix path exists and is not a socket; `SocketError`
+    /// if the listener cannot be made non-blocking.
     pub fn bind(&self, fds: &ListenFds) -> Result<BoundListener> {
         let inherited = fds.take_inherited(self.key());
         let l = match (self, inherited) {
@@ -119,6 +125,10 @@ impl BoundListener {
     }
 
     /// A second handle to the same socket (for another runtime to accept on).
+    ///
+    /// # Errors
+    ///
+    /// `SocketError` if the fd cannot be duplicated (`dup` fails).
     pub fn try_clone(&self) -> Result<Self> {
         Ok(match self {
             BoundListener::Tcp(l) => BoundListener::Tcp(
@@ -303,6 +313,11 @@ impl Listeners {
     }
 
     /// One TLS address serving these PEM files (as Pingora's).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`add_tls`](Self::add_tls): `FileReadError`, `InvalidCert`,
+    /// `InternalError`.
     pub fn tls(addr: &str, cert_path: &str, key_path: &str) -> Result<Self> {
         let mut l = Self::new();
         l.add_tls(addr, cert_path, key_path)?;
@@ -339,6 +354,12 @@ impl Listeners {
 
     /// Add a TLS listener on a TCP address, serving the certificate and
     /// key in these PEM files with default settings.
+    ///
+    /// # Errors
+    ///
+    /// `FileReadError` if a file cannot be read; `InvalidCert` if it holds no
+    /// PEM certificate or key, or they do not match; `InternalError` if the TLS
+    /// library fails (always, in a build without one).
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         let settings = tls::TlsSettings::intermediate(cert_path, key_path)?;
         self.add_tls_with_settings(addr, None, settings)
@@ -347,6 +368,12 @@ impl Listeners {
     /// Add a TLS listener on a TCP address with these socket options and
     /// TLS settings. Errors (a bad certificate, an unknown group) are
     /// reported here, at start-up.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`TlsSettings::build`](tls::TlsSettings::build) (`ConfError`,
+    /// `InvalidCert`, `FileReadError`, `InternalError`), with `addr` in the
+    /// context; nothing is added then.
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,
@@ -382,6 +409,10 @@ impl Listeners {
     /// connection to the listener at `addr` (as it was added), before any
     /// TLS handshake. Connections without a valid header within `timeout`
     /// are closed with a logged reason.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if no listener was added at `addr`.
     pub fn enable_proxy_protocol(&mut self, addr: &str, timeout: Option<Duration>) -> Result<()> {
         let accept = self.accept_of(addr, "to enable the PROXY protocol on")?;
         accept.proxy_protocol = true;
@@ -395,6 +426,10 @@ impl Listeners {
     /// with prior knowledge (h2c) beside HTTP/1, overriding the app's own
     /// default (`HttpServer::set_h2c`) for its connections. Over TLS,
     /// HTTP/2 is chosen by ALPN and this does not apply.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if no listener was added at `addr`.
     pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
         self.accept_of(addr, "to set h2c on")?.h2c = Some(on);
         Ok(())
@@ -423,6 +458,11 @@ impl Listeners {
     }
 
     /// Bind (or inherit) every address.
+    ///
+    /// # Errors
+    ///
+    /// The first failure of [`ServerAddress::bind`] (`BindError`,
+    /// `SocketError`).
     pub fn bind_all(&self, fds: &ListenFds) -> Result<Vec<BoundListener>> {
         self.addrs.iter().map(|a| a.bind(fds)).collect()
     }

@@ -184,14 +184,24 @@ impl TlsSettings {
 
     /// Serve the certificate and key in these PEM files, with Mozilla's
     /// "intermediate" profile (TLS 1.2 and 1.3, modern ciphers).
+    ///
+    /// # Errors
+    ///
+    /// `FileReadError` if a file cannot be read; `InvalidCert` if it holds no
+    /// PEM certificate or key; `InternalError` if the TLS library cannot
+    /// create a context.
     pub fn intermediate(cert_path: &str, key_path: &str) -> Result<Self> {
         let mut s = Self::base()?;
         s.default_cert = Some(Arc::new(CertKey::from_files(cert_path, key_path)?));
         Ok(s)
     }
 
-    /// Serve one certificate already loaded. Panics only if the TLS
-    /// library cannot create a context at all (out of memory).
+    /// Serve one certificate already loaded.
+    ///
+    /// # Panics
+    ///
+    /// Only if the TLS library cannot create a context at all (out of
+    /// memory).
     pub fn with_cert(cert: Arc<CertKey>) -> Self {
         let mut s = Self::base().expect("creating a TLS context");
         s.default_cert = Some(cert);
@@ -200,6 +210,10 @@ impl TlsSettings {
 
     /// Choose the certificate per handshake with `callbacks` (Pingora's
     /// `with_callbacks`, taking its `TlsAcceptCallbacks`).
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if the TLS library cannot create a context.
     pub fn with_callbacks(callbacks: TlsAcceptCallbacks) -> Result<Self> {
         let mut s = Self::base()?;
         s.callbacks = Some(Arc::from(callbacks));
@@ -324,6 +338,19 @@ impl TlsSettings {
     }
 
     /// Build the acceptor; errors name what is wrong with the settings.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` with neither a certificate nor callbacks, or for unsupported
+    /// groups; `InvalidCert` if the certificate and key cannot be used (or do
+    /// not match), or the client CA PEM does not parse or holds no certificate;
+    /// `FileReadError` if the client CA file cannot be read; `InternalError` if
+    /// the TLS library refuses a setting.
+    ///
+    /// # Panics
+    ///
+    /// Only if the library's builder is gone, which cannot happen: `build` is
+    /// the one place that takes it, and it consumes the settings.
     pub fn build(mut self) -> Result<Acceptor> {
         let groups = match &self.groups {
             Some(g) => g.clone(),
@@ -493,6 +520,12 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// The handshake on an accepted connection, within the timeout.
+    ///
+    /// # Errors
+    ///
+    /// `TLSHandshakeTimedout` past the handshake timeout; `TLSHandshakeFailure`
+    /// for any failed handshake (a refused client certificate too), both the
+    /// downstream's; `InternalError` if the TLS session cannot be created.
     pub async fn handshake(&self, stream: L4Stream) -> Result<SslStream> {
         let ssl = Ssl::new(&self.ctx).or_err(InternalError, "creating a TLS session")?;
         let start = Instant::now();

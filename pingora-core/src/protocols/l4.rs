@@ -49,6 +49,11 @@ pub mod virt {
         AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug
     {
         /// Apply a socket option (or ignore it, if it means nothing here).
+        ///
+        /// # Errors
+        ///
+        /// An `io::Error` if the option applies here but cannot be set; one
+        /// that means nothing for this socket should give `Ok`, not an error.
         fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()>;
     }
 
@@ -66,6 +71,11 @@ pub mod virt {
         }
 
         /// Apply a socket option.
+        ///
+        /// # Errors
+        ///
+        /// The socket's own `io::Error`, as
+        /// [`VirtualSocket::set_socket_option`] returns it.
         pub fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
             self.socket.set_socket_option(opt)
         }

@@ -114,6 +114,13 @@ impl ProxyHeader {
     /// Parse a header at the start of `buf`. `Ok(None)`: not enough bytes
     /// yet to tell; `Ok(Some((header, len)))`: a header of `len` bytes;
     /// `Err`: not a valid header (missing or malformed).
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why, once the bytes cannot start a header:
+    /// neither the v1 text nor the v2 signature, or a malformed v1 line or v2
+    /// block (too long, an unknown version, command, family or protocol, a bad
+    /// address or length).
     pub fn parse(buf: &[u8]) -> std::result::Result<Option<(Self, usize)>, ParseError> {
         const V1_PREFIX: &[u8] = b"PROXY ";
         let n = buf.len().min(V1_PREFIX.len());
@@ -416,6 +423,13 @@ fn parse_v2(buf: &[u8]) -> std::result::Result<Option<(ProxyHeader, usize)>, Par
 /// `timeout`, and record it in the stream's digest. Bytes read past the
 /// header stay in the stream for whoever reads next (the TLS handshake or
 /// the app). An `Err` says why the connection must be closed.
+///
+/// # Errors
+///
+/// `InvalidHTTPHeader` if the bytes are not a valid header (the reason from
+/// [`ProxyHeader::parse`]); `ReadTimedout` if no whole header comes within
+/// `timeout`; `ReadError` if the read fails; `ConnectionClosed` if the client
+/// closes first.
 pub async fn accept(stream: &mut L4Stream, timeout: Duration) -> Result<()> {
     let read = async {
         let mut buf = Vec::with_capacity(256);

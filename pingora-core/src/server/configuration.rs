@@ -213,6 +213,11 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 
 /// Parse YAML `text` (read from `origin`) into any type, with an error
 /// that names the key and line at fault.
+///
+/// # Errors
+///
+/// `ConfError` if `text` is not YAML or does not fit `T` (a wrong type, a
+/// missing or refused key), naming `origin` and, when known, the key and line.
 pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
     serde_saphyr::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
@@ -231,6 +236,11 @@ pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T>
 
 /// Read and parse a YAML file into any type (for example a type holding
 /// the user's own keys from the server's conf file).
+///
+/// # Errors
+///
+/// `ConfError` if the file cannot be read, or as for [`from_yaml_str`],
+/// naming the file.
 pub fn load_yaml<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).or_err_with(ErrorType::ConfError, || {
@@ -241,6 +251,12 @@ pub fn load_yaml<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
 
 impl ServerConf {
     /// Parse and check a conf from YAML text.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if the text is not YAML or a value has the wrong type, or
+    /// if [`validate`](Self::validate) refuses a value; it names the key and
+    /// its line when they are known.
     pub fn from_yaml(text: &str) -> Result<Self> {
         Self::from_yaml_named(text, "conf")
     }
@@ -263,6 +279,11 @@ impl ServerConf {
     }
 
     /// Read, parse and check a conf file.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if the file cannot be read, or as for
+    /// [`from_yaml`](Self::from_yaml), naming the file.
     pub fn load_from_yaml(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).or_err_with(ErrorType::ConfError, || {
@@ -273,6 +294,13 @@ impl ServerConf {
 
     /// Check values that parse but make no sense: returns the key at fault
     /// and why.
+    ///
+    /// # Errors
+    ///
+    /// The first key at fault and why: a `version` other than 1, `threads` 0 or
+    /// over 1024, an empty path, a bad syslog target, log format or level, a
+    /// bind address of the wrong family, a `ca_file` or `working_directory`
+    /// that is not there, an `otel_*` value that is not a URL, name or protocol.
     pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.version != 1 {
             return Err((

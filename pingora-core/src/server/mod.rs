@@ -124,6 +124,12 @@ impl Server {
     ///
     /// With `-t`, prints `configuration OK` (exit 0) or the error (exit 1)
     /// and does not return.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if the `-c` file cannot be read, is not YAML of the conf's
+    /// shape, or holds a value [`ServerConf::validate`] refuses; the error
+    /// names the file and, when known, the key and its line.
     pub fn new(opt: impl Into<Option<Opt>>) -> Result<Server> {
         let opt = opt.into();
         let loaded = Self::load_conf(opt.as_ref());
@@ -191,6 +197,11 @@ impl Server {
     /// Read the user's own keys from the same conf file into `T` (keys of
     /// the server's are ignored unless `T` names them). Without a conf
     /// file, `T` is parsed from an empty document.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if the conf does not fit `T` (a wrong type, a missing key
+    /// `T` requires), naming the file and, when known, the key and its line.
     pub fn user_conf<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         match &self.conf_text {
             Some((path, text)) => configuration::from_yaml_str(text, path),

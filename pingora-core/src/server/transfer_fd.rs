@@ -24,6 +24,13 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Send `fds` (key, fd) to the process waiting on `path`, retrying the
 /// connection until `timeout`.
+///
+/// # Errors
+///
+/// `InternalError` for more than [`MAX_FDS`] sockets or 64 KiB of keys;
+/// `ConnectError` if nothing listens on `path` by `timeout`; `SocketError`,
+/// `WriteError` or `ReadError` (no answer within `timeout`) if the exchange
+/// fails; `HandshakeError` if the new process refuses the sockets.
 pub fn send_fds(path: &Path, fds: &[(String, RawFd)], timeout: Duration) -> Result<()> {
     if fds.len() > MAX_FDS {
         return Error::e_explain(
@@ -101,6 +108,13 @@ pub fn send_fds(path: &Path, fds: &[(String, RawFd)], timeout: Duration) -> Resu
 
 /// Listen on `path` and wait up to `timeout` for the old process to send
 /// its listening sockets.
+///
+/// # Errors
+///
+/// `BindError` if `path` cannot be bound; `Timedout` if no old process
+/// connects within `timeout`; `AcceptError`, `SocketError`, `ReadError`,
+/// `ConnectionClosed` or `WriteError` if the exchange fails; `InvalidInput` if
+/// the keys are too long, not UTF-8, or not one per socket.
 pub fn receive_fds(path: &Path, timeout: Duration) -> Result<Vec<(String, RawFd)>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).or_err_with(ErrorType::BindError, || {

@@ -84,12 +84,23 @@ impl<A: ServerApp> Service<A> {
 
     /// Listen with TLS on a TCP address, with this certificate and key
     /// (PEM files).
+    ///
+    /// # Errors
+    ///
+    /// `FileReadError` if a file cannot be read; `InvalidCert` if it holds no
+    /// PEM certificate or key, or they do not match; `InternalError` if the TLS
+    /// library fails (always, in a build without one).
     pub fn add_tls(&mut self, addr: &str, cert_path: &str, key_path: &str) -> Result<()> {
         self.listeners.add_tls(addr, cert_path, key_path)
     }
 
     /// Listen with TLS on a TCP address, with socket options and TLS
     /// settings (SNI callbacks, ALPN, mTLS, …).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Listeners::add_tls_with_settings`]: the settings do not
+    /// build (`ConfError`, `InvalidCert`, `FileReadError`, `InternalError`).
     pub fn add_tls_with_settings(
         &mut self,
         addr: &str,
@@ -102,6 +113,10 @@ impl<A: ServerApp> Service<A> {
     /// Read a PROXY protocol header (v1 or v2) first on every connection to
     /// the listener at `addr` (as added); see
     /// [`Listeners::enable_proxy_protocol`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if no listener was added at `addr`.
     pub fn enable_proxy_protocol(
         &mut self,
         addr: &str,
@@ -113,6 +128,10 @@ impl<A: ServerApp> Service<A> {
     /// Take HTTP/2 with prior knowledge (h2c) on the plain listener at
     /// `addr` (as added), or refuse it there, whatever the app's default;
     /// see [`Listeners::set_h2c`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if no listener was added at `addr`.
     pub fn set_h2c(&mut self, addr: &str, on: bool) -> Result<()> {
         self.listeners.set_h2c(addr, on)
     }

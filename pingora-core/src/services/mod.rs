@@ -117,6 +117,12 @@ pub trait Service: Send + Sync {
     /// Bind what the service listens on, before any runtime starts, taking
     /// inherited sockets from `fds` during an upgrade. A failure stops the
     /// server's start-up with this error.
+    ///
+    /// # Errors
+    ///
+    /// None from the default. The crate's listening and UDP services fail
+    /// as their sockets do: `BindError` if an address cannot be bound,
+    /// `SocketError` if a socket cannot be made non-blocking.
     fn bind(&mut self, _fds: &ListenFds) -> Result<()> {
         Ok(())
     }
@@ -162,6 +168,10 @@ pub trait ServiceWithDependents: Send + Sync {
     }
 
     /// See [`Service::bind`].
+    ///
+    /// # Errors
+    ///
+    /// None from the default; see [`Service::bind`].
     fn bind(&mut self, _fds: &ListenFds) -> Result<()> {
         Ok(())
     }

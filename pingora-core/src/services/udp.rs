@@ -72,11 +72,20 @@ impl UdpDownstream {
     }
 
     /// Send one datagram to `peer` from the service's address.
+    ///
+    /// # Errors
+    ///
+    /// The socket's `io::Error`: a datagram too large for the socket, or a
+    /// `peer` that is unreachable or of the other address family.
     pub async fn send_to(&self, datagram: &[u8], peer: std::net::SocketAddr) -> io::Result<usize> {
         self.socket.send_to(datagram, peer).await
     }
 
     /// The service's address.
+    ///
+    /// # Errors
+    ///
+    /// The socket's `io::Error` if the system cannot report its address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.socket.local_addr()
     }
@@ -157,6 +166,11 @@ pub fn udp_key(addr: &str) -> String {
 
 /// Take the UDP socket for `addr` from `fds` if it was inherited, else
 /// bind it; record it in `fds` for a later hand-over.
+///
+/// # Errors
+///
+/// `BindError` if `addr` does not resolve or the socket cannot be made or
+/// bound; `SocketError` if it cannot be made non-blocking.
 pub fn bind_udp(addr: &str, fds: &ListenFds) -> Result<std::net::UdpSocket> {
     let key = udp_key(addr);
     let sock = match fds.take_inherited(&key) {

@@ -374,6 +374,11 @@ impl HttpPeer {
 
     /// A peer at `address` (`host:port`, or `unix:/path`), with TLS or not,
     /// and this SNI. Fails if the address does not parse or resolve.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `address` is neither `unix:/path` nor a `host:port`
+    /// that resolves to at least one address.
     pub fn try_new(address: &str, tls: bool, sni: String) -> Result<Self> {
         Ok(HttpPeer::new_from_sockaddr(resolve(address)?, tls, sni))
     }
@@ -520,8 +525,12 @@ pub struct BasicPeer {
 
 impl BasicPeer {
     /// A plain peer at `address` (`host:port`, or `unix:/path`), as
-    /// Pingora's. Panics if the address does not parse or resolve;
-    /// [`try_new`](Self::try_new) returns an error instead.
+    /// Pingora's; [`try_new`](Self::try_new) returns an error instead of
+    /// panicking.
+    ///
+    /// # Panics
+    ///
+    /// If the address does not parse or resolve.
     pub fn new(address: &str) -> Self {
         match Self::try_new(address) {
             Ok(p) => p,
@@ -530,6 +539,11 @@ impl BasicPeer {
     }
 
     /// A plain peer at `address` (`host:port`, or `unix:/path`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `address` is neither `unix:/path` nor a `host:port`
+    /// that resolves to at least one address.
     pub fn try_new(address: &str) -> Result<Self> {
         Ok(BasicPeer {
             _address: resolve(address)?,
@@ -540,6 +554,11 @@ impl BasicPeer {
     }
 
     /// A TLS peer at `address`, reached by the name `sni`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `address` is neither `unix:/path` nor a `host:port`
+    /// that resolves to at least one address.
     pub fn new_tls(address: &str, sni: String) -> Result<Self> {
         let mut p = Self::try_new(address)?;
         p.tls = true;

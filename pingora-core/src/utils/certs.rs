@@ -56,6 +56,11 @@ impl Issued {
     }
 
     /// Write `NAME.crt` and `NAME.key` into `dir`; returns their paths.
+    ///
+    /// # Errors
+    ///
+    /// `FileWriteError` if either file cannot be written (the certificate is
+    /// written first).
     pub fn write(&self, dir: &Path, name: &str) -> Result<(String, String)> {
         let cert = dir.join(format!("{name}.crt"));
         let key = dir.join(format!("{name}.key"));
@@ -137,6 +142,11 @@ fn now() -> i64 {
 
 impl TestCa {
     /// A new self-signed CA named `cn`, valid for ten years.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if the TLS library cannot make the key or certificate,
+    /// e.g. for a `cn` longer than a CN allows (64 bytes).
     pub fn new(cn: &str) -> Result<Self> {
         let key = new_key()?;
         let n = name(cn)?;
@@ -168,6 +178,10 @@ impl TestCa {
     /// A certificate for `names` (DNS names, IP addresses, or URIs such as
     /// SPIFFE IDs; the first is also the subject CN), valid from an hour ago for `days` days, for a
     /// server or (`client`) a client.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` as for [`issue_between`](Self::issue_between).
     pub fn issue(&self, names: &[&str], days: i64, client: bool) -> Result<Issued> {
         let now = now();
         self.issue_between(names, now - 3600, now + days * 86400, client)
@@ -175,6 +189,12 @@ impl TestCa {
 
     /// As [`issue`](Self::issue), valid between two Unix times (so an
     /// expired certificate can be made).
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if the TLS library refuses a part: the first name too
+    /// long for a CN (64 bytes), a name not valid in a SAN, or a time it
+    /// cannot represent.
     pub fn issue_between(
         &self,
         names: &[&str],

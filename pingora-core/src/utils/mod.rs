@@ -10,6 +10,11 @@ pub use pingora_pool::{BuildPreHashed, PreHashed};
 /// A `127.0.0.1:PORT` address with a port the OS handed out a moment ago
 /// (and that is free again now): for demo servers and tests that need to
 /// know an address before they listen on it.
+///
+/// # Errors
+///
+/// `BindError` if no port can be bound on 127.0.0.1 (no loopback interface,
+/// or no free port).
 pub fn free_loopback_addr() -> Result<String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .or_err(ErrorType::BindError, "asking the OS for a free port")?;

@@ -85,6 +85,11 @@ impl Dns {
 
     /// Look `query` up as the system does: the name servers, search
     /// domains and options of `/etc/resolv.conf`.
+    ///
+    /// # Errors
+    ///
+    /// `ConfError` if the system's resolver configuration cannot be read or
+    /// parsed.
     pub fn with_system_resolver(query: DnsQuery) -> Result<Box<Self>> {
         let (config, options) = hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| Error::because(ConfError, "reading /etc/resolv.conf", e))?;

@@ -50,6 +50,11 @@ impl Static {
     }
 
     /// Parse `host:port` (or `unix:/path`) strings into a list.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for the first string that is not a valid backend
+    /// address (see [`Backend::new`]).
     pub fn try_from_iter<A: AsRef<str>, I: IntoIterator<Item = A>>(addrs: I) -> Result<Box<Self>> {
         let set = addrs
             .into_iter()

@@ -31,6 +31,11 @@ fn next_cert_key_id() -> u64 {
 
 impl CertKey {
     /// From PEM: `cert` holds the leaf then any intermediates.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidCert` if `cert` does not parse or holds no certificate, or if
+    /// `key` is not a PEM private key.
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Self> {
         let certs = X509::stack_from_pem(cert).or_err(InvalidCert, "parsing certificate PEM")?;
         if certs.is_empty() {
@@ -41,6 +46,11 @@ impl CertKey {
     }
 
     /// From PEM files.
+    ///
+    /// # Errors
+    ///
+    /// `FileReadError` if either file cannot be read; `InvalidCert` as for
+    /// [`from_pem`](Self::from_pem), with both paths in the context.
     pub fn from_files(cert_path: &str, key_path: &str) -> Result<Self> {
         let cert = std::fs::read(cert_path)
             .or_err_with(FileReadError, || format!("reading certificate {cert_path}"))?;

@@ -76,6 +76,11 @@ impl GrpcWebCors {
 
     /// Only these origins (`https://host[:port]`, compared exactly) may
     /// call; each allowed one is named back, with `Vary: Origin`.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if an origin is not a valid header value (a control
+    /// character, or one outside visible ASCII).
     pub fn origins<I, S>(origins: I) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
@@ -95,6 +100,11 @@ impl GrpcWebCors {
 
     /// The request headers a preflight allows (comma-separated; the default
     /// lists what gRPC-web clients send).
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if `headers` is not a valid header value (a control
+    /// character, or one outside visible ASCII).
     pub fn allow_headers(mut self, headers: &str) -> Result<Self> {
         self.allow_headers = HeaderValue::from_str(headers)
             .or_err(ErrorType::InternalError, "CORS allow_headers")?;
@@ -103,6 +113,11 @@ impl GrpcWebCors {
 
     /// The response headers scripts may read (default: `grpc-status`,
     /// `grpc-message`, `grpc-status-details-bin`).
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if `headers` is not a valid header value (a control
+    /// character, or one outside visible ASCII).
     pub fn expose_headers(mut self, headers: &str) -> Result<Self> {
         self.expose_headers = HeaderValue::from_str(headers)
             .or_err(ErrorType::InternalError, "CORS expose_headers")?;

@@ -160,6 +160,11 @@ pub trait HttpModule {
     }
 
     /// Each piece of the response body, after `response_body_filter`.
+    ///
+    /// # Errors
+    ///
+    /// None from the default. An implementation's error skips the modules
+    /// after it, and the proxy fails the request with it (`fail_to_proxy`).
     fn response_body_filter(
         &mut self,
         _body: &mut Option<Bytes>,
@@ -170,6 +175,11 @@ pub trait HttpModule {
 
     /// The response trailers; bytes returned go as the last piece of
     /// body instead.
+    ///
+    /// # Errors
+    ///
+    /// None from the default. An implementation's error skips the modules
+    /// after it, and the proxy fails the request with it (`fail_to_proxy`).
     fn response_trailer_filter(
         &mut self,
         _trailers: &mut Option<Box<HeaderMap>>,
@@ -178,6 +188,11 @@ pub trait HttpModule {
     }
 
     /// The response is done; bytes returned go out as its last piece.
+    ///
+    /// # Errors
+    ///
+    /// None from the default. An implementation's error skips the modules
+    /// after it, and the proxy fails the request with it (`fail_to_proxy`).
     fn response_done_filter(&mut self) -> Result<Option<Bytes>> {
         Ok(None)
     }
@@ -228,8 +243,12 @@ impl HttpModules {
         Self::default()
     }
 
-    /// Add a module. Panics once a context was built (the set is fixed
-    /// then).
+    /// Add a module.
+    ///
+    /// # Panics
+    ///
+    /// Once [`build_ctx`](Self::build_ctx) has built a context (the set is
+    /// fixed then).
     pub fn add_module(&mut self, builder: ModuleBuilder) {
         assert!(
             self.index.get().is_none(),
@@ -245,8 +264,12 @@ impl HttpModules {
         self.modules.is_empty()
     }
 
-    /// One instance of each module, for one request. Panics if two
-    /// modules are of the same type (`get` could not tell them apart).
+    /// One instance of each module, for one request.
+    ///
+    /// # Panics
+    ///
+    /// If two modules are of the same type (`get` could not tell them
+    /// apart); checked when the first context is built.
     pub fn build_ctx(&self) -> HttpModuleCtx {
         if self.modules.is_empty() {
             return HttpModuleCtx::empty();
@@ -380,6 +403,10 @@ impl HttpModuleCtx {
     }
 
     /// Every module's [`HttpModule::request_header_filter`], in order.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
         for m in self.module_ctx.iter_mut() {
             m.request_header_filter(req).await?;
@@ -388,6 +415,10 @@ impl HttpModuleCtx {
     }
 
     /// Every module's [`HttpModule::request_body_filter`], in order.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub async fn request_body_filter(
         &mut self,
         body: &mut Option<Bytes>,
@@ -400,6 +431,10 @@ impl HttpModuleCtx {
     }
 
     /// Every module's [`HttpModule::response_header_filter`], in order.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub async fn response_header_filter(
         &mut self,
         resp: &mut ResponseHeader,
@@ -412,6 +447,10 @@ impl HttpModuleCtx {
     }
 
     /// Every module's [`HttpModule::response_body_filter`], in order.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub fn response_body_filter(
         &mut self,
         body: &mut Option<Bytes>,
@@ -425,6 +464,10 @@ impl HttpModuleCtx {
 
     /// Every module's [`HttpModule::response_trailer_filter`], in order;
     /// the last bytes one returned.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub fn response_trailer_filter(
         &mut self,
         trailers: &mut Option<Box<HeaderMap>>,
@@ -440,6 +483,10 @@ impl HttpModuleCtx {
 
     /// Every module's [`HttpModule::response_done_filter`], in order; the
     /// last bytes one returned.
+    ///
+    /// # Errors
+    ///
+    /// The first error a module returns; the modules after it do not run.
     pub fn response_done_filter(&mut self) -> Result<Option<Bytes>> {
         let mut out = None;
         for m in self.module_ctx.iter_mut() {

@@ -302,6 +302,12 @@ impl ResponseCompressionCtx {
 
     /// [`response_body_filter`](Self::response_body_filter) with the
     /// coder's error (a corrupt upstream encoding) as an error.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if the coder fails: a corrupt or truncated upstream
+    /// encoding when decompressing. The coder is dropped then (later calls
+    /// return `None`).
     pub fn try_body(&mut self, data: Option<&Bytes>, end: bool) -> Result<Option<Bytes>> {
         let Some(coder) = self.coder.as_mut() else {
             return Ok(None);

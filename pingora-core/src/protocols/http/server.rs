@@ -69,6 +69,12 @@ impl ServerSession {
 
     /// Read the next request header; `None` if the client went away first.
     /// (An HTTP/2 stream arrives with its header already read.)
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1 only: those of [`v1::server::HttpSession::read_request`]
+    /// (`InvalidHTTPHeader`, `BodyTooLarge`, `UriTooLong`, `HeaderTooLarge`,
+    /// `HTTPStatus(501)`, `ReadTimedout`, `ReadError`, `ConnectionClosed`).
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
         if !self.downstream_modules_ctx.is_empty() {
             // The last request's modules end with it.
@@ -97,6 +103,12 @@ impl ServerSession {
     }
 
     /// The next piece of the request body; `None` at its end.
+    ///
+    /// # Errors
+    ///
+    /// `BodyTooLarge` past the body limit. HTTP/1: `ReadTimedout`, `ReadError`,
+    /// `ConnectionClosed` inside the body, `InvalidHTTPHeader` for bad chunked
+    /// framing. HTTP/2: `H2Error` if the stream fails.
     pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.read_body_bytes().await,
@@ -147,6 +159,12 @@ impl ServerSession {
     }
 
     /// Write the response header (1xx first if wanted, then the final one).
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if a final header was already written or a 101 was
+    /// not asked for, `InvalidHTTPHeader` for a bad Content-Length, `WriteError`
+    /// or `WriteTimedout` when it is flushed. HTTP/2: `H2Error`.
     pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.write_response_header(resp).await,
@@ -156,6 +174,11 @@ impl ServerSession {
 
     /// Write a final response header; with `end_of_stream` the response
     /// has no body and ends here (HTTP/2: in the HEADERS frame itself).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write_response_header`](Self::write_response_header) and,
+    /// with `end_of_stream`, [`finish_body`](Self::finish_body).
     pub async fn write_response_header_eos(
         &mut self,
         resp: Box<ResponseHeader>,
@@ -190,6 +213,13 @@ impl ServerSession {
     }
 
     /// Write response body bytes.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if no final header was written, the body ended, or
+    /// `data` runs past the Content-Length; `WriteError` or `WriteTimedout`.
+    /// HTTP/2: `H2Error` if the stream fails, `WriteTimedout` if the client
+    /// grants no flow-control credit within the write timeout.
     pub async fn write_response_body(&mut self, data: Bytes) -> Result<()> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.write_body(&data).await,
@@ -206,6 +236,12 @@ impl ServerSession {
     }
 
     /// End the response body and flush.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` if no final header was written or a Content-Length
+    /// body is short, `WriteError` or `WriteTimedout` from the flush. HTTP/2:
+    /// `H2Error` if no header was written or the end cannot be sent.
     pub async fn finish_body(&mut self) -> Result<()> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.finish_body().await,
@@ -223,6 +259,12 @@ impl ServerSession {
     }
 
     /// Answer with an error status and an empty body; the connection closes.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `WriteError` or `WriteTimedout`. HTTP/2: `InvalidHTTPHeader` for
+    /// a status outside 100 to 999, `H2Error` if sending fails. No error (and
+    /// nothing sent) once a response header was written.
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.respond_error(status).await,
@@ -262,6 +304,12 @@ impl ServerSession {
 
     /// Finish the exchange; true if the connection can take another
     /// request.
+    ///
+    /// # Errors
+    ///
+    /// HTTP/1: `H1Error` for a short Content-Length body, `WriteError` or
+    /// `WriteTimedout` from the flush. HTTP/2: `H2Error` if the end of the
+    /// response cannot be sent.
     pub async fn finish(&mut self) -> Result<bool> {
         match &mut self.kind {
             ServerSessionKind::H1(s) => s.finish().await,

@@ -161,7 +161,11 @@ impl RateLimit {
 
     /// At most `per_second` requests per second for each value of the
     /// request header `name` (an API key, a tenant); requests without it
-    /// are not limited. Panics if `name` is not a valid header name.
+    /// are not limited.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
     pub fn per_header(per_second: u32, name: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
         Self::new(per_second, KeyKind::Header(name))
@@ -190,6 +194,11 @@ impl RateLimit {
     /// (`redis://[[user]:password@]host[:port][/db]`), shared by every
     /// proxy pointed at it: one round trip per request, each under
     /// `timeout`. The error names what is wrong with the URL.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if `url` is not such a URL (see [`RedisAddr::parse`]).
+    /// Nothing is connected yet: an unreachable server shows per request.
     pub fn shared_through_redis(mut self, url: &str, timeout: Duration) -> Result<Self> {
         let addr = RedisAddr::parse(url).map_err(|e| {
             pingora_error::Error::explain(pingora_error::ErrorType::InternalError, e)

@@ -53,6 +53,11 @@ pub struct RedisAddr {
 impl RedisAddr {
     /// Parse `redis://[[user]:password@]host[:port][/db]`; the error says
     /// what is wrong.
+    ///
+    /// # Errors
+    ///
+    /// A message naming `url` if it does not start with `redis://`, names no
+    /// host, or its database is not a number.
     pub fn parse(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("redis://")

@@ -128,6 +128,11 @@ impl GrpcWebCtx {
     /// form too when `text` is set (its Content-Length then goes, the body
     /// shrinking as it is decoded). Returns the request's encoding when it
     /// was bridged.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if a header could not be set; the values written
+    /// here are always valid, so in practice never.
     pub fn upgrade_request(
         &mut self,
         req: &mut RequestHeader,
@@ -165,6 +170,11 @@ impl GrpcWebCtx {
     /// [`response_header_filter`](Self::response_header_filter), naming
     /// the given encoding (`application/grpc-web-text` for [`Encoding::Text`]).
     /// Returns whether the response was bridged.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if a header could not be set; the values written
+    /// here are always valid, so in practice never.
     pub fn upgrade_response(
         &mut self,
         resp: &mut ResponseHeader,
@@ -192,6 +202,10 @@ impl GrpcWebCtx {
     /// The response's trailers as gRPC-web's trailer frame, to go out as
     /// the last piece of body in their place; `None` when this response
     /// is not being bridged.
+    ///
+    /// # Errors
+    ///
+    /// Never; the `Result` keeps Pingora's signature.
     pub fn response_trailer_filter(&mut self, trailers: &mut HeaderMap) -> Result<Option<Bytes>> {
         if *self != Self::Trailers {
             return Ok(None);
@@ -305,6 +319,11 @@ pub struct TextDecoder {
 
 impl TextDecoder {
     /// The bytes this piece completes (a partial group waits for the next).
+    ///
+    /// # Errors
+    ///
+    /// `HTTPStatus(400)` if the body is not base64 (a character outside its
+    /// alphabet, or bad padding).
     pub fn decode(&mut self, piece: &[u8]) -> Result<Bytes> {
         let mut out = Vec::with_capacity((self.groups.len + piece.len()) / 4 * 3);
         self.groups.feed(piece, |g| decode_groups(g, &mut out))?;
@@ -312,6 +331,10 @@ impl TextDecoder {
     }
 
     /// The body ended: an error if it stopped inside a group.
+    ///
+    /// # Errors
+    ///
+    /// `HTTPStatus(400)` if the body ended inside a 4-character group.
     pub fn finish(&self) -> Result<()> {
         if self.groups.len == 0 {
             Ok(())

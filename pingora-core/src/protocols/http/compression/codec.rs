@@ -108,6 +108,12 @@ impl From<&str> for Algorithm {
 /// output it made so far (the rest at `end`).
 pub trait Encode {
     /// Code `input`; with `end`, finish the stream.
+    ///
+    /// # Errors
+    ///
+    /// The crate's coders: `InternalError` if a decompressor is given input
+    /// that is not its coding, or cut short at `end`, or if input comes after
+    /// the stream ended.
     fn encode(&mut self, input: &[u8], end: bool) -> Result<Bytes>;
 
     /// The coding's name, bytes in, bytes out and time spent.

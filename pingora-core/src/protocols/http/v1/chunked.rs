@@ -116,6 +116,12 @@ impl ChunkedDecoder {
 
     /// Take the next piece from the front of `buf`. Returns
     /// [`Decoded::NeedMore`] when `buf` must grow first; errors are final.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` for bad framing: a size line that is not hex,
+    /// overflows or runs past `max_line`, a missing CRLF, a malformed trailer;
+    /// `HeaderTooLarge` for trailers past `max_trailer_bytes` or `max_trailers`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded> {
         loop {
             match self.state {

@@ -78,6 +78,12 @@ impl HttpSession {
     /// Write a request header and flush it. The body framing follows its
     /// Transfer-Encoding (chunked) or Content-Length; with neither, the
     /// request has no body.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if the Content-Length values are invalid or differ;
+    /// `WriteError` or `WriteTimedout` if sending fails or outlasts the write
+    /// timeout.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
         let framing =
             if framing::has_token(&*req, pingora_http::tracked::TRANSFER_ENCODING, "chunked") {
@@ -105,6 +111,12 @@ impl HttpSession {
     }
 
     /// Write request body bytes (raw bytes after an upgrade).
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if the request has no body (or it has ended), or if `data`
+    /// runs past the Content-Length; `WriteError` or `WriteTimedout` if the
+    /// write fails or outlasts the write timeout.
     pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
         self.conn.write_body(data).await.map_err(|e| e.into_up())
     }
@@ -112,11 +124,20 @@ impl HttpSession {
     /// Queue request body bytes, to be sent by [`read_body_while_sending`](Self::read_body_while_sending)
     /// while the response is read: neither direction then waits on the
     /// other (an upstream that echoes a large body as it reads it).
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if the request has no body (or it has ended), or if `data`
+    /// runs past the Content-Length.
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         self.conn.queue_body(data).map_err(|e| e.into_up())
     }
 
     /// Queue the end of the request body (last chunk and trailers).
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if a body framed by Content-Length is short.
     pub fn queue_finish(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
         if self.conn.owes_body() {
             self.keepalive = false;
@@ -137,6 +158,12 @@ impl HttpSession {
 
     /// Read the response header while sending the queued body. `false`:
     /// the queue went out first and no header is in yet (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `WriteError`, `ReadError`, or `WriteTimedout`
+    /// if nothing moves within the write timeout. Then the errors of
+    /// [`read_response`](Self::read_response).
     pub async fn read_response_while_sending(&mut self) -> Result<bool> {
         if self.conn.has_queued()
             && self.conn.drive_header().await.map_err(|e| e.into_up())? == Progress::Sent
@@ -149,6 +176,12 @@ impl HttpSession {
     /// The next piece of response body (`Some(None)` at its end) while
     /// sending the queued body. `None`: the queue went out first and
     /// nothing was read (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `WriteError`, `ReadError`, or `WriteTimedout`
+    /// if nothing moves within the write timeout. Then the errors of
+    /// [`read_body_bytes`](Self::read_body_bytes).
     pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
         if self.conn.has_queued() {
             return self.conn.drive_body().await.map_err(|e| e.into_up());
@@ -157,6 +190,11 @@ impl HttpSession {
     }
 
     /// End the request body (last chunk and `trailers` when chunked).
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if a body framed by Content-Length is short; `WriteError` or
+    /// `WriteTimedout` if the flush fails or outlasts the write timeout.
     pub async fn finish_body(&mut self, trailers: Option<&HeaderMap>) -> Result<()> {
         if self.conn.owes_body() {
             self.keepalive = false;
@@ -171,6 +209,13 @@ impl HttpSession {
     /// response (check [`is_interim`](Self::is_interim) and call again for
     /// the final one). After `101 Switching Protocols` the connection is a
     /// raw tunnel.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if the header is not whole within the header read
+    /// timeout; `ReadError` if the socket fails; `ConnectionClosed` if the
+    /// upstream closes before or inside the header; `InvalidHTTPHeader` for a
+    /// malformed header or body framing; `HeaderTooLarge` past the header limits.
     pub async fn read_response(&mut self) -> Result<usize> {
         let opts = *self.conn.opts();
         // Nothing of a response has come yet on this connection.
@@ -295,6 +340,13 @@ impl HttpSession {
     }
 
     /// The next piece of the response body; `None` at its end.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if a read waits past the body read timeout; `ReadError`
+    /// if the socket fails; `ConnectionClosed` if the upstream closes inside a
+    /// Content-Length or chunked body; `InvalidHTTPHeader` for bad chunked
+    /// framing (`HeaderTooLarge` for oversized trailers).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         self.conn.read_body().await.map_err(|e| e.into_up())
     }

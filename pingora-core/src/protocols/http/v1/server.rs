@@ -137,6 +137,13 @@ impl HttpSession {
     /// carries the status to answer with (`etype().http_status()`): 400,
     /// 413, 414, 431 or 501; then call [`respond_error`](Self::respond_error)
     /// and close.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` (400: malformed header, Host, target or framing),
+    /// `BodyTooLarge` (413), `UriTooLong` (414), `HeaderTooLarge` (431),
+    /// `HTTPStatus(501)` (unknown transfer coding); `ReadTimedout` if a started
+    /// header is not whole in time; `ReadError`, or `ConnectionClosed` mid-header.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
         let opts = *self.conn.opts();
         // Between requests: the keep-alive timeout, or the park delay
@@ -266,12 +273,20 @@ impl HttpSession {
         Ok(())
     }
 
-    /// The request header. Panics before a request was read.
+    /// The request header.
+    ///
+    /// # Panics
+    ///
+    /// Before [`read_request`](Self::read_request) has read a request.
     pub fn req_header(&self) -> &RequestHeader {
         self.req.as_ref().expect("read_request() first")
     }
 
     /// The request header, to change.
+    ///
+    /// # Panics
+    ///
+    /// Before [`read_request`](Self::read_request) has read a request.
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
         self.req.as_mut().expect("read_request() first")
     }
@@ -299,6 +314,14 @@ impl HttpSession {
 
     /// Read the next piece of the request body; `None` at its end. Sends
     /// `100 Continue` first if the client asked for it.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if a read waits past the body read timeout; `ReadError`;
+    /// `ConnectionClosed` if the client closes inside the body; `BodyTooLarge`
+    /// past `max_body_bytes`; `InvalidHTTPHeader` for bad chunked framing
+    /// (`HeaderTooLarge` for its trailers); `WriteError` or `WriteTimedout`
+    /// sending `100 Continue`.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.continue_pending && !self.final_written {
             self.continue_pending = false;

@@ -63,6 +63,12 @@ impl H2Connection {
     /// `settings_wait` bounds the wait for the peer's SETTINGS: a peer that
     /// allows no stream within it fails the connect with a retryable
     /// `ConnectTimedout`.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if the handshake or the connection fails; `ConnectionClosed`
+    /// if the upstream closes before its SETTINGS; `ConnectTimedout` as above.
+    /// All but a failed handshake are marked retryable.
     pub async fn handshake(
         stream: Stream,
         max_streams: usize,
@@ -235,6 +241,11 @@ impl H2Connection {
 
     /// A new stream for one request. Fails (and marks the connection
     /// closed) if the peer sent GOAWAY.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if the connection takes no new streams (GOAWAY, or it
+    /// failed or closed).
     pub async fn new_session(&self) -> Result<Http2Session> {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.claimed_session().await

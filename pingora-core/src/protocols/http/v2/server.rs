@@ -61,6 +61,11 @@ pub type H2Connection = h2::server::Connection<Stream, Bytes>;
 
 /// The HTTP/2 handshake on an accepted stream (after ALPN h2, or the h2c
 /// preface), with these settings.
+///
+/// # Errors
+///
+/// `H2Error`, marked as the client's, if its connection preface or the
+/// SETTINGS exchange fails.
 pub async fn handshake(io: Stream, opts: &H2Options) -> Result<H2Connection> {
     let io: Stream = Box::new(Lingering(Some(io)));
     h2::server::Builder::new()
@@ -298,6 +303,12 @@ impl HttpSession {
     /// The next piece of the request body; `None` at its end. Flow-control
     /// credit goes back to the client only as the app reads, so a client
     /// cannot send more than a window ahead.
+    ///
+    /// # Errors
+    ///
+    /// `BodyTooLarge` once the body passes the limit of
+    /// [`set_limits`](Self::set_limits); `H2Error` if the stream fails (the
+    /// client reset it) or its trailers cannot be read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.body_done {
             return Ok(None);
@@ -381,6 +392,11 @@ impl HttpSession {
     /// Write the response header. Connection-specific fields (Connection,
     /// Transfer-Encoding, Upgrade, Keep-Alive, …) are dropped, as HTTP/2
     /// requires.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`write_response_header_eos`](Self::write_response_header_eos):
+    /// `H2Error`.
     pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
         self.write_response_header_eos(resp, false).await
     }
@@ -388,6 +404,11 @@ impl HttpSession {
     /// Write the response header; with `end_of_stream` the response ends
     /// there, in the same HEADERS frame (a gRPC "Trailers-Only" answer
     /// must arrive that way).
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if a response header was already written, for a 101, or if
+    /// sending fails (the client reset the stream, the connection failed).
     pub async fn write_response_header_eos(
         &mut self,
         mut resp: Box<ResponseHeader>,
@@ -432,6 +453,12 @@ impl HttpSession {
 
     /// Send response body bytes, as the client's flow-control window
     /// allows: this waits for credit rather than buffering without bound.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if no response header was written, or the stream fails or is
+    /// closed; `WriteTimedout` if the client grants no flow-control credit
+    /// within the write timeout.
     pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
         if self.no_body || data.is_empty() {
             return Ok(());
@@ -450,6 +477,11 @@ impl HttpSession {
     }
 
     /// End the response: trailers if set, else an empty final DATA frame.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if no response header was written, or the end cannot be sent
+    /// (the client reset the stream, the connection failed).
     pub async fn finish_body(&mut self) -> Result<()> {
         if self.ended {
             return Ok(());
@@ -468,6 +500,12 @@ impl HttpSession {
     }
 
     /// Answer with an error status and an empty body.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if `status` is not 100 to 999; `H2Error` if the
+    /// answer cannot be sent. Nothing is sent (and no error) once a response
+    /// header was.
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
         if self.resp.is_some() {
             return Ok(());
@@ -533,6 +571,11 @@ impl HttpSession {
 
     /// Finish the stream: end the response if the app did not. Streams are
     /// never "reused"; returns false.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if the end of the response (or the 500 sent for want of
+    /// one) cannot be sent, e.g. the client reset the stream.
     pub async fn finish(&mut self) -> Result<bool> {
         if self.resp.is_none() {
             self.respond_error(500).await?;

@@ -8,6 +8,13 @@ impl HttpSession {
     /// framing follows its Content-Length or Transfer-Encoding; with
     /// neither, chunked is added for HTTP/1.1 clients and the body is
     /// close-delimited for HTTP/1.0.
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if no request was read, a final header was already written,
+    /// or a 101 answers a request that did not ask to upgrade;
+    /// `InvalidHTTPHeader` for a bad Content-Length; `WriteError` or
+    /// `WriteTimedout` when a 1xx or a tunnel's header is flushed.
     pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
         if self.final_written {
             return Error::e_explain(H1Error, "response header already written");
@@ -118,6 +125,12 @@ impl HttpSession {
 
     /// Write response body bytes (raw tunnel bytes after an upgrade). For a
     /// response that has no body (to HEAD, 204, 304) they are dropped.
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if no final header was written, the body has ended, or `data`
+    /// runs past the Content-Length; `WriteError` or `WriteTimedout` if the
+    /// write fails or outlasts the write timeout.
     pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
         if self.no_body && self.final_written {
             return Ok(());
@@ -131,6 +144,11 @@ impl HttpSession {
     }
 
     /// End the response body (last chunk and trailers) and flush.
+    ///
+    /// # Errors
+    ///
+    /// `H1Error` if no final response header was written, or a body framed by
+    /// Content-Length is short; `WriteError` or `WriteTimedout` from the flush.
     pub async fn finish_body(&mut self) -> Result<()> {
         if !self.final_written {
             return Error::e_explain(H1Error, "no response header written");
@@ -146,6 +164,12 @@ impl HttpSession {
     /// what is left of the request body (up to a bound), and get ready for
     /// the next request. Returns whether the connection may carry another
     /// request; if not, the caller should drop the session.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`finish_body`](Self::finish_body) (`H1Error` for a short
+    /// Content-Length body), or `WriteError` or `WriteTimedout` from the flush.
+    /// A request body that cannot be drained only makes it `false`.
     pub async fn finish(&mut self) -> Result<bool> {
         if self.final_written && self.conn.writer() != BodyWriter::Done {
             self.finish_body().await?;
@@ -173,6 +197,12 @@ impl HttpSession {
 
     /// Answer with an error status and an empty body, and mark the
     /// connection to close. Used for requests that fail to parse.
+    ///
+    /// # Errors
+    ///
+    /// `WriteError` or `WriteTimedout` if the answer cannot be sent within the
+    /// write timeout. Nothing is written (and no error) once a final response
+    /// header was.
     pub async fn respond_error(&mut self, status: u16) -> Result<()> {
         if self.final_written {
             return Ok(());

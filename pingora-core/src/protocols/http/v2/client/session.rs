@@ -136,6 +136,12 @@ impl Http2Session {
 
     /// Send the request header; with `end_of_stream`, the request has no
     /// body. The Host header becomes `:authority`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidHTTPHeader` if the Host is not a valid authority or there is no
+    /// authority at all; `H2Error` if a header was already sent or sending
+    /// fails (retryable when the upstream's GOAWAY came first).
     pub async fn write_request_header(
         &mut self,
         mut req: Box<RequestHeader>,
@@ -198,6 +204,13 @@ impl Http2Session {
     }
 
     /// Send request body bytes, as the upstream's window allows.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if no request was sent or the stream fails or closes;
+    /// `WriteTimedout` if the upstream grants no flow-control credit within
+    /// the write timeout. A NO_ERROR reset by the upstream is not an error:
+    /// the rest of the body is dropped.
     pub async fn write_body(&mut self, data: Bytes) -> Result<()> {
         if self.0.stopped {
             return Ok(());
@@ -219,6 +232,11 @@ impl Http2Session {
 
     /// End the request body, with `trailers` if given (nothing to do if the
     /// header already ended the request).
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if body bytes are still queued, no request was sent, or the
+    /// end cannot be sent (not for a NO_ERROR reset by the upstream).
     pub async fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
         if self.0.queued.is_some() {
             return Error::e_explain(H2Error, "request body still queued");
@@ -227,6 +245,11 @@ impl Http2Session {
     }
 
     /// End the request once the queued body is out (at once if none is).
+    ///
+    /// # Errors
+    ///
+    /// Ending at once: `H2Error` if no request was sent or the end cannot be
+    /// sent (not for a NO_ERROR reset by the upstream).
     pub fn queue_finish(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
         if self.0.queued.is_some() {
             self.0.finish_queued = Some(trailers);
@@ -280,6 +303,10 @@ impl Http2Session {
 
     /// Queue request body bytes, to be sent by [`read_body_while_sending`](Self::read_body_while_sending) as
     /// the upstream grants flow-control credit, while the response is read.
+    ///
+    /// # Errors
+    ///
+    /// `H2Error` if body bytes are already queued (one piece at a time).
     pub fn queue_body(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() || self.0.stopped {
             return Ok(());
@@ -298,6 +325,13 @@ impl Http2Session {
 
     /// Read the response header while sending the queued body. `false`:
     /// the queue went out first and no header is in yet (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `H2Error` if the stream fails, `WriteTimedout`
+    /// if nothing moves within the write timeout (a NO_ERROR reset by the
+    /// upstream only drops the queue). Then the errors of
+    /// [`read_response`](Self::read_response).
     pub async fn read_response_while_sending(&mut self) -> Result<bool> {
         if self.has_queued() && self.drive().await? == Progress::Sent {
             return Ok(false);
@@ -308,6 +342,13 @@ impl Http2Session {
     /// The next piece of response body (`Some(None)` at its end) while
     /// sending the queued body. `None`: the queue went out first and
     /// nothing was read (call again).
+    ///
+    /// # Errors
+    ///
+    /// While the queue goes out: `H2Error` if the stream fails, `WriteTimedout`
+    /// if nothing moves within the write timeout (a NO_ERROR reset by the
+    /// upstream only drops the queue). Then the errors of
+    /// [`read_body_bytes`](Self::read_body_bytes).
     pub async fn read_body_while_sending(&mut self) -> Result<Option<Option<Bytes>>> {
         if self.has_queued() && self.drive().await? == Progress::Sent {
             return Ok(None);
@@ -387,6 +428,12 @@ impl Http2Session {
     }
 
     /// Wait for the response header.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if the header does not come within the read timeout;
+    /// `H2Error` if no request was sent or the stream fails (retryable when
+    /// the upstream's GOAWAY or REFUSED_STREAM says it was not processed).
     pub async fn read_response(&mut self) -> Result<()> {
         // Polled in place (not taken) so that a caller may drop this future
         // and call again, e.g. from a `select!`.
@@ -440,6 +487,12 @@ impl Http2Session {
     }
 
     /// The next piece of the response body; `None` at its end.
+    ///
+    /// # Errors
+    ///
+    /// `ReadTimedout` if a read waits past the read timeout; `H2Error` if no
+    /// response header was read, or the stream fails while its body or
+    /// trailers are read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.0.body_done {
             return Ok(None);
