@@ -79,6 +79,8 @@ pub async fn connect_from(
                 }
                 .or_err(SocketError, "creating a socket")?;
                 if let Some(local) = opts.bind_to.or(default_bind) {
+                    // Linux only; elsewhere bind picks the port.
+                    #[cfg(target_os = "linux")]
                     if local.port() == 0 {
                         // Best effort: without it (old kernels) bind
                         // picks a port, which still works.
@@ -98,8 +100,7 @@ pub async fn connect_from(
                         .or_err(SocketError, "setting TCP keepalive")?;
                 }
                 if opts.tcp_fast_open {
-                    set_tcp_int(socket.as_raw_fd(), libc::TCP_FASTOPEN_CONNECT, 1)
-                        .or_err(SocketError, "setting TCP_FASTOPEN_CONNECT")?;
+                    fast_open_connect(&socket)?;
                 }
                 let s = socket
                     .connect(*inet)
@@ -232,4 +233,19 @@ pub async fn connect_through_proxy(
     super::connect_within(opts.connection_timeout, "CONNECT through", &hop, attempt)
         .await
         .map_err(|e| e.into_up())
+}
+
+/// `TCP_FASTOPEN_CONNECT` on `socket` (Linux; elsewhere an error that says
+/// the platform lacks it, rather than a connection without it).
+fn fast_open_connect(socket: &TcpSocket) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        set_tcp_int(socket.as_raw_fd(), libc::TCP_FASTOPEN_CONNECT, 1)
+            .or_err(SocketError, "setting TCP_FASTOPEN_CONNECT")
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Error::e_explain(SocketError, "TCP fast open to upstreams needs Linux")
+    }
 }

@@ -15,7 +15,8 @@ pub struct TcpKeepalive {
     /// Unanswered probes before the connection is dropped.
     pub count: u32,
     /// How long sent data may stay unacknowledged before the connection is
-    /// dropped (`TCP_USER_TIMEOUT`); zero leaves the system's default.
+    /// dropped (`TCP_USER_TIMEOUT`, Linux only); zero leaves the system's
+    /// default.
     pub user_timeout: Duration,
 }
 
@@ -27,6 +28,8 @@ impl TcpKeepalive {
             .with_interval(self.interval)
             .with_retries(self.count);
         socket.set_tcp_keepalive(&params)?;
+        // `TCP_USER_TIMEOUT` is Linux's; elsewhere the system's default.
+        #[cfg(target_os = "linux")]
         if !self.user_timeout.is_zero() {
             socket.set_tcp_user_timeout(Some(self.user_timeout))?;
         }
