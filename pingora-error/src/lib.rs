@@ -145,6 +145,10 @@ pub struct Error {
 }
 
 impl Error {
+    // The constructors are `#[cold]`: errors are the rare path, and this
+    // keeps their code out of the hot functions that can fail (the
+    // per-request path's instruction-cache footprint, docs/BENCHMARKS.md).
+    #[cold]
     fn build(
         etype: ErrorType,
         esource: ErrorSource,
@@ -162,26 +166,31 @@ impl Error {
     }
 
     /// A new error of this kind, source unset, with no context or cause.
+    #[cold]
     pub fn new(etype: ErrorType) -> BError {
         Self::build(etype, ErrorSource::Unset, None, None)
     }
 
     /// A new error caused by the upstream (the server we proxy to).
+    #[cold]
     pub fn new_up(etype: ErrorType) -> BError {
         Self::build(etype, ErrorSource::Upstream, None, None)
     }
 
     /// A new error caused by the downstream (the client).
+    #[cold]
     pub fn new_down(etype: ErrorType) -> BError {
         Self::build(etype, ErrorSource::Downstream, None, None)
     }
 
     /// A new error that is our own fault.
+    #[cold]
     pub fn new_in(etype: ErrorType) -> BError {
         Self::build(etype, ErrorSource::Internal, None, None)
     }
 
     /// A new error with a context string and no cause.
+    #[cold]
     pub fn explain<S: Into<ImmutStr>>(etype: ErrorType, context: S) -> BError {
         Self::build(etype, ErrorSource::Unset, Some(context.into()), None)
     }
@@ -191,11 +200,13 @@ impl Error {
     /// # Errors
     ///
     /// Always: an `etype` error with `context`, source unset.
+    #[cold]
     pub fn e_explain<T, S: Into<ImmutStr>>(etype: ErrorType, context: S) -> Result<T> {
         Err(Self::explain(etype, context))
     }
 
     /// A new error with a context string, wrapping `cause`.
+    #[cold]
     pub fn because<S: Into<ImmutStr>, E: Into<Cause>>(
         etype: ErrorType,
         context: S,
@@ -214,6 +225,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: an `etype` error with `context`, wrapping `cause`, source unset.
+    #[cold]
     pub fn e_because<T, S: Into<ImmutStr>, E: Into<Cause>>(
         etype: ErrorType,
         context: S,
@@ -227,6 +239,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: a bare `etype` error, source unset.
+    #[cold]
     pub fn e_new<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new(etype))
     }
@@ -284,18 +297,21 @@ impl Error {
     }
 
     /// Mark as the upstream's fault and return self, for chaining.
+    #[cold]
     pub fn into_up(mut self: BError) -> BError {
         self.esource = ErrorSource::Upstream;
         self
     }
 
     /// Mark as the downstream's fault and return self, for chaining.
+    #[cold]
     pub fn into_down(mut self: BError) -> BError {
         self.esource = ErrorSource::Downstream;
         self
     }
 
     /// Mark as our own fault and return self, for chaining.
+    #[cold]
     pub fn into_in(mut self: BError) -> BError {
         self.esource = ErrorSource::Internal;
         self
@@ -303,6 +319,7 @@ impl Error {
 
     /// Prepend more context: `"more: old context"`; the error comes back
     /// (as Pingora's: `e.more_context(..)` in a `map_err`).
+    #[cold]
     pub fn more_context<S: Into<ImmutStr>>(mut self: BError, more: S) -> BError {
         self.add_context(more);
         self
@@ -318,6 +335,7 @@ impl Error {
     }
 
     /// A new error of every part given (Pingora's general constructor).
+    #[cold]
     pub fn create(
         etype: ErrorType,
         esource: ErrorSource,
@@ -328,6 +346,7 @@ impl Error {
     }
 
     /// A new error of a custom kind named `s`.
+    #[cold]
     pub fn new_str(s: &'static str) -> BError {
         Self::new(ErrorType::Custom(s))
     }
@@ -337,6 +356,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: a bare `etype` error, source unset.
+    #[cold]
     pub fn err<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new(etype))
     }
@@ -346,6 +366,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: a bare `etype` error, source `Upstream`.
+    #[cold]
     pub fn err_up<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_up(etype))
     }
@@ -355,6 +376,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: a bare `etype` error, source `Downstream`.
+    #[cold]
     pub fn err_down<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_down(etype))
     }
@@ -364,6 +386,7 @@ impl Error {
     /// # Errors
     ///
     /// Always: a bare `etype` error, source `Internal`.
+    #[cold]
     pub fn err_in<T>(etype: ErrorType) -> Result<T> {
         Err(Self::new_in(etype))
     }
@@ -422,6 +445,7 @@ impl Error {
 
     /// Wrap this error as the cause of a new one of kind `etype`; the new
     /// error keeps this one's source and retry decision.
+    #[cold]
     pub fn wrap<S: Into<ImmutStr>>(self: BError, etype: ErrorType, context: S) -> BError {
         let esource = self.esource.clone();
         let retry = self.retry;
