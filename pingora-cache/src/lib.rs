@@ -1,0 +1,32 @@
+//! HTTP caching (issue 25), first part: the rules of RFC 9111 as pure
+//! functions over request and response headers, so that the cache phases
+//! and storage built on them (to come: the lock, the stores, the proxy's
+//! cache phases) decide the same way everywhere.
+//!
+//! - [`CacheControl`]: the `Cache-Control` directives of a request or a
+//!   response (RFC 9111 §5.2), parsed strictly.
+//! - [`storable`]: whether a shared (or private) cache may store a
+//!   response (§3, with §3.5's `Authorization` rule).
+//! - [`freshness`]: a response's freshness lifetime (§4.2.1, heuristics
+//!   by §4.2.2), its current age (§4.2.3), and whether it may be served
+//!   fresh, stale while revalidating, or stale on error (RFC 5861).
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use pingora_cache::freshness::{Freshness, Timing};
+//!
+//! let mut resp = http::HeaderMap::new();
+//! resp.insert("cache-control", "public, max-age=60".parse().unwrap());
+//! let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+//! let f = Freshness::of(http::StatusCode::OK, &resp, Timing::at(at), true);
+//! assert_eq!(f.lifetime, Duration::from_secs(60));
+//! assert!(f.is_fresh(at + Duration::from_secs(59)));
+//! assert!(!f.is_fresh(at + Duration::from_secs(61)));
+//! ```
+#![forbid(unsafe_code)]
+
+mod cache_control;
+pub mod freshness;
+pub mod storable;
+
+pub use cache_control::CacheControl;
