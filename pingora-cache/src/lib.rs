@@ -10,6 +10,8 @@
 //! - [`freshness`]: a response's freshness lifetime (§4.2.1, heuristics
 //!   by §4.2.2), its current age (§4.2.3), and whether it may be served
 //!   fresh, stale while revalidating, or stale on error (RFC 5861).
+//! - [`memory::MemoryCache`]: a byte-budgeted in-memory store, LRU
+//!   eviction with TinyLFU admission.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -27,6 +29,7 @@
 
 mod cache_control;
 pub mod freshness;
+pub mod memory;
 pub mod storable;
 
 pub use cache_control::CacheControl;
