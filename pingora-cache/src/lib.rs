@@ -12,6 +12,8 @@
 //!   fresh, stale while revalidating, or stale on error (RFC 5861).
 //! - [`memory::MemoryCache`]: a byte-budgeted in-memory store, LRU
 //!   eviction with TinyLFU admission.
+//! - [`lock::CacheLock`]: collapsed forwarding: one request fills a key,
+//!   the others stream from its fill, with a bounded wait.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -29,6 +31,7 @@
 
 mod cache_control;
 pub mod freshness;
+pub mod lock;
 pub mod memory;
 pub mod storable;
 
