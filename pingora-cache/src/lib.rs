@@ -14,6 +14,8 @@
 //!   eviction with TinyLFU admission.
 //! - [`lock::CacheLock`]: collapsed forwarding: one request fills a key,
 //!   the others stream from its fill, with a bounded wait.
+//! - [`disk::DiskStore`]: objects in files within a byte budget, kept
+//!   across restarts, never served while partly written.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod cache_control;
+pub mod disk;
 pub mod freshness;
 pub mod lock;
 pub mod memory;

@@ -1,0 +1,385 @@
+//! A disk store: one file per object under a directory, a byte budget
+//! (least recently used objects removed past it), kept across restarts.
+//!
+//! An object is written to a temporary file and renamed into place only
+//! when complete ([`DiskWriter::finish`]), so a reader never sees a partial
+//! object; temporary files left by a crash are removed when the store
+//! opens. Each file begins with its full key, which a lookup compares, so
+//! two keys whose names collide never answer for each other.
+//!
+//! File layout: `u32` key length, key, `u32` metadata length, metadata
+//! (the caller's: a serialized response header), then the body.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The subdirectory of objects being written.
+const TMP: &str = "tmp";
+
+/// One stored object, as the index knows it.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Vec<u8>,
+    size: u64,
+    /// When it was last used (a counter; at start-up, by modification time).
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<String, Entry>,
+    bytes: u64,
+    clock: u64,
+}
+
+/// Objects on disk under one directory, within a byte budget.
+#[derive(Debug)]
+pub struct DiskStore {
+    dir: PathBuf,
+    budget: u64,
+    index: Mutex<Index>,
+    /// Names of temporary files.
+    next_tmp: AtomicU64,
+}
+
+/// The file name of `key`: a fixed hash, so that it is the same after a
+/// restart of the same build.
+fn name(key: &[u8]) -> String {
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    format!("{h:016x}")
+}
+
+/// The key at the start of an object file.
+fn read_key(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut key)?;
+    Ok(key)
+}
+
+impl DiskStore {
+    /// Open (or create) the store in `dir`, at most `budget` bytes: the
+    /// objects already there are indexed (their last use taken from their
+    /// modification time), temporary files of an earlier run removed.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if `dir` cannot be created or read.
+    pub fn open(dir: impl AsRef<Path>, budget: u64) -> io::Result<Arc<DiskStore>> {
+        let dir = dir.as_ref().to_path_buf();
+        let tmp = dir.join(TMP);
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        let mut found = Vec::new();
+        for e in fs::read_dir(&dir)? {
+            let e = e?;
+            let meta = e.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let Ok(mut f) = File::open(e.path()) else {
+                continue;
+            };
+            let Ok(key) = read_key(&mut BufReader::new(&mut f)) else {
+                let _ = fs::remove_file(e.path()); // not one of ours, or cut short
+                continue;
+            };
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            found.push((
+                e.file_name().to_string_lossy().into_owned(),
+                key,
+                meta.len(),
+                mtime,
+            ));
+        }
+        // Oldest first: their use order, by the counter, follows.
+        found.sort_by_key(|f| f.3);
+        let mut index = Index::default();
+        for (file, key, size, _) in found {
+            index.clock += 1;
+            index.bytes += size;
+            let used = index.clock;
+            index.entries.insert(file, Entry { key, size, used });
+        }
+        let store = Arc::new(DiskStore {
+            dir,
+            budget,
+            index: Mutex::new(index),
+            next_tmp: AtomicU64::new(0),
+        });
+        store.evict(&mut store.index.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(store)
+    }
+
+    /// Start writing the object for `key` with `meta`; the body follows
+    /// through the writer.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the temporary file cannot be created or written.
+    pub fn writer(self: &Arc<Self>, key: &[u8], meta: &[u8]) -> io::Result<DiskWriter> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(TMP)
+            .join(format!("{}-{n}", std::process::id()));
+        let mut file = File::create(&tmp)?;
+        file.write_all(&(key.len() as u32).to_le_bytes())?;
+        file.write_all(key)?;
+        file.write_all(&(meta.len() as u32).to_le_bytes())?;
+        file.write_all(meta)?;
+        Ok(DiskWriter {
+            store: self.clone(),
+            key: key.to_vec(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    /// The object for `key`: its metadata and its body (a file positioned
+    /// at the body, and the body's length), made the most recently used.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the object file cannot be read.
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<(Vec<u8>, File, u64)>> {
+        let file_name = name(key);
+        {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.clock += 1;
+            let clock = index.clock;
+            match index.entries.get_mut(&file_name) {
+                Some(e) if e.key == key => e.used = clock,
+                _ => return Ok(None),
+            }
+        }
+        let mut file = match File::open(self.dir.join(&file_name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let total = file.metadata()?.len();
+        if read_key(&mut file)? != key {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        file.read_exact(&mut len)?;
+        let mut meta = vec![0u8; u32::from_le_bytes(len) as usize];
+        file.read_exact(&mut meta)?;
+        let at = file.stream_position()?;
+        Ok(Some((meta, file, total - at)))
+    }
+
+    /// Remove the object for `key`; whether it was there.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let file_name = name(key);
+        if index.entries.get(&file_name).is_none_or(|e| e.key != key) {
+            return false;
+        }
+        self.drop_entry(&mut index, &file_name);
+        true
+    }
+
+    /// Remove every object whose key starts with `prefix`; how many.
+    pub fn remove_prefix(&self, prefix: &[u8]) -> usize {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let doomed: Vec<String> = index
+            .entries
+            .iter()
+            .filter(|(_, e)| e.key.starts_with(prefix))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &doomed {
+            self.drop_entry(&mut index, n);
+        }
+        doomed.len()
+    }
+
+    /// Bytes held (files as written, key and metadata included).
+    pub fn bytes(&self) -> u64 {
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    fn drop_entry(&self, index: &mut Index, file_name: &str) {
+        if let Some(e) = index.entries.remove(file_name) {
+            index.bytes -= e.size;
+            let _ = fs::remove_file(self.dir.join(file_name));
+        }
+    }
+
+    /// Remove the least recently used objects until within the budget.
+    fn evict(&self, index: &mut Index) {
+        while index.bytes > self.budget {
+            let Some(oldest) = index
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(n, _)| n.clone())
+            else {
+                return;
+            };
+            self.drop_entry(index, &oldest);
+        }
+    }
+}
+
+/// An object being written. Dropped without [`finish`](Self::finish), it
+/// is discarded: nothing of it is ever served.
+#[derive(Debug)]
+pub struct DiskWriter {
+    store: Arc<DiskStore>,
+    key: Vec<u8>,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl DiskWriter {
+    /// Append a piece of body.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the write fails (the object is then discarded when
+    /// the writer is dropped).
+    pub fn write(&mut self, piece: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(piece),
+            None => Err(io::Error::other("the object was finished")),
+        }
+    }
+
+    /// The object is complete: it replaces any earlier one for its key and
+    /// is served from now on; the least recently used objects are removed
+    /// if the store is over budget. An object larger than the whole budget
+    /// is discarded instead.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the file cannot be flushed or moved into place.
+    pub fn finish(mut self) -> io::Result<()> {
+        let mut file = self
+            .file
+            .take()
+            .expect("a writer not yet finished has its file");
+        file.flush()?;
+        let size = file.metadata()?.len();
+        drop(file);
+        let store = self.store.clone();
+        if size > store.budget {
+            return Ok(()); // dropped, with its temporary file
+        }
+        let file_name = name(&self.key);
+        let mut index = store.index.lock().unwrap_or_else(|p| p.into_inner());
+        fs::rename(&self.tmp, store.dir.join(&file_name))?;
+        if let Some(old) = index.entries.remove(&file_name) {
+            index.bytes -= old.size;
+        }
+        index.clock += 1;
+        let used = index.clock;
+        index.bytes += size;
+        let key = std::mem::take(&mut self.key);
+        index.entries.insert(file_name, Entry { key, size, used });
+        store.evict(&mut index);
+        Ok(())
+    }
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        // Unfinished (or renamed already, when this fails harmlessly).
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pingora-cache-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn put(s: &Arc<DiskStore>, key: &str, body: &[u8]) {
+        let mut w = s.writer(key.as_bytes(), b"meta").unwrap();
+        for piece in body.chunks(3) {
+            w.write(piece).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    fn body_of(s: &DiskStore, key: &str) -> Option<Vec<u8>> {
+        let (meta, mut f, len) = s.get(key.as_bytes()).unwrap()?;
+        assert_eq!(meta, b"meta");
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).unwrap();
+        assert_eq!(body.len() as u64, len);
+        Some(body)
+    }
+
+    #[test]
+    fn objects_are_written_whole_and_survive_a_restart() {
+        let d = dir("restart");
+        let s = DiskStore::open(&d, 1 << 20).unwrap();
+        put(&s, "GET /a", b"hello world");
+        // Being written: not served.
+        let mut w = s.writer(b"GET /b", b"meta").unwrap();
+        w.write(b"part").unwrap();
+        assert_eq!(body_of(&s, "GET /b"), None);
+        drop(w);
+        assert_eq!(body_of(&s, "GET /b"), None, "abandoned: never served");
+        assert_eq!(body_of(&s, "GET /a").unwrap(), b"hello world");
+        // A writer cut off by a "crash" leaves a temporary file behind.
+        let w = s.writer(b"GET /c", b"meta").unwrap();
+        std::mem::forget(w);
+        drop(s);
+        let s = DiskStore::open(&d, 1 << 20).unwrap();
+        assert_eq!(body_of(&s, "GET /a").unwrap(), b"hello world");
+        assert_eq!(fs::read_dir(d.join(TMP)).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used() {
+        let d = dir("budget");
+        // Each object is 4 + 6 + 4 + 4 + 100 = 118 bytes: room for three.
+        let s = DiskStore::open(&d, 400).unwrap();
+        for k in ["GET /1", "GET /2", "GET /3"] {
+            put(&s, k, &[b'x'; 100]);
+        }
+        assert!(body_of(&s, "GET /1").is_some()); // now the most recent
+        put(&s, "GET /4", &[b'y'; 100]);
+        assert!(body_of(&s, "GET /2").is_none(), "the least recent went");
+        assert!(body_of(&s, "GET /1").is_some());
+        assert!(s.bytes() <= 400);
+        // Larger than the whole budget: not kept.
+        put(&s, "GET /big", &[b'z'; 500]);
+        assert!(body_of(&s, "GET /big").is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn purge_by_key_and_by_prefix() {
+        let d = dir("purge");
+        let s = DiskStore::open(&d, 1 << 20).unwrap();
+        for k in ["GET a/1", "GET a/2", "GET b/1"] {
+            put(&s, k, b"v");
+        }
+        assert!(s.remove(b"GET b/1"));
+        assert!(!s.remove(b"GET b/1"));
+        assert_eq!(s.remove_prefix(b"GET a/"), 2);
+        assert_eq!(s.bytes(), 0);
+        let _ = fs::remove_dir_all(&d);
+    }
+}
