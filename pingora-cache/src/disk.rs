@@ -267,10 +267,9 @@ impl DiskWriter {
     ///
     /// The I/O error if the file cannot be flushed or moved into place.
     pub fn finish(mut self) -> io::Result<()> {
-        let mut file = self
-            .file
-            .take()
-            .expect("a writer not yet finished has its file");
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("the object was finished"));
+        };
         file.flush()?;
         let size = file.metadata()?.len();
         drop(file);
