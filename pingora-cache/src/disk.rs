@@ -7,19 +7,25 @@
 //! opens. Each file begins with its full key, which a lookup compares, so
 //! two keys whose names collide never answer for each other.
 //!
-//! File layout: `u32` key length, key, `u32` metadata length, metadata
-//! (the caller's: a serialized response header), then the body.
+//! File layout: the magic `PGC1`, `u32` key length, key, `u32` metadata
+//! length, metadata (the caller's: a serialized response header), `u64`
+//! body length, then the body; all little-endian. The data is synced
+//! before the rename, and a file whose body is shorter than its header
+//! says is never served. Files without the magic are not ours and are
+//! left alone.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The subdirectory of objects being written.
 const TMP: &str = "tmp";
+/// The first bytes of every object file.
+const MAGIC: &[u8; 4] = b"PGC1";
 
 /// One stored object, as the index knows it.
 #[derive(Debug, Clone)]
@@ -54,8 +60,13 @@ fn name(key: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// The key at the start of an object file.
+/// The key at the start of an object file (after checking its magic).
 fn read_key(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(io::Error::other("not a cache object"));
+    }
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
@@ -74,8 +85,17 @@ impl DiskStore {
     pub fn open(dir: impl AsRef<Path>, budget: u64) -> io::Result<Arc<DiskStore>> {
         let dir = dir.as_ref().to_path_buf();
         let tmp = dir.join(TMP);
-        let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
+        // Objects a process that is gone was writing (named by its pid);
+        // not those of one still running (the old process of a graceful
+        // upgrade, sharing the directory).
+        for e in fs::read_dir(&tmp)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or("");
+            if pid.parse::<u32>().is_err() || !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let mut found = Vec::new();
         for e in fs::read_dir(&dir)? {
             let e = e?;
@@ -87,20 +107,22 @@ impl DiskStore {
                 continue;
             };
             let Ok(key) = read_key(&mut BufReader::new(&mut f)) else {
-                let _ = fs::remove_file(e.path()); // not one of ours, or cut short
-                continue;
+                continue; // not one of ours: left alone
             };
+            // Indexed under the name its key has now (a toolchain upgrade
+            // may change the hash): renamed if it differs.
+            let file = name(&key);
+            if e.file_name().to_string_lossy() != file.as_str()
+                && fs::rename(e.path(), dir.join(&file)).is_err()
+            {
+                continue;
+            }
             let mtime = meta
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs());
-            found.push((
-                e.file_name().to_string_lossy().into_owned(),
-                key,
-                meta.len(),
-                mtime,
-            ));
+            found.push((file, key, meta.len(), mtime));
         }
         // Oldest first: their use order, by the counter, follows.
         found.sort_by_key(|f| f.3);
@@ -134,15 +156,21 @@ impl DiskStore {
             .join(TMP)
             .join(format!("{}-{n}", std::process::id()));
         let mut file = File::create(&tmp)?;
+        file.write_all(MAGIC)?;
         file.write_all(&(key.len() as u32).to_le_bytes())?;
         file.write_all(key)?;
         file.write_all(&(meta.len() as u32).to_le_bytes())?;
         file.write_all(meta)?;
+        // The body's length, filled in by `finish`.
+        file.write_all(&0u64.to_le_bytes())?;
+        let length_at = file.stream_position()? - 8;
         Ok(DiskWriter {
             store: self.clone(),
             key: key.to_vec(),
             tmp,
             file: Some(file),
+            length_at,
+            body: 0,
         })
     }
 
@@ -176,8 +204,17 @@ impl DiskStore {
         file.read_exact(&mut len)?;
         let mut meta = vec![0u8; u32::from_le_bytes(len) as usize];
         file.read_exact(&mut meta)?;
+        let mut body_len = [0u8; 8];
+        file.read_exact(&mut body_len)?;
+        let body_len = u64::from_le_bytes(body_len);
         let at = file.stream_position()?;
-        Ok(Some((meta, file, total - at)))
+        if total - at != body_len {
+            // Cut short (a crash before the data reached the disk): never
+            // served, and gone.
+            self.remove(key);
+            return Ok(None);
+        }
+        Ok(Some((meta, file, body_len)))
     }
 
     /// Remove the object for `key`; whether it was there.
@@ -242,6 +279,10 @@ pub struct DiskWriter {
     key: Vec<u8>,
     tmp: PathBuf,
     file: Option<File>,
+    /// Where the body's length goes in the file.
+    length_at: u64,
+    /// Body bytes written.
+    body: u64,
 }
 
 impl DiskWriter {
@@ -253,7 +294,11 @@ impl DiskWriter {
     /// the writer is dropped).
     pub fn write(&mut self, piece: &[u8]) -> io::Result<()> {
         match &mut self.file {
-            Some(f) => f.write_all(piece),
+            Some(f) => {
+                f.write_all(piece)?;
+                self.body += piece.len() as u64;
+                Ok(())
+            }
             None => Err(io::Error::other("the object was finished")),
         }
     }
@@ -270,15 +315,25 @@ impl DiskWriter {
         let Some(mut file) = self.file.take() else {
             return Err(io::Error::other("the object was finished"));
         };
-        file.flush()?;
+        file.seek(SeekFrom::Start(self.length_at))?;
+        file.write_all(&self.body.to_le_bytes())?;
+        file.sync_data()?;
         let size = file.metadata()?.len();
         drop(file);
         let store = self.store.clone();
-        if size > store.budget {
-            return Ok(()); // dropped, with its temporary file
-        }
         let file_name = name(&self.key);
         let mut index = store.index.lock().unwrap_or_else(|p| p.into_inner());
+        if size > store.budget {
+            // Not kept (with its temporary file); nor is an older version.
+            if index
+                .entries
+                .get(&file_name)
+                .is_some_and(|e| e.key == self.key)
+            {
+                store.drop_entry(&mut index, &file_name);
+            }
+            return Ok(());
+        }
         fs::rename(&self.tmp, store.dir.join(&file_name))?;
         if let Some(old) = index.entries.remove(&file_name) {
             index.bytes -= old.size;
@@ -339,12 +394,16 @@ mod tests {
         drop(w);
         assert_eq!(body_of(&s, "GET /b"), None, "abandoned: never served");
         assert_eq!(body_of(&s, "GET /a").unwrap(), b"hello world");
-        // A writer cut off by a "crash" leaves a temporary file behind.
-        let w = s.writer(b"GET /c", b"meta").unwrap();
-        std::mem::forget(w);
+        // A process that crashed while writing left its temporary file
+        // (named by its pid, gone now); a live one's stays.
+        fs::write(d.join(TMP).join("4000000000-0"), b"PGC1 partial").unwrap();
+        let live = s.writer(b"GET /c", b"meta").unwrap();
         drop(s);
         let s = DiskStore::open(&d, 1 << 20).unwrap();
         assert_eq!(body_of(&s, "GET /a").unwrap(), b"hello world");
+        let left: Vec<_> = fs::read_dir(d.join(TMP)).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "only the live writer's");
+        drop(live);
         assert_eq!(fs::read_dir(d.join(TMP)).unwrap().count(), 0);
         let _ = fs::remove_dir_all(&d);
     }
@@ -352,7 +411,8 @@ mod tests {
     #[test]
     fn the_budget_evicts_the_least_recently_used() {
         let d = dir("budget");
-        // Each object is 4 + 6 + 4 + 4 + 100 = 118 bytes: room for three.
+        // Each object is 4 + 4 + 6 + 4 + 4 + 8 + 100 = 130 bytes: room for
+        // three.
         let s = DiskStore::open(&d, 400).unwrap();
         for k in ["GET /1", "GET /2", "GET /3"] {
             put(&s, k, &[b'x'; 100]);
@@ -365,6 +425,29 @@ mod tests {
         // Larger than the whole budget: not kept.
         put(&s, "GET /big", &[b'z'; 500]);
         assert!(body_of(&s, "GET /big").is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_cut_short_is_not_served_and_strangers_are_left_alone() {
+        let d = dir("short");
+        let s = DiskStore::open(&d, 1 << 20).unwrap();
+        put(&s, "GET /a", b"hello world");
+        let path = d.join(name(b"GET /a"));
+        let len = fs::metadata(&path).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        assert_eq!(body_of(&s, "GET /a"), None);
+        assert!(!path.exists(), "removed");
+        // A file that is not ours survives a restart.
+        fs::write(d.join("README"), b"mine").unwrap();
+        drop(s);
+        let _s = DiskStore::open(&d, 1 << 20).unwrap();
+        assert!(d.join("README").exists());
         let _ = fs::remove_dir_all(&d);
     }
 

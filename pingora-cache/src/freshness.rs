@@ -53,7 +53,14 @@ pub struct Freshness {
     pub stale_if_error: Duration,
     /// `no-cache` (unqualified): every use must be revalidated.
     pub always_revalidate: bool,
+    /// `must-revalidate` (or, in a shared cache, `proxy-revalidate` or
+    /// `s-maxage`): never served stale, whatever the request accepts.
+    pub never_stale: bool,
 }
+
+/// The largest age kept (RFC 9111 §1.2.2): an `Age` beyond it is capped,
+/// so that no age arithmetic can overflow.
+const MAX_AGE: Duration = Duration::from_secs(1 << 31);
 
 /// An HTTP date header's time (RFC 9110 §5.6.7), if present and valid.
 fn date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
@@ -90,10 +97,13 @@ impl Freshness {
             .get(AGE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
+            .map_or(Duration::ZERO, Duration::from_secs)
+            .min(MAX_AGE);
         let apparent_age = since(timing.response_time, date_value);
         let response_delay = since(timing.response_time, timing.request_time);
-        let initial_age = apparent_age.max(age_value + response_delay);
+        let initial_age = apparent_age
+            .max(age_value.saturating_add(response_delay))
+            .min(MAX_AGE);
         // §4.2.4: these forbid serving it stale at all.
         let no_stale =
             cc.must_revalidate || (shared && (cc.proxy_revalidate || cc.s_maxage.is_some()));
@@ -111,12 +121,14 @@ impl Freshness {
             stale_while_revalidate: stale(cc.stale_while_revalidate),
             stale_if_error: stale(cc.stale_if_error),
             always_revalidate: cc.no_cache,
+            never_stale: no_stale,
         }
     }
 
     /// Its current age at `now` (§4.2.3).
     pub fn age(&self, now: SystemTime) -> Duration {
-        self.initial_age + since(now, self.response_time)
+        self.initial_age
+            .saturating_add(since(now, self.response_time))
     }
 
     /// Whether it is fresh at `now`.
@@ -161,6 +173,9 @@ impl Freshness {
         }
         if self.is_fresh(now) {
             return true;
+        }
+        if self.never_stale {
+            return false;
         }
         match req.max_stale {
             Some(None) => true,
@@ -312,5 +327,25 @@ mod tests {
         assert!(f.satisfies(&req("max-stale"), later));
         assert!(f.satisfies(&req("max-stale=15"), later));
         assert!(!f.satisfies(&req("max-stale=5"), later));
+        // must-revalidate: never stale, whatever the request accepts.
+        let f = of(
+            200,
+            &[("cache-control", "max-age=60, must-revalidate".into())],
+        );
+        assert!(!f.satisfies(&req("max-stale"), later));
+    }
+
+    #[test]
+    fn a_huge_age_is_capped_not_overflowed() {
+        let f = of(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("age", u64::MAX.to_string()),
+            ],
+        );
+        assert_eq!(f.initial_age, MAX_AGE);
+        assert!(!f.is_fresh(at(T0 + 1_000_000)));
+        assert!(!f.satisfies(&CacheControl::default(), at(T0 + 1)));
     }
 }

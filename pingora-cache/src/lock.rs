@@ -4,7 +4,9 @@
 //! header once published, then each piece of body as it arrives. A waiter
 //! gives up after a bounded time (then goes upstream itself), and if the
 //! writer fails or is dropped without finishing, every waiter learns it
-//! at once.
+//! at once. The body kept for the readers is bounded: past the lock's
+//! byte limit the fill stops being shared (its readers go upstream), so
+//! a large object never sits in memory whole.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,6 +38,8 @@ struct Fill<H> {
 struct FillState<H> {
     header: Option<H>,
     chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    bytes: usize,
     done: bool,
     abandoned: bool,
 }
@@ -52,6 +56,8 @@ impl<H> Fill<H> {
 pub struct CacheLock<K, H> {
     fills: Mutex<HashMap<K, Arc<Fill<H>>>>,
     timeout: Duration,
+    /// Most body bytes a fill keeps for its readers.
+    max_bytes: usize,
 }
 
 /// The outcome of [`CacheLock::lock`].
@@ -64,11 +70,13 @@ pub enum Locked<K: Hash + Eq + Clone, H> {
 }
 
 impl<K: Hash + Eq + Clone, H: Clone> CacheLock<K, H> {
-    /// A lock whose waiters give up after `timeout` without progress.
-    pub fn new(timeout: Duration) -> Arc<Self> {
+    /// A lock whose waiters give up after `timeout` without progress, and
+    /// whose fills share at most `max_bytes` of body with their readers.
+    pub fn new(timeout: Duration, max_bytes: usize) -> Arc<Self> {
         Arc::new(CacheLock {
             fills: Mutex::new(HashMap::new()),
             timeout,
+            max_bytes,
         })
     }
 
@@ -86,6 +94,7 @@ impl<K: Hash + Eq + Clone, H: Clone> CacheLock<K, H> {
             state: Mutex::new(FillState {
                 header: None,
                 chunks: Vec::new(),
+                bytes: 0,
                 done: false,
                 abandoned: false,
             }),
@@ -125,11 +134,26 @@ impl<K: Hash + Eq + Clone, H> Writer<K, H> {
         self.fill.update(|s| s.header = Some(header));
     }
 
-    /// A piece of body, for the readers (shared, not copied).
+    /// A piece of body, for the readers (shared, not copied). Past the
+    /// lock's byte limit the readers are let go (told the fill was
+    /// abandoned: they go upstream) and nothing more is kept.
     pub fn body(&self, piece: Bytes) {
-        if !piece.is_empty() {
-            self.fill.update(|s| s.chunks.push(piece));
+        if piece.is_empty() {
+            return;
         }
+        let max = self.lock.max_bytes;
+        self.fill.update(|s| {
+            if s.abandoned {
+                return;
+            }
+            if s.bytes + piece.len() > max {
+                s.abandoned = true;
+                s.chunks = Vec::new();
+                return;
+            }
+            s.bytes += piece.len();
+            s.chunks.push(piece);
+        });
     }
 
     /// The object is complete; the key is free again (the store has it).
@@ -254,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_fills_the_others_stream_from_it() {
-        let l: Lock = CacheLock::new(Duration::from_secs(5));
+        let l: Lock = CacheLock::new(Duration::from_secs(5), 1 << 20);
         let w = write(&l);
         let readers: Vec<_> = (0..8).map(|_| tokio::spawn(all(read(&l)))).collect();
         assert!(l.is_locked(&"k"));
@@ -273,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_comes_late_gets_it_all() {
-        let l: Lock = CacheLock::new(Duration::from_secs(5));
+        let l: Lock = CacheLock::new(Duration::from_secs(5), 1 << 20);
         let w = write(&l);
         w.header(200);
         w.body(Bytes::from_static(b"ab"));
@@ -285,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_fill_tells_its_readers_and_frees_the_key() {
-        let l: Lock = CacheLock::new(Duration::from_secs(5));
+        let l: Lock = CacheLock::new(Duration::from_secs(5), 1 << 20);
         let w = write(&l);
         let r = tokio::spawn(all(read(&l)));
         w.header(200);
@@ -295,9 +319,24 @@ mod tests {
         let _w = write(&l);
     }
 
+    #[tokio::test]
+    async fn a_large_fill_lets_its_readers_go() {
+        let l: Lock = CacheLock::new(Duration::from_secs(5), 10);
+        let w = write(&l);
+        let r = tokio::spawn(all(read(&l)));
+        w.header(200);
+        w.body(Bytes::from_static(b"12345678"));
+        w.body(Bytes::from_static(b"90abc"));
+        assert_eq!(r.await.unwrap(), Err(WaitError::Abandoned));
+        // The writer goes on; the key stays its own until it finishes.
+        assert!(l.is_locked(&"k"));
+        w.finish();
+        assert!(!l.is_locked(&"k"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_wait_is_bounded() {
-        let l: Lock = CacheLock::new(Duration::from_secs(2));
+        let l: Lock = CacheLock::new(Duration::from_secs(2), 1 << 20);
         let _w = write(&l);
         let r = read(&l);
         let start = tokio::time::Instant::now();

@@ -164,7 +164,9 @@ impl<K: Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
     fn touch(&self, h: u64) {
         let cur = self.current.load(Ordering::Relaxed);
         self.sketches[cur].incr(h, 1);
-        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 >= self.window {
+        // Exactly one access ends the window (a `>=` would let several
+        // threads rotate twice and clear both sketches).
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.window {
             self.seen.store(0, Ordering::Relaxed);
             let next = cur ^ 1;
             self.sketches[next].reset();

@@ -184,8 +184,18 @@ pub struct Tracer {
     /// Whether a task waits to send the last batch at shutdown.
     flushing: AtomicBool,
     /// The exporter's I/O runs here: the batch processor exports from a
-    /// thread of its own, outside the server's runtimes. Dropped last.
-    _io: Arc<tokio::runtime::Runtime>,
+    /// thread of its own, outside the server's runtimes. Shut down in the
+    /// background when the tracer goes (dropping a runtime in an async
+    /// context would panic).
+    io: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            io.shutdown_background();
+        }
+    }
 }
 
 impl Tracer {
@@ -223,18 +233,17 @@ impl Tracer {
         if rest.is_empty() || rest.starts_with('/') {
             return Err(bad("no host"));
         }
+        if protocol == OtlpProtocol::Grpc && endpoint.starts_with("https://") {
+            return Err(bad("gRPC is supported without TLS only (http://)"));
+        }
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otlp-export")
             .enable_all()
             .build()
             .or_err(ErrorType::InternalError, "a runtime for the OTLP exporter")?;
-        let io = Arc::new(io);
         let exporter = match protocol {
             OtlpProtocol::Grpc => {
-                if endpoint.starts_with("https://") {
-                    return Err(bad("gRPC is supported without TLS only (http://)"));
-                }
                 // tonic's channel lives on the runtime it was made in.
                 let _in = io.enter();
                 opentelemetry_otlp::SpanExporter::builder()
@@ -266,8 +275,18 @@ impl Tracer {
                     .with_timeout(EXPORT_TIMEOUT)
                     .build()
             }
-        }
-        .map_err(|e| Error::because(ErrorType::InvalidInput, "building the OTLP exporter", e))?;
+        };
+        let exporter = match exporter {
+            Ok(e) => e,
+            Err(e) => {
+                io.shutdown_background();
+                return Err(Error::because(
+                    ErrorType::InvalidInput,
+                    "building the OTLP exporter",
+                    e,
+                ));
+            }
+        };
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(MAX_QUEUED)
             .with_scheduled_delay(FLUSH_EVERY)
@@ -295,7 +314,7 @@ impl Tracer {
             endpoint: endpoint.to_string(),
             protocol,
             flushing: AtomicBool::new(false),
-            _io: io,
+            io: Some(io),
         })
     }
 

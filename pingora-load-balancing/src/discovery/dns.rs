@@ -59,12 +59,19 @@ pub struct Dns {
     resolver: TokioResolver,
 }
 
+/// The longest a negative answer (no such name, no records) is kept,
+/// unless [`Dns::set_max_ttl`] says otherwise.
+const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(5);
+
 /// The options we set on top of the resolver's (or resolv.conf's).
 fn our_options(mut options: ResolverOpts) -> ResolverOpts {
     // Both families: a backend set is every address the name has.
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     // Backends come from DNS only, not from /etc/hosts.
     options.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    // A "no such name" is asked again soon: kept for its zone's negative
+    // TTL it could leave a service without backends for hours.
+    options.negative_max_ttl = Some(NEGATIVE_MAX_TTL);
     options
 }
 
