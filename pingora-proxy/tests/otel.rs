@@ -301,6 +301,18 @@ fn bad_endpoints_are_refused_by_name() {
     }
 }
 
+/// A tracer made and dropped inside async code (a refused endpoint, or
+/// one that goes out of use) does not panic: its runtime is shut down in
+/// the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracer_made_and_dropped_in_async_code() {
+    assert!(Tracer::with_protocol("https://c:4317", "x", OtlpProtocol::Grpc).is_err());
+    let t = Tracer::new("http://127.0.0.1:9/v1/traces", "x").unwrap();
+    drop(t);
+    let t = Tracer::with_protocol("http://127.0.0.1:9", "x", OtlpProtocol::Grpc).unwrap();
+    drop(t);
+}
+
 /// The conf's `otel_endpoint` / `otel_service_name` / `otel_protocol`
 /// turn tracing on for a proxy built from the conf (as
 /// `http_proxy_service` builds it), with no tracer set up by hand: batches
