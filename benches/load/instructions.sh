@@ -19,6 +19,10 @@
 # LB_ARGS="...": more flags for our proxy (e.g. "--rate-limit 1000000000"
 # to count what the rate-limit module costs). NO_NGINX=1: skip nginx.
 #
+# H2C=1: the client speaks HTTP/2 with prior knowledge (h2load -c 10
+# -m 10; ours runs with --h2c, nginx listens with `http2`), the upstream
+# side stays HTTP/1.
+#
 # CONN_EACH=1: every request on a connection of its own (`Connection:
 # close`, 10 clients at a time, from a small Python client), so the figure
 # includes accepting, setting up and closing a client connection.
@@ -44,7 +48,7 @@ under() {
         NGINX_WRAP="valgrind $*" nginx_start px "
     upstream up { server 127.0.0.1:$UP; keepalive 64; }
     server {
-        listen 127.0.0.1:$PORT;
+        listen 127.0.0.1:$PORT${H2C:+ http2};
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -56,7 +60,7 @@ under() {
     else
         LOG="$DIR/vg.log"
         valgrind "$@" "$BIN" -c "$DIR/conf.yaml" --listen "127.0.0.1:$PORT" \
-            --upstream "127.0.0.1:$UP" ${LB_ARGS:-} 2>"$LOG" &
+            --upstream "127.0.0.1:$UP" ${H2C:+--h2c} ${LB_ARGS:-} 2>"$LOG" &
         VG=$!
         PIDS+=($VG)
     fi
@@ -100,7 +104,11 @@ if failed[0]:
 PY
         return
     fi
-    out=$(h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT/")
+    if [ -n "${H2C:-}" ]; then
+        out=$(h2load -n "$1" -c 10 -m 10 "http://127.0.0.1:$PORT/")
+    else
+        out=$(h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT/")
+    fi
     grep -q "$1 succeeded, 0 failed" <<<"$out" || { echo "$out" >&2; exit 1; }
 }
 stop() {
