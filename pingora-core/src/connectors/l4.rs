@@ -55,6 +55,7 @@ pub async fn connect_from(
 ) -> Result<L4Stream> {
     if let Some(custom) = &opts.custom_l4 {
         let attempt = custom.connect(addr);
+        let attempt = std::pin::pin!(attempt);
         return super::connect_within(
             opts.connection_timeout,
             "custom L4 connect to",
@@ -111,6 +112,7 @@ pub async fn connect_from(
             }
         }
     };
+    let attempt = std::pin::pin!(attempt);
     super::connect_within(opts.connection_timeout, "connecting to", &addr, attempt).await
 }
 
@@ -230,6 +232,7 @@ pub async fn connect_through_proxy(
             }
         }
     };
+    let attempt = std::pin::pin!(attempt);
     super::connect_within(opts.connection_timeout, "CONNECT through", &hop, attempt)
         .await
         .map_err(|e| e.into_up())

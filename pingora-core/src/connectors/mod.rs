@@ -180,6 +180,7 @@ impl TransportConnector {
             }
             self.tls_on(l4, peer, start).await
         };
+        let attempt = std::pin::pin!(attempt);
         connect_within(
             peer.options().total_connection_timeout,
             "connecting to",
@@ -326,6 +327,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// `attempt` (`what` `target`: "connecting to 127.0.0.1:80") within
 /// `limit`, if any; past it, an upstream `ConnectTimedout` that says so.
+/// Callers pass the attempt pinned where it is (`pin!`): moved in by
+/// value, a connect-and-handshake future (kilobytes) was copied on every
+/// connection, +3,500 instructions per request in the HTTP/2 benchmark
+/// (`H2C=1 bash benches/load/instructions.sh`).
 pub(crate) async fn connect_within<T>(
     limit: Option<Duration>,
     what: &'static str,
