@@ -327,15 +327,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// `attempt` (`what` `target`: "connecting to 127.0.0.1:80") within
 /// `limit`, if any; past it, an upstream `ConnectTimedout` that says so.
-/// Callers pass the attempt pinned where it is (`pin!`): moved in by
-/// value, a connect-and-handshake future (kilobytes) was copied on every
-/// connection, +3,500 instructions per request in the HTTP/2 benchmark
-/// (`H2C=1 bash benches/load/instructions.sh`).
+/// The attempt is taken pinned where it is (`pin!` at the caller), never
+/// by value: moved in, a connect-and-handshake future (kilobytes) was
+/// copied on every connection, +3,500 instructions per request in the
+/// HTTP/2 benchmark (`H2C=1 bash benches/load/instructions.sh`). The
+/// signature makes every caller do so.
 pub(crate) async fn connect_within<T>(
     limit: Option<Duration>,
     what: &'static str,
     target: &(dyn std::fmt::Display + Sync),
-    attempt: impl std::future::Future<Output = Result<T>>,
+    attempt: std::pin::Pin<&mut impl std::future::Future<Output = Result<T>>>,
 ) -> Result<T> {
     let Some(d) = limit else {
         return attempt.await;
