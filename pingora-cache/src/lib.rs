@@ -31,11 +31,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 mod cache_control;
+pub mod conditional;
 pub mod disk;
 pub mod freshness;
+mod key;
 pub mod lock;
 pub mod memory;
+pub mod meta;
+mod status;
 pub mod storable;
+pub mod storage;
+pub mod vary;
 
+pub use cache::{FillLock, Hit, HttpCache, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_OBJECT_SIZE};
 pub use cache_control::CacheControl;
+pub use key::CacheKey;
+pub use meta::CacheMeta;
+pub use status::CacheStatus;
+pub use storage::{DiskStorage, HitBody, MemoryStorage, MissWriter, Storage};

@@ -109,6 +109,11 @@ impl<K: Hash + Eq + Clone, H: Clone> CacheLock<K, H> {
         })
     }
 
+    /// How long a waiter waits for progress.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether `key` is being filled.
     pub fn is_locked(&self, key: &K) -> bool {
         self.fills

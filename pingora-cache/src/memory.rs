@@ -154,7 +154,7 @@ impl<K: Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> (&Mutex<Shard<K, V>>, u64) {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> (&Mutex<Shard<K, V>>, u64) {
         let h = self.hasher.hash_one(key);
         (&self.shards[(h as usize) & (SHARDS - 1)], h)
     }
@@ -180,7 +180,11 @@ impl<K: Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
     }
 
     /// The value for `key`, made the most recently used.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (shard, h) = self.shard(key);
         self.touch(h);
         let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,7 +255,11 @@ impl<K: Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
     }
 
     /// Remove `key`; whether it was there.
-    pub fn remove(&self, key: &K) -> bool {
+    pub fn remove<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (shard, _) = self.shard(key);
         let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
         match s.map.get(key).copied() {
