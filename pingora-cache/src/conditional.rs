@@ -6,8 +6,6 @@
 use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
 use http::{HeaderMap, StatusCode};
 
-use crate::meta::CacheMeta;
-
 /// An entity tag's opaque part and whether it is weak.
 fn entity_tag(t: &str) -> Option<(bool, &str)> {
     let t = t.trim();
@@ -19,16 +17,15 @@ fn entity_tag(t: &str) -> Option<(bool, &str)> {
 }
 
 /// Whether a GET or HEAD with `req`'s conditions may be answered `304 Not
-/// Modified` from `meta` (a stored 200): `If-None-Match` by weak
-/// comparison, or, without it, `If-Modified-Since` against the stored
-/// `Last-Modified`.
-pub fn not_modified(req: &HeaderMap, meta: &CacheMeta) -> bool {
-    if meta.status != StatusCode::OK {
+/// Modified` from a stored 200 with `resp`'s fields: `If-None-Match` by
+/// weak comparison, or, without it, `If-Modified-Since` against the
+/// stored `Last-Modified`.
+pub fn not_modified(req: &HeaderMap, status: StatusCode, resp: &HeaderMap) -> bool {
+    if status != StatusCode::OK {
         return false;
     }
     if req.contains_key(IF_NONE_MATCH) {
-        let stored = meta
-            .headers
+        let stored = resp
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .and_then(entity_tag);
@@ -42,10 +39,7 @@ pub fn not_modified(req: &HeaderMap, meta: &CacheMeta) -> bool {
             })
         });
     }
-    let (Some(ims), Some(lm)) = (
-        date(req, IF_MODIFIED_SINCE),
-        date(&meta.headers, LAST_MODIFIED),
-    ) else {
+    let (Some(ims), Some(lm)) = (date(req, IF_MODIFIED_SINCE), date(resp, LAST_MODIFIED)) else {
         return false;
     };
     lm <= ims
@@ -73,10 +67,11 @@ pub enum RangeAnswer {
     Unsatisfiable,
 }
 
-/// The answer to `req`'s `Range` from `meta`'s object of `len` bytes. A
-/// single byte range is served; anything else gets the whole object.
-pub fn range(req: &HeaderMap, meta: &CacheMeta, len: u64) -> RangeAnswer {
-    if meta.status != StatusCode::OK {
+/// The answer to `req`'s `Range` from a stored response (`status`,
+/// `resp`'s fields) whose body is `len` bytes. A single byte range is
+/// served; anything else gets the whole object.
+pub fn range(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, len: u64) -> RangeAnswer {
+    if status != StatusCode::OK {
         return RangeAnswer::Full;
     }
     let Some(spec) = req.get(RANGE).and_then(|v| v.to_str().ok()) else {
@@ -85,15 +80,13 @@ pub fn range(req: &HeaderMap, meta: &CacheMeta, len: u64) -> RangeAnswer {
     if let Some(cond) = req.get(IF_RANGE).and_then(|v| v.to_str().ok()) {
         // A strong validator must match exactly (§13.1.5).
         let matches = match entity_tag(cond) {
-            Some((false, tag)) => meta
-                .headers
+            Some((false, tag)) => resp
                 .get(ETAG)
                 .and_then(|v| v.to_str().ok())
                 .and_then(entity_tag)
                 .is_some_and(|(weak, t)| !weak && t == tag),
             Some((true, _)) => false,
-            None => meta
-                .headers
+            None => resp
                 .get(LAST_MODIFIED)
                 .is_some_and(|lm| lm.to_str().is_ok_and(|lm| lm == cond.trim())),
         };
@@ -153,6 +146,7 @@ pub fn range(req: &HeaderMap, meta: &CacheMeta, len: u64) -> RangeAnswer {
 mod tests {
     use super::*;
     use crate::freshness::Timing;
+    use crate::meta::CacheMeta;
     use std::time::SystemTime;
 
     fn meta(pairs: &[(&str, &str)]) -> CacheMeta {
@@ -170,37 +164,38 @@ mod tests {
         meta(pairs).headers
     }
 
+    fn nm(req: &HeaderMap, m: &CacheMeta) -> bool {
+        not_modified(req, m.status, &m.headers)
+    }
+
     const LM: &str = "Sun, 06 Dec 2026 00:00:00 GMT";
 
     #[test]
     fn if_none_match_compares_weakly() {
         let m = meta(&[("etag", "W/\"v1\""), ("last-modified", LM)]);
-        assert!(not_modified(&req(&[("if-none-match", "\"v1\"")]), &m));
-        assert!(not_modified(
-            &req(&[("if-none-match", "\"x\", W/\"v1\"")]),
-            &m
-        ));
-        assert!(not_modified(&req(&[("if-none-match", "*")]), &m));
-        assert!(!not_modified(&req(&[("if-none-match", "\"v2\"")]), &m));
+        assert!(nm(&req(&[("if-none-match", "\"v1\"")]), &m));
+        assert!(nm(&req(&[("if-none-match", "\"x\", W/\"v1\"")]), &m));
+        assert!(nm(&req(&[("if-none-match", "*")]), &m));
+        assert!(!nm(&req(&[("if-none-match", "\"v2\"")]), &m));
         // If-None-Match wins over If-Modified-Since.
         let both = req(&[("if-none-match", "\"v2\""), ("if-modified-since", LM)]);
-        assert!(!not_modified(&both, &m));
+        assert!(!nm(&both, &m));
     }
 
     #[test]
     fn if_modified_since_compares_dates() {
         let m = meta(&[("last-modified", LM)]);
-        assert!(not_modified(&req(&[("if-modified-since", LM)]), &m));
+        assert!(nm(&req(&[("if-modified-since", LM)]), &m));
         let earlier = "Sat, 05 Dec 2026 00:00:00 GMT";
-        assert!(!not_modified(&req(&[("if-modified-since", earlier)]), &m));
-        assert!(!not_modified(&req(&[("if-modified-since", "garbage")]), &m));
-        assert!(!not_modified(&req(&[]), &m));
+        assert!(!nm(&req(&[("if-modified-since", earlier)]), &m));
+        assert!(!nm(&req(&[("if-modified-since", "garbage")]), &m));
+        assert!(!nm(&req(&[]), &m));
     }
 
     #[test]
     fn ranges() {
         let m = meta(&[("etag", "\"s\""), ("last-modified", LM)]);
-        let r = |v: &str| range(&req(&[("range", v)]), &m, 100);
+        let r = |v: &str| range(&req(&[("range", v)]), m.status, &m.headers, 100);
         assert_eq!(r("bytes=0-9"), RangeAnswer::Partial { start: 0, end: 9 });
         assert_eq!(r("bytes=90-"), RangeAnswer::Partial { start: 90, end: 99 });
         assert_eq!(
@@ -216,19 +211,32 @@ mod tests {
         assert_eq!(r("bytes=a-b"), RangeAnswer::Full);
         assert_eq!(r("bytes=1-x"), RangeAnswer::Full);
         assert_eq!(r("items=0-1"), RangeAnswer::Full);
-        assert_eq!(range(&req(&[]), &m, 100), RangeAnswer::Full);
+        assert_eq!(
+            range(&req(&[]), m.status, &m.headers, 100),
+            RangeAnswer::Full
+        );
     }
 
     #[test]
     fn if_range_must_match_strongly() {
         let m = meta(&[("etag", "\"s\""), ("last-modified", LM)]);
-        let r = |c: &str| range(&req(&[("range", "bytes=0-0"), ("if-range", c)]), &m, 10);
+        let r = |c: &str| {
+            range(
+                &req(&[("range", "bytes=0-0"), ("if-range", c)]),
+                m.status,
+                &m.headers,
+                10,
+            )
+        };
         assert_eq!(r("\"s\""), RangeAnswer::Partial { start: 0, end: 0 });
         assert_eq!(r(LM), RangeAnswer::Partial { start: 0, end: 0 });
         assert_eq!(r("\"t\""), RangeAnswer::Full);
         assert_eq!(r("W/\"s\""), RangeAnswer::Full);
         let weak = meta(&[("etag", "W/\"s\"")]);
         let rq = req(&[("range", "bytes=0-0"), ("if-range", "\"s\"")]);
-        assert_eq!(range(&rq, &weak, 10), RangeAnswer::Full);
+        assert_eq!(
+            range(&rq, weak.status, &weak.headers, 10),
+            RangeAnswer::Full
+        );
     }
 }

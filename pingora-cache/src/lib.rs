@@ -35,6 +35,7 @@ mod cache;
 mod cache_control;
 pub mod conditional;
 pub mod disk;
+pub mod filters;
 pub mod freshness;
 mod key;
 pub mod lock;
@@ -47,6 +48,7 @@ pub mod vary;
 
 pub use cache::{FillLock, Hit, HttpCache, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_OBJECT_SIZE};
 pub use cache_control::CacheControl;
+pub use filters::{ForcedFreshness, NoCacheReason, PurgeStatus, RespCacheable};
 pub use key::CacheKey;
 pub use meta::CacheMeta;
 pub use status::CacheStatus;

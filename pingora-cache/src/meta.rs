@@ -75,6 +75,10 @@ impl CacheMeta {
     /// (but `Content-Length`, which describes the 304's own empty body),
     /// and its timing becomes the entry's, so that its age starts again.
     pub fn merge_not_modified(&mut self, not_modified: &HeaderMap, timing: Timing) {
+        // The stored `Age` and `Date` were the old response's; the age now
+        // starts from the 304 (and its own `Age` and `Date`, if it has them).
+        self.headers.remove(http::header::AGE);
+        self.headers.remove(http::header::DATE);
         let mut replaced: Vec<&HeaderName> = Vec::new();
         for (name, value) in not_modified {
             if name == CONTENT_LENGTH {
@@ -192,6 +196,7 @@ mod tests {
         h.append("set-thing", "a".parse().unwrap());
         h.append("set-thing", "b".parse().unwrap());
         h.insert("etag", "\"v1\"".parse().unwrap());
+        h.insert("age", "500".parse().unwrap());
         let at = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
         CacheMeta::new(StatusCode::OK, h, Timing::at(at))
     }
@@ -230,6 +235,7 @@ mod tests {
         assert_eq!(m.headers["x-new"], "1");
         assert_eq!(m.headers["etag"], "\"v1\"");
         assert!(!m.headers.contains_key("content-length"));
+        assert!(!m.headers.contains_key("age"), "the old age is gone");
         assert_eq!(m.timing, later);
         assert!(m
             .freshness(true)

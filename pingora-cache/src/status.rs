@@ -26,17 +26,17 @@ pub enum CacheStatus {
         /// Why it was not, if it was not.
         detail: Option<&'static str>,
     },
-    /// A stored response was revalidated upstream (`fwd=stale`) and, on
-    /// `304`, served from the cache.
+    /// A stored response was revalidated upstream and, on `304`, served
+    /// from the cache: because it was stale (`fwd=stale`), or because the
+    /// request asked (`no-cache`, `max-age`...; `fwd=request`).
     Revalidated {
         /// The upstream's status for the conditional request.
         fwd_status: u16,
         /// Whether the response (the refreshed or the new one) is stored.
         stored: bool,
+        /// The request, not the object's age, sent it upstream.
+        by_request: bool,
     },
-    /// A stored response could not be used because the request asked so
-    /// (`no-cache`, `max-age`...): forwarded.
-    RequestForced,
     /// Served from another request's fill under way (collapsed).
     Collapsed,
     /// The cache took no part (a method it does not cache, a purge).
@@ -45,7 +45,8 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// A short name for metrics and logs: `hit`, `stale`, `miss`,
-    /// `revalidated`, `expired`, `collapsed` or `bypass`.
+    /// `revalidated` (a 304), `expired` (a new object), `collapsed` or
+    /// `bypass`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CacheStatus::Hit { .. } => "hit",
@@ -55,7 +56,6 @@ impl CacheStatus {
                 fwd_status: 304, ..
             } => "revalidated",
             CacheStatus::Revalidated { .. } => "expired",
-            CacheStatus::RequestForced => "request",
             CacheStatus::Collapsed => "collapsed",
             CacheStatus::Bypass => "bypass",
         }
@@ -84,11 +84,15 @@ impl CacheStatus {
                 detail: Some(d),
             } => format!("{name}; fwd=uri-miss; detail={d}"),
             CacheStatus::Miss { .. } => format!("{name}; fwd=uri-miss"),
-            CacheStatus::Revalidated { fwd_status, stored } => {
+            CacheStatus::Revalidated {
+                fwd_status,
+                stored,
+                by_request,
+            } => {
+                let fwd = if by_request { "request" } else { "stale" };
                 let stored = if stored { "; stored" } else { "" };
-                format!("{name}; fwd=stale; fwd-status={fwd_status}{stored}")
+                format!("{name}; fwd={fwd}; fwd-status={fwd_status}{stored}")
             }
-            CacheStatus::RequestForced => format!("{name}; fwd=request"),
             CacheStatus::Collapsed => format!("{name}; fwd=uri-miss; collapsed"),
             CacheStatus::Bypass => format!("{name}; fwd=bypass"),
         }
@@ -113,6 +117,7 @@ mod tests {
         let reval = CacheStatus::Revalidated {
             fwd_status: 304,
             stored: true,
+            by_request: false,
         };
         assert_eq!(
             reval.header_value("c"),

@@ -389,3 +389,32 @@ mod tests {
         assert!(w.write(&Bytes::from(vec![0u8; 2048])).is_err());
     }
 }
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+    use crate::freshness::Timing;
+    use std::time::SystemTime;
+
+    #[test]
+    fn disk_objects_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("pgc-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let meta = CacheMeta::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Timing::at(SystemTime::now()),
+        );
+        {
+            let s = DiskStorage::open(&dir, 1 << 20).unwrap();
+            let mut w = s.writer(b"\0host/d", &meta).unwrap();
+            w.write(&Bytes::from_static(b"on disk")).unwrap();
+            w.finish().unwrap();
+            assert!(s.lookup(b"\0host/d").unwrap().is_some());
+        }
+        let s = DiskStorage::open(&dir, 1 << 20).unwrap();
+        let (_, mut body) = s.lookup(b"\0host/d").unwrap().expect("found after reopen");
+        assert_eq!(&body.read(0, 100).unwrap()[..], b"on disk");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

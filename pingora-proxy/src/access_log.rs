@@ -187,7 +187,7 @@ impl AccessLog {
             AccessLogFormat::Json => {
                 let host = header(&host).or_else(|| req.uri().authority().map(|a| a.as_str()));
                 format!(
-                    "{{\"time\":\"{}\",\"client\":{},\"method\":{},\"uri\":{},\"protocol\":\"{protocol}\",\"host\":{},\"status\":{status},\"bytes\":{bytes},\"duration_ms\":{:.3},\"referer\":{},\"user_agent\":{},\"error\":{}}}",
+                    "{{\"time\":\"{}\",\"client\":{},\"method\":{},\"uri\":{},\"protocol\":\"{protocol}\",\"host\":{},\"status\":{status},\"bytes\":{bytes},\"duration_ms\":{:.3},\"referer\":{},\"user_agent\":{},\"error\":{},\"cache\":{}}}",
                     rfc3339(now),
                     json_str(&client),
                     json_str(req.method().as_str()),
@@ -197,6 +197,7 @@ impl AccessLog {
                     json_opt(header(&referer)),
                     json_opt(header(&agent)),
                     json_opt(error.map(|e| e.to_string()).as_deref()),
+                    json_opt(session.cache_status().map(|c| c.as_str())),
                 )
             }
         }

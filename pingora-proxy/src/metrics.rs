@@ -29,6 +29,9 @@ pub struct ProxyMetrics {
     /// `pingora_upstream_errors_total{kind}`: errors from upstreams while
     /// proxying (connect errors included).
     pub upstream_errors: IntCounterVec,
+    /// `pingora_cache_requests_total{status}`: requests with a cache
+    /// enabled, by how the cache took part (`CacheStatus::as_str`).
+    pub cache: IntCounterVec,
 }
 
 const PROTOCOLS: [&str; 2] = ["http1", "http2"];
@@ -61,6 +64,12 @@ static PROXY: LazyLock<ProxyMetrics> = LazyLock::new(|| {
             &["kind"]
         )
         .expect("registering a built-in metric"),
+        cache: register_int_counter_vec!(
+            "pingora_cache_requests_total",
+            "Requests with a cache enabled, by cache status",
+            &["status"]
+        )
+        .expect("registering a built-in metric"),
     }
 });
 
@@ -70,6 +79,11 @@ pub fn proxy() -> &'static ProxyMetrics {
 }
 
 impl ProxyMetrics {
+    /// Count a request's cache status.
+    pub fn cache_status(&self, status: pingora_cache::CacheStatus) {
+        self.cache.with_label_values(&[status.as_str()]).inc();
+    }
+
     /// Count one finished request.
     pub fn request_done(&self, http2: bool, status: u16, took: Duration) {
         let p = usize::from(http2);

@@ -21,9 +21,12 @@ use crate::{ProxyHttp, Session};
 
 mod attempt;
 mod body;
+pub(crate) mod cache;
+mod cache_serve;
 mod headers;
 
 use attempt::Attempt;
+use cache::{CacheCtx, Lookup};
 
 /// How the proxy pipeline behaves, beyond the user's callbacks.
 #[derive(Clone, Debug)]
@@ -329,12 +332,59 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             return Ok(());
         }
+        self.inner.request_cache_filter(session, ctx)?;
+        let mut cache = None;
+        if session.cache_enabled() || self.inner.is_purge(session, ctx) {
+            // Boxed: the cache's futures stay out of every request's.
+            match Box::pin(self.cache_lookup(session, ctx)).await? {
+                Lookup::Served => return Ok(()),
+                Lookup::Proceed(c) => cache = c,
+            }
+        }
         if !self.inner.proxy_upstream_filter(session, ctx).await? {
             if session.response_written().is_none() {
                 session.respond_error_with_text(502).await?;
             }
             return Ok(());
         }
+        match cache {
+            None => self.upstream(session, ctx, None).await,
+            Some(cc) => Box::pin(self.upstream_cached(session, ctx, cc)).await,
+        }
+    }
+
+    /// Upstream with the cache's part: on failure, the stale object if its
+    /// `stale-if-error` allows; after an unsafe method, invalidation.
+    async fn upstream_cached(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut cc: Box<CacheCtx>,
+    ) -> Result<()> {
+        match self.upstream(session, ctx, Some(&mut cc)).await {
+            Err(e) if cc.stale.is_some() => {
+                if self.serve_stale_on_error(session, ctx, &mut cc, &e).await? {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Ok(()) if cc.invalidate => {
+                self.cache_invalidate(session, &cc);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// The attempts at the request, until one is answered or no retry is
+    /// left.
+    async fn upstream(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut cache: Option<&mut CacheCtx>,
+    ) -> Result<()> {
         let mut attempt = 0;
         loop {
             let peer = self.inner.upstream_peer(session, ctx).await?;
@@ -371,7 +421,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     let retry_status = attempt < self.options.max_retries;
                     // Held here and lent out: the session (over 500 bytes)
                     // is not moved into each step's future.
-                    let mut att = Attempt::new(upstream, &peer);
+                    let mut att = Attempt::new(upstream, &peer, cache.as_deref_mut());
                     match self
                         .proxy_to_upstream(session, &mut att, ctx, retry_status)
                         .await
@@ -456,6 +506,9 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
             if broken || !fail.can_reuse_downstream {
                 session.set_keepalive(None);
             }
+        }
+        if let Some(c) = session.cache_status() {
+            crate::metrics::proxy().cache_status(c);
         }
         crate::metrics::proxy().request_done(
             session.is_http2(),

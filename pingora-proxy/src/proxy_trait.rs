@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderMap;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, PurgeStatus, RespCacheable};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -56,6 +57,16 @@ impl Future for Nothing {
     type Output = ();
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
+    }
+}
+
+/// `Ok(None)` at once; zero-sized like [`Answer`].
+struct NotForced;
+
+impl Future for NotForced {
+    type Output = Result<Option<ForcedFreshness>>;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(None))
     }
 }
 
@@ -419,6 +430,136 @@ pub trait ProxyHttp: Send + Sync + 'static {
                 .or_else(|| req.uri.authority().map(|a| a.as_str()))
                 .unwrap_or("")
         )
+    }
+
+    /// Whether this request may be served from a cache, and which: call
+    /// [`Session::cache_enable`] for it. The default enables none. (Runs
+    /// after `request_filter`; see `docs/CACHE.md`.)
+    ///
+    /// # Errors
+    ///
+    /// An error fails the request, as any phase's does.
+    fn request_cache_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<()> {
+        Ok(())
+    }
+
+    /// The request's cache key. The default is [`CacheKey::default`]: the
+    /// host and the path with query. Getting it wrong mixes up objects:
+    /// put in it whatever the upstream's answer depends on.
+    ///
+    /// # Errors
+    ///
+    /// An error fails the request.
+    fn cache_key_callback(&self, session: &Session, _ctx: &mut Self::CTX) -> Result<CacheKey> {
+        Ok(CacheKey::default(session.req_header()))
+    }
+
+    /// A cacheable request found nothing usable in the cache and goes
+    /// upstream (called once, before `proxy_upstream_filter`).
+    fn cache_miss(&self, _session: &mut Session, _ctx: &mut Self::CTX) {}
+
+    /// A stored response was found (`is_fresh` or not): overrule its
+    /// freshness, or not (`None`, the default).
+    fn cache_hit_filter<'s, 'a, 'm, 'c, 'f>(
+        &'s self,
+        _session: &'a mut Session,
+        _meta: &'m CacheMeta,
+        _is_fresh: bool,
+        _ctx: &'c mut Self::CTX,
+    ) -> PhaseFuture<'f, Result<Option<ForcedFreshness>>>
+    where
+        's: 'f,
+        'a: 'f,
+        'm: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(NotForced)
+    }
+
+    /// Whether to store the upstream's response (after
+    /// `upstream_response_filter`). The default follows RFC 9111 for a
+    /// shared cache ([`pingora_cache::filters::resp_cacheable`]).
+    ///
+    /// # Errors
+    ///
+    /// An error fails the request.
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<RespCacheable> {
+        Ok(crate::proxy::cache::default_cacheable(session, resp))
+    }
+
+    /// The variance (secondary key) of a response that varies, for this
+    /// request; `None` for one that does not. The default is made from the
+    /// request fields the response's `Vary` names
+    /// ([`pingora_cache::vary::variance`]).
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Self::CTX,
+        req: &RequestHeader,
+    ) -> Option<Vec<u8>> {
+        pingora_cache::vary::variance(&meta.headers, &req.headers)
+    }
+
+    /// Whether the request's conditions let a response from the cache
+    /// (`resp`) be answered `304 Not Modified`. The default applies
+    /// `If-None-Match` and `If-Modified-Since` (RFC 9110 §13.2.2).
+    ///
+    /// # Errors
+    ///
+    /// An error fails the request.
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        let req = &session.req_header().headers;
+        Ok(pingora_cache::conditional::not_modified(
+            req,
+            resp.status,
+            &resp.headers,
+        ))
+    }
+
+    /// Whether a stale response may be served, within what its
+    /// `stale-while-revalidate` (`error` is `None`) or `stale-if-error`
+    /// allows. The default allows both; on an error, only an upstream's.
+    /// (Pingora's default refuses stale-while-revalidate.)
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+        error: Option<&Error>,
+    ) -> bool {
+        error.is_none_or(|e| *e.esource() == pingora_error::ErrorSource::Upstream)
+    }
+
+    /// Whether this request purges its cache key (and the key's
+    /// variants) instead of being proxied. The default: never. A purge
+    /// is answered 200 (found), 404 (not found) or 405 (no cache enabled).
+    fn is_purge(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
+    /// Change the answer to a purge.
+    ///
+    /// # Errors
+    ///
+    /// An error fails the request (answered 500).
+    fn purge_response_filter(
+        &self,
+        _session: &Session,
+        _ctx: &mut Self::CTX,
+        _purge_status: PurgeStatus,
+        _purge_response: &mut ResponseHeader,
+    ) -> Result<()> {
+        Ok(())
     }
 }
 

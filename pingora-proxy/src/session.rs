@@ -5,6 +5,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use pingora_cache::freshness::Timing;
+use pingora_cache::{CacheStatus, HttpCache};
 use pingora_core::modules::http::HttpModuleCtx;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, Result};
@@ -41,6 +43,13 @@ pub(crate) struct ProxyState {
     /// The request's spans, when tracing is on.
     #[cfg(feature = "otel")]
     pub(crate) trace: Option<crate::otel::RequestTrace>,
+    /// The cache `request_cache_filter` enabled for the request.
+    pub(crate) cache: Option<HttpCache>,
+    /// How the cache took part, once it did.
+    pub(crate) cache_status: Option<CacheStatus>,
+    /// When the upstream request went out and its response came (for the
+    /// age of what is stored).
+    pub(crate) cache_timing: Option<Timing>,
 }
 
 impl Session {
@@ -67,6 +76,34 @@ impl Session {
             ext.insert(ProxyState::default());
         }
         ext.get_mut::<ProxyState>().expect("just inserted")
+    }
+
+    /// Serve this request through `cache` (call it in
+    /// `request_cache_filter`). Pingora's `session.cache.enable(..)`.
+    pub fn cache_enable(&mut self, cache: &HttpCache) {
+        self.state_mut().cache = Some(cache.clone());
+    }
+
+    /// Serve this request without a cache after all.
+    pub fn cache_disable(&mut self) {
+        if self.state().is_some_and(|s| s.cache.is_some()) {
+            self.state_mut().cache = None;
+        }
+    }
+
+    /// Whether a cache is enabled for this request.
+    pub fn cache_enabled(&self) -> bool {
+        self.state().is_some_and(|s| s.cache.is_some())
+    }
+
+    /// How the cache took part in this request (for `logging`), once it
+    /// did: a hit, a miss, stale...
+    pub fn cache_status(&self) -> Option<CacheStatus> {
+        self.state()?.cache_status
+    }
+
+    pub(crate) fn set_cache_status(&mut self, status: CacheStatus) {
+        self.state_mut().cache_status = Some(status);
     }
 
     /// The error of the previous attempt, when `upstream_peer` is called

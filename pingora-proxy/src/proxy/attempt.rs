@@ -27,6 +27,7 @@ use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::ResponseHeader;
 
 use super::body::send_down;
+use super::cache::CacheCtx;
 use super::headers::{downstream_response, frame_h1_request, upstream_request};
 use super::{idempotent, HttpProxy};
 use crate::{ProxyHttp, Session};
@@ -45,17 +46,24 @@ pub(super) struct Attempt<'a> {
     /// The upstream's response header was taken: the request was
     /// answered, and is never sent again.
     pub(super) answered: bool,
+    /// The cache's part in the exchange, when a cache is enabled.
+    pub(super) cache: Option<&'a mut CacheCtx>,
 }
 
 impl<'a> Attempt<'a> {
     /// An attempt over `up`, connected to `peer`.
-    pub(super) fn new(up: ClientSession, peer: &'a HttpPeer) -> Self {
+    pub(super) fn new(
+        up: ClientSession,
+        peer: &'a HttpPeer,
+        cache: Option<&'a mut CacheCtx>,
+    ) -> Self {
         Attempt {
             up: Some(up),
             peer,
             method: Method::GET,
             req_ended: false,
             answered: false,
+            cache,
         }
     }
 }
@@ -80,6 +88,14 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     ) -> Result<()> {
         self.send_request(session, att, ctx).await?;
         let status = self.response_header(session, att, ctx).await?;
+        if let Some(cc) = att.cache.as_deref() {
+            if let Some(t) = session.state_mut().cache_timing.as_mut() {
+                t.response_time = std::time::SystemTime::now();
+            }
+            if cc.stale.is_some() && self.cache_answer_stale(session, att, ctx, status).await? {
+                return Ok(());
+            }
+        }
         if retry_status {
             self.retry_on_status(status, &att.method)?;
         }
@@ -112,6 +128,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     ) -> Result<()> {
         let up = upstream(&mut att.up)?;
         let mut req = upstream_request(session, att.peer, up.is_http2())?;
+        if let Some(cc) = att.cache.as_deref() {
+            self.cache_upstream_request(cc, &mut req)?;
+            let now = std::time::SystemTime::now();
+            session.state_mut().cache_timing = Some(pingora_cache::freshness::Timing::at(now));
+        }
         self.inner
             .upstream_request_filter(session, &mut req, ctx)
             .await?;
@@ -193,6 +214,42 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         Ok(status)
     }
 
+    /// With a stale object at hand: a 304 to our validators is answered
+    /// from it (refreshed), and a 5xx with it when its `stale-if-error`
+    /// allows. Whether the request was answered so.
+    async fn cache_answer_stale(
+        &self,
+        session: &mut Session,
+        att: &mut Attempt<'_>,
+        ctx: &mut SV::CTX,
+        status: StatusCode,
+    ) -> Result<bool> {
+        let revalidate = att.cache.as_deref().is_some_and(|c| c.revalidate);
+        if status == StatusCode::NOT_MODIFIED && revalidate {
+            let Some(not_modified) = upstream(&mut att.up)?.take_resp_header() else {
+                return Error::e_explain(InvalidHTTPHeader, "no response");
+            };
+            att.answered = true;
+            self.finish_upstream(session, att, ctx).await?;
+            if let Some(cc) = att.cache.as_deref_mut() {
+                self.serve_revalidated(session, ctx, cc, &not_modified)
+                    .await?;
+            }
+            return Ok(true);
+        }
+        if status.is_server_error() {
+            let e = Error::explain(HTTPStatus(status.as_u16()), "upstream answered 5xx").into_up();
+            if let Some(cc) = att.cache.as_deref_mut() {
+                if self.serve_stale_on_error(session, ctx, cc, &e).await? {
+                    att.answered = true;
+                    att.up = None;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Step 3: a retryable error when the options retry `status` and the
     /// request is idempotent.
     fn retry_on_status(&self, status: StatusCode, method: &Method) -> Result<()> {
@@ -227,6 +284,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         self.inner
             .upstream_response_filter(session, &mut resp, ctx)
             .await?;
+        if let Some(cc) = att.cache.as_deref_mut() {
+            self.cache_response(session, cc, &mut resp, ctx)?;
+        }
         self.inner.response_filter(session, &mut resp, ctx).await?;
         if !self.downstream_modules.is_empty() {
             let eos = up.is_body_done() && up.trailers().is_none();
@@ -248,7 +308,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         ctx: &mut SV::CTX,
     ) -> Result<()> {
         let mut data = None;
-        let delay = self.body_filters(session, &mut data, true, ctx)?;
+        let delay = self.body_filters(session, &mut data, true, ctx, att.cache.as_deref_mut())?;
         let mut data = data.filter(|d| !d.is_empty());
         // The modules' last word comes with the rest of the body.
         if !self.downstream_modules.is_empty() {

@@ -13,6 +13,7 @@ use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::ResponseHeader;
 
 use super::attempt::{upstream, Attempt};
+use super::cache::CacheCtx;
 use super::HttpProxy;
 use crate::{ProxyHttp, Session};
 
@@ -41,7 +42,7 @@ pub(super) async fn send_down(
 /// removed (the response goes chunked over HTTP/1); otherwise the
 /// upstream's length stands, and what goes out must add up to it.
 #[derive(Debug, Default)]
-struct LengthGuard {
+pub(super) struct LengthGuard {
     /// The header, until the first piece of body decides its length.
     held: Option<Box<ResponseHeader>>,
     /// Body bytes in from the upstream.
@@ -58,7 +59,10 @@ impl LengthGuard {
     /// A guard for `resp`; the header is returned at once, to be written,
     /// unless it is held for the first piece (a Content-Length, not for
     /// HEAD, where it describes a GET).
-    fn new(resp: Box<ResponseHeader>, method: &Method) -> (Self, Option<Box<ResponseHeader>>) {
+    pub(super) fn new(
+        resp: Box<ResponseHeader>,
+        method: &Method,
+    ) -> (Self, Option<Box<ResponseHeader>>) {
         let mut guard = LengthGuard::default();
         if resp.has_tracked(pingora_http::tracked::CONTENT_LENGTH) && *method != Method::HEAD {
             guard.held = Some(resp);
@@ -72,7 +76,7 @@ impl LengthGuard {
     /// `size_out` out; `end` when it is the last): the held header, with
     /// its length fixed, if it is to be written now; an error if the
     /// filters broke a length that already went out.
-    fn piece(
+    pub(super) fn piece(
         &mut self,
         size_in: usize,
         size_out: usize,
@@ -139,7 +143,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     // says so (and as `None` otherwise).
                     let end = data.is_none() || up.is_body_done();
                     let size_in = data.as_ref().map_or(0, Bytes::len);
-                    let delay = self.body_filters(session, &mut data, end, ctx)?;
+                    let delay = self.body_filters(session, &mut data, end, ctx, att.cache.as_deref_mut())?;
                     let size_out = data.as_ref().map_or(0, Bytes::len);
                     if let Some(resp) = guard.piece(size_in, size_out, end)? {
                         session
@@ -220,18 +224,23 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         Ok(trailer_body)
     }
 
-    /// A piece of response body through `upstream_response_body_filter`
-    /// and `response_body_filter`; returns the longer delay they asked for.
+    /// A piece of response body through `upstream_response_body_filter`,
+    /// into the cache's fill if there is one, then through
+    /// `response_body_filter`; returns the longer delay they asked for.
     pub(super) fn body_filters(
         &self,
         session: &mut Session,
         data: &mut Option<Bytes>,
         end: bool,
         ctx: &mut SV::CTX,
+        cache: Option<&mut CacheCtx>,
     ) -> Result<Option<Duration>> {
         let up = self
             .inner
             .upstream_response_body_filter(session, data, end, ctx)?;
+        if let Some(cc) = cache {
+            cc.fill_piece(data.as_ref(), end);
+        }
         let down = self.inner.response_body_filter(session, data, end, ctx)?;
         if !self.downstream_modules.is_empty() {
             if let Some(m) = session.modules() {
