@@ -22,12 +22,16 @@
 //! `--compress` compresses responses worth it (zstd, br or gzip, as the
 //! client accepts). `--grpc-web` (with `--upstream-h2`) bridges browsers'
 //! gRPC-web calls to gRPC upstreams; `--grpc-web-cors ORIGIN` (repeatable,
-//! `*` for any) answers their CORS preflights.
+//! `*` for any) answers their CORS preflights. `--cache` caches responses
+//! in memory by RFC 9111 (`--cache-size`, 128M by default); `--cache-dir DIR`
+//! keeps them in files instead (`--cache-size 1G`); `PURGE` from a loopback
+//! client removes a URL's object (see docs/CACHE.md).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::cache::HttpCache;
 use pingora::core::apps::http_app::{HttpServer, ServeHttp};
 use pingora::core::listeners::tls::TlsSettings;
 use pingora::core::metrics::prometheus::{register_int_counter, IntCounter};
@@ -106,6 +110,36 @@ struct Args {
     /// `*` for any).
     #[arg(long, requires = "grpc_web")]
     grpc_web_cors: Vec<String>,
+    /// Cache responses in memory (RFC 9111; `Cache-Status` tells hits).
+    #[arg(long)]
+    cache: bool,
+    /// Cache responses in files in this directory (kept across restarts).
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
+    /// The cache's size: bytes, or with K, M or G (default 128M).
+    #[arg(long, value_parser = parse_size)]
+    cache_size: Option<u64>,
+}
+
+/// A size such as `1G`, `512M`, `64K` or `1000`.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{s:?}: a number with K, M or G")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with K, M or G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: out of range"))
 }
 
 /// The proxy: the load balancer and how to reach the upstreams.
@@ -126,6 +160,8 @@ struct Lb {
     compress: bool,
     /// The gRPC-web bridge, if on.
     grpc_web: Option<GrpcWebBuilder>,
+    /// The response cache, if on.
+    cache: Option<HttpCache>,
 }
 
 /// Per request: the backends tried (the last one apart, so that a request
@@ -149,6 +185,22 @@ impl ProxyHttp for Lb {
             begun: now,
             start: now,
         }
+    }
+
+    fn request_cache_filter(&self, s: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(cache) = &self.cache {
+            s.cache_enable(cache);
+        }
+        Ok(())
+    }
+
+    /// `PURGE` from a loopback client removes the URL's cached object.
+    fn is_purge(&self, s: &Session, _ctx: &Ctx) -> bool {
+        let loopback = s
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| a.ip().is_loopback());
+        self.cache.is_some() && loopback && s.req_header().method.as_str() == "PURGE"
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
@@ -265,6 +317,18 @@ fn main() -> Result<()> {
         }
         bridge
     });
+    let size = args.cache_size.unwrap_or(128 << 20);
+    let cache = match &args.cache_dir {
+        Some(dir) => match HttpCache::disk(dir, size) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("--cache-dir {}: {e}", dir.display());
+                std::process::exit(2);
+            }
+        },
+        None if args.cache => Some(HttpCache::memory(size as usize)),
+        None => None,
+    };
     let mut server = Server::new_or_exit(args.opt);
     server.bootstrap();
 
@@ -306,6 +370,7 @@ fn main() -> Result<()> {
         rate_limit_redis: args.rate_limit_redis,
         compress: args.compress,
         grpc_web,
+        cache,
     };
 
     let mut app = HttpServer::new(HttpProxy::new(proxy, Some(&server.configuration)));

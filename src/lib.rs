@@ -49,6 +49,9 @@ compile_error!(
 // `pingora::apps`, `pingora::tls`, `pingora::Result`, `pingora::Error`, …).
 pub use pingora_core::*;
 
+#[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
+pub use pingora_cache as cache;
 pub use pingora_core as core;
 pub use pingora_error as error;
 pub use pingora_http as http;

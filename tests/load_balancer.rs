@@ -1558,3 +1558,137 @@ fn grpc_web_flag_bridges_to_a_real_grpc_server() {
     // Plain gRPC through the same proxy is untouched.
     grpc_peer_client("client", &listen);
 }
+
+/// `--cache` and `--cache-dir` before nginx as the origin: a static file
+/// with `expires 1m` is fetched once, then served from the cache; one
+/// with `Cache-Control: no-cache` is revalidated on every request (nginx
+/// answers the proxy's `If-None-Match` with 304); objects on disk are
+/// still served after a restart; `PURGE` from loopback removes one.
+#[test]
+fn cache_in_memory_and_on_disk_before_nginx() {
+    let ndir = nginx::nginx_dir("lb-cache");
+    std::fs::write(ndir.join("www/fresh.txt"), "fresh body\n").unwrap();
+    std::fs::write(ndir.join("www/reval.txt"), "reval body\n").unwrap();
+    let server = format!(
+        "access_log {}/access.log;\n\
+         location /fresh.txt {{ expires 1m; }}\n\
+         location /reval.txt {{ add_header Cache-Control no-cache; }}",
+        ndir.display()
+    );
+    let n = nginx::start_nginx(ndir.clone(), &server);
+    let origin = format!("127.0.0.1:{}", n.port);
+    let asked = |path: &str, status: &str| {
+        std::fs::read_to_string(ndir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(path) && l.contains(&format!("\" {status} ")))
+            .count()
+    };
+    // The header block and the body of a GET (one Host for every proxy).
+    let get = |listen: &str, path: &str, extra: &[&str]| -> (String, String) {
+        let url = format!("http://{listen}{path}");
+        let headers = temp_dir("lb-cache-h").join("h");
+        let mut args = vec!["-H", "host: cache.test", "-D"];
+        let h = headers.to_string_lossy().into_owned();
+        args.push(&h);
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let body = curl_text(&args);
+        let head = std::fs::read_to_string(&headers)
+            .unwrap()
+            .to_ascii_lowercase();
+        (head, body)
+    };
+    let cache_status = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("cache-status: "))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+
+    // In memory.
+    let dir = temp_dir("lb-cache");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut lb, _) = start_lb(
+        &dir,
+        &["--listen", &listen, "--upstream", &origin, "--cache"],
+    );
+    wait_listening(port);
+    let (head, body) = get(&listen, "/fresh.txt", &[]);
+    assert_eq!(body, "fresh body\n");
+    assert_eq!(cache_status(&head), "pingora; fwd=uri-miss; stored");
+    for _ in 0..3 {
+        let (head, body) = get(&listen, "/fresh.txt", &[]);
+        assert_eq!(body, "fresh body\n");
+        assert!(cache_status(&head).starts_with("pingora; hit"), "{head}");
+    }
+    assert_eq!(asked("/fresh.txt", "200"), 1, "one trip to nginx");
+    for i in 0..3 {
+        let (head, body) = get(&listen, "/reval.txt", &[]);
+        assert_eq!(body, "reval body\n");
+        if i > 0 {
+            assert_eq!(
+                cache_status(&head),
+                "pingora; fwd=stale; fwd-status=304; stored"
+            );
+        }
+    }
+    assert_eq!(
+        (asked("/reval.txt", "200"), asked("/reval.txt", "304")),
+        (1, 2)
+    );
+    // PURGE, then a miss.
+    let (head, _) = get(&listen, "/fresh.txt", &["-X", "PURGE"]);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (head, _) = get(&listen, "/fresh.txt", &[]);
+    assert_eq!(cache_status(&head), "pingora; fwd=uri-miss; stored");
+    lb.kill();
+
+    // On disk, across a restart.
+    let cache_dir = dir.join("cache");
+    let cd = cache_dir.to_string_lossy().into_owned();
+    let disk_args = |listen: &str| -> Vec<String> {
+        [
+            "--listen",
+            listen,
+            "--upstream",
+            &origin,
+            "--cache-dir",
+            &cd,
+            "--cache-size",
+            "1M",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let before = asked("/fresh.txt", "200");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = disk_args(&listen);
+    let (mut lb, _) = start_lb(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_listening(port);
+    get(&listen, "/fresh.txt", &[]);
+    lb.kill();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = disk_args(&listen);
+    let (_lb, _) = start_lb(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_listening(port);
+    let (head, body) = get(&listen, "/fresh.txt", &[]);
+    assert_eq!(body, "fresh body\n");
+    assert!(cache_status(&head).starts_with("pingora; hit"), "{head}");
+    assert_eq!(
+        asked("/fresh.txt", "200"),
+        before + 1,
+        "one fill, kept across the restart"
+    );
+    // A bad size is refused, naming the flag.
+    let out = Command::new(example("load_balancer"))
+        .args(["--cache", "--cache-size", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-size"));
+}
