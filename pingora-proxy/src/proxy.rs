@@ -507,9 +507,6 @@ impl<SV: ProxyHttp> HttpServerApp for HttpProxy<SV> {
                 session.set_keepalive(None);
             }
         }
-        if let Some(c) = session.cache_status() {
-            crate::metrics::proxy().cache_status(c);
-        }
         crate::metrics::proxy().request_done(
             session.is_http2(),
             status.unwrap_or(500),

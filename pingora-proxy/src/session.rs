@@ -104,6 +104,7 @@ impl Session {
 
     pub(crate) fn set_cache_status(&mut self, status: CacheStatus) {
         self.state_mut().cache_status = Some(status);
+        crate::metrics::proxy().cache_status(status);
     }
 
     /// The error of the previous attempt, when `upstream_peer` is called

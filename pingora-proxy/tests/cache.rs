@@ -583,6 +583,27 @@ async fn objects_past_the_size_limit_stream_through_uncached() {
 }
 
 #[tokio::test]
+async fn only_if_cached_answers_504_on_a_miss_and_head_is_not_stored() {
+    let t = setup().await;
+    t.origin
+        .set("/oic", 200, &[("cache-control", "max-age=60")], b"o");
+    let r = t
+        .get("/oic", &["-H", "cache-control: only-if-cached"])
+        .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(t.origin.hits("/oic"), 0);
+    // A HEAD miss goes upstream as HEAD and stores nothing.
+    let r = t.get("/oic", &["-I"]).await;
+    assert_eq!(status_of(&r), "pingora; fwd=uri-miss; detail=method");
+    t.get("/oic", &[]).await;
+    let r = t
+        .get("/oic", &["-H", "cache-control: only-if-cached"])
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "o"));
+    assert_eq!(t.origin.hits("/oic"), 2);
+}
+
+#[tokio::test]
 async fn purge_removes_an_object() {
     let t = setup().await;
     t.origin

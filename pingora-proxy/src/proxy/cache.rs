@@ -46,6 +46,8 @@ pub(crate) struct CacheCtx {
     fill: Option<Fill>,
     /// An unsafe method: the key is invalidated after a non-error answer.
     pub(super) invalidate: bool,
+    /// The request's `only-if-cached`: a miss is answered 504.
+    only_if_cached: bool,
 }
 
 /// An object being stored as its body streams by.
@@ -141,6 +143,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         let mut cc = CacheCtx::new(cache, key);
         cc.fill_allowed = method == Method::GET && !req_cc.no_store;
+        cc.only_if_cached = req_cc.only_if_cached;
         if let Some(hit) = hit {
             let now = SystemTime::now();
             let f = hit.meta.freshness(true);
@@ -195,6 +198,20 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         ctx: &mut SV::CTX,
         mut cc: CacheCtx,
     ) -> Result<Lookup> {
+        if cc.only_if_cached {
+            // RFC 9111 §5.2.1.7: nothing usable stored, and the client
+            // will not have it fetched.
+            let status = CacheStatus::Miss {
+                stored: false,
+                detail: Some("only-if-cached"),
+            };
+            session.set_cache_status(status);
+            let mut resp = ResponseHeader::build(504, Some(2))?;
+            resp.insert_header(CONTENT_LENGTH, "0")?;
+            resp.insert_header("cache-status", status.header_value(cc.cache.name()))?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(Lookup::Served);
+        }
         self.inner.cache_miss(session, ctx);
         if cc.fill_allowed && cc.stale.is_none() {
             if let Some(lock) = cc.cache.lock() {
@@ -332,9 +349,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let decision = if cc.fill_allowed {
             self.inner.response_cache_filter(session, resp, ctx)?
         } else {
-            RespCacheable::Uncacheable(NoCacheReason::NotStorable(
-                pingora_cache::storable::NotStorable::NoStore,
-            ))
+            // A HEAD, or a request with `no-store`.
+            let why = if session.req_header().method == Method::HEAD {
+                pingora_cache::storable::NotStorable::Method
+            } else {
+                pingora_cache::storable::NotStorable::NoStore
+            };
+            RespCacheable::Uncacheable(NoCacheReason::NotStorable(why))
         };
         let stored = match decision {
             RespCacheable::Cacheable(meta) => self.start_fill(session, cc, meta, ctx),
@@ -420,6 +441,7 @@ impl CacheCtx {
             lock: None,
             fill: None,
             invalidate: false,
+            only_if_cached: false,
         }
     }
 
