@@ -196,11 +196,11 @@ impl ProxyHttp for Lb {
 
     /// `PURGE` from a loopback client removes the URL's cached object.
     fn is_purge(&self, s: &Session, _ctx: &Ctx) -> bool {
-        let loopback = s
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| a.ip().is_loopback());
-        self.cache.is_some() && loopback && s.req_header().method.as_str() == "PURGE"
+        self.cache.is_some()
+            && s.req_header().method.as_str() == "PURGE"
+            && s.client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| a.ip().is_loopback())
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {

@@ -614,6 +614,18 @@ async fn purge_removes_an_object() {
     let r = t.get("/p", &[]).await;
     assert_eq!(status_of(&r), "pingora; fwd=uri-miss; stored");
     assert_eq!(t.origin.hits("/p"), 2);
+    // By prefix: a key ending in `*`.
+    for path in ["/dir/a", "/dir/b", "/other"] {
+        t.origin
+            .set(path, 200, &[("cache-control", "max-age=60")], b"d");
+        t.get(path, &[]).await;
+    }
+    let r = t.get("/dir/*", &["-X", "PURGE"]).await;
+    assert_eq!(r.status, 200);
+    for (path, cached) in [("/dir/a", false), ("/dir/b", false), ("/other", true)] {
+        let r = t.get(path, &[]).await;
+        assert_eq!(status_of(&r).contains("hit"), cached, "{path}");
+    }
 }
 
 #[tokio::test]

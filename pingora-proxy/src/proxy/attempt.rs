@@ -89,10 +89,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         self.send_request(session, att, ctx).await?;
         let status = self.response_header(session, att, ctx).await?;
         if let Some(cc) = att.cache.as_deref() {
-            if let Some(t) = session.state_mut().cache_timing.as_mut() {
-                t.response_time = std::time::SystemTime::now();
-            }
-            if cc.stale.is_some() && self.cache_answer_stale(session, att, ctx, status).await? {
+            super::cache::response_arrived(session);
+            // Boxed: the cache's future stays out of every request's.
+            if cc.stale.is_some()
+                && Box::pin(self.cache_answer_stale(session, att, ctx, status)).await?
+            {
                 return Ok(());
             }
         }
@@ -129,9 +130,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let up = upstream(&mut att.up)?;
         let mut req = upstream_request(session, att.peer, up.is_http2())?;
         if let Some(cc) = att.cache.as_deref() {
-            self.cache_upstream_request(cc, &mut req)?;
-            let now = std::time::SystemTime::now();
-            session.state_mut().cache_timing = Some(pingora_cache::freshness::Timing::at(now));
+            self.cache_upstream_request(session, cc, &mut req)?;
         }
         self.inner
             .upstream_request_filter(session, &mut req, ctx)

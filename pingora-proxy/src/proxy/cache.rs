@@ -88,6 +88,14 @@ fn ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
     (f.lifetime.as_secs() as i64).saturating_sub(age)
 }
 
+/// The upstream's response header arrived: noted for its age.
+#[inline(never)]
+pub(super) fn response_arrived(session: &mut Session) {
+    if let Some(t) = session.state_mut().cache_timing.as_mut() {
+        t.response_time = SystemTime::now();
+    }
+}
+
 /// The RFC 9111 decision of the default `response_cache_filter`.
 pub(crate) fn default_cacheable(session: &Session, resp: &ResponseHeader) -> RespCacheable {
     let req = session.req_header();
@@ -229,8 +237,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         Ok(Lookup::Proceed(Some(Box::new(cc))))
     }
 
-    /// A purge: remove the key and its variants, answer 200, 404, or 405
-    /// when no cache is enabled for the request.
+    /// A purge: remove the key and its variants (or, for a key ending in
+    /// `*`, every key it begins), answer 200, 404, or 405 when no cache is
+    /// enabled for the request.
     async fn purge(
         &self,
         session: &mut Session,
@@ -240,10 +249,18 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         use pingora_cache::PurgeStatus;
         let status = match cache {
             None => PurgeStatus::NoCache,
-            Some(c) => match c.purge(&self.inner.cache_key_callback(session, ctx)?) {
-                0 => PurgeStatus::NotFound,
-                n => PurgeStatus::Found(n),
-            },
+            Some(c) => {
+                // A key ending in `*` purges every key it begins.
+                let key = self.inner.cache_key_callback(session, ctx)?;
+                let n = match key.primary().strip_suffix('*') {
+                    Some(prefix) => c.purge_prefix(key.namespace(), prefix).unwrap_or(0),
+                    None => c.purge(&key),
+                };
+                match n {
+                    0 => PurgeStatus::NotFound,
+                    n => PurgeStatus::Found(n),
+                }
+            }
         };
         session.set_cache_status(CacheStatus::Bypass);
         let mut resp = ResponseHeader::build(status.http_status(), Some(2))?;
@@ -303,12 +320,19 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
 
     /// The upstream request of a cached GET: our validators when
     /// revalidating; without the client's conditions and range when the
-    /// response may be stored (the whole object is wanted).
+    /// response may be stored (the whole object is wanted). The request's
+    /// time is noted for the age of what comes back. (Not inlined, nor
+    /// are the other cache steps the per-request path calls: they would
+    /// crowd out what it inlines when no cache is on.)
+    #[inline(never)]
     pub(super) fn cache_upstream_request(
         &self,
+        session: &mut Session,
         cc: &CacheCtx,
         req: &mut RequestHeader,
     ) -> Result<()> {
+        let now = SystemTime::now();
+        session.state_mut().cache_timing = Some(pingora_cache::freshness::Timing::at(now));
         if !cc.fill_allowed && !cc.revalidate {
             return Ok(());
         }
@@ -336,6 +360,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     /// The upstream's response header (after `upstream_response_filter`):
     /// decide whether to store it, start the fill, and say so in
     /// `Cache-Status`.
+    #[inline(never)]
     pub(super) fn cache_response(
         &self,
         session: &mut Session,
@@ -449,6 +474,7 @@ impl CacheCtx {
     /// left it); the end stores the object and frees the lock. A piece
     /// past the largest object, or a store's error, ends the fill and
     /// lets the waiters go upstream.
+    #[inline(never)]
     pub(super) fn fill_piece(&mut self, data: Option<&Bytes>, end: bool) {
         let Some(fill) = self.fill.as_mut() else {
             return;

@@ -365,7 +365,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         // The stored object itself (the variant this request was served),
         // for the 304's merge.
         cc.stale = stale_for(cc, &meta);
-        self.cache_upstream_request(cc, &mut req)?;
+        self.cache_upstream_request(session, cc, &mut req)?;
         let request_time = SystemTime::now();
         up.write_request_header_eos(req, true).await?;
         up.finish_body(None).await?;
