@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
+
+use bytes::Bytes;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,54 @@ use std::sync::{Arc, Mutex};
 const TMP: &str = "tmp";
 /// The first bytes of every object file.
 const MAGIC: &[u8; 4] = b"PGC1";
+/// Bytes read at once when an object is opened: its header and, for a
+/// small object, all of its body.
+const FIRST_READ: u64 = 16 * 1024;
+
+/// An object found by [`DiskStore::get`].
+#[derive(Debug)]
+pub struct DiskObject {
+    /// Its metadata, as written.
+    pub meta: Vec<u8>,
+    /// Its body's length.
+    pub body_len: u64,
+    /// Where its body begins in `file`.
+    pub body_at: u64,
+    /// The body's first bytes (all of it for a small object), read with
+    /// the header.
+    pub body_head: Bytes,
+    /// The file, positioned just past `body_head`.
+    pub file: File,
+}
+
+/// The bytes read at the head of an object file, read further from the
+/// file when a field runs past them (a long key or meta).
+struct Head<'a> {
+    buf: Vec<u8>,
+    at: usize,
+    file: &'a mut File,
+}
+
+impl Head<'_> {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        let want = self.at + n;
+        if self.buf.len() < want {
+            let more = (want - self.buf.len()) as u64;
+            (&mut *self.file).take(more).read_to_end(&mut self.buf)?;
+            if self.buf.len() < want {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let out = &self.buf[self.at..want];
+        self.at = want;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let b = self.take(N)?;
+        b.try_into().map_err(|_| io::ErrorKind::InvalidData.into())
+    }
+}
 
 /// One stored object, as the index knows it.
 #[derive(Debug, Clone)]
@@ -174,13 +224,15 @@ impl DiskStore {
         })
     }
 
-    /// The object for `key`: its metadata and its body (a file positioned
-    /// at the body, and the body's length), made the most recently used.
+    /// The object for `key`, made the most recently used: its metadata,
+    /// and its body's first bytes, read with the header in one read (a
+    /// small object whole: open, fstat, read, as nginx's cache does), the
+    /// rest left in the file.
     ///
     /// # Errors
     ///
     /// The I/O error if the object file cannot be read.
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<(Vec<u8>, File, u64)>> {
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<DiskObject>> {
         let file_name = name(key);
         {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,24 +249,39 @@ impl DiskStore {
             Err(e) => return Err(e),
         };
         let total = file.metadata()?.len();
-        if read_key(&mut file)? != key {
+        let mut buf = Vec::with_capacity(total.min(FIRST_READ) as usize);
+        (&mut file).take(FIRST_READ).read_to_end(&mut buf)?;
+        let mut head = Head {
+            buf,
+            at: 0,
+            file: &mut file,
+        };
+        if head.take(4)? != MAGIC {
             return Ok(None);
         }
-        let mut len = [0u8; 4];
-        file.read_exact(&mut len)?;
-        let mut meta = vec![0u8; u32::from_le_bytes(len) as usize];
-        file.read_exact(&mut meta)?;
-        let mut body_len = [0u8; 8];
-        file.read_exact(&mut body_len)?;
-        let body_len = u64::from_le_bytes(body_len);
-        let at = file.stream_position()?;
-        if total - at != body_len {
+        let key_len = u32::from_le_bytes(head.array()?) as usize;
+        if head.take(key_len)? != key {
+            return Ok(None);
+        }
+        let meta_len = u32::from_le_bytes(head.array()?) as usize;
+        let meta = head.take(meta_len)?.to_vec();
+        let body_len = u64::from_le_bytes(head.array()?);
+        let body_at = head.at as u64;
+        if total.checked_sub(body_at) != Some(body_len) {
             // Cut short (a crash before the data reached the disk): never
             // served, and gone.
             self.remove(key);
             return Ok(None);
         }
-        Ok(Some((meta, file, body_len)))
+        let Head { buf, at, .. } = head;
+        let body_head = Bytes::from(buf).slice(at..);
+        Ok(Some(DiskObject {
+            meta,
+            body_len,
+            body_at,
+            body_head,
+            file,
+        }))
     }
 
     /// Remove the object for `key`; whether it was there.
@@ -374,12 +441,38 @@ mod tests {
     }
 
     fn body_of(s: &DiskStore, key: &str) -> Option<Vec<u8>> {
-        let (meta, mut f, len) = s.get(key.as_bytes()).unwrap()?;
-        assert_eq!(meta, b"meta");
-        let mut body = Vec::new();
-        f.read_to_end(&mut body).unwrap();
-        assert_eq!(body.len() as u64, len);
+        let mut o = s.get(key.as_bytes()).unwrap()?;
+        assert_eq!(o.meta, b"meta");
+        let mut body = o.body_head.to_vec();
+        o.file.read_to_end(&mut body).unwrap();
+        assert_eq!(body.len() as u64, o.body_len);
         Some(body)
+    }
+
+    #[test]
+    fn long_metadata_and_bodies_past_the_first_read() {
+        let d = dir("long");
+        let s = DiskStore::open(&d, 1 << 24).unwrap();
+        let meta = vec![b'm'; 20_000];
+        let body: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
+        let mut w = s.writer(b"k", &meta).unwrap();
+        w.write(&body).unwrap();
+        w.finish().unwrap();
+        let mut o = s.get(b"k").unwrap().unwrap();
+        assert_eq!(o.meta, meta);
+        assert!(o.body_head.is_empty(), "the header filled the first read");
+        let mut all = Vec::new();
+        o.file.read_to_end(&mut all).unwrap();
+        assert_eq!(all, body);
+        // A small header: the first read has part of the body.
+        let mut w = s.writer(b"j", b"x").unwrap();
+        w.write(&body).unwrap();
+        w.finish().unwrap();
+        let mut o = s.get(b"j").unwrap().unwrap();
+        assert!(!o.body_head.is_empty());
+        let mut all = o.body_head.to_vec();
+        o.file.read_to_end(&mut all).unwrap();
+        assert_eq!(all, body);
     }
 
     #[test]

@@ -256,11 +256,16 @@ impl DiskStorage {
     }
 }
 
-/// A body in a file: `len` bytes from offset `start`.
+/// A body in a file: its first bytes read already (`head`), the rest
+/// from offset `start + head.len()` on, `len` bytes in all. Read in order,
+/// it costs one read per piece (no seek).
 struct FileBody {
     file: File,
     start: u64,
     len: u64,
+    head: Bytes,
+    /// Where the file is positioned, relative to the body's start.
+    pos: u64,
 }
 
 impl HitBody for FileBody {
@@ -269,15 +274,26 @@ impl HitBody for FileBody {
     }
 
     fn read(&mut self, at: u64, max: usize) -> io::Result<Bytes> {
-        let left = self.len.saturating_sub(at);
-        let n = (max as u64).min(left) as usize;
+        let in_head = self.head.len() as u64;
+        if at < in_head {
+            let end = (at + max as u64).min(in_head);
+            return Ok(self.head.slice(at as usize..end as usize));
+        }
+        let n = (max as u64).min(self.len.saturating_sub(at));
         if n == 0 {
             return Ok(Bytes::new());
         }
-        self.file.seek(SeekFrom::Start(self.start + at))?;
-        let mut buf = BytesMut::zeroed(n);
-        self.file.read_exact(&mut buf)?;
-        Ok(buf.freeze())
+        if self.pos != at {
+            self.file.seek(SeekFrom::Start(self.start + at))?;
+        }
+        // Into spare capacity: nothing zeroed first.
+        let mut buf = Vec::with_capacity(n as usize);
+        (&mut self.file).take(n).read_to_end(&mut buf)?;
+        self.pos = at + buf.len() as u64;
+        if (buf.len() as u64) < n {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Bytes::from(buf))
     }
 }
 
@@ -295,19 +311,22 @@ impl MissWriter for DiskMissWriter {
 
 impl Storage for DiskStorage {
     fn lookup(&self, key: &[u8]) -> io::Result<Option<Stored>> {
-        let Some((meta, mut file, len)) = self.store.get(key)? else {
+        let Some(o) = self.store.get(key)? else {
             return Ok(None);
         };
-        let Some(meta) = CacheMeta::decode(&meta) else {
+        let Some(meta) = CacheMeta::decode(&o.meta) else {
             // Another version's object: gone, and a miss.
             self.store.remove(key);
             return Ok(None);
         };
-        let start = file.stream_position()?;
-        Ok(Some((
-            Arc::new(meta),
-            Box::new(FileBody { file, start, len }),
-        )))
+        let body = FileBody {
+            file: o.file,
+            start: o.body_at,
+            len: o.body_len,
+            pos: o.body_head.len() as u64,
+            head: o.body_head,
+        };
+        Ok(Some((Arc::new(meta), Box::new(body))))
     }
 
     fn writer(&self, key: &[u8], meta: &CacheMeta) -> io::Result<Box<dyn MissWriter>> {
@@ -379,6 +398,38 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pgc-storage-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         round_trip(&DiskStorage::open(&dir, 16 << 20).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn disk_bodies_past_the_first_read_in_any_order() {
+        let dir = std::env::temp_dir().join(format!("pgc-storage-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = DiskStorage::open(&dir, 16 << 20).unwrap();
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = s.writer(b"big", &meta("\"a\"")).unwrap();
+        w.write(&Bytes::from(body.clone())).unwrap();
+        w.finish().unwrap();
+        let (_, mut b) = s.lookup(b"big").unwrap().unwrap();
+        for (at, n) in [
+            (50_000, 100),
+            (50_100, 100),
+            (0, 10),
+            (99_990, 100),
+            (16_000, 2_000),
+        ] {
+            let got = b.read(at, n).unwrap();
+            let end = (at as usize + got.len()).min(body.len());
+            assert_eq!(&got[..], &body[at as usize..end], "at {at}");
+            assert!(!got.is_empty());
+        }
+        // In order, to the end.
+        let (_, mut b) = s.lookup(b"big").unwrap().unwrap();
+        let mut all = Vec::new();
+        while (all.len() as u64) < b.len() {
+            all.extend_from_slice(&b.read(all.len() as u64, 30_000).unwrap());
+        }
+        assert_eq!(all, body);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
