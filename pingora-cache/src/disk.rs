@@ -249,8 +249,11 @@ impl DiskStore {
             Err(e) => return Err(e),
         };
         let total = file.metadata()?.len();
-        let mut buf = Vec::with_capacity(total.min(FIRST_READ) as usize);
-        (&mut file).take(FIRST_READ).read_to_end(&mut buf)?;
+        // Exactly what is there (up to the first read's size): one read
+        // call, not a second to find the end.
+        let first = total.min(FIRST_READ);
+        let mut buf = Vec::with_capacity(first as usize);
+        (&mut file).take(first).read_to_end(&mut buf)?;
         let mut head = Head {
             buf,
             at: 0,
