@@ -1607,13 +1607,29 @@ fn cache_in_memory_and_on_disk_before_nginx() {
             .to_string()
     };
 
-    // In memory.
+    // In memory, with the JSON access log.
     let dir = temp_dir("lb-cache");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let log = dir.join("access.json");
+    let conf = dir.join("json.yaml");
+    let yaml = format!(
+        "---\nversion: 1\naccess_log: {}\naccess_log_format: json\n",
+        log.display()
+    );
+    std::fs::write(&conf, yaml).unwrap();
+    let c = conf.to_string_lossy().into_owned();
     let (mut lb, _) = start_lb(
         &dir,
-        &["--listen", &listen, "--upstream", &origin, "--cache"],
+        &[
+            "-c",
+            &c,
+            "--listen",
+            &listen,
+            "--upstream",
+            &origin,
+            "--cache",
+        ],
     );
     wait_listening(port);
     let (head, body) = get(&listen, "/fresh.txt", &[]);
@@ -1639,6 +1655,13 @@ fn cache_in_memory_and_on_disk_before_nginx() {
         (asked("/reval.txt", "200"), asked("/reval.txt", "304")),
         (1, 2)
     );
+    // The access log says how the cache took part.
+    poll_until(Duration::from_secs(10), "the access log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("\"cache\":\"hit\"")
+            && text.contains("\"cache\":\"miss\"")
+            && text.contains("\"cache\":\"revalidated\"")
+    });
     // PURGE, then a miss.
     let (head, _) = get(&listen, "/fresh.txt", &["-X", "PURGE"]);
     assert!(head.starts_with("http/1.1 200"), "{head}");

@@ -303,7 +303,7 @@ fn retry_if_safe(e: &mut Error, reused: bool, method: &Method) {
 }
 
 impl<SV: ProxyHttp> HttpProxy<SV> {
-    async fn run(&self, session: &mut Session, ctx: &mut SV::CTX) -> Result<()> {
+    async fn run(self: &Arc<Self>, session: &mut Session, ctx: &mut SV::CTX) -> Result<()> {
         if session.req_header().method() == Method::CONNECT && !self.options.allow_connect {
             return Error::e_explain(HTTPStatus(405), "CONNECT is not allowed here");
         }

@@ -31,8 +31,9 @@ struct Answer {
 }
 
 /// The origin: answers as set per path (404 otherwise), answers `304` to
-/// an `If-None-Match` that matches its `etag`, and counts and keeps the
-/// requests it gets. A body of `ECHO:<field>` is the request's field.
+/// an `If-None-Match` that matches its `etag` (or, without one, an
+/// `If-Modified-Since` equal to its `last-modified`), and counts and keeps
+/// the requests it gets. A body of `ECHO:<field>` is the request's field.
 #[derive(Default)]
 struct Origin {
     answers: Mutex<HashMap<String, Answer>>,
@@ -93,7 +94,19 @@ impl HttpServerApp for OriginApp {
             .headers
             .get("if-none-match")
             .map(|v| v.to_str().unwrap());
-        let not_modified = etag.is_some() && inm.is_some() && etag.map(String::as_str) == inm;
+        let lm = a
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "last-modified")
+            .map(|x| &x.1);
+        let ims = req
+            .headers
+            .get("if-modified-since")
+            .map(|v| v.to_str().unwrap());
+        let not_modified = match (etag, inm) {
+            (Some(e), Some(i)) => e == i,
+            _ => etag.is_none() && lm.is_some() && lm.map(String::as_str) == ims,
+        };
         let status = if not_modified { 304 } else { a.status };
         let mut resp = ResponseHeader::build(status, None)?;
         for (k, v) in &a.headers {
@@ -367,6 +380,27 @@ async fn a_stale_object_is_revalidated_and_a_304_refreshes_it() {
 }
 
 #[tokio::test]
+async fn last_modified_alone_revalidates_with_if_modified_since() {
+    let t = setup().await;
+    let lm = "Sat, 05 Dec 2026 10:00:00 GMT";
+    let h = [
+        ("cache-control", "max-age=60"),
+        ("last-modified", lm),
+        ("age", "120"),
+    ];
+    t.origin.set("/lm", 200, &h, b"dated");
+    t.get("/lm", &[]).await;
+    let r = t.get("/lm", &[]).await;
+    assert_eq!(r.body, "dated");
+    assert_eq!(status_of(&r), "pingora; fwd=stale; fwd-status=304; stored");
+    assert_eq!(
+        t.origin.last_field("/lm", "if-modified-since").as_deref(),
+        Some(lm)
+    );
+    assert_eq!(t.origin.last_field("/lm", "if-none-match"), None);
+}
+
+#[tokio::test]
 async fn request_no_cache_forces_a_revalidation() {
     let t = setup().await;
     let h = [("cache-control", "max-age=60"), ("etag", "\"e\"")];
@@ -386,7 +420,7 @@ async fn request_no_cache_forces_a_revalidation() {
 }
 
 #[tokio::test]
-async fn stale_while_revalidate_answers_stale_then_refreshes() {
+async fn stale_while_revalidate_answers_stale_then_refreshes_in_the_background() {
     let t = setup().await;
     let h = [
         ("cache-control", "max-age=60, stale-while-revalidate=600"),
@@ -395,7 +429,12 @@ async fn stale_while_revalidate_answers_stale_then_refreshes() {
     t.origin.set("/swr", 200, &h, b"old");
     t.get("/swr", &[]).await;
     t.origin
+        .set("/other", 200, &[("cache-control", "max-age=60")], b"other");
+    t.get("/other", &[]).await;
+    // The refresh will take 6 s.
+    t.origin
         .set("/swr", 200, &[("cache-control", "max-age=60")], b"new");
+    t.origin.slow("/swr", Duration::from_secs(6));
     let r = t.get("/swr", &[]).await;
     assert_eq!(r.body, "old");
     assert!(
@@ -403,23 +442,37 @@ async fn stale_while_revalidate_answers_stale_then_refreshes() {
         "{}",
         status_of(&r)
     );
+    // Two requests on one connection within 4 s: the stale answer, then
+    // another; neither waits for the refresh.
+    let (a, b) = (t.url("/swr"), t.url("/other"));
+    let both = tokio::task::spawn_blocking(move || {
+        pingora_test_support::curl_text(&["--max-time", "4", &a, &b])
+    })
+    .await
+    .unwrap();
+    assert_eq!(both, "oldother");
     let origin = t.origin.clone();
-    pingora_test_support::eventually(Duration::from_secs(10), "the refresh", || {
+    pingora_test_support::eventually(Duration::from_secs(20), "the refresh", || {
         origin.hits("/swr") == 2
     })
     .await;
+    // Stale answers until the refresh (6 s) is stored.
     let mut body = String::new();
-    for _ in 0..50 {
+    for _ in 0..400 {
         let r = t.get("/swr", &[]).await;
         body = r.body.clone();
         if body == "new" {
             assert!(status_of(&r).contains("hit"));
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(body, "new");
-    assert_eq!(t.origin.hits("/swr"), 2);
+    assert_eq!(
+        t.origin.hits("/swr"),
+        2,
+        "one refresh for the stale answers"
+    );
 }
 
 #[tokio::test]

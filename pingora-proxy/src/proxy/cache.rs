@@ -116,7 +116,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     /// Before going upstream: purge, serve from the cache, or go upstream
     /// knowing what to store.
     pub(super) async fn cache_lookup(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         ctx: &mut SV::CTX,
     ) -> Result<Lookup> {
@@ -186,7 +186,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 self.serve_hit(session, ctx, hit, status).await?;
                 // The client has its answer; now refresh the object.
                 cc.revalidate = meta.has_validator();
-                self.refresh(session, ctx, cc, meta).await;
+                self.refresh_in_background(session, cc, meta);
                 return Ok(Lookup::Served);
             }
             cc.revalidate = hit.meta.has_validator() && method == Method::GET;

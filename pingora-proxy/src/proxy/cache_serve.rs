@@ -16,6 +16,9 @@ use pingora_cache::conditional::{range, RangeAnswer};
 use pingora_cache::freshness::Timing;
 use pingora_cache::lock::Reader;
 use pingora_cache::{CacheMeta, CacheStatus, HitBody, RespCacheable};
+use pingora_core::protocols::http::v1::H1Options;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::mem::MemStream;
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::ResponseHeader;
 use tracing::warn;
@@ -323,26 +326,45 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
 
     /// After an answer served stale while revalidating: fetch the object
     /// again (conditionally when it has a validator) and store what comes
-    /// back. The client already has its whole answer; only this request's
-    /// task (for HTTP/1, its connection's next request) waits for it. One
-    /// refresh per key at a time, through the cache lock.
-    pub(super) async fn refresh(
-        &self,
-        session: &mut Session,
-        ctx: &mut SV::CTX,
+    /// back, in a task of its own, so that neither this client nor its
+    /// connection's next request waits for it. The task runs the phases a
+    /// refresh needs (`upstream_peer`, `upstream_request_filter`,
+    /// `upstream_response_filter`, `response_cache_filter`,
+    /// `upstream_response_body_filter`) on a session of its own: this
+    /// request as the filters left it, read from memory, with a new
+    /// context. One refresh per key at a time, through the cache lock.
+    pub(super) fn refresh_in_background(
+        self: &Arc<Self>,
+        session: &Session,
         mut cc: CacheCtx,
         meta: Arc<CacheMeta>,
     ) {
         let storage_key = cc.key.storage_key();
         // Held to the end: dropped unfinished, it frees the key.
-        let _refreshing = match cc.cache.lock().map(|l| l.lock(&storage_key)) {
+        let refreshing = match cc.cache.lock().map(|l| l.lock(&storage_key)) {
             Some(pingora_cache::lock::Locked::Read(_)) => return, // one under way
             Some(pingora_cache::lock::Locked::Write(w)) => Some(w),
             None => None,
         };
-        if let Err(e) = self.refresh_inner(session, ctx, &mut cc, meta).await {
-            warn!("refreshing a stale cached object: {e}");
-        }
+        let wire = request_wire(session.req_header());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _refreshing = refreshing;
+            let (stream, _) = MemStream::new(wire, usize::MAX);
+            let mut own = ServerSession::new_http1(Box::new(stream), H1Options::default());
+            let result = match own.read_request().await {
+                Ok(Some(_)) => {
+                    let session = Session::from_mut(&mut own);
+                    let mut ctx = this.inner.new_ctx();
+                    this.refresh_inner(session, &mut ctx, &mut cc, meta).await
+                }
+                Ok(None) => Error::e_explain(InternalError, "the request did not parse again"),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                warn!("refreshing a stale cached object: {e}");
+            }
+        });
     }
 
     async fn refresh_inner(
@@ -439,6 +461,37 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         }
         Ok(delay)
     }
+}
+
+/// A request header in HTTP/1.1 wire form (with `Host` from the URI's
+/// authority when it has none, as an HTTP/2 request does), for the
+/// session a background refresh runs on.
+fn request_wire(req: &pingora_http::RequestHeader) -> Vec<u8> {
+    let mut w = Vec::with_capacity(256);
+    w.extend_from_slice(req.method.as_str().as_bytes());
+    w.push(b' ');
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    w.extend_from_slice(target.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    if !req.headers.contains_key(http::header::HOST) {
+        if let Some(a) = req.uri.authority() {
+            w.extend_from_slice(b"host: ");
+            w.extend_from_slice(a.as_str().as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+    }
+    for (name, value) in &req.headers {
+        // Framing is the refresh's own: a GET without a body.
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+    w
 }
 
 /// The stored object a refresh revalidates, looked up again: the variant
