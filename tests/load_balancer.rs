@@ -489,7 +489,8 @@ fn access_and_error_logs() {
         &format!(r#""host":"{listen}""#),
         r#""status":200"#,
         r#""bytes":19"#,
-        r#""error":null}"#,
+        r#""error":null,"#,
+        r#""cache":null}"#,
     ] {
         assert!(text.contains(part), "{part} in {text}");
     }
@@ -1693,6 +1694,10 @@ fn cache_in_memory_and_on_disk_before_nginx() {
     let (mut lb, _) = start_lb(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_listening(port);
     get(&listen, "/fresh.txt", &[]);
+    // On disk (synced on a blocking thread) once it is a hit.
+    poll_until(Duration::from_secs(10), "the object on disk", || {
+        cache_status(&get(&listen, "/fresh.txt", &[]).0).starts_with("pingora; hit")
+    });
     lb.kill();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

@@ -3,9 +3,10 @@
 //! variant the request selects; fills of a response that varies write
 //! the marker and the variant.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -46,6 +47,25 @@ pub struct HttpCache {
     lock: Option<Arc<FillLock>>,
     max_object_size: usize,
     name: Arc<str>,
+    /// Keys being refreshed in the background (one refresh per key).
+    refreshing: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+/// A background refresh of a key under way; dropped, the key may be
+/// refreshed again.
+#[derive(Debug)]
+pub struct Refreshing {
+    set: Arc<Mutex<HashSet<Vec<u8>>>>,
+    key: Vec<u8>,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl std::fmt::Debug for HttpCache {
@@ -76,12 +96,27 @@ impl HttpCache {
             )),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             name: Arc::from("pingora"),
+            refreshing: Arc::default(),
         }
+    }
+
+    /// Claim the background refresh of `key`: `None` if one is under way.
+    pub fn start_refresh(&self, key: &CacheKey) -> Option<Refreshing> {
+        let key = key.storage_key();
+        let mut set = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone()).then(|| Refreshing {
+            set: self.refreshing.clone(),
+            key,
+        })
     }
 
     /// An in-memory cache of `budget` bytes.
     pub fn memory(budget: usize) -> HttpCache {
-        HttpCache::new(Arc::new(MemoryStorage::new(budget, 16 * 1024)))
+        let cache = HttpCache::new(Arc::new(MemoryStorage::new(budget, 16 * 1024)));
+        // No larger than the store takes (a shard's share), so that a fill
+        // others wait on is never refused at its end.
+        let most = DEFAULT_MAX_OBJECT_SIZE.min(MemoryStorage::largest_object(budget));
+        cache.with_max_object_size(most)
     }
 
     /// A disk cache in `dir` of `budget` bytes.

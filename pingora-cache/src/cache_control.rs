@@ -138,7 +138,7 @@ fn field_list(s: &str) -> impl Iterator<Item = String> + '_ {
 
 /// The `name[=value]` items of one header value: names lowercase, quoted
 /// values unquoted (with `\` escapes), items that are not well formed
-/// skipped.
+/// skipped (but for their name, when it only restricts caching).
 fn items(v: &[u8]) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -206,10 +206,24 @@ fn items(v: &[u8]) -> Vec<(String, Option<String>)> {
         }
         if ok {
             out.push((name, arg));
+        } else if RESTRICTIVE.contains(&name.as_str()) {
+            // `no-store; x` or `private; max-age=0` (seen in the wild):
+            // the item is malformed, but a directive that only restricts
+            // is kept, so that caching fails closed, as nginx does.
+            out.push((name, None));
         }
     }
     out
 }
+
+/// Directives that only ever restrict caching: kept from a malformed item.
+const RESTRICTIVE: [&str; 5] = [
+    "no-store",
+    "no-cache",
+    "private",
+    "must-revalidate",
+    "proxy-revalidate",
+];
 
 /// A `tchar` of RFC 9110 §5.6.2.
 fn is_tchar(b: u8) -> bool {
@@ -275,12 +289,20 @@ mod tests {
 
     #[test]
     fn malformed_items_are_skipped_not_misread() {
-        // An unterminated quote, junk after a value: those items drop.
+        // An unterminated quote, junk after a value: those items drop,
+        // but for a name that only restricts (fail closed).
         let c = cc(&[r#"private="a, no-store"#]);
-        assert!(!c.no_store && !c.private);
+        assert!(!c.no_store && c.private);
         let c = cc(&["max-age=60 junk, no-store"]);
         assert_eq!(c.max_age, None);
         assert!(c.no_store);
+        let c = cc(&["private; max-age=60"]);
+        assert!(c.private);
+        assert_eq!(c.max_age, None);
+        let c = cc(&["no-store; x, max-age=5"]);
+        assert!(c.no_store);
+        assert_eq!(c.max_age, Some(std::time::Duration::from_secs(5)));
+        assert!(!cc(&["public; x"]).public, "broadening names are not kept");
         // Unknown directives are ignored.
         assert!(cc(&["x-ours=1, public"]).public);
     }

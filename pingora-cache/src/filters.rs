@@ -102,7 +102,16 @@ pub fn resp_cacheable(
     if let Err(n) = storable(method, req, status, resp, true) {
         return RespCacheable::Uncacheable(NoCacheReason::NotStorable(n));
     }
-    let meta = CacheMeta::new(status, resp.clone(), timing);
+    let mut stored = resp.clone();
+    // `private="f"` (a shared cache must not store field f) and
+    // `no-cache="f"` (f must not be reused without revalidation): such
+    // fields are left out of what is stored (RFC 9111 §5.2.2.4, §5.2.2.7),
+    // e.g. a `Set-Cookie` the origin marks so.
+    let cc = crate::CacheControl::parse(resp);
+    for f in cc.private_fields.iter().chain(&cc.no_cache_fields) {
+        stored.remove(f.as_str());
+    }
+    let meta = CacheMeta::new(status, stored, timing);
     let f = meta.freshness(true);
     if f.lifetime.is_zero() && !meta.has_validator() {
         return RespCacheable::Uncacheable(NoCacheReason::NeverFresh);
@@ -143,6 +152,24 @@ mod tests {
         ));
         match ok(&[("cache-control", "private, max-age=5")]) {
             RespCacheable::Uncacheable(r) => assert_eq!(r.as_str(), "private"),
+            other => panic!("{other:?}"),
+        }
+        // Qualified private / no-cache: stored without the fields named.
+        let qualified = [
+            (
+                "cache-control",
+                r#"max-age=5, private="set-cookie", no-cache="x-a""#,
+            ),
+            ("set-cookie", "s=1"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+        ];
+        match ok(&qualified) {
+            RespCacheable::Cacheable(m) => {
+                assert!(!m.headers.contains_key("set-cookie"));
+                assert!(!m.headers.contains_key("x-a"));
+                assert_eq!(m.headers["x-b"], "2");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -27,22 +27,35 @@ impl CacheKey {
         }
     }
 
-    /// The key most proxies use (nginx's `$proxy_host$request_uri` less
-    /// the scheme): the request's host (from its URI, else its `Host`
-    /// field; lower case) and its path with query, in no namespace. The
-    /// method is not in it: a HEAD finds the GET's object.
+    /// The key most proxies use (nginx's `$host$request_uri`): the
+    /// request's host (its `Host` field, which is what goes upstream, else
+    /// its URI's authority, as an HTTP/2 request has it; lower case) and
+    /// its path with query, in no namespace. The method is not in it: a
+    /// HEAD finds the GET's object. (The proxy's default key puts
+    /// `https://` before it for a TLS client, and caches nothing for a
+    /// request whose URI authority and `Host` disagree.)
     pub fn default(req: &Parts) -> CacheKey {
         let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or("");
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut primary = String::with_capacity(host.len() + path.len());
         primary.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         primary.push_str(path);
         CacheKey::new("", primary, "")
+    }
+
+    /// Whether the request names one host: its URI's authority (when it
+    /// has one) and its `Host` field (when it has one) agree. A request
+    /// whose two disagree must not be cached under either.
+    pub fn host_agrees(req: &Parts) -> bool {
+        match (req.uri.authority(), req.headers.get(http::header::HOST)) {
+            (Some(a), Some(h)) => a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()),
+            _ => true,
+        }
     }
 
     /// Its namespace.
@@ -113,6 +126,16 @@ mod tests {
             k.storage_key(),
             CacheKey::default(&parts("/a?b=2", Some("example.com"))).storage_key()
         );
+        // Host and authority must agree.
+        assert!(CacheKey::host_agrees(&parts(
+            "http://A.com/x",
+            Some("a.com")
+        )));
+        assert!(!CacheKey::host_agrees(&parts(
+            "http://victim.com/x",
+            Some("evil.com")
+        )));
+        assert!(CacheKey::host_agrees(&parts("/x", Some("evil.com"))));
     }
 
     #[test]

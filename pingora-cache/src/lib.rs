@@ -46,7 +46,9 @@ pub mod storable;
 pub mod storage;
 pub mod vary;
 
-pub use cache::{FillLock, Hit, HttpCache, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_OBJECT_SIZE};
+pub use cache::{
+    FillLock, Hit, HttpCache, Refreshing, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_OBJECT_SIZE,
+};
 pub use cache_control::CacheControl;
 pub use filters::{ForcedFreshness, NoCacheReason, PurgeStatus, RespCacheable};
 pub use key::CacheKey;

@@ -198,6 +198,7 @@ impl<H: Clone> Reader<H> {
     /// timeout.
     async fn wait_for<T>(
         &self,
+        bounded: bool,
         mut ready: impl FnMut(&FillState<H>) -> Option<Result<T, WaitError>>,
     ) -> Result<T, WaitError> {
         loop {
@@ -214,7 +215,9 @@ impl<H: Clone> Reader<H> {
                     return Err(WaitError::Abandoned);
                 }
             }
-            if tokio::time::timeout(self.timeout, changed).await.is_err() {
+            if !bounded {
+                changed.await;
+            } else if tokio::time::timeout(self.timeout, changed).await.is_err() {
                 return Err(WaitError::TimedOut);
             }
         }
@@ -227,19 +230,21 @@ impl<H: Clone> Reader<H> {
     /// `Abandoned` if the writer stopped first; `TimedOut` if nothing came
     /// within the lock's timeout.
     pub async fn header(&self) -> Result<H, WaitError> {
-        self.wait_for(|s| s.header.clone().map(Ok)).await
+        self.wait_for(true, |s| s.header.clone().map(Ok)).await
     }
 
     /// The next piece of body, or `None` once the object is complete.
+    /// Not bounded by the lock's timeout: once a reader has its header it
+    /// cannot go upstream any more, and the writer's own read and write
+    /// timeouts bound the fill (an abandoned fill wakes its readers).
     ///
     /// # Errors
     ///
-    /// `Abandoned` if the writer stopped before the end; `TimedOut` if no
-    /// piece came within the lock's timeout.
+    /// `Abandoned` if the writer stopped before the end.
     pub async fn body(&mut self) -> Result<Option<Bytes>, WaitError> {
         let next = self.next;
         let r = self
-            .wait_for(|s| match s.chunks.get(next) {
+            .wait_for(false, |s| match s.chunks.get(next) {
                 Some(c) => Some(Ok(Some(c.clone()))),
                 None if s.done => Some(Ok(None)),
                 None => None,

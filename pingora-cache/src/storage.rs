@@ -56,6 +56,12 @@ pub trait MissWriter: Send {
     ///
     /// The store's I/O error; the object is then not stored.
     fn finish(self: Box<Self>) -> io::Result<()>;
+
+    /// Whether `finish` blocks on I/O (a disk store syncs its file), so
+    /// that a caller on an async runtime runs it on a blocking thread.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Where cached objects live. Keys are the bytes of
@@ -135,7 +141,7 @@ impl MemoryStorage {
         MemoryStorage {
             cache: Arc::new(cache),
             // What one shard can hold (see `MemoryCache::put`).
-            max_object: budget / 16,
+            max_object: MemoryStorage::largest_object(budget),
         }
     }
 
@@ -143,6 +149,22 @@ impl MemoryStorage {
     pub fn bytes(&self) -> usize {
         self.cache.bytes()
     }
+
+    /// The largest body a store of `budget` bytes takes (a shard's share,
+    /// less room for the header).
+    pub fn largest_object(budget: usize) -> usize {
+        (budget / 16).saturating_sub(16 * 1024)
+    }
+}
+
+/// What a meta costs in memory, about: its fields and a fixed part.
+fn meta_size(meta: &CacheMeta) -> usize {
+    let fields: usize = meta
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum();
+    fields + 256
 }
 
 /// A body in memory.
@@ -180,7 +202,7 @@ impl MissWriter for MemoryWriter {
 
     fn finish(self: Box<Self>) -> io::Result<()> {
         let this = *self;
-        let size = this.body.len() + this.key.len() + 256;
+        let size = this.body.len() + this.key.len() + meta_size(&this.meta);
         let obj = MemoryObject {
             meta: this.meta,
             body: this.body.freeze(),
@@ -213,7 +235,7 @@ impl Storage for MemoryStorage {
         let Some(old) = self.cache.get(key) else {
             return Ok(false);
         };
-        let size = old.body.len() + key.len() + 256;
+        let size = old.body.len() + key.len() + meta_size(meta);
         let obj = MemoryObject {
             meta: Arc::new(meta.clone()),
             body: old.body.clone(),
@@ -306,6 +328,10 @@ impl MissWriter for DiskMissWriter {
 
     fn finish(self: Box<Self>) -> io::Result<()> {
         self.0.finish()
+    }
+
+    fn blocks(&self) -> bool {
+        true
     }
 }
 

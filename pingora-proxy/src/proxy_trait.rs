@@ -444,14 +444,22 @@ pub trait ProxyHttp: Send + Sync + 'static {
     }
 
     /// The request's cache key. The default is [`CacheKey::default`]: the
-    /// host and the path with query. Getting it wrong mixes up objects:
-    /// put in it whatever the upstream's answer depends on.
+    /// host and the path with query (after `https://` for a TLS client).
+    /// Getting it wrong mixes up objects: put in it whatever the
+    /// upstream's answer depends on.
     ///
     /// # Errors
     ///
     /// An error fails the request.
     fn cache_key_callback(&self, session: &Session, _ctx: &mut Self::CTX) -> Result<CacheKey> {
-        Ok(CacheKey::default(session.req_header()))
+        let key = CacheKey::default(session.req_header());
+        if session.tls_digest().is_none() {
+            return Ok(key);
+        }
+        // Over TLS: apart from the plain listener's objects (a redirect to
+        // https cached for http clients must not reach https ones).
+        let primary = format!("https://{}", key.primary());
+        Ok(CacheKey::new(key.namespace(), primary, key.user_tag()))
     }
 
     /// A cacheable request found nothing usable in the cache and goes

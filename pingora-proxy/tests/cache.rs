@@ -539,7 +539,7 @@ async fn unsafe_methods_invalidate() {
     t.get("/u", &[]).await;
     assert!(status_of(&t.get("/u", &[]).await).contains("hit"));
     let post = t.get("/u", &["-d", "x"]).await;
-    assert_eq!(status_of(&post), "");
+    assert_eq!(status_of(&post), "pingora; fwd=bypass");
     let r = t.get("/u", &[]).await;
     assert_eq!(status_of(&r), "pingora; fwd=uri-miss; stored");
     // An error answer invalidates nothing.
@@ -619,6 +619,43 @@ async fn concurrent_misses_send_one_request_upstream() {
 }
 
 #[tokio::test]
+async fn a_waiter_for_another_variant_goes_upstream() {
+    let t = setup().await;
+    let h = [("cache-control", "max-age=60"), ("vary", "accept-encoding")];
+    t.origin.set("/cv", 200, &h, b"ECHO:accept-encoding");
+    t.origin.slow("/cv", Duration::from_millis(400));
+    let url = t.url("/cv");
+    let mut all = Vec::new();
+    for enc in ["gzip", "br", "gzip", "br"] {
+        let url = url.clone();
+        let field = format!("accept-encoding: {enc}");
+        all.push(tokio::spawn(async move {
+            (enc, curl(&["-H", &field, &url]).await)
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for r in all {
+        let (enc, r) = r.await.unwrap();
+        assert_eq!(r.body, enc, "each gets its own variant");
+    }
+}
+
+#[tokio::test]
+async fn a_request_whose_host_and_authority_disagree_is_not_cached() {
+    let t = setup().await;
+    t.origin.set("/h", 200, &[("cache-control", "max-age=60")], b"h");
+    let target = "http://victim.test/h";
+    for _ in 0..2 {
+        let r = t.get("/h", &["--request-target", target, "-H", "host: evil.test"]).await;
+        assert_eq!(status_of(&r), "");
+    }
+    assert_eq!(t.origin.hits("/h"), 2);
+    // Nothing stored under either host.
+    let r = t.get("/h", &["-H", "host: victim.test"]).await;
+    assert_eq!(status_of(&r), "pingora; fwd=uri-miss; stored");
+}
+
+#[tokio::test]
 async fn objects_past_the_size_limit_stream_through_uncached() {
     let t = setup_with(HttpCache::memory(16 << 20).with_max_object_size(1000)).await;
     t.origin.set(
@@ -690,6 +727,16 @@ async fn the_disk_cache_survives_a_restart() {
     // One Host for both proxies (the default key has it).
     let host = ["-H", "host: cache.test"];
     t.get("/d", &host).await;
+    // Stored (synced on a blocking thread) once it is a hit.
+    let mut hit = false;
+    for _ in 0..200 {
+        hit = status_of(&t.get("/d", &host).await).contains("hit");
+        if hit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hit);
     // A new store over the same directory, and a new proxy.
     let again = setup_with(HttpCache::disk(&dir, 1 << 20).unwrap()).await;
     let r = again.get("/d", &host).await;

@@ -229,6 +229,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 return Error::e_explain(InvalidHTTPHeader, "no response");
             };
             att.answered = true;
+            // As any upstream header: without hop-by-hop fields, through the
+            // user's filter, before it is merged into what is stored.
+            let mut not_modified = downstream_response(not_modified);
+            self.inner
+                .upstream_response_filter(session, &mut not_modified, ctx)
+                .await?;
             self.finish_upstream(session, att, ctx).await?;
             if let Some(cc) = att.cache.as_deref_mut() {
                 self.serve_revalidated(session, ctx, cc, &not_modified)
@@ -236,7 +242,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             return Ok(true);
         }
-        if status.is_server_error() {
+        // RFC 5861 §4: an error, or one of these.
+        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
             let e = Error::explain(HTTPStatus(status.as_u16()), "upstream answered 5xx").into_up();
             if let Some(cc) = att.cache.as_deref_mut() {
                 if self.serve_stale_on_error(session, ctx, cc, &e).await? {

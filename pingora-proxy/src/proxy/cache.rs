@@ -129,6 +129,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             return Ok(Lookup::Proceed(None));
         };
         let method = session.req_header().method.clone();
+        if !CacheKey::host_agrees(session.req_header()) {
+            // Which host would the answer be for? Not cached, either way.
+            session.set_cache_status(CacheStatus::Bypass);
+            return Ok(Lookup::Proceed(None));
+        }
         if method != Method::GET && method != Method::HEAD {
             session.set_cache_status(CacheStatus::Bypass);
             if matches!(method, Method::OPTIONS | Method::TRACE) {
@@ -173,7 +178,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 self.serve_hit(session, ctx, hit, status).await?;
                 return Ok(Lookup::Served);
             }
+            // A request that bounds the age it accepts, or keeps the
+            // exchange out of caches, gets no stale answer nor a refresh.
             let swr = !req_cc.no_cache
+                && !req_cc.no_store
+                && req_cc.max_age.is_none()
+                && req_cc.min_fresh.is_none()
                 && !f.is_fresh(now)
                 && f.serve_while_revalidating(now)
                 && self.inner.should_serve_stale(session, ctx, None);
@@ -286,17 +296,20 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             return;
         }
         cc.cache.purge(&cc.key);
-        let host = session
-            .req_header()
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                let h = session.req_header().headers.get(http::header::HOST)?;
-                h.to_str().ok().map(str::to_string)
-            })
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default()
             .to_ascii_lowercase();
+        // The default key's form: `https://` first for a TLS client.
+        let scheme = if cc.key.primary().starts_with("https://") {
+            "https://"
+        } else {
+            ""
+        };
         let resp = session.response_written().map(|r| r.headers.clone());
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(uri) = resp
@@ -313,14 +326,15 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             let Some(path) = uri.path_and_query().filter(|_| same_host) else {
                 continue;
             };
-            let key = CacheKey::new(cc.key.namespace(), format!("{host}{path}"), "");
+            let key = CacheKey::new(cc.key.namespace(), format!("{scheme}{host}{path}"), "");
             cc.cache.purge(&key);
         }
     }
 
     /// The upstream request of a cached GET: our validators when
-    /// revalidating; without the client's conditions and range when the
-    /// response may be stored (the whole object is wanted). The request's
+    /// revalidating (then without the client's conditions and range: the
+    /// whole object is wanted); without the client's conditions when the
+    /// response may be stored and the client asked for no range. The request's
     /// time is noted for the age of what comes back. (Not inlined, nor
     /// are the other cache steps the per-request path calls: they would
     /// crowd out what it inlines when no cache is on.)
@@ -334,6 +348,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let now = SystemTime::now();
         session.state_mut().cache_timing = Some(pingora_cache::freshness::Timing::at(now));
         if !cc.fill_allowed && !cc.revalidate {
+            return Ok(());
+        }
+        // The client's own conditions would turn the answer into a 304 or
+        // 412 that cannot be stored; its `Range` stays on a miss (the
+        // upstream's 206 goes to the client, not into the cache; a whole
+        // GET fills it).
+        if req.headers.contains_key(RANGE) && !cc.revalidate {
             return Ok(());
         }
         for name in [
@@ -368,7 +389,20 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         resp: &mut ResponseHeader,
         ctx: &mut SV::CTX,
     ) -> Result<()> {
-        if cc.invalidate || resp.status == StatusCode::NOT_MODIFIED {
+        if cc.invalidate {
+            let status = CacheStatus::Bypass;
+            resp.insert_header("cache-status", status.header_value(cc.cache.name()))?;
+            return Ok(());
+        }
+        if resp.status == StatusCode::NOT_MODIFIED {
+            // The upstream answered the client's own condition.
+            let status = CacheStatus::Miss {
+                stored: false,
+                detail: Some("status"),
+            };
+            cc.lock = None;
+            resp.insert_header("cache-status", status.header_value(cc.cache.name()))?;
+            session.set_cache_status(status);
             return Ok(());
         }
         let decision = if cc.fill_allowed {
@@ -492,12 +526,23 @@ impl CacheCtx {
         }
         if end {
             let fill = self.fill.take().expect("checked above");
-            let stored = fill.writer.finish();
-            // The object is in the store before the key is free.
-            match (self.lock.take(), stored) {
-                (Some(l), Ok(())) => l.finish(),
-                (_, Err(e)) => warn!("storing a cached object: {e}"),
-                _ => {}
+            let lock = self.lock.take();
+            let blocks = fill.writer.blocks();
+            // The object is in the store before the key is free; the
+            // waiters have every piece either way.
+            let finish = move || {
+                if let Err(e) = fill.writer.finish() {
+                    warn!("storing a cached object: {e}");
+                }
+                if let Some(l) = lock {
+                    l.finish();
+                }
+            };
+            if blocks {
+                // A disk store syncs the file: not on the runtime's thread.
+                tokio::task::spawn_blocking(finish);
+            } else {
+                finish();
             }
         }
     }
@@ -518,12 +563,26 @@ impl CacheCtx {
         timing: pingora_cache::freshness::Timing,
     ) -> Option<Hit> {
         let mut hit = self.stale.take()?;
+        // A 304 whose validator names another representation than the
+        // stored one does not update it (RFC 9111 §4.3.4).
+        let other = |n: http::header::HeaderName, ours: Option<&http::HeaderValue>| matches!((not_modified.headers.get(&n), ours), (Some(a), Some(b)) if a != b);
+        if other(http::header::ETAG, hit.meta.etag())
+            || other(http::header::LAST_MODIFIED, hit.meta.last_modified())
+        {
+            return Some(hit);
+        }
         let mut meta = (*hit.meta).clone();
         meta.merge_not_modified(&not_modified.headers, timing);
-        if let Err(e) = self.cache.storage().update_meta(&hit.storage_key, &meta) {
-            warn!("updating a revalidated object: {e}");
-        }
-        hit.meta = Arc::new(meta);
+        let meta = Arc::new(meta);
+        let storage = self.cache.storage().clone();
+        let (key, stored) = (hit.storage_key.clone(), meta.clone());
+        // A disk store rewrites the object: not on the runtime's thread.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = storage.update_meta(&key, &stored) {
+                warn!("updating a revalidated object: {e}");
+            }
+        });
+        hit.meta = meta;
         Some(hit)
     }
 }

@@ -174,6 +174,16 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let Ok(meta) = reader.header().await else {
             return Ok(false);
         };
+        // The fill is for the primary key: a response that varies may be
+        // another variant than this request's.
+        if let Some(v) = &meta.variance {
+            let ours = self
+                .inner
+                .cache_vary_filter(&meta, ctx, session.req_header());
+            if ours.as_ref() != Some(v) {
+                return Ok(false);
+            }
+        }
         let mut resp = stored_response(&meta, SystemTime::now())?;
         let name = session
             .state()
@@ -332,19 +342,16 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     /// `upstream_response_filter`, `response_cache_filter`,
     /// `upstream_response_body_filter`) on a session of its own: this
     /// request as the filters left it, read from memory, with a new
-    /// context. One refresh per key at a time, through the cache lock.
+    /// context. One refresh per key at a time.
     pub(super) fn refresh_in_background(
         self: &Arc<Self>,
         session: &Session,
         mut cc: CacheCtx,
         meta: Arc<CacheMeta>,
     ) {
-        let storage_key = cc.key.storage_key();
-        // Held to the end: dropped unfinished, it frees the key.
-        let refreshing = match cc.cache.lock().map(|l| l.lock(&storage_key)) {
-            Some(pingora_cache::lock::Locked::Read(_)) => return, // one under way
-            Some(pingora_cache::lock::Locked::Write(w)) => Some(w),
-            None => None,
+        // Held to the end: one refresh per key.
+        let Some(refreshing) = cc.cache.start_refresh(&cc.key) else {
+            return; // one under way
         };
         let wire = request_wire(session.req_header());
         let this = self.clone();
@@ -399,15 +406,17 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let Some(resp) = up.take_resp_header() else {
             return Error::e_explain(InvalidHTTPHeader, "no response");
         };
+        // As any upstream header: without hop-by-hop fields, through the
+        // user's filter (a 304 too, before it is merged).
+        let mut resp = super::headers::downstream_response(resp);
+        self.inner
+            .upstream_response_filter(session, &mut resp, ctx)
+            .await?;
         if resp.status == StatusCode::NOT_MODIFIED && cc.revalidate {
             cc.revalidated(&resp, timing);
             self.connector.release(up, &peer);
             return Ok(());
         }
-        let mut resp = super::headers::downstream_response(resp);
-        self.inner
-            .upstream_response_filter(session, &mut resp, ctx)
-            .await?;
         session.state_mut().cache_timing = Some(timing);
         let meta = match self.inner.response_cache_filter(session, &resp, ctx)? {
             RespCacheable::Cacheable(m) => m,
