@@ -643,10 +643,13 @@ async fn a_waiter_for_another_variant_goes_upstream() {
 #[tokio::test]
 async fn a_request_whose_host_and_authority_disagree_is_not_cached() {
     let t = setup().await;
-    t.origin.set("/h", 200, &[("cache-control", "max-age=60")], b"h");
+    t.origin
+        .set("/h", 200, &[("cache-control", "max-age=60")], b"h");
     let target = "http://victim.test/h";
     for _ in 0..2 {
-        let r = t.get("/h", &["--request-target", target, "-H", "host: evil.test"]).await;
+        let r = t
+            .get("/h", &["--request-target", target, "-H", "host: evil.test"])
+            .await;
         assert_eq!(status_of(&r), "");
     }
     assert_eq!(t.origin.hits("/h"), 2);
