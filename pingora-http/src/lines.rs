@@ -141,6 +141,15 @@ impl<P: PartsHeaders> Lines<P> {
         }
     }
 
+    /// A copy of the map: built from the raw lines when there is no map
+    /// yet (and no view), else the map's clone.
+    pub(crate) fn to_map(&self, base: &P) -> HeaderMap {
+        match (&self.raw, self.view.get()) {
+            (Some(raw), None) => raw.materialize_map(),
+            _ => self.view(base).0.headers().clone(),
+        }
+    }
+
     /// Build the map into `base` (taking it from the view if there is
     /// one), for an edit; returns the wire order to edit beside it.
     pub(crate) fn settle(&mut self, base: &mut P) -> &mut WireOrder {
@@ -540,6 +549,14 @@ macro_rules! line_methods {
             let mut buf = bytes::BytesMut::with_capacity(self.h1_len());
             self.write_h1(&mut buf);
             buf.freeze()
+        }
+
+        /// A copy of the header fields as the `http` crate's map (spelling
+        /// and wire order are lost): built straight from the lines as
+        /// parsed, with no copy of the header and no wire order on the
+        /// side (what an HTTP/2 frame needs of a header read over HTTP/1).
+        pub fn to_header_map(&self) -> http::HeaderMap {
+            self.lines.to_map(&self.base)
         }
 
         /// Turn into the `http` crate's parts (spelling and order are lost).

@@ -507,6 +507,17 @@ impl RawLines {
         buf.put_slice(&block[from..to]);
     }
 
+    /// The map these lines make, without a wire order.
+    pub(crate) fn materialize_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.lines.len());
+        for l in self.lines.iter() {
+            let name =
+                HeaderName::from_bytes(self.name(l)).expect("header name checked when parsed");
+            map.append(name, self.header_value(l));
+        }
+        map
+    }
+
     /// The map and wire order these lines make.
     pub(crate) fn materialize(&self) -> (HeaderMap, WireOrder) {
         let mut map = HeaderMap::with_capacity(self.lines.len());

@@ -336,3 +336,28 @@ fn remove_hop_by_hop_keeps_the_rest_in_order() {
     resp.remove_hop_by_hop();
     assert_eq!(resp.header_count(), 2);
 }
+
+#[test]
+fn to_header_map_matches_the_parts_whether_parsed_built_or_edited() {
+    let wire = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nServer: x\r\nSet-Cookie: a=1\r\nX-Custom: v\r\nset-cookie: b=2\r\n\r\n",
+    );
+    // As parsed (no map yet), and with a view already built.
+    let parsed = parse_resp(&wire);
+    let want = parsed.clone().into_parts().headers;
+    assert_eq!(parsed.to_header_map(), want);
+    let viewed = parse_resp(&wire);
+    assert_eq!(viewed.headers.len(), 4);
+    assert_eq!(viewed.to_header_map(), want);
+    // Edited: the edit shows.
+    let mut edited = parse_resp(&wire);
+    edited.insert_header("X-Custom", "w").unwrap();
+    let map = edited.to_header_map();
+    assert_eq!(map["x-custom"], "w");
+    let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    // Built.
+    let mut built = ResponseHeader::build(204, None).unwrap();
+    built.append_header("A", "1").unwrap();
+    assert_eq!(built.to_header_map()["a"], "1");
+}

@@ -434,7 +434,11 @@ impl HttpSession {
         self.no_body = self.req.method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
-        let head = http::Response::from_parts((*resp).clone().into_parts(), ());
+        // The fields for the HEADERS frame, copied straight from the
+        // lines (no copy of the whole header); `resp` is kept as written.
+        let mut head = http::Response::new(());
+        *head.status_mut() = status;
+        *head.headers_mut() = resp.to_header_map();
         let send = self
             .send_resp
             .send_response(head, end_of_stream)
