@@ -347,47 +347,12 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
             return Ok(());
         }
-        match cache {
-            None => self.upstream(session, ctx, None).await,
-            Some(cc) => Box::pin(self.upstream_cached(session, ctx, cc)).await,
-        }
-    }
-
-    /// Upstream with the cache's part: on failure, the stale object if its
-    /// `stale-if-error` allows; after an unsafe method, invalidation.
-    async fn upstream_cached(
-        &self,
-        session: &mut Session,
-        ctx: &mut SV::CTX,
-        mut cc: Box<CacheCtx>,
-    ) -> Result<()> {
-        match self.upstream(session, ctx, Some(&mut cc)).await {
-            Err(e) if cc.stale.is_some() => {
-                if self.serve_stale_on_error(session, ctx, &mut cc, &e).await? {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-            Ok(()) if cc.invalidate => {
-                self.cache_invalidate(session, &cc);
-                Ok(())
-            }
-            r => r,
-        }
-    }
-
-    /// The attempts at the request, until one is answered or no retry is
-    /// left.
-    async fn upstream(
-        &self,
-        session: &mut Session,
-        ctx: &mut SV::CTX,
-        mut cache: Option<&mut CacheCtx>,
-    ) -> Result<()> {
         let mut attempt = 0;
-        loop {
-            let peer = self.inner.upstream_peer(session, ctx).await?;
+        let result: Result<()> = loop {
+            let peer = match self.inner.upstream_peer(session, ctx).await {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
             #[cfg(feature = "otel")]
             session.trace(|t| t.begin("upstream connect", crate::otel::SpanKind::Internal));
             let connected = self.connector.get_http_session(&peer).await;
@@ -408,7 +373,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     self.inner.fail_to_connect(session, &peer, ctx, e)
                 }
                 Ok((upstream, reused)) => {
-                    self.inner
+                    if let Err(e) = self
+                        .inner
                         .connected_to_upstream(
                             session,
                             reused,
@@ -417,7 +383,10 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             upstream.digest(),
                             ctx,
                         )
-                        .await?;
+                        .await
+                    {
+                        break Err(e);
+                    }
                     let retry_status = attempt < self.options.max_retries;
                     // Held here and lent out: the session (over 500 bytes)
                     // is not moved into each step's future.
@@ -426,7 +395,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                         .proxy_to_upstream(session, &mut att, ctx, retry_status)
                         .await
                     {
-                        Ok(()) => return Ok(()),
+                        Ok(()) => break Ok(()),
                         Err(mut e) => {
                             #[cfg(feature = "otel")]
                             session.trace(|t| {
@@ -439,7 +408,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                             let e = self.inner.error_while_proxy(&peer, session, e, ctx, reused);
                             let lost = session.state().is_some_and(|s| s.sent_lost);
                             if lost || att.answered || session.response_written().is_some() {
-                                return Err(e);
+                                break Err(e);
                             }
                             e
                         }
@@ -447,7 +416,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 }
             };
             if !e.retry() || attempt >= self.options.max_retries {
-                return Err(e);
+                break Err(e);
             }
             attempt += 1;
             crate::metrics::proxy().retries.inc();
@@ -456,6 +425,36 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             let state = session.state_mut();
             state.retries = attempt;
             state.previous_error = Some(Arc::from(e));
+        };
+        match cache {
+            None => result,
+            // Boxed: the cache's future stays out of every request's.
+            Some(cc) => Box::pin(self.after_upstream(session, ctx, cc, result)).await,
+        }
+    }
+
+    /// After the attempts, the cache's part: on failure, the stale object
+    /// if its `stale-if-error` allows; after an unsafe method, invalidation.
+    async fn after_upstream(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut cc: Box<CacheCtx>,
+        result: Result<()>,
+    ) -> Result<()> {
+        match result {
+            Err(e) if cc.stale.is_some() => {
+                if self.serve_stale_on_error(session, ctx, &mut cc, &e).await? {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Ok(()) if cc.invalidate => {
+                self.cache_invalidate(session, &cc);
+                Ok(())
+            }
+            r => r,
         }
     }
 }
