@@ -45,6 +45,15 @@ enum Source {
 }
 
 impl Source {
+    /// No body (a 304, a 416).
+    fn empty() -> Source {
+        Source::Stored {
+            body: Box::new(NoBody),
+            at: 0,
+            end: 0,
+        }
+    }
+
     async fn next(&mut self) -> Result<Option<Bytes>> {
         match self {
             Source::Stored { body, at, end } => {
@@ -68,6 +77,14 @@ impl Source {
     fn at_end(&self) -> bool {
         matches!(self, Source::Stored { at, end, .. } if at >= end)
     }
+}
+
+/// The name `Cache-Status` gives the request's cache.
+fn cache_name(session: &Session) -> String {
+    session
+        .state()
+        .and_then(|s| s.cache.as_ref().map(|c| c.name().to_string()))
+        .unwrap_or_else(|| "pingora".into())
 }
 
 /// The response header of a stored object, its age set.
@@ -110,10 +127,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let len = hit.body.len();
         let meta = hit.meta.clone();
         let mut resp = stored_response(&meta, SystemTime::now())?;
-        let name = session
-            .state()
-            .and_then(|s| s.cache.as_ref().map(|c| c.name().to_string()))
-            .unwrap_or_else(|| "pingora".into());
+        let name = cache_name(session);
         resp.insert_header("cache-status", status.header_value(&name))?;
         session.set_cache_status(status);
         let mut source = Source::Stored {
@@ -123,11 +137,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         };
         if self.inner.cache_not_modified_filter(session, &resp, ctx)? {
             make_not_modified(&mut resp)?;
-            source = Source::Stored {
-                body: Box::new(NoBody),
-                at: 0,
-                end: 0,
-            };
+            source = Source::empty();
         } else {
             let req = &session.req_header().headers;
             match range(req, meta.status, &meta.headers, len) {
@@ -147,11 +157,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                     resp.set_status(StatusCode::RANGE_NOT_SATISFIABLE)?;
                     resp.insert_header(CONTENT_RANGE, format!("bytes */{len}"))?;
                     resp.insert_header(CONTENT_LENGTH, "0")?;
-                    source = Source::Stored {
-                        body: Box::new(NoBody),
-                        at: 0,
-                        end: 0,
-                    };
+                    source = Source::empty();
                 }
             }
             if meta.status == StatusCode::OK && !resp.headers.contains_key(ACCEPT_RANGES) {
@@ -185,20 +191,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             }
         }
         let mut resp = stored_response(&meta, SystemTime::now())?;
-        let name = session
-            .state()
-            .and_then(|s| s.cache.as_ref().map(|c| c.name().to_string()))
-            .unwrap_or_else(|| "pingora".into());
+        let name = cache_name(session);
         resp.insert_header("cache-status", CacheStatus::Collapsed.header_value(&name))?;
         session.set_cache_status(CacheStatus::Collapsed);
         let mut source = Source::Fill(reader);
         if self.inner.cache_not_modified_filter(session, &resp, ctx)? {
             make_not_modified(&mut resp)?;
-            source = Source::Stored {
-                body: Box::new(NoBody),
-                at: 0,
-                end: 0,
-            };
+            source = Source::empty();
         }
         self.send_cached(session, ctx, resp, source).await?;
         Ok(true)
