@@ -150,13 +150,7 @@ mod tests {
     use std::time::SystemTime;
 
     fn meta(pairs: &[(&str, &str)]) -> CacheMeta {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
+        let h = crate::headers(pairs);
         CacheMeta::new(StatusCode::OK, h, Timing::at(SystemTime::now()))
     }
 

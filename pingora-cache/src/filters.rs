@@ -124,13 +124,7 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(*k, v.parse().unwrap());
-        }
-        m
-    }
+    use crate::headers as h;
 
     #[test]
     fn storable_and_usable() {

@@ -35,17 +35,24 @@ impl CacheKey {
     /// `https://` before it for a TLS client, and caches nothing for a
     /// request whose URI authority and `Host` disagree.)
     pub fn default(req: &Parts) -> CacheKey {
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = CacheKey::request_host(req);
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut primary = String::with_capacity(host.len() + path.len());
         primary.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         primary.push_str(path);
         CacheKey::new("", primary, "")
+    }
+
+    /// The host a request is for, as the default key has it (not yet in
+    /// lower case): its `Host` field, which is what goes upstream, else
+    /// its URI's authority (an HTTP/2 request's `:authority`); empty if
+    /// neither.
+    pub fn request_host(req: &Parts) -> &str {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
     }
 
     /// Whether the request names one host: its URI's authority (when it

@@ -55,3 +55,14 @@ pub use key::CacheKey;
 pub use meta::CacheMeta;
 pub use status::CacheStatus;
 pub use storage::{DiskStorage, HitBody, MemoryStorage, MissWriter, Storage};
+
+/// A header map from `(name, value)` pairs, for the tests.
+#[cfg(test)]
+pub(crate) fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut m = http::HeaderMap::new();
+    for (k, v) in pairs {
+        let name = http::header::HeaderName::from_bytes(k.as_bytes()).expect("a test's name");
+        m.append(name, v.parse().expect("a test's value"));
+    }
+    m
+}

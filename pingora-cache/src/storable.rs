@@ -97,13 +97,7 @@ pub fn storable(
 mod tests {
     use super::*;
 
-    fn h(lines: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in lines {
-            m.append(*k, v.parse().unwrap());
-        }
-        m
-    }
+    use crate::headers as h;
 
     fn check(
         method: Method,

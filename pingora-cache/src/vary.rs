@@ -32,7 +32,7 @@ pub fn variance(resp: &HeaderMap, req: &HeaderMap) -> Option<Vec<u8>> {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(trim(value.as_bytes()));
+            out.extend_from_slice(value.as_bytes().trim_ascii());
         }
         // A byte no field value can hold ends each field.
         out.push(b'\n');
@@ -40,32 +40,11 @@ pub fn variance(resp: &HeaderMap, req: &HeaderMap) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        m
-    }
+    use crate::headers as h;
 
     #[test]
     fn no_vary_no_variance() {

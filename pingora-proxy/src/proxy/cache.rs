@@ -14,6 +14,7 @@ use http::header::{
     IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE,
 };
 use http::{Method, StatusCode};
+use pingora_cache::freshness::Freshness;
 use pingora_cache::lock::{Locked, Writer};
 use pingora_cache::{
     CacheControl, CacheKey, CacheMeta, CacheStatus, ForcedFreshness, Hit, HttpCache, MissWriter,
@@ -82,8 +83,7 @@ fn request_directives(req: &RequestHeader) -> CacheControl {
 }
 
 /// Seconds, signed: freshness left (or, negative, past it).
-fn ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
-    let f = meta.freshness(true);
+pub(super) fn ttl(f: &Freshness, now: SystemTime) -> i64 {
     let age = f.age(now).as_secs() as i64;
     (f.lifetime.as_secs() as i64).saturating_sub(age)
 }
@@ -172,10 +172,9 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 None => {}
             }
             if usable {
-                let status = CacheStatus::Hit {
-                    ttl: ttl(&hit.meta, now),
-                };
-                self.serve_hit(session, ctx, hit, status).await?;
+                let status = CacheStatus::Hit { ttl: ttl(&f, now) };
+                self.serve_hit(session, ctx, hit, status, f.age(now))
+                    .await?;
                 return Ok(Lookup::Served);
             }
             // A request that bounds the age it accepts, or keeps the
@@ -190,10 +189,11 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             if swr {
                 let meta = hit.meta.clone();
                 let status = CacheStatus::Stale {
-                    ttl: ttl(&meta, now),
+                    ttl: ttl(&f, now),
                     on_error: false,
                 };
-                self.serve_hit(session, ctx, hit, status).await?;
+                self.serve_hit(session, ctx, hit, status, f.age(now))
+                    .await?;
                 // The client has its answer; now refresh the object.
                 cc.revalidate = meta.has_validator();
                 self.refresh_in_background(session, cc, meta);
@@ -296,14 +296,7 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             return;
         }
         cc.cache.purge(&cc.key);
-        let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let host = CacheKey::request_host(session.req_header()).to_ascii_lowercase();
         // The default key's form: `https://` first for a TLS client.
         let scheme = if cc.key.primary().starts_with("https://") {
             "https://"
@@ -545,14 +538,6 @@ impl CacheCtx {
                 finish();
             }
         }
-    }
-
-    /// Whether the stale object may be served now that the upstream
-    /// failed (within its `stale-if-error`).
-    pub(super) fn stale_on_error(&self) -> bool {
-        self.stale
-            .as_ref()
-            .is_some_and(|h| h.meta.freshness(true).serve_on_error(SystemTime::now()))
     }
 
     /// Take in a 304 that revalidated the stale object: its meta updated

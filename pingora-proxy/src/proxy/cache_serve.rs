@@ -88,14 +88,13 @@ fn cache_name(session: &Session) -> String {
 }
 
 /// The response header of a stored object, its age set.
-fn stored_response(meta: &CacheMeta, now: SystemTime) -> Result<Box<ResponseHeader>> {
+fn stored_response(meta: &CacheMeta, age: Duration) -> Result<Box<ResponseHeader>> {
     let mut resp = ResponseHeader::build(meta.status, Some(meta.headers.len() + 4))?;
     for (name, value) in &meta.headers {
         resp.append_header(name.clone(), value.clone())?;
     }
     resp.remove_header(&TRANSFER_ENCODING);
-    let age = meta.freshness(true).age(now).as_secs();
-    resp.insert_header(AGE, age.to_string())?;
+    resp.insert_header(AGE, age.as_secs().to_string())?;
     Ok(Box::new(resp))
 }
 
@@ -116,17 +115,19 @@ fn make_not_modified(resp: &mut ResponseHeader) -> Result<()> {
 }
 
 impl<SV: ProxyHttp> HttpProxy<SV> {
-    /// Answer from a stored object, with `status` in `Cache-Status`.
+    /// Answer from a stored object `age` old (from the freshness the
+    /// caller computed once), with `status` in `Cache-Status`.
     pub(super) async fn serve_hit(
         &self,
         session: &mut Session,
         ctx: &mut SV::CTX,
         hit: pingora_cache::Hit,
         status: CacheStatus,
+        age: Duration,
     ) -> Result<()> {
         let len = hit.body.len();
         let meta = hit.meta.clone();
-        let mut resp = stored_response(&meta, SystemTime::now())?;
+        let mut resp = stored_response(&meta, age)?;
         let name = cache_name(session);
         resp.insert_header("cache-status", status.header_value(&name))?;
         session.set_cache_status(status);
@@ -190,7 +191,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
                 return Ok(false);
             }
         }
-        let mut resp = stored_response(&meta, SystemTime::now())?;
+        let age = meta.freshness(true).age(SystemTime::now());
+        let mut resp = stored_response(&meta, age)?;
         let name = cache_name(session);
         resp.insert_header("cache-status", CacheStatus::Collapsed.header_value(&name))?;
         session.set_cache_status(CacheStatus::Collapsed);
@@ -294,7 +296,8 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
             stored: true,
             by_request: cc.by_request,
         };
-        self.serve_hit(session, ctx, hit, status).await
+        let age = hit.meta.freshness(true).age(SystemTime::now());
+        self.serve_hit(session, ctx, hit, status, age).await
     }
 
     /// Serve the stale object because the upstream failed, if its
@@ -306,30 +309,26 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         cc: &mut CacheCtx,
         e: &Error,
     ) -> Result<bool> {
-        if session.response_written().is_some()
-            || !cc.stale_on_error()
-            || !self.inner.should_serve_stale(session, ctx, Some(e))
-        {
+        if session.response_written().is_some() {
+            return Ok(false);
+        }
+        let Some(f) = cc.stale.as_ref().map(|h| h.meta.freshness(true)) else {
+            return Ok(false);
+        };
+        let now = SystemTime::now();
+        if !f.serve_on_error(now) || !self.inner.should_serve_stale(session, ctx, Some(e)) {
             return Ok(false);
         }
         let Some(hit) = cc.stale.take() else {
             return Ok(false);
         };
         let status = CacheStatus::Stale {
-            ttl: pingora_cache::freshness::Freshness::of(
-                hit.meta.status,
-                &hit.meta.headers,
-                hit.meta.timing,
-                true,
-            )
-            .staleness(SystemTime::now())
-            .as_secs()
-            .try_into()
-            .map_or(i64::MIN, |s: i64| -s),
+            ttl: super::cache::ttl(&f, now),
             on_error: true,
         };
         warn!("serving stale after: {e}");
-        self.serve_hit(session, ctx, hit, status).await?;
+        self.serve_hit(session, ctx, hit, status, f.age(now))
+            .await?;
         Ok(true)
     }
 
@@ -352,7 +351,13 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
         let Some(refreshing) = cc.cache.start_refresh(&cc.key) else {
             return; // one under way
         };
-        let wire = request_wire(session.req_header());
+        let wire = match request_wire(session.req_header()) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("refreshing a stale cached object: {e}");
+                return;
+            }
+        };
         let this = self.clone();
         tokio::spawn(async move {
             let _refreshing = refreshing;
@@ -471,35 +476,21 @@ impl<SV: ProxyHttp> HttpProxy<SV> {
     }
 }
 
-/// A request header in HTTP/1.1 wire form (with `Host` from the URI's
-/// authority when it has none, as an HTTP/2 request does), for the
-/// session a background refresh runs on.
-fn request_wire(req: &pingora_http::RequestHeader) -> Vec<u8> {
-    let mut w = Vec::with_capacity(256);
-    w.extend_from_slice(req.method.as_str().as_bytes());
-    w.push(b' ');
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    w.extend_from_slice(target.as_bytes());
-    w.extend_from_slice(b" HTTP/1.1\r\n");
-    if !req.headers.contains_key(http::header::HOST) {
-        if let Some(a) = req.uri.authority() {
-            w.extend_from_slice(b"host: ");
-            w.extend_from_slice(a.as_str().as_bytes());
-            w.extend_from_slice(b"\r\n");
+/// A request header in HTTP/1.1 wire form, for the session a background
+/// refresh runs on: the header's own `to_wire`, as HTTP/1.1, with `Host`
+/// from the URI's authority when it has none (as an HTTP/2 request), and
+/// without body framing (the refresh is a GET without a body).
+fn request_wire(req: &pingora_http::RequestHeader) -> Result<bytes::Bytes> {
+    let mut req = req.clone();
+    req.set_version(http::Version::HTTP_11);
+    req.remove_header(&CONTENT_LENGTH);
+    req.remove_header(&TRANSFER_ENCODING);
+    if !req.has_header(&http::header::HOST) {
+        if let Some(a) = req.uri.authority().cloned() {
+            req.insert_header(http::header::HOST, a.as_str())?;
         }
     }
-    for (name, value) in &req.headers {
-        // Framing is the refresh's own: a GET without a body.
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
-        w.extend_from_slice(name.as_str().as_bytes());
-        w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
-        w.extend_from_slice(b"\r\n");
-    }
-    w.extend_from_slice(b"\r\n");
-    w
+    Ok(req.to_wire())
 }
 
 /// The stored object a refresh revalidates, looked up again: the variant
